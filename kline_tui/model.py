@@ -1,0 +1,299 @@
+"""The domain: markets, intervals, stream keys, candles and the Parquet schema.
+
+Everything here is pure and cheap: no I/O, no asyncio, no Textual.
+"""
+
+from __future__ import annotations
+
+import calendar
+import enum
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import polars as pl
+
+__all__ = [
+    "Market",
+    "Interval",
+    "StreamKey",
+    "Candle",
+    "SpecError",
+    "PARQUET_SCHEMA",
+    "CANDLE_COLUMNS",
+    "validate_symbol",
+]
+
+
+class SpecError(ValueError):
+    """A market, symbol, interval or stream spec that cannot be accepted; the message says why."""
+
+
+class Market(enum.StrEnum):
+    """A Binance market that serves klines."""
+
+    SPOT = "spot"
+    USDM = "usdm"
+    COINM = "coinm"
+
+    @classmethod
+    def parse(cls, text: str) -> Market:
+        """Read a market name, accepting the older `usdt_futures` / `coin_futures` spellings."""
+        name = text.strip().lower()
+        name = _MARKET_ALIASES.get(name, name)
+        try:
+            return cls(name)
+        except ValueError:
+            raise SpecError(
+                f"unknown market {text!r}: use spot, usdm or coinm"
+            ) from None
+
+    @property
+    def intervals(self) -> tuple[Interval, ...]:
+        """The kline intervals this market offers, shortest first."""
+        if self is Market.SPOT:
+            return tuple(Interval)
+        return tuple(i for i in Interval if i is not Interval.S1)
+
+    @property
+    def push_period_ms(self) -> int:
+        """How often the exchange pushes a kline stream's forming candle (spot `1s`: see Interval)."""
+        return 2000 if self is Market.SPOT else 250
+
+
+_MARKET_ALIASES = {
+    "usdt_futures": "usdm",
+    "usd_m": "usdm",
+    "usds_futures": "usdm",
+    "coin_futures": "coinm",
+    "coin_m": "coinm",
+}
+
+_SECOND = 1000
+_MINUTE = 60 * _SECOND
+_HOUR = 60 * _MINUTE
+_DAY = 24 * _HOUR
+# 1970-01-05 was the first Monday after the epoch; Binance's weeks open on Mondays 00:00 UTC.
+_WEEK_ORIGIN = 4 * _DAY
+
+
+class Interval(enum.StrEnum):
+    """A kline interval as Binance spells it: `1m` is a minute and `1M` a month."""
+
+    S1 = "1s"
+    M1 = "1m"
+    M3 = "3m"
+    M5 = "5m"
+    M15 = "15m"
+    M30 = "30m"
+    H1 = "1h"
+    H2 = "2h"
+    H4 = "4h"
+    H6 = "6h"
+    H8 = "8h"
+    H12 = "12h"
+    D1 = "1d"
+    D3 = "3d"
+    W1 = "1w"
+    MO1 = "1M"
+
+    @classmethod
+    def parse(cls, text: str) -> Interval:
+        """Read an interval exactly as Binance spells it (case matters: `1m` vs `1M`)."""
+        value = text.strip()
+        if value == "1mo":  # the bulk archives' and the data directory's name for a month
+            value = "1M"
+        try:
+            return cls(value)
+        except ValueError:
+            raise SpecError(
+                f"unknown interval {text!r}: use one of {', '.join(i.value for i in cls)}"
+            ) from None
+
+    @property
+    def ms(self) -> int | None:
+        """Fixed length in milliseconds, or None for the calendar month."""
+        return _FIXED_MS.get(self)
+
+    @property
+    def path_label(self) -> str:
+        """The interval's name in the data directory: `1mo` for the month, so `1m` and the month
+        never share a folder on a case-insensitive filesystem."""
+        return "1mo" if self is Interval.MO1 else self.value
+
+    def open_time_at(self, ms: int) -> int:
+        """Open time (ms) of the candle that contains the instant `ms`."""
+        step = _FIXED_MS.get(self)
+        if step is not None:
+            origin = _WEEK_ORIGIN if self is Interval.W1 else 0
+            return ms - ((ms - origin) % step)
+        dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+        return _month_start_ms(dt.year, dt.month)
+
+    def next_open(self, open_time: int) -> int:
+        """Open time of the candle after the one opening at `open_time`."""
+        step = _FIXED_MS.get(self)
+        if step is not None:
+            return open_time + step
+        dt = datetime.fromtimestamp(open_time / 1000, tz=timezone.utc)
+        year, month = (dt.year + 1, 1) if dt.month == 12 else (dt.year, dt.month + 1)
+        return _month_start_ms(year, month)
+
+    def prev_open(self, open_time: int) -> int:
+        """Open time of the candle before the one opening at `open_time`."""
+        step = _FIXED_MS.get(self)
+        if step is not None:
+            return open_time - step
+        return self.open_time_at(open_time - 1)
+
+    def close_time(self, open_time: int) -> int:
+        """Close time as Binance states it: the next open time minus one millisecond."""
+        return self.next_open(open_time) - 1
+
+    def is_aligned(self, open_time: int) -> bool:
+        """Whether `open_time` is the open time of a candle of this interval."""
+        return self.open_time_at(open_time) == open_time
+
+    def count_between(self, first_open: int, last_open: int) -> int:
+        """Number of candles from `first_open` to `last_open`, both included (0 if empty)."""
+        if last_open < first_open:
+            return 0
+        step = _FIXED_MS.get(self)
+        if step is not None:
+            return (last_open - first_open) // step + 1
+        n, t = 0, first_open
+        while t <= last_open:
+            n, t = n + 1, self.next_open(t)
+        return n
+
+
+def _month_start_ms(year: int, month: int) -> int:
+    return calendar.timegm((year, month, 1, 0, 0, 0)) * 1000
+
+
+_FIXED_MS: dict[Interval, int] = {
+    Interval.S1: _SECOND,
+    Interval.M1: _MINUTE,
+    Interval.M3: 3 * _MINUTE,
+    Interval.M5: 5 * _MINUTE,
+    Interval.M15: 15 * _MINUTE,
+    Interval.M30: 30 * _MINUTE,
+    Interval.H1: _HOUR,
+    Interval.H2: 2 * _HOUR,
+    Interval.H4: 4 * _HOUR,
+    Interval.H6: 6 * _HOUR,
+    Interval.H8: 8 * _HOUR,
+    Interval.H12: 12 * _HOUR,
+    Interval.D1: _DAY,
+    Interval.D3: 3 * _DAY,
+    Interval.W1: 7 * _DAY,
+}
+
+_SYMBOL_RE = re.compile(r"[A-Z0-9_]{1,40}")
+
+
+def validate_symbol(text: str) -> str:
+    """Return the symbol in upper case, or raise SpecError: only A-Z, 0-9 and `_` may reach a path."""
+    symbol = text.strip().upper()
+    if not _SYMBOL_RE.fullmatch(symbol):
+        raise SpecError(
+            f"invalid symbol {text!r}: a symbol is 1-40 characters of A-Z, 0-9 and _"
+        )
+    return symbol
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class StreamKey:
+    """One kline stream: a market, a symbol and an interval, written `usdm:BTCUSDT:1m`."""
+
+    market: Market
+    symbol: str
+    interval: Interval
+
+    @classmethod
+    def parse(cls, spec: str) -> StreamKey:
+        """Parse `market:SYMBOL:interval`, checking that the market offers the interval."""
+        parts = spec.strip().split(":")
+        if len(parts) != 3:
+            raise SpecError(
+                f"invalid stream {spec!r}: write market:SYMBOL:interval, e.g. usdm:BTCUSDT:1m"
+            )
+        return cls.of(*parts)
+
+    @classmethod
+    def of(cls, market: str | Market, symbol: str, interval: str | Interval) -> StreamKey:
+        """Build a key from its parts, validating each."""
+        m = market if isinstance(market, Market) else Market.parse(market)
+        iv = interval if isinstance(interval, Interval) else Interval.parse(interval)
+        if iv not in m.intervals:
+            raise SpecError(f"{m.value} has no {iv.value} interval (only spot offers 1s)")
+        return cls(m, validate_symbol(symbol), iv)
+
+    @property
+    def stream_name(self) -> str:
+        """The exchange's stream name, e.g. `btcusdt@kline_1m`."""
+        return f"{self.symbol.lower()}@kline_{self.interval.value}"
+
+    @property
+    def push_period_ms(self) -> int:
+        """How often the exchange pushes this stream."""
+        if self.interval is Interval.S1:
+            return 1000
+        return self.market.push_period_ms
+
+    def __str__(self) -> str:
+        return f"{self.market.value}:{self.symbol}:{self.interval.value}"
+
+
+@dataclass(slots=True)
+class Candle:
+    """One kline. Prices and volumes as floats, times as epoch milliseconds (UTC)."""
+
+    open_time: int
+    close_time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float
+    taker_buy_volume: float
+    taker_buy_quote_volume: float
+    trades: int
+
+    def as_row(self) -> tuple:
+        """The candle in CANDLE_COLUMNS order (after `symbol`)."""
+        return (
+            self.open_time,
+            self.close_time,
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            self.volume,
+            self.quote_volume,
+            self.taker_buy_volume,
+            self.taker_buy_quote_volume,
+            self.trades,
+        )
+
+
+_MS_UTC = pl.Datetime("ms", "UTC")
+
+# The on-disk contract of DESIGN.md. `market`, `interval` and `date` come from the path.
+PARQUET_SCHEMA: dict[str, pl.DataType] = {
+    "symbol": pl.String(),
+    "open_time": _MS_UTC,
+    "close_time": _MS_UTC,
+    "open": pl.Float64(),
+    "high": pl.Float64(),
+    "low": pl.Float64(),
+    "close": pl.Float64(),
+    "volume": pl.Float64(),
+    "quote_volume": pl.Float64(),
+    "taker_buy_volume": pl.Float64(),
+    "taker_buy_quote_volume": pl.Float64(),
+    "trades": pl.Int64(),
+}
+
+CANDLE_COLUMNS: tuple[str, ...] = tuple(PARQUET_SCHEMA)
