@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import msgspec
 import polars as pl
 
 __all__ = [
@@ -245,9 +246,11 @@ class StreamKey:
         return f"{self.market.value}:{self.symbol}:{self.interval.value}"
 
 
-@dataclass(slots=True)
-class Candle:
-    """One kline. Prices and volumes as floats, times as epoch milliseconds (UTC)."""
+class Candle(msgspec.Struct, gc=False):
+    """One kline. Prices and volumes as floats, times as epoch milliseconds (UTC).
+
+    A msgspec Struct so the wire decoder can build it straight from a frame (see binance.wire).
+    """
 
     open_time: int
     close_time: int

@@ -1,0 +1,373 @@
+"""One combined-stream WebSocket connection to one market, kept alive for as long as it carries streams.
+
+A connection holds the set of streams it *should* carry and reconciles the server with it through
+live SUBSCRIBE / UNSUBSCRIBE messages, paced under the market's control-message rate, so adding
+or removing a stream never reopens the connection. When the socket fails it reconnects with capped
+exponential backoff and full jitter, carrying its streams over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import itertools
+import logging
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from kline_tui.binance import wire
+from kline_tui.binance.markets import MARKETS
+from kline_tui.model import Market, StreamKey
+
+__all__ = ["Connection", "ConnectionState", "ConnectionStatus", "ConnectionListener", "Backoff"]
+
+log = logging.getLogger(__name__)
+
+# Initial streams ride in the URL, which servers refuse past about 8 KB: stay far below that.
+_URL_BUDGET = 2000
+# Streams per SUBSCRIBE message (undocumented limit: stay modest).
+_PARAMS_PER_MESSAGE = 200
+# How long to wait for the answer to a control message before treating the connection as broken.
+_REPLY_TIMEOUT_S = 10.0
+
+
+class ConnectionState(enum.StrEnum):
+    CONNECTING = "connecting"
+    LIVE = "live"
+    RECONNECTING = "reconnecting"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class ConnectionStatus:
+    """What a connection is doing, for status displays. Times are local monotonic seconds."""
+
+    conn_id: int
+    market: Market
+    state: ConnectionState = ConnectionState.CONNECTING
+    streams: int = 0
+    connected_at: float | None = None
+    attempt: int = 0
+    next_attempt_at: float | None = None
+    last_error: str | None = None
+    reconnects: int = 0
+    frames: int = 0
+    malformed: int = 0
+    lag_ms: float | None = None  # local receive time minus event time, of the latest event
+    recent_frames: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
+
+    def frames_per_s(self, now: float | None = None) -> float:
+        """Frames received per second over the last five seconds."""
+        now = time.monotonic() if now is None else now
+        window = [(t, n) for t, n in self.recent_frames if now - t <= 5.0]
+        if not window:
+            return 0.0
+        t0, n0 = window[0]
+        return (self.frames - n0) / max(now - t0, 1.0)
+
+
+class ConnectionListener(Protocol):
+    """Where a connection sends what it receives (the Hub)."""
+
+    def on_kline(self, key: StreamKey, event_time: int, kline: wire.WireKline) -> None: ...
+
+    def on_subscribed(self, conn: Connection, keys: list[StreamKey]) -> None: ...
+
+    def on_state(self, conn: Connection, message: str | None) -> None: ...
+
+    def on_malformed(self, conn: Connection, reason: str) -> None: ...
+
+    def on_control_error(self, conn: Connection, keys: list[StreamKey], message: str) -> None: ...
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter: a delay drawn from [0, min(cap, base * 2^n)]."""
+
+    def __init__(self, base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None):
+        self.base, self.cap = base, cap
+        self.rng = rng or random.Random()
+
+    def delay(self, attempt: int) -> float:
+        return self.rng.uniform(0.0, min(self.cap, self.base * 2 ** min(attempt, 30)))
+
+
+class _Pacer:
+    """Holds control messages back so no sliding window of `window` seconds carries more than `rate`."""
+
+    def __init__(self, rate: int, window: float = 1.1) -> None:
+        self.rate, self.window = rate, window
+        self._sent: collections.deque[float] = collections.deque()
+
+    async def wait(self) -> None:
+        while True:
+            now = time.monotonic()
+            while self._sent and now - self._sent[0] >= self.window:
+                self._sent.popleft()
+            if len(self._sent) < self.rate:
+                self._sent.append(now)
+                return
+            await asyncio.sleep(self._sent[0] + self.window - now + 0.005)
+
+
+class Connection:
+    """A combined-stream connection to one market that carries up to the market's stream limit."""
+
+    _ids = itertools.count(1)
+
+    def __init__(
+        self,
+        market: Market,
+        ws_base: str,
+        listener: ConnectionListener,
+        *,
+        backoff: Backoff | None = None,
+        ping_interval_s: float | None = 20.0,
+        open_timeout_s: float = 10.0,
+    ) -> None:
+        self.market = market
+        self.ws_base = ws_base.rstrip("/")
+        self.listener = listener
+        self.backoff = backoff or Backoff()
+        self.ping_interval_s = ping_interval_s
+        self.open_timeout_s = open_timeout_s
+        self.status = ConnectionStatus(next(Connection._ids), market)
+        spec = MARKETS[market]
+        self.capacity = spec.streams_per_connection
+        # Leave room in every second for one ping and one pong besides our control messages.
+        self._pacer = _Pacer(max(1, spec.control_rate - 2))
+        self._desired: dict[str, StreamKey] = {}  # stream name -> key: what we should carry
+        self._subscribed: set[str] = set()  # what the server carries for us
+        self._pending: dict[int, tuple[str, list[str]]] = {}  # request id -> (method, names)
+        self._request_ids = itertools.count(1)
+        self._changed = asyncio.Event()
+        self._closing = False
+        self._ws: ClientConnection | None = None
+        self._task: asyncio.Task | None = None
+
+    # -- what the hub calls -------------------------------------------------------------------
+
+    @property
+    def keys(self) -> list[StreamKey]:
+        return list(self._desired.values())
+
+    @property
+    def room(self) -> int:
+        return self.capacity - len(self._desired)
+
+    def add(self, keys: Iterable[StreamKey]) -> None:
+        """Carry these streams too; they are subscribed on the open socket, paced."""
+        for key in keys:
+            self._desired[key.stream_name] = key
+        self.status.streams = len(self._desired)
+        self._changed.set()
+
+    def remove(self, keys: Iterable[StreamKey]) -> None:
+        """Stop carrying these streams; they are unsubscribed on the open socket, paced."""
+        for key in keys:
+            self._desired.pop(key.stream_name, None)
+        self.status.streams = len(self._desired)
+        self._changed.set()
+
+    def start(self) -> asyncio.Task:
+        self._task = asyncio.create_task(self._run(), name=f"conn-{self.status.conn_id}")
+        return self._task
+
+    async def close(self) -> None:
+        """Close for good."""
+        self._closing = True
+        self._changed.set()
+        if self._ws is not None:
+            await self._ws.close()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._set_state(ConnectionState.CLOSED, None)
+
+    def request_reconnect(self, reason: str) -> None:
+        """Drop the socket and reconnect (used on a serverShutdown notice or a dead socket)."""
+        if self._ws is not None:
+            log.info("connection %s: %s", self.status.conn_id, reason)
+            self.status.last_error = reason
+            asyncio.ensure_future(self._ws.close(1000, reason[:100]))
+
+    # -- the life of the socket ---------------------------------------------------------------
+
+    def _set_state(self, state: ConnectionState, message: str | None) -> None:
+        self.status.state = state
+        self.listener.on_state(self, message)
+
+    def _url(self) -> tuple[str, list[str]]:
+        names: list[str] = []
+        length = len(self.ws_base) + len("/stream?streams=")
+        for name in self._desired:
+            if length + len(name) + 1 > _URL_BUDGET:
+                break
+            names.append(name)
+            length += len(name) + 1
+        return f"{self.ws_base}/stream?streams={'/'.join(names)}", names
+
+    async def _run(self) -> None:
+        attempt = 0
+        while not self._closing:
+            url, initial = self._url()
+            state = ConnectionState.CONNECTING if attempt == 0 else ConnectionState.RECONNECTING
+            self.status.next_attempt_at = None
+            self._set_state(state, None)
+            reason = "closed"
+            try:
+                async with connect(
+                    url,
+                    open_timeout=self.open_timeout_s,
+                    ping_interval=self.ping_interval_s,
+                    ping_timeout=self.ping_interval_s,
+                    close_timeout=2.0,
+                    max_size=4 * 1024 * 1024,
+                    max_queue=4096,
+                    compression=None,
+                ) as ws:
+                    reason = await self._serve(ws, initial)
+            except ConnectionClosed as exc:
+                reason = _describe_close(exc)
+            except InvalidURI as exc:
+                reason = f"bad WebSocket URL: {exc}"
+            except InvalidHandshake as exc:
+                reason = f"handshake refused: {exc}"
+            except (OSError, asyncio.TimeoutError) as exc:
+                reason = f"cannot connect: {exc or type(exc).__name__}"
+            finally:
+                self._ws = None
+                self._pending.clear()
+                self._subscribed.clear()
+            if self._closing:
+                break
+            # A connection that lived a while starts the backoff over.
+            connected_at = self.status.connected_at
+            if connected_at is not None and time.monotonic() - connected_at > 30.0:
+                attempt = 0
+            self.status.connected_at = None
+            attempt += 1
+            self.status.attempt = attempt
+            self.status.reconnects += 1
+            self.status.last_error = reason
+            delay = self.backoff.delay(attempt - 1)
+            self.status.next_attempt_at = time.monotonic() + delay
+            self._set_state(ConnectionState.RECONNECTING, f"{reason}; retrying in {delay:.1f} s")
+            await asyncio.sleep(delay)
+
+    async def _serve(self, ws: ClientConnection, initial: list[str]) -> str:
+        self._ws = ws
+        self._subscribed = set(initial)
+        self.status.connected_at = time.monotonic()
+        self.status.attempt = 0
+        self._set_state(ConnectionState.LIVE, f"connected, {len(initial)} streams in the URL")
+        self.listener.on_subscribed(self, [self._desired[n] for n in initial if n in self._desired])
+        control = asyncio.create_task(self._control(ws))
+        try:
+            return await self._read(ws, control)
+        finally:
+            control.cancel()
+            try:
+                await control
+            except (asyncio.CancelledError, ConnectionClosed):
+                pass
+
+    async def _read(self, ws: ClientConnection, control: asyncio.Task) -> str:
+        listener, status = self.listener, self.status
+        decode, envelope_t, kline_t = wire.decode, wire.Envelope, wire.KlineEvent
+        desired = self._desired
+        recent = status.recent_frames
+        last_mark = 0.0
+        async for frame in ws:
+            status.frames += 1
+            msg = decode(frame)
+            if type(msg) is envelope_t:
+                data = msg.data
+                if type(data) is kline_t:
+                    key = desired.get(msg.stream)
+                    k = data.k
+                    if key is None:
+                        continue  # a stream we just unsubscribed: its last frames still arrive
+                    if k.interval != key.interval.value or k.symbol != key.symbol:
+                        status.malformed += 1
+                        listener.on_malformed(self, f"event on {msg.stream} names {k.symbol} {k.interval}")
+                        continue
+                    listener.on_kline(key, data.E, k)
+                    now = time.monotonic()
+                    if now - last_mark >= 0.5:
+                        last_mark = now
+                        recent.append((now, status.frames))
+                        status.lag_ms = time.time() * 1000 - data.E
+                else:
+                    # serverShutdown: the server is about to close this connection.
+                    return "server announced shutdown"
+            elif type(msg) is wire.ControlReply:
+                self._on_reply(msg)
+            else:
+                status.malformed += 1
+                listener.on_malformed(self, msg.reason)
+            if control.done() and not control.cancelled() and control.exception() is not None:
+                raise control.exception()
+        return "closed by server"
+
+    def _on_reply(self, reply: wire.ControlReply) -> None:
+        if reply.id is None or reply.id not in self._pending:
+            return
+        method, names = self._pending.pop(reply.id)
+        if not reply.ok:
+            keys = [self._desired[n] for n in names if n in self._desired]
+            self.listener.on_control_error(
+                self, keys, f"{method} refused: code {reply.error_code} {reply.error_msg}"
+            )
+            if method == "SUBSCRIBE":
+                # Don't retry a request the server refuses; drop the streams from this connection.
+                self.remove(keys)
+            return
+        if method == "SUBSCRIBE":
+            self._subscribed.update(names)
+            keys = [self._desired[n] for n in names if n in self._desired]
+            self.listener.on_subscribed(self, keys)
+
+    async def _control(self, ws: ClientConnection) -> None:
+        """Reconcile the server's subscriptions with the desired set, paced under the rate limit."""
+        while True:
+            in_flight = {n for _, names in self._pending.values() for n in names}
+            drop = [n for n in self._subscribed if n not in self._desired and n not in in_flight]
+            add = [n for n in self._desired if n not in self._subscribed and n not in in_flight]
+            if not drop and not add:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            for method, names in (("UNSUBSCRIBE", drop), ("SUBSCRIBE", add)):
+                for i in range(0, len(names), _PARAMS_PER_MESSAGE):
+                    chunk = names[i : i + _PARAMS_PER_MESSAGE]
+                    await self._pacer.wait()
+                    request_id = next(self._request_ids)
+                    self._pending[request_id] = (method, chunk)
+                    if method == "UNSUBSCRIBE":
+                        # Frames of a dropped stream are ignored from now on, answered or not.
+                        self._subscribed.difference_update(chunk)
+                    await ws.send(wire.encode_control(method, request_id, chunk).decode())
+                    asyncio.get_running_loop().call_later(
+                        _REPLY_TIMEOUT_S, self._check_answered, ws, request_id
+                    )
+
+    def _check_answered(self, ws: ClientConnection, request_id: int) -> None:
+        if request_id in self._pending and self._ws is ws:
+            self.request_reconnect(f"no answer to control request {request_id}")
+
+
+def _describe_close(exc: ConnectionClosed) -> str:
+    rcvd = exc.rcvd
+    if rcvd is None:
+        return "connection lost (no close frame)"
+    return f"closed by server: {rcvd.code} {rcvd.reason}".rstrip()

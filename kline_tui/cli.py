@@ -1,0 +1,154 @@
+"""Command line: `kline-tui record` (headless) and, with no command, the terminal UI.
+
+Errors a user can cause (a bad stream, a bad config, an unknown symbol) end as one line on stderr
+and exit code 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from kline_tui.config import ConfigError, Settings, load_settings
+from kline_tui.model import SpecError, StreamKey
+from kline_tui.recorder.events import Event, EventLog
+from kline_tui.recorder.pipeline import Pipeline, StreamRefused
+
+__all__ = ["main"]
+
+DEMO_WATCH = (
+    "spot:BTCUSDT:1m",
+    "spot:ETHUSDT:1m",
+    "spot:SOLUSDT:1s",
+    "usdm:BTCUSDT:1m",
+    "usdm:ETHUSDT:1m",
+    "usdm:BNBUSDT:5m",
+    "coinm:BTCUSD_PERP:1m",
+    "coinm:ETHUSD_PERP:1m",
+)
+
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad input from the user: printed as one line, exit code 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("streams", nargs="*", metavar="STREAM",
+                        help="streams to watch besides the config's, as market:SYMBOL:interval (e.g. usdm:BTCUSDT:1m)")
+    common.add_argument("--config", type=Path, metavar="FILE", help="config file (default: the platform's config folder)")
+    common.add_argument("--data-dir", type=Path, metavar="DIR", help="where Parquet files go (overrides the config)")
+    common.add_argument("--demo", action="store_true", help="run against the built-in Binance simulator (no network)")
+    common.add_argument("--demo-speed", type=float, default=1.0, metavar="X",
+                        help="with --demo: how fast the simulator's clock runs (default 1 = real time)")
+    common.add_argument("-v", "--verbose", action="store_true", help="log subscriptions too")
+
+    parser = argparse.ArgumentParser(
+        prog="kline-tui",
+        description="Watch and record Binance candlesticks (spot, usdm, coinm) to Parquet.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser(
+        "record", parents=[common],
+        help="record headless until SIGINT/SIGTERM",
+        description="Record closed candles to Parquet, headless, until SIGINT or SIGTERM; then flush and exit 0.",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command != "record":
+        _parser().print_help()
+        return 0
+    console = Console(stderr=True, highlight=False)
+    try:
+        settings = _settings(args)
+        return asyncio.run(_record(settings, args, console))
+    except (UsageError, ConfigError, SpecError, StreamRefused) as exc:
+        console.print(f"[bold red]kline-tui:[/] {escape(str(exc))}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    keys = [StreamKey.parse(spec) for spec in args.streams]
+    settings = load_settings(args.config)
+    if args.demo:
+        # Simulated candles never mix with real ones: the demo has its own folder by default.
+        settings = replace(settings, data_dir=settings.data_dir.parent / "demo-data")
+        if not settings.watch and not keys:
+            keys = [StreamKey.parse(s) for s in DEMO_WATCH]
+    if args.data_dir is not None:
+        settings = replace(settings, data_dir=args.data_dir.expanduser())
+    settings = settings.with_streams(keys)
+    if not settings.watch:
+        raise UsageError(
+            f"nothing to record: name streams (e.g. kline-tui record usdm:BTCUSDT:1m) "
+            f"or list them under watch = [...] in {settings.config_path}"
+        )
+    if args.demo_speed <= 0:
+        raise UsageError("--demo-speed must be above 0")
+    return settings
+
+
+_LEVEL_STYLE = {
+    logging.DEBUG: "dim",
+    logging.INFO: "",
+    logging.WARNING: "yellow",
+    logging.ERROR: "bold red",
+}
+
+
+async def _record(settings: Settings, args: argparse.Namespace, console: Console) -> int:
+    events = EventLog()
+    threshold = logging.DEBUG if args.verbose else logging.INFO
+
+    def show(event: Event) -> None:
+        if event.level >= threshold:
+            stamp = time.strftime("%H:%M:%S", time.localtime(event.at))
+            style = _LEVEL_STYLE.get(event.level, "")
+            text = escape(event.message)
+            console.print(f"[dim]{stamp}[/] [{style}]{text}[/]" if style else f"[dim]{stamp}[/] {text}")
+
+    events.subscribe(show)
+    sim = None
+    if args.demo:
+        from kline_tui.sim import Simulator
+
+        sim = Simulator(speed=args.demo_speed)
+        await sim.start()
+        settings = replace(settings, endpoints=dict(sim.endpoints))
+        events.info(f"demo: simulator running at {args.demo_speed:g}x")
+    pipeline = Pipeline(settings, events=events)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await pipeline.start()
+        await stop.wait()
+        events.info("stopping: flushing what is buffered")
+    finally:
+        await pipeline.stop()
+        if sim is not None:
+            await sim.stop()
+    stats = pipeline.sink.stats
+    events.info(f"done: {stats.rows_written} rows in {stats.files_written} files under {settings.data_dir}")
+    return 1 if stats.rows_buffered else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The event log: connections, subscriptions, flushes and errors, as one-line messages.
+
+The CLI prints them on stderr; the UI shows the most recent ones. Both read the same log.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["Event", "EventLog"]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened. `at` is local wall time (for display only)."""
+
+    at: float
+    level: int  # logging levels: DEBUG, INFO, WARNING, ERROR
+    message: str
+
+
+class EventLog:
+    """Keeps the latest events and passes each to the subscribers."""
+
+    def __init__(self, keep: int = 1000) -> None:
+        self.recent: collections.deque[Event] = collections.deque(maxlen=keep)
+        self._subscribers: list[Callable[[Event], None]] = []
+        self.errors = 0
+
+    def subscribe(self, callback: Callable[[Event], None]) -> None:
+        self._subscribers.append(callback)
+
+    def emit(self, level: int, message: str) -> None:
+        event = Event(time.time(), level, message)
+        self.recent.append(event)
+        if level >= logging.ERROR:
+            self.errors += 1
+        for callback in self._subscribers:
+            callback(event)
+
+    def debug(self, message: str) -> None:
+        self.emit(logging.DEBUG, message)
+
+    def info(self, message: str) -> None:
+        self.emit(logging.INFO, message)
+
+    def warning(self, message: str) -> None:
+        self.emit(logging.WARNING, message)
+
+    def error(self, message: str) -> None:
+        self.emit(logging.ERROR, message)

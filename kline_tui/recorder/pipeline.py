@@ -1,0 +1,111 @@
+"""The pipeline both faces run: connections -> hub -> ledger -> sink, plus REST for symbols.
+
+    pipeline = Pipeline(settings)
+    await pipeline.start()            # validates the watch list, then connects
+    await pipeline.add([key])         # validated against exchangeInfo, subscribed live
+    pipeline.remove([key])
+    await pipeline.stop()             # closes the sockets, flushes everything buffered
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from kline_tui.binance.connection import Backoff
+from kline_tui.binance.rest import RestClient, RestError
+from kline_tui.config import Settings
+from kline_tui.model import StreamKey
+from kline_tui.recorder.events import EventLog
+from kline_tui.recorder.hub import Hub
+from kline_tui.recorder.ledger import Ledger
+from kline_tui.recorder.sink import ParquetSink
+from kline_tui.recorder.symbols import SymbolDirectory
+
+__all__ = ["Pipeline", "StreamRefused"]
+
+
+class StreamRefused(Exception):
+    """Streams that cannot be watched; `problems` holds one sentence each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class Pipeline:
+    """Connections, hub, ledger and sink, wired together for one data directory."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        events: EventLog | None = None,
+        ping_interval_s: float | None = 20.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.settings = settings
+        self.events = events or EventLog()
+        self.rest = RestClient(settings.endpoints)
+        self.symbols = SymbolDirectory(self.rest)
+        self.sink = ParquetSink(
+            settings.data_dir,
+            self.events,
+            flush_rows=settings.flush_rows,
+            flush_age_s=settings.flush_age_s,
+        )
+        self.ledger = Ledger(self._store, self.events)
+        self.hub = Hub(
+            settings.endpoints,
+            self.events,
+            self.ledger.accept,
+            ping_interval_s=ping_interval_s,
+            backoff=backoff,
+        )
+        self.recording = True
+        self._started = False
+
+    def _store(self, key: StreamKey, candle) -> None:
+        if self.recording:
+            self.sink.add(key, candle)
+
+    async def check(self, keys: Iterable[StreamKey]) -> None:
+        """Raise StreamRefused unless every key names a tradable symbol on a reachable market."""
+        try:
+            problems = await self.symbols.problems(keys)
+        except RestError as exc:
+            raise StreamRefused([f"cannot check symbols: {exc}"]) from None
+        if problems:
+            raise StreamRefused(problems)
+
+    async def start(self, keys: Iterable[StreamKey] | None = None) -> None:
+        """Validate the streams (the settings' watch list by default), then start recording them."""
+        keys = list(self.settings.watch if keys is None else keys)
+        await self.check(keys)
+        self.sink.start()
+        self._started = True
+        self.hub.add(keys)
+        self.events.info(f"watching {len(keys)} streams, recording to {self.settings.data_dir}")
+
+    async def add(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
+        """Validate and watch more streams; returns those that were not watched already."""
+        keys = [k for k in keys if k not in self.hub.streams]
+        await self.check(keys)
+        added = self.hub.add(keys)
+        for key in added:
+            self.events.info(f"added {key}")
+        return added
+
+    def remove(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
+        """Stop watching streams; what they recorded stays on disk."""
+        removed = self.hub.remove(keys)
+        for key in removed:
+            self.ledger.forget(key)
+            self.events.info(f"removed {key}")
+        return removed
+
+    async def stop(self) -> None:
+        """Close the sockets, then write every buffered candle."""
+        await self.hub.close()
+        if self._started:
+            await self.sink.close()
+        await self.rest.close()

@@ -1,0 +1,79 @@
+"""Markets, intervals and stream specs."""
+
+import calendar
+
+import pytest
+
+from kline_tui.model import Interval, Market, SpecError, StreamKey
+
+
+def ms(y, mo, d, h=0, mi=0):
+    return calendar.timegm((y, mo, d, h, mi, 0)) * 1000
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("usdm:BTCUSDT:1m", (Market.USDM, "BTCUSDT", Interval.M1)),
+        ("spot:ethusdt:1s", (Market.SPOT, "ETHUSDT", Interval.S1)),
+        ("coinm:BTCUSD_PERP:1M", (Market.COINM, "BTCUSD_PERP", Interval.MO1)),
+        ("usdt_futures:BTCUSDT:5m", (Market.USDM, "BTCUSDT", Interval.M5)),
+        ("coin_futures:ETHUSD_261225:1h", (Market.COINM, "ETHUSD_261225", Interval.H1)),
+    ],
+)
+def test_parse_stream(spec, expected):
+    key = StreamKey.parse(spec)
+    assert (key.market, key.symbol, key.interval) == expected
+
+
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        ("usdm:BTCUSDT:1s", "no 1s interval"),
+        ("usdm:BTCUSDT:7m", "unknown interval"),
+        ("binance:BTCUSDT:1m", "unknown market"),
+        ("spot:../x:1m", "invalid symbol"),
+        ("spot:BTC/USDT:1m", "invalid symbol"),
+        ("spot:BTCUSDT", "market:SYMBOL:interval"),
+        ("spot::1m", "invalid symbol"),
+    ],
+)
+def test_refused_specs_say_why(spec, words):
+    with pytest.raises(SpecError, match=words):
+        StreamKey.parse(spec)
+
+
+def test_stream_name_and_str():
+    key = StreamKey.parse("coinm:BTCUSD_PERP:5m")
+    assert key.stream_name == "btcusd_perp@kline_5m"
+    assert str(key) == "coinm:BTCUSD_PERP:5m"
+    assert StreamKey.parse(str(key)) == key
+
+
+def test_case_matters_minute_vs_month():
+    assert Interval.parse("1m") is Interval.M1
+    assert Interval.parse("1M") is Interval.MO1
+    # On disk the month is "1mo", so it never shares a folder with "1m" on a case-insensitive FS.
+    assert (Interval.M1.path_label, Interval.MO1.path_label) == ("1m", "1mo")
+
+
+def test_interval_arithmetic():
+    t = ms(2026, 11, 25, 16, 7)
+    assert Interval.M5.open_time_at(t + 1234) == ms(2026, 11, 25, 16, 5)
+    assert Interval.M1.close_time(t) == t + 59_999
+    # Weeks open on Mondays: 2026-11-23 is a Monday.
+    assert Interval.W1.open_time_at(t) == ms(2026, 11, 23)
+    # Months follow the calendar, including December -> January.
+    assert Interval.MO1.open_time_at(t) == ms(2026, 11, 1)
+    assert Interval.MO1.next_open(ms(2026, 12, 1)) == ms(2027, 1, 1)
+    assert Interval.MO1.prev_open(ms(2026, 3, 1)) == ms(2026, 2, 1)
+    assert Interval.MO1.close_time(ms(2026, 2, 1)) == ms(2026, 3, 1) - 1
+    assert Interval.M1.count_between(t, t + 4 * 60_000) == 5
+    assert Interval.MO1.count_between(ms(2026, 1, 1), ms(2026, 12, 1)) == 12
+    assert not Interval.H1.is_aligned(t)
+
+
+def test_spot_alone_has_one_second():
+    assert Interval.S1 in Market.SPOT.intervals
+    assert Interval.S1 not in Market.USDM.intervals
+    assert Interval.S1 not in Market.COINM.intervals

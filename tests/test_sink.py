@@ -1,0 +1,88 @@
+"""The Parquet sink: layout, atomic parts, schema, and nothing lost when the disk refuses."""
+
+import errno
+
+import polars as pl
+
+from kline_tui.model import CANDLE_COLUMNS, Candle, StreamKey
+from kline_tui.recorder.events import EventLog
+from kline_tui.recorder.sink import ParquetSink
+
+T0 = 1_764_028_800_000  # 2025-11-25 00:00 UTC
+
+
+def candle(t, price=100.0, step=60_000):
+    return Candle(t, t + step - 1, price, price + 1, price - 1, price + 0.5, 2.0, 200.0, 1.0, 100.0, 7)
+
+
+def scan(data_dir):
+    return pl.scan_parquet(f"{data_dir}/**/*.parquet", hive_partitioning=True).collect()
+
+
+async def test_flush_writes_hive_partitions_with_the_contract_schema(tmp_path):
+    sink = ParquetSink(tmp_path, EventLog(), flush_rows=10_000, flush_age_s=60)
+    btc, eth = StreamKey.parse("usdm:BTCUSDT:1m"), StreamKey.parse("usdm:ETHUSDT:1m")
+    day = StreamKey.parse("spot:BTCUSDT:1d")
+    for i in range(5):
+        sink.add(btc, candle(T0 + i * 60_000, 90_000.0))
+        sink.add(eth, candle(T0 + i * 60_000, 3_000.0))
+    sink.add(day, candle(T0, 90_000.0, 86_400_000))
+    assert await sink.flush()
+    await sink.close()
+
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.parquet"))
+    assert len(files) == 2
+    assert files[0].startswith("market=spot/interval=1d/date=2025-01-01/part-")
+    assert files[1].startswith("market=usdm/interval=1m/date=2025-11-25/part-")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".parquet"]
+
+    df = scan(tmp_path)
+    assert set(df.columns) == set(CANDLE_COLUMNS) | {"market", "interval", "date"}
+    assert df.schema["open_time"] == pl.Datetime("ms", "UTC")
+    assert df.schema["trades"] == pl.Int64
+    usdm = df.filter(pl.col("market") == "usdm")
+    assert usdm.height == 10
+    assert usdm.filter(pl.col("symbol") == "ETHUSDT")["open"].to_list() == [3000.0] * 5
+    assert sink.stats.rows_written == 11 and sink.stats.files_written == 2
+
+
+async def test_full_disk_keeps_rows_and_retries(tmp_path, monkeypatch):
+    events = EventLog()
+    sink = ParquetSink(tmp_path, events, flush_rows=10_000, flush_age_s=60)
+    key = StreamKey.parse("spot:BTCUSDT:1m")
+    for i in range(3):
+        sink.add(key, candle(T0 + i * 60_000))
+
+    real_write = pl.DataFrame.write_parquet
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", full)
+    assert not await sink.flush()
+    assert sink.stats.rows_buffered == 3 and sink.stats.errors == 1
+    assert "No space left" in events.recent[-1].message and "\n" not in events.recent[-1].message
+    assert not list(tmp_path.rglob("*.parquet"))
+
+    sink.add(key, candle(T0 + 3 * 60_000))  # still accepts rows meanwhile
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", real_write)
+    await sink.close()
+    df = scan(tmp_path)
+    assert df["open_time"].dt.epoch("ms").to_list() == [T0 + i * 60_000 for i in range(4)]
+
+
+async def test_flush_by_row_count(tmp_path):
+    sink = ParquetSink(tmp_path, EventLog(), flush_rows=50, flush_age_s=3600)
+    sink.start()
+    key = StreamKey.parse("spot:ETHUSDT:1s")
+    for i in range(120):
+        sink.add(key, candle(T0 + i * 1000, step=1000))
+    import asyncio
+
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if sink.stats.rows_written >= 100:
+            break
+    assert sink.stats.rows_written >= 100
+    await sink.close()
+    assert scan(tmp_path).height == 120
