@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command != "record":
         _parser().print_help()
         return 0
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
         settings = _settings(args)
         return asyncio.run(_record(settings, args, console))

@@ -28,7 +28,14 @@ from kline_tui.binance.markets import DEFAULT_ENDPOINTS, Endpoints
 from kline_tui.model import Market, SpecError, StreamKey
 from kline_tui.recorder.sink import DEFAULT_FLUSH_AGE_S, DEFAULT_FLUSH_ROWS
 
-__all__ = ["Settings", "ConfigError", "load_settings", "default_config_path", "default_data_dir"]
+__all__ = [
+    "Settings",
+    "ConfigError",
+    "load_settings",
+    "save_watch",
+    "default_config_path",
+    "default_data_dir",
+]
 
 APP_NAME = "kline-tui"
 
@@ -148,3 +155,34 @@ def _settings_from(doc: dict[str, Any], path: Path) -> Settings:
     if isinstance(age, bool) or not isinstance(age, (int, float)) or age <= 0:
         raise fail("recorder.flush_age_s", "expected a number of seconds above 0")
     return replace(settings, flush_rows=rows, flush_age_s=float(age))
+
+
+def save_watch(path: Path, keys: list[StreamKey]) -> None:
+    """Write the watch list into the config file, keeping the user's comments and other keys.
+
+    The file is replaced atomically, so a crash mid-save never leaves half a config.
+    """
+    import os
+    import tempfile
+
+    import tomlkit
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    doc = tomlkit.parse(text)
+    watch = tomlkit.array()
+    watch.multiline(len(keys) > 3)
+    for key in keys:
+        watch.append(str(key))
+    doc["watch"] = watch
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(tomlkit.dumps(doc))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

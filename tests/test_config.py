@@ -61,3 +61,18 @@ def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, words):
 def test_missing_explicit_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_save_watch_keeps_comments_and_other_keys(tmp_path):
+    from kline_tui.config import save_watch
+
+    path = write(tmp_path, '# my desk\ndata_dir = "/srv/k"  # fast disk\nwatch = ["spot:BTCUSDT:1m"]\n[endpoints.usdm]\nws = "ws://127.0.0.1:1/market"\n')
+    save_watch(path, [StreamKey.parse("spot:BTCUSDT:1m"), StreamKey.parse("coinm:BTCUSD_PERP:5m")])
+    text = path.read_text()
+    assert "# my desk" in text and "# fast disk" in text
+    s = load_settings(path)
+    assert [str(k) for k in s.watch] == ["spot:BTCUSDT:1m", "coinm:BTCUSD_PERP:5m"]
+    assert s.endpoints[Market.USDM].ws == "ws://127.0.0.1:1/market"
+    new = tmp_path / "sub" / "fresh.toml"
+    save_watch(new, [StreamKey.parse("usdm:ETHUSDT:1m")])
+    assert [str(k) for k in load_settings(new).watch] == ["usdm:ETHUSDT:1m"]

@@ -103,6 +103,35 @@ class Pipeline:
             self.events.info(f"removed {key}")
         return removed
 
+    async def seed_history(self, keys: Iterable[StreamKey], count: int = 60) -> None:
+        """Fill each stream's recent closed candles from REST, so charts start full.
+
+        Only candles whose close time is before the exchange's current time count as closed.
+        This is display history: it does not go to the sink. A failure is logged, not raised.
+        """
+        keys = list(keys)
+        server_now: dict = {}
+        for key in keys:
+            state = self.hub.streams.get(key)
+            if state is None:
+                continue
+            try:
+                if key.market not in server_now:
+                    server_now[key.market] = await self.rest.server_time(key.market)
+                candles = await self.rest.klines(
+                    key.market, key.symbol, key.interval, limit=count + 1
+                )
+            except RestError as exc:
+                self.events.warning(f"{key}: no history ({exc})")
+                continue
+            closed = [c for c in candles if c.close_time < server_now[key.market]][-count:]
+            held = {c.open_time for c in state.closed}
+            older = [c for c in closed if c.open_time not in held and (
+                not state.closed or c.open_time < state.closed[0].open_time)]
+            room = (state.closed.maxlen or len(older)) - len(state.closed)
+            if room > 0:
+                state.closed.extendleft(reversed(older[-room:]))
+
     async def stop(self) -> None:
         """Close the sockets, then write every buffered candle."""
         await self.hub.close()

@@ -1,0 +1,126 @@
+"""`kline-tui record` as a user runs it: a subprocess, signals, and the files it leaves."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kline_tui.model import StreamKey
+
+from .conftest import assert_exact_recording, read_dataset
+
+KLINE_TUI = str(Path(sys.executable).parent / "kline-tui")
+
+
+def env_for(tmp_path: Path) -> dict[str, str]:
+    """Config and data folders inside the test's temporary folder, never the user's."""
+    env = dict(os.environ)
+    env.update(
+        XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
+        XDG_DATA_HOME=str(tmp_path / "xdg-data"),
+        PYTHONUNBUFFERED="1",
+        COLUMNS="200",
+    )
+    return env
+
+
+def run_for(args: list[str], seconds: float, env: dict[str, str]) -> tuple[int, str]:
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(seconds)
+    assert proc.poll() is None, proc.communicate()[1]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    return proc.returncode, err
+
+
+STREAMS = ["usdm:BTCUSDT:1m", "spot:ETHUSDT:1s", "coinm:BTCUSD_PERP:1m"]
+
+
+def test_record_demo_then_sigterm(tmp_path):
+    data = tmp_path / "D"
+    code, err = run_for(
+        [KLINE_TUI, "record", "--demo", "--demo-speed", "60", *STREAMS, "--data-dir", str(data)],
+        8.0,
+        env_for(tmp_path),
+    )
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert re.search(r"flushed \d+ rows", err)
+    assert_exact_recording(read_dataset(data), [StreamKey.parse(s) for s in STREAMS], min_rows=3)
+
+
+def test_record_against_a_separate_simulator(tmp_path):
+    env = env_for(tmp_path)
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "kline_tui.sim", "--speed", "60"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        lines = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = sim.stdout.readline()
+            if not line or line.strip() == "ready":
+                break
+            lines.append(line)
+        endpoints = "".join(l for l in lines if l.startswith(("[endpoints", "ws =", "rest =")))
+        assert endpoints.count("[endpoints.") == 3, lines
+        data = tmp_path / "D"
+        config = tmp_path / "my.toml"
+        config.write_text(f'data_dir = "{data}"\nwatch = {STREAMS!r}\n'.replace("'", '"') + endpoints)
+        code, err = run_for([KLINE_TUI, "record", "--config", str(config)], 8.0, env)
+    finally:
+        sim.send_signal(signal.SIGINT)
+        sim.communicate(timeout=20)
+    assert code == 0, err
+    assert_exact_recording(read_dataset(data), [StreamKey.parse(s) for s in STREAMS], min_rows=3)
+
+
+@pytest.mark.parametrize(
+    "stream, words",
+    [
+        ("spot:NOSUCHCOINUSDT:1m", "unknown symbol NOSUCHCOINUSDT on spot"),
+        ("spot:BTCUSDT:2m", "unknown interval '2m'"),
+        ("usdm:BTCUSDT:1s", "usdm has no 1s interval"),
+        ("kraken:BTCUSDT:1m", "unknown market 'kraken'"),
+        ("spot:../x:1m", "invalid symbol '../x'"),
+    ],
+)
+def test_bad_streams_are_refused_with_one_line(tmp_path, stream, words):
+    data = tmp_path / "D"
+    proc = subprocess.run(
+        [KLINE_TUI, "record", "--demo", stream, "--data-dir", str(data)],
+        env=env_for(tmp_path), capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and words in lines[0], proc.stderr
+    assert not data.exists()
+
+
+def test_malformed_config_is_one_line(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('watch = ["spot:BTCUSDT:1m"]\n[endpoints.spot]\nws = 42\n')
+    proc = subprocess.run(
+        [KLINE_TUI, "record", "--config", str(config)],
+        env=env_for(tmp_path), capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0
+    assert f"{config}: endpoints.spot.ws: expected a ws:// or wss:// URL" in proc.stderr
+
+
+def test_core_never_imports_textual():
+    code = (
+        "import sys, kline_tui.recorder.pipeline, kline_tui.sim, kline_tui.store.layout, kline_tui.cli;"
+        "bad = [m for m in sys.modules if m == 'textual' or m.startswith('textual.')];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -1,0 +1,173 @@
+"""The pipeline against the simulator over real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from kline_tui.binance.markets import MARKETS
+from kline_tui.config import Settings
+from kline_tui.model import Interval, Market, StreamKey
+from kline_tui.recorder.hub import StreamStatus
+from kline_tui.recorder.pipeline import Pipeline, StreamRefused
+
+from .conftest import assert_exact_recording, read_dataset
+
+
+def make_settings(sim, data_dir: Path, watch: list[str], **kw) -> Settings:
+    return Settings(
+        config_path=data_dir / "absent.toml",
+        config_exists=False,
+        data_dir=data_dir,
+        watch=tuple(StreamKey.parse(s) for s in watch),
+        endpoints=dict(sim.endpoints),
+        flush_age_s=kw.pop("flush_age_s", 1.0),
+        **kw,
+    )
+
+
+async def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def tradable(market: Market) -> list[str]:
+    from kline_tui.sim import universe
+
+    return sorted(s for s, info in universe(market).items() if info.status == "TRADING")
+
+
+async def test_records_exact_candles_from_three_markets(sim, tmp_path):
+    watch = ["usdm:BTCUSDT:1m", "spot:ETHUSDT:1s", "coinm:BTCUSD_PERP:1m"]
+    pipeline = Pipeline(make_settings(sim, tmp_path, watch))
+    await pipeline.start()
+    try:
+        await wait_until(
+            lambda: all(s.recorded >= 3 for s in pipeline.hub.streams.values()),
+            what="three closed candles on every stream",
+        )
+    finally:
+        await pipeline.stop()
+    keys = [StreamKey.parse(s) for s in watch]
+    assert_exact_recording(read_dataset(tmp_path), keys, min_rows=3)
+    # every closed candle the hub saw is on disk
+    df = read_dataset(tmp_path)
+    assert df.height == sum(s.recorded for s in pipeline.hub.streams.values())
+
+
+async def test_add_and_remove_streams_on_a_live_connection(sim, tmp_path):
+    symbols = tradable(Market.SPOT)[:40]
+    pipeline = Pipeline(make_settings(sim, tmp_path, [f"spot:{symbols[0]}:1m"]))
+    await pipeline.start()
+    try:
+        await wait_until(lambda: sim.stats[Market.SPOT].connections_opened == 1, what="a connection")
+        # A user adding streams one by one, quickly, then removing some.
+        added = [StreamKey(Market.SPOT, s, Interval.M1) for s in symbols[1:]]
+        for key in added:
+            await pipeline.add([key])
+            await asyncio.sleep(0.01)
+        removed = added[::3]
+        for key in removed:
+            pipeline.remove([key])
+        want = {k.stream_name for k in pipeline.hub.streams}
+        conn_stats = lambda: [c for c in sim.stats[Market.SPOT].connections if c.closed_at is None]  # noqa: E731
+        await wait_until(
+            lambda: len(conn_stats()) == 1 and conn_stats()[0].subscriptions == want,
+            what="the simulator to carry exactly the watched streams",
+        )
+        await wait_until(
+            lambda: all(s.status is StreamStatus.LIVE for s in pipeline.hub.streams.values()),
+            what="every stream live",
+        )
+    finally:
+        await pipeline.stop()
+    stats = sim.stats[Market.SPOT]
+    assert stats.connections_opened == 1, "adding or removing a stream reopened a connection"
+    assert stats.rate_violations == 0
+    limit = MARKETS[Market.SPOT].control_rate
+    assert all(c.max_incoming_per_s <= limit for c in stats.connections)
+    methods = [m for c in stats.connections for _, m, _ in c.control]
+    assert methods.count("SUBSCRIBE") >= 2 and "UNSUBSCRIBE" in methods
+
+
+async def test_2500_streams_spread_over_three_connections(sim, tmp_path):
+    symbols = tradable(Market.USDM)[:1250]
+    assert len(symbols) == 1250
+    keys = [StreamKey(Market.USDM, s, iv) for s in symbols for iv in (Interval.M1, Interval.M5)]
+    settings = make_settings(sim, tmp_path, [])
+    pipeline = Pipeline(settings)
+    await pipeline.start(keys)
+    try:
+        open_conns = lambda: [c for c in sim.stats[Market.USDM].connections if c.closed_at is None]  # noqa: E731
+        await wait_until(
+            lambda: sum(len(c.subscriptions) for c in open_conns()) == 2500,
+            timeout=60,
+            what="2,500 subscriptions",
+        )
+        sizes = sorted(len(c.subscriptions) for c in open_conns())
+    finally:
+        await pipeline.stop()
+    assert len(sizes) == 3 and max(sizes) <= 1024, sizes
+    assert sim.stats[Market.USDM].connections_opened == 3
+    assert sim.stats[Market.USDM].rate_violations == 0
+
+
+async def test_malformed_frames_are_dropped_and_nothing_else(sim, tmp_path):
+    watch = ["spot:BTCUSDT:1m", "usdm:ETHUSDT:1m", "coinm:ETHUSD_PERP:1m"]
+    pipeline = Pipeline(make_settings(sim, tmp_path, watch))
+    await pipeline.start()
+    good = (
+        '{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1,"s":"BTCUSDT","k":{"t":0,"T":59999,'
+        '"s":"BTCUSDT","i":"1m","f":1,"L":2,"o":"1","c":"1","h":"1","l":"1","v":"1","n":1,"x":true,'
+        '"q":"1","V":"1","Q":"1","B":"0"}}}'
+    )
+    frames = [
+        "this is not json",
+        b"\x00\x01binary",
+        good.replace('"t":0', '"t":"zero"'),
+        good.replace('"k":{', '"k":[],"kk":{'),
+        good.replace('"o":"1",', ""),
+        good.replace('"o":"1"', '"o":"NaN"'),
+        '{"stream":"btcusdt@kline_1m","data":{"e":"kline"}}',
+        "[" * 10,
+        "A" * (1024 * 1024 + 7),
+    ]
+    try:
+        await wait_until(lambda: sum(s.recorded for s in pipeline.hub.streams.values()) >= 3,
+                         what="first closed candles")
+        for frame in frames:
+            sim.faults.inject(frame)
+        sim.faults.malformed_rate = 0.05
+        await wait_until(lambda: pipeline.hub.malformed >= len(frames) * 3 + 10, what="malformed frames")
+        sim.faults.malformed_rate = 0.0
+        before = {k: s.recorded for k, s in pipeline.hub.streams.items()}
+        await wait_until(
+            lambda: all(s.recorded >= before[k] + 2 for k, s in pipeline.hub.streams.items()),
+            what="recording to go on",
+        )
+    finally:
+        await pipeline.stop()
+    # Garbage never closed a connection and never reached the dataset.
+    for market in Market:
+        assert sim.stats[market].connections_opened == 1
+    assert_exact_recording(read_dataset(tmp_path), [StreamKey.parse(s) for s in watch], min_rows=4)
+
+
+async def test_unknown_symbols_are_refused_before_subscribing(sim, tmp_path):
+    pipeline = Pipeline(make_settings(sim, tmp_path, ["spot:BTCUSDT:1m"]))
+    await pipeline.start()
+    try:
+        try:
+            await pipeline.add([StreamKey.parse("usdm:NOPEUSDT:1m"), StreamKey.parse("usdm:ETHUSDT:1m")])
+        except StreamRefused as exc:
+            assert exc.problems == ["unknown symbol NOPEUSDT on usdm (not in its exchangeInfo)"]
+        else:
+            raise AssertionError("an unknown symbol was accepted")
+        assert StreamKey.parse("usdm:ETHUSDT:1m") not in pipeline.hub.streams
+        assert sim.stats[Market.USDM].connections_opened == 0
+    finally:
+        await pipeline.stop()
