@@ -18,13 +18,20 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from kline_tui.config import ConfigError, Settings, load_settings
+from kline_tui.config import (
+    ConfigError,
+    Settings,
+    default_config_path,
+    default_data_dir,
+    load_settings,
+)
 from kline_tui.model import SpecError, StreamKey
 from kline_tui.recorder.events import Event, EventLog
 from kline_tui.recorder.pipeline import Pipeline, StreamRefused
 
 __all__ = ["main"]
 
+# The demo's and a first run's watch list: the majors across the three markets.
 DEMO_WATCH = (
     "spot:BTCUSDT:1m",
     "spot:ETHUSDT:1m",
@@ -43,39 +50,50 @@ class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
 
 
-def _parser() -> argparse.ArgumentParser:
+def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("streams", nargs="*", metavar="STREAM",
                         help="streams to watch besides the config's, as market:SYMBOL:interval (e.g. usdm:BTCUSDT:1m)")
     common.add_argument("--config", type=Path, metavar="FILE", help="config file (default: the platform's config folder)")
     common.add_argument("--data-dir", type=Path, metavar="DIR", help="where Parquet files go (overrides the config)")
-    common.add_argument("--demo", action="store_true", help="run against the built-in Binance simulator (no network)")
+    common.add_argument("--demo", action="store_true",
+                        help="run against the built-in Binance simulator (no network; own config and data folder)")
     common.add_argument("--demo-speed", type=float, default=1.0, metavar="X",
                         help="with --demo: how fast the simulator's clock runs (default 1 = real time)")
-    common.add_argument("-v", "--verbose", action="store_true", help="log subscriptions too")
+    return common
 
-    parser = argparse.ArgumentParser(
+
+def _ui_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
         prog="kline-tui",
+        parents=[_common()],
         description="Watch and record Binance candlesticks (spot, usdm, coinm) to Parquet.",
+        epilog="Headless, for servers: 'kline-tui record --help'.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser(
-        "record", parents=[common],
-        help="record headless until SIGINT/SIGTERM",
+
+
+def _record_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kline-tui record",
+        parents=[_common()],
         description="Record closed candles to Parquet, headless, until SIGINT or SIGTERM; then flush and exit 0.",
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log subscriptions too")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command != "record":
-        _parser().print_help()
-        return 0
+    argv = sys.argv[1:] if argv is None else argv
+    record = bool(argv) and argv[0] == "record"
+    args = (_record_parser() if record else _ui_parser()).parse_args(argv[1:] if record else argv)
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     try:
-        settings = _settings(args)
-        return asyncio.run(_record(settings, args, console))
+        settings = _settings(args, headless=record)
+        if record:
+            return asyncio.run(_record(settings, args, console))
+        from kline_tui.ui.app import run_app  # Textual is loaded only for the UI
+
+        return run_app(settings, demo_speed=args.demo_speed if args.demo else None)
     except (UsageError, ConfigError, SpecError, StreamRefused) as exc:
         console.print(f"[bold red]kline-tui:[/] {escape(str(exc))}")
         return EXIT_USAGE
@@ -83,14 +101,22 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, *, headless: bool) -> Settings:
     keys = [StreamKey.parse(spec) for spec in args.streams]
-    settings = load_settings(args.config)
-    if args.demo:
-        # Simulated candles never mix with real ones: the demo has its own folder by default.
-        settings = replace(settings, data_dir=settings.data_dir.parent / "demo-data")
-        if not settings.watch and not keys:
-            keys = [StreamKey.parse(s) for s in DEMO_WATCH]
+    if args.demo_speed <= 0:
+        raise UsageError("--demo-speed must be above 0")
+    config = args.config
+    if args.demo and config is None:
+        # The demo never touches the real config or data: it keeps its own beside them.
+        config = default_config_path().with_name("demo.toml")
+        settings = load_settings(config) if config.exists() else Settings(config, False)
+        settings = replace(settings, data_dir=default_data_dir().with_name("demo-data"))
+    else:
+        settings = load_settings(config)
+    first_run = not settings.watch and not keys
+    if first_run and (args.demo or not headless):
+        # The demo, and a first run of the UI, start with the majors of the three markets.
+        keys = [StreamKey.parse(s) for s in DEMO_WATCH]
     if args.data_dir is not None:
         settings = replace(settings, data_dir=args.data_dir.expanduser())
     settings = settings.with_streams(keys)
@@ -99,8 +125,6 @@ def _settings(args: argparse.Namespace) -> Settings:
             f"nothing to record: name streams (e.g. kline-tui record usdm:BTCUSDT:1m) "
             f"or list them under watch = [...] in {settings.config_path}"
         )
-    if args.demo_speed <= 0:
-        raise UsageError("--demo-speed must be above 0")
     return settings
 
 

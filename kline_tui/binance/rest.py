@@ -236,6 +236,35 @@ class RestClient:
             for r in rows
         ]
 
+    async def closed_klines(
+        self, market: Market, symbol: str, interval: Interval, first_open: int, last_open: int
+    ) -> list[Candle]:
+        """Every closed candle opening from `first_open` to `last_open`, paging as needed.
+
+        Pages hold the market's maximum rows; COIN-M requests span at most its 200-day window.
+        Rows still forming at the exchange's current time are left out.
+        """
+        spec = MARKETS[market]
+        server_now = await self.server_time(market)
+        out: list[Candle] = []
+        start = first_open
+        while start <= last_open:
+            end = last_open
+            if spec.max_window_ms is not None:
+                end = min(end, start + spec.max_window_ms - 1)
+            page = await self.klines(
+                market, symbol, interval, start_ms=start, end_ms=end, limit=spec.klines_limit
+            )
+            page = [c for c in page if start <= c.open_time <= end]
+            out.extend(c for c in page if c.close_time < server_now)
+            if len(page) == spec.klines_limit:
+                start = interval.next_open(page[-1].open_time)
+            elif end < last_open:  # a short page ends this window; COIN-M's next one follows
+                start = interval.next_open(interval.open_time_at(end))
+            else:
+                break
+        return out
+
 
 def _retry_after(value: str | None) -> float | None:
     try:

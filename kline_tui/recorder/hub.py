@@ -3,7 +3,7 @@
 Streams of one market share a connection until it carries the market's limit (1,024), then the
 next one opens. Adding or removing a stream touches only the connection that carries it. Forming
 candles update the live state in place (cheap, coalesced by nature); closed candles are handed on
-to `on_closed`, never dropped.
+to the ledger, never dropped.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import collections
 import enum
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kline_tui.binance.connection import Backoff, Connection, ConnectionState, ConnectionStatus
@@ -21,6 +21,7 @@ from kline_tui.binance.markets import Endpoints
 from kline_tui.binance.wire import WireKline
 from kline_tui.model import Market, StreamKey
 from kline_tui.recorder.events import EventLog
+from kline_tui.recorder.ledger import Ledger
 
 __all__ = ["Hub", "StreamState", "StreamStatus"]
 
@@ -64,14 +65,14 @@ class Hub:
         self,
         endpoints: dict[Market, Endpoints],
         events: EventLog,
-        on_closed: Callable[[StreamKey, WireKline], bool],
+        ledger: Ledger,
         *,
         ping_interval_s: float | None = 20.0,
         backoff: Backoff | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.events = events
-        self.on_closed = on_closed  # returns True when the candle was new
+        self.ledger = ledger
         self.ping_interval_s = ping_interval_s
         self.backoff = backoff
         self.streams: dict[StreamKey, StreamState] = {}
@@ -166,11 +167,13 @@ class Hub:
             state.status = StreamStatus.LIVE
             state.error = None
         if kline.closed:
-            if self.on_closed(key, kline):
+            if self.ledger.accept(key, kline):
                 state.closed.append(kline)
                 state.recorded += 1
             else:
                 state.duplicates += 1
+        else:
+            self.ledger.observe(key, kline.open_time)
 
     def on_subscribed(self, conn: Connection, keys: list[StreamKey]) -> None:
         for key in keys:

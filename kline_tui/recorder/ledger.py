@@ -1,63 +1,199 @@
-"""The ledger: per stream, the last closed candle held; it lets each candle through once.
+"""The ledger: per stream, which closed candles are held, and which are missing.
 
-A closed candle at or before the last one held is a duplicate and is dropped. One that skips
-ahead leaves a gap, which is recorded (with the missing open times) so it can be filled.
-Which candles exist is decided from the candles' own open times, never from the local clock.
+A stream's candles are held up to `last` (the newest open time held), except the open times in
+`missing`. The rule that finds every gap is one comparison: any update (forming or closed) of
+candle `t` proves that every candle before `t` has closed at the exchange, so the candles after
+`last` and before `t` that never arrived are missing. That single rule covers a closed candle that
+skips ahead, a final update that never came, the window lost across a reconnect, and a stream that
+starts with no history. Missing candles are fetched from REST (see `backfill.py`); a late
+WebSocket close fills its hole too. Whatever arrives for a candle already held is a duplicate and
+is dropped. Which candles exist is decided from the candles' own open times and the exchange's
+server time, never from the local clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import bisect
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
-from kline_tui.model import StreamKey
+from kline_tui.model import Candle, StreamKey
 from kline_tui.recorder.events import EventLog
 
-__all__ = ["Ledger", "Gap"]
+__all__ = ["Ledger", "StreamLedger", "MissingRange"]
 
 
-@dataclass(frozen=True, slots=True)
-class Gap:
-    """Candles missing from a stream: open times `first` to `last`, both included."""
+@dataclass(slots=True)
+class MissingRange:
+    """Open times `first` to `last` (both included) not held; `since` is when it was noticed."""
 
-    key: StreamKey
     first: int
     last: int
+    since: float  # local monotonic time, only to give late closes a grace period
 
-    @property
-    def count(self) -> int:
-        return self.key.interval.count_between(self.first, self.last)
+
+@dataclass(slots=True)
+class StreamLedger:
+    """What is held of one stream."""
+
+    key: StreamKey
+    last: int | None = None  # newest open time held (or given up on)
+    missing: list[MissingRange] = field(default_factory=list)  # sorted, disjoint
+    accepted_ws: int = 0
+    accepted_rest: int = 0
+    duplicates: int = 0
+    absent: int = 0  # candles the exchange itself no longer has (REST returned none)
+    gaps: int = 0
+
+    def missing_count(self) -> int:
+        iv = self.key.interval
+        return sum(iv.count_between(r.first, r.last) for r in self.missing)
+
+    def holds(self, open_time: int) -> bool:
+        if self.last is None or open_time > self.last:
+            return False
+        return self._find(open_time) is None
+
+    def _find(self, open_time: int) -> int | None:
+        i = bisect.bisect_right([r.first for r in self.missing], open_time) - 1
+        if i >= 0 and self.missing[i].last >= open_time:
+            return i
+        return None
+
+    def take(self, open_time: int) -> bool:
+        """Mark a missing open time as held; False if it was not missing."""
+        i = self._find(open_time)
+        if i is None:
+            return False
+        r = self.missing[i]
+        iv = self.key.interval
+        pieces = []
+        if r.first < open_time:
+            pieces.append(MissingRange(r.first, iv.prev_open(open_time), r.since))
+        if open_time < r.last:
+            pieces.append(MissingRange(iv.next_open(open_time), r.last, r.since))
+        self.missing[i : i + 1] = pieces
+        return True
+
+    def add_missing(self, first: int, last: int) -> None:
+        if first > last:
+            return
+        self.gaps += 1
+        self.missing.append(MissingRange(first, last, time.monotonic()))
+        self.missing.sort(key=lambda r: r.first)
 
 
 class Ledger:
-    """Drops duplicate closed candles, notes gaps, and passes each new candle to `store`."""
+    """Decides, per stream, whether a closed candle is new, and tracks what is missing.
 
-    def __init__(self, store: Callable[[StreamKey, object], None], events: EventLog) -> None:
+    `store(key, candle, source)` receives each new candle exactly once.
+    """
+
+    def __init__(
+        self,
+        store: Callable[[StreamKey, Candle, str], None],
+        events: EventLog,
+        *,
+        history: int = 1000,
+    ) -> None:
         self.store = store
         self.events = events
-        self.last: dict[StreamKey, int] = {}
-        self.gaps: list[Gap] = []
-        self.duplicates = 0
-        self.accepted = 0
+        self.history = history  # candles fetched before the first one seen, for a new stream
+        self.streams: dict[StreamKey, StreamLedger] = {}
 
-    def accept(self, key: StreamKey, candle) -> bool:
-        """Take a closed candle; True if it was new (and was stored)."""
-        open_time = candle.open_time
-        last = self.last.get(key)
-        if last is not None:
-            if open_time <= last:
-                self.duplicates += 1
-                return False
-            expected = key.interval.next_open(last)
-            if open_time != expected:
-                gap = Gap(key, expected, key.interval.prev_open(open_time))
-                self.gaps.append(gap)
-                self.events.warning(f"{key}: {gap.count} candles missing before this one")
-        self.last[key] = open_time
-        self.accepted += 1
-        self.store(key, candle)
-        return True
+    # -- start -------------------------------------------------------------------------------
+
+    def begin(self, key: StreamKey, last_stored: int | None) -> StreamLedger:
+        """Start tracking a stream whose newest candle on disk opens at `last_stored` (or none)."""
+        st = self.streams.get(key)
+        if st is None:
+            st = self.streams[key] = StreamLedger(key, last=last_stored)
+        return st
 
     def forget(self, key: StreamKey) -> None:
-        """A stream no longer watched: a later re-add starts afresh."""
-        self.last.pop(key, None)
+        """A stream no longer watched: a later re-add starts from what is on disk."""
+        self.streams.pop(key, None)
+
+    # -- the WebSocket side ------------------------------------------------------------------
+
+    def observe(self, key: StreamKey, open_time: int) -> None:
+        """A forming update of candle `open_time`: every candle before it has closed."""
+        st = self.streams.get(key) or self.begin(key, None)
+        iv = key.interval
+        if st.last is None:
+            self._start_history(st, open_time)
+            st.last = iv.prev_open(open_time)
+        elif open_time > iv.next_open(st.last):
+            st.add_missing(iv.next_open(st.last), iv.prev_open(open_time))
+            st.last = iv.prev_open(open_time)
+
+    def accept(self, key: StreamKey, candle: Candle) -> bool:
+        """A closed candle from the WebSocket; True if it was new (and was stored)."""
+        st = self.streams.get(key) or self.begin(key, None)
+        iv = key.interval
+        t = candle.open_time
+        if st.last is None:
+            self._start_history(st, t)
+        elif t > st.last:
+            if t != iv.next_open(st.last):
+                st.add_missing(iv.next_open(st.last), iv.prev_open(t))
+        elif not st.take(t):
+            st.duplicates += 1
+            return False
+        if st.last is None or t > st.last:
+            st.last = t
+        st.accepted_ws += 1
+        self.store(key, candle, "ws")
+        return True
+
+    def _start_history(self, st: StreamLedger, first_seen: int) -> None:
+        iv = st.key.interval
+        if self.history <= 0:
+            return
+        first = first_seen
+        for _ in range(self.history):
+            first = iv.prev_open(first)
+        st.add_missing(first, iv.prev_open(first_seen))
+        st.gaps -= 1  # history to fetch is not a gap in the recording
+
+    # -- the REST side -----------------------------------------------------------------------
+
+    def due(self, grace_s: float) -> list[tuple[StreamKey, MissingRange]]:
+        """Missing ranges noticed at least `grace_s` ago (late closes had their chance)."""
+        now = time.monotonic()
+        return [
+            (key, r)
+            for key, st in self.streams.items()
+            for r in st.missing
+            if now - r.since >= grace_s
+        ]
+
+    def fill(
+        self, key: StreamKey, first: int, last: int, candles: Iterable[Candle], server_now: int
+    ) -> int:
+        """Store fetched candles that are still missing in [first, last]; returns how many.
+
+        The caller fetched the whole range from REST at exchange time `server_now`. An open time
+        in it that had closed by then and is still missing is one the exchange does not have: it
+        is given up (counted as absent) rather than fetched forever.
+        """
+        st = self.streams.get(key)
+        if st is None:
+            return 0
+        stored = 0
+        for candle in candles:
+            t = candle.open_time
+            if first <= t <= last and st.take(t):
+                st.accepted_rest += 1
+                stored += 1
+                self.store(key, candle, "rest")
+        iv = key.interval
+        for r in [r for r in st.missing if r.first <= last and r.last >= first]:
+            lo, hi = max(r.first, first), min(r.last, last)
+            t = lo
+            while t <= hi and iv.close_time(t) < server_now:
+                st.take(t)
+                st.absent += 1
+                t = iv.next_open(t)
+        return stored

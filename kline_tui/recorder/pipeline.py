@@ -42,6 +42,7 @@ class Pipeline:
         events: EventLog | None = None,
         ping_interval_s: float | None = 20.0,
         backoff: Backoff | None = None,
+        history: int = 0,
     ) -> None:
         self.settings = settings
         self.events = events or EventLog()
@@ -53,18 +54,18 @@ class Pipeline:
             flush_rows=settings.flush_rows,
             flush_age_s=settings.flush_age_s,
         )
-        self.ledger = Ledger(self._store, self.events)
+        self.ledger = Ledger(self._store, self.events, history=history)
         self.hub = Hub(
             settings.endpoints,
             self.events,
-            self.ledger.accept,
+            self.ledger,
             ping_interval_s=ping_interval_s,
             backoff=backoff,
         )
         self.recording = True
         self._started = False
 
-    def _store(self, key: StreamKey, candle) -> None:
+    def _store(self, key: StreamKey, candle, source: str) -> None:
         if self.recording:
             self.sink.add(key, candle)
 
