@@ -155,14 +155,15 @@ async def _record(settings: Settings, args: argparse.Namespace, console: Console
         sim = Simulator(speed=args.demo_speed)
         await sim.start()
         settings = replace(settings, endpoints=dict(sim.endpoints))
-        events.info(f"demo: simulator running at {args.demo_speed:g}x")
     pipeline = Pipeline(settings, events=events)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await pipeline.start()
+        await pipeline.start()  # validates first: a refused stream ends here, nothing written
+        if sim is not None:
+            events.info(f"demo: the simulator runs at {args.demo_speed:g}x on loopback")
         await stop.wait()
         events.info("stopping: flushing what is buffered")
     finally:

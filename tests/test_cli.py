@@ -14,7 +14,7 @@ import pytest
 
 from kline_tui.model import StreamKey
 
-from .conftest import assert_exact_recording, read_dataset
+from .checks import assert_exact_recording, read_dataset
 
 KLINE_TUI = str(Path(sys.executable).parent / "kline-tui")
 

@@ -12,7 +12,7 @@ from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.recorder.hub import StreamStatus
 from kline_tui.recorder.pipeline import Pipeline, StreamRefused
 
-from .conftest import assert_exact_recording, read_dataset
+from .checks import assert_exact_recording, read_dataset
 
 
 def make_settings(sim, data_dir: Path, watch: list[str], **kw) -> Settings:

@@ -238,8 +238,9 @@ class RestClient:
 
     async def closed_klines(
         self, market: Market, symbol: str, interval: Interval, first_open: int, last_open: int
-    ) -> list[Candle]:
-        """Every closed candle opening from `first_open` to `last_open`, paging as needed.
+    ) -> tuple[list[Candle], int]:
+        """Every closed candle opening from `first_open` to `last_open`, paging as needed, and the
+        exchange time they were asked at.
 
         Pages hold the market's maximum rows; COIN-M requests span at most its 200-day window.
         Rows still forming at the exchange's current time are left out.
@@ -263,7 +264,7 @@ class RestClient:
                 start = interval.next_open(interval.open_time_at(end))
             else:
                 break
-        return out
+        return out, server_now
 
 
 def _retry_after(value: str | None) -> float | None:

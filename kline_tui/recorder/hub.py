@@ -54,6 +54,7 @@ class StreamState:
     recorded: int = 0  # closed candles handed to the sink
     duplicates: int = 0
     gaps: int = 0
+    backfill: int = 0  # candles waiting to be fetched from REST
     error: str | None = None
     conn_id: int | None = None
 

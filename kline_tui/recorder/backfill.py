@@ -1,0 +1,131 @@
+"""The backfiller: fetches the ledger's missing candles from REST, within the weight budget.
+
+A missing range waits a short grace period first, so a close that is merely late (Binance sends
+the final update with the next trade) fills its own hole without a REST call. Failed fetches are
+retried with backoff; a 418 ban pauses only the markets of that weight budget (the limiter in
+`binance.rest` holds their requests back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from kline_tui.binance.connection import Backoff
+from kline_tui.binance.rest import RestClient, RestError
+from kline_tui.model import StreamKey
+from kline_tui.recorder.events import EventLog
+from kline_tui.recorder.hub import Hub, StreamStatus
+from kline_tui.recorder.ledger import Ledger, MissingRange
+
+__all__ = ["Backfiller"]
+
+# Candles fetched per task before yielding to the others, so one long history does not hold up
+# a one-candle hole on another stream.
+_CHUNK = 1500
+
+
+class Backfiller:
+    """Runs the REST side of the ledger."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        rest: RestClient,
+        hub: Hub,
+        events: EventLog,
+        *,
+        concurrency: int = 4,
+    ) -> None:
+        self.ledger = ledger
+        self.rest = rest
+        self.hub = hub
+        self.events = events
+        self.concurrency = concurrency
+        self.backfilled = 0
+        self.failures = 0
+        self._busy: set[StreamKey] = set()
+        self._attempts: dict[tuple[StreamKey, int], int] = {}
+        self._backoff = Backoff(base=1.0, cap=60.0)
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="backfill")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    @staticmethod
+    def grace_s(key: StreamKey) -> float:
+        """How long a hole waits for a late close: two push periods and a second."""
+        return 2 * key.push_period_ms / 1000 + 1.0
+
+    async def _run(self) -> None:
+        running: set[asyncio.Task] = set()
+        while True:
+            for key, missing in self._due():
+                if len(running) >= self.concurrency:
+                    break
+                self._busy.add(key)
+                task = asyncio.create_task(self._fill(key, missing))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            await asyncio.sleep(0.25)
+
+    def _due(self) -> list[tuple[StreamKey, MissingRange]]:
+        now = time.monotonic()
+        out = []
+        seen = set()
+        for key, st in self.ledger.streams.items():
+            if key in self._busy or key in seen or key not in self.hub.streams:
+                continue
+            for r in st.missing:
+                if now - r.since >= self.grace_s(key):
+                    out.append((key, r))
+                    seen.add(key)
+                    break
+        return out
+
+    async def _fill(self, key: StreamKey, missing: MissingRange) -> None:
+        iv = key.interval
+        first = missing.first
+        last = first
+        for _ in range(_CHUNK - 1):
+            if last >= missing.last:
+                break
+            last = iv.next_open(last)
+        last = min(last, missing.last)
+        state = self.hub.streams.get(key)
+        ledger = self.ledger.streams.get(key)
+        try:
+            if state is not None and ledger is not None:
+                state.status = StreamStatus.BACKFILLING
+                state.backfill = ledger.missing_count()
+            try:
+                candles, server_now = await self.rest.closed_klines(
+                    key.market, key.symbol, iv, first, last
+                )
+            except RestError as exc:
+                self.failures += 1
+                n = self._attempts.get((key, first), 0) + 1
+                self._attempts[(key, first)] = n
+                delay = self._backoff.delay(n)
+                missing.since = time.monotonic() + delay - self.grace_s(key)
+                self.events.warning(f"{key}: backfill failed ({exc}); retrying in {delay:.0f} s")
+                return
+            self._attempts.pop((key, first), None)
+            stored = self.ledger.fill(key, first, last, candles, server_now)
+            self.backfilled += stored
+            if stored:
+                self.events.info(f"{key}: backfilled {stored} candles from REST")
+        finally:
+            self._busy.discard(key)
+            if state is not None and ledger is not None:
+                state.backfill = ledger.missing_count()
+                if state.status is StreamStatus.BACKFILLING and not state.backfill:
+                    state.status = StreamStatus.LIVE
