@@ -11,6 +11,7 @@ rest = "https://fapi.binance.com"
 [recorder]
 flush_rows = 50000          # flush when this many rows are buffered...
 flush_age_s = 60            # ...or when the oldest is this old
+history = 1000              # candles fetched from REST before the first one seen, for a new stream
 ```
 A malformed file is reported in one line naming the file, the key and the problem.
 """
@@ -38,6 +39,8 @@ __all__ = [
 ]
 
 APP_NAME = "kline-tui"
+# Candles fetched before the first one seen, for a stream with nothing on disk yet.
+DEFAULT_HISTORY = 1000
 
 
 class ConfigError(Exception):
@@ -63,6 +66,7 @@ class Settings:
     endpoints: dict[Market, Endpoints] = field(default_factory=lambda: dict(DEFAULT_ENDPOINTS))
     flush_rows: int = DEFAULT_FLUSH_ROWS
     flush_age_s: float = DEFAULT_FLUSH_AGE_S
+    history: int = DEFAULT_HISTORY
 
     def with_streams(self, keys: list[StreamKey]) -> Settings:
         """The watch list plus `keys` (kept in order, without repeats)."""
@@ -71,7 +75,7 @@ class Settings:
 
 
 _TOP_KEYS = {"data_dir", "watch", "endpoints", "recorder"}
-_RECORDER_KEYS = {"flush_rows", "flush_age_s"}
+_RECORDER_KEYS = {"flush_rows", "flush_age_s", "history"}
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -154,7 +158,10 @@ def _settings_from(doc: dict[str, Any], path: Path) -> Settings:
     age = recorder.get("flush_age_s", DEFAULT_FLUSH_AGE_S)
     if isinstance(age, bool) or not isinstance(age, (int, float)) or age <= 0:
         raise fail("recorder.flush_age_s", "expected a number of seconds above 0")
-    return replace(settings, flush_rows=rows, flush_age_s=float(age))
+    history = recorder.get("history", DEFAULT_HISTORY)
+    if isinstance(history, bool) or not isinstance(history, int) or not 0 <= history <= 1_000_000:
+        raise fail("recorder.history", "expected a whole number of candles from 0 to 1000000")
+    return replace(settings, flush_rows=rows, flush_age_s=float(age), history=history)
 
 
 def save_watch(path: Path, keys: list[StreamKey]) -> None:

@@ -297,6 +297,9 @@ PARQUET_SCHEMA: dict[str, pl.DataType] = {
     "taker_buy_volume": pl.Float64(),
     "taker_buy_quote_volume": pl.Float64(),
     "trades": pl.Int64(),
+    # Provenance: "ws" for a candle received live, "rest" for one backfilled from REST.
+    "source": pl.String(),
 }
 
-CANDLE_COLUMNS: tuple[str, ...] = tuple(PARQUET_SCHEMA)
+# The candle's own columns, in order: everything but the provenance.
+CANDLE_COLUMNS: tuple[str, ...] = tuple(PARQUET_SCHEMA)[:-1]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from kline_tui.model import CANDLE_COLUMNS, StreamKey
+from kline_tui.model import CANDLE_COLUMNS, PARQUET_SCHEMA, StreamKey
 
 
 def read_dataset(data_dir: Path) -> pl.DataFrame:
@@ -17,7 +17,8 @@ def assert_exact_recording(df: pl.DataFrame, keys: list[StreamKey], min_rows: in
     """Every row is the simulator's candle; no duplicates; no gap; each key has >= min_rows."""
     from kline_tui.sim import expected_candle
 
-    assert set(df.columns) == set(CANDLE_COLUMNS) | {"market", "interval", "date"}
+    assert set(df.columns) == set(PARQUET_SCHEMA) | {"market", "interval", "date"}
+    assert set(df["source"].unique()) <= {"ws", "rest"}
     for key in keys:
         rows = df.filter(
             (pl.col("market") == key.market.value)

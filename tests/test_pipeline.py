@@ -6,6 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
+import polars as pl
+
 from kline_tui.binance.markets import MARKETS
 from kline_tui.config import Settings
 from kline_tui.model import Interval, Market, StreamKey
@@ -54,9 +56,10 @@ async def test_records_exact_candles_from_three_markets(sim, tmp_path):
         await pipeline.stop()
     keys = [StreamKey.parse(s) for s in watch]
     assert_exact_recording(read_dataset(tmp_path), keys, min_rows=3)
-    # every closed candle the hub saw is on disk
+    # every closed candle the hub saw is on disk, and so is every one fetched from REST
     df = read_dataset(tmp_path)
-    assert df.height == sum(s.recorded for s in pipeline.hub.streams.values())
+    assert df.filter(pl.col("source") == "ws").height == sum(s.recorded for s in pipeline.hub.streams.values())
+    assert df.filter(pl.col("source") == "rest").height == pipeline.backfiller.backfilled
 
 
 async def test_add_and_remove_streams_on_a_live_connection(sim, tmp_path):
@@ -98,7 +101,7 @@ async def test_2500_streams_spread_over_three_connections(sim, tmp_path):
     symbols = tradable(Market.USDM)[:1250]
     assert len(symbols) == 1250
     keys = [StreamKey(Market.USDM, s, iv) for s in symbols for iv in (Interval.M1, Interval.M5)]
-    settings = make_settings(sim, tmp_path, [])
+    settings = make_settings(sim, tmp_path, [], history=0)
     pipeline = Pipeline(settings)
     await pipeline.start(keys)
     try:
@@ -140,8 +143,8 @@ async def test_malformed_frames_are_dropped_and_nothing_else(sim, tmp_path):
         await wait_until(lambda: sum(s.recorded for s in pipeline.hub.streams.values()) >= 3,
                          what="first closed candles")
         for frame in frames:
-            sim.faults.inject(frame)
-        sim.faults.malformed_rate = 0.05
+            await sim.faults.inject(frame)
+        sim.faults.malformed_rate = 0.5
         await wait_until(lambda: pipeline.hub.malformed >= len(frames) * 3 + 10, what="malformed frames")
         sim.faults.malformed_rate = 0.0
         before = {k: s.recorded for k, s in pipeline.hub.streams.items()}

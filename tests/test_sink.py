@@ -4,7 +4,7 @@ import errno
 
 import polars as pl
 
-from kline_tui.model import CANDLE_COLUMNS, Candle, StreamKey
+from kline_tui.model import PARQUET_SCHEMA, Candle, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.sink import ParquetSink
 
@@ -37,7 +37,8 @@ async def test_flush_writes_hive_partitions_with_the_contract_schema(tmp_path):
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".parquet"]
 
     df = scan(tmp_path)
-    assert set(df.columns) == set(CANDLE_COLUMNS) | {"market", "interval", "date"}
+    assert set(df.columns) == set(PARQUET_SCHEMA) | {"market", "interval", "date"}
+    assert df["source"].unique().to_list() == ["ws"]
     assert df.schema["open_time"] == pl.Datetime("ms", "UTC")
     assert df.schema["trades"] == pl.Int64
     usdm = df.filter(pl.col("market") == "usdm")

@@ -48,17 +48,17 @@ class Backfiller:
         self._attempts: dict[tuple[StreamKey, int], int] = {}
         self._backoff = Backoff(base=1.0, cap=60.0)
         self._task: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="backfill")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        """Stop fetching; what is still missing is fetched on the next start."""
+        tasks = [t for t in (self._task, *self._running) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     @staticmethod
     def grace_s(key: StreamKey) -> float:
@@ -66,7 +66,7 @@ class Backfiller:
         return 2 * key.push_period_ms / 1000 + 1.0
 
     async def _run(self) -> None:
-        running: set[asyncio.Task] = set()
+        running = self._running
         while True:
             for key, missing in self._due():
                 if len(running) >= self.concurrency:

@@ -9,17 +9,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 
 from kline_tui.binance.connection import Backoff
 from kline_tui.binance.rest import RestClient, RestError
 from kline_tui.config import Settings
 from kline_tui.model import StreamKey
+from kline_tui.recorder.backfill import Backfiller
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import Hub
 from kline_tui.recorder.ledger import Ledger
 from kline_tui.recorder.sink import ParquetSink
 from kline_tui.recorder.symbols import SymbolDirectory
+from kline_tui.store.scan import last_open_times
 
 __all__ = ["Pipeline", "StreamRefused"]
 
@@ -42,7 +45,6 @@ class Pipeline:
         events: EventLog | None = None,
         ping_interval_s: float | None = 20.0,
         backoff: Backoff | None = None,
-        history: int = 0,
     ) -> None:
         self.settings = settings
         self.events = events or EventLog()
@@ -54,7 +56,7 @@ class Pipeline:
             flush_rows=settings.flush_rows,
             flush_age_s=settings.flush_age_s,
         )
-        self.ledger = Ledger(self._store, self.events, history=history)
+        self.ledger = Ledger(self._store, self.events, history=settings.history)
         self.hub = Hub(
             settings.endpoints,
             self.events,
@@ -62,12 +64,13 @@ class Pipeline:
             ping_interval_s=ping_interval_s,
             backoff=backoff,
         )
+        self.backfiller = Backfiller(self.ledger, self.rest, self.hub, self.events)
         self.recording = True
         self._started = False
 
     def _store(self, key: StreamKey, candle, source: str) -> None:
         if self.recording:
-            self.sink.add(key, candle)
+            self.sink.add(key, candle, source)
 
     async def check(self, keys: Iterable[StreamKey]) -> None:
         """Raise StreamRefused unless every key names a tradable symbol on a reachable market."""
@@ -82,7 +85,9 @@ class Pipeline:
         """Validate the streams (the settings' watch list by default), then start recording them."""
         keys = list(self.settings.watch if keys is None else keys)
         await self.check(keys)
+        await self._resume(keys)
         self.sink.start()
+        self.backfiller.start()
         self._started = True
         self.hub.add(keys)
         self.events.info(f"watching {len(keys)} streams, recording to {self.settings.data_dir}")
@@ -91,10 +96,17 @@ class Pipeline:
         """Validate and watch more streams; returns those that were not watched already."""
         keys = [k for k in keys if k not in self.hub.streams]
         await self.check(keys)
+        await self._resume(keys)
         added = self.hub.add(keys)
         for key in added:
             self.events.info(f"added {key}")
         return added
+
+    async def _resume(self, keys: list[StreamKey]) -> None:
+        """Tell the ledger where each stream's data on disk ends, so recording resumes there."""
+        last = await asyncio.to_thread(last_open_times, self.settings.data_dir, keys)
+        for key in keys:
+            self.ledger.begin(key, last.get(key))
 
     def remove(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
         """Stop watching streams; what they recorded stays on disk."""
@@ -136,6 +148,7 @@ class Pipeline:
     async def stop(self) -> None:
         """Close the sockets, then write every buffered candle."""
         await self.hub.close()
+        await self.backfiller.close()
         if self._started:
             await self.sink.close()
         await self.rest.close()

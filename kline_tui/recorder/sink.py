@@ -75,10 +75,10 @@ class ParquetSink:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
-    def add(self, key: StreamKey, candle) -> None:
-        """Buffer one closed candle (anything with `as_row()`); never blocks."""
+    def add(self, key: StreamKey, candle, source: str = "ws") -> None:
+        """Buffer one closed candle (anything with `as_row()`) and where it came from; never blocks."""
         bucket = layout.bucket_of(key.interval, candle.open_time)
-        self._buffer[(key.market, key.interval, bucket)].append((key.symbol, *candle.as_row()))
+        self._buffer[(key.market, key.interval, bucket)].append((key.symbol, *candle.as_row(), source))
         self.stats.rows_buffered += 1
         if self._oldest is None:
             self._oldest = time.monotonic()

@@ -19,6 +19,7 @@ from kline_tui.model import Interval, Market
 
 __all__ = [
     "bucket_of",
+    "partition_root",
     "partition_dir",
     "part_name",
     "staging_dir",
@@ -45,9 +46,14 @@ def bucket_of(interval: Interval, open_time_ms: int) -> str:
     return f"{dt.year:04d}-01-01"
 
 
+def partition_root(data_dir: Path, market: Market, interval: Interval) -> Path:
+    """The folder holding every date bucket of one market and interval."""
+    return data_dir / f"market={market.value}" / f"interval={interval.path_label}"
+
+
 def partition_dir(data_dir: Path, market: Market, interval: Interval, bucket: str) -> Path:
-    """The folder of one partition; every part is validated before it gets here."""
-    return data_dir / f"market={market.value}" / f"interval={interval.path_label}" / f"date={bucket}"
+    """The folder of one partition (market, interval and bucket are validated values)."""
+    return partition_root(data_dir, market, interval) / f"date={bucket}"
 
 
 def part_name(seq: int, now: datetime | None = None) -> str:
