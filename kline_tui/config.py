@@ -12,6 +12,7 @@ rest = "https://fapi.binance.com"
 flush_rows = 50000          # flush when this many rows are buffered...
 flush_age_s = 60            # ...or when the oldest is this old
 history = 1000              # candles fetched from REST before the first one seen, for a new stream
+rotate_after_h = 23         # replace each connection (make before break) before Binance's 24 h cut
 ```
 A malformed file is reported in one line naming the file, the key and the problem.
 """
@@ -67,6 +68,7 @@ class Settings:
     flush_rows: int = DEFAULT_FLUSH_ROWS
     flush_age_s: float = DEFAULT_FLUSH_AGE_S
     history: int = DEFAULT_HISTORY
+    rotate_after_h: float = 23.0
 
     def with_streams(self, keys: list[StreamKey]) -> Settings:
         """The watch list plus `keys` (kept in order, without repeats)."""
@@ -75,7 +77,7 @@ class Settings:
 
 
 _TOP_KEYS = {"data_dir", "watch", "endpoints", "recorder"}
-_RECORDER_KEYS = {"flush_rows", "flush_age_s", "history"}
+_RECORDER_KEYS = {"flush_rows", "flush_age_s", "history", "rotate_after_h"}
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -161,7 +163,12 @@ def _settings_from(doc: dict[str, Any], path: Path) -> Settings:
     history = recorder.get("history", DEFAULT_HISTORY)
     if isinstance(history, bool) or not isinstance(history, int) or not 0 <= history <= 1_000_000:
         raise fail("recorder.history", "expected a whole number of candles from 0 to 1000000")
-    return replace(settings, flush_rows=rows, flush_age_s=float(age), history=history)
+    rotate = recorder.get("rotate_after_h", 23.0)
+    if isinstance(rotate, bool) or not isinstance(rotate, (int, float)) or not 0 < rotate < 24:
+        raise fail("recorder.rotate_after_h", "expected hours above 0 and below 24 (Binance cuts at 24)")
+    return replace(
+        settings, flush_rows=rows, flush_age_s=float(age), history=history, rotate_after_h=float(rotate)
+    )
 
 
 def save_watch(path: Path, keys: list[StreamKey]) -> None:

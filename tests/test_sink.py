@@ -87,3 +87,28 @@ async def test_flush_by_row_count(tmp_path):
     assert sink.stats.rows_written >= 100
     await sink.close()
     assert scan(tmp_path).height == 120
+
+
+async def test_cancelled_flush_is_not_written_twice(tmp_path, monkeypatch):
+    """Closing while a flush is in the writer thread must not requeue rows it is writing."""
+    import asyncio
+    import time
+
+    sink = ParquetSink(tmp_path, EventLog(), flush_rows=10_000, flush_age_s=60)
+    key = StreamKey.parse("spot:BTCUSDT:1m")
+    for i in range(5):
+        sink.add(key, candle(T0 + i * 60_000))
+    real = ParquetSink._write_part
+
+    def slow(self, *args):
+        time.sleep(0.3)
+        return real(self, *args)
+
+    monkeypatch.setattr(ParquetSink, "_write_part", slow)
+    flushing = asyncio.create_task(sink.flush())
+    await asyncio.sleep(0.1)
+    flushing.cancel()
+    await asyncio.gather(flushing, return_exceptions=True)
+    await sink.close()
+    df = scan(tmp_path)
+    assert df.height == 5 and df["open_time"].n_unique() == 5

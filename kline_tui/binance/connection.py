@@ -26,7 +26,14 @@ from kline_tui.binance import wire
 from kline_tui.binance.markets import MARKETS
 from kline_tui.model import Market, StreamKey
 
-__all__ = ["Connection", "ConnectionState", "ConnectionStatus", "ConnectionListener", "Backoff"]
+__all__ = [
+    "Connection",
+    "ConnectionState",
+    "ConnectionStatus",
+    "ConnectionListener",
+    "Backoff",
+    "ConnectBudget",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +68,8 @@ class ConnectionStatus:
     frames: int = 0
     malformed: int = 0
     lag_ms: float | None = None  # local receive time minus event time, of the latest event
+    last_frame_at: float | None = None
+    retiring: bool = False  # being replaced: carries on until its successor is live
     recent_frames: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
 
     def frames_per_s(self, now: float | None = None) -> float:
@@ -85,6 +94,29 @@ class ConnectionListener(Protocol):
     def on_malformed(self, conn: Connection, reason: str) -> None: ...
 
     def on_control_error(self, conn: Connection, keys: list[StreamKey], message: str) -> None: ...
+
+    def on_shutdown_notice(self, conn: Connection) -> None: ...
+
+
+class ConnectBudget:
+    """Caps new connections per sliding window (Binance spot: 300 per 5 minutes per IP), so that
+    even when every connection drops at once the reconnects stay within the exchange's budget."""
+
+    def __init__(self, limit: int = 250, window_s: float = 300.0) -> None:
+        self.limit, self.window_s = limit, window_s
+        self._opened: collections.deque[float] = collections.deque()
+        self.waited = 0  # times a connection had to wait for the budget
+
+    async def acquire(self) -> None:
+        while True:
+            now = time.monotonic()
+            while self._opened and now - self._opened[0] >= self.window_s:
+                self._opened.popleft()
+            if len(self._opened) < self.limit:
+                self._opened.append(now)
+                return
+            self.waited += 1
+            await asyncio.sleep(self._opened[0] + self.window_s - now + 0.01)
 
 
 class Backoff:
@@ -130,6 +162,7 @@ class Connection:
         backoff: Backoff | None = None,
         ping_interval_s: float | None = 20.0,
         open_timeout_s: float = 10.0,
+        budget: ConnectBudget | None = None,
     ) -> None:
         self.market = market
         self.ws_base = ws_base.rstrip("/")
@@ -137,6 +170,9 @@ class Connection:
         self.backoff = backoff or Backoff()
         self.ping_interval_s = ping_interval_s
         self.open_timeout_s = open_timeout_s
+        self.budget = budget
+        self.rotate_at_age = 23 * 3600.0  # seconds; the hub staggers it per connection
+        self.silent_rotations = 0  # replacements in a row for silence (the hub backs off on them)
         self.status = ConnectionStatus(next(Connection._ids), market)
         spec = MARKETS[market]
         self.capacity = spec.streams_per_connection
@@ -144,6 +180,7 @@ class Connection:
         self._pacer = _Pacer(max(1, spec.control_rate - 2))
         self._desired: dict[str, StreamKey] = {}  # stream name -> key: what we should carry
         self._subscribed: set[str] = set()  # what the server carries for us
+        self._resubscribe: set[str] = set()  # streams to unsubscribe and subscribe again
         self._pending: dict[int, tuple[str, list[str]]] = {}  # request id -> (method, names)
         self._request_ids = itertools.count(1)
         self._changed = asyncio.Event()
@@ -159,7 +196,22 @@ class Connection:
 
     @property
     def room(self) -> int:
-        return self.capacity - len(self._desired)
+        """Streams this connection can still take (none while it is being replaced)."""
+        return 0 if self.status.retiring else self.capacity - len(self._desired)
+
+    @property
+    def fully_subscribed(self) -> bool:
+        """Live, with every stream it should carry acknowledged by the server."""
+        return (
+            self._ws is not None
+            and self.status.state is ConnectionState.LIVE
+            and all(n in self._subscribed for n in self._desired)
+        )
+
+    def resubscribe(self, keys: Iterable[StreamKey]) -> None:
+        """Unsubscribe and subscribe these streams again (a stream gone silent on a live socket)."""
+        self._resubscribe.update(k.stream_name for k in keys if k.stream_name in self._subscribed)
+        self._changed.set()
 
     def add(self, keys: Iterable[StreamKey]) -> None:
         """Carry these streams too; they are subscribed on the open socket, paced."""
@@ -219,6 +271,8 @@ class Connection:
     async def _run(self) -> None:
         attempt = 0
         while not self._closing:
+            if self.budget is not None:
+                await self.budget.acquire()
             url, initial = self._url()
             state = ConnectionState.CONNECTING if attempt == 0 else ConnectionState.RECONNECTING
             self.status.next_attempt_at = None
@@ -248,7 +302,7 @@ class Connection:
                 self._ws = None
                 self._pending.clear()
                 self._subscribed.clear()
-            if self._closing:
+            if self._closing or self.status.retiring:
                 break
             # A connection that lived a while starts the backoff over.
             connected_at = self.status.connected_at
@@ -289,6 +343,7 @@ class Connection:
         last_mark = 0.0
         async for frame in ws:
             status.frames += 1
+            status.last_frame_at = time.monotonic()
             msg = decode(frame)
             if type(msg) is envelope_t:
                 data = msg.data
@@ -308,8 +363,9 @@ class Connection:
                         recent.append((now, status.frames))
                         status.lag_ms = time.time() * 1000 - data.E
                 else:
-                    # serverShutdown: the server is about to close this connection.
-                    return "server announced shutdown"
+                    # serverShutdown: the server will close this connection soon. Keep reading
+                    # while the hub opens a replacement (make before break).
+                    listener.on_shutdown_notice(self)
             elif type(msg) is wire.ControlReply:
                 self._on_reply(msg)
             else:
@@ -341,7 +397,12 @@ class Connection:
         """Reconcile the server's subscriptions with the desired set, paced under the rate limit."""
         while True:
             in_flight = {n for _, names in self._pending.values() for n in names}
-            drop = [n for n in self._subscribed if n not in self._desired and n not in in_flight]
+            drop = [
+                n
+                for n in self._subscribed
+                if (n not in self._desired or n in self._resubscribe) and n not in in_flight
+            ]
+            self._resubscribe.difference_update(drop)
             add = [n for n in self._desired if n not in self._subscribed and n not in in_flight]
             if not drop and not add:
                 self._changed.clear()

@@ -4,6 +4,13 @@ Streams of one market share a connection until it carries the market's limit (1,
 next one opens. Adding or removing a stream touches only the connection that carries it. Forming
 candles update the live state in place (cheap, coalesced by nature); closed candles are handed on
 to the ledger, never dropped.
+
+A watchdog runs once a second. A stream silent for many of its push periods is stale (a route
+that acknowledges and then sends nothing looks exactly like this); a connection whose streams
+are all stale is replaced, a stale stream on an otherwise healthy connection is subscribed again.
+Connections are replaced before the exchange's 24 h cut (staggered) and at once on a shutdown
+notice, always make before break: the successor subscribes everything first, then the old one
+closes. Both deliver meanwhile; the ledger drops the doubles.
 """
 
 from __future__ import annotations
@@ -16,7 +23,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from kline_tui.binance.connection import Backoff, Connection, ConnectionState, ConnectionStatus
+from kline_tui.binance.connection import (
+    Backoff,
+    ConnectBudget,
+    Connection,
+    ConnectionState,
+    ConnectionStatus,
+)
 from kline_tui.binance.markets import Endpoints
 from kline_tui.binance.wire import WireKline
 from kline_tui.model import Market, StreamKey
@@ -28,6 +41,10 @@ __all__ = ["Hub", "StreamState", "StreamStatus"]
 log = logging.getLogger(__name__)
 
 SPARK_LENGTH = 120  # closed candles kept per stream for sparklines and charts
+STALE_PERIODS = 15  # push periods of silence after which a stream is stale...
+STALE_MIN_S = 5.0  # ...but never sooner than this
+ROTATE_AFTER_S = 23 * 3600.0  # replace connections well before Binance's 24 h cut
+ROTATE_STAGGER_S = 600.0  # successive connections rotate this much apart
 
 
 class StreamStatus(enum.StrEnum):
@@ -54,6 +71,7 @@ class StreamState:
     recorded: int = 0  # closed candles handed to the sink
     duplicates: int = 0
     gaps: int = 0
+    stalls: int = 0  # times the watchdog found it silent
     backfill: int = 0  # candles waiting to be fetched from REST
     error: str | None = None
     conn_id: int | None = None
@@ -70,18 +88,33 @@ class Hub:
         *,
         ping_interval_s: float | None = 20.0,
         backoff: Backoff | None = None,
+        rotate_after_s: float = ROTATE_AFTER_S,
+        stale_periods: int = STALE_PERIODS,
     ) -> None:
         self.endpoints = endpoints
         self.events = events
         self.ledger = ledger
         self.ping_interval_s = ping_interval_s
         self.backoff = backoff
+        self.rotate_after_s = rotate_after_s
+        self.stale_periods = stale_periods
         self.streams: dict[StreamKey, StreamState] = {}
         self.connections: list[Connection] = []
         self._carrier: dict[StreamKey, Connection] = {}
+        self._successor: dict[Connection, Connection] = {}  # retiring -> replacement
+        self._budgets = {market: ConnectBudget() for market in Market}
+        self._opened = 0  # connections ever opened, for staggering rotations
         self.malformed = 0
+        self.stalls_detected = 0
+        self.stall_detect_s: list[float] = []  # silence before each stale verdict
+        self.rotations = 0
         self._malformed_logged_at = 0.0
         self._closing: set[asyncio.Future] = set()
+        self._watchdog: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Start the watchdog (connections start as streams are added)."""
+        self._watchdog = asyncio.create_task(self._watch(), name="watchdog")
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -106,14 +139,53 @@ class Hub:
             conn = self._carrier.pop(key, None)
             if conn is not None:
                 conn.remove([key])
-        for conn in [c for c in self.connections if not c.keys]:
+        for conn in [c for c in self.connections if not c.keys and not c.status.retiring]:
             # A connection left with nothing to carry is closed rather than kept idle.
-            self.connections.remove(conn)
             self.events.info(f"{conn.market.value} connection {conn.status.conn_id} closed: no streams left")
-            task = asyncio.ensure_future(conn.close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+            self._retire(conn)
         return removed
+
+    def _retire(self, conn: Connection) -> None:
+        if conn in self.connections:
+            self.connections.remove(conn)
+        self._successor.pop(conn, None)
+        task = asyncio.ensure_future(conn.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _new_connection(self, market: Market) -> Connection:
+        conn = Connection(
+            market,
+            self.endpoints[market].ws,
+            self,
+            backoff=self.backoff,
+            ping_interval_s=self.ping_interval_s,
+            budget=self._budgets[market],
+        )
+        # Stagger planned rotations so connections are not all replaced in the same minute.
+        conn.rotate_at_age = self.rotate_after_s - (self._opened % 6) * min(
+            ROTATE_STAGGER_S, self.rotate_after_s / 12
+        )
+        self._opened += 1
+        self.connections.append(conn)
+        return conn
+
+    def rotate(self, old: Connection, reason: str, *, silent: bool = False) -> None:
+        """Replace a connection, make before break: the old one closes once the new one is live."""
+        if old.status.retiring or old not in self.connections:
+            return
+        old.status.retiring = True
+        self.rotations += 1
+        new = self._new_connection(old.market)
+        if silent:
+            new.silent_rotations = old.silent_rotations + 1
+        self._successor[old] = new
+        self.events.info(
+            f"{old.market.value} connection {old.status.conn_id}: replacing it ({reason}) "
+            f"with connection {new.status.conn_id}"
+        )
+        self._assign(new, old.keys)
+        new.start()
 
     def _place(self, market: Market, keys: list[StreamKey]) -> None:
         """Pack new streams into the market's open connections, opening more when they are full."""
@@ -125,15 +197,8 @@ class Hub:
                 batch, pending = pending[: conn.room], pending[conn.room :]
                 self._assign(conn, batch)
         while pending:
-            conn = Connection(
-                market,
-                self.endpoints[market].ws,
-                self,
-                backoff=self.backoff,
-                ping_interval_s=self.ping_interval_s,
-            )
+            conn = self._new_connection(market)
             batch, pending = pending[: conn.capacity], pending[conn.capacity :]
-            self.connections.append(conn)
             self._assign(conn, batch)
             conn.start()
 
@@ -144,7 +209,10 @@ class Hub:
         conn.add(keys)
 
     async def close(self) -> None:
-        """Close every connection."""
+        """Stop the watchdog and close every connection."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            await asyncio.gather(self._watchdog, return_exceptions=True)
         conns, self.connections = self.connections, []
         for conn in conns:
             await conn.close()
@@ -181,6 +249,7 @@ class Hub:
             state = self.streams.get(key)
             if state is not None and state.status in (StreamStatus.SUBSCRIBING, StreamStatus.RECONNECTING):
                 state.status = StreamStatus.WAITING
+        self._handover()
         if keys and conn.status.state is ConnectionState.LIVE:
             self.events.debug(f"{conn.market.value} connection {conn.status.conn_id}: subscribed {len(keys)} streams")
 
@@ -190,7 +259,7 @@ class Hub:
         if st.state is ConnectionState.RECONNECTING:
             for key in conn.keys:
                 state = self.streams.get(key)
-                if state is not None:
+                if state is not None and self._carrier.get(key) is conn:
                     state.status = StreamStatus.RECONNECTING
             if message:
                 self.events.warning(f"{label}: {message}")
@@ -209,6 +278,9 @@ class Hub:
                 f"({reason}); {self.malformed} so far"
             )
 
+    def on_shutdown_notice(self, conn: Connection) -> None:
+        self.rotate(conn, "the server announced a shutdown")
+
     def on_control_error(self, conn: Connection, keys: list[StreamKey], message: str) -> None:
         for key in keys:
             state = self.streams.get(key)
@@ -216,3 +288,64 @@ class Hub:
                 state.status = StreamStatus.ERROR
                 state.error = message
         self.events.error(f"{conn.market.value} connection {conn.status.conn_id}: {message}")
+
+    # -- watchdog, rotation ------------------------------------------------------------------
+
+    def _handover(self) -> None:
+        """Close each retiring connection whose successor now carries all of its streams."""
+        for old, new in list(self._successor.items()):
+            if new.fully_subscribed:
+                self.events.info(
+                    f"{old.market.value} connection {old.status.conn_id}: handed over to "
+                    f"connection {new.status.conn_id}, closing it"
+                )
+                self._retire(old)
+
+    def stale_after_s(self, key: StreamKey) -> float:
+        return max(STALE_MIN_S, self.stale_periods * key.push_period_ms / 1000)
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                self.check_health(time.monotonic())
+            except Exception as exc:  # noqa: BLE001 - the watchdog must outlive any bug it meets
+                self.events.error(f"watchdog: {type(exc).__name__}: {exc}")
+
+    def check_health(self, now: float) -> None:
+        """One watchdog round: mark silent streams stale, heal or replace their connections."""
+        self._handover()
+        for conn in list(self.connections):
+            st = conn.status
+            if st.retiring or st.state is not ConnectionState.LIVE or st.connected_at is None:
+                continue
+            if now - st.connected_at >= conn.rotate_at_age:
+                self.rotate(conn, f"{now - st.connected_at:.0f} s old, before the 24 h cut")
+                continue
+            keys = [k for k in conn.keys if self._carrier.get(k) is conn]
+            stale, newly_stale = [], []
+            for key in keys:
+                state = self.streams[key]
+                heard = state.received_at if state.received_at is not None else st.connected_at
+                heard = max(heard, st.connected_at)
+                silent = now - heard
+                if silent < self.stale_after_s(key):
+                    continue
+                stale.append(key)
+                if state.status is not StreamStatus.STALE:
+                    newly_stale.append(key)
+                    state.status = StreamStatus.STALE
+                    state.stalls += 1
+                    self.stalls_detected += 1
+                    self.stall_detect_s.append(silent)
+                    self.events.warning(f"{key}: silent for {silent:.0f} s, stale")
+            if len(stale) < len(keys):
+                conn.silent_rotations = 0
+                if newly_stale:
+                    conn.resubscribe(newly_stale)
+                continue
+            # Everything is silent: replace the connection, backing off if its predecessors were
+            # replaced for silence too (a market that is down must not cause a connection storm).
+            patience = min(3600.0, 2**conn.silent_rotations * max(map(self.stale_after_s, keys)))
+            if now - max(st.connected_at, st.last_frame_at or 0.0) >= patience or conn.silent_rotations == 0:
+                self.rotate(conn, f"all {len(keys)} streams silent", silent=True)

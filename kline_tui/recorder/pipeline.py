@@ -63,6 +63,7 @@ class Pipeline:
             self.ledger,
             ping_interval_s=ping_interval_s,
             backoff=backoff,
+            rotate_after_s=settings.rotate_after_h * 3600,
         )
         self.backfiller = Backfiller(self.ledger, self.rest, self.hub, self.events)
         self.recording = True
@@ -88,6 +89,7 @@ class Pipeline:
         await self._resume(keys)
         self.sink.start()
         self.backfiller.start()
+        self.hub.start()
         self._started = True
         self.hub.add(keys)
         self.events.info(f"watching {len(keys)} streams, recording to {self.settings.data_dir}")

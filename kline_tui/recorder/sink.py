@@ -117,37 +117,47 @@ class ParquetSink:
             self.stats.rows_buffered -= rows
             self._oldest = None
             started = time.perf_counter()
-            loop = asyncio.get_running_loop()
             seq0 = self._seq
             self._seq += len(batch)
+            write = asyncio.get_running_loop().run_in_executor(
+                self._writer, self._write_batch, batch, seq0
+            )
             try:
-                failed = await loop.run_in_executor(self._writer, self._write_batch, batch, seq0)
-            except BaseException:
-                self._requeue(batch)
+                failed = await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # The thread writes on regardless: account for what it wrote, or the rows would
+                # be requeued and written twice.
+                self._account(batch, await write, started)
                 raise
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            written = {p: r for p, r in batch.items() if p not in failed}
-            n_written = sum(len(r) for r in written.values())
-            self.stats.rows_written += n_written
-            self.stats.files_written += len(written)
-            self.stats.flushes += 1
-            self.stats.last_flush_at = time.time()
-            self.stats.last_flush_ms = elapsed_ms
-            if written:
-                self.events.info(
-                    f"flushed {n_written} rows to {len(written)} files in {elapsed_ms:.0f} ms"
-                )
-            if failed:
-                self._requeue({p: batch[p] for p in failed})
-                reason = next(iter(failed.values()))
-                self.stats.errors += 1
-                self.stats.last_error = reason
-                self.events.error(
-                    f"could not write {sum(len(batch[p]) for p in failed)} rows to {self.data_dir}: "
-                    f"{reason}; they stay buffered and will be retried"
-                )
-                return False
-            return True
+            return self._account(batch, failed, started)
+
+    def _account(
+        self, batch: dict[Partition, list[tuple]], failed: dict[Partition, str], started: float
+    ) -> bool:
+        """Book a finished write; requeue what failed. True when everything was written."""
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        written = {p: r for p, r in batch.items() if p not in failed}
+        n_written = sum(len(r) for r in written.values())
+        self.stats.rows_written += n_written
+        self.stats.files_written += len(written)
+        self.stats.flushes += 1
+        self.stats.last_flush_at = time.time()
+        self.stats.last_flush_ms = elapsed_ms
+        if written:
+            self.events.info(
+                f"flushed {n_written} rows to {len(written)} files in {elapsed_ms:.0f} ms"
+            )
+        if failed:
+            self._requeue({p: batch[p] for p in failed})
+            reason = next(iter(failed.values()))
+            self.stats.errors += 1
+            self.stats.last_error = reason
+            self.events.error(
+                f"could not write {sum(len(batch[p]) for p in failed)} rows to {self.data_dir}: "
+                f"{reason}; they stay buffered and will be retried"
+            )
+            return False
+        return True
 
     def _requeue(self, batch: dict[Partition, list[tuple]]) -> None:
         for partition, rows in batch.items():
