@@ -379,6 +379,7 @@ class Connection:
         if reply.id is None or reply.id not in self._pending:
             return
         method, names = self._pending.pop(reply.id)
+        self._changed.set()  # names in flight are settled: the control loop may act on them again
         if not reply.ok:
             keys = [self._desired[n] for n in names if n in self._desired]
             self.listener.on_control_error(
