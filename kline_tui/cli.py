@@ -28,6 +28,7 @@ from kline_tui.config import (
 from kline_tui.model import SpecError, StreamKey
 from kline_tui.recorder.events import Event, EventLog
 from kline_tui.recorder.pipeline import Pipeline, StreamRefused
+from kline_tui.store.lock import DataDirError
 
 __all__ = ["main"]
 
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         from kline_tui.ui.app import run_app  # Textual is loaded only for the UI
 
         return run_app(settings, demo_speed=args.demo_speed if args.demo else None)
-    except (UsageError, ConfigError, SpecError, StreamRefused) as exc:
+    except (UsageError, ConfigError, SpecError, StreamRefused, DataDirError) as exc:
         console.print(f"[bold red]kline-tui:[/] {escape(str(exc))}")
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -171,7 +172,14 @@ async def _record(settings: Settings, args: argparse.Namespace, console: Console
         if sim is not None:
             await sim.stop()
     stats = pipeline.sink.stats
-    events.info(f"done: {stats.rows_written} rows in {stats.files_written} files under {settings.data_dir}")
+    ledgers = pipeline.ledger.streams.values()
+    events.info(
+        f"done: {stats.rows_written} rows in {stats.files_written} files under {settings.data_dir}; "
+        f"{sum(s.accepted_ws for s in ledgers)} live, {sum(s.accepted_rest for s in ledgers)} backfilled, "
+        f"{sum(s.duplicates for s in ledgers)} duplicates dropped, {pipeline.hub.stalls_detected} stalls"
+    )
+    if stats.rows_buffered:
+        events.error(f"{stats.rows_buffered} rows could not be written: {stats.last_error}")
     return 1 if stats.rows_buffered else 0
 
 

@@ -13,6 +13,7 @@ flush_rows = 50000          # flush when this many rows are buffered...
 flush_age_s = 60            # ...or when the oldest is this old
 history = 1000              # candles fetched from REST before the first one seen, for a new stream
 rotate_after_h = 23         # replace each connection (make before break) before Binance's 24 h cut
+reconnect_max_s = 60        # longest wait between reconnect attempts (exponential, full jitter)
 ```
 A malformed file is reported in one line naming the file, the key and the problem.
 """
@@ -69,6 +70,7 @@ class Settings:
     flush_age_s: float = DEFAULT_FLUSH_AGE_S
     history: int = DEFAULT_HISTORY
     rotate_after_h: float = 23.0
+    reconnect_max_s: float = 60.0
 
     def with_streams(self, keys: list[StreamKey]) -> Settings:
         """The watch list plus `keys` (kept in order, without repeats)."""
@@ -77,7 +79,7 @@ class Settings:
 
 
 _TOP_KEYS = {"data_dir", "watch", "endpoints", "recorder"}
-_RECORDER_KEYS = {"flush_rows", "flush_age_s", "history", "rotate_after_h"}
+_RECORDER_KEYS = {"flush_rows", "flush_age_s", "history", "rotate_after_h", "reconnect_max_s"}
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -166,8 +168,16 @@ def _settings_from(doc: dict[str, Any], path: Path) -> Settings:
     rotate = recorder.get("rotate_after_h", 23.0)
     if isinstance(rotate, bool) or not isinstance(rotate, (int, float)) or not 0 < rotate < 24:
         raise fail("recorder.rotate_after_h", "expected hours above 0 and below 24 (Binance cuts at 24)")
+    cap = recorder.get("reconnect_max_s", 60.0)
+    if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 1 <= cap <= 3600:
+        raise fail("recorder.reconnect_max_s", "expected seconds from 1 to 3600")
     return replace(
-        settings, flush_rows=rows, flush_age_s=float(age), history=history, rotate_after_h=float(rotate)
+        settings,
+        flush_rows=rows,
+        flush_age_s=float(age),
+        history=history,
+        rotate_after_h=float(rotate),
+        reconnect_max_s=float(cap),
     )
 
 

@@ -13,6 +13,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -118,8 +119,10 @@ class RestClient:
         *,
         timeout_s: float = 10.0,
         retries: int = 5,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.endpoints = endpoints
+        self.warn = warn or log.warning  # where rate-limit waits are reported
         self.retries = retries
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._session: aiohttp.ClientSession | None = None
@@ -166,7 +169,8 @@ class RestClient:
             if status in (429, 418):
                 wait = retry_after if retry_after is not None else 60.0
                 limiter.block(wait, banned=status == 418)
-                log.warning("%s: HTTP %s, waiting %.0f s (Retry-After)", what, status, wait)
+                verdict = "banned" if status == 418 else "rate-limited"
+                self.warn(f"{what}: HTTP {status}, {verdict}; REST paused {wait:.0f} s (Retry-After)")
                 if attempt == self.retries:
                     raise RestError(f"{what}: HTTP {status} {msg}", status=status, code=code)
                 continue

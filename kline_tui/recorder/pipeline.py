@@ -22,6 +22,7 @@ from kline_tui.recorder.hub import Hub
 from kline_tui.recorder.ledger import Ledger
 from kline_tui.recorder.sink import ParquetSink
 from kline_tui.recorder.symbols import SymbolDirectory
+from kline_tui.store.lock import DataDirLock
 from kline_tui.store.scan import last_open_times
 
 __all__ = ["Pipeline", "StreamRefused"]
@@ -48,7 +49,7 @@ class Pipeline:
     ) -> None:
         self.settings = settings
         self.events = events or EventLog()
-        self.rest = RestClient(settings.endpoints)
+        self.rest = RestClient(settings.endpoints, warn=self.events.warning)
         self.symbols = SymbolDirectory(self.rest)
         self.sink = ParquetSink(
             settings.data_dir,
@@ -62,10 +63,11 @@ class Pipeline:
             self.events,
             self.ledger,
             ping_interval_s=ping_interval_s,
-            backoff=backoff,
+            backoff=backoff or Backoff(base=1.0, cap=settings.reconnect_max_s),
             rotate_after_s=settings.rotate_after_h * 3600,
         )
         self.backfiller = Backfiller(self.ledger, self.rest, self.hub, self.events)
+        self._lock = DataDirLock(settings.data_dir)
         self.recording = True
         self._started = False
 
@@ -86,6 +88,7 @@ class Pipeline:
         """Validate the streams (the settings' watch list by default), then start recording them."""
         keys = list(self.settings.watch if keys is None else keys)
         await self.check(keys)
+        self._lock.acquire()  # raises DataDirError: another recorder, or an unusable folder
         await self._resume(keys)
         self.sink.start()
         self.backfiller.start()
@@ -153,4 +156,5 @@ class Pipeline:
         await self.backfiller.close()
         if self._started:
             await self.sink.close()
+        self._lock.release()
         await self.rest.close()

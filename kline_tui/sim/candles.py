@@ -33,7 +33,7 @@ _IV_CODE = {iv: i for i, iv in enumerate(Interval)}
 
 # Octaves of the price noise: lattice periods from 2 s to ~39 days, 6x apart.
 _OCTAVE_MS = tuple(2000 * 6**k for k in range(9))
-_MAX_OCTAVE_AMP = 0.15  # caps the slowest octaves, which keeps the price near its base
+_MAX_OCTAVE_AMP = 0.05  # caps the slowest octaves, which keeps the price near its base
 
 _BRIDGE_STEPS = 4  # sample points inside a candle: open, 3 hashed, close
 _FORCED_TRADE_EVERY = 16

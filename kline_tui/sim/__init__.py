@@ -1,0 +1,33 @@
+"""The built-in Binance simulator: kline WebSockets and REST on loopback, with faults on request.
+
+```python
+async with Simulator(speed=60) as sim:
+    sim.endpoints[Market.SPOT]  # Endpoints(ws="ws://127.0.0.1:...", rest="http://127.0.0.1:...")
+```
+Candles are a pure function of (market, symbol, interval, open time): `candle_at` gives what the
+simulator sends, `expected_candle` what a recorder should store.
+"""
+
+from kline_tui.sim.candles import WireCandle, candle_at, expected_candle, forming_at, price_at
+from kline_tui.sim.clock import SimClock
+from kline_tui.sim.faults import Faults, MarketFaults
+from kline_tui.sim.server import Simulator
+from kline_tui.sim.stats import ConnStats, MarketStats
+from kline_tui.sim.universe import SymbolInfo, symbol_info, universe
+
+__all__ = [
+    "Simulator",
+    "SimClock",
+    "Faults",
+    "MarketFaults",
+    "MarketStats",
+    "ConnStats",
+    "WireCandle",
+    "SymbolInfo",
+    "candle_at",
+    "expected_candle",
+    "forming_at",
+    "price_at",
+    "symbol_info",
+    "universe",
+]

@@ -1,0 +1,566 @@
+"""The kline-tui app: hosts the pipeline in its asyncio loop and repaints from its state at 4 Hz.
+
+The pipeline (sockets, hub, ledger, sink) runs as asyncio tasks in Textual's own event loop; the
+UI never waits on it and never repaints per message: a timer reads the hub's state a few times a
+second and redraws what changed. Every long operation runs as a worker, and
+`on_worker_state_changed` is the one place their failures end up: in the event log and as a
+notification, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Input
+from textual.worker import Worker, WorkerState
+
+from kline_tui.binance.rest import RestError
+from kline_tui.config import Settings, save_watch
+from kline_tui.model import Interval, Market, StreamKey
+from kline_tui.recorder.events import Event, EventLog
+from kline_tui.recorder.hub import StreamStatus
+from kline_tui.recorder.pipeline import Pipeline
+from kline_tui.ui import format as fmt
+from kline_tui.ui.screens.add_streams import AddStreamsScreen
+from kline_tui.ui.screens.details import DetailsScreen
+from kline_tui.ui.screens.help import HelpScreen
+from kline_tui.ui.widgets.connections import ConnectionsPanel
+from kline_tui.ui.widgets.event_log import EventLogPanel
+from kline_tui.ui.widgets.recording import RecordingPanel
+from kline_tui.ui.widgets.status_bar import StatusBar
+from kline_tui.ui.widgets.watch_table import Sort, WatchTable
+
+__all__ = ["KlineApp", "run_app", "FIRST_LAUNCH_WATCH", "REPAINT_HZ"]
+
+REPAINT_HZ = 4.0
+
+# What a first launch without a config watches: the most traded pairs of each market.
+FIRST_LAUNCH_WATCH = (
+    "spot:BTCUSDT:1m",
+    "spot:ETHUSDT:1m",
+    "spot:SOLUSDT:1m",
+    "usdm:BTCUSDT:1m",
+    "usdm:ETHUSDT:1m",
+    "usdm:SOLUSDT:5m",
+    "coinm:BTCUSD_PERP:1m",
+    "coinm:ETHUSD_PERP:1m",
+)
+
+PipelineFactory = Callable[[Settings, EventLog], Pipeline]
+
+# Actions that act on the main screen's table: off while another screen is on top.
+_TABLE_ACTIONS = {"remove", "details", "filter", "sort", "reverse_sort", "clear_filter"}
+# Actions that need the pipeline running.
+_PIPELINE_ACTIONS = {"add", "remove", "pause", "resume", "flush"}
+
+
+def _default_pipeline(settings: Settings, events: EventLog) -> Pipeline:
+    return Pipeline(settings, events=events)
+
+
+class KlineApp(App[int]):
+    """Watch and record Binance candlesticks.
+
+    `demo_speed` runs a simulated Binance in the app's own loop (at that clock speed) and points
+    the settings' endpoints at it; `simulator_factory(speed)` builds it (default: `Simulator`). `clock` (monotonic seconds) and `wall_clock` (epoch seconds)
+    are what the panels measure ages with; tests inject fixed ones.
+    """
+
+    CSS_PATH = "app.tcss"
+    TITLE = "kline-tui"
+
+    BINDINGS = [
+        Binding("a", "add", "Add", id="add", tooltip="Add streams: a market, an interval and symbols"),
+        Binding("d,delete", "remove", "Remove", id="remove",
+                tooltip="Stop watching the selected stream; what it recorded stays on disk"),
+        Binding("p", "pause", "Pause", id="pause", tooltip="Pause recording; the live view goes on"),
+        Binding("p", "resume", "Resume", id="resume", tooltip="Resume recording"),
+        Binding("f", "flush", "Flush", id="flush", tooltip="Write every buffered candle to Parquet now"),
+        Binding("enter", "details", "Details", id="details",
+                tooltip="Chart and recent candles of the selected stream"),
+        Binding("slash", "filter", "Filter", id="filter",
+                tooltip="Show only the streams matching words (market, symbol, interval, state)"),
+        Binding("s", "sort", "Sort", id="sort", tooltip="Sort by the next column"),
+        Binding("S", "reverse_sort", "Reverse sort", id="reverse-sort", show=False,
+                tooltip="Reverse the order of the rows"),
+        Binding("escape", "clear_filter", "Clear filter", id="clear-filter", tooltip="Show every stream again"),
+        Binding("question_mark", "help", "Help", id="help", tooltip="Keys, columns and where files live"),
+        Binding("q", "quit", "Quit", id="quit", tooltip="Flush everything buffered, then exit"),
+    ]
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        demo_speed: float | None = None,
+        pipeline_factory: PipelineFactory | None = None,
+        simulator_factory: Callable[[float], Any] | None = None,
+        save_watch_list: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        repaint_hz: float = REPAINT_HZ,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.demo_speed = demo_speed
+        self.pipeline_factory = pipeline_factory or _default_pipeline
+        self.simulator_factory = simulator_factory
+        # The demo never rewrites a user's config with simulated symbols unless asked to.
+        self.save_watch_list = (demo_speed is None) if save_watch_list is None else save_watch_list
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.repaint_hz = repaint_hz
+        self.events = EventLog()
+        self.pipeline: Pipeline | None = None
+        self.sim = None
+        self.hold_display = False  # tests freeze the screen to take deterministic snapshots
+        self._pending_events: collections.deque[Event] = collections.deque()
+        self.events.subscribe(self._pending_events.append)
+        self._save_lock = asyncio.Lock()
+        self._quitting = False
+        self._stopped = False
+        self._started = asyncio.Event()
+        self._tick_errors = 0
+
+    # -- layout -------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar(id="status")
+        yield Input(placeholder="filter: words to match (e.g. usdm btc, or stale); enter keeps it, esc clears",
+                    id="filter")
+        yield WatchTable(id="watch")
+        with Horizontal(id="bottom"):
+            with Vertical(id="side"):
+                connections = ConnectionsPanel(id="connections")
+                connections.border_title = "Connections"
+                yield connections
+                recording = RecordingPanel(id="recording")
+                recording.border_title = "Recording"
+                yield recording
+            log = EventLogPanel(id="events")
+            log.border_title = "Events"
+            yield log
+        yield Footer()
+
+    @property
+    def table(self) -> WatchTable:
+        return self.query_one("#watch", WatchTable)
+
+    def on_mount(self) -> None:
+        self.table.focus()
+        self.set_interval(1 / self.repaint_hz, self._tick, name="repaint")
+        self.run_worker(self._start(), name="start", group="pipeline", exit_on_error=False)
+        self._tick()
+
+    # -- starting and stopping --------------------------------------------------------------
+
+    async def _start(self) -> None:
+        settings = self.settings
+        if self.demo_speed is not None:
+            if self.simulator_factory is not None:
+                self.sim = self.simulator_factory(self.demo_speed)
+            else:
+                from kline_tui.sim import Simulator
+
+                self.sim = Simulator(speed=self.demo_speed)
+            await self.sim.start()
+            settings = replace(settings, endpoints=dict(self.sim.endpoints))
+            self.events.info(
+                f"demo: a simulated Binance on 127.0.0.1 at {self.demo_speed:g}x speed; nothing touches the network"
+            )
+        keys = list(settings.watch)
+        first_launch = not settings.config_exists and not keys
+        if not keys and (first_launch or self.demo_speed is not None):
+            keys = [StreamKey.parse(s) for s in FIRST_LAUNCH_WATCH]
+        self.pipeline = self.pipeline_factory(settings, self.events)
+        self.table.streams = self.pipeline.hub.streams
+        self.events.info(f"config {fmt.short_path(settings.config_path)}; data {fmt.short_path(settings.data_dir)}")
+        keys = await self._start_pipeline(keys)
+        self._started.set()
+        self.refresh_bindings()
+        self._tick()
+        if first_launch:
+            where = (
+                f"Config: {fmt.short_path(settings.config_path)}\n"
+                f"Data: {fmt.short_path(settings.data_dir)}"
+            )
+            if self.save_watch_list:
+                await self._save_watch()
+            self.notify(
+                f"First launch: watching {len(keys)} popular streams of spot, usdm and coinm. "
+                f"Press a to add, d to remove.\n{where}",
+                title="Welcome to kline-tui",
+                timeout=20,
+            )
+        elif not keys:
+            self.notify("Nothing to watch yet: press a to add streams.", title="Empty watch list", timeout=10)
+        await self.pipeline.seed_history(keys)
+
+    async def _start_pipeline(self, keys: list[StreamKey]) -> list[StreamKey]:
+        """Start with the watch list; streams the exchange refuses are left out, with a message why."""
+        from kline_tui.recorder.pipeline import StreamRefused
+
+        pipeline = self.pipeline
+        assert pipeline is not None
+        delay = 2.0
+        while True:
+            try:
+                await pipeline.start(keys)
+                return keys
+            except StreamRefused as refused:
+                try:
+                    good = [k for k in keys if not await pipeline.symbols.problems([k])]
+                except RestError as exc:
+                    self.events.error(
+                        f"cannot reach the exchange to check the watch list ({exc}); retrying in {delay:.0f} s"
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 60.0)
+                    continue
+                for problem in refused.problems:
+                    self.events.error(f"{problem}: left out of this session")
+                keys = good
+
+    async def shutdown_pipeline(self) -> None:
+        """Close the sockets and write every buffered candle (idempotent)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            if self.pipeline is not None:
+                await self.pipeline.stop()
+        finally:
+            if self.sim is not None:
+                await self.sim.stop()
+
+    async def on_unmount(self) -> None:
+        # However the app ends, what was received is written.
+        await self.shutdown_pipeline()
+
+    async def action_quit(self) -> None:
+        if self._quitting:
+            return
+        self._quitting = True
+        buffered = self.pipeline.sink.stats.rows_buffered if self.pipeline else 0
+        self.notify(f"Writing {buffered:,} buffered rows, then exiting…", title="Quitting")
+        self.run_worker(self._quit(), name="quit", group="quit", exit_on_error=False)
+
+    async def _quit(self) -> None:
+        try:
+            await self.shutdown_pipeline()
+        finally:
+            stats = self.pipeline.sink.stats if self.pipeline else None
+            if stats is not None and stats.rows_buffered:
+                self.exit(
+                    1,
+                    return_code=1,
+                    message=f"kline-tui: {stats.rows_buffered:,} rows could not be written to "
+                    f"{self.settings.data_dir}: {stats.last_error}",
+                )
+            else:
+                self.exit(0)
+
+    # -- the one place worker failures end up -------------------------------------------------
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state is not WorkerState.ERROR:
+            return
+        error = event.worker.error
+        what = event.worker.name or "a background task"
+        self.events.error(f"{what} failed: {type(error).__name__}: {error}")
+        if event.worker.name == "quit":
+            self.exit(1, return_code=1, message=f"kline-tui: quitting failed: {error}")
+
+    # -- repaint --------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        if self.hold_display:
+            return
+        try:
+            self.repaint()
+        except Exception as exc:  # noqa: BLE001 - a drawing bug must not take the recorder down
+            self._tick_errors += 1
+            if self._tick_errors in (1, 10, 100):
+                self.events.error(f"repaint failed ({self._tick_errors}x): {type(exc).__name__}: {exc}")
+
+    def repaint(self, *, reload_events: bool = False) -> None:
+        """Redraw everything from the pipeline's state (the timer calls this at `repaint_hz`)."""
+        now, wall = self.clock(), self.wall_clock()
+        log = self.query_one("#events", EventLogPanel)
+        if reload_events:
+            self._pending_events.clear()
+            log.reload(self.events.recent)
+        elif self._pending_events:
+            batch = list(self._pending_events)
+            self._pending_events.clear()
+            log.append(batch)
+            self._notify_events(batch)
+        pipeline = self.pipeline
+        table = self.table
+        table.update_view()
+        statuses = pipeline.hub.connection_status() if pipeline else []
+        self.query_one("#connections", ConnectionsPanel).show(statuses, now)
+        self.query_one("#recording", RecordingPanel).show(
+            pipeline.sink.stats if pipeline else None,
+            recording=pipeline.recording if pipeline else True,
+            data_dir=self.settings.data_dir,
+            flush_rows=self.settings.flush_rows,
+            flush_age_s=self.settings.flush_age_s,
+            now=wall,
+        )
+        streams = table.streams
+        mode = "" if self.demo_speed is None else f"demo {self.demo_speed:g}x"
+        self.query_one("#status", StatusBar).show(
+            streams=len(streams),
+            live=sum(1 for s in streams.values() if s.status is StreamStatus.LIVE),
+            connections=len(statuses),
+            rate=sum(s.frames_per_s(now) for s in statuses),
+            recording=pipeline.recording if pipeline else True,
+            shown=len(table.order),
+            sort=table.sort_label,
+            filter_text=table.filter_text,
+            mode=mode if pipeline else (mode + " starting…").strip(),
+        )
+        for screen in self.screen_stack:
+            if isinstance(screen, DetailsScreen):
+                screen.update_view()
+
+    def _notify_events(self, events: list[Event]) -> None:
+        """Warnings and errors as notifications too: a few at a time, the rest summed up."""
+        loud = [e for e in events if e.level >= logging.WARNING]
+        for event in loud[:3]:
+            error = event.level >= logging.ERROR
+            self.notify(event.message, severity="error" if error else "warning", timeout=10 if error else 5)
+        if len(loud) > 3:
+            self.notify(f"{len(loud) - 3} more warnings and errors: see the event log", severity="warning")
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        on_main = len(self.screen_stack) == 1
+        if action in _TABLE_ACTIONS and not on_main:
+            return False
+        if action == "pause":
+            return self.pipeline is None or self.pipeline.recording
+        if action == "resume":
+            return self.pipeline is not None and not self.pipeline.recording
+        if action == "clear_filter":
+            return bool(self.table.filter_text) or self.query_one("#filter").has_class("-visible")
+        if action in _PIPELINE_ACTIONS and self.pipeline is None:
+            return None
+        if action in ("remove", "details") and self.table.selected is None:
+            return None
+        return True
+
+    def action_add(self) -> None:
+        table = self.table
+        selected = table.selected
+        self.push_screen(
+            AddStreamsScreen(
+                self.add_streams,
+                self._symbols_of,
+                market=selected.market if selected else Market.USDM,
+                interval=selected.interval if selected else Interval.M1,
+            )
+        )
+
+    async def _symbols_of(self, market: Market) -> list[str]:
+        assert self.pipeline is not None
+        symbols = await self.pipeline.symbols.symbols(market)
+        return [name for name, info in symbols.items() if info.tradable]
+
+    async def add_streams(self, keys: list[StreamKey]) -> list[StreamKey]:
+        """Subscribe `keys` on the existing connections; raises StreamRefused (shown by the dialog)."""
+        assert self.pipeline is not None
+        added = await self.pipeline.add(keys)
+        if added:
+            self.table.update_view()
+            self.table.select(added[0])
+            self.notify(f"Added {', '.join(str(k) for k in added)}", timeout=4)
+            self.run_worker(self.pipeline.seed_history(added), name="history", exit_on_error=False)
+            self.run_worker(self._save_watch(), name="saving the watch list", exit_on_error=False)
+        return added
+
+    def action_remove(self) -> None:
+        key = self.table.selected
+        if key is None or self.pipeline is None:
+            return
+        self.pipeline.remove([key])
+        self.table.update_view()
+        self.notify(f"Removed {key}; what it recorded stays in {fmt.short_path(self.settings.data_dir)}", timeout=4)
+        self.run_worker(self._save_watch(), name="saving the watch list", exit_on_error=False)
+        self.refresh_bindings()
+
+    async def _save_watch(self) -> None:
+        if not self.save_watch_list or self.pipeline is None:
+            return
+        async with self._save_lock:
+            keys = list(self.pipeline.hub.streams)
+            try:
+                await asyncio.to_thread(save_watch, self.settings.config_path, keys)
+            except OSError as exc:
+                self.events.error(
+                    f"could not save the watch list to {self.settings.config_path}: {exc}; "
+                    "it will be tried again at the next change"
+                )
+                return
+        self.events.debug(f"saved the watch list ({len(keys)} streams) to {fmt.short_path(self.settings.config_path)}")
+
+    def action_pause(self) -> None:
+        self._set_recording(False)
+
+    def action_resume(self) -> None:
+        self._set_recording(True)
+
+    def _set_recording(self, on: bool) -> None:
+        if self.pipeline is None:
+            return
+        self.pipeline.recording = on
+        if on:
+            self.events.info("recording resumed")
+        else:
+            self.events.info("recording paused: the live view goes on, closed candles are not recorded")
+        self.refresh_bindings()
+        self._tick()
+
+    def action_flush(self) -> None:
+        if self.pipeline is not None:
+            self.run_worker(self._flush(), name="flush", group="flush", exit_on_error=False)
+
+    async def _flush(self) -> None:
+        assert self.pipeline is not None
+        stats = self.pipeline.sink.stats
+        before = stats.rows_written
+        if not stats.rows_buffered:
+            self.notify("Nothing buffered: everything received is on disk.", timeout=4)
+            return
+        if await self.pipeline.sink.flush():
+            self.notify(f"Flushed {stats.rows_written - before:,} rows to {fmt.short_path(self.settings.data_dir)}",
+                        timeout=4)
+        self._tick()
+
+    def action_details(self) -> None:
+        key = self.table.selected
+        if key is None or self.pipeline is None:
+            return
+        self.push_screen(DetailsScreen(key, self.pipeline.hub.streams, lambda: list(self.table.order)))
+
+    def on_watch_table_activated(self, message: WatchTable.Activated) -> None:
+        self.action_details()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.add_class("-visible")
+        box.focus()
+        self.refresh_bindings()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        if event.input.id == "filter":
+            self.table.set_filter(event.value)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "filter":
+            if not event.value.strip():
+                event.input.remove_class("-visible")
+            self.table.focus()
+            self.refresh_bindings()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        box.remove_class("-visible")
+        self.table.set_filter("")
+        self.table.focus()
+        self.refresh_bindings()
+
+    def action_sort(self) -> None:
+        self.table.cycle_sort()
+        self._tick()
+
+    def action_sort_by(self, name: str) -> None:
+        self.table.sort = Sort[name]
+        self.table.reverse = False
+        self.table.set_filter(self.table.filter_text)  # re-sorts at once
+        self._tick()
+
+    def action_reverse_sort(self) -> None:
+        self.table.reverse_sort()
+        self._tick()
+
+    def action_help(self) -> None:
+        keys = []
+        for binding in self.BINDINGS:
+            assert isinstance(binding, Binding)
+            if binding.action == "resume":
+                continue
+            label = {"pause": "Pause / resume recording"}.get(binding.action, binding.tooltip)
+            names = {"question_mark": "?", "slash": "/", "escape": "esc", "delete": "del"}
+            key = " / ".join(names.get(k, k) for k in binding.key.split(","))
+            keys.append((key, label))
+        self.push_screen(
+            HelpScreen(keys, fmt.short_path(self.settings.config_path), fmt.short_path(self.settings.data_dir))
+        )
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        table_shown = screen is self.screen_stack[0]
+        paused = self.pipeline is not None and not self.pipeline.recording
+        yield SystemCommand("Add streams", "Subscribe to more symbols (a)", self.action_add)
+        if table_shown:
+            yield SystemCommand("Remove stream", "Stop watching the selected stream (d)", self.action_remove)
+            yield SystemCommand("Details", "Chart and recent candles of the selected stream (enter)",
+                                self.action_details)
+            yield SystemCommand("Filter", "Show only streams matching words (/)", self.action_filter)
+            yield SystemCommand("Sort: next column", "Cycle the sort order (s)", self.action_sort)
+            yield SystemCommand("Sort: reverse", "Reverse the order of the rows (S)", self.action_reverse_sort)
+            for sort in Sort:
+                yield SystemCommand(f"Sort by {sort.label}", f"Order the rows by {sort.label}",
+                                    lambda sort=sort: self.action_sort_by(sort.name), discover=False)
+        if paused:
+            yield SystemCommand("Resume recording", "Record closed candles again (p)", self.action_resume)
+        else:
+            yield SystemCommand("Pause recording", "Stop recording; the live view goes on (p)", self.action_pause)
+        yield SystemCommand("Flush now", "Write every buffered candle to Parquet (f)", self.action_flush)
+        yield SystemCommand("Help", "Keys, columns and where files live (?)", self.action_help)
+        yield SystemCommand("Quit and flush", "Write everything buffered, then exit (q)", self.action_quit)
+
+    async def wait_started(self) -> None:
+        """Wait until the pipeline has started (for tests and scripts)."""
+        await self._started.wait()
+
+
+def run_app(settings: Settings, *, demo_speed: float | None = None) -> int:
+    """Run the UI until the user quits; returns the exit code (0, or 1 when rows could not be written).
+
+    The pipeline is stopped, and everything buffered written, however the app ends.
+    """
+    app = KlineApp(settings, demo_speed=demo_speed)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            try:
+                loop.add_signal_handler(sig, lambda: app.call_later(app.action_quit))
+            except (NotImplementedError, RuntimeError):  # not on this platform
+                pass
+        try:
+            await app.run_async()
+        finally:
+            await app.shutdown_pipeline()
+
+    asyncio.run(main())
+    code = app.return_code
+    if code is None:
+        code = 1 if app.pipeline is not None and app.pipeline.sink.stats.rows_buffered else 0
+    return code

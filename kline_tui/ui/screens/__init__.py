@@ -1,0 +1,1 @@
+"""Screens over the main view: the add dialog, a stream's details, help."""

@@ -1,0 +1,70 @@
+"""Help: the keys, what each column means, where things live."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from kline_tui.ui.widgets.watch_table import SPARK_CANDLES
+
+__all__ = ["HelpScreen"]
+
+_COLUMNS = (
+    ("Mkt", "market: spot, usdm (USDS-M futures) or coinm (COIN-M futures)"),
+    ("Int", "kline interval (1m is a minute, 1M a month)"),
+    ("Last", "price of the latest update; green when it last moved up, red when down"),
+    ("vs open", "change of the last price from the open of the current (forming) candle"),
+    ("High/Low", "of the current candle"),
+    ("Volume", "of the current candle, in the base asset (contracts on coinm)"),
+    ("Trades", "in the current candle"),
+    (f"Last {SPARK_CANDLES} closes", "closes of the recent closed candles, newest right"),
+    ("Rec", "closed candles of this stream recorded this session"),
+    ("State", "subscribing, waiting (no data yet), live, stale (silent), reconnecting, backfilling, error"),
+)
+
+
+class HelpScreen(ModalScreen[None]):
+    """Keys and columns, over the main screen."""
+
+    BINDINGS = [
+        Binding("escape,question_mark,q", "close", "Close", id="help-close", tooltip="Back to the streams"),
+    ]
+
+    def __init__(self, keys: list[tuple[str, str]], config_path: str, data_dir: str) -> None:
+        super().__init__()
+        self._keys = keys
+        self._config_path = config_path
+        self._data_dir = data_dir
+
+    def compose(self) -> ComposeResult:
+        table = Table(box=None, show_header=False, padding=(0, 2, 0, 0), expand=True)
+        table.add_column(style="bold", no_wrap=True)
+        table.add_column(ratio=1)
+        table.add_row(Text("Keys", style="bold underline"), "")
+        for key, what in self._keys:
+            table.add_row(key, what)
+        table.add_row("↑ ↓ PgUp PgDn", "move the cursor; mouse: click a row, double-click for details")
+        table.add_row("ctrl+p", "command palette: every action by name")
+        table.add_row("", "")
+        table.add_row(Text("Columns", style="bold underline"), "click a header to sort by it")
+        for name, what in _COLUMNS:
+            table.add_row(name, what)
+        where = Text()
+        where.append("Config ", style="bold")
+        where.append(f"{self._config_path}\n")
+        where.append("Data   ", style="bold")
+        where.append(f"{self._data_dir}  (Parquet, hive-partitioned by market, interval and date)")
+        with VerticalScroll(id="help-dialog") as dialog:
+            dialog.border_title = "Help"
+            dialog.border_subtitle = "esc closes"
+            yield Static(table)
+            yield Static(Text("\nFiles", style="bold underline"))
+            yield Static(where)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,1 @@
+"""Widgets of the main screen and the details view."""

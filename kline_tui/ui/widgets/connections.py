@@ -1,0 +1,80 @@
+"""The connections panel: one line per WebSocket connection, what it is doing and how well."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from kline_tui.binance.connection import ConnectionState, ConnectionStatus
+from kline_tui.ui import format as fmt
+
+__all__ = ["ConnectionsPanel", "describe_state", "format_lag"]
+
+
+def describe_state(status: ConnectionStatus, now: float) -> tuple[str, str]:
+    """The connection's state in words, and the style name to show it with."""
+    state = status.state
+    if state is ConnectionState.LIVE:
+        since = now - status.connected_at if status.connected_at is not None else None
+        return f"connected {fmt.duration(since)}", "green"
+    if state is ConnectionState.CONNECTING:
+        attempt = f" (attempt {status.attempt})" if status.attempt else ""
+        return f"connecting{attempt}…", "yellow"
+    if state is ConnectionState.RECONNECTING:
+        if status.next_attempt_at is not None and status.next_attempt_at > now:
+            wait = f"in {status.next_attempt_at - now:.0f} s"
+        else:
+            wait = "now"
+        return f"reconnecting {wait}, attempt {status.attempt}", "yellow"
+    return "closed", "dim"
+
+
+def format_lag(lag_ms: float | None) -> str:
+    if lag_ms is None:
+        return "—"
+    if abs(lag_ms) < 1000:
+        return f"{lag_ms:.0f} ms"
+    return f"{lag_ms / 1000:.1f} s"
+
+
+class ConnectionsPanel(Static):
+    """Market, state, streams carried, messages per second, lag and reconnects of each connection."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._shown: tuple | None = None
+
+    def show(self, statuses: list[ConnectionStatus], now: float) -> None:
+        """Redraw from the hub's connection statuses; `now` is the monotonic clock."""
+        rows = tuple(
+            (
+                s.market.value,
+                f"#{s.conn_id}",
+                *describe_state(s, now),
+                f"{s.streams:,}",
+                f"{s.frames_per_s(now):,.0f}",
+                format_lag(s.lag_ms),
+                f"{s.reconnects}",
+                s.last_error or "",
+            )
+            for s in sorted(statuses, key=lambda s: (s.market.value, s.conn_id))
+        )
+        if rows == self._shown:
+            return
+        self._shown = rows
+        if not rows:
+            self.update(Text("no connection yet: the watch list is empty or still being checked", style="dim"))
+            return
+        table = Table(box=None, padding=(0, 1), expand=True, show_edge=False, header_style="bold dim")
+        table.add_column("Market", no_wrap=True)
+        table.add_column("Conn", no_wrap=True)
+        table.add_column("State", no_wrap=True)
+        table.add_column("Streams", justify="right", no_wrap=True)
+        table.add_column("Msg/s", justify="right", no_wrap=True)
+        table.add_column("Lag", justify="right", no_wrap=True)
+        table.add_column("Reconn.", justify="right", no_wrap=True)
+        table.add_column("Last reason", ratio=1, no_wrap=True, overflow="ellipsis", style="dim")
+        for market, conn, state, style, streams, rate, lag, reconnects, reason in rows:
+            table.add_row(market, conn, Text(state, style=style), streams, rate, lag, reconnects, reason)
+        self.update(table)

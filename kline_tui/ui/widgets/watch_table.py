@@ -1,0 +1,475 @@
+"""The watch table: one row per stream, drawn line by line straight from the live state.
+
+A DataTable with 1,000 rows and thousands of `update_cell` calls a second spends its time on
+bookkeeping nobody sees. This table keeps no cells: each repaint it reads the streams' state for
+the rows on screen only (the Line API), so its cost follows the terminal's height, not the watch
+list's length. The order of the rows (filter, then sort) is recomputed on each tick and at once
+on a key that changes it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding
+from textual.geometry import Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+from kline_tui.model import StreamKey
+from kline_tui.recorder.hub import StreamState, StreamStatus
+from kline_tui.ui import format as fmt
+from kline_tui.ui.widgets.sparkline import sparkline
+
+__all__ = ["WatchTable", "Column", "COLUMNS", "Sort", "SPARK_CANDLES"]
+
+SPARK_CANDLES = 60  # closed candles a sparkline spans at full width
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column: `width` 0 means it takes the room left over (the sparkline)."""
+
+    id: str
+    title: str
+    width: int
+    right: bool = False
+    sort: str | None = None  # the Sort a click on its header selects
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("market", "Mkt", 5, sort="symbol"),
+    Column("symbol", "Symbol", 14, sort="symbol"),
+    Column("interval", "Int", 3, sort="symbol"),
+    Column("last", "Last", 12, right=True),
+    Column("change", "vs open", 8, right=True, sort="change"),
+    Column("high", "High", 12, right=True),
+    Column("low", "Low", 12, right=True),
+    Column("volume", "Volume", 9, right=True, sort="volume"),
+    Column("trades", "Trades", 7, right=True, sort="trades"),
+    Column("spark", f"Last {SPARK_CANDLES} closes", 0),
+    Column("recorded", "Rec", 7, right=True, sort="recorded"),
+    Column("state", "State", 12, sort="state"),
+)
+SPARK_MIN, SPARK_MAX = 16, SPARK_CANDLES
+_FIXED_WIDTH = sum(c.width for c in COLUMNS) + len(COLUMNS) + 1  # a space before each, one after
+
+
+# Worst first: sorting by state brings what needs attention to the top.
+_STATE_RANK = {
+    StreamStatus.ERROR: 0,
+    StreamStatus.RECONNECTING: 1,
+    StreamStatus.STALE: 2,
+    StreamStatus.BACKFILLING: 3,
+    StreamStatus.SUBSCRIBING: 4,
+    StreamStatus.WAITING: 5,
+    StreamStatus.LIVE: 6,
+}
+
+
+def _change(state: StreamState) -> float | None:
+    k = state.forming
+    if k is None or not k.open:
+        return None
+    return (k.close - k.open) / k.open
+
+
+def _missing_last(value: float | None, descending: bool) -> tuple[int, float]:
+    # Streams without data sort after those with data; `descending` puts the largest first.
+    if value is None:
+        return (1, 0.0)
+    return (0, -value if descending else value)
+
+
+class Sort(enum.Enum):
+    """The orders `s` cycles through, in that order."""
+
+    LIST = ("watch list", False)
+    SYMBOL = ("symbol", False)
+    CHANGE = ("change vs open", True)
+    VOLUME = ("volume", True)
+    TRADES = ("trades", True)
+    RECORDED = ("rows recorded", True)
+    STATE = ("state, worst first", False)
+
+    def __init__(self, label: str, descending: bool) -> None:
+        self.label = label
+        self.descending = descending
+
+    def key_func(self, position: dict[StreamKey, int]) -> Callable[[StreamState], Any]:
+        """The sort key for a state; `position` is each stream's place in the watch list."""
+        d = self.descending
+        if self is Sort.LIST:
+            return lambda s: position[s.key]
+        if self is Sort.SYMBOL:
+            return lambda s: (s.key.symbol, s.key.market.value, s.key.interval.ms or 0)
+        if self is Sort.CHANGE:
+            return lambda s: _missing_last(_change(s), d)
+        if self is Sort.VOLUME:
+            return lambda s: _missing_last(s.forming.volume if s.forming else None, d)
+        if self is Sort.TRADES:
+            return lambda s: _missing_last(s.forming.trades if s.forming else None, d)
+        if self is Sort.RECORDED:
+            return lambda s: -s.recorded
+        return lambda s: (_STATE_RANK.get(s.status, 9), position[s.key])
+
+
+_SORT_CYCLE = list(Sort)
+# The column whose header shows the sort arrow.
+_SORTED_COLUMN = {
+    Sort.SYMBOL: "symbol",
+    Sort.CHANGE: "change",
+    Sort.VOLUME: "volume",
+    Sort.TRADES: "trades",
+    Sort.RECORDED: "recorded",
+    Sort.STATE: "state",
+}
+
+
+class WatchTable(ScrollView, can_focus=True):
+    """The streams being watched, one per row, with a cursor.
+
+    The app sets `streams` (the hub's live dict) and calls `update_view()` at its repaint rate.
+    """
+
+    BINDINGS = [
+        Binding("up,k", "cursor_up", "Up", show=False),
+        Binding("down,j", "cursor_down", "Down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("home", "cursor_first", "First", show=False),
+        Binding("end", "cursor_last", "Last", show=False),
+    ]
+
+    COMPONENT_CLASSES = {
+        "watch-table--header",
+        "watch-table--header-sorted",
+        "watch-table--cursor",
+        "watch-table--up",
+        "watch-table--down",
+        "watch-table--muted",
+        "watch-table--live",
+        "watch-table--warning",
+        "watch-table--error",
+    }
+
+    @dataclass
+    class Activated(Message):
+        """A row was double-clicked: show its details."""
+
+        key: StreamKey
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.streams: dict[StreamKey, StreamState] = {}
+        self.order: list[StreamKey] = []
+        self.cursor = 0
+        self.sort = Sort.LIST
+        self.reverse = False
+        self.filter_text = ""
+        self._index: dict[StreamKey, int] = {}
+        self._cursor_key: StreamKey | None = None
+        self._direction: dict[StreamKey, tuple[float, int]] = {}  # last close seen, its direction
+        self._spark_cache: dict[StreamKey, tuple[tuple, str]] = {}
+        self._spark_width = SPARK_MIN
+        self._styles: dict[str, Style] = {}
+        # For measuring: bumped on every change a key makes, copied when a line is painted.
+        self.generation = 0
+        self.painted_generation = 0
+
+    # -- what the app calls -------------------------------------------------------------------
+
+    @property
+    def selected(self) -> StreamKey | None:
+        """The stream under the cursor."""
+        if 0 <= self.cursor < len(self.order):
+            return self.order[self.cursor]
+        return None
+
+    @property
+    def sort_label(self) -> str:
+        """The order of the rows, in words."""
+        return self.sort.label + (" (reversed)" if self.reverse else "")
+
+    def update_view(self) -> None:
+        """Re-read the streams: new order, price directions, then repaint what is on screen."""
+        self._track_directions()
+        self._reorder()
+        self.refresh()
+
+    def select(self, key: StreamKey) -> None:
+        """Put the cursor on `key` (when it is shown) and scroll to it."""
+        self._cursor_key = key
+        self._reorder()
+        self._scroll_to_cursor()
+        self._changed()
+
+    def cycle_sort(self) -> None:
+        self.sort = _SORT_CYCLE[(_SORT_CYCLE.index(self.sort) + 1) % len(_SORT_CYCLE)]
+        self.reverse = False
+        self._reorder()
+        self._scroll_to_cursor()
+        self._changed()
+
+    def set_sort(self, sort: Sort) -> None:
+        self.reverse = (not self.reverse) if sort is self.sort else False
+        self.sort = sort
+        self._reorder()
+        self._scroll_to_cursor()
+        self._changed()
+
+    def reverse_sort(self) -> None:
+        self.reverse = not self.reverse
+        self._reorder()
+        self._scroll_to_cursor()
+        self._changed()
+
+    def set_filter(self, text: str) -> None:
+        self.filter_text = text
+        self._reorder()
+        self._scroll_to_cursor()
+        self._changed()
+
+    # -- order ----------------------------------------------------------------------------------
+
+    def _matches(self) -> list[StreamState]:
+        terms = self.filter_text.lower().split()
+        states = list(self.streams.values())
+        if not terms:
+            return states
+        out = []
+        for s in states:
+            hay = f"{s.key.market.value}:{s.key.symbol.lower()}:{s.key.interval.value} {s.status.value}"
+            if all(t in hay for t in terms):
+                out.append(s)
+        return out
+
+    def _reorder(self) -> None:
+        position = {k: i for i, k in enumerate(self.streams)}
+        states = self._matches()
+        states.sort(key=self.sort.key_func(position), reverse=self.reverse)
+        self.order = [s.key for s in states]
+        self._index = {k: i for i, k in enumerate(self.order)}
+        if self._cursor_key in self._index:
+            self.cursor = self._index[self._cursor_key]
+        else:
+            self.cursor = max(0, min(self.cursor, len(self.order) - 1))
+            self._cursor_key = self.selected
+        self._fit_virtual_size()
+
+    def _fit_virtual_size(self) -> None:
+        size = Size(_FIXED_WIDTH + self._spark_width, len(self.order) + 1)
+        if size != self.virtual_size:
+            self.virtual_size = size
+
+    def _track_directions(self) -> None:
+        direction = self._direction
+        for key, state in self.streams.items():
+            k = state.forming
+            if k is None:
+                continue
+            last = direction.get(key)
+            if last is None:
+                direction[key] = (k.close, 0)
+            elif k.close != last[0]:
+                direction[key] = (k.close, 1 if k.close > last[0] else -1)
+        if len(direction) > len(self.streams):
+            for key in [k for k in direction if k not in self.streams]:
+                del direction[key]
+                self._spark_cache.pop(key, None)
+
+    def _changed(self) -> None:
+        self.generation += 1
+        self.refresh()
+
+    # -- cursor -----------------------------------------------------------------------------
+
+    def _move_to(self, row: int) -> None:
+        if not self.order:
+            return
+        self.cursor = max(0, min(row, len(self.order) - 1))
+        self._cursor_key = self.order[self.cursor]
+        self._scroll_to_cursor()
+        self._changed()
+
+    def _rows_visible(self) -> int:
+        return max(1, self.scrollable_content_region.height - 1)
+
+    def _scroll_to_cursor(self) -> None:
+        top = int(self.scroll_y)
+        rows = self._rows_visible()
+        if self.cursor < top:
+            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+        elif self.cursor >= top + rows:
+            self.scroll_to(y=self.cursor - rows + 1, animate=False, immediate=True)
+
+    def action_cursor_up(self) -> None:
+        self._move_to(self.cursor - 1)
+
+    def action_cursor_down(self) -> None:
+        self._move_to(self.cursor + 1)
+
+    def action_page_up(self) -> None:
+        self._move_to(self.cursor - self._rows_visible())
+
+    def action_page_down(self) -> None:
+        self._move_to(self.cursor + self._rows_visible())
+
+    def action_cursor_first(self) -> None:
+        self._move_to(0)
+
+    def action_cursor_last(self) -> None:
+        self._move_to(len(self.order) - 1)
+
+    def _on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None:
+            return
+        if offset.y == 0:
+            column = self._column_at(offset.x + int(self.scroll_x))
+            if column is not None and column.sort is not None:
+                self.set_sort(Sort[column.sort.upper()])
+            return
+        row = int(self.scroll_y) + offset.y - 1
+        if row < len(self.order):
+            self._move_to(row)
+            if event.chain >= 2:
+                self.post_message(self.Activated(self.order[row]))
+
+    def _column_at(self, x: int) -> Column | None:
+        left = 1
+        for column in COLUMNS:
+            width = column.width or self._spark_width
+            if left <= x < left + width:
+                return column
+            left += width + 1
+        return None
+
+    def on_resize(self, event: events.Resize) -> None:
+        room = self.scrollable_content_region.width - _FIXED_WIDTH
+        self._spark_width = max(SPARK_MIN, min(SPARK_MAX, room))
+        self._spark_cache.clear()
+        self._fit_virtual_size()
+        self._scroll_to_cursor()
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self._styles.clear()
+
+    # -- painting ----------------------------------------------------------------------------
+
+    def _style(self, name: str) -> Style:
+        style = self._styles.get(name)
+        if style is None:
+            style = self._styles[name] = self.get_component_rich_style(f"watch-table--{name}", partial=True)
+        return style
+
+    def render_line(self, y: int) -> Strip:
+        self.painted_generation = self.generation
+        width = self.scrollable_content_region.width
+        scroll_x, scroll_y = self.scroll_offset
+        base = self.rich_style
+        if y == 0:
+            segments = self._header(base)
+        else:
+            row = scroll_y + y - 1
+            if row >= len(self.order):
+                return Strip.blank(width, base)
+            state = self.streams.get(self.order[row])
+            if state is None:
+                return Strip.blank(width, base)
+            row_base = base + self._style("cursor") if row == self.cursor else base
+            segments = self._row(state, row_base)
+        strip = Strip(segments)
+        return strip.crop(scroll_x, scroll_x + width).extend_cell_length(width, base)
+
+    def _header(self, base: Style) -> list[Segment]:
+        style = base + self._style("header")
+        sorted_style = base + self._style("header-sorted")
+        arrow = "↑" if self.reverse else "↓"
+        segments = [Segment(" ", style)]
+        for column in COLUMNS:
+            width = column.width or self._spark_width
+            title = column.title
+            is_sorted = column.id == _SORTED_COLUMN.get(self.sort)
+            if is_sorted:
+                title = f"{arrow}{title}" if column.right else f"{title}{arrow}"
+            text = title.rjust(width) if column.right else title.ljust(width)
+            segments.append(Segment(text[:width], sorted_style if is_sorted else style))
+            segments.append(Segment(" ", style))
+        return segments
+
+    def _row(self, state: StreamState, base: Style) -> list[Segment]:
+        key = state.key
+        k = state.forming
+        muted = base + self._style("muted")
+        up, down = base + self._style("up"), base + self._style("down")
+        sign_style = {1: up, -1: down, 0: base}
+        direction = self._direction.get(key, (0.0, 0))[1]
+        if k is not None:
+            change, sign = fmt.change_pct(k.close, k.open)
+            cells = [
+                (fmt.price(k.close), sign_style[direction]),
+                (change, sign_style[sign]),
+                (fmt.price(k.high), base),
+                (fmt.price(k.low), base),
+                (fmt.compact(k.volume), base),
+                (fmt.compact(k.trades), base),
+            ]
+        else:
+            cells = [("—", muted)] * 6
+        spark, spark_sign = self._spark(state)
+        status = state.status
+        status_style = {
+            StreamStatus.LIVE: base + self._style("live"),
+            StreamStatus.STALE: base + self._style("warning"),
+            StreamStatus.RECONNECTING: base + self._style("warning"),
+            StreamStatus.BACKFILLING: base + self._style("warning"),
+            StreamStatus.ERROR: base + self._style("error"),
+        }.get(status, muted)
+        texts = [
+            (key.market.value, muted),
+            (key.symbol, base),
+            (key.interval.value, base),
+            *cells,
+            (spark, sign_style[spark_sign]),
+            (fmt.compact(state.recorded), base),
+            (status.value, status_style),
+        ]
+        segments = [Segment(" ", base)]
+        for column, (text, style) in zip(COLUMNS, texts):
+            width = column.width or self._spark_width
+            if len(text) > width:
+                text = text[: width - 1] + "…"
+            segments.append(Segment(text.rjust(width) if column.right else text.ljust(width), style))
+            segments.append(Segment(" ", base))
+        return segments
+
+    def row_text(self, key: StreamKey) -> str | None:
+        """The row of `key` as it is drawn, in plain text (None when the stream is not listed)."""
+        state = self.streams.get(key)
+        if state is None or key not in self._index:
+            return None
+        return "".join(segment.text for segment in self._row(state, Style()))
+
+    def _spark(self, state: StreamState) -> tuple[str, int]:
+        closed = state.closed
+        width = self._spark_width
+        tag = (len(closed), closed[-1].open_time if closed else None, width)
+        cached = self._spark_cache.get(state.key)
+        if cached is not None and cached[0] == tag:
+            return cached[1]
+        closes = [c.close for c in list(closed)[-SPARK_CANDLES:]]
+        sign = 0
+        if len(closes) >= 2 and closes[-1] != closes[0]:
+            sign = 1 if closes[-1] > closes[0] else -1
+        result = (sparkline(closes, width), sign)
+        self._spark_cache[state.key] = (tag, result)
+        return result
