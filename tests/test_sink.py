@@ -112,3 +112,19 @@ async def test_cancelled_flush_is_not_written_twice(tmp_path, monkeypatch):
     await sink.close()
     df = scan(tmp_path)
     assert df.height == 5 and df["open_time"].n_unique() == 5
+
+
+async def test_stored_series_finds_the_holes_a_crash_leaves(tmp_path):
+    """Newer candles on disk than some that were lost: the holes are found on restart."""
+    from kline_tui.store.scan import stored_series
+
+    sink = ParquetSink(tmp_path, EventLog(), flush_rows=10_000, flush_age_s=60)
+    btc, eth = StreamKey.parse("usdm:BTCUSDT:1m"), StreamKey.parse("usdm:ETHUSDT:1m")
+    for i in (0, 1, 2, 6, 7, 9):
+        sink.add(btc, candle(T0 + i * 60_000))
+    sink.add(eth, candle(T0))
+    await sink.close()
+    found = stored_series(tmp_path, [btc, eth, StreamKey.parse("spot:BTCUSDT:1m")])
+    assert found[btc].last == T0 + 9 * 60_000
+    assert found[btc].holes == [(T0 + 3 * 60_000, T0 + 5 * 60_000), (T0 + 8 * 60_000, T0 + 8 * 60_000)]
+    assert found[eth].holes == [] and len(found) == 2

@@ -41,7 +41,7 @@ __all__ = ["Hub", "StreamState", "StreamStatus"]
 log = logging.getLogger(__name__)
 
 SPARK_LENGTH = 120  # closed candles kept per stream for sparklines and charts
-STALE_PERIODS = 15  # push periods of silence after which a stream is stale...
+STALE_PERIODS = 10  # push periods of silence after which a stream is stale...
 STALE_MIN_S = 5.0  # ...but never sooner than this
 ROTATE_AFTER_S = 23 * 3600.0  # replace connections well before Binance's 24 h cut
 ROTATE_STAGGER_S = 600.0  # successive connections rotate this much apart

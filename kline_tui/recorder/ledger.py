@@ -104,11 +104,16 @@ class Ledger:
 
     # -- start -------------------------------------------------------------------------------
 
-    def begin(self, key: StreamKey, last_stored: int | None) -> StreamLedger:
-        """Start tracking a stream whose newest candle on disk opens at `last_stored` (or none)."""
+    def begin(
+        self, key: StreamKey, last_stored: int | None, holes: Iterable[tuple[int, int]] = ()
+    ) -> StreamLedger:
+        """Start tracking a stream whose newest candle on disk opens at `last_stored` (or none),
+        with `holes` (first, last open times) missing on disk before it."""
         st = self.streams.get(key)
         if st is None:
             st = self.streams[key] = StreamLedger(key, last=last_stored)
+            for first, last in holes:
+                st.missing.append(MissingRange(first, last, 0.0))  # due at once
         return st
 
     def forget(self, key: StreamKey) -> None:

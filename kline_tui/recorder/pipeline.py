@@ -23,7 +23,7 @@ from kline_tui.recorder.ledger import Ledger
 from kline_tui.recorder.sink import ParquetSink
 from kline_tui.recorder.symbols import SymbolDirectory
 from kline_tui.store.lock import DataDirLock
-from kline_tui.store.scan import last_open_times
+from kline_tui.store.scan import stored_series
 
 __all__ = ["Pipeline", "StreamRefused"]
 
@@ -109,9 +109,16 @@ class Pipeline:
 
     async def _resume(self, keys: list[StreamKey]) -> None:
         """Tell the ledger where each stream's data on disk ends, so recording resumes there."""
-        last = await asyncio.to_thread(last_open_times, self.settings.data_dir, keys)
+        stored = await asyncio.to_thread(stored_series, self.settings.data_dir, keys)
         for key in keys:
-            self.ledger.begin(key, last.get(key))
+            series = stored.get(key)
+            if series is None:
+                self.ledger.begin(key, None)
+                continue
+            self.ledger.begin(key, series.last, series.holes)
+            if series.holes:
+                n = sum(key.interval.count_between(a, b) for a, b in series.holes)
+                self.events.warning(f"{key}: {n} candles missing on disk, fetching them again")
 
     def remove(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
         """Stop watching streams; what they recorded stays on disk."""
