@@ -36,8 +36,9 @@ class Simulator:
         extra_symbols: int = DEFAULT_EXTRA_SYMBOLS,
         ping_interval_s: float | None = None,
         seed: int | None = None,
+        start_ms: int | None = None,
     ) -> None:
-        self.clock = SimClock(speed, offset_ms)
+        self.clock = SimClock(speed, offset_ms, start_ms)
         self.host = host
         self._wanted_ports = {m: int((ports or {}).get(m, 0)) for m in Market}
         self.symbols: dict[Market, dict[str, SymbolInfo]] = {m: universe(m, extra_symbols) for m in Market}
