@@ -14,6 +14,7 @@ flush_age_s = 60            # ...or when the oldest is this old
 history = 1000              # candles fetched from REST before the first one seen, for a new stream
 rotate_after_h = 23         # replace each connection (make before break) before Binance's 24 h cut
 reconnect_max_s = 60        # longest wait between reconnect attempts (exponential, full jitter)
+max_buffer_rows = 500000    # rows held in memory while the disk refuses writes; beyond, dropped and counted
 ```
 A malformed file is reported in one line naming the file, the key and the problem.
 """
@@ -29,7 +30,7 @@ import platformdirs
 
 from kline_tui.binance.markets import DEFAULT_ENDPOINTS, Endpoints
 from kline_tui.model import Market, SpecError, StreamKey
-from kline_tui.recorder.sink import DEFAULT_FLUSH_AGE_S, DEFAULT_FLUSH_ROWS
+from kline_tui.recorder.sink import DEFAULT_FLUSH_AGE_S, DEFAULT_FLUSH_ROWS, DEFAULT_MAX_BUFFER_ROWS
 
 __all__ = [
     "Settings",
@@ -71,6 +72,7 @@ class Settings:
     history: int = DEFAULT_HISTORY
     rotate_after_h: float = 23.0
     reconnect_max_s: float = 60.0
+    max_buffer_rows: int = DEFAULT_MAX_BUFFER_ROWS
 
     def with_streams(self, keys: list[StreamKey]) -> Settings:
         """The watch list plus `keys` (kept in order, without repeats)."""
@@ -79,7 +81,14 @@ class Settings:
 
 
 _TOP_KEYS = {"data_dir", "watch", "endpoints", "recorder"}
-_RECORDER_KEYS = {"flush_rows", "flush_age_s", "history", "rotate_after_h", "reconnect_max_s"}
+_RECORDER_KEYS = {
+    "flush_rows",
+    "flush_age_s",
+    "history",
+    "rotate_after_h",
+    "reconnect_max_s",
+    "max_buffer_rows",
+}
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -171,8 +180,12 @@ def _settings_from(doc: dict[str, Any], path: Path) -> Settings:
     cap = recorder.get("reconnect_max_s", 60.0)
     if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 1 <= cap <= 3600:
         raise fail("recorder.reconnect_max_s", "expected seconds from 1 to 3600")
+    bound = recorder.get("max_buffer_rows", DEFAULT_MAX_BUFFER_ROWS)
+    if isinstance(bound, bool) or not isinstance(bound, int) or bound < rows:
+        raise fail("recorder.max_buffer_rows", "expected a whole number of rows, at least flush_rows")
     return replace(
         settings,
+        max_buffer_rows=bound,
         flush_rows=rows,
         flush_age_s=float(age),
         history=history,

@@ -128,3 +128,25 @@ async def test_stored_series_finds_the_holes_a_crash_leaves(tmp_path):
     assert found[btc].last == T0 + 9 * 60_000
     assert found[btc].holes == [(T0 + 3 * 60_000, T0 + 5 * 60_000), (T0 + 8 * 60_000, T0 + 8 * 60_000)]
     assert found[eth].holes == [] and len(found) == 2
+
+
+async def test_disk_full_keeps_rows_up_to_the_bound_and_counts_the_rest(tmp_path, monkeypatch):
+    events = EventLog()
+    sink = ParquetSink(tmp_path, events, flush_rows=10_000, flush_age_s=60, max_buffer_rows=10)
+    key = StreamKey.parse("usdm:BTCUSDT:1m")
+    real_write = pl.DataFrame.write_parquet
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", full)
+    accepted = [sink.add(key, candle(T0 + i * 60_000)) for i in range(6)]
+    assert not await sink.flush() and sink.stats.failing
+    accepted += [sink.add(key, candle(T0 + i * 60_000)) for i in range(6, 15)]
+    assert accepted == [True] * 10 + [False] * 5
+    assert sink.stats.dropped == 5 and sink.stats.rows_buffered == 10
+    assert any("buffer full" in e.message and "5 rows dropped" not in e.message for e in events.recent)
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", real_write)
+    await sink.close()
+    assert not sink.stats.failing
+    assert scan(tmp_path)["open_time"].dt.epoch("ms").to_list() == [T0 + i * 60_000 for i in range(10)]

@@ -56,6 +56,7 @@ class Pipeline:
             self.events,
             flush_rows=settings.flush_rows,
             flush_age_s=settings.flush_age_s,
+            max_buffer_rows=settings.max_buffer_rows,
         )
         self.ledger = Ledger(self._store, self.events, history=settings.history)
         self.hub = Hub(

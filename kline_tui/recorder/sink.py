@@ -5,7 +5,8 @@ old, when asked (`flush()`), and on close. Each flush writes one part file per p
 (market, interval, date bucket) holding every symbol of that partition, through a single writer
 thread so the event loop never waits on the disk. A part appears under its final name only once
 complete. A failed write (disk full, read-only folder) keeps its rows in the buffer and is retried
-at the next flush: nothing handed to the sink is dropped.
+until the disk takes them: nothing is lost below `max_buffer_rows`. Above that bound, new rows
+are dropped, counted and reported (a restart finds the holes on disk and fetches them again).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 # minute (compaction merges them) and bounds what a crash can lose to a minute, refetched on restart.
 DEFAULT_FLUSH_ROWS = 50_000
 DEFAULT_FLUSH_AGE_S = 60.0
+# About 250 MB of buffered rows: four hours of 2,000 1m streams waiting for a disk to come back.
+DEFAULT_MAX_BUFFER_ROWS = 500_000
 
 Partition = tuple[Market, Interval, str]
 
@@ -49,6 +52,8 @@ class SinkStats:
     last_flush_ms: float | None = None  # how long the last flush took
     errors: int = 0
     last_error: str | None = None
+    failing: bool = False  # the last write failed: rows are held in memory, retried
+    dropped: int = 0  # rows refused because the buffer was at its bound
 
 
 class ParquetSink:
@@ -61,12 +66,15 @@ class ParquetSink:
         *,
         flush_rows: int = DEFAULT_FLUSH_ROWS,
         flush_age_s: float = DEFAULT_FLUSH_AGE_S,
+        max_buffer_rows: int = DEFAULT_MAX_BUFFER_ROWS,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.events = events
         self.flush_rows = flush_rows
         self.flush_age_s = flush_age_s
+        self.max_buffer_rows = max_buffer_rows
         self.stats = SinkStats()
+        self._dropped_logged_at = 0.0
         self._buffer: dict[Partition, list[tuple]] = defaultdict(list)
         self._oldest: float | None = None  # monotonic time of the oldest buffered row
         self._seq = 0
@@ -75,8 +83,22 @@ class ParquetSink:
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
 
-    def add(self, key: StreamKey, candle, source: str = "ws") -> None:
-        """Buffer one closed candle (anything with `as_row()`) and where it came from; never blocks."""
+    def add(self, key: StreamKey, candle, source: str = "ws") -> bool:
+        """Buffer one closed candle (anything with `as_row()`) and where it came from; never blocks.
+
+        False when the buffer is at its bound (the disk has been refusing writes): the row is
+        dropped and counted.
+        """
+        if self.stats.rows_buffered >= self.max_buffer_rows:
+            self.stats.dropped += 1
+            now = time.monotonic()
+            if now - self._dropped_logged_at >= 10.0:
+                self._dropped_logged_at = now
+                self.events.error(
+                    f"buffer full ({self.max_buffer_rows} rows) while {self.data_dir} refuses writes: "
+                    f"{self.stats.dropped} rows dropped so far"
+                )
+            return False
         bucket = layout.bucket_of(key.interval, candle.open_time)
         self._buffer[(key.market, key.interval, bucket)].append((key.symbol, *candle.as_row(), source))
         self.stats.rows_buffered += 1
@@ -84,6 +106,7 @@ class ParquetSink:
             self._oldest = time.monotonic()
         if self.stats.rows_buffered >= self.flush_rows:
             self._wake.set()
+        return True
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="sink")
@@ -147,6 +170,7 @@ class ParquetSink:
             self.events.info(
                 f"flushed {n_written} rows to {len(written)} files in {elapsed_ms:.0f} ms"
             )
+        self.stats.failing = bool(failed)
         if failed:
             self._requeue({p: batch[p] for p in failed})
             reason = next(iter(failed.values()))
