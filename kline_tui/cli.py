@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import logging
 import signal
 import sys
@@ -80,6 +81,8 @@ def _record_parser() -> argparse.ArgumentParser:
         description="Record closed candles to Parquet, headless, until SIGINT or SIGTERM; then flush and exit 0.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log subscriptions too")
+    parser.add_argument("--status-every", type=float, default=60.0, metavar="S",
+                        help="log a status line every S seconds (default 60; 0: never)")
     return parser
 
 
@@ -165,6 +168,12 @@ async def _record(settings: Settings, args: argparse.Namespace, console: Console
         await pipeline.start()  # validates first: a refused stream ends here, nothing written
         if sim is not None:
             events.info(f"demo: the simulator runs at {args.demo_speed:g}x on loopback")
+        if args.status_every > 0:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), args.status_every)
+                except asyncio.TimeoutError:
+                    events.info(f"status: {_status_line(pipeline)}")
         await stop.wait()
         events.info("stopping: flushing what is buffered")
     finally:
@@ -172,15 +181,27 @@ async def _record(settings: Settings, args: argparse.Namespace, console: Console
         if sim is not None:
             await sim.stop()
     stats = pipeline.sink.stats
-    ledgers = pipeline.ledger.streams.values()
-    events.info(
-        f"done: {stats.rows_written} rows in {stats.files_written} files under {settings.data_dir}; "
-        f"{sum(s.accepted_ws for s in ledgers)} live, {sum(s.accepted_rest for s in ledgers)} backfilled, "
-        f"{sum(s.duplicates for s in ledgers)} duplicates dropped, {pipeline.hub.stalls_detected} stalls"
-    )
+    events.info(f"done: {stats.rows_written} rows in {stats.files_written} files under {settings.data_dir}; "
+                f"{_status_line(pipeline)}")
     if stats.rows_buffered:
         events.error(f"{stats.rows_buffered} rows could not be written: {stats.last_error}")
     return 1 if stats.rows_buffered else 0
+
+
+def _status_line(pipeline: Pipeline) -> str:
+    """Counters since this process started, for the log of a server that runs for months."""
+    ledgers = pipeline.ledger.streams.values()
+    states = collections.Counter(s.status.value for s in pipeline.hub.streams.values())
+    sink = pipeline.sink.stats
+    return (
+        "streams " + ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        + f"; rows {sink.rows_written} written, {sink.rows_buffered} buffered"
+        + (f", {sink.dropped} dropped" if sink.dropped else "")
+        + f"; candles {sum(s.accepted_ws for s in ledgers)} live, "
+        f"{sum(s.accepted_rest for s in ledgers)} backfilled, "
+        f"{sum(s.duplicates for s in ledgers)} duplicates dropped, "
+        f"{sum(s.missing_count() for s in ledgers)} missing; {pipeline.hub.stalls_detected} stalls"
+    )
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ class Recorder:
     async def start(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = await asyncio.create_subprocess_exec(
-            KLINE_TUI, "record", "--config", str(self.config),
+            KLINE_TUI, "record", "--config", str(self.config), "--status-every", "2",
             stdout=asyncio.subprocess.DEVNULL, stderr=open(self.log, "a"), env=env,
         )
 
@@ -198,10 +198,16 @@ def _summary(report: ChaosReport, log: Path) -> str:
     text = log.read_text()
     stalls = text.count(", stale")
     detect = [float(x) for x in re.findall(r"silent for (\d+) s, stale", text)]
-    dups = sum(int(x) for x in re.findall(r"(\d+) duplicates dropped", text))
+    # Each process logs cumulative counters every 2 s: add up the last line of each process.
+    dups = backfilled = 0
+    for run in text.split("watching ")[1:]:
+        found = re.findall(r"(\d+) backfilled, (\d+) duplicates dropped", run)  # see cli._status_line
+        if found:
+            backfilled += int(found[-1][0])
+            dups += int(found[-1][1])
     return (
         f"stall detection: mean {sum(detect) / max(len(detect), 1):.1f} s, max {max(detect, default=0):.0f} s; "
-        f"duplicates dropped (clean exits only): {dups}; "
+        f"candles backfilled: {backfilled}; duplicates dropped: {dups}; "
         f"simulated hours: {report.sim_hours:.1f}; faults: {dict(report.faults)}; kill -9: {report.kills}; "
         f"rows: {report.rows} ({report.rest_rows} from REST); files: {report.files}; stale verdicts: {stalls}; "
         f"connections opened: {sum(s.connections_opened for s in report.stats.values())}; "
