@@ -47,6 +47,14 @@ DEMO_WATCH = (
 
 EXIT_USAGE = 2
 
+# Commands on the dataset, each with its own parser in kline_tui.store.commands.
+_DATASET_COMMANDS = {
+    "compact": "compact_main",
+    "verify": "verify_main",
+    "backfill": "backfill_main",
+    "import": "import_main",
+}
+
 
 class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
@@ -70,7 +78,8 @@ def _ui_parser() -> argparse.ArgumentParser:
         prog="kline-tui",
         parents=[_common()],
         description="Watch and record Binance candlesticks (spot, usdm, coinm) to Parquet.",
-        epilog="Headless, for servers: 'kline-tui record --help'.",
+        epilog="Commands (each has --help): record (headless, for servers), compact, verify [--repair], "
+        "backfill, import.",
     )
 
 
@@ -88,6 +97,10 @@ def _record_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in _DATASET_COMMANDS:
+        from kline_tui.store import commands
+
+        return getattr(commands, _DATASET_COMMANDS[argv[0]])(argv[1:])
     record = bool(argv) and argv[0] == "record"
     args = (_record_parser() if record else _ui_parser()).parse_args(argv[1:] if record else argv)
     console = Console(stderr=True, highlight=False, soft_wrap=True)

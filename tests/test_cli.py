@@ -55,6 +55,18 @@ def test_record_demo_then_sigterm(tmp_path):
     assert re.search(r"flushed \d+ rows", err)
     assert_exact_recording(read_dataset(data), [StreamKey.parse(s) for s in STREAMS], min_rows=3)
 
+    # The dataset commands work on what `record` wrote: verify finds it clean, compact merges it.
+    env = env_for(tmp_path)
+    verify = subprocess.run([KLINE_TUI, "verify", "--data-dir", str(data)], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    compact = subprocess.run([KLINE_TUI, "compact", "--all", "--data-dir", str(data)], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert compact.returncode == 0, compact.stdout + compact.stderr
+    buckets = {p.parent for p in data.rglob("*.parquet")}
+    assert all(len(list(b.glob("*.parquet"))) == 1 for b in buckets)
+    assert_exact_recording(read_dataset(data), [StreamKey.parse(s) for s in STREAMS], min_rows=3)
+
 
 def test_record_against_a_separate_simulator(tmp_path):
     env = env_for(tmp_path)

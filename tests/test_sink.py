@@ -34,7 +34,9 @@ async def test_flush_writes_hive_partitions_with_the_contract_schema(tmp_path):
     assert len(files) == 2
     assert files[0].startswith("market=spot/interval=1d/date=2025-01-01/part-")
     assert files[1].startswith("market=usdm/interval=1m/date=2025-11-25/part-")
-    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".parquet"]
+    # Nothing else in the partitions: only locks in .staging, and no half-written files.
+    others = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".parquet"]
+    assert all(p.parent.name == ".staging" and p.suffix == ".lock" for p in others), others
 
     df = scan(tmp_path)
     assert set(df.columns) == set(PARQUET_SCHEMA) | {"market", "interval", "date"}
@@ -116,7 +118,7 @@ async def test_cancelled_flush_is_not_written_twice(tmp_path, monkeypatch):
 
 async def test_stored_series_finds_the_holes_a_crash_leaves(tmp_path):
     """Newer candles on disk than some that were lost: the holes are found on restart."""
-    from kline_tui.store.scan import stored_series
+    from kline_tui.store.series import stored_series
 
     sink = ParquetSink(tmp_path, EventLog(), flush_rows=10_000, flush_age_s=60)
     btc, eth = StreamKey.parse("usdm:BTCUSDT:1m"), StreamKey.parse("usdm:ETHUSDT:1m")

@@ -23,9 +23,12 @@ from kline_tui.recorder.ledger import Ledger
 from kline_tui.recorder.sink import ParquetSink
 from kline_tui.recorder.symbols import SymbolDirectory
 from kline_tui.store.lock import DataDirLock
-from kline_tui.store.scan import stored_series
+from kline_tui.store.compact import Compactor
+from kline_tui.store.series import stored_series
 
 __all__ = ["Pipeline", "StreamRefused"]
+
+COMPACT_EVERY_S = 600.0  # closed buckets are merged this often
 
 
 class StreamRefused(Exception):
@@ -69,6 +72,8 @@ class Pipeline:
         )
         self.backfiller = Backfiller(self.ledger, self.rest, self.hub, self.events)
         self._lock = DataDirLock(settings.data_dir)
+        self.compactor = Compactor(settings.data_dir, self.events.emit)
+        self._compacting: asyncio.Task | None = None
         self.recording = True
         self._started = False
 
@@ -94,6 +99,7 @@ class Pipeline:
         self.sink.start()
         self.backfiller.start()
         self.hub.start()
+        self._compacting = asyncio.create_task(self._compact_forever(), name="compaction")
         self._started = True
         self.hub.add(keys)
         self.events.info(f"watching {len(keys)} streams, recording to {self.settings.data_dir}")
@@ -158,8 +164,26 @@ class Pipeline:
             if room > 0:
                 state.closed.extendleft(reversed(older[-room:]))
 
+    async def _compact_forever(self, every_s: float = COMPACT_EVERY_S) -> None:
+        """Merge the part files of closed buckets in the background, by exchange time."""
+        while True:
+            await asyncio.sleep(every_s)
+            market = next(iter({k.market for k in self.hub.streams}), None)
+            if market is None:
+                continue
+            try:
+                now_ms = await self.rest.server_time(market)
+                await self.compactor.run_once(now_ms)
+            except RestError:
+                continue  # no exchange time now: compaction waits for the next round
+            except Exception as exc:  # noqa: BLE001 - compaction must never stop the recorder
+                self.events.error(f"compaction failed: {type(exc).__name__}: {exc}")
+
     async def stop(self) -> None:
         """Close the sockets, then write every buffered candle."""
+        if self._compacting is not None:
+            self._compacting.cancel()
+            await asyncio.gather(self._compacting, return_exceptions=True)
         await self.hub.close()
         await self.backfiller.close()
         if self._started:

@@ -24,6 +24,7 @@ import polars as pl
 from kline_tui.model import PARQUET_SCHEMA, Interval, Market, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.store import layout
+from kline_tui.store.compact import publishing
 
 __all__ = ["ParquetSink", "SinkStats", "DEFAULT_FLUSH_ROWS", "DEFAULT_FLUSH_AGE_S"]
 
@@ -209,7 +210,8 @@ class ParquetSink:
         tmp = staging / (name + ".tmp")
         try:
             frame.write_parquet(tmp, compression="zstd", statistics=True)
-            layout.publish(tmp, layout.partition_dir(self.data_dir, market, interval, bucket) / name)
+            with publishing(self.data_dir):  # never inside a compaction's folder exchange
+                layout.publish(tmp, layout.partition_dir(self.data_dir, market, interval, bucket) / name)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

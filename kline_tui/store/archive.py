@@ -1,0 +1,269 @@
+"""`kline-tui import`: data.binance.vision kline archives into the dataset.
+
+An archive is a zip holding one CSV (or the CSV itself) with the columns open_time, open, high,
+low, close, volume, close_time, quote_volume, count, taker_buy_volume, taker_buy_quote_volume,
+ignore. Spot files have no header row, futures files have one; spot timestamps are in
+microseconds from 2025-01-01 on, so each timestamp above 10^14 (year 5138 in ms, 1973 in us) is
+read as microseconds. Market, symbol and interval come from the archive's path,
+
+    data/spot|futures/um|futures/cm/daily|monthly/klines/<SYMBOL>/<interval>/<SYMBOL>-<interval>-<date>.zip
+
+or its file name (`BTCUSDT-1m-2025-01-01.zip`, the month as `1mo`), or from flags for what the
+path does not say; a flag that contradicts the path is an error. A `<archive>.CHECKSUM` file
+beside it (sha256, as published) is verified first. Every archive's name and checksum are checked
+before anything is written, so a damaged download stops the import with the dataset untouched.
+Candles the dataset already holds are skipped, so importing again (or a daily file after the
+monthly one of its month) adds nothing twice; imported rows carry source "archive".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from kline_tui.model import PARQUET_SCHEMA, Interval, Market, SpecError, StreamKey
+from kline_tui.store.history import write_parts
+from kline_tui.store.read import open_times
+
+__all__ = [
+    "Archive",
+    "ArchiveError",
+    "ImportResult",
+    "find_archives",
+    "identify",
+    "verify_checksum",
+    "read_archive",
+    "import_archive",
+    "import_archives",
+]
+
+ARCHIVE_COLUMNS = (
+    "open_time", "open", "high", "low", "close", "volume", "close_time",
+    "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
+)
+_MICROS_ABOVE = 10**14
+
+_MARKET_DIRS = {("spot",): Market.SPOT, ("futures", "um"): Market.USDM, ("futures", "cm"): Market.COINM}
+_NAME_RE = re.compile(
+    r"^(?P<symbol>[A-Z0-9_]+)-(?P<interval>1mo|\d+[smhdwM])-(?P<date>\d{4}-\d{2}(?:-\d{2})?)\.(?:zip|csv)$"
+)
+
+
+class ArchiveError(Exception):
+    """An archive that cannot be imported; the message names the file and says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Archive:
+    """One archive file and the stream its rows belong to."""
+
+    path: Path
+    key: StreamKey
+
+
+@dataclass(slots=True)
+class ImportResult:
+    """What importing one archive did."""
+
+    archive: Archive
+    rows: int  # rows in the archive
+    written: int  # rows new to the dataset
+
+
+def find_archives(paths: Iterable[Path]) -> list[Path]:
+    """The .zip and .csv files named, or found inside the folders named, in a stable order."""
+    found: list[Path] = []
+    for path in paths:
+        path = Path(path).expanduser()
+        if path.is_dir():
+            inside = sorted(p for p in path.rglob("*") if p.suffix in (".zip", ".csv") and p.is_file())
+            if not inside:
+                raise ArchiveError(f"{path}: no .zip or .csv archive inside")
+            found.extend(inside)
+        elif path.is_file():
+            if path.suffix not in (".zip", ".csv"):
+                raise ArchiveError(f"{path}: not a .zip or .csv archive")
+            found.append(path)
+        else:
+            raise ArchiveError(f"{path}: no such file or folder")
+    return list(dict.fromkeys(found))
+
+
+def identify(
+    path: Path,
+    market: Market | None = None,
+    symbol: str | None = None,
+    interval: Interval | None = None,
+) -> Archive:
+    """The stream of an archive, from its path and name, completed by the flags given."""
+    parts = path.parts
+    from_path: dict[str, object] = {}
+    m = _NAME_RE.match(path.name)
+    if m:
+        from_path["symbol"] = m["symbol"]
+        from_path["interval"] = m["interval"]
+    if "klines" in parts:
+        i = len(parts) - 1 - parts[::-1].index("klines")
+        before = parts[max(0, i - 3): i - 1]  # ("spot",) or ("futures", "um") before daily|monthly
+        for dirs, mk in _MARKET_DIRS.items():
+            if tuple(before[-len(dirs):]) == dirs:
+                from_path["market"] = mk
+        if len(parts) > i + 2 and "symbol" not in from_path:
+            from_path["symbol"], from_path["interval"] = parts[i + 1], parts[i + 2]
+    try:
+        if "interval" in from_path:
+            from_path["interval"] = Interval.parse(str(from_path["interval"]))
+        if "symbol" in from_path:
+            from_path["symbol"] = str(from_path["symbol"]).upper()
+        given = {
+            "market": None if market is None else Market.parse(str(market)),
+            "symbol": None if symbol is None else symbol.strip().upper(),
+            "interval": None if interval is None else Interval.parse(str(interval)),
+        }
+        values = {}
+        for name, flag in given.items():
+            known = from_path.get(name)
+            if flag is not None and known is not None and flag != known:
+                raise ArchiveError(f"{path}: its path says {name} {known}, but --{name} {flag} was given")
+            values[name] = flag if flag is not None else known
+            if values[name] is None:
+                raise ArchiveError(f"{path}: cannot tell the {name} from the path; pass --{name}")
+        key = StreamKey.of(values["market"], str(values["symbol"]), values["interval"])
+        # COIN-M contracts are always PAIR_SUFFIX (BTCUSD_PERP) and spot symbols never hold `_`:
+        # a mismatch means the wrong --market.
+        if (key.market is Market.COINM) != ("_" in key.symbol) and key.market is not Market.USDM:
+            hint = " (COIN-M symbols look like BTCUSD_PERP)" if key.market is Market.COINM else ""
+            raise ArchiveError(f"{path}: {key.symbol} is not a {key.market.value} symbol{hint}; check --market")
+    except SpecError as exc:
+        raise ArchiveError(f"{path}: {exc}") from None
+    return Archive(path, key)
+
+
+def verify_checksum(path: Path) -> bool | None:
+    """True when `<path>.CHECKSUM` matches, None when there is none; raises ArchiveError if wrong."""
+    checksum = path.with_name(path.name + ".CHECKSUM")
+    if not checksum.is_file():
+        return None
+    try:
+        text = checksum.read_text(encoding="ascii", errors="replace").split()
+    except OSError as exc:
+        raise ArchiveError(f"{checksum}: cannot read it: {exc.strerror or exc}") from None
+    if not text or not re.fullmatch(r"[0-9a-fA-F]{64}", text[0]):
+        raise ArchiveError(f"{checksum}: not a sha256 checksum file")
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != text[0].lower():
+        raise ArchiveError(f"{path}: checksum mismatch (the file is damaged or incomplete); download it again")
+    return True
+
+
+def _csv_bytes(path: Path) -> bytes:
+    if path.suffix == ".csv":
+        return path.read_bytes()
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = [n for n in zf.namelist() if n.lower().endswith(".csv")]
+            if len(members) != 1:
+                raise ArchiveError(f"{path}: expected one CSV inside, found {len(members)}")
+            return zf.read(members[0])
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as exc:
+        raise ArchiveError(f"{path}: not a readable zip: {exc}") from None
+
+
+def read_archive(archive: Archive) -> pl.DataFrame:
+    """The archive's rows in the dataset's schema (source "archive"), sorted, each candle once."""
+    data = _csv_bytes(archive.path)
+    first_field = data.split(b",", 1)[0].strip().lstrip(b"\xef\xbb\xbf")
+    has_header = bool(first_field) and not first_field.isdigit()
+    try:
+        raw = pl.read_csv(
+            io.BytesIO(data),
+            has_header=has_header,
+            new_columns=list(ARCHIVE_COLUMNS),
+            infer_schema=False,
+            truncate_ragged_lines=False,
+        )
+        if raw.width != len(ARCHIVE_COLUMNS):
+            raise ArchiveError(f"{archive.path}: {raw.width} columns, a kline archive has 12")
+        ms = {
+            c: pl.col(c).cast(pl.Int64())
+            for c in ("open_time", "close_time")
+        }
+        frame = raw.select(
+            symbol=pl.lit(archive.key.symbol),
+            **{
+                c: pl.when(e >= _MICROS_ABOVE).then(e // 1000).otherwise(e).cast(PARQUET_SCHEMA[c])
+                for c, e in ms.items()
+            },
+            **{c: pl.col(c).cast(pl.Float64()) for c in ("open", "high", "low", "close", "volume",
+                                                           "quote_volume", "taker_buy_volume",
+                                                           "taker_buy_quote_volume")},
+            trades=pl.col("count").cast(pl.Int64()),
+            source=pl.lit("archive"),
+        ).select(list(PARQUET_SCHEMA))
+    except ArchiveError:
+        raise
+    except (pl.exceptions.PolarsError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArchiveError(f"{archive.path}: not a kline archive CSV ({reason})") from None
+    if frame.is_empty():
+        return frame
+    step = archive.key.interval.ms
+    if step is not None:
+        epoch = pl.col("open_time").dt.epoch("ms")
+        origin = 4 * 86_400_000 if archive.key.interval is Interval.W1 else 0
+        misaligned = frame.filter((epoch - origin) % step != 0).height
+        if misaligned:
+            raise ArchiveError(
+                f"{archive.path}: {misaligned} rows do not open on a {archive.key.interval.value} "
+                "boundary; is the interval right?"
+            )
+    return frame.unique(["open_time"], keep="first").sort("open_time")
+
+
+def import_archive(data_dir: Path, archive: Archive, frame: pl.DataFrame | None = None) -> ImportResult:
+    """Write the archive's candles that the dataset lacks."""
+    frame = read_archive(archive) if frame is None else frame
+    if frame.is_empty():
+        return ImportResult(archive, 0, 0)
+    key = archive.key
+    epoch = frame["open_time"].dt.epoch("ms")
+    held = open_times(data_dir, key.market, key.symbol, key.interval, int(epoch.min()), int(epoch.max()))
+    new = frame.filter(~epoch.is_in(held)) if held else frame
+    write_parts(data_dir, key.market, key.interval, new)
+    return ImportResult(archive, frame.height, new.height)
+
+
+def import_archives(
+    data_dir: Path,
+    paths: Iterable[Path],
+    market: Market | None = None,
+    symbol: str | None = None,
+    interval: Interval | None = None,
+    on_done: Callable[[ImportResult], None] | None = None,
+) -> list[ImportResult]:
+    """Check every archive's name and checksum, then import them one by one.
+
+    A name or checksum problem stops the import before anything is written; a file whose
+    contents turn out malformed stops it there (the archives before it are imported: running
+    the import again skips them).
+    """
+    archives = [identify(p, market, symbol, interval) for p in find_archives(paths)]
+    for archive in archives:
+        verify_checksum(archive.path)
+    results = []
+    for archive in archives:
+        result = import_archive(data_dir, archive)
+        results.append(result)
+        if on_done:
+            on_done(result)
+    return results

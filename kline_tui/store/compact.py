@@ -1,0 +1,555 @@
+"""Compaction: a closed bucket's part files become one file sorted by (symbol, open_time), each
+candle once, without a reader ever seeing a row twice or missing one, and safe to kill anywhere.
+
+Why a directory swap. Readers glob `<data_dir>/**/*.parquet` and see every file under the data
+directory whatever its folder (Polars and DuckDB do not skip hidden folders). Each file rename or
+unlink adds or removes the rows of one file, so no sequence of them turns N parts into one merged
+file without a moment where the merged file and some parts are both visible (rows twice) or
+neither is (rows missing). One operation changes a whole folder at once: exchanging two
+directories (`renameat2(RENAME_EXCHANGE)` on Linux, `renamex_np(RENAME_SWAP)` on macOS). So:
+
+1. A plan (`<id>.plan`: bucket, merged file name, the parts it replaces) is written to a scratch
+   folder *beside* the data directory (`.<name>.compacting/`, same filesystem; anything inside
+   the data directory would be visible to readers).
+2. The listed parts are merged into `<id>/<merged>.parquet` in that scratch folder and fsynced.
+3. Parts that appeared in the bucket since the listing (a recorder still writing late candles)
+   are hard-linked into `<id>/`, then `<id>/` and the bucket folder are exchanged in one call:
+   readers see either all the old parts or the merged file, never both.
+4. `<id>/` now holds the old parts; it is deleted with the plan.
+
+A kill before step 3 leaves the bucket untouched, a kill after it leaves the merged bucket: the
+dataset reads back the same rows at every instant. The next run reads the leftover plans first:
+a work folder still holding the merged file was never swapped and is dropped (the bucket is
+merged again); otherwise the swap happened and the old parts are dropped. A part a writer
+published between the hard links and the exchange would be carried out with the old folder;
+writers that hold `publishing()` while they rename (backfill, import and repair do) never race
+the exchange, and for any other writer the cleanup moves such a stray part back into the bucket.
+
+Where no directory exchange exists (another OS, a filesystem that refuses it, or a scratch folder
+that cannot sit beside the data directory) the fallback "hide then publish" keeps its work in
+`.staging/compacting/` under names that do not end in `.parquet`: the merged file is completed
+there (`.ready`), the old parts are moved in beside it, then the merged file is moved into the
+bucket. A reader then never sees a row twice but can miss a bucket's rows for that moment, and
+after a kill in it until the next run, which rolls the plan forward.
+
+Only closed buckets are compacted, those whose period ended `grace_ms` before the exchange time
+the caller gives: a bucket still receiving candles would need compacting again (still correct,
+only wasted work). Of two rows with the same (symbol, open_time) the one received live (`ws`) is
+kept, else the one from REST, else the archive's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from kline_tui.model import PARQUET_SCHEMA
+from kline_tui.store.layout import part_name, staging_dir
+from kline_tui.store.read import READ_ERRORS, Bucket, buckets, part_files
+
+__all__ = [
+    "Compactor",
+    "CompactionResult",
+    "CompactionError",
+    "compact_bucket",
+    "merge_parts",
+    "publishing",
+    "recover",
+    "unreadable",
+    "DEFAULT_GRACE_MS",
+    "SOURCE_RANK",
+]
+
+log = logging.getLogger(__name__)
+
+# A bucket is compacted this long after its period ends: the sink flushes within a minute, and a
+# late close or a short REST backfill lands within a few more.
+DEFAULT_GRACE_MS = 10 * 60_000
+
+# Which of two copies of a candle survives: the live one, then REST's, then an archive's.
+SOURCE_RANK = {"ws": 0, "rest": 1, "archive": 2}
+
+# Row groups of a merged file: small enough that a one-symbol query skips most of a bucket by the
+# row-group statistics (the file is sorted by symbol), large enough to compress well.
+ROW_GROUP_ROWS = 16_384
+
+_PLAN = ".plan"
+_READY = ".ready"
+_OLD = ".old"
+
+Events = Callable[[int, str], None]
+
+
+class CompactionError(Exception):
+    """A bucket that cannot be compacted now; the message names it and says why."""
+
+
+@dataclass(slots=True)
+class CompactionResult:
+    """What one compaction run did."""
+
+    buckets: int = 0  # buckets merged
+    files_in: int = 0  # part files they held
+    rows_in: int = 0
+    rows_out: int = 0
+    recovered: int = 0  # interrupted compactions finished or undone
+    failed: list[str] = field(default_factory=list)  # one sentence per bucket left as it was
+    busy: bool = False  # another compaction held the data directory; nothing was done
+    seconds: float = 0.0
+
+    @property
+    def duplicates(self) -> int:
+        """Rows dropped because the same candle was held more than once."""
+        return self.rows_in - self.rows_out
+
+    def summary(self) -> str:
+        if self.busy:
+            return "another compaction is running on this data directory; nothing done"
+        if not self.buckets:
+            text = "nothing to compact"
+        else:
+            text = (
+                f"compacted {self.buckets} bucket{'s' if self.buckets != 1 else ''}: "
+                f"{self.files_in} files into {self.buckets}, {self.rows_out} rows"
+                f" ({self.duplicates} duplicates removed) in {self.seconds:.1f} s"
+            )
+        if self.recovered:
+            text += f"; finished {self.recovered} interrupted compaction(s)"
+        if self.failed:
+            text += f"; {len(self.failed)} bucket(s) left as they were"
+        return text
+
+
+# --- the directory exchange -----------------------------------------------------------------
+
+def _exchange_function() -> Callable[[Path, Path], None] | None:
+    """The platform's atomic exchange of two paths, or None."""
+    libc_name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+    except OSError:
+        return None
+    if sys.platform.startswith("linux") and hasattr(libc, "renameat2"):
+        at_fdcwd, rename_exchange = -100, 2
+
+        def exchange(a: Path, b: Path) -> None:
+            if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, os.strerror(code), str(a))
+
+        return exchange
+    if sys.platform == "darwin" and hasattr(libc, "renamex_np"):
+        rename_swap = 2
+
+        def exchange(a: Path, b: Path) -> None:
+            if libc.renamex_np(os.fsencode(a), os.fsencode(b), rename_swap) != 0:
+                code = ctypes.get_errno()
+                raise OSError(code, os.strerror(code), str(a))
+
+        return exchange
+    return None
+
+
+_EXCHANGE = _exchange_function()
+# errnos meaning "this filesystem cannot exchange": fall back to hide-then-publish.
+_NO_EXCHANGE = {errno.EINVAL, errno.ENOSYS, errno.EXDEV, errno.ENOTSUP, errno.EPERM}
+
+
+def swap_scratch(data_dir: Path) -> Path:
+    """The scratch folder beside the data directory, where merged files wait to be swapped in."""
+    real = Path(data_dir).resolve()
+    return real.parent / f".{real.name}.compacting"
+
+
+def hide_scratch(data_dir: Path) -> Path:
+    """The fallback's scratch folder, inside `.staging/` (nothing in it ends in `.parquet`)."""
+    return staging_dir(Path(data_dir).resolve()) / "compacting"
+
+
+def _swap_usable(data_dir: Path) -> bool:
+    """Whether buckets of `data_dir` can be swapped with folders of the scratch beside it."""
+    if _EXCHANGE is None:
+        return False
+    real = Path(data_dir).resolve()
+    scratch = swap_scratch(real)
+    probe_a = scratch / f"probe-{uuid.uuid4().hex}"
+    probe_b = staging_dir(real) / f"probe-{uuid.uuid4().hex}"
+    try:
+        scratch.mkdir(exist_ok=True)
+        probe_b.parent.mkdir(exist_ok=True)
+        if os.stat(scratch).st_dev != os.stat(real).st_dev:
+            return False
+        probe_a.mkdir()
+        probe_b.mkdir()
+        _EXCHANGE(probe_a, probe_b)
+        return True
+    except OSError:
+        return False
+    finally:
+        for probe in (probe_a, probe_b):
+            try:
+                probe.rmdir()
+            except OSError:
+                pass
+
+
+# --- locks ----------------------------------------------------------------------------------
+
+def _lock_fd(data_dir: Path, name: str) -> int:
+    staging = staging_dir(Path(data_dir))
+    staging.mkdir(parents=True, exist_ok=True)
+    return os.open(staging / name, os.O_RDWR | os.O_CREAT, 0o644)
+
+
+@contextmanager
+def publishing(data_dir: Path) -> Iterator[None]:
+    """Hold while renaming a finished part into a bucket folder: a compaction never exchanges a
+    bucket's folder meanwhile, so the part cannot be carried away with the old parts."""
+    fd = _lock_fd(data_dir, "publish.lock")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _exclusive(data_dir: Path, name: str, wait: bool) -> Iterator[bool]:
+    """Yields True with the lock held, False (nothing held) if it is busy and `wait` is False."""
+    fd = _lock_fd(data_dir, name)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
+
+
+# --- file helpers ---------------------------------------------------------------------------
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a folder; the renames are still atomic
+    finally:
+        os.close(fd)
+
+
+def _write_plan(scratch: Path, plan_id: str, plan: dict) -> Path:
+    path = scratch / (plan_id + _PLAN)
+    tmp = scratch / (plan_id + _PLAN + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(plan, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync(scratch)
+    return path
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# --- merging --------------------------------------------------------------------------------
+
+def merge_parts(files: list[Path], out: Path) -> tuple[int, int]:
+    """Write the rows of `files` to `out` sorted by (symbol, open_time), each candle once,
+    fsynced. Returns (rows read, rows written). Raises CompactionError naming unreadable files."""
+    lf = pl.scan_parquet(
+        files,
+        hive_partitioning=False,
+        schema=PARQUET_SCHEMA,
+        missing_columns="insert",
+        extra_columns="ignore",
+    )
+    try:
+        df = lf.collect()
+    except READ_ERRORS as exc:
+        bad = unreadable(files)
+        if bad:
+            names = ", ".join(p.name for p in bad)
+            raise CompactionError(f"unreadable file(s) {names}: run 'kline-tui verify --repair'") from None
+        raise CompactionError(f"cannot read the parts: {exc}") from None
+    rows_in = df.height
+    rank = (
+        pl.col("source")
+        .replace_strict(SOURCE_RANK, default=len(SOURCE_RANK), return_dtype=pl.Int8())
+        .fill_null(len(SOURCE_RANK))
+    )
+    merged = (
+        df.with_columns(_rank=rank)
+        .sort("symbol", "open_time", "_rank")
+        .unique(["symbol", "open_time"], keep="first", maintain_order=True)
+        .drop("_rank")
+    )
+    merged.write_parquet(out, compression="zstd", statistics=True, row_group_size=ROW_GROUP_ROWS)
+    with open(out, "rb") as fh:
+        os.fsync(fh.fileno())
+    return rows_in, merged.height
+
+
+def unreadable(files: Iterable[Path]) -> list[Path]:
+    """The files among `files` that cannot be read in full (a file gone meanwhile is not one)."""
+    bad = []
+    for path in files:
+        try:
+            pl.read_parquet(path, hive_partitioning=False)
+        except READ_ERRORS:
+            if path.exists():
+                bad.append(path)
+    return bad
+
+
+# --- one bucket -----------------------------------------------------------------------------
+
+def compact_bucket(data_dir: Path, bucket: Bucket, files: list[Path], *, swap: bool) -> tuple[int, int]:
+    """Replace `files` (parts of `bucket` listed by the caller) by one merged file.
+
+    Call with the compaction lock held. Returns (rows read, rows written).
+    """
+    data_dir = Path(data_dir).resolve()
+    scratch = swap_scratch(data_dir) if swap else hide_scratch(data_dir)
+    scratch.mkdir(parents=True, exist_ok=True)
+    plan_id = uuid.uuid4().hex
+    merged = part_name(0)
+    plan = {
+        "mode": "swap" if swap else "hide",
+        "bucket": bucket.path.resolve().relative_to(data_dir).as_posix(),
+        "merged": merged,
+        "replaces": [p.name for p in files],
+    }
+    plan_path = _write_plan(scratch, plan_id, plan)
+    work = scratch / plan_id
+    work.mkdir()
+    tmp = work / (merged + ".tmp")
+    try:
+        rows = merge_parts(files, tmp)
+    except BaseException:
+        _remove_tree(work)
+        plan_path.unlink(missing_ok=True)
+        raise
+    if swap:
+        os.replace(tmp, work / merged)
+        _fsync(work)
+        _swap_in(data_dir, plan, work, bucket.path)
+    else:
+        os.replace(tmp, work / (merged + _READY))
+        _fsync(work)
+        _hide_and_publish(plan, work, bucket.path)
+    _remove_tree(work)
+    plan_path.unlink(missing_ok=True)
+    _fsync(scratch)
+    return rows
+
+
+def _swap_in(data_dir: Path, plan: dict, work: Path, bucket_dir: Path) -> None:
+    replaced = set(plan["replaces"])
+    with _exclusive(data_dir, "publish.lock", wait=True):
+        # Parts published since the listing stay in the bucket: they go into the new folder too.
+        for path in part_files(bucket_dir):
+            if path.name not in replaced:
+                os.link(path, work / path.name)
+        _fsync(work)
+        _EXCHANGE(work, bucket_dir)  # type: ignore[misc]  # callers checked it exists
+        _fsync(bucket_dir.parent)
+        _fsync(work.parent)
+        _return_strays(plan, work, bucket_dir)
+
+
+def _return_strays(plan: dict, old: Path, bucket_dir: Path) -> int:
+    """Move back into the bucket any part in the swapped-out folder that the merge did not cover
+    and the bucket lacks (published by a writer that did not hold `publishing()`)."""
+    replaced = set(plan["replaces"]) | {plan["merged"]}
+    moved = 0
+    for path in part_files(old):
+        if path.name in replaced or (bucket_dir / path.name).exists():
+            continue
+        bucket_dir.mkdir(parents=True, exist_ok=True)
+        os.replace(path, bucket_dir / path.name)
+        moved += 1
+    if moved:
+        _fsync(bucket_dir)
+    return moved
+
+
+def _hide_and_publish(plan: dict, work: Path, bucket_dir: Path) -> None:
+    """The fallback, from a complete merged file onward (also how a leftover plan rolls forward)."""
+    for name in plan["replaces"]:
+        src = bucket_dir / name
+        if src.exists():
+            os.replace(src, work / (name + _OLD))
+    _fsync(bucket_dir)
+    bucket_dir.mkdir(parents=True, exist_ok=True)
+    os.replace(work / (plan["merged"] + _READY), bucket_dir / plan["merged"])
+    _fsync(bucket_dir)
+
+
+def recover(data_dir: Path) -> int:
+    """Finish or undo what killed compactions left; returns how many. Hold the compaction lock."""
+    data_dir = Path(data_dir).resolve()
+    done = 0
+    for scratch in (swap_scratch(data_dir), hide_scratch(data_dir)):
+        if not scratch.is_dir():
+            continue
+        for plan_path in sorted(scratch.glob("*" + _PLAN)):
+            try:
+                plan = json.loads(plan_path.read_text(encoding="utf-8"))
+                work = scratch / plan_path.name[: -len(_PLAN)]
+                bucket_dir = data_dir / plan["bucket"]
+                mode = plan["mode"]
+            except (OSError, ValueError, KeyError, TypeError):
+                plan_path.unlink(missing_ok=True)  # a plan is complete before anything else exists
+                continue
+            if work.is_dir():
+                if mode == "swap" and not (work / plan["merged"]).exists():
+                    _return_strays(plan, work, bucket_dir)  # swapped: `work` holds the old parts
+                elif mode == "hide" and (work / (plan["merged"] + _READY)).exists():
+                    _hide_and_publish(plan, work, bucket_dir)
+                _remove_tree(work)
+            plan_path.unlink(missing_ok=True)
+            done += 1
+        # Half-written plans and probes: nothing refers to them.
+        for leftover in scratch.iterdir():
+            if leftover.name.endswith(".tmp"):
+                leftover.unlink(missing_ok=True)
+            elif leftover.is_dir() and not (scratch / (leftover.name + _PLAN)).exists():
+                _remove_tree(leftover)
+        _fsync(scratch)
+    for probe in staging_dir(data_dir).glob("probe-*"):  # a killed _swap_usable's
+        _remove_tree(probe)
+    return done
+
+
+def _drop_scratch(data_dir: Path) -> None:
+    """Remove the scratch folder beside the data directory when empty, leaving no trace."""
+    try:
+        swap_scratch(data_dir).rmdir()
+    except OSError:
+        pass
+
+
+# --- the compactor --------------------------------------------------------------------------
+
+class Compactor:
+    """Compacts a data directory's closed buckets; safe beside a recorder writing into it.
+
+    `events(level, message)` receives what happened (pass `EventLog.emit`); it is called on the
+    caller's thread, never from the worker thread. `swap=None` uses the directory exchange
+    where the platform and filesystem offer it, else the fallback; True/False force one (tests).
+    """
+
+    def __init__(
+        self,
+        data_dir: Path | str,
+        events: Events | None = None,
+        *,
+        grace_ms: int = DEFAULT_GRACE_MS,
+        swap: bool | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir).expanduser()
+        self.events = events
+        self.grace_ms = grace_ms
+        self._swap = swap
+        self._lock = asyncio.Lock()
+
+    async def run_once(self, now_ms: int) -> CompactionResult:
+        """Compact, off the event loop, every bucket that closed `grace_ms` before the exchange
+        time `now_ms` and holds more than one part. Skips the run if another compaction holds
+        the data directory."""
+        async with self._lock:
+            messages: list[tuple[int, str]] = []
+            result = await asyncio.to_thread(
+                self.run, now_ms, wait=False, report=lambda lvl, msg: messages.append((lvl, msg))
+            )
+        if self.events is not None:
+            for level, message in messages:
+                self.events(level, message)
+        return result
+
+    def run(
+        self,
+        now_ms: int | None,
+        *,
+        only: Iterable[Bucket] | None = None,
+        force: bool = False,
+        wait: bool = True,
+        report: Events | None = None,
+    ) -> CompactionResult:
+        """Compact closed buckets (all buckets when `now_ms` is None) holding more than one part;
+        `only` limits the run to those buckets and `force` merges them even when they hold one
+        file (to drop duplicates inside it). Blocking; `wait=False` gives up at once if another
+        compaction holds the data directory."""
+        report = report or (lambda level, message: None)
+        result = CompactionResult()
+        started = time.perf_counter()
+        if not self.data_dir.is_dir():
+            result.seconds = time.perf_counter() - started
+            return result
+        with _exclusive(self.data_dir, "compact.lock", wait) as held:
+            if not held:
+                result.busy = True
+                return result
+            result.recovered = recover(self.data_dir)
+            if result.recovered:
+                report(logging.INFO, f"finished {result.recovered} interrupted compaction(s)")
+            swap = _swap_usable(self.data_dir) if self._swap is not False else False
+            if self._swap and not swap:
+                raise CompactionError("this filesystem cannot exchange folders atomically")
+            todo = list(only) if only is not None else buckets(self.data_dir)
+            for bucket in todo:
+                if now_ms is not None and bucket.end_ms + self.grace_ms > now_ms:
+                    continue
+                files = part_files(bucket.path)
+                if len(files) < (1 if force else 2):
+                    continue
+                try:
+                    try:
+                        rows_in, rows_out = compact_bucket(self.data_dir, bucket, files, swap=swap)
+                    except OSError as exc:
+                        if not swap or exc.errno not in _NO_EXCHANGE:
+                            raise
+                        swap = False  # this filesystem refuses the exchange: fall back for good
+                        recover(self.data_dir)
+                        rows_in, rows_out = compact_bucket(self.data_dir, bucket, files, swap=False)
+                except CompactionError as exc:
+                    result.failed.append(f"{bucket}: {exc}")
+                    report(logging.ERROR, f"cannot compact {bucket}: {exc}")
+                    continue
+                except OSError as exc:
+                    result.failed.append(f"{bucket}: {exc.strerror or exc}")
+                    report(logging.ERROR, f"cannot compact {bucket}: {exc.strerror or exc}")
+                    continue
+                result.buckets += 1
+                result.files_in += len(files)
+                result.rows_in += rows_in
+                result.rows_out += rows_out
+            _drop_scratch(self.data_dir)
+        result.seconds = time.perf_counter() - started
+        if result.buckets:
+            report(logging.INFO, result.summary())
+        return result

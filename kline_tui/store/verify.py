@@ -1,0 +1,251 @@
+"""`kline-tui verify`: what the dataset holds of each stream, and what is wrong with it.
+
+Per stream: the first and last candle, the number of candles, the gaps (runs of missing candles
+between the first and the last) and the duplicates (extra copies of a candle); for the dataset,
+the files that cannot be read in full. Buckets are read one at a time, so memory follows the
+largest bucket, not the dataset.
+
+`--repair` moves unreadable files to `.quarantine/` (renamed `*.parquet.corrupt`, so no reader
+sees them), fetches the gaps from REST (the rows a quarantined file held, when other candles
+surround them, show up as gaps and are fetched too), and compacts the buckets holding
+duplicates. Rows missing at the very start or end of a stream are not gaps; the recorder's
+resume and `kline-tui backfill` fetch those.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import polars as pl
+
+from kline_tui.binance.rest import RestClient
+from kline_tui.model import Interval, Market, StreamKey
+from kline_tui.store.compact import Compactor, unreadable
+from kline_tui.store.history import backfill
+from kline_tui.store.read import READ_ERRORS, Bucket, scan_files, buckets, part_files
+
+__all__ = ["StreamReport", "VerifyReport", "verify_dataset", "repair", "quarantine", "format_time"]
+
+
+@dataclass(slots=True)
+class StreamReport:
+    """One stream as the dataset holds it."""
+
+    key: StreamKey
+    first: int | None = None  # open time of the first candle
+    last: int | None = None
+    candles: int = 0  # distinct candles
+    duplicates: int = 0  # extra copies
+    gaps: list[tuple[int, int]] = field(default_factory=list)  # (first, last) missing open times
+    dup_buckets: list[Bucket] = field(default_factory=list)
+
+    @property
+    def missing(self) -> int:
+        return sum(self.key.interval.count_between(a, b) for a, b in self.gaps)
+
+    @property
+    def clean(self) -> bool:
+        return self.candles > 0 and not self.gaps and not self.duplicates
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """The whole check: every stream looked at, and the files that could not be read."""
+
+    streams: dict[StreamKey, StreamReport] = field(default_factory=dict)
+    unreadable: list[Path] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not self.unreadable and all(s.clean for s in self.streams.values())
+
+
+def _selection(keys: Iterable[StreamKey] | None) -> dict[tuple[Market, Interval], set[str] | None]:
+    if keys is None:
+        return {}
+    wanted: dict[tuple[Market, Interval], set[str] | None] = {}
+    for key in keys:
+        wanted.setdefault((key.market, key.interval), set()).add(key.symbol)  # type: ignore[union-attr]
+    return wanted
+
+
+def _read_bucket(folder: Path, report: VerifyReport) -> pl.DataFrame:
+    """(symbol, t) of every row of a bucket's files; unreadable files are noted and skipped.
+
+    Every column is read, so damage anywhere in a file is found, not only in its footer. A
+    compaction may swap the bucket's files while they are read: the folder is then listed again.
+    """
+    def read(paths: list[Path]) -> pl.DataFrame:
+        df = scan_files(paths).collect()
+        return df.select("symbol", t=pl.col("open_time").dt.epoch("ms"))
+
+    files = part_files(folder)
+    for _ in range(5):
+        try:
+            return read(files)
+        except READ_ERRORS:
+            relisted = part_files(folder)
+            if relisted != files:
+                files = relisted
+                continue
+            break
+    bad = set(unreadable(files))
+    report.unreadable.extend(sorted(bad))
+    good = [p for p in files if p not in bad and p.exists()]
+    frames = []
+    for path in good:  # one by one: a file that reads alone but not with the others is still read
+        try:
+            frames.append(read([path]))
+        except READ_ERRORS:
+            if path.exists():
+                report.unreadable.append(path)
+    if not frames:
+        return pl.DataFrame(schema={"symbol": pl.String(), "t": pl.Int64()})
+    return pl.concat(frames)
+
+
+def _gaps_in(interval: Interval, times: list[int], before: int | None) -> list[tuple[int, int]]:
+    gaps = []
+    prev = before
+    for t in times:
+        if prev is not None:
+            expected = interval.next_open(prev)
+            if t != expected:
+                gaps.append((expected, interval.prev_open(t)))
+        prev = t
+    return gaps
+
+
+def verify_dataset(data_dir: Path, keys: Iterable[StreamKey] | None = None) -> VerifyReport:
+    """Check the streams `keys` (every stream on disk when None)."""
+    keys = None if keys is None else list(keys)
+    wanted = _selection(keys)
+    report = VerifyReport()
+    for key in keys or []:
+        report.streams[key] = StreamReport(key)
+    markets = None if keys is None else {m for m, _ in wanted}
+    intervals = None if keys is None else {i for _, i in wanted}
+    last_seen: dict[StreamKey, int] = {}
+    for bucket in buckets(data_dir, markets, intervals):
+        if keys is not None and (bucket.market, bucket.interval) not in wanted:
+            continue
+        frame = _read_bucket(bucket.path, report)
+        symbols = wanted.get((bucket.market, bucket.interval))
+        if symbols is not None:
+            frame = frame.filter(pl.col("symbol").is_in(list(symbols)))
+        if frame.is_empty():
+            continue
+        per_symbol = (
+            frame.group_by("symbol")
+            .agg(rows=pl.len(), times=pl.col("t").unique().sort())
+            .sort("symbol")
+        )
+        for symbol, rows, times in per_symbol.iter_rows():
+            key = StreamKey(bucket.market, symbol, bucket.interval)
+            stream = report.streams.setdefault(key, StreamReport(key))
+            dups = rows - len(times)
+            if dups:
+                stream.duplicates += dups
+                stream.dup_buckets.append(bucket)
+            stream.gaps.extend(_gaps_in(bucket.interval, times, last_seen.get(key)))
+            stream.candles += len(times)
+            if stream.first is None:
+                stream.first = times[0]
+            stream.last = times[-1]
+            last_seen[key] = times[-1]
+    report.unreadable = sorted(set(report.unreadable))
+    return report
+
+
+def quarantine(data_dir: Path, files: Iterable[Path]) -> list[Path]:
+    """Move files out of the dataset into `<data_dir>/.quarantine/`, named so no reader sees them."""
+    data_dir = Path(data_dir)
+    target = data_dir / ".quarantine"
+    target.mkdir(exist_ok=True)
+    moved = []
+    for path in files:
+        if not path.exists():
+            continue
+        try:
+            rel = path.resolve().relative_to(data_dir.resolve()).as_posix()
+        except ValueError:
+            rel = path.name
+        dest = target / (rel.replace("/", "__") + ".corrupt")
+        os.replace(path, dest)
+        moved.append(dest)
+    return moved
+
+
+async def repair(
+    data_dir: Path,
+    report: VerifyReport,
+    rest: RestClient,
+    keys: Iterable[StreamKey] | None = None,
+    say: Callable[[str], None] | None = None,
+) -> VerifyReport:
+    """Quarantine unreadable files, fetch the gaps, compact the buckets with duplicates; returns
+    a fresh report. Raises RestError when the exchange cannot be reached."""
+    say = say or (lambda text: None)
+    if report.unreadable:
+        moved = quarantine(data_dir, report.unreadable)
+        say(f"moved {len(moved)} unreadable file(s) to {Path(data_dir) / '.quarantine'}")
+        report = verify_dataset(data_dir, keys)
+    for stream in report.streams.values():
+        for a, b in stream.gaps:
+            result = await backfill(data_dir, stream.key, rest, a, b)
+            say(
+                f"{stream.key}: fetched {result.written} of {result.missing} missing candles "
+                f"{format_time(a)} to {format_time(b)}"
+            )
+    dup_buckets = {b.path: b for s in report.streams.values() for b in s.dup_buckets}
+    if dup_buckets:
+        result = Compactor(data_dir).run(None, only=dup_buckets.values(), force=True)
+        say(f"removed {result.duplicates} duplicate rows from {result.buckets} bucket(s)")
+        for failure in result.failed:
+            say(f"could not compact {failure}")
+    return verify_dataset(data_dir, keys)
+
+
+def format_time(ms: int | None) -> str:
+    """An open time as `2026-11-25 16:30` (seconds when not on a minute), UTC."""
+    if ms is None:
+        return "-"
+    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return dt.strftime("%Y-%m-%d %H:%M:%S" if dt.second else "%Y-%m-%d %H:%M")
+
+
+def render(report: VerifyReport, data_dir: Path, max_gaps: int = 10) -> list[str]:
+    """The report as lines of text for a terminal."""
+    lines = []
+    for key in sorted(report.streams):
+        s = report.streams[key]
+        if not s.candles:
+            lines.append(f"{key}  no candles held")
+            continue
+        problems = []
+        if s.gaps:
+            problems.append(f"{len(s.gaps)} gap{'s' if len(s.gaps) != 1 else ''} ({s.missing} missing)")
+        if s.duplicates:
+            problems.append(f"{s.duplicates} duplicate{'s' if s.duplicates != 1 else ''}")
+        lines.append(
+            f"{key}  {format_time(s.first)} to {format_time(s.last)}  {s.candles} candles  "
+            + (", ".join(problems) if problems else "ok")
+        )
+        for a, b in s.gaps[:max_gaps]:
+            n = key.interval.count_between(a, b)
+            lines.append(f"    gap {format_time(a)} to {format_time(b)} ({n} candle{'s' if n != 1 else ''})")
+        if len(s.gaps) > max_gaps:
+            lines.append(f"    ... and {len(s.gaps) - max_gaps} more gaps")
+    for path in report.unreadable:
+        try:
+            shown = path.relative_to(data_dir)
+        except ValueError:
+            shown = path
+        lines.append(f"unreadable file: {shown}")
+    if not report.streams and not report.unreadable:
+        lines.append("no candles held")
+    return lines
