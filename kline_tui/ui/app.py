@@ -30,7 +30,7 @@ from kline_tui.config import Settings, save_watch
 from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.recorder.events import Event, EventLog
 from kline_tui.recorder.hub import StreamStatus
-from kline_tui.recorder.pipeline import Pipeline
+from kline_tui.recorder.pipeline import Pipeline, StreamRefused
 from kline_tui.ui import format as fmt
 from kline_tui.ui.screens.add_streams import AddStreamsScreen
 from kline_tui.ui.screens.details import DetailsScreen
@@ -106,7 +106,7 @@ class KlineApp(App[int]):
         demo_speed: float | None = None,
         pipeline_factory: PipelineFactory | None = None,
         simulator_factory: Callable[[float], Any] | None = None,
-        save_watch_list: bool | None = None,
+        save_watch_list: bool = True,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         repaint_hz: float = REPAINT_HZ,
@@ -116,13 +116,13 @@ class KlineApp(App[int]):
         self.demo_speed = demo_speed
         self.pipeline_factory = pipeline_factory or _default_pipeline
         self.simulator_factory = simulator_factory
-        # The demo never rewrites a user's config with simulated symbols unless asked to.
-        self.save_watch_list = (demo_speed is None) if save_watch_list is None else save_watch_list
+        self.save_watch_list = save_watch_list
         self.clock = clock
         self.wall_clock = wall_clock
         self.repaint_hz = repaint_hz
         self.events = EventLog()
         self.pipeline: Pipeline | None = None
+        self.running = False  # the pipeline started and is recording or watching
         self.sim = None
         self.hold_display = False  # tests freeze the screen to take deterministic snapshots
         self._pending_events: collections.deque[Event] = collections.deque()
@@ -160,12 +160,18 @@ class KlineApp(App[int]):
     def on_mount(self) -> None:
         self.table.focus()
         self.set_interval(1 / self.repaint_hz, self._tick, name="repaint")
-        self.run_worker(self._start(), name="start", group="pipeline", exit_on_error=False)
+        self.run_worker(self._start(), name="starting the recorder", group="pipeline", exit_on_error=False)
         self._tick()
 
     # -- starting and stopping --------------------------------------------------------------
 
     async def _start(self) -> None:
+        try:
+            await self._start_recorder()
+        finally:
+            self._started.set()  # started or failed: the failure is in the event log
+
+    async def _start_recorder(self) -> None:
         settings = self.settings
         if self.demo_speed is not None:
             if self.simulator_factory is not None:
@@ -180,26 +186,24 @@ class KlineApp(App[int]):
                 f"demo: a simulated Binance on 127.0.0.1 at {self.demo_speed:g}x speed; nothing touches the network"
             )
         keys = list(settings.watch)
-        first_launch = not settings.config_exists and not keys
+        first_launch = not settings.config_exists
         if not keys and (first_launch or self.demo_speed is not None):
             keys = [StreamKey.parse(s) for s in FIRST_LAUNCH_WATCH]
         self.pipeline = self.pipeline_factory(settings, self.events)
         self.table.streams = self.pipeline.hub.streams
         self.events.info(f"config {fmt.short_path(settings.config_path)}; data {fmt.short_path(settings.data_dir)}")
         keys = await self._start_pipeline(keys)
+        self.running = True
         self._started.set()
         self.refresh_bindings()
         self._tick()
         if first_launch:
-            where = (
-                f"Config: {fmt.short_path(settings.config_path)}\n"
-                f"Data: {fmt.short_path(settings.data_dir)}"
-            )
             if self.save_watch_list:
-                await self._save_watch()
+                await self._save_watch()  # so the next launch resumes this list
             self.notify(
-                f"First launch: watching {len(keys)} popular streams of spot, usdm and coinm. "
-                f"Press a to add, d to remove.\n{where}",
+                f"Watching {len(keys)} streams to start with; a adds more, d removes.\n"
+                f"Config: {fmt.short_path(settings.config_path)}\n"
+                f"Data: {fmt.short_path(settings.data_dir)}",
                 title="Welcome to kline-tui",
                 timeout=20,
             )
@@ -209,8 +213,6 @@ class KlineApp(App[int]):
 
     async def _start_pipeline(self, keys: list[StreamKey]) -> list[StreamKey]:
         """Start with the watch list; streams the exchange refuses are left out, with a message why."""
-        from kline_tui.recorder.pipeline import StreamRefused
-
         pipeline = self.pipeline
         assert pipeline is not None
         delay = 2.0
@@ -254,7 +256,7 @@ class KlineApp(App[int]):
         self._quitting = True
         buffered = self.pipeline.sink.stats.rows_buffered if self.pipeline else 0
         self.notify(f"Writing {buffered:,} buffered rows, then exiting…", title="Quitting")
-        self.run_worker(self._quit(), name="quit", group="quit", exit_on_error=False)
+        self.run_worker(self._quit(), name="quitting", group="quit", exit_on_error=False)
 
     async def _quit(self) -> None:
         try:
@@ -278,8 +280,9 @@ class KlineApp(App[int]):
             return
         error = event.worker.error
         what = event.worker.name or "a background task"
-        self.events.error(f"{what} failed: {type(error).__name__}: {error}")
-        if event.worker.name == "quit":
+        reason = str(error) or type(error).__name__
+        self.events.error(f"{what} failed: {reason}")
+        if event.worker.name == "quitting":
             self.exit(1, return_code=1, message=f"kline-tui: quitting failed: {error}")
 
     # -- repaint --------------------------------------------------------------------------------
@@ -352,12 +355,12 @@ class KlineApp(App[int]):
         if action in _TABLE_ACTIONS and not on_main:
             return False
         if action == "pause":
-            return self.pipeline is None or self.pipeline.recording
+            return None if not self.running else self.pipeline.recording
         if action == "resume":
-            return self.pipeline is not None and not self.pipeline.recording
+            return self.running and not self.pipeline.recording
         if action == "clear_filter":
             return bool(self.table.filter_text) or self.query_one("#filter").has_class("-visible")
-        if action in _PIPELINE_ACTIONS and self.pipeline is None:
+        if action in _PIPELINE_ACTIONS and not self.running:
             return None
         if action in ("remove", "details") and self.table.selected is None:
             return None
@@ -388,13 +391,13 @@ class KlineApp(App[int]):
             self.table.update_view()
             self.table.select(added[0])
             self.notify(f"Added {', '.join(str(k) for k in added)}", timeout=4)
-            self.run_worker(self.pipeline.seed_history(added), name="history", exit_on_error=False)
+            self.run_worker(self.pipeline.seed_history(added), name="loading history", exit_on_error=False)
             self.run_worker(self._save_watch(), name="saving the watch list", exit_on_error=False)
         return added
 
     def action_remove(self) -> None:
         key = self.table.selected
-        if key is None or self.pipeline is None:
+        if key is None or not self.running:
             return
         self.pipeline.remove([key])
         self.table.update_view()
@@ -424,7 +427,7 @@ class KlineApp(App[int]):
         self._set_recording(True)
 
     def _set_recording(self, on: bool) -> None:
-        if self.pipeline is None:
+        if not self.running:
             return
         self.pipeline.recording = on
         if on:
@@ -435,8 +438,8 @@ class KlineApp(App[int]):
         self._tick()
 
     def action_flush(self) -> None:
-        if self.pipeline is not None:
-            self.run_worker(self._flush(), name="flush", group="flush", exit_on_error=False)
+        if self.running:
+            self.run_worker(self._flush(), name="flushing", group="flush", exit_on_error=False)
 
     async def _flush(self) -> None:
         assert self.pipeline is not None
@@ -452,9 +455,23 @@ class KlineApp(App[int]):
 
     def action_details(self) -> None:
         key = self.table.selected
-        if key is None or self.pipeline is None:
+        if key is None or not self.running:
             return
-        self.push_screen(DetailsScreen(key, self.pipeline.hub.streams, lambda: list(self.table.order)))
+        self.push_screen(
+            DetailsScreen(key, self.pipeline.hub.streams, lambda: list(self.table.order), self._load_chart_history),
+            callback=self._details_closed,
+        )
+
+    def _details_closed(self, key: StreamKey | None) -> None:
+        if key is not None and key in self.table.streams:
+            self.table.select(key)
+
+    def _load_chart_history(self, key: StreamKey) -> None:
+        """Fill the stream's recent candles as far back as they are kept, for a full chart."""
+        if self.running and key in self.pipeline.hub.streams:
+            count = self.pipeline.hub.streams[key].closed.maxlen or 120
+            self.run_worker(self.pipeline.seed_history([key], count=count), name="loading history",
+                            group="chart-history", exclusive=True, exit_on_error=False)
 
     def on_watch_table_activated(self, message: WatchTable.Activated) -> None:
         self.action_details()
@@ -522,6 +539,8 @@ class KlineApp(App[int]):
             yield SystemCommand("Details", "Chart and recent candles of the selected stream (enter)",
                                 self.action_details)
             yield SystemCommand("Filter", "Show only streams matching words (/)", self.action_filter)
+            if self.table.filter_text:
+                yield SystemCommand("Clear filter", "Show every stream again (esc)", self.action_clear_filter)
             yield SystemCommand("Sort: next column", "Cycle the sort order (s)", self.action_sort)
             yield SystemCommand("Sort: reverse", "Reverse the order of the rows (S)", self.action_reverse_sort)
             for sort in Sort:

@@ -26,8 +26,11 @@ _STATUS_STYLE = {
 }
 
 
-class DetailsScreen(Screen[None]):
-    """The chart and recent candles of `key`; `[` and `]` step through the streams as listed."""
+class DetailsScreen(Screen[StreamKey]):
+    """The chart and recent candles of `key`; `[` and `]` step through the streams as listed.
+
+    Dismisses with the stream shown last, so the table can select it.
+    """
 
     BINDINGS = [
         Binding("escape,backspace", "back", "Back", id="details-back", tooltip="Back to the streams"),
@@ -40,11 +43,13 @@ class DetailsScreen(Screen[None]):
         key: StreamKey,
         streams: dict[StreamKey, StreamState],
         listed: Callable[[], list[StreamKey]],
+        shown: Callable[[StreamKey], None] | None = None,
     ) -> None:
         super().__init__()
         self.key = key
         self._streams = streams
         self._listed = listed
+        self._shown = shown or (lambda key: None)  # told which stream is shown (to load its history)
         self._table_tag: tuple | None = None
         self._title_shown: Text | None = None
 
@@ -61,10 +66,11 @@ class DetailsScreen(Screen[None]):
         for label, width in (("Open time", 14), ("Open", 12), ("High", 12), ("Low", 12), ("Close", 12),
                              ("Change", 8), ("Volume", 10), ("Trades", 8)):
             table.add_column(label, width=width, key=label)
+        self._shown(self.key)
         self.update_view()
 
     def action_back(self) -> None:
-        self.dismiss(None)
+        self.dismiss(self.key)
 
     def action_step(self, step: int) -> None:
         keys = self._listed()
@@ -73,10 +79,13 @@ class DetailsScreen(Screen[None]):
         index = keys.index(self.key) if self.key in keys else -step
         self.key = keys[(index + step) % len(keys)]
         self._table_tag = None
+        self._shown(self.key)
         self.update_view()
 
     def update_view(self) -> None:
         """Redraw from the stream's live state (the app calls this at its repaint rate)."""
+        if not self.is_mounted:
+            return
         state = self._streams.get(self.key)
         self._show_title(state)
         chart = self.query_one(CandleChart)

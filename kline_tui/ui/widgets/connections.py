@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
@@ -22,10 +24,8 @@ def describe_state(status: ConnectionStatus, now: float) -> tuple[str, str]:
         attempt = f" (attempt {status.attempt})" if status.attempt else ""
         return f"connecting{attempt}…", "yellow"
     if state is ConnectionState.RECONNECTING:
-        if status.next_attempt_at is not None and status.next_attempt_at > now:
-            wait = f"in {status.next_attempt_at - now:.0f} s"
-        else:
-            wait = "now"
+        wait = None if status.next_attempt_at is None else status.next_attempt_at - now
+        wait = f"in {math.ceil(wait)} s" if wait is not None and wait >= 0.5 else "now"
         return f"reconnecting {wait}, attempt {status.attempt}", "yellow"
     return "closed", "dim"
 
@@ -35,7 +35,10 @@ def format_lag(lag_ms: float | None) -> str:
         return "—"
     if abs(lag_ms) < 1000:
         return f"{lag_ms:.0f} ms"
-    return f"{lag_ms / 1000:.1f} s"
+    if abs(lag_ms) < 60_000:
+        return f"{lag_ms / 1000:.1f} s"
+    # Minutes or more is a clock apart, not a network delay: show it as a span.
+    return ("-" if lag_ms < 0 else "") + fmt.duration(abs(lag_ms) / 1000)
 
 
 class ConnectionsPanel(Static):
@@ -44,6 +47,15 @@ class ConnectionsPanel(Static):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._shown: tuple | None = None
+        self._narrow = False
+
+    def on_resize(self) -> None:
+        self._shown = None  # redraw for the new width at the next repaint
+
+    @property
+    def lines(self) -> list[str]:
+        """What each line shows, in plain text (market, id, state, streams, rate, lag, reconnects, reason)."""
+        return [" ".join(cell for i, cell in enumerate(row) if i != 3) for row in self._shown or ()]
 
     def show(self, statuses: list[ConnectionStatus], now: float) -> None:
         """Redraw from the hub's connection statuses; `now` is the monotonic clock."""
@@ -60,21 +72,26 @@ class ConnectionsPanel(Static):
             )
             for s in sorted(statuses, key=lambda s: (s.market.value, s.conn_id))
         )
-        if rows == self._shown:
+        narrow = 0 < self.size.width < 76  # then: market, id, state, rate and lag only
+        if rows == self._shown and narrow == self._narrow:
             return
-        self._shown = rows
+        self._shown, self._narrow = rows, narrow
         if not rows:
             self.update(Text("no connection yet: the watch list is empty or still being checked", style="dim"))
             return
         table = Table(box=None, padding=(0, 1), expand=True, show_edge=False, header_style="bold dim")
         table.add_column("Market", no_wrap=True)
         table.add_column("Conn", no_wrap=True)
-        table.add_column("State", no_wrap=True)
-        table.add_column("Streams", justify="right", no_wrap=True)
+        table.add_column("State", no_wrap=True, overflow="ellipsis")
+        if not narrow:
+            table.add_column("Streams", justify="right", no_wrap=True)
         table.add_column("Msg/s", justify="right", no_wrap=True)
         table.add_column("Lag", justify="right", no_wrap=True)
-        table.add_column("Reconn.", justify="right", no_wrap=True)
-        table.add_column("Last reason", ratio=1, no_wrap=True, overflow="ellipsis", style="dim")
+        if not narrow:
+            table.add_column("Reconn.", justify="right", no_wrap=True)
+            table.add_column("Last reason", ratio=1, no_wrap=True, overflow="ellipsis", style="dim")
         for market, conn, state, style, streams, rate, lag, reconnects, reason in rows:
-            table.add_row(market, conn, Text(state, style=style), streams, rate, lag, reconnects, reason)
+            cells = [market, conn, Text(state, style=style)]
+            cells += [rate, lag] if narrow else [streams, rate, lag, reconnects, reason]
+            table.add_row(*cells)
         self.update(table)

@@ -28,7 +28,7 @@ from kline_tui.recorder.hub import StreamState, StreamStatus
 from kline_tui.ui import format as fmt
 from kline_tui.ui.widgets.sparkline import sparkline
 
-__all__ = ["WatchTable", "Column", "COLUMNS", "Sort", "SPARK_CANDLES"]
+__all__ = ["WatchTable", "Column", "COLUMNS", "Sort", "SPARK_CANDLES", "fit_columns"]
 
 SPARK_CANDLES = 60  # closed candles a sparkline spans at full width
 
@@ -59,7 +59,22 @@ COLUMNS: tuple[Column, ...] = (
     Column("state", "State", 12, sort="state"),
 )
 SPARK_MIN, SPARK_MAX = 16, SPARK_CANDLES
-_FIXED_WIDTH = sum(c.width for c in COLUMNS) + len(COLUMNS) + 1  # a space before each, one after
+# On a narrow terminal these columns go first, in this order, so the sparkline and state stay.
+_DROPPED_FIRST = ("high", "low", "trades", "volume")
+
+
+def _fixed_width(columns: tuple[Column, ...]) -> int:
+    return sum(c.width for c in columns) + len(columns) + 1  # a space before each, one after
+
+
+def fit_columns(width: int) -> tuple[tuple[Column, ...], int]:
+    """The columns that fit `width` cells and the sparkline's width."""
+    columns = COLUMNS
+    for column_id in _DROPPED_FIRST:
+        if _fixed_width(columns) + SPARK_MIN <= width:
+            break
+        columns = tuple(c for c in columns if c.id != column_id)
+    return columns, max(SPARK_MIN, min(SPARK_MAX, width - _fixed_width(columns)))
 
 
 # Worst first: sorting by state brings what needs attention to the top.
@@ -178,6 +193,7 @@ class WatchTable(ScrollView, can_focus=True):
         self._cursor_key: StreamKey | None = None
         self._direction: dict[StreamKey, tuple[float, int]] = {}  # last close seen, its direction
         self._spark_cache: dict[StreamKey, tuple[tuple, str]] = {}
+        self.columns = COLUMNS  # those shown: fewer on a narrow terminal
         self._spark_width = SPARK_MIN
         self._styles: dict[str, Style] = {}
         # For measuring: bumped on every change a key makes, copied when a line is painted.
@@ -265,7 +281,7 @@ class WatchTable(ScrollView, can_focus=True):
         self._fit_virtual_size()
 
     def _fit_virtual_size(self) -> None:
-        size = Size(_FIXED_WIDTH + self._spark_width, len(self.order) + 1)
+        size = Size(_fixed_width(self.columns) + self._spark_width, len(self.order) + 1)
         if size != self.virtual_size:
             self.virtual_size = size
 
@@ -345,7 +361,7 @@ class WatchTable(ScrollView, can_focus=True):
 
     def _column_at(self, x: int) -> Column | None:
         left = 1
-        for column in COLUMNS:
+        for column in self.columns:
             width = column.width or self._spark_width
             if left <= x < left + width:
                 return column
@@ -353,8 +369,7 @@ class WatchTable(ScrollView, can_focus=True):
         return None
 
     def on_resize(self, event: events.Resize) -> None:
-        room = self.scrollable_content_region.width - _FIXED_WIDTH
-        self._spark_width = max(SPARK_MIN, min(SPARK_MAX, room))
+        self.columns, self._spark_width = fit_columns(self.scrollable_content_region.width)
         self._spark_cache.clear()
         self._fit_virtual_size()
         self._scroll_to_cursor()
@@ -395,7 +410,7 @@ class WatchTable(ScrollView, can_focus=True):
         sorted_style = base + self._style("header-sorted")
         arrow = "↑" if self.reverse else "↓"
         segments = [Segment(" ", style)]
-        for column in COLUMNS:
+        for column in self.columns:
             width = column.width or self._spark_width
             title = column.title
             is_sorted = column.id == _SORTED_COLUMN.get(self.sort)
@@ -434,17 +449,20 @@ class WatchTable(ScrollView, can_focus=True):
             StreamStatus.BACKFILLING: base + self._style("warning"),
             StreamStatus.ERROR: base + self._style("error"),
         }.get(status, muted)
-        texts = [
-            (key.market.value, muted),
-            (key.symbol, base),
-            (key.interval.value, base),
-            *cells,
-            (spark, sign_style[spark_sign]),
-            (fmt.compact(state.recorded), base),
-            (status.value, status_style),
-        ]
+        texts = dict(zip(
+            ("last", "change", "high", "low", "volume", "trades"), cells
+        ))
+        texts.update(
+            market=(key.market.value, muted),
+            symbol=(key.symbol, base),
+            interval=(key.interval.value, base),
+            spark=(spark, sign_style[spark_sign]),
+            recorded=(fmt.compact(state.recorded), base),
+            state=(status.value, status_style),
+        )
         segments = [Segment(" ", base)]
-        for column, (text, style) in zip(COLUMNS, texts):
+        for column in self.columns:
+            text, style = texts[column.id]
             width = column.width or self._spark_width
             if len(text) > width:
                 text = text[: width - 1] + "…"
@@ -458,6 +476,14 @@ class WatchTable(ScrollView, can_focus=True):
         if state is None or key not in self._index:
             return None
         return "".join(segment.text for segment in self._row(state, Style()))
+
+    def row_cells(self, key: StreamKey) -> dict[str, str] | None:
+        """The cells of `key`'s row as drawn, by column id, without padding."""
+        state = self.streams.get(key)
+        if state is None or key not in self._index:
+            return None
+        cells = self._row(state, Style())[1::2]  # a space, then each cell followed by a space
+        return {column.id: cell.text.strip() for column, cell in zip(self.columns, cells)}
 
     def _spark(self, state: StreamState) -> tuple[str, int]:
         closed = state.closed

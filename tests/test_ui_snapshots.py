@@ -1,0 +1,153 @@
+"""Snapshots of the main screen, the add dialog and the details view (pytest-textual-snapshot).
+
+The app runs in demo mode against a simulator whose exchange clock is frozen at a fixed instant,
+so prices, histories and sparklines are the same on every run. What still depends on the machine
+(connection ages, message rates, lag, ports, event times) is pinned just before the screenshot:
+the app's repaint is held, those values are set, and one repaint draws them.
+
+Update after a deliberate change with `pytest tests/test_ui_snapshots.py --snapshot-update`, and
+look at the SVGs before committing them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import itertools
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from kline_tui.binance.connection import Connection
+from kline_tui.config import Settings
+from kline_tui.model import StreamKey
+from kline_tui.recorder.events import Event
+from kline_tui.recorder.hub import StreamStatus
+from kline_tui.ui.app import KlineApp
+from kline_tui.ui.screens.add_streams import AddStreamsScreen
+from kline_tui.ui.screens.details import DetailsScreen
+from kline_tui.ui.widgets.candle_chart import CandleChart
+
+SIZE = (160, 45)
+START_MS = 1_795_010_597_000  # 2026-11-18 14:03:17 UTC: the frozen exchange clock
+CLOCK = 10_000.0  # the app's monotonic clock, frozen
+WALL = START_MS / 1000  # the app's wall clock, frozen
+DATA_DIR = Path("/tmp/kline-tui-snapshot/data")  # shown on screen, so not a random tmp path
+WATCH = (
+    "spot:BTCUSDT:1m",
+    "spot:ETHUSDT:1m",
+    "spot:SOLUSDT:1s",
+    "usdm:BTCUSDT:1m",
+    "usdm:ETHUSDT:1m",
+    "usdm:BNBUSDT:5m",
+    "coinm:BTCUSD_PERP:1m",
+    "coinm:ETHUSD_PERP:1m",
+)
+
+
+def frozen_simulator(speed: float):
+    """A simulator whose exchange clock stands still at START_MS."""
+    from kline_tui.sim import Simulator
+
+    try:
+        return Simulator(speed=0, start_ms=START_MS)
+    except (TypeError, ValueError):  # a simulator without start_ms / speed 0: freeze its clock
+        sim = Simulator()
+        sim.clock.speed = 0.0
+        sim.clock._wall0_ms = START_MS - sim.clock.offset_ms
+        return sim
+
+
+@pytest.fixture
+def app(monkeypatch) -> KlineApp:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    # Connection ids count per process: start them at 1 whatever ran before.
+    monkeypatch.setattr(Connection, "_ids", itertools.count(1))
+    shutil.rmtree(DATA_DIR.parent, ignore_errors=True)
+    settings = Settings(
+        config_path=DATA_DIR.parent / "config.toml",
+        config_exists=True,
+        data_dir=DATA_DIR,
+        watch=tuple(StreamKey.parse(s) for s in WATCH),
+        flush_age_s=3600.0,
+    )
+    yield KlineApp(
+        settings,
+        demo_speed=1.0,
+        simulator_factory=frozen_simulator,
+        clock=lambda: CLOCK,
+        wall_clock=lambda: WALL,
+    )
+    monkeypatch.undo()
+    time.tzset()
+    shutil.rmtree(DATA_DIR.parent, ignore_errors=True)
+
+
+async def settle(app: KlineApp, timeout: float = 20.0) -> None:
+    """Wait until every stream is live with its history, then pin what depends on the machine."""
+    await app.wait_started()
+    streams = app.pipeline.hub.streams
+    deadline = time.monotonic() + timeout
+    while not (
+        len(streams) == len(WATCH)
+        and all(s.status is StreamStatus.LIVE and len(s.closed) >= 60 for s in streams.values())
+        and all(c.state.value == "live" for c in app.pipeline.hub.connection_status())
+    ):
+        assert time.monotonic() < deadline, "streams did not settle"
+        await asyncio.sleep(0.05)
+    freeze(app)
+
+
+def freeze(app: KlineApp) -> None:
+    app.hold_display = True
+    for status in app.pipeline.hub.connection_status():
+        status.connected_at = CLOCK - 83.0
+        status.lag_ms = 12.0
+        status.recent_frames = collections.deque([(CLOCK - 4.0, status.frames - 16 * status.streams)])
+    # The log as it happened, with ports and times pinned, in a stable order.
+    events = sorted(
+        (Event(WALL, e.level, re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", e.message)) for e in app.events.recent),
+        key=lambda e: (e.message.split(":")[0], e.message),
+    )
+    app.events.recent.clear()
+    app.events.recent.extend(events)
+    app.repaint(reload_events=True)
+
+
+def test_main_screen(app, snap_compare):
+    async def run_before(pilot) -> None:
+        await settle(app)
+        await pilot.press("down", "down", "down")  # the table repaints itself; the panels stay pinned
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_add_dialog(app, snap_compare):
+    async def run_before(pilot) -> None:
+        await settle(app)
+        await pilot.press("a")
+        dialog = app.screen
+        assert isinstance(dialog, AddStreamsScreen)
+        while not dialog.suggester.symbols:
+            await asyncio.sleep(0.02)
+        await pilot.press(*"btcusdt, eth")
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_details_view(app, snap_compare):
+    async def run_before(pilot) -> None:
+        await settle(app)
+        await pilot.press("down", "down", "down", "enter")
+        assert isinstance(app.screen, DetailsScreen)
+        assert app.screen.key == StreamKey.parse("usdm:BTCUSDT:1m")
+        app.screen.update_view()
+        await pilot.pause(0.1)
+        assert app.screen.query_one(CandleChart)._candles
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
