@@ -25,12 +25,13 @@ def fast_pipeline(sim, tmp_path, watch=WATCH, **kw) -> Pipeline:
 
 def caught_up(pipeline: Pipeline, n: int = 2):
     """Each stream has n more closed candles than now, and nothing missing."""
-    target = {k: s.recorded + n for k, s in pipeline.hub.streams.items()}
+    ledgers = pipeline.ledger.streams
+    target = {k: ledgers[k].accepted_ws + n for k in pipeline.hub.streams}
 
     def check() -> bool:
         return all(
-            s.recorded >= target[k] and not pipeline.ledger.streams[k].missing
-            for k, s in pipeline.hub.streams.items()
+            ledgers[k].accepted_ws >= target[k] and not ledgers[k].missing
+            for k in pipeline.hub.streams
         )
 
     return check
@@ -65,7 +66,8 @@ async def test_duplicate_late_and_lost_closes(sim, tmp_path):
     pipeline = fast_pipeline(sim, tmp_path)
     await pipeline.start()
     try:
-        await wait_until(lambda: all(s.recorded >= 8 for s in pipeline.hub.streams.values()), what="candles")
+        await wait_until(lambda: all(s.accepted_ws >= 8 for s in pipeline.ledger.streams.values()),
+                         what="candles")
         sim.faults.reset()
         await wait_until(caught_up(pipeline, 1), what="the holes filled")
     finally:
@@ -146,3 +148,20 @@ async def test_rest_errors_delay_the_backfill_but_lose_nothing(sim, tmp_path):
     assert sim.stats[Market.USDM].rest_429 >= 2 and sim.stats[Market.COINM].rest_418 >= 1
     assert pipeline.backfiller.backfilled >= 3 * 30
     assert_exact_recording(read_dataset(tmp_path), KEYS, min_rows=32)
+
+
+async def test_a_pause_leaves_no_hole(sim, tmp_path):
+    pipeline = fast_pipeline(sim, tmp_path)
+    await pipeline.start()
+    try:
+        await wait_until(caught_up(pipeline, 2), what="first candles")
+        pipeline.recording = False
+        written = pipeline.sink.stats.rows_written + pipeline.sink.stats.rows_buffered
+        await asyncio.sleep(4)  # four simulated minutes: live candles arrive, none is stored
+        assert pipeline.sink.stats.rows_written + pipeline.sink.stats.rows_buffered == written
+        assert all(pipeline.ledger.streams[k].missing_count() >= 3 for k in KEYS)
+        pipeline.recording = True
+        await wait_until(caught_up(pipeline, 1), timeout=30, what="the paused stretch fetched")
+    finally:
+        await pipeline.stop()
+    assert_exact_recording(read_dataset(tmp_path), KEYS, min_rows=10)

@@ -16,8 +16,11 @@ def c(i):
 
 def ledger(history=0):
     stored = []
-    led = Ledger(lambda key, candle, source: stored.append((candle.open_time, source)), EventLog(),
-                 history=history)
+    def store(key, candle, source):
+        stored.append((candle.open_time, source))
+        return True
+
+    led = Ledger(store, EventLog(), history=history)
     return led, stored
 
 
@@ -83,3 +86,23 @@ def test_candles_the_exchange_lacks_are_given_up_once_closed():
     led.accept(KEY, c(8))
     led.fill(KEY, T0 + 6 * M, T0 + 7 * M, [], server_now=T0 + 7 * M)
     assert missing(led) == [(7, 7)]
+
+
+def test_a_candle_not_taken_is_missing_again():
+    stored = []
+    taking = [True]
+
+    def store(key, candle, source):
+        if taking[0]:
+            stored.append(candle.open_time)
+        return taking[0]
+
+    led = Ledger(store, EventLog(), history=0)
+    led.accept(KEY, c(0))
+    taking[0] = False  # recording paused
+    for i in (1, 2, 3):
+        assert led.accept(KEY, c(i))
+    assert missing(led) == [(1, 3)]
+    taking[0] = True
+    assert led.fill(KEY, T0 + M, T0 + 3 * M, [c(1), c(2), c(3)], server_now=T0 + 10 * M) == 3
+    assert missing(led) == [] and stored == [T0 + i * M for i in range(4)]

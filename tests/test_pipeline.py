@@ -58,8 +58,10 @@ async def test_records_exact_candles_from_three_markets(sim, tmp_path):
     assert_exact_recording(read_dataset(tmp_path), keys, min_rows=3)
     # every closed candle the hub saw is on disk, and so is every one fetched from REST
     df = read_dataset(tmp_path)
-    assert df.filter(pl.col("source") == "ws").height == sum(s.recorded for s in pipeline.hub.streams.values())
+    ledgers = pipeline.ledger.streams.values()
+    assert df.filter(pl.col("source") == "ws").height == sum(s.accepted_ws for s in ledgers)
     assert df.filter(pl.col("source") == "rest").height == pipeline.backfiller.backfilled
+    assert df.height == sum(s.recorded for s in pipeline.hub.streams.values())
 
 
 async def test_add_and_remove_streams_on_a_live_connection(sim, tmp_path):

@@ -197,7 +197,8 @@ async def test_quit_writes_every_closed_candle_the_ui_showed(sim, tmp_path):
     async with app.run_test(size=SIZE) as pilot:
         await live(app, keys)
         streams = app.pipeline.hub.streams
-        await wait_until(lambda: all(streams[k].recorded >= 3 for k in keys), what="closed candles")
+        ledgers = app.pipeline.ledger.streams
+        await wait_until(lambda: all(ledgers[k].accepted_ws >= 3 for k in keys), what="closed candles")
         await pilot.press("q")
         await wait_until(lambda: app.return_code is not None, what="the app to exit")
     assert app.return_code == 0
@@ -210,7 +211,8 @@ async def test_quit_writes_every_closed_candle_the_ui_showed(sim, tmp_path):
         rows = rows_of(df, key)
         on_disk = {row[0]: row for row in rows.select(CANDLE_COLUMNS[1:]).iter_rows()}
         assert len(on_disk) == rows.height, f"{key}: duplicates on disk"
-        shown = list(state.closed)[-state.recorded:]  # those that came over the websocket
+        from_ws = app.pipeline.ledger.streams[key].accepted_ws
+        shown = list(state.closed)[-from_ws:]  # those that came over the websocket
         assert len(shown) >= 3
         for candle in shown:
             assert on_disk.get(candle.open_time) == candle.as_row(), f"{key}: {candle} not on disk"

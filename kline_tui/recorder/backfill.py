@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from kline_tui.binance.connection import Backoff
 from kline_tui.binance.rest import RestClient, RestError
@@ -36,12 +37,14 @@ class Backfiller:
         events: EventLog,
         *,
         concurrency: int = 4,
+        paused: Callable[[], bool] = lambda: False,
     ) -> None:
         self.ledger = ledger
         self.rest = rest
         self.hub = hub
         self.events = events
         self.concurrency = concurrency
+        self.paused = paused  # while recording is paused there is nowhere to put what is fetched
         self.backfilled = 0
         self.failures = 0
         self._busy: set[StreamKey] = set()
@@ -78,6 +81,8 @@ class Backfiller:
             await asyncio.sleep(0.25)
 
     def _due(self) -> list[tuple[StreamKey, MissingRange]]:
+        if self.paused():
+            return []
         now = time.monotonic()
         out = []
         seen = set()

@@ -68,7 +68,7 @@ class StreamState:
     received_at: float | None = None  # local monotonic time of the latest event
     updates: int = 0
     closed: collections.deque = field(default_factory=lambda: collections.deque(maxlen=SPARK_LENGTH))
-    recorded: int = 0  # closed candles handed to the sink
+    recorded: int = 0  # closed candles (live or backfilled) the sink took
     duplicates: int = 0
     gaps: int = 0
     stalls: int = 0  # times the watchdog found it silent
@@ -236,9 +236,8 @@ class Hub:
             state.status = StreamStatus.LIVE
             state.error = None
         if kline.closed:
-            if self.ledger.accept(key, kline):
+            if self.ledger.accept(key, kline):  # `recorded` counts what the sink took
                 state.closed.append(kline)
-                state.recorded += 1
             else:
                 state.duplicates += 1
         else:

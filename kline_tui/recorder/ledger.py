@@ -76,6 +76,19 @@ class StreamLedger:
         self.missing[i : i + 1] = pieces
         return True
 
+    def hold_back(self, open_time: int) -> None:
+        """A candle received but not stored (recording paused): missing again, fetched later."""
+        iv = self.key.interval
+        for r in self.missing:
+            if r.last == iv.prev_open(open_time):
+                r.last = open_time
+                return
+            if r.first == iv.next_open(open_time):
+                r.first = open_time
+                return
+        self.missing.append(MissingRange(open_time, open_time, time.monotonic()))
+        self.missing.sort(key=lambda r: r.first)
+
     def add_missing(self, first: int, last: int) -> None:
         if first > last:
             return
@@ -87,12 +100,14 @@ class StreamLedger:
 class Ledger:
     """Decides, per stream, whether a closed candle is new, and tracks what is missing.
 
-    `store(key, candle, source)` receives each new candle exactly once.
+    `store(key, candle, source)` receives each new candle exactly once; it returns False when it
+    does not take it now (recording paused), and the candle then counts as missing, to be fetched
+    again later.
     """
 
     def __init__(
         self,
-        store: Callable[[StreamKey, Candle, str], None],
+        store: Callable[[StreamKey, Candle, str], bool],
         events: EventLog,
         *,
         history: int = 1000,
@@ -148,8 +163,10 @@ class Ledger:
             return False
         if st.last is None or t > st.last:
             st.last = t
-        st.accepted_ws += 1
-        self.store(key, candle, "ws")
+        if self.store(key, candle, "ws"):
+            st.accepted_ws += 1
+        else:
+            st.hold_back(t)
         return True
 
     def _start_history(self, st: StreamLedger, first_seen: int) -> None:
@@ -190,9 +207,11 @@ class Ledger:
         for candle in candles:
             t = candle.open_time
             if first <= t <= last and st.take(t):
-                st.accepted_rest += 1
-                stored += 1
-                self.store(key, candle, "rest")
+                if self.store(key, candle, "rest"):
+                    st.accepted_rest += 1
+                    stored += 1
+                else:
+                    st.hold_back(t)
         iv = key.interval
         for r in [r for r in st.missing if r.first <= last and r.last >= first]:
             lo, hi = max(r.first, first), min(r.last, last)

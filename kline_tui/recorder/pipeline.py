@@ -70,16 +70,25 @@ class Pipeline:
             backoff=backoff or Backoff(base=1.0, cap=settings.reconnect_max_s),
             rotate_after_s=settings.rotate_after_h * 3600,
         )
-        self.backfiller = Backfiller(self.ledger, self.rest, self.hub, self.events)
+        self.backfiller = Backfiller(
+            self.ledger, self.rest, self.hub, self.events, paused=lambda: not self.recording
+        )
         self._lock = DataDirLock(settings.data_dir)
         self.compactor = Compactor(settings.data_dir, self.events.emit)
         self._compacting: asyncio.Task | None = None
         self.recording = True
         self._started = False
 
-    def _store(self, key: StreamKey, candle, source: str) -> None:
-        if self.recording:
-            self.sink.add(key, candle, source)
+    def _store(self, key: StreamKey, candle, source: str) -> bool:
+        """The ledger's outlet. While recording is paused nothing is taken: the ledger counts the
+        candles as missing and they are fetched on resume, so a pause leaves no hole."""
+        if not self.recording:
+            return False
+        if self.sink.add(key, candle, source):
+            state = self.hub.streams.get(key)
+            if state is not None:
+                state.recorded += 1
+        return True  # a row refused by a full buffer is counted by the sink, not refetched
 
     async def check(self, keys: Iterable[StreamKey]) -> None:
         """Raise StreamRefused unless every key names a tradable symbol on a reachable market."""
