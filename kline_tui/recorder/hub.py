@@ -312,8 +312,16 @@ class Hub:
                 self.events.error(f"watchdog: {type(exc).__name__}: {exc}")
 
     def check_health(self, now: float) -> None:
-        """One watchdog round: mark silent streams stale, heal or replace their connections."""
+        """One watchdog round: mark silent streams stale, heal or replace their connections,
+        and show which streams have candles still to fetch."""
         self._handover()
+        for key, state in self.streams.items():
+            ledger = self.ledger.streams.get(key)
+            state.backfill = ledger.missing_count() if ledger is not None else 0
+            if state.backfill and state.status is StreamStatus.LIVE:
+                state.status = StreamStatus.BACKFILLING
+            elif not state.backfill and state.status is StreamStatus.BACKFILLING:
+                state.status = StreamStatus.LIVE
         for conn in list(self.connections):
             st = conn.status
             if st.retiring or st.state is not ConnectionState.LIVE or st.connected_at is None:

@@ -458,7 +458,7 @@ class WatchTable(ScrollView, can_focus=True):
             interval=(key.interval.value, base),
             spark=(spark, sign_style[spark_sign]),
             recorded=(fmt.compact(state.recorded), base),
-            state=(status.value, status_style),
+            state=(_state_label(state), status_style),
         )
         segments = [Segment(" ", base)]
         for column in self.columns:
@@ -499,3 +499,10 @@ class WatchTable(ScrollView, can_focus=True):
         result = (sparkline(closes, width), sign)
         self._spark_cache[state.key] = (tag, result)
         return result
+
+
+def _state_label(state) -> str:
+    """The State cell: the status, with the candles still to fetch while backfilling."""
+    if state.status is StreamStatus.BACKFILLING and state.backfill:
+        return f"backfill {fmt.compact(state.backfill)}"
+    return state.status.value
