@@ -435,3 +435,26 @@ def test_sparkline_squeezes_the_newest_closes_into_its_width():
     assert sparkline([5, 5, 5], 3) == "▁▁▁"
     line = sparkline(list(range(120)), 60)
     assert len(line) == 60 and line[0] == "▁" and line[-1] == "█"
+
+
+async def test_stale_and_backfilling_states_are_shown_with_counts(sim, tmp_path):
+    """Issue 4 in the UI: a stream that goes silent reads "stale"; candles still to fetch read
+    "backfill N" with N the count, until REST has delivered them."""
+    keys = [StreamKey.parse("usdm:BTCUSDT:1m"), StreamKey.parse("usdm:ETHUSDT:1m")]
+    sim.faults.rest_delay_s = 3.0  # hold the history fetch back so the count stays on screen
+    app = KlineApp(make_settings(sim, tmp_path, [str(k) for k in keys], history=300))
+    async with app.run_test(size=SIZE) as pilot:
+        await app.wait_started()
+        table = app.table
+
+        def shown(key: StreamKey, words: str) -> bool:
+            text = table.row_text(key) or ""
+            return words in text
+
+        await wait_until(lambda: shown(keys[0], "backfill 300"), what="backfill 300 on screen")
+        await wait_until(lambda: shown(keys[0], "live"), timeout=30, what="live after the backfill")
+        sim.faults.rest_delay_s = 0.0
+        sim.faults.stall(30, market=Market.USDM, streams=["ethusdt@kline_1m"])
+        await wait_until(lambda: shown(keys[1], "stale"), timeout=15, what="stale on screen")
+        assert shown(keys[0], "live") or shown(keys[0], "backfill")
+        await pilot.press("q")
