@@ -10,6 +10,7 @@ notification, never as a traceback.
 from __future__ import annotations
 
 import asyncio
+import os
 import collections
 import logging
 import signal
@@ -566,11 +567,22 @@ def run_app(settings: Settings, *, demo_speed: float | None = None) -> int:
     """
     app = KlineApp(settings, demo_speed=demo_speed)
 
+    async def hang_up() -> None:
+        # The terminal is gone: restoring it would block Textual's writer forever (and keep the
+        # data directory locked). Write what is buffered, then leave without touching it.
+        await app.shutdown_pipeline()
+        stats = app.pipeline.sink.stats if app.pipeline is not None else None
+        os._exit(1 if stats is not None and stats.rows_buffered else 0)
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        handlers = {
+            signal.SIGTERM: lambda: app.call_later(app.action_quit),
+            signal.SIGHUP: lambda: asyncio.ensure_future(hang_up()),
+        }
+        for sig, handler in handlers.items():
             try:
-                loop.add_signal_handler(sig, lambda: app.call_later(app.action_quit))
+                loop.add_signal_handler(sig, handler)
             except (NotImplementedError, RuntimeError):  # not on this platform
                 pass
         try:
