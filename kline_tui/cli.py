@@ -172,7 +172,7 @@ async def _record(settings: Settings, args: argparse.Namespace, console: Console
         sim = Simulator(speed=args.demo_speed)
         await sim.start()
         settings = replace(settings, endpoints=dict(sim.endpoints))
-    pipeline = Pipeline(settings, events=events)
+    pipeline = Pipeline(settings, events=events, keep_closed=0)  # nothing shows sparklines headless
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

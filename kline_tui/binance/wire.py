@@ -78,14 +78,13 @@ class WireKline(
     def is_sane(self) -> bool:
         """Whether the numbers can be a real candle (finite, non-negative, low <= open/close <= high)."""
         lo, hi = self.low, self.high
+        v, q, tv, tq = self.volume, self.quote_volume, self.taker_buy_volume, self.taker_buy_quote_volume
+        # NaN fails every comparison, and a sum of non-negative numbers is finite only if each is.
         return (
-            0.0 <= lo <= hi < math.inf
-            and lo <= self.open <= hi
+            0.0 <= lo <= self.open <= hi
             and lo <= self.close <= hi
-            and 0.0 <= self.volume < math.inf
-            and 0.0 <= self.quote_volume < math.inf
-            and 0.0 <= self.taker_buy_volume < math.inf
-            and 0.0 <= self.taker_buy_quote_volume < math.inf
+            and v >= 0.0 and q >= 0.0 and tv >= 0.0 and tq >= 0.0
+            and hi + v + q + tv + tq < math.inf
             and self.trades >= 0
             and self.close_time > self.open_time
         )
@@ -144,8 +143,8 @@ _encoder = msgspec.json.Encoder()
 
 def decode(frame: str | bytes) -> Envelope | ControlReply | Malformed:
     """Decode one frame received on a combined-stream connection."""
-    if isinstance(frame, (bytes, bytearray, memoryview)):
-        # Binance sends only text frames; websockets hands binary frames over as bytes.
+    if type(frame) is not str and not isinstance(frame, str):
+        # Binance sends only text frames; a binary frame arrives as bytes.
         return Malformed("binary frame")
     if len(frame) > MAX_FRAME_BYTES:
         return Malformed(f"oversized frame ({len(frame)} bytes)")

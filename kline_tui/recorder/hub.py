@@ -90,6 +90,7 @@ class Hub:
         backoff: Backoff | None = None,
         rotate_after_s: float = ROTATE_AFTER_S,
         stale_periods: int = STALE_PERIODS,
+        keep_closed: int = SPARK_LENGTH,
     ) -> None:
         self.endpoints = endpoints
         self.events = events
@@ -98,6 +99,9 @@ class Hub:
         self.backoff = backoff
         self.rotate_after_s = rotate_after_s
         self.stale_periods = stale_periods
+        # Closed candles kept per stream for the UI's sparklines and charts (about 500 bytes each:
+        # 120 for 2,000 streams is 120 MB); headless recording keeps none.
+        self.keep_closed = keep_closed
         self.streams: dict[StreamKey, StreamState] = {}
         self.connections: list[Connection] = []
         self._carrier: dict[StreamKey, Connection] = {}
@@ -123,7 +127,7 @@ class Hub:
         added: dict[Market, list[StreamKey]] = collections.defaultdict(list)
         for key in keys:
             if key not in self.streams:
-                self.streams[key] = StreamState(key)
+                self.streams[key] = StreamState(key, closed=collections.deque(maxlen=self.keep_closed))
                 added[key.market].append(key)
         for market, market_keys in added.items():
             self._place(market, market_keys)
@@ -224,15 +228,16 @@ class Hub:
 
     # -- what the connections report ----------------------------------------------------------
 
-    def on_kline(self, key: StreamKey, event_time: int, kline: WireKline) -> None:
+    def on_kline(self, key: StreamKey, event_time: int, kline: WireKline, now: float | None = None) -> None:
         state = self.streams.get(key)
         if state is None:
             return
         state.forming = kline
         state.event_time = event_time
-        state.received_at = time.monotonic()
+        state.received_at = time.monotonic() if now is None else now
         state.updates += 1
-        if state.status is not StreamStatus.LIVE and state.status is not StreamStatus.BACKFILLING:
+        status = state.status
+        if status is not StreamStatus.LIVE and status is not StreamStatus.BACKFILLING:
             state.status = StreamStatus.LIVE
             state.error = None
         if kline.closed:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from kline_tui.model import Candle, StreamKey
+from kline_tui.model import _FIXED_MS, Candle, StreamKey
 from kline_tui.recorder.events import EventLog
 
 __all__ = ["Ledger", "StreamLedger", "MissingRange"]
@@ -140,6 +140,13 @@ class Ledger:
     def observe(self, key: StreamKey, open_time: int) -> None:
         """A forming update of candle `open_time`: every candle before it has closed."""
         st = self.streams.get(key) or self.begin(key, None)
+        last = st.last
+        if last is not None:
+            # The common case, every update but a stream's first and those after a hole: the
+            # candle after the last one held, or one already held. Nothing to do.
+            step = _FIXED_MS.get(key.interval)
+            if step is not None and open_time <= last + step:
+                return
         iv = key.interval
         if st.last is None:
             self._start_history(st, open_time)

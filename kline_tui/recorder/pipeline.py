@@ -18,7 +18,7 @@ from kline_tui.config import Settings
 from kline_tui.model import StreamKey
 from kline_tui.recorder.backfill import Backfiller
 from kline_tui.recorder.events import EventLog
-from kline_tui.recorder.hub import Hub
+from kline_tui.recorder.hub import SPARK_LENGTH, Hub
 from kline_tui.recorder.ledger import Ledger
 from kline_tui.recorder.sink import ParquetSink
 from kline_tui.recorder.symbols import SymbolDirectory
@@ -48,6 +48,7 @@ class Pipeline:
         *,
         events: EventLog | None = None,
         ping_interval_s: float | None = 20.0,
+        keep_closed: int = SPARK_LENGTH,
         backoff: Backoff | None = None,
     ) -> None:
         self.settings = settings
@@ -69,6 +70,7 @@ class Pipeline:
             ping_interval_s=ping_interval_s,
             backoff=backoff or Backoff(base=1.0, cap=settings.reconnect_max_s),
             rotate_after_s=settings.rotate_after_h * 3600,
+            keep_closed=keep_closed,
         )
         self.backfiller = Backfiller(
             self.ledger, self.rest, self.hub, self.events, paused=lambda: not self.recording

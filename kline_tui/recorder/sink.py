@@ -77,6 +77,7 @@ class ParquetSink:
         self.stats = SinkStats()
         self._dropped_logged_at = 0.0
         self._buffer: dict[Partition, list[tuple]] = defaultdict(list)
+        self._buckets: dict[tuple[Interval, int], str] = {}
         self._oldest: float | None = None  # monotonic time of the oldest buffered row
         self._seq = 0
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
@@ -100,7 +101,12 @@ class ParquetSink:
                     f"{self.stats.dropped} rows dropped so far"
                 )
             return False
-        bucket = layout.bucket_of(key.interval, candle.open_time)
+        day = candle.open_time // 86_400_000
+        bucket = self._buckets.get((key.interval, day))
+        if bucket is None:  # one datetime per interval and day, not one per row
+            if len(self._buckets) > 4096:
+                self._buckets.clear()
+            bucket = self._buckets[(key.interval, day)] = layout.bucket_of(key.interval, candle.open_time)
         self._buffer[(key.market, key.interval, bucket)].append((key.symbol, *candle.as_row(), source))
         self.stats.rows_buffered += 1
         if self._oldest is None:
