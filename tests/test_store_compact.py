@@ -97,7 +97,7 @@ def build_small(data_dir: Path) -> None:
 
 @pytest.mark.parametrize("swap", [True, False], ids=["swap", "hide"])
 def test_crash_after_every_step_reads_back_and_the_next_run_finishes(tmp_path, monkeypatch, swap):
-    real_fsync = compact._fsync
+    real_fsync = compact.fsync_dir
     crash_points = 0
     for k in range(1, 200):
         data = tmp_path / f"d{k}"
@@ -111,13 +111,13 @@ def test_crash_after_every_step_reads_back_and_the_next_run_finishes(tmp_path, m
                 raise Crash
             real_fsync(path)
 
-        monkeypatch.setattr(compact, "_fsync", fsync)
+        monkeypatch.setattr(compact, "fsync_dir", fsync)
         try:
             Compactor(data, swap=swap).run(None)
             crashed = False
         except Crash:
             crashed = True
-        monkeypatch.setattr(compact, "_fsync", real_fsync)
+        monkeypatch.setattr(compact, "fsync_dir", real_fsync)
 
         after = buckets_of(read_all(data))
         for label, rows in before.items():

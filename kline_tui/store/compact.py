@@ -60,7 +60,7 @@ from pathlib import Path
 import polars as pl
 
 from kline_tui.model import PARQUET_SCHEMA
-from kline_tui.store.layout import part_name, staging_dir
+from kline_tui.store.layout import fsync_dir, part_name, staging_dir
 from kline_tui.store.read import READ_ERRORS, Bucket, buckets, part_files
 
 __all__ = [
@@ -246,19 +246,6 @@ def _exclusive(data_dir: Path, name: str, wait: bool) -> Iterator[bool]:
 
 # --- file helpers ---------------------------------------------------------------------------
 
-def _fsync(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on a folder; the renames are still atomic
-    finally:
-        os.close(fd)
-
-
 def _write_plan(scratch: Path, plan_id: str, plan: dict) -> Path:
     path = scratch / (plan_id + _PLAN)
     tmp = scratch / (plan_id + _PLAN + ".tmp")
@@ -267,7 +254,7 @@ def _write_plan(scratch: Path, plan_id: str, plan: dict) -> Path:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-    _fsync(scratch)
+    fsync_dir(scratch)
     return path
 
 
@@ -355,15 +342,15 @@ def compact_bucket(data_dir: Path, bucket: Bucket, files: list[Path], *, swap: b
         raise
     if swap:
         os.replace(tmp, work / merged)
-        _fsync(work)
+        fsync_dir(work)
         _swap_in(data_dir, plan, work, bucket.path)
     else:
         os.replace(tmp, work / (merged + _READY))
-        _fsync(work)
+        fsync_dir(work)
         _hide_and_publish(plan, work, bucket.path)
     _remove_tree(work)
     plan_path.unlink(missing_ok=True)
-    _fsync(scratch)
+    fsync_dir(scratch)
     return rows
 
 
@@ -374,10 +361,10 @@ def _swap_in(data_dir: Path, plan: dict, work: Path, bucket_dir: Path) -> None:
         for path in part_files(bucket_dir):
             if path.name not in replaced:
                 os.link(path, work / path.name)
-        _fsync(work)
+        fsync_dir(work)
         _EXCHANGE(work, bucket_dir)  # type: ignore[misc]  # callers checked it exists
-        _fsync(bucket_dir.parent)
-        _fsync(work.parent)
+        fsync_dir(bucket_dir.parent)
+        fsync_dir(work.parent)
         _return_strays(plan, work, bucket_dir)
 
 
@@ -393,7 +380,7 @@ def _return_strays(plan: dict, old: Path, bucket_dir: Path) -> int:
         os.replace(path, bucket_dir / path.name)
         moved += 1
     if moved:
-        _fsync(bucket_dir)
+        fsync_dir(bucket_dir)
     return moved
 
 
@@ -403,10 +390,10 @@ def _hide_and_publish(plan: dict, work: Path, bucket_dir: Path) -> None:
         src = bucket_dir / name
         if src.exists():
             os.replace(src, work / (name + _OLD))
-    _fsync(bucket_dir)
+    fsync_dir(bucket_dir)
     bucket_dir.mkdir(parents=True, exist_ok=True)
     os.replace(work / (plan["merged"] + _READY), bucket_dir / plan["merged"])
-    _fsync(bucket_dir)
+    fsync_dir(bucket_dir)
 
 
 def recover(data_dir: Path) -> int:
@@ -439,7 +426,7 @@ def recover(data_dir: Path) -> int:
                 leftover.unlink(missing_ok=True)
             elif leftover.is_dir() and not (scratch / (leftover.name + _PLAN)).exists():
                 _remove_tree(leftover)
-        _fsync(scratch)
+        fsync_dir(scratch)
     for probe in staging_dir(data_dir).glob("probe-*"):  # a killed _swap_usable's
         _remove_tree(probe)
     return done

@@ -24,6 +24,7 @@ __all__ = [
     "part_name",
     "staging_dir",
     "publish",
+    "fsync_dir",
     "BUCKET_OF_INTERVAL",
 ]
 
@@ -74,10 +75,11 @@ def publish(tmp: Path, final: Path) -> None:
         os.fsync(fh.fileno())
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_dir(final.parent)
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make renames inside a folder durable (best effort where the filesystem refuses)."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
