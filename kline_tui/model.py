@@ -5,11 +5,9 @@ Everything here is pure and cheap: no I/O, no asyncio, no Textual.
 
 from __future__ import annotations
 
-import calendar
 import enum
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import msgspec
 import polars as pl
@@ -23,6 +21,8 @@ __all__ = [
     "PARQUET_SCHEMA",
     "CANDLE_COLUMNS",
     "validate_symbol",
+    "EARLIEST_OPEN_MS",
+    "LATEST_MS",
 ]
 
 
@@ -77,6 +77,12 @@ _DAY = 24 * _HOUR
 # 1970-01-05 was the first Monday after the epoch; Binance's weeks open on Mondays 00:00 UTC.
 _WEEK_ORIGIN = 4 * _DAY
 
+# 2017-01-01 00:00 UTC. Binance opened in July 2017, so no candle opens before this: history is
+# never asked for before it, and a candle claiming an earlier open time is bogus.
+EARLIEST_OPEN_MS = 1_483_228_800_000
+# 2100-01-01 00:00 UTC: no exchange time, event time or open time a server sends can be later.
+LATEST_MS = 4_102_444_800_000
+
 
 class Interval(enum.StrEnum):
     """A kline interval as Binance spells it: `1m` is a minute and `1M` a month."""
@@ -122,23 +128,24 @@ class Interval(enum.StrEnum):
         never share a folder on a case-insensitive filesystem."""
         return "1mo" if self is Interval.MO1 else self.value
 
+    # Every method below is integer arithmetic (the month too: no datetime), so none raises for
+    # any int, however far from today: a bogus time from a server or a huge `history` must not
+    # crash the recorder (datetime stops at year 1 and 9999).
+
     def open_time_at(self, ms: int) -> int:
         """Open time (ms) of the candle that contains the instant `ms`."""
         step = _FIXED_MS.get(self)
         if step is not None:
             origin = _WEEK_ORIGIN if self is Interval.W1 else 0
             return ms - ((ms - origin) % step)
-        dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
-        return _month_start_ms(dt.year, dt.month)
+        return _month_start_ms(_month_index(ms))
 
     def next_open(self, open_time: int) -> int:
         """Open time of the candle after the one opening at `open_time`."""
         step = _FIXED_MS.get(self)
         if step is not None:
             return open_time + step
-        dt = datetime.fromtimestamp(open_time / 1000, tz=timezone.utc)
-        year, month = (dt.year + 1, 1) if dt.month == 12 else (dt.year, dt.month + 1)
-        return _month_start_ms(year, month)
+        return _month_start_ms(_month_index(open_time) + 1)
 
     def prev_open(self, open_time: int) -> int:
         """Open time of the candle before the one opening at `open_time`."""
@@ -147,12 +154,29 @@ class Interval(enum.StrEnum):
             return open_time - step
         return self.open_time_at(open_time - 1)
 
+    def shift(self, open_time: int, candles: int) -> int:
+        """Open time `candles` candles after (before, if negative) the one opening at `open_time`,
+        in one step however many candles that is."""
+        step = _FIXED_MS.get(self)
+        if step is not None:
+            return open_time + candles * step
+        return _month_start_ms(_month_index(open_time) + candles)
+
+    def open_at_or_after(self, ms: int) -> int:
+        """The first open time at or after the instant `ms`."""
+        start = self.open_time_at(ms)
+        return start if start == ms else self.next_open(start)
+
     def close_time(self, open_time: int) -> int:
         """Close time as Binance states it: the next open time minus one millisecond."""
         return self.next_open(open_time) - 1
 
     def is_aligned(self, open_time: int) -> bool:
         """Whether `open_time` is the open time of a candle of this interval."""
+        step = _FIXED_MS.get(self)
+        if step is not None:
+            origin = _WEEK_ORIGIN if self is Interval.W1 else 0
+            return (open_time - origin) % step == 0
         return self.open_time_at(open_time) == open_time
 
     def count_between(self, first_open: int, last_open: int) -> int:
@@ -162,14 +186,48 @@ class Interval(enum.StrEnum):
         step = _FIXED_MS.get(self)
         if step is not None:
             return (last_open - first_open) // step + 1
-        n, t = 0, first_open
-        while t <= last_open:
-            n, t = n + 1, self.next_open(t)
-        return n
+        # Stepping from `first_open` visits its month, then each next month start up to `last_open`.
+        return _month_index(last_open) - _month_index(first_open) + 1
 
 
-def _month_start_ms(year: int, month: int) -> int:
-    return calendar.timegm((year, month, 1, 0, 0, 0)) * 1000
+def _month_index(ms: int) -> int:
+    """Months from 1970-01 to the month that contains the instant `ms` (negative before 1970)."""
+    year, month = _civil_from_days(ms // _DAY)
+    return (year - 1970) * 12 + month - 1
+
+
+def _month_start_ms(index: int) -> int:
+    """The first instant of the month `index` months after 1970-01."""
+    years, month0 = divmod(index, 12)
+    return _days_from_civil(1970 + years, month0 + 1) * _DAY
+
+
+# The proleptic Gregorian calendar in integer arithmetic (H. Hinnant's `civil_from_days` and
+# `days_from_civil`), in 400-year eras of 146,097 days, counted from 0000-03-01 so that the leap
+# day falls at the end of each year. Exact for every int.
+
+def _civil_from_days(days: int) -> tuple[int, int]:
+    """(year, month) of the day `days` after 1970-01-01."""
+    z = days + 719_468  # days from 0000-03-01
+    era = z // 146_097
+    day_of_era = z - era * 146_097
+    year_of_era = (
+        day_of_era - day_of_era // 1460 + day_of_era // 36_524 - day_of_era // 146_096
+    ) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    march_month = (5 * day_of_year + 2) // 153  # 0 is March
+    month = march_month + 3 if march_month < 10 else march_month - 9
+    return year_of_era + era * 400 + (month <= 2), month
+
+
+def _days_from_civil(year: int, month: int) -> int:
+    """Days from 1970-01-01 to the first day of `month` of `year`."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146_097 + day_of_era - 719_468
 
 
 _FIXED_MS: dict[Interval, int] = {

@@ -1,6 +1,8 @@
 """The event log: connections, subscriptions, flushes and errors, as one-line messages.
 
-The CLI prints them on stderr; the UI shows the most recent ones. Both read the same log.
+The CLI prints them on stderr; the UI shows the most recent ones. Both read the same log. Every
+message is made safe for a terminal here, once: messages quote servers (close reasons, error
+messages, symbols), and an escape sequence in one must not reach the screen or a log file.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Event", "EventLog"]
+from kline_tui.safe_text import safe_text
+
+__all__ = ["Event", "EventLog", "MESSAGE_LIMIT"]
+
+MESSAGE_LIMIT = 1000  # characters of one event's message; longer ones end in an ellipsis
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,10 +38,13 @@ class EventLog:
         self.errors = 0
 
     def subscribe(self, callback: Callable[[Event], None]) -> None:
+        """Call `callback` with every event from now on."""
         self._subscribers.append(callback)
 
     def emit(self, level: int, message: str) -> None:
-        event = Event(time.time(), level, message)
+        """Record one event (its message stripped of control characters and cut to
+        MESSAGE_LIMIT) and pass it to every subscriber."""
+        event = Event(time.time(), level, safe_text(message, MESSAGE_LIMIT))
         self.recent.append(event)
         if level >= logging.ERROR:
             self.errors += 1
