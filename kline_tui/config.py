@@ -15,14 +15,20 @@ history = 1000              # candles fetched from REST before the first one see
 rotate_after_h = 23         # replace each connection (make before break) before Binance's 24 h cut
 reconnect_max_s = 60        # longest wait between reconnect attempts (exponential, full jitter)
 max_buffer_rows = 500000    # rows held in memory while the disk refuses writes; beyond, dropped and counted
+stop_timeout_s = 15         # a stop (SIGTERM, Ctrl-C, quitting) takes at most this long
 ```
-A malformed file is reported in one line naming the file, the key and the problem.
+A malformed file is reported in one line naming the file, the key and the problem. Every number
+has a finite range (`RECORDER_NUMBERS`): NaN, infinities and absurd sizes are refused there, not
+discovered later as a hang or a crash.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import secrets
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,7 @@ from kline_tui.recorder.sink import DEFAULT_FLUSH_AGE_S, DEFAULT_FLUSH_ROWS, DEF
 __all__ = [
     "Settings",
     "ConfigError",
+    "RECORDER_NUMBERS",
     "load_settings",
     "save_watch",
     "default_config_path",
@@ -44,6 +51,11 @@ __all__ = [
 APP_NAME = "kline-tui"
 # Candles fetched before the first one seen, for a stream with nothing on disk yet.
 DEFAULT_HISTORY = 1000
+# Enough for 69 days of 1m candles; far more only fills memory and the REST budget for hours.
+MAX_HISTORY = 100_000
+# A bound on any row count: 50 million rows is about 10 GB held in memory.
+MAX_ROWS = 50_000_000
+DEFAULT_STOP_TIMEOUT_S = 15.0
 
 
 class ConfigError(Exception):
@@ -51,10 +63,12 @@ class ConfigError(Exception):
 
 
 def default_config_path() -> Path:
+    """Where the config file lives when `--config` is not given."""
     return platformdirs.user_config_path(APP_NAME) / "config.toml"
 
 
 def default_data_dir() -> Path:
+    """Where the dataset lives when `data_dir` is not set."""
     return platformdirs.user_data_path(APP_NAME) / "data"
 
 
@@ -73,6 +87,8 @@ class Settings:
     rotate_after_h: float = 23.0
     reconnect_max_s: float = 60.0
     max_buffer_rows: int = DEFAULT_MAX_BUFFER_ROWS
+    stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S
+    """Longest a stop may take, drain and flush included; past it sockets are aborted."""
 
     def with_streams(self, keys: list[StreamKey]) -> Settings:
         """The watch list plus `keys` (kept in order, without repeats)."""
@@ -80,19 +96,61 @@ class Settings:
         return replace(self, watch=tuple(merged))
 
 
+@dataclass(frozen=True, slots=True)
+class NumberSetting:
+    """One number of the `[recorder]` table: its type and the range it must fall in.
+
+    `low_open` excludes `low` itself (a value must be above it). Ranges are finite, so NaN and
+    the infinities never pass.
+    """
+
+    key: str
+    whole: bool  # rows and candles: whole numbers only; seconds and hours: any number
+    low: float
+    high: float
+    low_open: bool
+    high_open: bool
+    wording: str
+
+    def read(self, table: dict[str, Any], default: float) -> float | None:
+        """The value in `table` (or `default`), or None if it is of the wrong type or out of range."""
+        value = table.get(self.key, default)
+        if isinstance(value, bool) or not isinstance(value, int if self.whole else (int, float)):
+            return None
+        if not math.isfinite(value):
+            return None
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return value if above and below else None
+
+
+def _whole(key: str, low: int, high: int, what: str) -> NumberSetting:
+    return NumberSetting(key, True, low, high, False, False, f"expected a whole number of {what} from {low} to {high}")
+
+
+RECORDER_NUMBERS: tuple[NumberSetting, ...] = (
+    _whole("flush_rows", 1, MAX_ROWS, "rows"),
+    NumberSetting("flush_age_s", False, 0, 3600, True, False, "expected seconds above 0 and at most 3600"),
+    _whole("history", 0, MAX_HISTORY, "candles"),
+    NumberSetting(
+        "rotate_after_h", False, 0, 24, True, True, "expected hours above 0 and below 24 (Binance cuts at 24)"
+    ),
+    NumberSetting("reconnect_max_s", False, 1, 3600, False, False, "expected seconds from 1 to 3600"),
+    _whole("max_buffer_rows", 1, MAX_ROWS, "rows"),
+    NumberSetting("stop_timeout_s", False, 1, 300, False, False, "expected seconds from 1 to 300"),
+)
+"""The `[recorder]` numbers, with the ranges the README's Configuration section documents."""
+
+_DEFAULTS = {f.name: f.default for f in fields(Settings)}
 _TOP_KEYS = {"data_dir", "watch", "endpoints", "recorder"}
-_RECORDER_KEYS = {
-    "flush_rows",
-    "flush_age_s",
-    "history",
-    "rotate_after_h",
-    "reconnect_max_s",
-    "max_buffer_rows",
-}
+_RECORDER_KEYS = {n.key for n in RECORDER_NUMBERS}
 
 
 def load_settings(path: Path | None = None) -> Settings:
-    """Read the config file (the default location when `path` is None; a missing default is fine)."""
+    """Read the config file (the default location when `path` is None; a missing default is fine).
+
+    Raises ConfigError, and nothing else, for any file that cannot be used.
+    """
     explicit = path is not None
     path = Path(path).expanduser() if explicit else default_config_path()
     if not path.exists():
@@ -108,22 +166,48 @@ def load_settings(path: Path | None = None) -> Settings:
     return _settings_from(doc, path)
 
 
-def _settings_from(doc: dict[str, Any], path: Path) -> Settings:
-    def fail(key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{path}: {key}: {problem}")
+class _Failure:
+    """Builds the one-line error for a key of one file."""
 
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.path}: {key}: {problem}")
+
+
+def _settings_from(doc: dict[str, Any], path: Path) -> Settings:
+    fail = _Failure(path)
     for key in doc:
         if key not in _TOP_KEYS:
-            raise fail(key, f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
-    settings = Settings(config_path=path, config_exists=True)
+            raise fail(_shown(key), f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
+    return replace(
+        Settings(config_path=path, config_exists=True),
+        **_data_dir(doc, fail),
+        watch=_watch(doc.get("watch", []), fail),
+        endpoints=_endpoints(doc.get("endpoints", {}), fail),
+        **_recorder(doc.get("recorder", {}), fail),
+    )
 
+
+def _shown(key: str) -> str:
+    """A key as it goes into a message: escaped (a key may hold a newline or an ESC), and short."""
+    return repr(key)[1:-1][:60]
+
+
+def _data_dir(doc: dict[str, Any], fail: _Failure) -> dict[str, Path]:
     data_dir = doc.get("data_dir")
-    if data_dir is not None:
-        if not isinstance(data_dir, str) or not data_dir.strip():
-            raise fail("data_dir", "expected a folder path as a string")
-        settings = replace(settings, data_dir=Path(data_dir).expanduser())
+    if data_dir is None:
+        return {}
+    if not isinstance(data_dir, str) or not data_dir.strip() or "\0" in data_dir:
+        raise fail("data_dir", "expected a folder path as a non-empty string")
+    try:
+        return {"data_dir": Path(data_dir).expanduser()}
+    except RuntimeError as exc:  # "~someone" with no such user
+        raise fail("data_dir", f"cannot expand {data_dir!r}: {exc}") from None
 
-    watch = doc.get("watch", [])
+
+def _watch(watch: object, fail: _Failure) -> tuple[StreamKey, ...]:
     if not isinstance(watch, list):
         raise fail("watch", 'expected a list of streams like ["usdm:BTCUSDT:1m"]')
     keys = []
@@ -134,92 +218,90 @@ def _settings_from(doc: dict[str, Any], path: Path) -> Settings:
             keys.append(StreamKey.parse(spec))
         except SpecError as exc:
             raise fail(f"watch[{i}]", str(exc)) from None
-    settings = replace(settings, watch=tuple(dict.fromkeys(keys)))
+    return tuple(dict.fromkeys(keys))
 
-    endpoints = dict(DEFAULT_ENDPOINTS)
-    section = doc.get("endpoints", {})
+
+def _endpoints(section: object, fail: _Failure) -> dict[Market, Endpoints]:
     if not isinstance(section, dict):
         raise fail("endpoints", "expected a table like [endpoints.spot]")
+    endpoints = dict(DEFAULT_ENDPOINTS)
     for name, table in section.items():
+        where = f"endpoints.{_shown(name)}"
         try:
             market = Market.parse(name)
         except SpecError as exc:
-            raise fail(f"endpoints.{name}", str(exc)) from None
+            raise fail(where, str(exc)) from None
         if not isinstance(table, dict):
-            raise fail(f"endpoints.{name}", "expected a table with ws and rest")
+            raise fail(where, "expected a table with ws and rest")
         for key in table:
             if key not in ("ws", "rest"):
-                raise fail(f"endpoints.{name}.{key}", "unknown key (known: ws, rest)")
+                raise fail(f"{where}.{_shown(key)}", "unknown key (known: ws, rest)")
         ws = table.get("ws", endpoints[market].ws)
         rest = table.get("rest", endpoints[market].rest)
         if not isinstance(ws, str) or not ws.startswith(("ws://", "wss://")):
-            raise fail(f"endpoints.{name}.ws", "expected a ws:// or wss:// URL")
+            raise fail(f"{where}.ws", "expected a ws:// or wss:// URL")
         if not isinstance(rest, str) or not rest.startswith(("http://", "https://")):
-            raise fail(f"endpoints.{name}.rest", "expected an http:// or https:// URL")
+            raise fail(f"{where}.rest", "expected an http:// or https:// URL")
         endpoints[market] = Endpoints(ws.rstrip("/"), rest.rstrip("/"))
-    settings = replace(settings, endpoints=endpoints)
+    return endpoints
 
-    recorder = doc.get("recorder", {})
-    if not isinstance(recorder, dict):
+
+def _recorder(table: object, fail: _Failure) -> dict[str, float]:
+    if not isinstance(table, dict):
         raise fail("recorder", "expected a table")
-    for key in recorder:
+    for key in table:
         if key not in _RECORDER_KEYS:
-            raise fail(f"recorder.{key}", f"unknown key (known: {', '.join(sorted(_RECORDER_KEYS))})")
-    rows = recorder.get("flush_rows", DEFAULT_FLUSH_ROWS)
-    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-        raise fail("recorder.flush_rows", "expected a whole number of rows, at least 1")
-    age = recorder.get("flush_age_s", DEFAULT_FLUSH_AGE_S)
-    if isinstance(age, bool) or not isinstance(age, (int, float)) or age <= 0:
-        raise fail("recorder.flush_age_s", "expected a number of seconds above 0")
-    history = recorder.get("history", DEFAULT_HISTORY)
-    if isinstance(history, bool) or not isinstance(history, int) or not 0 <= history <= 1_000_000:
-        raise fail("recorder.history", "expected a whole number of candles from 0 to 1000000")
-    rotate = recorder.get("rotate_after_h", 23.0)
-    if isinstance(rotate, bool) or not isinstance(rotate, (int, float)) or not 0 < rotate < 24:
-        raise fail("recorder.rotate_after_h", "expected hours above 0 and below 24 (Binance cuts at 24)")
-    cap = recorder.get("reconnect_max_s", 60.0)
-    if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 1 <= cap <= 3600:
-        raise fail("recorder.reconnect_max_s", "expected seconds from 1 to 3600")
-    bound = recorder.get("max_buffer_rows", DEFAULT_MAX_BUFFER_ROWS)
-    if isinstance(bound, bool) or not isinstance(bound, int) or bound < rows:
+            raise fail(f"recorder.{_shown(key)}", f"unknown key (known: {', '.join(sorted(_RECORDER_KEYS))})")
+    values: dict[str, float] = {}
+    for number in RECORDER_NUMBERS:
+        value = number.read(table, _DEFAULTS[number.key])
+        if value is None:
+            raise fail(f"recorder.{number.key}", number.wording)
+        values[number.key] = value if number.whole else float(value)
+    if values["max_buffer_rows"] < values["flush_rows"]:
         raise fail("recorder.max_buffer_rows", "expected a whole number of rows, at least flush_rows")
-    return replace(
-        settings,
-        max_buffer_rows=bound,
-        flush_rows=rows,
-        flush_age_s=float(age),
-        history=history,
-        rotate_after_h=float(rotate),
-        reconnect_max_s=float(cap),
-    )
+    return values
 
 
 def save_watch(path: Path, keys: list[StreamKey]) -> None:
     """Write the watch list into the config file, keeping the user's comments and other keys.
 
-    The file is replaced atomically, so a crash mid-save never leaves half a config.
+    The file is replaced atomically, so a crash mid-save never leaves half a config. A symlinked
+    config (a dotfiles setup) is written through: the link stays and its target gets the new
+    text. The file keeps its permission bits; a new file gets the usual ones (0666 less umask).
     """
-    import os
-    import tempfile
-
     import tomlkit
 
-    path = Path(path)
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    target = Path(os.path.realpath(Path(path).expanduser()))
+    text = target.read_text(encoding="utf-8") if target.exists() else ""
     doc = tomlkit.parse(text)
     watch = tomlkit.array()
     watch.multiline(len(keys) > 3)
     for key in keys:
         watch.append(str(key))
     doc["watch"] = watch
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".config-", suffix=".tmp")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _replace_file(target, tomlkit.dumps(doc))
+
+
+def _replace_file(target: Path, text: str) -> None:
+    """Write `text` beside `target`, then rename it over `target`, keeping `target`'s mode."""
+    try:
+        mode: int | None = target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = None
+    # Beside the target, because a rename cannot cross file systems. Created like any new file
+    # (0666 less the umask), not 0600 as mkstemp would.
+    tmp = target.parent / f".config-{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(tomlkit.dumps(doc))
+            fh.write(text)
             fh.flush()
+            if mode is not None:
+                os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise

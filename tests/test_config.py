@@ -1,8 +1,14 @@
 """Config files: what is read, and one clear line for what is wrong."""
 
+import datetime as dt
+import math
+import os
+import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kline_tui.config import ConfigError, load_settings
 from kline_tui.model import Market, StreamKey
@@ -76,3 +82,190 @@ def test_save_watch_keeps_comments_and_other_keys(tmp_path):
     new = tmp_path / "sub" / "fresh.toml"
     save_watch(new, [StreamKey.parse("usdm:ETHUSDT:1m")])
     assert [str(k) for k in load_settings(new).watch] == ["usdm:ETHUSDT:1m"]
+
+
+# -- numbers: finite, bounded -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "+nan"])
+@pytest.mark.parametrize("key", ["flush_age_s", "rotate_after_h", "reconnect_max_s", "stop_timeout_s"])
+def test_non_finite_seconds_and_hours_are_refused(tmp_path, key, value):
+    path = write(tmp_path, f"[recorder]\n{key} = {value}\n")
+    with pytest.raises(ConfigError, match=f"recorder.{key}: expected"):
+        load_settings(path)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "flush_age_s = 3601",
+        "flush_age_s = 1e308",
+        "history = 100001",
+        "flush_rows = 50000001",
+        "max_buffer_rows = 50000001",
+        "reconnect_max_s = 3601",
+        "stop_timeout_s = 0.5",
+        "stop_timeout_s = 301",
+        "stop_timeout_s = true",
+    ],
+)
+def test_every_number_has_an_upper_and_lower_bound(tmp_path, line):
+    key = line.split(" = ")[0]
+    with pytest.raises(ConfigError, match=f"recorder.{key}: expected"):
+        load_settings(write(tmp_path, f"[recorder]\n{line}\n"))
+
+
+def test_the_largest_accepted_values_load(tmp_path):
+    s = load_settings(write(tmp_path, """[recorder]
+flush_rows = 50000000
+max_buffer_rows = 50000000
+flush_age_s = 3600
+history = 100000
+rotate_after_h = 23.99
+reconnect_max_s = 3600
+stop_timeout_s = 300
+"""))
+    assert (s.flush_rows, s.max_buffer_rows, s.history) == (50_000_000, 50_000_000, 100_000)
+    assert (s.flush_age_s, s.reconnect_max_s, s.stop_timeout_s) == (3600.0, 3600.0, 300.0)
+    assert isinstance(s.stop_timeout_s, float) and isinstance(s.history, int)
+
+
+def test_stop_timeout_setting(tmp_path):
+    assert load_settings(write(tmp_path, "")).stop_timeout_s == 15.0
+    assert load_settings(write(tmp_path, "[recorder]\nstop_timeout_s = 40\n")).stop_timeout_s == 40.0
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('data_dir = ""', "data_dir: expected a folder path"),
+        ('data_dir = "  "', "data_dir: expected a folder path"),
+        ('data_dir = "a\\u0000b"', "data_dir: expected a folder path"),
+        ('data_dir = "~no-such-user-kline-tui/data"', "data_dir: cannot expand"),
+    ],
+)
+def test_unusable_data_dir_is_refused(tmp_path, text, words):
+    with pytest.raises(ConfigError, match=words):
+        load_settings(write(tmp_path, text))
+
+
+# -- any TOML value in any key: a ConfigError or settings, nothing else ------------------------
+
+_TIMES = st.one_of(st.datetimes(), st.datetimes(timezones=st.just(dt.timezone.utc)), st.dates(), st.times())
+_NASTY_TEXT = st.sampled_from(
+    ["", " ", "~no-such-user-kline-tui/x", "a\x00b", "\x1b[2J", "spot:BTCUSDT:1m", "usdm:BTCUSDT:1s",
+     "coinm:BTCUSD_PERP:1M", "spot:BTCUSDT:1m:mark", "ws://127.0.0.1:1/market", "https://x", "nan", "inf"]
+)
+_SCALARS = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.sampled_from([0, 1, 1000, 100_000, 100_001, 50_000_000, 2**63 - 1]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.text(max_size=12),
+    _NASTY_TEXT,
+    _TIMES,
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+def _table(keys: list[str]) -> st.SearchStrategy[dict]:
+    """Tables whose keys are mostly the known ones, with any value."""
+    return st.dictionaries(st.sampled_from(keys) | st.text(max_size=6), _VALUES, max_size=len(keys) + 1)
+
+
+_RECORDER = _table(["flush_rows", "flush_age_s", "history", "rotate_after_h", "reconnect_max_s",
+                    "max_buffer_rows", "stop_timeout_s"])
+_ENDPOINTS = st.dictionaries(
+    st.sampled_from(["spot", "usdm", "coinm", "usdt_futures", "SPOT", "binance"]) | st.text(max_size=6),
+    _table(["ws", "rest"]) | _VALUES,
+    max_size=3,
+)
+_DOCS = st.fixed_dictionaries(
+    {},
+    optional={
+        "data_dir": _VALUES,
+        "watch": st.lists(_NASTY_TEXT | _VALUES, max_size=4) | _VALUES,
+        "endpoints": _ENDPOINTS | _VALUES,
+        "recorder": _RECORDER | _VALUES,
+    },
+) | st.dictionaries(st.text(max_size=6), _VALUES, max_size=2)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=_DOCS)
+def test_any_toml_values_give_settings_or_a_config_error(doc):
+    from kline_tui.config import Settings, _settings_from
+
+    path = Path("/nonexistent/config.toml")
+    try:
+        s = _settings_from(doc, path)
+    except ConfigError as exc:
+        assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc)
+        return
+    assert isinstance(s, Settings)
+    for number in (s.flush_age_s, s.rotate_after_h, s.reconnect_max_s):
+        assert math.isfinite(number) and number > 0
+    assert 1 <= s.flush_rows <= s.max_buffer_rows <= 50_000_000 and 0 <= s.history <= 100_000
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=_DOCS)
+def test_any_toml_file_loads_or_gives_a_config_error(tmp_path_factory, doc):
+    import tomlkit
+
+    try:
+        text = tomlkit.dumps(doc)
+    except (TypeError, ValueError, tomlkit.exceptions.TOMLKitError):
+        return  # not every value tree has a TOML spelling (null bytes in keys...)
+    path = tmp_path_factory.mktemp("cfg") / "config.toml"
+    path.write_text(text, encoding="utf-8", errors="surrogatepass")
+    try:
+        load_settings(path)
+    except ConfigError:
+        pass
+
+
+# -- saving the watch list -------------------------------------------------------------------
+
+
+def test_save_watch_writes_through_a_symlink_and_keeps_the_mode(tmp_path):
+    from kline_tui.config import save_watch
+
+    dotfiles = tmp_path / "dotfiles"
+    dotfiles.mkdir()
+    target = dotfiles / "kline.toml"
+    target.write_text('# mine\nwatch = ["spot:BTCUSDT:1m"]\n')
+    target.chmod(0o640)
+    link = tmp_path / "config" / "config.toml"
+    link.parent.mkdir()
+    link.symlink_to(target)
+
+    save_watch(link, [StreamKey.parse("usdm:ETHUSDT:5m")])
+
+    assert link.is_symlink() and link.resolve() == target
+    assert [str(k) for k in load_settings(target).watch] == ["usdm:ETHUSDT:5m"]
+    assert "# mine" in target.read_text()
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(p.name for p in dotfiles.iterdir()) == ["kline.toml"]  # no temporary file left
+    assert sorted(p.name for p in link.parent.iterdir()) == ["config.toml"]
+
+
+def test_save_watch_keeps_a_readable_mode_and_makes_new_files_like_any_other(tmp_path):
+    from kline_tui.config import save_watch
+
+    path = write(tmp_path, 'watch = []\n')
+    path.chmod(0o644)
+    save_watch(path, [StreamKey.parse("spot:ETHUSDT:1m")])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+    old = os.umask(0o022)
+    try:
+        fresh = tmp_path / "new" / "config.toml"
+        save_watch(fresh, [StreamKey.parse("spot:ETHUSDT:1m")])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
