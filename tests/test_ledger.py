@@ -1,6 +1,10 @@
 """The ledger's bookkeeping: each candle once, every hole noticed, nothing fetched forever."""
 
-from kline_tui.model import Candle, StreamKey
+import calendar
+
+import pytest
+
+from kline_tui.model import Candle, Interval, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.ledger import Ledger
 
@@ -106,3 +110,78 @@ def test_a_candle_not_taken_is_missing_again():
     taking[0] = True
     assert led.fill(KEY, T0 + M, T0 + 3 * M, [c(1), c(2), c(3)], server_now=T0 + 10 * M) == 3
     assert missing(led) == [] and stored == [T0 + i * M for i in range(4)]
+
+
+# -- nothing a server or a config can send makes the ledger raise or fetch the impossible --------
+
+JAN_2017 = 1_483_228_800_000  # 2017-01-01 00:00 UTC: nothing on Binance opens before it
+
+
+def month_ms(year, month):
+    return calendar.timegm((year, month, 1, 0, 0, 0)) * 1000
+
+
+def one_stream(spec, history):
+    led, _ = ledger(history)
+    return led, StreamKey.parse(spec)
+
+
+@pytest.mark.parametrize("history", [200, 30_000, 10**6])
+def test_month_history_reaches_back_to_2017_at_most(history):
+    led, key = one_stream("usdm:BTCUSDT:1M", history)
+    led.observe(key, month_ms(2026, 11))  # history = 30,000 raised "year 0 is out of range"
+    [r] = led.streams[key].missing
+    assert (r.first, r.last) == (JAN_2017, month_ms(2026, 10))
+    assert led.streams[key].missing_count() == 118
+
+
+@pytest.mark.parametrize("interval", [iv.value for iv in Interval])
+def test_any_history_for_any_interval_stays_after_2017(interval):
+    market = "spot" if interval == "1s" else "usdm"
+    led, key = one_stream(f"{market}:BTCUSDT:{interval}", 10**6)
+    first_seen = key.interval.open_time_at(T0)
+    led.observe(key, first_seen)
+    st = led.streams[key]
+    [r] = st.missing
+    iv = key.interval
+    assert JAN_2017 <= r.first and iv.is_aligned(r.first) and r.last == iv.prev_open(first_seen)
+    count = st.missing_count()
+    assert count == iv.count_between(r.first, r.last) <= 10**6
+    # The exchange has none of them: all are given up in one step, not one by one.
+    led.fill(key, r.first, r.last, [], server_now=T0 + 10 * M)
+    assert st.missing == [] and st.absent == count
+    # Exactly the history asked, or all since 2017 when that is less.
+    assert r.first == max(iv.shift(first_seen, -10**6), iv.open_at_or_after(JAN_2017))
+
+
+def test_an_impossible_open_time_opens_no_gap():
+    led, stored = ledger()
+    led.accept(KEY, c(0))
+    year_2090 = T0 + 65 * 365 * 24 * 60 * M
+    assert not led.accept(KEY, Candle(year_2090, year_2090 + M - 1, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0))
+    led.observe(KEY, 10**16)  # far past 2100
+    led.observe(KEY, T0 + 5 * M + 7)  # not aligned to the minute
+    led.observe(KEY, T0 + 11 * 366 * 24 * 60 * M)  # more than ten years after the last held
+    st = led.streams[KEY]
+    assert missing(led) == [] and st.last == T0 and st.implausible == 4
+    assert [t for t, _ in stored] == [T0]
+    assert led.accept(KEY, c(1)) and missing(led) == []  # the real stream goes on
+    assert sum("ignored a candle" in e.message for e in led.events.recent) == 1  # told once
+
+
+def test_an_open_time_past_the_exchange_clock_is_ignored():
+    stored = []
+    led = Ledger(lambda k, cd, s: stored.append(cd) or True, EventLog(), history=0,
+                 exchange_now_ms=lambda market: T0 + 10 * M)
+    led.accept(KEY, c(0))
+    led.observe(KEY, c(30).open_time)  # 20 minutes past the exchange's clock
+    assert missing(led) == [] and led.streams[KEY].implausible == 1
+    led.observe(KEY, c(12).open_time)  # within the clock's tolerance
+    assert missing(led) == [(1, 11)]
+
+
+def test_a_bogus_last_candle_on_disk_does_not_stop_the_stream():
+    led, stored = ledger()
+    led.begin(KEY, 10**16, [(T0, T0 + M)])
+    assert led.accept(KEY, c(0)) and [t for t, _ in stored] == [T0]
+    assert missing(led) == []

@@ -9,6 +9,12 @@ starts with no history. Missing candles are fetched from REST (see `backfill.py`
 WebSocket close fills its hole too. Whatever arrives for a candle already held is a duplicate and
 is dropped. Which candles exist is decided from the candles' own open times and the exchange's
 server time, never from the local clock.
+
+Because one open time can declare millions of candles missing, an open time that cannot be real
+(before 2017, after 2100, not aligned, more than ten years past the last one held, or past the
+exchange's clock when the ledger is given one) is ignored and counted, never used: the connection
+refuses such frames already (`wire.implausible`), and this is the guard behind it. History before
+a new stream's first candle reaches back at most to 2017, however large `history` is.
 """
 
 from __future__ import annotations
@@ -18,10 +24,17 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from kline_tui.model import _FIXED_MS, Candle, StreamKey
+from kline_tui.model import _FIXED_MS, EARLIEST_OPEN_MS, LATEST_MS, Candle, Market, StreamKey
 from kline_tui.recorder.events import EventLog
 
-__all__ = ["Ledger", "StreamLedger", "MissingRange"]
+__all__ = ["Ledger", "StreamLedger", "MissingRange", "MAX_JUMP_MS", "AHEAD_TOLERANCE_MS"]
+
+# How far past the last candle held a new open time may be: a recorder can be stopped for years,
+# not for decades, and no gap is ever fetched from further than this.
+MAX_JUMP_MS = 3653 * 24 * 3_600_000  # ten years
+# How far past the exchange's clock (when known) an open time may be: the clock lags the server
+# by the delay of its answers, far less than this.
+AHEAD_TOLERANCE_MS = 5 * 60_000
 
 
 @dataclass(slots=True)
@@ -45,12 +58,15 @@ class StreamLedger:
     duplicates: int = 0
     absent: int = 0  # candles the exchange itself no longer has (REST returned none)
     gaps: int = 0
+    implausible: int = 0  # open times ignored as impossible (see the module's docstring)
 
     def missing_count(self) -> int:
+        """How many candles are missing (computed per range: no loop over candles)."""
         iv = self.key.interval
         return sum(iv.count_between(r.first, r.last) for r in self.missing)
 
     def holds(self, open_time: int) -> bool:
+        """Whether the candle opening at `open_time` is held (or was given up)."""
         if self.last is None or open_time > self.last:
             return False
         return self._find(open_time) is None
@@ -90,11 +106,35 @@ class StreamLedger:
         self.missing.sort(key=lambda r: r.first)
 
     def add_missing(self, first: int, last: int) -> None:
+        """Open times `first` to `last` are missing: a gap, fetched once its grace has passed."""
         if first > last:
             return
         self.gaps += 1
         self.missing.append(MissingRange(first, last, time.monotonic()))
         self.missing.sort(key=lambda r: r.first)
+
+    def cut(self, first: int, last: int) -> int:
+        """No longer count open times `first` to `last` as missing; returns how many were.
+
+        Per range, not per candle: a range of millions is cut as fast as one of three.
+        """
+        if first > last:
+            return 0
+        iv = self.key.interval
+        kept: list[MissingRange] = []
+        removed = 0
+        for r in self.missing:
+            if r.last < first or r.first > last:
+                kept.append(r)
+                continue
+            lo, hi = max(r.first, first), min(r.last, last)
+            removed += iv.count_between(lo, hi)
+            if r.first < lo:
+                kept.append(MissingRange(r.first, iv.prev_open(lo), r.since))
+            if hi < r.last:
+                kept.append(MissingRange(iv.next_open(hi), r.last, r.since))
+        self.missing = kept
+        return removed
 
 
 class Ledger:
@@ -111,10 +151,14 @@ class Ledger:
         events: EventLog,
         *,
         history: int = 1000,
+        exchange_now_ms: Callable[[Market], int | None] | None = None,
     ) -> None:
         self.store = store
         self.events = events
         self.history = history  # candles fetched before the first one seen, for a new stream
+        # The exchange's clock per market (e.g. `lambda m: rest.clock(m).now_ms()`), when known:
+        # an open time past it is ignored. Without it, only the fixed bounds apply.
+        self.exchange_now_ms = exchange_now_ms
         self.streams: dict[StreamKey, StreamLedger] = {}
 
     # -- start -------------------------------------------------------------------------------
@@ -126,9 +170,13 @@ class Ledger:
         with `holes` (first, last open times) missing on disk before it."""
         st = self.streams.get(key)
         if st is None:
-            st = self.streams[key] = StreamLedger(key, last=last_stored)
+            st = self.streams[key] = StreamLedger(key)
+            if last_stored is not None and not self._plausible(st, last_stored):
+                last_stored = None  # a bogus row on disk: resume as a new stream instead
+            st.last = last_stored
             for first, last in holes:
-                st.missing.append(MissingRange(first, last, 0.0))  # due at once
+                if last_stored is not None and EARLIEST_OPEN_MS <= first <= last <= last_stored:
+                    st.missing.append(MissingRange(first, last, 0.0))  # due at once
         return st
 
     def forget(self, key: StreamKey) -> None:
@@ -147,6 +195,8 @@ class Ledger:
             step = _FIXED_MS.get(key.interval)
             if step is not None and open_time <= last + step:
                 return
+        if not self._plausible(st, open_time):
+            return
         iv = key.interval
         if st.last is None:
             self._start_history(st, open_time)
@@ -160,6 +210,8 @@ class Ledger:
         st = self.streams.get(key) or self.begin(key, None)
         iv = key.interval
         t = candle.open_time
+        if not self._plausible(st, t):
+            return False
         if st.last is None:
             self._start_history(st, t)
         elif t > st.last:
@@ -177,14 +229,44 @@ class Ledger:
         return True
 
     def _start_history(self, st: StreamLedger, first_seen: int) -> None:
-        iv = st.key.interval
-        if self.history <= 0:
+        """A new stream's history: the `history` candles before `first_seen`, none before 2017."""
+        count = self._history_count()
+        if count <= 0:
             return
-        first = first_seen
-        for _ in range(self.history):
-            first = iv.prev_open(first)
+        iv = st.key.interval
+        first = max(iv.shift(first_seen, -count), iv.open_at_or_after(EARLIEST_OPEN_MS))
+        if first > iv.prev_open(first_seen):
+            return
         st.add_missing(first, iv.prev_open(first_seen))
         st.gaps -= 1  # history to fetch is not a gap in the recording
+
+    def _history_count(self) -> int:
+        try:
+            return max(int(self.history), 0)
+        except (TypeError, ValueError, OverflowError):  # None, NaN, inf: the config's to refuse
+            return 0
+
+    def _plausible(self, st: StreamLedger, open_time: int) -> bool:
+        """Whether `open_time` can be a real candle of the stream; if not, it is counted and
+        told once per stream, and the caller ignores it."""
+        iv = st.key.interval
+        reason = None
+        if not EARLIEST_OPEN_MS <= open_time < LATEST_MS:
+            reason = "before 2017 or after 2100"
+        elif not iv.is_aligned(open_time):
+            reason = "not aligned to the interval"
+        elif st.last is not None and open_time > st.last + MAX_JUMP_MS:
+            reason = "more than ten years after the last candle held"
+        elif self.exchange_now_ms is not None:
+            now = self.exchange_now_ms(st.key.market)
+            if now is not None and open_time > now + AHEAD_TOLERANCE_MS:
+                reason = "after the exchange's clock"
+        if reason is None:
+            return True
+        st.implausible += 1
+        if st.implausible == 1:
+            self.events.warning(f"{st.key}: ignored a candle opening at {open_time!r}: {reason}")
+        return False
 
     # -- the REST side -----------------------------------------------------------------------
 
@@ -219,12 +301,9 @@ class Ledger:
                     stored += 1
                 else:
                     st.hold_back(t)
+        # Every candle of [first, last] closed at `server_now` and still missing is one the
+        # exchange lacks: closed means opening before the candle that contains `server_now`.
         iv = key.interval
-        for r in [r for r in st.missing if r.first <= last and r.last >= first]:
-            lo, hi = max(r.first, first), min(r.last, last)
-            t = lo
-            while t <= hi and iv.close_time(t) < server_now:
-                st.take(t)
-                st.absent += 1
-                t = iv.next_open(t)
+        last_closed = iv.prev_open(iv.open_time_at(server_now))
+        st.absent += st.cut(first, min(last, last_closed))
         return stored
