@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
+import math
 import os
 import re
 import signal
@@ -562,3 +564,286 @@ async def test_command_line_prints_endpoints_and_exits_cleanly():
     proc.send_signal(signal.SIGINT)
     _, err = await asyncio.wait_for(proc.communicate(), 10)
     assert proc.returncode == 0 and b"Traceback" not in err
+
+
+# -- the hostile server ---------------------------------------------------------------------
+
+Y2017_MS = 1_483_228_800_000
+FLAWS = {"event_time", "unaligned", "before_2017", "after_event", "far_future", "early_close", "nan",
+         "negative", "infinite", "wrong_symbol", "wrong_interval", "huge_int"}
+REST_FLAWS = {"unaligned", "before_2017", "future", "far_future", "bad_close_time", "nan", "negative",
+              "infinite", "huge_int"}
+
+
+def _number_flaws(values) -> set[str]:
+    flaws = set()
+    for text in values:
+        x = float(text)
+        if math.isnan(x):
+            flaws.add("nan")
+        elif math.isinf(x):
+            flaws.add("infinite")
+        elif x < 0:
+            flaws.add("negative")
+    return flaws
+
+
+def kline_flaws(event: dict, symbol: str, interval: Interval, now_ms: int) -> set[str]:
+    """What makes a kline event impossible, judged from the event alone (not from the simulator's code)."""
+    k, event_time = event["k"], event["E"]
+    if any(abs(v) >= 2**63 for v in (event_time, k["t"], k["T"], k["n"], k["f"], k["L"])):
+        return {"huge_int"}
+    flaws = _number_flaws(k[f] for f in ("o", "h", "l", "c", "v", "q", "V", "Q"))
+    if abs(event_time - now_ms) > 3_600_000:
+        flaws.add("event_time")
+    t = k["t"]
+    if t >= 10**15:
+        flaws.add("far_future")
+    elif t < Y2017_MS:
+        flaws.add("before_2017")
+    elif not interval.is_aligned(t):
+        flaws.add("unaligned")
+    if t > event_time:
+        flaws.add("after_event")
+    if k["x"] and k["T"] - event_time > 1000:
+        flaws.add("early_close")
+    if k["s"] != symbol or event["s"] != symbol:
+        flaws.add("wrong_symbol")
+    if k["i"] != interval.value:
+        flaws.add("wrong_interval")
+    return flaws
+
+
+def row_flaws(row: list, interval: Interval, now_ms: int) -> set[str]:
+    """What makes a REST klines row impossible."""
+    t, close_time, trades = row[0], row[6], row[8]
+    if any(abs(v) >= 2**63 for v in (t, close_time, trades)):
+        return {"huge_int"}
+    flaws = _number_flaws(row[i] for i in (1, 2, 3, 4, 5, 7, 9, 10))
+    if t >= 10**15:
+        return flaws | {"far_future"}
+    if t < Y2017_MS:
+        flaws.add("before_2017")
+    elif not interval.is_aligned(t):
+        flaws.add("unaligned")
+    elif t > now_ms:
+        flaws.add("future")
+    if interval.is_aligned(t) and close_time != interval.close_time(t):
+        flaws.add("bad_close_time")
+    return flaws
+
+
+def assert_real(market: Market, symbol: str, event: dict) -> None:
+    """A frame without flaws is the simulator's candle, unaltered."""
+    k = event["k"]
+    if k["x"]:
+        want = candle_at(market, symbol, "1m", k["t"])
+    else:
+        want = forming_at(market, symbol, "1m", k["t"], event["E"])
+    assert {f: k[f] for f in WIRE_FIELDS} == wire_dict(want)
+
+
+async def test_poisoned_kline_frames_of_every_shape_beside_exact_real_ones(sim):
+    a, b = "btcusdt@kline_1m", "ethusdt@kline_1m"
+    sim.faults.poison(rate=4, market=Market.USDM, streams=[a])
+    async with connect(ws_url(sim, Market.USDM, f"/stream?streams={a}/{b}")) as comb:
+        frames = []
+        deadline = time.monotonic() + 1.6
+        while time.monotonic() < deadline:
+            frames.append((json.loads(await asyncio.wait_for(comb.recv(), 2)), sim.clock.now_ms()))
+    seen, poisoned, real = set(), 0, collections.Counter()
+    offsets = []
+    for frame, now in frames:
+        stream, event = frame["stream"], frame["data"]
+        symbol = "BTCUSDT" if stream == a else "ETHUSDT"
+        flaws = kline_flaws(event, symbol, Interval.M1, now)
+        if flaws:
+            assert stream == a, f"poison on the stream left alone: {event}"
+            poisoned += 1
+            seen |= flaws
+            offsets.append(event["E"] - now)
+        else:
+            assert_real(Market.USDM, symbol, event)
+            real[stream] += 1
+    assert seen == FLAWS
+    assert min(offsets) < -3_000_000 and max(offsets) > 3_000_000  # both ahead of and behind the clock
+    assert real[a] >= 4 and real[b] >= 4  # the real frames still come, exact
+    # Four before each real frame (the last four may still be on their way).
+    assert 4 * real[a] <= poisoned <= 4 * real[a] + 4 <= sim.stats[Market.USDM].poison_frames_sent + 4
+    assert sim.stats[Market.SPOT].poison_frames_sent == 0
+
+
+async def test_poison_instead_of_the_real_frames_on_a_raw_connection(sim):
+    sim.faults.poison(rate=1, market=Market.SPOT, kinds=["far_future", "nan"], replace=True)
+    async with connect(ws_url(sim, Market.SPOT, "/ws/btcusdt@kline_1m")) as ws:
+        events = await collect(ws, 2.2)  # spot pushes every 2 s: two rounds
+    flaws = [kline_flaws(e, "BTCUSDT", Interval.M1, sim.clock.now_ms()) for e in events]
+    assert len(events) >= 2 and all(f & {"far_future", "nan"} for f in flaws)
+    assert {"far_future", "nan"} <= set().union(*flaws)
+    assert sim.stats[Market.SPOT].kline_events_sent == 0
+    sim.faults.poison(0, market=Market.SPOT)
+    async with connect(ws_url(sim, Market.SPOT, "/ws/btcusdt@kline_1m")) as ws:
+        event = await recv_json(ws)
+    assert not kline_flaws(event, "BTCUSDT", Interval.M1, sim.clock.now_ms())
+    with pytest.raises(ValueError):
+        sim.faults.poison(kinds=["nonsense"])
+
+
+async def test_poisoned_rest_rows_mixed_into_real_ones(sim):
+    url = sim.endpoints[Market.SPOT].rest + "/api/v3/klines"
+    sim.faults.poison_rest(rate=1, market=Market.SPOT, symbols=["BTCUSDT"])
+    async with aiohttp.ClientSession() as s:
+        answers = [await get(s, url, symbol="BTCUSDT", interval="1m", limit="10") for _ in range(2)]
+        _, _, clean = await get(s, url, symbol="ETHUSDT", interval="1m", limit="10")
+    now = sim.clock.now_ms()
+    seen = set()
+    for status, _, rows in answers:
+        assert status == 200 and len(rows) == 20
+        real = []
+        for row in rows:
+            flaws = row_flaws(row, Interval.M1, now)
+            seen |= flaws
+            if not flaws:
+                real.append(row)
+        assert len(real) == 10 and [r[0] for r in real] == sorted(r[0] for r in real)
+        for row in real[:-1]:  # the last is the forming candle
+            c = candle_at(Market.SPOT, "BTCUSDT", "1m", row[0])
+            assert row == [c.t, c.o, c.h, c.l, c.c, c.v, c.T, c.q, c.n, c.V, c.Q, "0"]
+    assert seen == REST_FLAWS
+    assert len(clean) == 10 and not any(row_flaws(r, Interval.M1, now) for r in clean)
+    stats = sim.stats[Market.SPOT]
+    assert stats.poison_rows_sent == 20 and stats.rest_kline_calls == 3
+
+
+@pytest.mark.parametrize("switch", ["ping_flood_per_s", "stray_replies_per_s"])
+async def test_flood_goes_on_while_the_client_closes(sim, switch):
+    sim.faults.set(Market.COINM, **{switch: math.inf})
+    url = ws_url(sim, Market.COINM, "/ws")
+    async with aiohttp.ClientSession() as session:
+        quiet = await session.ws_connect(ws_url(sim, Market.SPOT, "/ws"), autoping=False)
+        ws = await session.ws_connect(url, autoping=False)
+        kinds = collections.Counter()
+        ids = set()
+        started = time.monotonic()
+        while time.monotonic() - started < 0.5:
+            msg = await ws.receive(timeout=1)
+            kinds[msg.type] += 1
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                reply = json.loads(msg.data)
+                assert reply["result"] is None
+                ids.add(reply["id"])
+        if switch == "ping_flood_per_s":
+            assert kinds[aiohttp.WSMsgType.PING] >= 200 and not ids
+        else:
+            assert len(ids) >= 200 and kinds[aiohttp.WSMsgType.PING] == 0
+        # aiohttp's close reads until a close frame comes: the flood never lets it finish.
+        closing = asyncio.create_task(ws.close())
+        await asyncio.sleep(1.5)
+        assert not closing.done()
+        record = sim.stats[Market.COINM].connections[-1]
+        assert record.client_closed_at is not None and record.frames_after_client_close >= 100
+        sim.faults.set(Market.COINM, **{switch: 0})
+        assert await asyncio.wait_for(closing, 2) is True
+        assert ws.close_code == 1000
+        # Only the switched market floods.
+        with pytest.raises(TimeoutError):
+            await quiet.receive(timeout=0.2)
+        await quiet.close()
+
+
+async def test_paced_stray_replies(sim):
+    sim.faults.stray_replies_per_s = 50
+    async with connect(ws_url(sim, Market.USDM, "/ws")) as ws:
+        frames = await collect(ws, 1.0)
+        sent = sim.stats[Market.USDM].stray_replies_sent
+        sim.faults.stray_replies_per_s = 0  # or the close would wait for websockets' 10 s timeout
+    assert 30 <= len(frames) <= 70 and all(set(f) == {"result", "id"} for f in frames)
+    assert len(frames) <= sent <= len(frames) + 2
+
+
+async def test_frames_just_under_and_just_over_a_size_limit(sim):
+    sim.faults.sized_frames(4096, market=Market.SPOT)
+    url = ws_url(sim, Market.SPOT, "/ws/btcusdt@kline_1m")
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url, max_msg_size=0) as ws:
+            frames = [(await ws.receive(timeout=3)).data for _ in range(3)]
+        assert [len(f.encode()) for f in frames] == [len(frames[0].encode()), 4095, 4097]
+        real = json.loads(frames[0])
+        for padded in frames[1:]:
+            event = json.loads(padded)
+            assert set(event.pop("pad")) == {"x"} and event == real
+        async with session.ws_connect(url, max_msg_size=4096) as strict:
+            kinds = [(await strict.receive(timeout=3)).type for _ in range(3)]
+        assert kinds == [aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.ERROR]
+        assert strict.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+    assert sim.stats[Market.SPOT].sized_frames_sent >= 4
+    with pytest.raises(ValueError):
+        sim.faults.sized_frames(100)
+
+
+async def test_slow_loris_handshakes(sim):
+    sim.faults.set(Market.SPOT, handshake_delay_s=0.6)
+    url = ws_url(sim, Market.SPOT, "/ws")
+    started = time.monotonic()
+    _, writer = await asyncio.open_connection("127.0.0.1", sim.ports[Market.SPOT])  # TCP is accepted at once
+    assert time.monotonic() - started < 0.3
+    writer.close()
+    async with connect(url):
+        assert time.monotonic() - started >= 0.6
+    sim.faults.set(Market.SPOT, handshake_delay_s=math.inf)
+    with pytest.raises(TimeoutError):
+        async with connect(url, open_timeout=0.8):
+            pass
+    async with aiohttp.ClientSession() as session:
+        waiting = asyncio.create_task(session.ws_connect(url))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        sim.faults.set(Market.SPOT, handshake_delay_s=0)  # lowering the switch answers held handshakes
+        ws = await asyncio.wait_for(waiting, 1)
+        await ws.close()
+    async with connect(ws_url(sim, Market.USDM, "/ws"), open_timeout=0.5):  # other markets unaffected
+        pass
+    assert sim.stats[Market.SPOT].handshakes_delayed == 3  # a bare TCP connection sends no upgrade
+
+
+async def test_escape_sequences_in_close_reasons_and_error_messages(sim):
+    from kline_tui.sim import HOSTILE_TEXT
+
+    assert "\x1b" in HOSTILE_TEXT
+    sim.faults.hostile_text(market=Market.SPOT)
+    async with connect(ws_url(sim, Market.SPOT, "/ws")) as ws:
+        error = await request(ws, "SUBSCRIBE", "not-a-list", 1)
+        assert error["code"] == 2 and error["msg"].endswith(HOSTILE_TEXT)
+        await sim.faults.drop(Market.SPOT, clean=True)
+        with pytest.raises(ConnectionClosed) as closed:
+            await recv_json(ws)
+    assert closed.value.rcvd.code == 1001 and closed.value.rcvd.reason == "going away " + HOSTILE_TEXT
+    sim.faults.rest_fail(429, 1, market=Market.SPOT)
+    async with aiohttp.ClientSession() as s:
+        status, _, body = await get(s, sim.endpoints[Market.SPOT].rest + "/api/v3/time")
+        assert status == 429 and body["msg"].endswith(HOSTILE_TEXT)
+        status, _, body = await get(s, sim.endpoints[Market.SPOT].rest + "/api/v3/klines", symbol="NOPE", interval="1m")
+        assert (status, body["code"]) == (400, -1121) and body["msg"] == "Invalid symbol. " + HOSTILE_TEXT
+        status, _, body = await get(s, sim.endpoints[Market.USDM].rest + "/fapi/v1/klines", symbol="NOPE", interval="1m")
+        assert body["msg"] == "Invalid symbol."  # only the switched market
+    sim.faults.set(Market.SPOT, lifetime_s=0.3)
+    async with connect(ws_url(sim, Market.SPOT, "/ws")) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 3)
+    assert HOSTILE_TEXT in closed.value.rcvd.reason
+    sim.faults.hostile_text(None)
+    assert sim.faults[Market.SPOT].close_reason("x") == b"x"
+
+
+@pytest.mark.parametrize("status", [429, 418])
+async def test_handshake_rate_limited_with_retry_after(sim, status):
+    sim.faults.refuse_connections(1.0, Market.USDM, status=status, retry_after=7)
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await session.ws_connect(ws_url(sim, Market.USDM, "/ws"))
+    assert refused.value.status == status and refused.value.headers["Retry-After"] == "7"
+    with pytest.raises(InvalidStatus) as again:
+        async with connect(ws_url(sim, Market.USDM, "/ws")):
+            pass
+    assert json.loads(again.value.response.body)["code"] == -1003
+    assert sim.stats[Market.USDM].handshakes_refused == 2

@@ -24,7 +24,7 @@ import msgspec
 from kline_tui.model import Candle, Interval, Market
 from kline_tui.sim.universe import SymbolInfo, symbol_info
 
-__all__ = ["WireCandle", "candle_at", "expected_candle", "forming_at", "price_at"]
+__all__ = ["WireCandle", "candle_at", "expected_candle", "forming_at", "kline_event", "price_at"]
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -365,3 +365,31 @@ def forming_for(market: Market, symbol: str, interval: Interval, open_time: int,
 def final_for(market: Market, symbol: str, interval: Interval, open_time: int) -> WireCandle:
     """`candle_at` without the argument checks, for the push loop and REST."""
     return _plan(market, symbol, interval, open_time).final
+
+
+def kline_event(symbol: str, interval: str, candle: WireCandle, closed: bool, event_time: int) -> dict:
+    """A kline event in Binance's field order."""
+    return {
+        "e": "kline",
+        "E": event_time,
+        "s": symbol,
+        "k": {
+            "t": candle.t,
+            "T": candle.T,
+            "s": symbol,
+            "i": interval,
+            "f": candle.f,
+            "L": candle.L,
+            "o": candle.o,
+            "c": candle.c,
+            "h": candle.h,
+            "l": candle.l,
+            "v": candle.v,
+            "n": candle.n,
+            "x": closed,
+            "q": candle.q,
+            "V": candle.V,
+            "Q": candle.Q,
+            "B": "0",
+        },
+    }

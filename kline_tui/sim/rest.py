@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 
@@ -20,6 +21,7 @@ from kline_tui.model import Interval, Market
 from kline_tui.sim.candles import final_for, forming_for
 from kline_tui.sim.clock import SimClock
 from kline_tui.sim.faults import Faults
+from kline_tui.sim.poison import poison_row
 from kline_tui.sim.stats import MarketStats
 from kline_tui.sim.universe import SymbolInfo
 
@@ -131,8 +133,10 @@ class MarketRest:
         stats: MarketStats,
         symbols: dict[str, SymbolInfo],
         pool: WeightPool,
+        rng: random.Random | None = None,
     ) -> None:
         self.market = market
+        self.rng = rng or random.Random()  # fault dice (poisoned rows), never candle values
         self.spec = MARKETS[market]
         self.clock = clock
         self.faults = faults
@@ -154,6 +158,8 @@ class MarketRest:
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             self.stats.rest_calls += 1
+            if request.path.endswith("/klines"):
+                self.stats.rest_kline_calls += 1
             faults = self.faults[self.market]
             if faults.rest_delay_s:
                 await asyncio.sleep(faults.rest_delay_s)
@@ -167,7 +173,7 @@ class MarketRest:
             try:
                 response = await body(request)
             except _BadRequest as err:
-                response = _json({"code": err.code, "msg": err.msg}, status=400)
+                response = _json({"code": err.code, "msg": faults.with_hostile_text(err.msg)}, status=400)
             response.headers[WEIGHT_HEADER] = str(used)
             return response
 
@@ -197,6 +203,7 @@ class MarketRest:
             body = {"code": -1000, "msg": "An unknown error occurred while processing the request."}
         if status in (418, 429):
             headers["Retry-After"] = str(retry_after if retry_after is not None else 1)
+        body["msg"] = self.faults[self.market].with_hostile_text(body["msg"])
         return _json(body, status=status, headers=headers)
 
     async def _ping(self, request: web.Request) -> web.Response:
@@ -262,7 +269,22 @@ class MarketRest:
                 else final_for(self.market, symbol, interval, t)
             )
             rows.append([c.t, c.o, c.h, c.l, c.c, c.v, c.T, c.q, c.n, c.V, c.Q, "0"])
-        return _json(rows)
+        return _json(self._poisoned(rows, symbol, interval, now))
+
+    def _poisoned(self, rows: list[list], symbol: str, interval: Interval, now: int) -> list[list]:
+        """`rows` with impossible rows mixed in at random places, when that switch is on."""
+        poison = self.faults[self.market].rest_poison
+        if poison is None or not poison.applies(symbol):
+            return rows
+        bad = [
+            poison_row(poison.next_kind(), self.market, symbol, interval, now, self.rng)
+            for _ in range(sum(poison.count(self.rng.random()) for _ in range(max(1, len(rows)))))
+        ]
+        mixed = list(rows)
+        for row in bad:
+            mixed.insert(self.rng.randint(0, len(mixed)), row)
+        self.stats.poison_rows_sent += len(bad)
+        return mixed
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -90,7 +90,8 @@ class Simulator:
                 app = web.Application()
                 self._ws[m].add_routes(app)
                 MarketRest(
-                    m, self.clock, self.faults, self.stats[m], self.symbols[m], self.weights[MARKETS[m].weight_pool]
+                    m, self.clock, self.faults, self.stats[m], self.symbols[m], self.weights[MARKETS[m].weight_pool],
+                    self.rng,
                 ).add_routes(app)
                 runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
                 await runner.setup()

@@ -33,6 +33,11 @@ class ConnStats:
     closed_events_sent: int = 0
     pings_sent: int = 0
     pongs_received: int = 0
+    poison_frames_sent: int = 0
+    flood_pings_sent: int = 0
+    stray_replies_sent: int = 0
+    client_closed_at: float | None = None  # when the client's close frame arrived
+    frames_after_client_close: int = 0  # sent anyway: the hostile server ignores that close
 
     @property
     def open(self) -> bool:
@@ -64,7 +69,14 @@ class MarketStats:
     kline_events_sent: int = 0
     closed_events_sent: int = 0
     malformed_frames_sent: int = 0
+    poison_frames_sent: int = 0
+    sized_frames_sent: int = 0
+    flood_pings_sent: int = 0
+    stray_replies_sent: int = 0
+    handshakes_delayed: int = 0
     rest_calls: int = 0
+    rest_kline_calls: int = 0  # calls of the klines path, answered or refused
+    poison_rows_sent: int = 0
     rest_429: int = 0
     rest_418: int = 0
     max_used_weight: int = 0

@@ -2,7 +2,8 @@
 
 One `Connection` per accepted handshake. Its handler task reads and answers control messages;
 one pump task per connection (not per stream) pushes every subscribed stream on its period,
-sends pings and enforces the connection lifetime.
+sends pings and enforces the connection lifetime. A flood task runs only while the hostile
+server's ping flood or stray replies are switched on (see `faults`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import random
 import re
 import time
@@ -21,9 +23,10 @@ from aiohttp import WSMsgType, web
 
 from kline_tui.binance.markets import MARKETS
 from kline_tui.model import Interval, Market
-from kline_tui.sim.candles import WireCandle, final_for, forming_for
+from kline_tui.sim.candles import WireCandle, final_for, forming_for, kline_event
 from kline_tui.sim.clock import SimClock
-from kline_tui.sim.faults import Faults
+from kline_tui.sim.faults import Faults, MarketFaults
+from kline_tui.sim.poison import poison_event
 from kline_tui.sim.stats import ConnStats, MarketStats
 from kline_tui.sim.universe import SymbolInfo
 
@@ -37,39 +40,15 @@ _MAX_CLOSES_PER_PUSH = 10_000
 _HOUSEKEEPING_S = 0.25  # how often a pump wakes at least: fault deadlines, lifetime, pongs
 _CLOSE_TIMEOUT_S = 2.0  # how long a clean close waits for the client's close frame
 _OVERSIZED = 1 << 20
+_FLOOD_BURST = 16  # frames a flood at full speed sends between two yields to the event loop
+_FLOOD_TICK_S = 0.005  # how often a paced flood wakes
+_HANDSHAKE_POLL_S = 0.05  # how often a held handshake looks at its switch and its socket
+_DECOY_SYMBOLS = ("BTCUSDT", "ETHUSDT", "BTCUSD_PERP", "ETHUSD_PERP")
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.encode
 _decode = msgspec.json.decode
 _conn_ids = itertools.count(1)
-
-
-def kline_event(symbol: str, interval: str, candle: WireCandle, closed: bool, event_time: int) -> dict:
-    """A kline event in Binance's field order."""
-    return {
-        "e": "kline",
-        "E": event_time,
-        "s": symbol,
-        "k": {
-            "t": candle.t,
-            "T": candle.T,
-            "s": symbol,
-            "i": interval,
-            "f": candle.f,
-            "L": candle.L,
-            "o": candle.o,
-            "c": candle.c,
-            "h": candle.h,
-            "l": candle.l,
-            "v": candle.v,
-            "n": candle.n,
-            "x": closed,
-            "q": candle.q,
-            "V": candle.V,
-            "Q": candle.Q,
-            "B": "0",
-        },
-    }
 
 
 @dataclass(eq=False, slots=True)
@@ -154,10 +133,45 @@ class MarketWs:
             return 1.0
         return self.market.push_period_ms / 1000
 
+    def decoy_symbol(self, symbol: str) -> str:
+        """Another symbol of this market, one a client may also record (for poisoned events)."""
+        for decoy in _DECOY_SYMBOLS:
+            if decoy != symbol and decoy in self.symbols:
+                return decoy
+        return next(s for s in self.symbols if s != symbol)
+
+    def _refusal(self, faults: MarketFaults) -> web.Response:
+        """The answer to a refused handshake: 503, or a rate limit with Retry-After."""
+        self.stats.handshakes_refused += 1
+        status = faults.refuse_status
+        headers = {}
+        if status in (418, 429) or faults.refuse_retry_after is not None:
+            headers["Retry-After"] = str(1 if faults.refuse_retry_after is None else faults.refuse_retry_after)
+        if status in (418, 429):
+            msg = "Too many requests; the IP is rate limited." if status == 429 else "IP banned."
+            return web.json_response(
+                {"code": -1003, "msg": faults.with_hostile_text(msg)}, status=status, headers=headers
+            )
+        return web.Response(status=status, text=faults.with_hostile_text("Service Unavailable"), headers=headers)
+
+    async def _hold_handshake(self, request: web.Request, faults: MarketFaults) -> bool:
+        """Slow-loris: wait `handshake_delay_s` (re-read, so lowering it releases the wait) before
+        answering. False if the client gave up meanwhile."""
+        self.stats.handshakes_delayed += 1
+        arrived = time.monotonic()
+        while (left := arrived + faults.handshake_delay_s - time.monotonic()) > 0:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return False
+            await asyncio.sleep(min(left, _HANDSHAKE_POLL_S))
+        return True
+
     async def _handle(self, request: web.Request, combined: bool, silent: bool) -> web.StreamResponse:
-        if self.faults[self.market].refusing(time.monotonic()):
-            self.stats.handshakes_refused += 1
-            return web.Response(status=503, text="Service Unavailable")
+        faults = self.faults[self.market]
+        if faults.handshake_delay_s > 0 and not await self._hold_handshake(request, faults):
+            return web.Response(status=408)  # nobody is left to read it
+        if faults.refusing(time.monotonic()):
+            return self._refusal(faults)
         listed = request.match_info.get("streams") or request.query.get("streams", "")
         names = [n for n in listed.split("/") if n]
         if len(names) > self.spec.streams_per_connection:
@@ -167,6 +181,7 @@ class MarketWs:
             )
         ws = web.WebSocketResponse(
             autoping=False,  # pings and pongs count against the message rate: see them all
+            autoclose=False,  # the hostile server may leave a client's close frame unanswered
             compress=False,  # Binance does not negotiate permessage-deflate
             timeout=_CLOSE_TIMEOUT_S,
             max_msg_size=_OVERSIZED,
@@ -218,6 +233,8 @@ class Connection:
         self._next_ping = now + hub.ping_interval_s
         self._ping_outstanding: float | None = None
         self._closing = False
+        self._flood: asyncio.Task | None = None
+        self.faults = hub.faults[hub.market]
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -226,11 +243,14 @@ class Connection:
         for name in names:
             self._add(name)
         pump = asyncio.create_task(self._pump(), name=f"sim-pump-{self.record.id}")
+        self._start_flood()
         try:
             await self._read_loop()
         finally:
             pump.cancel()
-            await asyncio.gather(pump, return_exceptions=True)
+            if self._flood is not None:
+                self._flood.cancel()
+            await asyncio.gather(pump, *([self._flood] if self._flood else []), return_exceptions=True)
             self.record.closed_at = time.monotonic()
             self.record.subscriptions = set(self.subs)
             if self.record.close_reason is None:
@@ -242,7 +262,7 @@ class Connection:
             return
         self._closing = True
         self.record.close_reason = reason
-        await self.ws.close(code=code, message=reason.encode())
+        await self.ws.close(code=code, message=self.faults.close_reason(reason))
 
     def abort(self, reason: str = "aborted") -> None:
         """Cut the TCP connection without a close frame."""
@@ -261,7 +281,7 @@ class Connection:
             await self.ws.send_str(frame)
         else:
             await self.ws.send_bytes(frame)
-        self.record.frames_sent += 1
+        self._count_sent()
 
     async def send_server_shutdown(self) -> None:
         """Send Binance's `serverShutdown` notice."""
@@ -272,7 +292,13 @@ class Connection:
 
     async def _send(self, payload: bytes) -> None:
         await self.ws.send_frame(payload, WSMsgType.TEXT)
-        self.record.frames_sent += 1
+        self._count_sent()
+
+    def _count_sent(self) -> None:
+        record = self.record
+        record.frames_sent += 1
+        if record.client_closed_at is not None:
+            record.frames_after_client_close += 1
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -282,10 +308,17 @@ class Connection:
         while True:
             msg = await ws.receive()
             kind = msg.type
-            if kind in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
-                if record.close_reason is None:
-                    record.close_reason = f"client closed {ws.close_code}" if kind is WSMsgType.CLOSE else "lost"
+            if kind is WSMsgType.CLOSE:
+                await self._client_closed()
                 return
+            if kind in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                if record.close_reason is None:
+                    record.close_reason = "lost"
+                return
+            if kind is WSMsgType.PONG and self.faults.ping_flood_per_s:
+                # A flooding server does not police the answers to its own flood.
+                record.pongs_received += 1
+                continue
             if record.count_incoming(time.monotonic()) > rate:
                 record.rate_violations += 1
                 self.hub.stats.rate_violations += 1
@@ -300,14 +333,26 @@ class Connection:
                 await self._send(_encode(self._answer(msg.data)))
             # Binary frames are not requests; they only count against the rate.
 
+    async def _client_closed(self) -> None:
+        """The client sent a close frame: answer it, unless a flood is on (then keep flooding
+        until the client hangs up or the flood is switched off)."""
+        record = self.record
+        record.client_closed_at = time.monotonic()
+        if record.close_reason is None:
+            record.close_reason = f"client closed {self.ws.close_code}"
+        while self.faults.flooding and not self._closing and self._flood is not None and not self._flood.done():
+            await asyncio.sleep(_HOUSEKEEPING_S / 5)
+        self._closing = True
+        await self.ws.close(drain=False)
+
     def _answer(self, text: str) -> dict:
         """The reply to one control message."""
         try:
             request = _decode(text)
         except msgspec.DecodeError as exc:
-            return {"code": 3, "msg": f"Invalid JSON: {exc}", "id": None}
+            return self._error(3, f"Invalid JSON: {exc}", None)
         if not isinstance(request, dict):
-            return {"code": 2, "msg": "Invalid request: expected a JSON object", "id": None}
+            return self._error(2, "Invalid request: expected a JSON object", None)
         method, params = request.get("method"), request.get("params")
         self.record.control.append(
             (time.monotonic(), str(method), params if isinstance(params, list) else [] if params is None else [params])
@@ -317,14 +362,17 @@ class Connection:
         elif method == "UNSUBSCRIBE":
             self.hub.stats.unsubscribe_messages += 1
         if "id" not in request:
-            return {"code": 2, "msg": "Invalid request: missing field `id`", "id": None}
+            return self._error(2, "Invalid request: missing field `id`", None)
         req_id = request["id"]
         if not _valid_id(req_id):
-            return {"code": 2, "msg": "Invalid request: request ID must be an unsigned integer", "id": None}
+            return self._error(2, "Invalid request: request ID must be an unsigned integer", None)
         try:
             return {"result": self._execute(method, params), "id": req_id}
         except _RequestError as err:
-            return {"code": err.code, "msg": err.msg, "id": req_id}
+            return self._error(err.code, err.msg, req_id)
+
+    def _error(self, code: int, msg: str, req_id: object) -> dict:
+        return {"code": code, "msg": self.faults.with_hostile_text(msg), "id": req_id}
 
     def _execute(self, method: object, params: object) -> object:
         if method is None:
@@ -428,6 +476,8 @@ class Connection:
         if lifetime is not None and now - self.record.opened_at >= lifetime:
             await self.close(1000, "lifetime reached")
             return False
+        if self.faults.flooding:
+            self._start_flood()
         if now >= self._next_ping:
             self._next_ping = now + interval
             if self._ping_outstanding is None:
@@ -469,10 +519,16 @@ class Connection:
         forming = forming_for(market, symbol, interval, current, now_ms)
         events = [(c, True) for c in closes] + [(forming, False)] + [(c, True) for c in late]
         iv = interval.value
+        poison = faults.poison if faults.poison is not None and faults.poison.applies(sub.name) else None
+        sized = faults.sized if faults.sized is not None and faults.sized.applies(sub.name) else None
         for candle, closed in events:
             event = kline_event(symbol, iv, candle, closed, now_ms)
             if record.combined:
                 event = {"stream": sub.name, "data": event}
+            if poison is not None:
+                await self._send_poison(sub, now_ms, poison.count(hub.rng.random()))
+                if poison.replace:
+                    continue  # the real frame is withheld, as if lost
             await self._send(_encode(event))
             record.kline_events_sent += 1
             stats.kline_events_sent += 1
@@ -481,15 +537,98 @@ class Connection:
                 stats.closed_events_sent += 1
             if faults.malformed_rate and hub.rng.random() < faults.malformed_rate:
                 await self._send_malformed(event)
+            if sized is not None and hub.rng.random() < sized.rate:
+                await self._send_sized(event, sized.limit_bytes)
+
+    async def _send_poison(self, sub: _Sub, now_ms: int, count: int) -> None:
+        """Send `count` poisoned events on `sub`'s stream, in the poison's turn of shapes."""
+        hub = self.hub
+        poison = self.faults.poison
+        assert sub.symbol is not None and sub.interval is not None
+        for _ in range(count if poison is not None else 0):
+            event = poison_event(
+                poison.next_kind(), hub.market, sub.symbol, sub.interval, now_ms, hub.rng,
+                hub.decoy_symbol(sub.symbol),
+            )
+            if self.record.combined:
+                event = {"stream": sub.name, "data": event}
+            await self._send(_encode(event))
+            self.record.poison_frames_sent += 1
+            hub.stats.poison_frames_sent += 1
+
+    async def _send_sized(self, event: dict, limit: int) -> None:
+        """Two copies of `event` with a `pad` field: `limit - 1` and `limit + 1` bytes long."""
+        wrapped = "data" in event
+        inner = event["data"] if wrapped else event
+
+        def framed(pad: str) -> bytes:
+            body = {**inner, "pad": pad}
+            return _encode({**event, "data": body} if wrapped else body)
+
+        bare = len(framed(""))
+        for size in (limit - 1, limit + 1):
+            await self._send(framed("x" * (size - bare)))
+            self.hub.stats.sized_frames_sent += 1
+
+    # -- the hostile server's flood --------------------------------------------------------------
+
+    def _start_flood(self) -> None:
+        if self.faults.flooding and (self._flood is None or self._flood.done()):
+            self._flood = asyncio.create_task(self._run_flood(), name=f"sim-flood-{self.record.id}")
+
+    async def _run_flood(self) -> None:
+        """Pings and stray replies at the switches' rates, until both are off or the peer is gone."""
+        faults, ws, record, stats, rng = self.faults, self.ws, self.record, self.hub.stats, self.hub.rng
+        pings, strays = _Pacer(), _Pacer()
+        try:
+            while faults.flooding and not self._closing:
+                now = time.monotonic()
+                for _ in range(pings.due(faults.ping_flood_per_s, now)):
+                    await ws.ping(b"flood")
+                    self._count_sent()
+                    record.flood_pings_sent += 1
+                    stats.flood_pings_sent += 1
+                for _ in range(strays.due(faults.stray_replies_per_s, now)):
+                    await self._send(_encode({"result": None, "id": rng.getrandbits(63)}))
+                    record.stray_replies_sent += 1
+                    stats.stray_replies_sent += 1
+                full_speed = math.inf in (faults.ping_flood_per_s, faults.stray_replies_per_s)
+                await asyncio.sleep(0 if full_speed else _FLOOD_TICK_S)
+        except (ConnectionError, RuntimeError):
+            return  # the peer hung up, or aiohttp refuses to write on a closed socket
 
     async def _send_malformed(self, event: dict) -> None:
         kind, payload = _malformed(event, self.hub.rng)
         if kind == "binary":
             await self.ws.send_bytes(payload)
-            self.record.frames_sent += 1
+            self._count_sent()
         else:
             await self._send(payload)
         self.hub.stats.malformed_frames_sent += 1
+
+
+class _Pacer:
+    """Turns a rate (frames per second) into a number of frames due at each wake-up."""
+
+    __slots__ = ("_last", "_credit")
+
+    def __init__(self) -> None:
+        self._last = time.monotonic()
+        self._credit = 0.0
+
+    def due(self, per_s: float, now: float) -> int:
+        """Frames to send now for `per_s` (math.inf: a burst; 0: none)."""
+        elapsed, self._last = now - self._last, now
+        if per_s <= 0:
+            self._credit = 0.0
+            return 0
+        if math.isinf(per_s):
+            return _FLOOD_BURST
+        # At most a tenth of a second of credit: a slow loop turn does not become a burst.
+        self._credit = min(self._credit + per_s * elapsed, max(1.0, per_s / 10))
+        whole = int(self._credit)
+        self._credit -= whole
+        return whole
 
 
 def _valid_id(value: object) -> bool:
