@@ -1,6 +1,7 @@
 """The Parquet sink: layout, atomic parts, schema, and nothing lost when the disk refuses."""
 
 import errno
+import logging
 
 import polars as pl
 
@@ -34,9 +35,10 @@ async def test_flush_writes_hive_partitions_with_the_contract_schema(tmp_path):
     assert len(files) == 2
     assert files[0].startswith("market=spot/interval=1d/date=2025-01-01/part-")
     assert files[1].startswith("market=usdm/interval=1m/date=2025-11-25/part-")
-    # Nothing else in the partitions: only locks in .staging, and no half-written files.
+    # Nothing else in the partitions: only hidden lock files in the bookkeeping folder, and no
+    # half-written files.
     others = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".parquet"]
-    assert all(p.parent.name == ".staging" and p.suffix == ".lock" for p in others), others
+    assert all(p.parent.name == ".kline-tui" and p.name.startswith(".") and p.suffix == ".lock" for p in others), others
 
     df = scan(tmp_path)
     assert set(df.columns) == set(PARQUET_SCHEMA) | {"market", "interval", "date"}
@@ -152,3 +154,127 @@ async def test_disk_full_keeps_rows_up_to_the_bound_and_counts_the_rest(tmp_path
     await sink.close()
     assert not sink.stats.failing
     assert scan(tmp_path)["open_time"].dt.epoch("ms").to_list() == [T0 + i * 60_000 for i in range(10)]
+
+
+def dead_letters(data_dir):
+    """The rows set aside, from the dead-letter files (wherever in the data folder they are)."""
+    import json
+
+    rows = []
+    for path in sorted(data_dir.rglob("*.jsonl")):
+        rows += [json.loads(line) for line in path.read_text().splitlines()]
+    return rows
+
+
+def opens_on_disk(data_dir, symbol=None):
+    df = scan(data_dir)
+    if symbol is not None:
+        df = df.filter(pl.col("symbol") == symbol)
+    return sorted(df["open_time"].dt.epoch("ms").to_list())
+
+
+async def test_a_row_that_cannot_be_written_is_set_aside_and_the_rest_is_written(tmp_path):
+    """One bad row (a trade count no Int64 holds) among good ones: the good rows are written, the
+    bad one goes to the dead-letter file, is counted and reported, and later flushes work."""
+    events = EventLog()
+    sink = ParquetSink(tmp_path, events, flush_rows=10_000, flush_age_s=60)
+    btc, eth = StreamKey.parse("usdm:BTCUSDT:1m"), StreamKey.parse("usdm:ETHUSDT:1m")
+    bad = Candle(T0 + 7 * 60_000, T0 + 8 * 60_000 - 1, 1.0, 2.0, 0.5, 1.5, 2.0, 200.0, 1.0, 100.0, 2**70)
+    for i in range(20):
+        sink.add(btc, bad if i == 7 else candle(T0 + i * 60_000))
+        sink.add(eth, candle(T0 + i * 60_000, 3_000.0))
+
+    assert await sink.flush()
+
+    assert opens_on_disk(tmp_path, "BTCUSDT") == [T0 + i * 60_000 for i in range(20) if i != 7]
+    assert opens_on_disk(tmp_path, "ETHUSDT") == [T0 + i * 60_000 for i in range(20)]
+    assert sink.stats.dead_letters == 1 and sink.stats.rows_buffered == 0 and not sink.stats.failing
+    [letter] = dead_letters(tmp_path)
+    assert letter["row"]["symbol"] == "BTCUSDT" and letter["row"]["open_time"] == T0 + 7 * 60_000
+    assert letter["row"]["trades"] == 2**70 and "market=usdm/interval=1m" in letter["where"]
+    assert [e for e in events.recent if e.level >= logging.ERROR and "could not be stored" in e.message]
+    # Not a blocked sink: the next flush writes its rows.
+    sink.add(btc, candle(T0 + 30 * 60_000))
+    assert await sink.flush()
+    await sink.close()
+    assert T0 + 30 * 60_000 in opens_on_disk(tmp_path, "BTCUSDT")
+
+
+async def test_an_open_time_with_no_bucket_is_set_aside_not_raised(tmp_path):
+    """Open times no `date=` folder can hold (after 9999, before 1970) never crash the sink and
+    are never stored; the rows beside them are."""
+    sink = ParquetSink(tmp_path, EventLog(), flush_rows=10_000, flush_age_s=60)
+    key = StreamKey.parse("usdm:BTCUSDT:1m")
+    crashed = []
+    for t in (T0, 10**16, -60_000, T0 + 60_000, 2**63 - 1):
+        try:
+            assert sink.add(key, candle(t))
+        except Exception as exc:  # noqa: BLE001 - a crash is the failure this test looks for
+            crashed.append(f"{t}: {type(exc).__name__}: {exc}")
+    assert crashed == []
+    assert await sink.flush()
+    await sink.close()
+    assert opens_on_disk(tmp_path) == [T0, T0 + 60_000]
+    assert sorted(r["row"]["open_time"] for r in dead_letters(tmp_path)) == [-60_000, 10**16, 2**63 - 1]
+    assert sink.stats.dead_letters == 3
+
+
+async def test_a_full_disk_is_reported_once_per_episode_in_plain_words(tmp_path, monkeypatch):
+    """The disk refuses at fsync (where a full disk shows up with delayed allocation) three flushes
+    in a row: one error saying so with the rows held, not one per retry; one line when it ends."""
+    import os
+
+    events = EventLog()
+    sink = ParquetSink(tmp_path, events, flush_rows=10_000, flush_age_s=60)
+    key = StreamKey.parse("usdm:BTCUSDT:1m")
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    for i in range(3):
+        sink.add(key, candle(T0 + i * 60_000))
+    monkeypatch.setattr(os, "fsync", full)
+    for _ in range(3):
+        assert not await sink.flush()
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    errors = [e.message for e in events.recent if e.level >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert errors[0].startswith("disk full: 3 rows held") and "No space left" in errors[0]
+    assert sink.stats.rows_buffered == 3 and sink.stats.failing and sink.stats.dead_letters == 0
+
+    assert await sink.flush()
+    assert [e.message for e in events.recent if e.message.startswith("disk takes writes again")] == [
+        f"disk takes writes again: 3 rows written to {tmp_path}"
+    ]
+    await sink.close()
+    assert opens_on_disk(tmp_path) == [T0 + i * 60_000 for i in range(3)]
+
+
+async def test_a_full_disk_in_polars_words_is_not_taken_for_bad_rows(tmp_path, monkeypatch):
+    """Polars can word a full disk as a ComputeError ("Invalid thrift"): with no room on the disk
+    the rows are held as for any full disk, never split up and set aside as bad rows."""
+    import shutil
+
+    events = EventLog()
+    sink = ParquetSink(tmp_path, events, flush_rows=10_000, flush_age_s=60)
+    key = StreamKey.parse("usdm:BTCUSDT:1m")
+    for i in range(4):
+        sink.add(key, candle(T0 + i * 60_000))
+    real_write, real_usage = pl.DataFrame.write_parquet, shutil.disk_usage
+
+    def thrift(self, *args, **kwargs):
+        raise pl.exceptions.ComputeError("parquet: Invalid thrift: unexpected EOF")
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", thrift)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    assert not await sink.flush()
+    assert not await sink.flush()
+    errors = [e.message for e in events.recent if e.level >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith("disk full: 4 rows held"), errors
+    assert sink.stats.rows_buffered == 4 and sink.stats.dead_letters == 0 and dead_letters(tmp_path) == []
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", real_write)
+    monkeypatch.setattr(shutil, "disk_usage", real_usage)
+    await sink.close()
+    assert opens_on_disk(tmp_path) == [T0 + i * 60_000 for i in range(4)]

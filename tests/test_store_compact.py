@@ -82,7 +82,7 @@ def test_thousand_parts_with_duplicates_become_the_unique_rows(tmp_path):
     # A bucket with one file is left alone; nothing is left behind.
     assert lonely.exists() and lonely.stat().st_mtime_ns == lonely_stat.st_mtime_ns
     assert leftovers(data) == [] and not swap_scratch(data).exists()
-    assert [p for p in data.rglob("*.parquet") if ".staging" in p.parts] == []
+    assert [p for p in data.rglob("*.parquet") if ".kline-tui" in p.parts] == []
 
 
 class Crash(BaseException):
@@ -283,12 +283,12 @@ def test_parts_written_during_compaction_are_kept(tmp_path, monkeypatch):
             frame = synthetic_rows([f"W{n:04d}USDT"], M1, day + rng.randrange(0, 1400) * MINUTE, 5)
             if n % 2:
                 write_parts(data, USDM, M1, frame)
-            else:  # as the sink publishes: staging, then layout.publish, no lock
+            else:  # a writer that does not take the publish lock: staging, then layout.publish
                 staging = layout.staging_dir(data)
-                staging.mkdir(exist_ok=True)
+                staging.mkdir(parents=True, exist_ok=True)
                 name = layout.part_name(n)
-                frame.write_parquet(staging / (name + ".tmp"))
-                layout.publish(staging / (name + ".tmp"),
+                frame.write_parquet(staging / f".{name}.tmp")
+                layout.publish(staging / f".{name}.tmp",
                                layout.partition_dir(data, USDM, M1, layout.bucket_of(M1, day)) / name)
             written.append(frame)
 
@@ -326,7 +326,7 @@ async def test_only_closed_buckets_and_events_on_the_loop(tmp_path):
     assert all(tid == loop_thread for tid, _ in events)
 
     # Another compaction holds the data directory: this one skips, touching nothing.
-    fd = os.open(layout.staging_dir(data) / "compact.lock", os.O_RDWR)
+    fd = layout.lock_fd(data, "compact.lock")
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         result = await compactor.run_once(d6 + 3 * DAY)
@@ -361,7 +361,7 @@ def test_falls_back_when_the_filesystem_refuses_the_exchange(tmp_path, monkeypat
     def refuse(a, b):
         raise OSError(errno.EINVAL, "Invalid argument")
 
-    monkeypatch.setattr(compact, "_swap_usable", lambda data_dir: True)
+    monkeypatch.setattr(compact, "_swap_usable", lambda data_dir, report=None: True)
     monkeypatch.setattr(compact, "_EXCHANGE", refuse)
     result = Compactor(data).run(None)
     assert result.buckets == 1 and not result.failed

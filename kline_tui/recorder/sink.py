@@ -4,19 +4,33 @@ A batch is flushed when the buffer holds `flush_rows` rows or its oldest row is 
 old, when asked (`flush()`), and on close. Each flush writes one part file per partition
 (market, interval, date bucket) holding every symbol of that partition, through a single writer
 thread so the event loop never waits on the disk. A part appears under its final name only once
-complete. A failed write (disk full, read-only folder) keeps its rows in the buffer and is retried
-until the disk takes them: nothing is lost below `max_buffer_rows`. Above that bound, new rows
-are dropped, counted and reported (a restart finds the holes on disk and fetches them again).
+complete.
+
+Two kinds of failure, told apart by where they happen. Rows are encoded to Parquet in memory,
+then written with plain file calls, so the disk's refusal (full, read-only) surfaces as an
+OSError: the rows stay in the buffer and are retried until the disk takes them, nothing lost
+below `max_buffer_rows` (above it new rows are dropped, counted and reported; a restart finds
+the holes on disk and fetches them again). It is reported once when it starts and once when it
+ends, not at every retry. Anything else is the rows' fault (a value no column can hold): the
+partition's rows are split in halves, recursively, until every row that can be written is, and
+each row that cannot go alone is appended to a dead-letter file in the bookkeeping folder
+(`.kline-tui/dead-letters/`, JSON lines), counted and reported, so one bad row never blocks the
+flushes after it. A row whose open time has no date bucket (before 1970, after 9999) goes there
+too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import io
+import itertools
 import logging
+import shutil
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -24,7 +38,6 @@ import polars as pl
 from kline_tui.model import PARQUET_SCHEMA, Interval, Market, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.store import layout
-from kline_tui.store.compact import publishing
 
 __all__ = ["ParquetSink", "SinkStats", "DEFAULT_FLUSH_ROWS", "DEFAULT_FLUSH_AGE_S"]
 
@@ -37,8 +50,12 @@ DEFAULT_FLUSH_ROWS = 50_000
 DEFAULT_FLUSH_AGE_S = 60.0
 # About 250 MB of buffered rows: four hours of 2,000 1m streams waiting for a disk to come back.
 DEFAULT_MAX_BUFFER_ROWS = 500_000
+# Below this much free space a write that fails for a reason Polars words its own way is taken for
+# a full disk, not for bad rows: holding rows is always safe, setting them aside is not.
+_FULL_BELOW_BYTES = 16 << 20
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
-Partition = tuple[Market, Interval, str]
+Partition = tuple[Market, Interval, str | None]  # no bucket: the open time has no place on disk
 
 
 @dataclass(slots=True)
@@ -55,6 +72,22 @@ class SinkStats:
     last_error: str | None = None
     failing: bool = False  # the last write failed: rows are held in memory, retried
     dropped: int = 0  # rows refused because the buffer was at its bound
+    dead_letters: int = 0  # rows that cannot be stored, kept in the dead-letter file
+    last_dead_letter: str | None = None  # why the latest one could not be stored
+
+
+@dataclass(slots=True)
+class _Outcome:
+    """What the writer thread did with one batch."""
+
+    written: int = 0
+    files: int = 0
+    held: dict[Partition, list[tuple]] = field(default_factory=dict)  # the disk refused these
+    held_reason: str = ""
+    disk_full: bool = False
+    dead: int = 0
+    dead_reason: str = ""
+    dead_file: Path | None = None
 
 
 class ParquetSink:
@@ -77,9 +110,9 @@ class ParquetSink:
         self.stats = SinkStats()
         self._dropped_logged_at = 0.0
         self._buffer: dict[Partition, list[tuple]] = defaultdict(list)
-        self._buckets: dict[tuple[Interval, int], str] = {}
+        self._buckets: dict[tuple[Interval, int], str | None] = {}
         self._oldest: float | None = None  # monotonic time of the oldest buffered row
-        self._seq = 0
+        self._seq = itertools.count()  # part numbers, taken in the writer thread only
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -101,9 +134,12 @@ class ParquetSink:
                     f"{self.stats.dropped} rows dropped so far"
                 )
             return False
-        day = candle.open_time // 86_400_000
-        bucket = self._buckets.get((key.interval, day))
-        if bucket is None:  # one datetime per interval and day, not one per row
+        try:
+            day = candle.open_time // 86_400_000
+            bucket = self._buckets.get((key.interval, day), "")
+        except Exception:  # noqa: BLE001 - not a number: the writer sets the row aside
+            bucket = None
+        if bucket == "":  # one datetime per interval and day, not one per row
             if len(self._buckets) > 4096:
                 self._buckets.clear()
             bucket = self._buckets[(key.interval, day)] = layout.bucket_of(key.interval, candle.open_time)
@@ -116,9 +152,12 @@ class ParquetSink:
         return True
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="sink")
+        """Run `run()` as a task of its own, until `close()`."""
+        self._task = asyncio.create_task(self.run(), name="sink")
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
+        """Flush by row count and by age, forever (a supervisor may run this instead of `start()`;
+        `close()` then only writes what is left)."""
         while True:
             timeout = self.flush_age_s
             if self._oldest is not None:
@@ -138,7 +177,8 @@ class ParquetSink:
                     await asyncio.sleep(min(self.flush_age_s, 5.0))
 
     async def flush(self) -> bool:
-        """Write everything buffered now. True when the buffer was emptied."""
+        """Write everything buffered now. True when the buffer was emptied (rows that cannot be
+        stored count as done: they are in the dead-letter file)."""
         async with self._lock:
             if not self._buffer:
                 return True
@@ -147,48 +187,59 @@ class ParquetSink:
             self.stats.rows_buffered -= rows
             self._oldest = None
             started = time.perf_counter()
-            seq0 = self._seq
-            self._seq += len(batch)
-            write = asyncio.get_running_loop().run_in_executor(
-                self._writer, self._write_batch, batch, seq0
-            )
+            write = asyncio.get_running_loop().run_in_executor(self._writer, self._write_batch, batch)
             try:
-                failed = await asyncio.shield(write)
+                outcome = await asyncio.shield(write)
             except asyncio.CancelledError:
                 # The thread writes on regardless: account for what it wrote, or the rows would
                 # be requeued and written twice.
-                self._account(batch, await write, started)
+                self._account(await write, started)
                 raise
-            return self._account(batch, failed, started)
+            return self._account(outcome, started)
 
-    def _account(
-        self, batch: dict[Partition, list[tuple]], failed: dict[Partition, str], started: float
-    ) -> bool:
-        """Book a finished write; requeue what failed. True when everything was written."""
+    def _account(self, outcome: _Outcome, started: float) -> bool:
+        """Book a finished write; requeue what the disk refused. True when nothing is held."""
         elapsed_ms = (time.perf_counter() - started) * 1000
-        written = {p: r for p, r in batch.items() if p not in failed}
-        n_written = sum(len(r) for r in written.values())
-        self.stats.rows_written += n_written
-        self.stats.files_written += len(written)
+        self.stats.rows_written += outcome.written
+        self.stats.files_written += outcome.files
         self.stats.flushes += 1
         self.stats.last_flush_at = time.time()
         self.stats.last_flush_ms = elapsed_ms
-        if written:
+        if outcome.written:
             self.events.info(
-                f"flushed {n_written} rows to {len(written)} files in {elapsed_ms:.0f} ms"
+                f"flushed {outcome.written} rows to {outcome.files} files in {elapsed_ms:.0f} ms"
             )
-        self.stats.failing = bool(failed)
-        if failed:
-            self._requeue({p: batch[p] for p in failed})
-            reason = next(iter(failed.values()))
-            self.stats.errors += 1
-            self.stats.last_error = reason
+        if outcome.dead:
+            self.stats.dead_letters += outcome.dead
+            self.stats.last_dead_letter = outcome.dead_reason
             self.events.error(
-                f"could not write {sum(len(batch[p]) for p in failed)} rows to {self.data_dir}: "
-                f"{reason}; they stay buffered and will be retried"
+                f"{outcome.dead} row{'s' if outcome.dead != 1 else ''} could not be stored "
+                f"({outcome.dead_reason}); kept in {outcome.dead_file}"
             )
+        if outcome.held:
+            self._requeue(outcome.held)
+            self.stats.errors += 1
+            self.stats.last_error = outcome.held_reason
+            if not self.stats.failing:  # once per episode, not at every retry
+                self.events.error(self._refusal(outcome))
+            self.stats.failing = True
             return False
+        if self.stats.failing:
+            self.events.info(f"disk takes writes again: {outcome.written} rows written to {self.data_dir}")
+        self.stats.failing = False
         return True
+
+    def _refusal(self, outcome: _Outcome) -> str:
+        held = sum(len(r) for r in outcome.held.values())
+        if outcome.disk_full:
+            return (
+                f"disk full: {held} rows held in memory (up to {self.max_buffer_rows}) and written "
+                f"when {self.data_dir} has room again; free some space ({outcome.held_reason})"
+            )
+        return (
+            f"could not write {held} rows to {self.data_dir}: {outcome.held_reason}; "
+            "they stay buffered and will be retried"
+        )
 
     def _requeue(self, batch: dict[Partition, list[tuple]]) -> None:
         for partition, rows in batch.items():
@@ -197,30 +248,73 @@ class ParquetSink:
         if self._oldest is None:
             self._oldest = time.monotonic()
 
-    def _write_batch(self, batch: dict[Partition, list[tuple]], seq0: int) -> dict[Partition, str]:
-        """Runs in the writer thread. Returns the partitions that failed, with why."""
-        failed: dict[Partition, str] = {}
-        for i, (partition, rows) in enumerate(sorted(batch.items())):
+    def _write_batch(self, batch: dict[Partition, list[tuple]]) -> _Outcome:
+        """Runs in the writer thread: writes what it can, sets aside what it must."""
+        outcome = _Outcome()
+        for partition, rows in sorted(batch.items(), key=lambda item: (*item[0][:2], item[0][2] or "")):
+            if partition[2] is None:
+                self._set_aside(partition, rows, "its open time has no date bucket (1970 to 9999)", outcome)
+            else:
+                self._write_partition(partition, rows, outcome)
+        return outcome
+
+    def _write_partition(self, partition: Partition, rows: list[tuple], outcome: _Outcome) -> None:
+        """Write one partition's rows; on a failure that is not the disk's, split them in halves
+        until each bad row stands alone, and set those aside."""
+        pending = [rows]
+        while pending:
+            chunk = pending.pop()
             try:
-                self._write_part(partition, rows, seq0 + i)
-            except Exception as exc:  # noqa: BLE001 - any write failure is reported, rows kept
-                failed[partition] = f"{type(exc).__name__}: {exc}"
-        return failed
+                self._write_part(partition, chunk, next(self._seq))
+            except Exception as exc:  # noqa: BLE001 - sorted below: the disk's fault or the rows'
+                if isinstance(exc, OSError) or self._disk_full(exc):
+                    held = outcome.held.setdefault(partition, [])
+                    for rest in (chunk, *pending):
+                        held.extend(rest)
+                    outcome.held_reason = _reason(exc)
+                    outcome.disk_full = outcome.disk_full or self._disk_full(exc)
+                    return
+                if len(chunk) == 1:
+                    self._set_aside(partition, chunk, _reason(exc), outcome)
+                else:
+                    half = len(chunk) // 2
+                    pending += [chunk[half:], chunk[:half]]
+                continue
+            outcome.written += len(chunk)
+            outcome.files += 1
 
     def _write_part(self, partition: Partition, rows: list[tuple], seq: int) -> None:
         market, interval, bucket = partition
         frame = pl.DataFrame(rows, schema=PARQUET_SCHEMA, orient="row").sort("symbol", "open_time")
-        staging = layout.staging_dir(self.data_dir)
-        staging.mkdir(parents=True, exist_ok=True)
-        name = layout.part_name(seq)
-        tmp = staging / (name + ".tmp")
+        encoded = io.BytesIO()  # in memory: a failure here is the rows', never the disk's
+        frame.write_parquet(encoded, compression="zstd", statistics=True)
+        layout.publish_part(self.data_dir, market, interval, bucket, encoded.getvalue(), seq)
+
+    def _set_aside(self, partition: Partition, rows: list[tuple], reason: str, outcome: _Outcome) -> None:
+        market, interval, bucket = partition
+        where = f"market={market.value}/interval={interval.path_label}/date={bucket or '?'}"
         try:
-            frame.write_parquet(tmp, compression="zstd", statistics=True)
-            with publishing(self.data_dir):  # never inside a compaction's folder exchange
-                layout.publish(tmp, layout.partition_dir(self.data_dir, market, interval, bucket) / name)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+            outcome.dead_file = layout.write_dead_letters(self.data_dir, where, rows, reason)
+        except OSError as exc:  # the disk refuses even this: hold them, try again later
+            outcome.held.setdefault(partition, []).extend(rows)
+            outcome.held_reason = _reason(exc)
+            outcome.disk_full = outcome.disk_full or self._disk_full(exc)
+            return
+        outcome.dead += len(rows)
+        outcome.dead_reason = reason
+
+    def _disk_full(self, exc: BaseException) -> bool:
+        """Whether a failed write means the disk is full, however the writer worded it."""
+        if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
+            return True
+        if any(f"[Errno {code}]" in str(exc) for code in _DISK_FULL_ERRNOS):
+            return True
+        if isinstance(exc, OSError):
+            return False
+        try:
+            return shutil.disk_usage(self.data_dir).free < _FULL_BELOW_BYTES
+        except OSError:
+            return False
 
     async def close(self) -> None:
         """Stop the timer and write everything still buffered."""
@@ -233,3 +327,11 @@ class ParquetSink:
             self._task = None
         await self.flush()
         self._writer.shutdown(wait=True)
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as one short line (a strerror rather than Polars' wording when there is one)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__

@@ -8,7 +8,7 @@ file without a moment where the merged file and some parts are both visible (row
 neither is (rows missing). One operation changes a whole folder at once: exchanging two
 directories (`renameat2(RENAME_EXCHANGE)` on Linux, `renamex_np(RENAME_SWAP)` on macOS). So:
 
-1. A plan (`<id>.plan`: bucket, merged file name, the parts it replaces) is written to a scratch
+1. A plan (`.<id>.plan`: bucket, merged file name, the parts it replaces) is written to a scratch
    folder *beside* the data directory (`.<name>.compacting/`, same filesystem; anything inside
    the data directory would be visible to readers).
 2. The listed parts are merged into `<id>/<merged>.parquet` in that scratch folder and fsynced.
@@ -27,15 +27,24 @@ the exchange, and for any other writer the cleanup moves such a stray part back 
 
 Where no directory exchange exists (another OS, a filesystem that refuses it, or a scratch folder
 that cannot sit beside the data directory) the fallback "hide then publish" keeps its work in
-`.staging/compacting/` under names that do not end in `.parquet`: the merged file is completed
-there (`.ready`), the old parts are moved in beside it, then the merged file is moved into the
-bucket. A reader then never sees a row twice but can miss a bucket's rows for that moment, and
-after a kill in it until the next run, which rolls the plan forward.
+`.kline-tui/compacting/` under hidden names that do not end in `.parquet`: the merged file is
+completed there (`.ready`), the old parts are moved in beside it, then the merged file is moved
+into the bucket. A reader then never sees a row twice but can miss a bucket's rows for that
+moment, and after a kill in it until the next run, which rolls the plan forward.
+
+Nothing in a scratch folder is trusted. The one beside the data directory sits in its parent,
+often a shared folder like /tmp where another user could plant it: it is created fresh with mode
+0700, and an existing one is used only if it is a real folder (not a link) of ours that nobody
+else can write; otherwise the run falls back to the folder inside the data directory, and a
+recovery leaves it alone. A plan names its bucket relative to the data directory
+(`market=.../interval=.../date=...`, no `..`, no link out) and its files by plain names; a plan
+that does not is reported, set aside (`.refused`) and never followed.
 
 Only closed buckets are compacted, those whose period ended `grace_ms` before the exchange time
 the caller gives: a bucket still receiving candles would need compacting again (still correct,
 only wasted work). Of two rows with the same (symbol, open_time) the one received live (`ws`) is
-kept, else the one from REST, else the archive's.
+kept, else the one from REST, else the archive's. A foreign file in a bucket (another schema) is
+never merged: it stays where it is, for `kline-tui verify` to name.
 """
 
 from __future__ import annotations
@@ -48,7 +57,9 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
+import stat
 import sys
 import time
 import uuid
@@ -60,8 +71,16 @@ from pathlib import Path
 import polars as pl
 
 from kline_tui.model import PARQUET_SCHEMA
-from kline_tui.store.layout import fsync_dir, part_name, staging_dir
-from kline_tui.store.read import READ_ERRORS, Bucket, buckets, part_files
+from kline_tui.store.layout import (
+    LEGACY_STAGING,
+    bookkeeping_dir,
+    fsync_dir,
+    is_dataset,
+    lock_fd,
+    part_name,
+    publishing,
+)
+from kline_tui.store.read import READ_ERRORS, Bucket, buckets, part_files, split_foreign
 
 __all__ = [
     "Compactor",
@@ -92,6 +111,15 @@ ROW_GROUP_ROWS = 16_384
 _PLAN = ".plan"
 _READY = ".ready"
 _OLD = ".old"
+_REFUSED = ".refused"
+
+# What a plan may name: its id, its bucket's three folders, and plain file names.
+_PLAN_ID = re.compile(r"[0-9a-f]{32}")
+_BUCKET_PARTS = (
+    re.compile(r"market=[a-z0-9_-]+"),
+    re.compile(r"interval=[0-9]+[a-zA-Z]+"),
+    re.compile(r"date=[0-9]{4}-[0-9]{2}-[0-9]{2}"),
+)
 
 Events = Callable[[int, str], None]
 
@@ -178,23 +206,62 @@ def swap_scratch(data_dir: Path) -> Path:
 
 
 def hide_scratch(data_dir: Path) -> Path:
-    """The fallback's scratch folder, inside `.staging/` (nothing in it ends in `.parquet`)."""
-    return staging_dir(Path(data_dir).resolve()) / "compacting"
+    """The fallback's scratch folder, in the bookkeeping folder (hidden names, none `.parquet`)."""
+    return bookkeeping_dir(Path(data_dir).resolve()) / "compacting"
 
 
-def _swap_usable(data_dir: Path) -> bool:
+def _legacy_scratch(data_dir: Path) -> Path:
+    """Where earlier versions kept the fallback's work: recovered, never written."""
+    return Path(data_dir).resolve() / LEGACY_STAGING / "compacting"
+
+
+def _scratch_problem(path: Path) -> str | None:
+    """Why `path` must not be used as a scratch folder, or None: it must be a real folder (not a
+    link), ours, that nobody else can write into."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if stat.S_ISLNK(st.st_mode):
+        return "it is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "it is not a folder"
+    if st.st_uid != os.geteuid():
+        return f"it belongs to user id {st.st_uid}, not to us"
+    if st.st_mode & 0o022:
+        return "other users can write into it"
+    return None
+
+
+def _claim_scratch(path: Path) -> str | None:
+    """Make `path` our scratch folder: created fresh, mode 0700, or an existing one that passes
+    `_scratch_problem`. Returns why it cannot be, or None."""
+    try:
+        os.mkdir(path, 0o700)
+        return None
+    except FileExistsError:
+        return _scratch_problem(path)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def _swap_usable(data_dir: Path, report: Events | None = None) -> bool:
     """Whether buckets of `data_dir` can be swapped with folders of the scratch beside it."""
     if _EXCHANGE is None:
         return False
     real = Path(data_dir).resolve()
     scratch = swap_scratch(real)
+    problem = _claim_scratch(scratch)
+    if problem is not None:
+        if report is not None:
+            report(logging.WARNING, f"not using {scratch} ({problem}); compacting inside the data directory instead")
+        return False
     probe_a = scratch / f"probe-{uuid.uuid4().hex}"
-    probe_b = staging_dir(real) / f"probe-{uuid.uuid4().hex}"
+    probe_b = bookkeeping_dir(real) / f"probe-{uuid.uuid4().hex}"
     try:
-        scratch.mkdir(exist_ok=True)
-        probe_b.parent.mkdir(exist_ok=True)
         if os.stat(scratch).st_dev != os.stat(real).st_dev:
             return False
+        probe_b.parent.mkdir(exist_ok=True)
         probe_a.mkdir()
         probe_b.mkdir()
         _EXCHANGE(probe_a, probe_b)
@@ -211,28 +278,10 @@ def _swap_usable(data_dir: Path) -> bool:
 
 # --- locks ----------------------------------------------------------------------------------
 
-def _lock_fd(data_dir: Path, name: str) -> int:
-    staging = staging_dir(Path(data_dir))
-    staging.mkdir(parents=True, exist_ok=True)
-    return os.open(staging / name, os.O_RDWR | os.O_CREAT, 0o644)
-
-
-@contextmanager
-def publishing(data_dir: Path) -> Iterator[None]:
-    """Hold while renaming a finished part into a bucket folder: a compaction never exchanges a
-    bucket's folder meanwhile, so the part cannot be carried away with the old parts."""
-    fd = _lock_fd(data_dir, "publish.lock")
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)
-
-
 @contextmanager
 def _exclusive(data_dir: Path, name: str, wait: bool) -> Iterator[bool]:
     """Yields True with the lock held, False (nothing held) if it is busy and `wait` is False."""
-    fd = _lock_fd(data_dir, name)
+    fd = lock_fd(data_dir, name)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -244,11 +293,11 @@ def _exclusive(data_dir: Path, name: str, wait: bool) -> Iterator[bool]:
         os.close(fd)
 
 
-# --- file helpers ---------------------------------------------------------------------------
+# --- plans ----------------------------------------------------------------------------------
 
 def _write_plan(scratch: Path, plan_id: str, plan: dict) -> Path:
-    path = scratch / (plan_id + _PLAN)
-    tmp = scratch / (plan_id + _PLAN + ".tmp")
+    path = scratch / f".{plan_id}{_PLAN}"
+    tmp = scratch / f".{plan_id}{_PLAN}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(plan, fh)
         fh.flush()
@@ -258,15 +307,80 @@ def _write_plan(scratch: Path, plan_id: str, plan: dict) -> Path:
     return path
 
 
+def _ready_name(merged: str, hidden: bool = True) -> str:
+    return f".{merged}{_READY}" if hidden else merged + _READY
+
+
+def _old_name(part: str, hidden: bool = True) -> str:
+    return f".{part}{_OLD}" if hidden else part + _OLD
+
+
+class _RefusedPlan(ValueError):
+    """A plan file that does not hold what compaction writes; never followed."""
+
+
+def _plain_name(name: object) -> str:
+    """A part file's name as a plan may hold it: a bare `*.parquet` name, nothing that walks."""
+    if (
+        not isinstance(name, str)
+        or not name.endswith(".parquet")
+        or name.startswith(".")
+        or any(c in name for c in "/\\\0")
+    ):
+        raise _RefusedPlan(f"{name!r} is not a plain part file name")
+    return name
+
+
+def _checked_plan(data_dir: Path, scratch: Path, plan_path: Path) -> tuple[dict, Path, Path]:
+    """The plan in `plan_path`, its work folder and its bucket folder, each checked to name only
+    what compaction itself writes: raises _RefusedPlan saying what is wrong."""
+    name = plan_path.name
+    plan_id = name[1 if name.startswith(".") else 0: -len(_PLAN)]
+    if not _PLAN_ID.fullmatch(plan_id):
+        raise _RefusedPlan("not a plan name compaction writes")
+    try:
+        plan = json.loads(plan_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _RefusedPlan(f"unreadable: {exc}") from None
+    if not isinstance(plan, dict) or plan.get("mode") not in ("swap", "hide"):
+        raise _RefusedPlan("no mode")
+    bucket = plan.get("bucket")
+    parts = bucket.split("/") if isinstance(bucket, str) else []
+    if len(parts) != 3 or not all(rx.fullmatch(p) for rx, p in zip(_BUCKET_PARTS, parts)):
+        raise _RefusedPlan(f"bucket {bucket!r} is not market=.../interval=.../date=... inside the data directory")
+    folder = data_dir
+    for part in parts:  # no link anywhere on the way: the bucket is where its name says
+        folder = folder / part
+        if folder.is_symlink():
+            raise _RefusedPlan(f"{folder} is a symbolic link")
+    if not folder.resolve().is_relative_to(data_dir.resolve()):
+        raise _RefusedPlan(f"bucket {bucket!r} leads out of the data directory")
+    _plain_name(plan.get("merged"))
+    replaces = plan.get("replaces")
+    if not isinstance(replaces, list):
+        raise _RefusedPlan("no list of the parts it replaces")
+    for part in replaces:
+        _plain_name(part)
+    work = scratch / plan_id
+    if work.is_symlink() or (work.exists() and not work.is_dir()):
+        raise _RefusedPlan(f"{work} is not a folder")
+    return plan, work, folder
+
+
 def _remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(path, ignore_errors=True)  # never follows a link: a link itself is refused
 
 
 # --- merging --------------------------------------------------------------------------------
 
 def merge_parts(files: list[Path], out: Path) -> tuple[int, int]:
     """Write the rows of `files` to `out` sorted by (symbol, open_time), each candle once,
-    fsynced. Returns (rows read, rows written). Raises CompactionError naming unreadable files."""
+    fsynced. Returns (rows read, rows written). Raises CompactionError naming unreadable files
+    and foreign ones (another schema: merging them would add rows of nulls)."""
+    _, foreign = split_foreign(files)
+    if foreign:
+        names = ", ".join(p.name for p in foreign)
+        raise CompactionError(f"foreign file(s) {names}: not this dataset's columns; run 'kline-tui verify'")
     lf = pl.scan_parquet(
         files,
         hive_partitioning=False,
@@ -314,26 +428,32 @@ def unreadable(files: Iterable[Path]) -> list[Path]:
 
 # --- one bucket -----------------------------------------------------------------------------
 
-def compact_bucket(data_dir: Path, bucket: Bucket, files: list[Path], *, swap: bool) -> tuple[int, int]:
+def compact_bucket(
+    data_dir: Path, bucket: Bucket, files: list[Path], *, swap: bool
+) -> tuple[int, int]:
     """Replace `files` (parts of `bucket` listed by the caller) by one merged file.
 
     Call with the compaction lock held. Returns (rows read, rows written).
     """
     data_dir = Path(data_dir).resolve()
+    try:
+        rel = bucket.path.resolve().relative_to(data_dir).as_posix()
+    except ValueError:
+        raise CompactionError("its folder leads out of the data directory") from None
     scratch = swap_scratch(data_dir) if swap else hide_scratch(data_dir)
-    scratch.mkdir(parents=True, exist_ok=True)
+    if not swap:
+        scratch.parent.mkdir(parents=True, exist_ok=True)
+    problem = _claim_scratch(scratch)
+    if problem is not None:
+        raise CompactionError(f"cannot use the scratch folder {scratch}: {problem}")
+    _files_in(bucket.path)  # a bucket holding a folder is refused before any work
     plan_id = uuid.uuid4().hex
     merged = part_name(0)
-    plan = {
-        "mode": "swap" if swap else "hide",
-        "bucket": bucket.path.resolve().relative_to(data_dir).as_posix(),
-        "merged": merged,
-        "replaces": [p.name for p in files],
-    }
+    plan = {"mode": "swap" if swap else "hide", "bucket": rel, "merged": merged, "replaces": [p.name for p in files]}
     plan_path = _write_plan(scratch, plan_id, plan)
     work = scratch / plan_id
     work.mkdir()
-    tmp = work / (merged + ".tmp")
+    tmp = work / f".{merged}.tmp"
     try:
         rows = merge_parts(files, tmp)
     except BaseException:
@@ -345,7 +465,7 @@ def compact_bucket(data_dir: Path, bucket: Bucket, files: list[Path], *, swap: b
         fsync_dir(work)
         _swap_in(data_dir, plan, work, bucket.path)
     else:
-        os.replace(tmp, work / (merged + _READY))
+        os.replace(tmp, work / _ready_name(merged))
         fsync_dir(work)
         _hide_and_publish(plan, work, bucket.path)
     _remove_tree(work)
@@ -354,13 +474,24 @@ def compact_bucket(data_dir: Path, bucket: Bucket, files: list[Path], *, swap: b
     return rows
 
 
+def _files_in(folder: Path) -> list[Path]:
+    """Every file of a folder, parts or not: a swap must carry along what it did not merge."""
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    if any(e.is_dir(follow_symlinks=False) for e in entries):
+        raise CompactionError(f"{folder} holds a folder; move it out, then compact")
+    return sorted(Path(e.path) for e in entries)
+
+
 def _swap_in(data_dir: Path, plan: dict, work: Path, bucket_dir: Path) -> None:
     replaced = set(plan["replaces"])
     with _exclusive(data_dir, "publish.lock", wait=True):
-        # Parts published since the listing stay in the bucket: they go into the new folder too.
-        for path in part_files(bucket_dir):
+        # Files published since the listing (or not parts at all) stay: they go into the new folder too.
+        for path in _files_in(bucket_dir):
             if path.name not in replaced:
-                os.link(path, work / path.name)
+                os.link(path, work / path.name, follow_symlinks=False)
         fsync_dir(work)
         _EXCHANGE(work, bucket_dir)  # type: ignore[misc]  # callers checked it exists
         fsync_dir(bucket_dir.parent)
@@ -369,12 +500,12 @@ def _swap_in(data_dir: Path, plan: dict, work: Path, bucket_dir: Path) -> None:
 
 
 def _return_strays(plan: dict, old: Path, bucket_dir: Path) -> int:
-    """Move back into the bucket any part in the swapped-out folder that the merge did not cover
+    """Move back into the bucket any file in the swapped-out folder that the merge did not cover
     and the bucket lacks (published by a writer that did not hold `publishing()`)."""
     replaced = set(plan["replaces"]) | {plan["merged"]}
     moved = 0
-    for path in part_files(old):
-        if path.name in replaced or (bucket_dir / path.name).exists():
+    for path in old.iterdir():
+        if path.name in replaced or (bucket_dir / path.name).exists() or path.is_dir():
             continue
         bucket_dir.mkdir(parents=True, exist_ok=True)
         os.replace(path, bucket_dir / path.name)
@@ -384,60 +515,84 @@ def _return_strays(plan: dict, old: Path, bucket_dir: Path) -> int:
     return moved
 
 
-def _hide_and_publish(plan: dict, work: Path, bucket_dir: Path) -> None:
+def _hide_and_publish(plan: dict, work: Path, bucket_dir: Path, hidden: bool = True) -> None:
     """The fallback, from a complete merged file onward (also how a leftover plan rolls forward)."""
     for name in plan["replaces"]:
         src = bucket_dir / name
         if src.exists():
-            os.replace(src, work / (name + _OLD))
+            os.replace(src, work / _old_name(name, hidden))
     fsync_dir(bucket_dir)
     bucket_dir.mkdir(parents=True, exist_ok=True)
-    os.replace(work / (plan["merged"] + _READY), bucket_dir / plan["merged"])
+    os.replace(work / _ready_name(plan["merged"], hidden), bucket_dir / plan["merged"])
     fsync_dir(bucket_dir)
 
 
-def recover(data_dir: Path) -> int:
-    """Finish or undo what killed compactions left; returns how many. Hold the compaction lock."""
+def recover(data_dir: Path, report: Events | None = None) -> int:
+    """Finish or undo what killed compactions left; returns how many. Hold the compaction lock.
+
+    A scratch folder that is not ours alone is not read; a plan that names anything but a
+    bucket of this data directory and plain file names is renamed `.refused` and not followed.
+    Both are told to `report`.
+    """
+    report = report or (lambda level, message: None)
     data_dir = Path(data_dir).resolve()
     done = 0
-    for scratch in (swap_scratch(data_dir), hide_scratch(data_dir)):
-        if not scratch.is_dir():
+    for scratch in (swap_scratch(data_dir), hide_scratch(data_dir), _legacy_scratch(data_dir)):
+        if not os.path.lexists(scratch):
             continue
-        for plan_path in sorted(scratch.glob("*" + _PLAN)):
-            try:
-                plan = json.loads(plan_path.read_text(encoding="utf-8"))
-                work = scratch / plan_path.name[: -len(_PLAN)]
-                bucket_dir = data_dir / plan["bucket"]
-                mode = plan["mode"]
-            except (OSError, ValueError, KeyError, TypeError):
-                plan_path.unlink(missing_ok=True)  # a plan is complete before anything else exists
-                continue
-            if work.is_dir():
-                if mode == "swap" and not (work / plan["merged"]).exists():
-                    _return_strays(plan, work, bucket_dir)  # swapped: `work` holds the old parts
-                elif mode == "hide" and (work / (plan["merged"] + _READY)).exists():
-                    _hide_and_publish(plan, work, bucket_dir)
-                _remove_tree(work)
-            plan_path.unlink(missing_ok=True)
-            done += 1
-        # Half-written plans and probes: nothing refers to them.
-        for leftover in scratch.iterdir():
-            if leftover.name.endswith(".tmp"):
-                leftover.unlink(missing_ok=True)
-            elif leftover.is_dir() and not (scratch / (leftover.name + _PLAN)).exists():
-                _remove_tree(leftover)
-        fsync_dir(scratch)
-    for probe in staging_dir(data_dir).glob("probe-*"):  # a killed _swap_usable's
+        problem = _scratch_problem(scratch)
+        if problem is not None:
+            report(logging.ERROR, f"not reading compaction plans in {scratch}: {problem}; remove it")
+            continue
+        done += _recover_plans(data_dir, scratch, report)
+    legacy = data_dir / LEGACY_STAGING
+    for folder in (_legacy_scratch(data_dir), legacy):  # an earlier version's, once emptied
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
+    for probe in bookkeeping_dir(data_dir).glob("probe-*"):  # a killed _swap_usable's
         _remove_tree(probe)
     return done
 
 
+def _recover_plans(data_dir: Path, scratch: Path, report: Events) -> int:
+    done = 0
+    for plan_path in sorted(p for p in scratch.iterdir() if p.name.endswith(_PLAN)):
+        try:
+            plan, work, bucket_dir = _checked_plan(data_dir, scratch, plan_path)
+        except _RefusedPlan as exc:
+            os.replace(plan_path, plan_path.with_name(plan_path.name + _REFUSED))
+            report(logging.ERROR, f"refused compaction plan {plan_path}: {exc}; not followed")
+            continue
+        hidden = plan_path.name.startswith(".")
+        if work.is_dir():
+            if plan["mode"] == "swap" and not (work / plan["merged"]).exists():
+                _return_strays(plan, work, bucket_dir)  # swapped: `work` holds the old parts
+            elif plan["mode"] == "hide" and (work / _ready_name(plan["merged"], hidden)).exists():
+                _hide_and_publish(plan, work, bucket_dir, hidden)
+            _remove_tree(work)
+        plan_path.unlink(missing_ok=True)
+        done += 1
+    # Half-written plans and probes: nothing refers to them. A refused plan's folder is kept.
+    kept = {p.name.lstrip(".").split(".")[0] for p in scratch.iterdir() if p.name.endswith((_PLAN, _REFUSED))}
+    for leftover in scratch.iterdir():
+        if leftover.name.endswith(".tmp"):
+            leftover.unlink(missing_ok=True)
+        elif leftover.is_dir() and not leftover.is_symlink() and leftover.name not in kept:
+            _remove_tree(leftover)
+    fsync_dir(scratch)
+    return done
+
+
 def _drop_scratch(data_dir: Path) -> None:
-    """Remove the scratch folder beside the data directory when empty, leaving no trace."""
-    try:
-        swap_scratch(data_dir).rmdir()
-    except OSError:
-        pass
+    """Remove the scratch folder beside the data directory when empty and ours, leaving no trace."""
+    scratch = swap_scratch(data_dir)
+    if os.path.lexists(scratch) and _scratch_problem(scratch) is None:
+        try:
+            scratch.rmdir()
+        except OSError:
+            pass
 
 
 # --- the compactor --------------------------------------------------------------------------
@@ -494,26 +649,28 @@ class Compactor:
         report = report or (lambda level, message: None)
         result = CompactionResult()
         started = time.perf_counter()
-        if not self.data_dir.is_dir():
+        if not is_dataset(self.data_dir):  # not ours to write into: no lock, no scratch
             result.seconds = time.perf_counter() - started
             return result
         with _exclusive(self.data_dir, "compact.lock", wait) as held:
             if not held:
                 result.busy = True
                 return result
-            result.recovered = recover(self.data_dir)
+            result.recovered = recover(self.data_dir, report)
             if result.recovered:
                 report(logging.INFO, f"finished {result.recovered} interrupted compaction(s)")
-            swap = _swap_usable(self.data_dir) if self._swap is not False else False
+            swap = _swap_usable(self.data_dir, report) if self._swap is not False else False
             if self._swap and not swap:
                 raise CompactionError("this filesystem cannot exchange folders atomically")
             todo = list(only) if only is not None else buckets(self.data_dir)
             for bucket in todo:
                 if now_ms is not None and bucket.end_ms + self.grace_ms > now_ms:
                     continue
-                files = part_files(bucket.path)
+                files, foreign = split_foreign(part_files(bucket.path))
                 if len(files) < (1 if force else 2):
                     continue
+                for path, why in foreign.items():
+                    report(logging.WARNING, f"{bucket}: left {path.name} out ({why}); 'kline-tui verify' names it")
                 try:
                     try:
                         rows_in, rows_out = compact_bucket(self.data_dir, bucket, files, swap=swap)
@@ -521,7 +678,7 @@ class Compactor:
                         if not swap or exc.errno not in _NO_EXCHANGE:
                             raise
                         swap = False  # this filesystem refuses the exchange: fall back for good
-                        recover(self.data_dir)
+                        recover(self.data_dir, report)
                         rows_in, rows_out = compact_bucket(self.data_dir, bucket, files, swap=False)
                 except CompactionError as exc:
                     result.failed.append(f"{bucket}: {exc}")

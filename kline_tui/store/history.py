@@ -11,7 +11,9 @@ market's request-weight budget and honours Retry-After.
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,6 @@ from kline_tui.binance.markets import MARKETS
 from kline_tui.binance.rest import RestClient
 from kline_tui.model import PARQUET_SCHEMA, Candle, Interval, Market, StreamKey
 from kline_tui.store import layout
-from kline_tui.store.compact import publishing
 from kline_tui.store.read import open_times
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
     "backfill",
     "first_open_at_or_after",
 ]
+
+log = logging.getLogger(__name__)
 
 _seq = itertools.count()
 
@@ -50,30 +53,34 @@ def candles_frame(symbol: str, candles: Iterable[Candle], source: str) -> pl.Dat
 
 def write_parts(data_dir: Path, market: Market, interval: Interval, frame: pl.DataFrame) -> list[Path]:
     """Write `frame` (the dataset's columns) as one part per bucket, sorted by (symbol,
-    open_time), each published atomically as the sink does. Returns the files written."""
+    open_time), each published atomically as the sink does. Returns the files written.
+
+    Rows whose open time no bucket can hold (before 1970, after 9999) go to the dead-letter
+    file instead: they never reach a path, nor Polars' date formatting (which panics on them).
+    """
     if frame.is_empty():
         return []
     data_dir = Path(data_dir)
     fmt = _BUCKET_FORMAT[layout.BUCKET_OF_INTERVAL[interval]]
     frame = frame.select(list(PARQUET_SCHEMA)).cast(PARQUET_SCHEMA)  # type: ignore[arg-type]
-    labelled = frame.with_columns(_bucket=pl.col("open_time").dt.strftime(fmt))
-    staging = layout.staging_dir(data_dir)
-    staging.mkdir(parents=True, exist_ok=True)
+    epoch = pl.col("open_time").dt.epoch("ms")
+    placeable = epoch.is_between(0, layout.END_MS - 1)
+    homeless = frame.filter(~placeable.fill_null(False))
+    if not homeless.is_empty():
+        where = f"market={market.value}/interval={interval.path_label}"
+        path = layout.write_dead_letters(
+            data_dir, where, homeless.with_columns(open_time=epoch, close_time=pl.col("close_time").dt.epoch("ms"))
+            .iter_rows(), "its open time has no date bucket (1970 to 9999)"
+        )
+        log.warning("%d rows of %s have no date bucket; kept in %s", homeless.height, where, path)
+    labelled = frame.filter(placeable).with_columns(_bucket=pl.col("open_time").dt.strftime(fmt))
     written = []
     for (bucket,), part in sorted(labelled.partition_by("_bucket", as_dict=True).items()):
-        name = layout.part_name(next(_seq))
-        tmp = staging / (name + ".tmp")
-        final = layout.partition_dir(data_dir, market, interval, str(bucket)) / name
-        try:
-            part.drop("_bucket").sort("symbol", "open_time").write_parquet(
-                tmp, compression="zstd", statistics=True
-            )
-            with publishing(data_dir):
-                layout.publish(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        written.append(final)
+        encoded = io.BytesIO()
+        part.drop("_bucket").sort("symbol", "open_time").write_parquet(encoded, compression="zstd", statistics=True)
+        written.append(
+            layout.publish_part(data_dir, market, interval, str(bucket), encoded.getvalue(), next(_seq))
+        )
     return written
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 from pathlib import Path
 
-from kline_tui.store.layout import staging_dir
+from kline_tui.store import layout
 
 __all__ = ["DataDirLock", "DataDirError"]
 
@@ -16,9 +17,11 @@ class DataDirError(Exception):
 
 
 class DataDirLock:
-    """An exclusive lock on `<data_dir>/.lock`, held while recording.
+    """An exclusive lock on `<data_dir>/.kline-tui/.lock`, held while recording.
 
-    Taking it also clears what a killed recorder left half-written in `.staging/`.
+    Taking it also clears what killed writers left half-written in staging (never the files of
+    a `backfill`, `import` or `verify --repair` running beside: see `layout.staged`), and moves
+    an earlier version's bookkeeping (`.lock`, `.staging/`, `.quarantine/`) into `.kline-tui/`.
     """
 
     def __init__(self, data_dir: Path) -> None:
@@ -26,9 +29,10 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
+        """Take the lock, or raise DataDirError saying who holds it or why the folder is unusable."""
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.data_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = layout.lock_fd(self.data_dir, "lock")
         except OSError as exc:
             raise DataDirError(f"cannot use data directory {self.data_dir}: {exc.strerror or exc}") from None
         try:
@@ -43,12 +47,59 @@ class DataDirLock:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
-        staging = staging_dir(self.data_dir)
-        if staging.is_dir():
-            for leftover in staging.glob("*.tmp"):
-                leftover.unlink(missing_ok=True)
+        try:
+            self._migrate()
+            layout.clear_staging(self.data_dir)
+        except DataDirError:
+            self.release()
+            raise
+        except OSError as exc:
+            self.release()
+            raise DataDirError(f"cannot use data directory {self.data_dir}: {exc.strerror or exc}") from None
+
+    def _migrate(self) -> None:
+        """Move an earlier version's bookkeeping out of the way of `pl.scan_parquet(data_dir)`."""
+        old_lock = self.data_dir / layout.LEGACY_LOCK
+        if old_lock.is_file():
+            fd = os.open(old_lock, os.O_RDWR)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                    raise DataDirError(
+                        f"an earlier kline-tui (pid {owner}) is recording into {self.data_dir}; stop it first"
+                    ) from None
+                old_lock.unlink()
+            finally:
+                os.close(fd)
+        old_staging = self.data_dir / layout.LEGACY_STAGING
+        if old_staging.is_dir():
+            for entry in old_staging.iterdir():
+                if entry.name.endswith((".tmp", ".lock")):
+                    entry.unlink(missing_ok=True)
+                elif entry.name.startswith("probe-") and entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+            # `compacting/` may hold an interrupted compaction: the next compaction finishes it.
+            _remove_if_empty(old_staging)
+        old_quarantine = self.data_dir / layout.LEGACY_QUARANTINE
+        if old_quarantine.is_dir():
+            target = layout.quarantine_dir(self.data_dir)
+            target.mkdir(parents=True, exist_ok=True)
+            for entry in old_quarantine.iterdir():
+                name = entry.name if entry.name.startswith(".") else "." + entry.name
+                os.replace(entry, target / name)
+            _remove_if_empty(old_quarantine)
 
     def release(self) -> None:
+        """Let another recorder use the data directory."""
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass

@@ -11,7 +11,8 @@ filters applied, but the folders are pruned before any file is listed: only the 
 [start, end) are scanned. Within a file, row groups are skipped by their statistics (compacted
 files are sorted by symbol, so a one-symbol query reads a small part of them).
 
-The files are listed when `scan` is called. A compaction that runs between `scan` and `collect`
+Files that are not the dataset's (another schema: a foreign Parquet dropped in a bucket) are
+skipped; `kline-tui verify` names them. The files are listed when `scan` is called. A compaction that runs between `scan` and `collect`
 replaces the files of a bucket: `collect` then fails with a missing file, never returns a row
 twice or misses one; scan again.
 """
@@ -42,11 +43,16 @@ __all__ = [
     "READ_ERRORS",
     "open_times",
     "scan_files",
+    "foreign_reason",
+    "split_foreign",
 ]
 
 # What reading a damaged file can raise: Polars errors, OS errors, and a panic of the reader
 # (a BaseException) on some kinds of corruption.
 READ_ERRORS: tuple[type[BaseException], ...] = (Exception, pl.exceptions.PanicException)
+
+# A file of an earlier version may lack these columns; any other difference makes it foreign.
+OPTIONAL_COLUMNS = frozenset({"source"})
 
 # What `scan` returns: where the rows live, then the file columns.
 READ_SCHEMA: dict[str, pl.DataType] = {"market": pl.String(), "interval": pl.String(), **PARQUET_SCHEMA}
@@ -147,6 +153,52 @@ def part_files(folder: Path) -> list[Path]:
     return sorted(Path(e.path) for e in entries if e.name.endswith(".parquet") and e.is_file())
 
 
+# Whether a file is foreign, by (path, size, mtime): published parts never change, and reading a
+# footer costs a hundred times a stat.
+_FOREIGN_CACHE: dict[tuple[str, int, int], str | None] = {}
+_FOREIGN_CACHE_MAX = 100_000
+
+
+def foreign_reason(path: Path) -> str | None:
+    """Why `path` is not a part file of this dataset (its columns or their types differ from
+    the dataset's), or None when it is one. A file whose footer cannot be read is not judged
+    here (None): the readers find it unreadable and report it as such."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key in _FOREIGN_CACHE:
+        return _FOREIGN_CACHE[key]
+    try:
+        schema = dict(pl.read_parquet_schema(path))
+    except READ_ERRORS:
+        return None
+    missing = [c for c in PARQUET_SCHEMA if c not in schema and c not in OPTIONAL_COLUMNS]
+    extra = [c for c in schema if c not in PARQUET_SCHEMA]
+    wrong = [f"{c} is {schema[c]}" for c in PARQUET_SCHEMA if c in schema and schema[c] != PARQUET_SCHEMA[c]]
+    problems = ([f"lacks {', '.join(missing)}"] if missing else []) + (
+        [f"has {', '.join(extra)}"] if extra else []) + wrong
+    reason = "not this dataset's columns: " + "; ".join(problems) if problems else None
+    if len(_FOREIGN_CACHE) >= _FOREIGN_CACHE_MAX:
+        _FOREIGN_CACHE.clear()
+    _FOREIGN_CACHE[key] = reason
+    return reason
+
+
+def split_foreign(files: Iterable[Path]) -> tuple[list[Path], dict[Path, str]]:
+    """`files` parted into the dataset's and the foreign ones (with why)."""
+    ours: list[Path] = []
+    foreign: dict[Path, str] = {}
+    for path in files:
+        reason = foreign_reason(path)
+        if reason is None:
+            ours.append(path)
+        else:
+            foreign[path] = reason
+    return ours, foreign
+
+
 def parse_time(value: datetime | date | str | int | None) -> int | None:
     """Epoch ms (UTC) of a datetime, a date (its midnight UTC), an ISO string or an int of ms.
 
@@ -207,7 +259,7 @@ def scan(
 
     by_folder: dict[tuple[Market, Interval], list[Path]] = {}
     for bucket in buckets(data_dir, markets, intervals, start_ms, end_ms):
-        files = part_files(bucket.path)
+        files, _ = split_foreign(part_files(bucket.path))
         if files:
             by_folder.setdefault((bucket.market, bucket.interval), []).extend(files)
     if not by_folder:
@@ -256,12 +308,12 @@ def open_times(
     end_ms: int | None = None,
 ) -> list[int]:
     """The open times (epoch ms, ascending, each once) the dataset holds of one stream within
-    [start_ms, end_ms]. Unreadable files are skipped (`kline-tui verify` reports them)."""
-    files = [
+    [start_ms, end_ms]. Unreadable and foreign files are skipped (`kline-tui verify` reports them)."""
+    files, _ = split_foreign(
         f
         for b in buckets(data_dir, [market], [interval], start_ms, None if end_ms is None else end_ms + 1)
         for f in part_files(b.path)
-    ]
+    )
     if not files:
         return []
 
