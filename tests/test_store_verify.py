@@ -86,8 +86,8 @@ async def test_verify_finds_and_repair_fixes(sim, tmp_path, capsys):
         assert len(opens) == count and opens[0] == first and contiguous(key.interval, opens)
     assert set(df.filter(pl.col("symbol") == "BTCUSDT")["source"]) == {"ws", "rest"}
     assert not corrupt.exists()
-    assert [p.name for p in (data / ".quarantine").iterdir()] == [
-        corrupt.relative_to(data).as_posix().replace("/", "__") + ".corrupt"
+    assert [p.name for p in layout.quarantine_dir(data).iterdir()] == [
+        "." + corrupt.relative_to(data).as_posix().replace("/", "__") + ".corrupt"
     ]
     assert verify_dataset(data).clean
 

@@ -25,6 +25,7 @@ from kline_tui.model import Interval, Market, SpecError, StreamKey
 from kline_tui.store.archive import ArchiveError, ImportResult, import_archives
 from kline_tui.store.compact import DEFAULT_GRACE_MS, CompactionError, Compactor
 from kline_tui.store.history import BackfillResult, backfill
+from kline_tui.store.layout import is_dataset
 from kline_tui.store.read import parse_time
 from kline_tui.store.verify import format_time, render, repair, verify_dataset
 
@@ -58,6 +59,18 @@ def _settings(args: argparse.Namespace) -> tuple[Settings, Path]:
 def _existing(data_dir: Path) -> Path:
     if not data_dir.is_dir():
         raise UsageError(f"no data directory at {data_dir}: pass --data-dir or set data_dir in the config")
+    return data_dir
+
+
+def _dataset(data_dir: Path) -> Path:
+    """The data directory, if it is one a recorder wrote (tools never write into another folder)."""
+    _existing(data_dir)
+    if not is_dataset(data_dir):
+        empty = not any(data_dir.iterdir())
+        raise UsageError(
+            f"{data_dir} is {'empty' if empty else 'not a kline-tui dataset (no market=... folders)'}: "
+            "pass the folder a recorder writes with --data-dir"
+        )
     return data_dir
 
 
@@ -106,7 +119,7 @@ def compact_main(argv: list[str]) -> int:
 
     def body(err: Console) -> int:
         _, data_dir = _settings(args)
-        compactor = Compactor(_existing(data_dir))
+        compactor = Compactor(_dataset(data_dir))
         now = None if args.all else int(time.time() * 1000)
         result = compactor.run(now, wait=False)
         if result.busy:
@@ -132,14 +145,17 @@ def verify_main(argv: list[str]) -> int:
     parser.add_argument("streams", nargs="*", metavar="STREAM",
                         help="streams to check, as market:SYMBOL:interval (default: every stream on disk)")
     parser.add_argument("--repair", action="store_true",
-                        help="quarantine unreadable files, fetch gaps from REST, remove duplicates")
+                        help="quarantine unreadable and foreign files, fetch gaps from REST, remove duplicates")
     args = parser.parse_args(argv)
 
     def body(err: Console) -> int:
         keys = _streams(args.streams) or None
         settings, data_dir = _settings(args)
-        _existing(data_dir)
+        _dataset(data_dir)
         report = verify_dataset(data_dir, keys)
+        if not report.streams and not report.unreadable and not report.foreign:
+            err.print(f"kline-tui verify: {escape(str(data_dir))} holds no candles yet")
+            return EXIT_PROBLEMS
         for line in render(report, data_dir):
             print(line)
         if args.repair and not report.clean:

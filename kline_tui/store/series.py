@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from kline_tui.model import Interval, Market, StreamKey
-from kline_tui.store.layout import partition_root
+from kline_tui.store.layout import quarantine, quarantine_dir
+from kline_tui.store.read import READ_ERRORS, buckets, part_files, split_foreign
 
 __all__ = ["StoredSeries", "stored_series"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -23,21 +27,28 @@ class StoredSeries:
     holes: list[tuple[int, int]] = field(default_factory=list)  # (first, last) open times missing
 
 
-def stored_series(data_dir: Path, keys: Iterable[StreamKey]) -> dict[StreamKey, StoredSeries]:
+def stored_series(
+    data_dir: Path, keys: Iterable[StreamKey], report: Callable[[str], None] | None = None
+) -> dict[StreamKey, StoredSeries]:
     """The newest open time (ms) and the holes of each stream that has rows on disk.
 
     A recorder killed before a flush loses its buffer, and the buffer may hold candles older
     than some already on disk (a backfill finishing after newer live candles were written), so
     resuming from the newest candle alone would leave those holes forever: they are found here
-    and fetched again. Reads only the `symbol` and `open_time` columns; unreadable files are
-    skipped (`kline-tui verify` reports them).
+    and fetched again. Reads only the `symbol` and `open_time` columns.
+
+    No file stops the start: a foreign file (another schema) is skipped, a file the reader
+    cannot decode (or that makes it panic) is moved to the quarantine folder, and its rows show
+    up as holes, fetched again. Each is told to `report` (one sentence; called on this thread),
+    else logged.
     """
+    report = report or log.warning
     by_folder: dict[tuple[Market, Interval], set[str]] = defaultdict(set)
     for key in keys:
         by_folder[(key.market, key.interval)].add(key.symbol)
     out: dict[StreamKey, StoredSeries] = {}
     for (market, interval), symbols in by_folder.items():
-        times = _open_times(partition_root(Path(data_dir), market, interval), symbols)
+        times = _open_times(Path(data_dir), market, interval, symbols, report)
         if times is None:
             continue
         for (symbol,), group in times.group_by(["symbol"]):
@@ -48,8 +59,13 @@ def stored_series(data_dir: Path, keys: Iterable[StreamKey]) -> dict[StreamKey, 
     return out
 
 
-def _open_times(root: Path, symbols: set[str]) -> pl.DataFrame | None:
-    files = sorted(p for p in root.glob("date=*/*.parquet") if p.is_file()) if root.is_dir() else []
+def _open_times(
+    data_dir: Path, market: Market, interval: Interval, symbols: set[str], report: Callable[[str], None]
+) -> pl.DataFrame | None:
+    listed = [f for b in buckets(data_dir, [market], [interval]) for f in part_files(b.path)]
+    files, foreign = split_foreign(listed)
+    for path, why in foreign.items():
+        report(f"skipped {_shown(data_dir, path)}: {why}; 'kline-tui verify --repair' moves it aside")
     if not files:
         return None
 
@@ -63,14 +79,41 @@ def _open_times(root: Path, symbols: set[str]) -> pl.DataFrame | None:
 
     try:
         return read(files)
-    except (pl.exceptions.PolarsError, OSError):
-        frames = []
-        for path in files:  # one bad file must not hide the good ones
-            try:
-                frames.append(read([path]))
-            except (pl.exceptions.PolarsError, OSError):
-                continue
-        return pl.concat(frames) if frames else None
+    except READ_ERRORS:
+        pass
+    frames, bad = [], []
+    for path in files:  # one bad file must not hide the good ones
+        try:
+            frames.append(read([path]))
+        except OSError:
+            continue  # gone meanwhile (a compaction), or the disk: not the file's fault
+        except READ_ERRORS as exc:
+            if path.exists():
+                bad.append((path, _first_line(exc)))
+    for path, why in bad:
+        try:
+            moved = quarantine(data_dir, [path])
+        except OSError as exc:
+            report(f"unreadable file {_shown(data_dir, path)} ({why}) skipped; cannot move it: {exc.strerror or exc}")
+            continue
+        if moved:
+            report(
+                f"unreadable file {_shown(data_dir, path)} ({why}) moved to {quarantine_dir(data_dir)}; "
+                "its candles are fetched again"
+            )
+    return pl.concat(frames) if frames else None
+
+
+def _shown(data_dir: Path, path: Path) -> str:
+    try:
+        return path.relative_to(data_dir).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
 
 
 def _holes(interval: Interval, opens: list[int]) -> list[tuple[int, int]]:

@@ -2,19 +2,19 @@
 
 Per stream: the first and last candle, the number of candles, the gaps (runs of missing candles
 between the first and the last) and the duplicates (extra copies of a candle); for the dataset,
-the files that cannot be read in full. Buckets are read one at a time, so memory follows the
-largest bucket, not the dataset.
+the files that cannot be read in full and the foreign ones (valid Parquet with other columns,
+which every reader skips). Buckets are read one at a time, so memory follows the largest bucket,
+not the dataset.
 
-`--repair` moves unreadable files to `.quarantine/` (renamed `*.parquet.corrupt`, so no reader
-sees them), fetches the gaps from REST (the rows a quarantined file held, when other candles
-surround them, show up as gaps and are fetched too), and compacts the buckets holding
-duplicates. Rows missing at the very start or end of a stream are not gaps; the recorder's
+`--repair` moves unreadable and foreign files to `.kline-tui/quarantine/` (renamed
+`.<path>.corrupt` or `.<path>.foreign`, so no reader sees them), fetches the gaps from REST (the
+rows a quarantined file held, when other candles surround them, show up as gaps and are fetched
+too), and compacts the buckets holding duplicates. Rows missing at the very start or end of a stream are not gaps; the recorder's
 resume and `kline-tui backfill` fetch those.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,9 +24,10 @@ import polars as pl
 
 from kline_tui.binance.rest import RestClient
 from kline_tui.model import Interval, Market, StreamKey
+from kline_tui.store import layout
 from kline_tui.store.compact import Compactor, unreadable
 from kline_tui.store.history import backfill
-from kline_tui.store.read import READ_ERRORS, Bucket, scan_files, buckets, part_files
+from kline_tui.store.read import READ_ERRORS, Bucket, buckets, part_files, scan_files, split_foreign
 
 __all__ = ["StreamReport", "VerifyReport", "verify_dataset", "repair", "quarantine", "format_time"]
 
@@ -54,14 +55,16 @@ class StreamReport:
 
 @dataclass(slots=True)
 class VerifyReport:
-    """The whole check: every stream looked at, and the files that could not be read."""
+    """The whole check: every stream looked at, the files that could not be read, and the
+    foreign ones (another schema), with why."""
 
     streams: dict[StreamKey, StreamReport] = field(default_factory=dict)
     unreadable: list[Path] = field(default_factory=list)
+    foreign: dict[Path, str] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
-        return not self.unreadable and all(s.clean for s in self.streams.values())
+        return not self.unreadable and not self.foreign and all(s.clean for s in self.streams.values())
 
 
 def _selection(keys: Iterable[StreamKey] | None) -> dict[tuple[Market, Interval], set[str] | None]:
@@ -74,7 +77,8 @@ def _selection(keys: Iterable[StreamKey] | None) -> dict[tuple[Market, Interval]
 
 
 def _read_bucket(folder: Path, report: VerifyReport) -> pl.DataFrame:
-    """(symbol, t) of every row of a bucket's files; unreadable files are noted and skipped.
+    """(symbol, t) of every row of a bucket's files; unreadable and foreign files are noted and
+    skipped.
 
     Every column is read, so damage anywhere in a file is found, not only in its footer. A
     compaction may swap the bucket's files while they are read: the folder is then listed again.
@@ -83,12 +87,17 @@ def _read_bucket(folder: Path, report: VerifyReport) -> pl.DataFrame:
         df = scan_files(paths).collect()
         return df.select("symbol", t=pl.col("open_time").dt.epoch("ms"))
 
-    files = part_files(folder)
+    def listing() -> list[Path]:
+        files, foreign = split_foreign(part_files(folder))
+        report.foreign.update(foreign)
+        return files
+
+    files = listing()
     for _ in range(5):
         try:
             return read(files)
         except READ_ERRORS:
-            relisted = part_files(folder)
+            relisted = listing()
             if relisted != files:
                 files = relisted
                 continue
@@ -158,26 +167,13 @@ def verify_dataset(data_dir: Path, keys: Iterable[StreamKey] | None = None) -> V
             stream.last = times[-1]
             last_seen[key] = times[-1]
     report.unreadable = sorted(set(report.unreadable))
+    report.foreign = {p: report.foreign[p] for p in sorted(report.foreign) if p.exists()}
     return report
 
 
-def quarantine(data_dir: Path, files: Iterable[Path]) -> list[Path]:
-    """Move files out of the dataset into `<data_dir>/.quarantine/`, named so no reader sees them."""
-    data_dir = Path(data_dir)
-    target = data_dir / ".quarantine"
-    target.mkdir(exist_ok=True)
-    moved = []
-    for path in files:
-        if not path.exists():
-            continue
-        try:
-            rel = path.resolve().relative_to(data_dir.resolve()).as_posix()
-        except ValueError:
-            rel = path.name
-        dest = target / (rel.replace("/", "__") + ".corrupt")
-        os.replace(path, dest)
-        moved.append(dest)
-    return moved
+def quarantine(data_dir: Path, files: Iterable[Path], kind: str = "corrupt") -> list[Path]:
+    """Move files out of the dataset into `.kline-tui/quarantine/`, named so no reader sees them."""
+    return layout.quarantine(data_dir, files, kind)
 
 
 async def repair(
@@ -187,12 +183,17 @@ async def repair(
     keys: Iterable[StreamKey] | None = None,
     say: Callable[[str], None] | None = None,
 ) -> VerifyReport:
-    """Quarantine unreadable files, fetch the gaps, compact the buckets with duplicates; returns
-    a fresh report. Raises RestError when the exchange cannot be reached."""
+    """Quarantine unreadable and foreign files, fetch the gaps, compact the buckets with
+    duplicates; returns a fresh report. Raises RestError when the exchange cannot be reached."""
     say = say or (lambda text: None)
-    if report.unreadable:
-        moved = quarantine(data_dir, report.unreadable)
-        say(f"moved {len(moved)} unreadable file(s) to {Path(data_dir) / '.quarantine'}")
+    if report.unreadable or report.foreign:
+        where = layout.quarantine_dir(data_dir)
+        if report.unreadable:
+            moved = quarantine(data_dir, report.unreadable)
+            say(f"moved {len(moved)} unreadable file(s) to {where}")
+        if report.foreign:
+            moved = quarantine(data_dir, report.foreign, "foreign")
+            say(f"moved {len(moved)} foreign file(s) to {where}")
         report = verify_dataset(data_dir, keys)
     for stream in report.streams.values():
         for a, b in stream.gaps:
@@ -214,7 +215,10 @@ def format_time(ms: int | None) -> str:
     """An open time as `2026-11-25 16:30` (seconds when not on a minute), UTC."""
     if ms is None:
         return "-"
-    dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    try:
+        dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):  # no calendar date: show the number
+        return f"{ms} ms"
     return dt.strftime("%Y-%m-%d %H:%M:%S" if dt.second else "%Y-%m-%d %H:%M")
 
 
@@ -246,6 +250,12 @@ def render(report: VerifyReport, data_dir: Path, max_gaps: int = 10) -> list[str
         except ValueError:
             shown = path
         lines.append(f"unreadable file: {shown}")
-    if not report.streams and not report.unreadable:
+    for path, why in report.foreign.items():
+        try:
+            shown = path.relative_to(data_dir)
+        except ValueError:
+            shown = path
+        lines.append(f"foreign file: {shown} ({why})")
+    if not report.streams and not report.unreadable and not report.foreign:
         lines.append("no candles held")
     return lines
