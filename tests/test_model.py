@@ -77,3 +77,40 @@ def test_spot_alone_has_one_second():
     assert Interval.S1 in Market.SPOT.intervals
     assert Interval.S1 not in Market.USDM.intervals
     assert Interval.S1 not in Market.COINM.intervals
+
+
+EXTREMES = [-(10**20), -(10**13), -1, 0, 1, ms(1, 1, 1), ms(9999, 12, 1), 253_402_300_800_000, 10**16, 10**20]
+
+
+@pytest.mark.parametrize("interval", list(Interval))
+def test_interval_arithmetic_never_raises(interval):
+    """A bogus time from a server or a huge history must not crash anything: every method
+    answers for any int (datetime stops at years 1 and 9999)."""
+    failures = []
+    for t in EXTREMES:
+        for name, call in [
+            ("open_time_at", lambda: interval.open_time_at(t)),
+            ("next_open", lambda: interval.next_open(interval.open_time_at(t))),
+            ("prev_open", lambda: interval.prev_open(interval.open_time_at(t))),
+            ("close_time", lambda: interval.close_time(interval.open_time_at(t))),
+            ("is_aligned", lambda: interval.is_aligned(t)),
+            ("count_between", lambda: interval.count_between(0, t)),
+        ]:
+            try:
+                call()
+            except Exception as exc:  # noqa: BLE001 - the point is to collect them
+                failures.append(f"{name}({t}): {type(exc).__name__}: {exc}")
+    assert failures == []
+
+
+def test_month_arithmetic_far_from_today():
+    # Around datetime's limits the months still follow the calendar.
+    assert Interval.MO1.next_open(ms(9999, 12, 1)) == 253_402_300_800_000  # 10000-01-01
+    assert Interval.MO1.prev_open(ms(1, 1, 1)) == ms(1, 1, 1) - 31 * 86_400_000  # 0000-12-01
+    assert Interval.MO1.open_time_at(ms(1970, 1, 1) - 1) == ms(1969, 12, 1)
+    assert Interval.MO1.next_open(ms(2100, 2, 1)) == ms(2100, 3, 1)  # 2100: not a leap year
+    assert Interval.MO1.close_time(ms(2000, 2, 1)) == ms(2000, 3, 1) - 1  # 2000: a leap year
+    # Counted, not stepped: 10**16 ms is some 3.8 million months.
+    assert Interval.MO1.count_between(0, 10**16) == 3_802_649
+    assert Interval.MO1.count_between(ms(2017, 1, 1), ms(2017, 1, 31)) == 1
+    assert Interval.W1.is_aligned(ms(2026, 11, 23)) and not Interval.W1.is_aligned(ms(2026, 11, 24))
