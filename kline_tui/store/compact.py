@@ -562,7 +562,7 @@ def _recover_plans(data_dir: Path, scratch: Path, report: Events) -> int:
         try:
             plan, work, bucket_dir = _checked_plan(data_dir, scratch, plan_path)
         except _RefusedPlan as exc:
-            os.replace(plan_path, plan_path.with_name(plan_path.name + _REFUSED))
+            os.replace(plan_path, plan_path.with_name(f".{plan_path.name.lstrip('.')}{_REFUSED}"))
             report(logging.ERROR, f"refused compaction plan {plan_path}: {exc}; not followed")
             continue
         hidden = plan_path.name.startswith(".")
@@ -664,36 +664,39 @@ class Compactor:
                 raise CompactionError("this filesystem cannot exchange folders atomically")
             todo = list(only) if only is not None else buckets(self.data_dir)
             for bucket in todo:
-                if now_ms is not None and bucket.end_ms + self.grace_ms > now_ms:
-                    continue
-                files, foreign = split_foreign(part_files(bucket.path))
-                if len(files) < (1 if force else 2):
-                    continue
-                for path, why in foreign.items():
-                    report(logging.WARNING, f"{bucket}: left {path.name} out ({why}); 'kline-tui verify' names it")
-                try:
-                    try:
-                        rows_in, rows_out = compact_bucket(self.data_dir, bucket, files, swap=swap)
-                    except OSError as exc:
-                        if not swap or exc.errno not in _NO_EXCHANGE:
-                            raise
-                        swap = False  # this filesystem refuses the exchange: fall back for good
-                        recover(self.data_dir, report)
-                        rows_in, rows_out = compact_bucket(self.data_dir, bucket, files, swap=False)
-                except CompactionError as exc:
-                    result.failed.append(f"{bucket}: {exc}")
-                    report(logging.ERROR, f"cannot compact {bucket}: {exc}")
-                    continue
-                except OSError as exc:
-                    result.failed.append(f"{bucket}: {exc.strerror or exc}")
-                    report(logging.ERROR, f"cannot compact {bucket}: {exc.strerror or exc}")
-                    continue
-                result.buckets += 1
-                result.files_in += len(files)
-                result.rows_in += rows_in
-                result.rows_out += rows_out
+                if now_ms is None or bucket.end_ms + self.grace_ms <= now_ms:
+                    swap = self._compact_one(bucket, force, swap, result, report)
             _drop_scratch(self.data_dir)
         result.seconds = time.perf_counter() - started
         if result.buckets:
             report(logging.INFO, result.summary())
         return result
+
+    def _compact_one(
+        self, bucket: Bucket, force: bool, swap: bool, result: CompactionResult, report: Events
+    ) -> bool:
+        """Compact one bucket into `result`; returns whether to keep using the exchange."""
+        files, foreign = split_foreign(part_files(bucket.path))
+        if len(files) < (1 if force else 2):
+            return swap
+        for path, why in foreign.items():
+            report(logging.WARNING, f"{bucket}: left {path.name} out ({why}); 'kline-tui verify' names it")
+        try:
+            try:
+                rows_in, rows_out = compact_bucket(self.data_dir, bucket, files, swap=swap)
+            except OSError as exc:
+                if not swap or exc.errno not in _NO_EXCHANGE:
+                    raise
+                swap = False  # this filesystem refuses the exchange: fall back for good
+                recover(self.data_dir, report)
+                rows_in, rows_out = compact_bucket(self.data_dir, bucket, files, swap=False)
+        except (CompactionError, OSError) as exc:
+            why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+            result.failed.append(f"{bucket}: {why}")
+            report(logging.ERROR, f"cannot compact {bucket}: {why}")
+            return swap
+        result.buckets += 1
+        result.files_in += len(files)
+        result.rows_in += rows_in
+        result.rows_out += rows_out
+        return swap
