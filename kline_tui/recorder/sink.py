@@ -267,12 +267,13 @@ class ParquetSink:
             try:
                 self._write_part(partition, chunk, next(self._seq))
             except Exception as exc:  # noqa: BLE001 - sorted below: the disk's fault or the rows'
-                if isinstance(exc, OSError) or self._disk_full(exc):
+                full = self._disk_full(exc)
+                if full or isinstance(exc, OSError):
                     held = outcome.held.setdefault(partition, [])
                     for rest in (chunk, *pending):
                         held.extend(rest)
                     outcome.held_reason = _reason(exc)
-                    outcome.disk_full = outcome.disk_full or self._disk_full(exc)
+                    outcome.disk_full = outcome.disk_full or full
                     return
                 if len(chunk) == 1:
                     self._set_aside(partition, chunk, _reason(exc), outcome)
