@@ -8,7 +8,14 @@ hour off the local clock. Afterwards: every candle from the first recorded to th
 before the stop is there exactly once with the simulator's values, every file opens, no rate limit
 was exceeded, and reconnects stayed within Binance's connection budget.
 
-The short form runs in CI; `pytest -m slow -k chaos_long -s` runs the long one and prints a report.
+The short form runs in CI with two fixed seeds; `pytest -m slow -k chaos_long -s` runs the long one
+and prints a report. Every run prints its seed. The environment picks others:
+
+- `KLINE_TUI_CHAOS_SEED=5,8,13`: the seeds to run (each a separate test), short and long forms alike;
+- `KLINE_TUI_CHAOS_SECONDS=60`: how long faults are injected in the long form (default 190).
+
+`KLINE_TUI_CHAOS_SEED=3,4,5 KLINE_TUI_CHAOS_SECONDS=60 pytest -m slow -k chaos_long -s` runs three
+seeds at 60 s each. Whatever the seeds, every run kills the recorder with SIGKILL at least once.
 """
 
 from __future__ import annotations
@@ -33,6 +40,18 @@ from kline_tui.model import Interval, Market, StreamKey
 from .checks import assert_exact_recording
 
 KLINE_TUI = str(Path(sys.executable).parent / "kline-tui")
+CI_SEEDS = (20261201, 7)
+LONG_SEEDS = (11,)
+FAULT_KINDS = ("drop", "drop_clean", "stall_all", "stall_one", "malformed", "closes", "shutdown",
+               "lifetime", "refuse", "rest_429", "rest_418", "rest_500", "rest_slow", "kill9")
+
+
+def chaos_seeds(default: tuple[int, ...]) -> list[int]:
+    """The seeds to run: `KLINE_TUI_CHAOS_SEED` (comma-separated) if set, else `default`."""
+    text = os.environ.get("KLINE_TUI_CHAOS_SEED", "").strip()
+    if not text:
+        return list(default)
+    return [int(part) for part in text.split(",") if part.strip()]
 
 
 @dataclass
@@ -69,22 +88,28 @@ class Recorder:
             stdout=asyncio.subprocess.DEVNULL, stderr=open(self.log, "a"), env=env,
         )
 
-    async def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
+    async def kill9(self) -> bool:
+        """SIGKILL the recorder; True if it was running and that signal is what ended it.
+
+        False means it had already exited on its own (a crash the log should explain)."""
+        if self.proc.returncode is not None:
+            return False
+        try:
+            self.proc.send_signal(signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        return await self.proc.wait() == -signal.SIGKILL
 
     async def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         return await asyncio.wait_for(self.proc.wait(), 60)
 
 
-async def _inject_one(sim, rng: random.Random, report: ChaosReport, names: list[str], rec: Recorder) -> None:
-    """One fault, chosen at random; some switch themselves off after a while."""
+async def _inject_one(sim, rng: random.Random, report: ChaosReport, names: list[str], rec: Recorder,
+                      kind: str | None = None) -> None:
+    """One fault, `kind` or chosen at random; some switch themselves off after a while."""
     market = rng.choice(list(Market))
-    kind = rng.choice(
-        ["drop", "drop_clean", "stall_all", "stall_one", "malformed", "closes", "shutdown",
-         "lifetime", "refuse", "rest_429", "rest_418", "rest_500", "rest_slow", "kill9"]
-    )
+    kind = kind or rng.choice(FAULT_KINDS)
     report.faults[kind] += 1
     if kind == "drop":
         await sim.faults.drop(market)
@@ -115,8 +140,10 @@ async def _inject_one(sim, rng: random.Random, report: ChaosReport, names: list[
     elif kind == "kill9":
         # Flushes run every second: a kill lands during one now and then.
         await asyncio.sleep(rng.uniform(0, 1))
-        await rec.kill9()
-        report.kills += 1
+        # Counted only when the signal is what ended a running recorder, so that a recorder
+        # which had already died, or one that survived, shows as kills != faults["kill9"].
+        if await rec.kill9():
+            report.kills += 1
         await asyncio.sleep(rng.uniform(0.2, 2))
         await rec.start()
         report.restarts += 1
@@ -144,10 +171,13 @@ async def run_chaos(tmp_path: Path, *, speed: float, offset_h: int, watch: list[
         started_sim = sim.clock.now_ms()
         await asyncio.sleep(3)
         deadline = time.monotonic() + seconds
+        halfway = time.monotonic() + seconds / 2
         next_calm = time.monotonic() + 6
         while time.monotonic() < deadline:
             await asyncio.sleep(rng.expovariate(1 / fault_every_s))
-            await _inject_one(sim, rng, report, names, rec)
+            # Every run kills the recorder at least once, whatever the draw.
+            forced = "kill9" if time.monotonic() > halfway and not report.faults["kill9"] else None
+            await _inject_one(sim, rng, report, names, rec, forced)
             if time.monotonic() > next_calm:  # faults that linger are switched off now and then
                 _calm(sim)
                 next_calm = time.monotonic() + rng.uniform(4, 10)
@@ -171,9 +201,13 @@ async def run_chaos(tmp_path: Path, *, speed: float, offset_h: int, watch: list[
     for key in keys:
         rows = df.filter((pl.col("market") == key.market.value) & (pl.col("symbol") == key.symbol)
                          & (pl.col("interval") == key.interval.path_label))
-        last = rows["open_time"].dt.epoch("ms").max()
+        opens = rows["open_time"].dt.epoch("ms")
+        # The head is near the start: what the first process recorded before its kill is kept.
+        # (Not before it: a process killed before its `history` fetch reached the disk leaves a
+        # dataset whose first row is a live one, and a restart does not fetch history again.)
+        assert opens.min() <= key.interval.open_time_at(started_sim) + 10 * (key.interval.ms or 0), key
         # The tail reaches the stop: at most a few candles (the forming one, a flush) short.
-        assert last >= key.interval.open_time_at(stop_sim) - 4 * (key.interval.ms or 0), key
+        assert opens.max() >= key.interval.open_time_at(stop_sim) - 4 * (key.interval.ms or 0), key
 
     for market in Market:
         st = stats[market]
@@ -215,20 +249,29 @@ def _summary(report: ChaosReport, log: Path) -> str:
     )
 
 
-async def test_chaos_short(tmp_path):
+def _assert_every_kill_landed(report: ChaosReport, log: Path) -> None:
+    assert report.faults["kill9"] >= 1, "the run never killed the recorder"
+    assert report.kills == report.faults["kill9"], (
+        f"{report.faults['kill9'] - report.kills} of {report.faults['kill9']} kills found the recorder "
+        f"already dead or left it alive:\n{log.read_text()[-3000:]}"
+    )
+
+
+@pytest.mark.parametrize("seed", chaos_seeds(CI_SEEDS))
+async def test_chaos_short(tmp_path, seed):
     watch = ["spot:BTCUSDT:1m", "spot:ETHUSDT:1m", "usdm:BTCUSDT:1m", "usdm:SOLUSDT:1m",
              "coinm:BTCUSD_PERP:1m", "coinm:ETHUSD_PERP:1m"]
-    seed = int(os.environ.get("CHAOS_SEED", random.randrange(1_000_000)))
-    print(f"chaos seed {seed} (CHAOS_SEED={seed} replays it)")
+    print(f"chaos seed {seed} (KLINE_TUI_CHAOS_SEED={seed} replays it)")
     report, log, _ = await run_chaos(tmp_path, speed=60, offset_h=1, watch=watch,
-                                     seconds=35, fault_every_s=1.5, seed=seed)
+                                     seconds=25, fault_every_s=1.5, seed=seed)
     print(_summary(report, log))
-    assert report.kills >= 1 or report.faults["kill9"] == 0
+    _assert_every_kill_landed(report, log)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(3600)
-async def test_chaos_long(tmp_path):
+@pytest.mark.parametrize("seed", chaos_seeds(LONG_SEEDS))
+async def test_chaos_long(tmp_path, seed):
     from kline_tui.sim import universe
 
     watch = []
@@ -236,8 +279,9 @@ async def test_chaos_long(tmp_path):
         symbols = sorted(s for s, i in universe(market).items() if i.status == "TRADING")[:n]
         ivs = [Interval.M1, Interval.M1, Interval.M5, Interval.M15]
         watch += [f"{market.value}:{s}:{ivs[i % len(ivs)].value}" for i, s in enumerate(symbols)]
+    seconds = float(os.environ.get("KLINE_TUI_CHAOS_SECONDS", 190))
+    print(f"\nchaos seed {seed}, {seconds:.0f} s (KLINE_TUI_CHAOS_SEED={seed} replays it)")
     report, log, _ = await run_chaos(tmp_path, speed=600, offset_h=-1, watch=watch,
-                                     seconds=float(os.environ.get("CHAOS_SECONDS", 190)),
-                                     fault_every_s=2.0, seed=11)
-    print("\nCHAOS LONG:", _summary(report, log))
-    assert report.sim_hours >= 30
+                                     seconds=seconds, fault_every_s=2.0, seed=seed)
+    print("CHAOS LONG:", _summary(report, log))
+    _assert_every_kill_landed(report, log)
