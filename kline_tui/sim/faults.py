@@ -21,8 +21,8 @@ The hostile server, for clients that must survive a server that lies or attacks:
 - `ping_flood_per_s` and `stray_replies_per_s` (rate switches; `math.inf`: as fast as the loop
   goes): WebSocket pings, and `{"result":null,"id":<random>}` replies nobody asked for. While
   either is on, a client's close frame is not answered and the flood goes on until the client
-  drops the TCP connection or the switch is turned off: aiohttp's close handshake reads until a
-  close frame comes, so a client that closes without a deadline hangs.
+  drops the TCP connection or the switch is turned off: aiohttp's `ws.close()` reads until a
+  close frame comes, so a client that awaits it with no deadline, its session still open, hangs.
 - `sized_frames(limit_bytes, rate, market, streams)`: beside a real kline frame, two copies of it
   padded to `limit_bytes - 1` and `limit_bytes + 1` bytes.
 - `handshake_delay_s` (rate switch): accept TCP, answer the WebSocket upgrade that many seconds
