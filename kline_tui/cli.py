@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import logging
-import signal
+import math
 import sys
 import time
 from dataclasses import replace
@@ -28,7 +27,8 @@ from kline_tui.config import (
 )
 from kline_tui.model import SpecError, StreamKey
 from kline_tui.recorder.events import Event, EventLog
-from kline_tui.recorder.pipeline import Pipeline, StreamRefused
+from kline_tui.recorder.pipeline import StreamRefused
+from kline_tui.runtime import EXIT_USAGE, Runtime, log_to
 from kline_tui.store.lock import DataDirError
 
 __all__ = ["main"]
@@ -45,8 +45,6 @@ DEMO_WATCH = (
     "coinm:ETHUSD_PERP:1m",
 )
 
-EXIT_USAGE = 2
-
 # Commands on the dataset, each with its own parser in kline_tui.store.commands.
 _DATASET_COMMANDS = {
     "compact": "compact_main",
@@ -60,12 +58,16 @@ class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
 
 
+# Above this the simulator's clock would outrun its own REST answers' usefulness (a year a minute).
+MAX_DEMO_SPEED = 100_000.0
+
+
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("streams", nargs="*", metavar="STREAM",
                         help="streams to watch besides the config's, as market:SYMBOL:interval (e.g. usdm:BTCUSDT:1m)")
     common.add_argument("--config", type=Path, metavar="FILE", help="config file (default: the platform's config folder)")
-    common.add_argument("--data-dir", type=Path, metavar="DIR", help="where Parquet files go (overrides the config)")
+    common.add_argument("--data-dir", metavar="DIR", help="where Parquet files go (overrides the config)")
     common.add_argument("--demo", action="store_true",
                         help="run against the built-in Binance simulator (no network; own config and data folder)")
     common.add_argument("--demo-speed", type=float, default=1.0, metavar="X",
@@ -120,22 +122,27 @@ def main(argv: list[str] | None = None) -> int:
 
 def _settings(args: argparse.Namespace, *, headless: bool) -> Settings:
     keys = [StreamKey.parse(spec) for spec in args.streams]
-    if args.demo_speed <= 0:
-        raise UsageError("--demo-speed must be above 0")
+    if not math.isfinite(args.demo_speed) or not 0 < args.demo_speed <= MAX_DEMO_SPEED:
+        raise UsageError(f"--demo-speed must be a number above 0 and at most {MAX_DEMO_SPEED:g}")
+    if args.data_dir is not None and not str(args.data_dir).strip():
+        raise UsageError("--data-dir must name a folder")
     config = args.config
     if args.demo and config is None:
-        # The demo never touches the real config or data: it keeps its own beside them.
+        # The demo never touches the real config: it keeps its own beside it.
         config = default_config_path().with_name("demo.toml")
         settings = load_settings(config) if config.exists() else Settings(config, False)
-        settings = replace(settings, data_dir=default_data_dir().with_name("demo-data"))
     else:
         settings = load_settings(config)
+    if args.demo:
+        # Simulated candles never go where real ones live, whatever the config says: the demo
+        # has its own folder unless --data-dir names one (and its rows say `sim`).
+        settings = replace(settings, data_dir=default_data_dir().with_name("demo-data"))
     first_run = not settings.watch and not keys
     if first_run and (args.demo or not headless):
         # The demo, and a first run of the UI, start with the majors of the three markets.
         keys = [StreamKey.parse(s) for s in DEMO_WATCH]
     if args.data_dir is not None:
-        settings = replace(settings, data_dir=args.data_dir.expanduser())
+        settings = replace(settings, data_dir=Path(args.data_dir).expanduser())
     settings = settings.with_streams(keys)
     if not settings.watch:
         raise UsageError(
@@ -165,56 +172,30 @@ async def _record(settings: Settings, args: argparse.Namespace, console: Console
             console.print(f"[dim]{stamp}[/] [{style}]{text}[/]" if style else f"[dim]{stamp}[/] {text}")
 
     events.subscribe(show)
-    sim = None
-    if args.demo:
-        from kline_tui.sim import Simulator
-
-        sim = Simulator(speed=args.demo_speed)
-        await sim.start()
-        settings = replace(settings, endpoints=dict(sim.endpoints))
-    pipeline = Pipeline(settings, events=events, keep_closed=0)  # nothing shows sparklines headless
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await pipeline.start()  # validates first: a refused stream ends here, nothing written
-        if sim is not None:
-            events.info(f"demo: the simulator runs at {args.demo_speed:g}x on loopback")
-        if args.status_every > 0:
-            while not stop.is_set():
-                try:
-                    await asyncio.wait_for(stop.wait(), args.status_every)
-                except asyncio.TimeoutError:
-                    events.info(f"status: {_status_line(pipeline)}")
-        await stop.wait()
-        events.info("stopping: flushing what is buffered")
-    finally:
-        await pipeline.stop()
-        if sim is not None:
-            await sim.stop()
-    stats = pipeline.sink.stats
-    events.info(f"done: {stats.rows_written} rows in {stats.files_written} files under {settings.data_dir}; "
-                f"{_status_line(pipeline)}")
-    if stats.rows_buffered:
-        events.error(f"{stats.rows_buffered} rows could not be written: {stats.last_error}")
-    return 1 if stats.rows_buffered else 0
-
-
-def _status_line(pipeline: Pipeline) -> str:
-    """Counters since this process started, for the log of a server that runs for months."""
-    ledgers = pipeline.ledger.streams.values()
-    states = collections.Counter(s.status.value for s in pipeline.hub.streams.values())
-    sink = pipeline.sink.stats
-    return (
-        "streams " + ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-        + f"; rows {sink.rows_written} written, {sink.rows_buffered} buffered"
-        + (f", {sink.dropped} dropped" if sink.dropped else "")
-        + f"; candles {sum(s.accepted_ws for s in ledgers)} live, "
-        f"{sum(s.accepted_rest for s in ledgers)} backfilled, "
-        f"{sum(s.duplicates for s in ledgers)} duplicates dropped, "
-        f"{sum(s.missing_count() for s in ledgers)} missing; {pipeline.hub.stalls_detected} stalls"
+    log_to(None)  # tracebacks of failed tasks go to stderr, beside the event lines
+    runtime = Runtime(
+        settings,
+        events=events,
+        demo_speed=args.demo_speed if args.demo else None,
+        keep_closed=0,  # nothing shows sparklines headless
     )
+    runtime.handle_signals()
+    try:
+        await runtime.start()  # validates first: a refused stream ends here, nothing written
+        while runtime.started and not runtime.stop_requested:
+            try:
+                timeout = args.status_every if args.status_every > 0 else None
+                await asyncio.wait_for(runtime.wait_for_stop_request(), timeout)
+            except asyncio.TimeoutError:
+                events.info(f"status: {runtime.status_line()}")
+        if runtime.started:
+            events.info(f"stopping ({runtime.stop_reason}): writing what is buffered, "
+                        "fetching what is missing")
+    finally:
+        await runtime.stop()
+    for level, line in runtime.summary():
+        events.emit(level, line)
+    return runtime.exit_code
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ def assert_exact_recording(df: pl.DataFrame, keys: list[StreamKey], min_rows: in
     from kline_tui.sim import expected_candle
 
     assert set(df.columns) == set(PARQUET_SCHEMA) | {"market", "interval", "date"}
-    assert set(df["source"].unique()) <= {"ws", "rest"}
+    assert set(df["source"].unique()) <= {"ws", "rest", "sim"}  # sim: the demo's rows
     for key in keys:
         rows = df.filter(
             (pl.col("market") == key.market.value)

@@ -139,7 +139,7 @@ async def test_malformed_frames_are_dropped_and_nothing_else(sim, tmp_path):
         good.replace('"o":"1"', '"o":"NaN"'),
         '{"stream":"btcusdt@kline_1m","data":{"e":"kline"}}',
         "[" * 10,
-        "A" * (1024 * 1024 + 7),
+        "A" * (200 * 1024),  # big, but under the socket's limit (see the test below)
     ]
     try:
         await wait_until(lambda: sum(s.recorded for s in pipeline.hub.streams.values()) >= 3,
@@ -176,3 +176,29 @@ async def test_unknown_symbols_are_refused_before_subscribing(sim, tmp_path):
         assert sim.stats[Market.USDM].connections_opened == 0
     finally:
         await pipeline.stop()
+
+
+async def test_a_frame_over_the_size_limit_is_refused_by_the_socket_and_nothing_is_lost(sim, tmp_path):
+    """A frame above the decoder's limit is refused by aiohttp's reader before it is buffered
+    whole: the connection is dropped (the protocol allows nothing else), a new one replaces it,
+    and the window between is fetched from REST."""
+    from kline_tui.binance.connection import Backoff
+    from kline_tui.binance.wire import MAX_FRAME_BYTES
+
+    key = StreamKey.parse("usdm:BTCUSDT:1m")
+    pipeline = Pipeline(make_settings(sim, tmp_path, [str(key)], history=3), backoff=Backoff(0.2, 1.0))
+    await pipeline.start()
+    try:
+        ledger = pipeline.ledger
+        await wait_until(lambda: key in ledger.streams and ledger.streams[key].accepted_ws >= 2,
+                         what="live candles")
+        await sim.faults.inject("A" * (MAX_FRAME_BYTES + 1), Market.USDM)
+        await wait_until(lambda: sim.stats[Market.USDM].connections_opened == 2, what="a new connection")
+        target = ledger.streams[key].accepted_ws + 2
+        await wait_until(lambda: ledger.streams[key].accepted_ws >= target and not ledger.streams[key].missing,
+                         timeout=30, what="recording to go on")
+    finally:
+        await pipeline.stop()
+    reasons = " ".join(e.message for e in pipeline.events.recent)
+    assert "too big" in reasons.lower() or "size" in reasons.lower(), reasons[-2000:]
+    assert_exact_recording(read_dataset(tmp_path), [key], min_rows=5)

@@ -16,6 +16,7 @@ from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.recorder.hub import StreamStatus
 from kline_tui.recorder.pipeline import Pipeline
 from kline_tui.ui import format as fmt
+from kline_tui.store import layout
 from kline_tui.ui.app import FIRST_LAUNCH_WATCH, KlineApp
 from kline_tui.ui.screens.add_streams import AddStreamsScreen, parse_symbols
 from kline_tui.ui.screens.details import DetailsScreen
@@ -390,7 +391,7 @@ async def test_a_failing_flush_is_notified_and_logged_never_raised(sim, tmp_path
     async with app.run_test(size=SIZE, message_hook=error_notes(errors)) as pilot:
         await live(app, [btc])
         await wait_until(lambda: app.pipeline.sink.stats.rows_buffered > 0, what="rows to buffer")
-        staging = tmp_path / "data" / ".staging"  # where parts are written before they are published
+        staging = layout.staging_dir(tmp_path / "data")  # where parts are written before they are published
         if staging.exists():
             staging.rmdir()
         staging.write_text("a file where the sink's scratch folder should be")

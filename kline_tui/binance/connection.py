@@ -18,7 +18,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,7 +26,9 @@ import aiohttp
 
 from kline_tui.binance import wire
 from kline_tui.binance.markets import MARKETS
+from kline_tui.binance.rest import retry_after_s
 from kline_tui.model import Market, StreamKey
+from kline_tui.safe_text import safe_text
 
 __all__ = [
     "Connection",
@@ -35,6 +37,8 @@ __all__ = [
     "ConnectionListener",
     "Backoff",
     "ConnectBudget",
+    "Spawn",
+    "CLOSE_TIMEOUT_S",
 ]
 
 log = logging.getLogger(__name__)
@@ -45,6 +49,12 @@ _URL_BUDGET = 2000
 _PARAMS_PER_MESSAGE = 200
 # How long to wait for the answer to a control message before treating the connection as broken.
 _REPLY_TIMEOUT_S = 10.0
+# How long a close may wait for the server's close frame before the socket is aborted.
+CLOSE_TIMEOUT_S = 2.0
+
+# How a supervisor starts a long-lived task (see recorder.supervisor): a name and a coroutine
+# function, called again on each restart.
+Spawn = Callable[[str, Callable[[], Awaitable[None]]], asyncio.Task]
 
 
 class ConnectionState(enum.StrEnum):
@@ -96,6 +106,8 @@ class ConnectionListener(Protocol):
     def on_state(self, conn: Connection, message: str | None) -> None: ...
 
     def on_malformed(self, conn: Connection, reason: str) -> None: ...
+
+    def on_implausible(self, conn: Connection, key: StreamKey, reason: str) -> None: ...
 
     def on_control_error(self, conn: Connection, keys: list[StreamKey], message: str) -> None: ...
 
@@ -167,8 +179,12 @@ class Connection:
         ping_interval_s: float | None = 20.0,
         open_timeout_s: float = 10.0,
         budget: ConnectBudget | None = None,
+        clock: Callable[[Market], int | None] | None = None,
     ) -> None:
         self.market = market
+        # The exchange's current time (ms) for a market, or None while unknown: an event far from
+        # it is refused as impossible.
+        self.clock = clock
         self.ws_base = ws_base.rstrip("/")
         self.listener = listener
         self.backoff = backoff or Backoff()
@@ -231,22 +247,31 @@ class Connection:
         self.status.streams = len(self._desired)
         self._changed.set()
 
-    def start(self) -> asyncio.Task:
-        self._task = asyncio.create_task(self._run(), name=f"conn-{self.status.conn_id}")
+    @property
+    def name(self) -> str:
+        return f"{self.market.value} connection {self.status.conn_id}"
+
+    def start(self, spawn: Spawn | None = None) -> asyncio.Task:
+        """Run the connection as a task; `spawn` (the supervisor's) restarts it if it fails."""
+        if spawn is None:
+            self._task = asyncio.create_task(self.run(), name=self.name)
+        else:
+            self._task = spawn(self.name, self.run)
         return self._task
 
-    async def close(self) -> None:
-        """Close for good."""
+    async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Close for good, within `timeout_s`: past it the socket is aborted, not closed politely.
+
+        A polite close waits for the server's close frame while reading whatever it sends first,
+        so a server that keeps sending (a ping flood, stray replies) would hold it forever.
+        """
         self._closing = True
         self._changed.set()
         if self._ws is not None:
-            await self._ws.close()
+            await _close_within(self._ws, timeout_s)
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait([self._task], timeout=timeout_s)
         self._set_state(ConnectionState.CLOSED, None)
 
     def request_reconnect(self, reason: str) -> None:
@@ -254,7 +279,11 @@ class Connection:
         if self._ws is not None:
             log.info("connection %s: %s", self.status.conn_id, reason)
             self.status.last_error = reason
-            asyncio.ensure_future(self._ws.close(code=1000, message=reason[:100].encode()))
+            task = asyncio.ensure_future(
+                _close_within(self._ws, CLOSE_TIMEOUT_S, code=1000, message=reason[:100].encode())
+            )
+            _background.add(task)
+            task.add_done_callback(_background.discard)
 
     # -- the life of the socket ---------------------------------------------------------------
 
@@ -272,9 +301,14 @@ class Connection:
             length += len(name) + 1
         return f"{self.ws_base}/stream?streams={'/'.join(names)}", names
 
-    async def _run(self) -> None:
-        async with aiohttp.ClientSession() as http:
+    async def run(self) -> None:
+        """Connect, serve and reconnect until closed (the connection's long-lived task)."""
+        http = aiohttp.ClientSession()
+        try:
             await self._run_with(http)
+        finally:
+            # Closing the session aborts any socket still open: this never waits on the server.
+            await asyncio.shield(http.close())
 
     async def _run_with(self, http: aiohttp.ClientSession) -> None:
         attempt = 0
@@ -286,6 +320,7 @@ class Connection:
             self.status.next_attempt_at = None
             self._set_state(state, None)
             reason = "closed"
+            wait_s = 0.0  # the server's Retry-After, when it refused the handshake with one
             try:
                 async with asyncio.timeout(self.open_timeout_s):
                     ws = await http.ws_connect(
@@ -293,19 +328,25 @@ class Connection:
                         heartbeat=self.ping_interval_s,  # a ping every so often; no pong closes it
                         autoping=True,  # the server's pings are answered at once
                         compress=0,
-                        max_msg_size=4 * 1024 * 1024,
+                        # The socket itself refuses a frame above the decoder's limit, before
+                        # buffering it (a bigger frame is garbage: the connection is dropped).
+                        max_msg_size=wire.MAX_FRAME_BYTES,
                         timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0),
                     )
                 try:
                     reason = await self._serve(ws, initial)
                 finally:
-                    await ws.close()
+                    await _close_within(ws, CLOSE_TIMEOUT_S)
             except _Lost as exc:
                 reason = str(exc)
             except aiohttp.InvalidURL as exc:
                 reason = f"bad WebSocket URL: {exc}"
             except aiohttp.WSServerHandshakeError as exc:
                 reason = f"handshake refused: {exc.status} {exc.message}"
+                if exc.status in (418, 429):
+                    # Rate-limited or banned: wait as long as the server asks (capped), like REST.
+                    asked = retry_after_s(exc.headers.get("Retry-After") if exc.headers else None)
+                    wait_s = 60.0 if asked is None else asked
             except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
                 reason = f"cannot connect: {exc or type(exc).__name__}"
             finally:
@@ -322,10 +363,10 @@ class Connection:
             attempt += 1
             self.status.attempt = attempt
             self.status.reconnects += 1
-            self.status.last_error = reason
-            delay = self.backoff.delay(attempt - 1)
+            self.status.last_error = safe_text(reason, 200)  # it may quote the server
+            delay = max(self.backoff.delay(attempt - 1), wait_s)
             self.status.next_attempt_at = time.monotonic() + delay
-            self._set_state(ConnectionState.RECONNECTING, f"{reason}; retrying in {delay:.1f} s")
+            self._set_state(ConnectionState.RECONNECTING, f"{self.status.last_error}; retrying in {delay:.1f} s")
             await asyncio.sleep(delay)
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse, initial: list[str]) -> str:
@@ -348,9 +389,13 @@ class Connection:
     async def _read(self, ws: aiohttp.ClientWebSocketResponse, control: asyncio.Task) -> str:
         listener, status = self.listener, self.status
         decode, envelope_t, kline_t = wire.decode, wire.Envelope, wire.KlineEvent
+        implausible, clock, market = wire.implausible, self.clock, self.market
         desired = self._desired
         recent = status.recent_frames
         receive, monotonic = ws.receive, time.monotonic
+        # The exchange's time is read afresh every 0.1 s, not per frame (even a simulator at
+        # 600x moves only a minute meanwhile, against a five-minute tolerance).
+        exchange_now, clock_read_at = (clock(market) if clock else None), monotonic()
         last_mark = 0.0
         while True:
             message = await receive()
@@ -372,6 +417,15 @@ class Connection:
                     if k.interval != key.interval or k.symbol != key.symbol:  # a StrEnum equals its value
                         status.malformed += 1
                         listener.on_malformed(self, f"event on {msg.stream} names {k.symbol} {k.interval}")
+                        continue
+                    # An impossible candle is never stored nor used to infer missing ones: one
+                    # from the far future would otherwise set off a fetch of millions of them.
+                    if clock is not None and now - clock_read_at >= 0.1:
+                        exchange_now, clock_read_at = clock(market), now
+                    why = implausible(k, data.E, key.interval, exchange_now)
+                    if why is not None:
+                        status.malformed += 1
+                        listener.on_implausible(self, key, why)
                         continue
                     listener.on_kline(key, data.E, k, now)
                     if now - last_mark >= 0.5:
@@ -447,6 +501,24 @@ class Connection:
 
 
 _TEXT, _BINARY = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
+
+# Closes started by `request_reconnect`, kept referenced until done.
+_background: set[asyncio.Future] = set()
+
+
+async def _close_within(
+    ws: aiohttp.ClientWebSocketResponse, timeout_s: float, *, code: int = 1000, message: bytes = b""
+) -> None:
+    """Close politely if the server lets us within `timeout_s`, else abort the socket.
+
+    aiohttp aborts the underlying connection when its close is cancelled, so the timeout is
+    all it takes; errors of a socket that is going away anyway are of no interest.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            await ws.close(code=code, message=message)
+    except (TimeoutError, aiohttp.ClientError, OSError, RuntimeError):
+        pass
 
 
 class _Lost(ConnectionError):

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from kline_tui.binance.connection import Backoff
+from kline_tui.binance.connection import Backoff, Spawn
 from kline_tui.binance.rest import RestClient, RestError
 from kline_tui.model import StreamKey
 from kline_tui.recorder.events import EventLog
@@ -38,6 +38,7 @@ class Backfiller:
         *,
         concurrency: int = 4,
         paused: Callable[[], bool] = lambda: False,
+        on_error: Callable[[str, BaseException], object] | None = None,
     ) -> None:
         self.ledger = ledger
         self.rest = rest
@@ -45,6 +46,8 @@ class Backfiller:
         self.events = events
         self.concurrency = concurrency
         self.paused = paused  # while recording is paused there is nowhere to put what is fetched
+        # Where an unexpected exception of one fetch is reported (the supervisor's `report`).
+        self.on_error = on_error
         self.backfilled = 0
         self.failures = 0
         self._busy: set[StreamKey] = set()
@@ -53,8 +56,11 @@ class Backfiller:
         self._task: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="backfill")
+    def start(self, spawn: Spawn | None = None) -> None:
+        if spawn is None:
+            self._task = asyncio.create_task(self._run(), name="backfill")
+        else:
+            self._task = spawn("backfill", self._run)
 
     async def close(self) -> None:
         """Stop fetching; what is still missing is fetched on the next start."""
@@ -96,6 +102,28 @@ class Backfiller:
                     break
         return out
 
+    async def drain(self) -> int:
+        """Fetch every candle known to be missing now, grace period or not; returns how many
+        were stored. Runs until nothing is missing or no fetch makes progress; the caller bounds
+        it in time (the stop deadline). Used on stop, so a stop leaves no hole it knows of."""
+        await self.close()  # the background loop and its fetches stop first: one fetcher only
+        self._busy.clear()
+        stored_before, stalled_rounds = self.backfilled, 0
+        while stalled_rounds < 3 and not self.paused():
+            due = [
+                (key, st.missing[0])
+                for key, st in self.ledger.streams.items()
+                if st.missing and key in self.hub.streams
+            ]
+            if not due:
+                break
+            before = sum(st.missing_count() for st in self.ledger.streams.values())
+            for i in range(0, len(due), self.concurrency):
+                await asyncio.gather(*(self._fill(key, r) for key, r in due[i : i + self.concurrency]))
+            after = sum(st.missing_count() for st in self.ledger.streams.values())
+            stalled_rounds = stalled_rounds + 1 if after >= before else 0
+        return self.backfilled - stored_before
+
     async def _fill(self, key: StreamKey, missing: MissingRange) -> None:
         iv = key.interval
         first = missing.first
@@ -115,16 +143,23 @@ class Backfiller:
                 candles, server_now = await self.rest.closed_klines(
                     key.market, key.symbol, iv, first, last
                 )
-            except RestError as exc:
+                stored = self.ledger.fill(key, first, last, candles, server_now)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one failed range must not stop the others
                 self.failures += 1
                 n = self._attempts.get((key, first), 0) + 1
                 self._attempts[(key, first)] = n
                 delay = self._backoff.delay(n)
                 missing.since = time.monotonic() + delay - self.grace_s(key)
-                self.events.warning(f"{key}: backfill failed ({exc}); retrying in {delay:.0f} s")
+                if isinstance(exc, RestError):
+                    self.events.warning(f"{key}: backfill failed ({exc}); retrying in {delay:.0f} s")
+                elif self.on_error is not None:
+                    self.on_error(f"backfill of {key}", exc)
+                else:
+                    raise
                 return
             self._attempts.pop((key, first), None)
-            stored = self.ledger.fill(key, first, last, candles, server_now)
             self.backfilled += stored
             if stored:
                 self.events.info(f"{key}: backfilled {stored} candles from REST")
@@ -134,3 +169,4 @@ class Backfiller:
                 state.backfill = ledger.missing_count()
                 if state.status is StreamStatus.BACKFILLING and not state.backfill:
                     state.status = StreamStatus.LIVE
+

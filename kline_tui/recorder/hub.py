@@ -24,11 +24,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kline_tui.binance.connection import (
+    CLOSE_TIMEOUT_S,
     Backoff,
     ConnectBudget,
     Connection,
     ConnectionState,
     ConnectionStatus,
+    Spawn,
 )
 from kline_tui.binance.markets import Endpoints
 from kline_tui.binance.wire import WireKline
@@ -73,6 +75,7 @@ class StreamState:
     gaps: int = 0
     stalls: int = 0  # times the watchdog found it silent
     backfill: int = 0  # candles waiting to be fetched from REST
+    implausible: int = 0  # frames refused as impossible candles (never stored, never trusted)
     error: str | None = None
     conn_id: int | None = None
 
@@ -91,8 +94,14 @@ class Hub:
         rotate_after_s: float = ROTATE_AFTER_S,
         stale_periods: int = STALE_PERIODS,
         keep_closed: int = SPARK_LENGTH,
+        spawn: Spawn | None = None,
+        exchange_clock=None,
     ) -> None:
         self.endpoints = endpoints
+        self.spawn = spawn  # the supervisor's: every connection and the watchdog run under it
+        # `exchange_clock(market)`: the exchange's current time in ms, or None while unknown;
+        # connections refuse events too far from it.
+        self.exchange_clock = exchange_clock
         self.events = events
         self.ledger = ledger
         self.ping_interval_s = ping_interval_s
@@ -118,7 +127,10 @@ class Hub:
 
     def start(self) -> None:
         """Start the watchdog (connections start as streams are added)."""
-        self._watchdog = asyncio.create_task(self._watch(), name="watchdog")
+        if self.spawn is None:
+            self._watchdog = asyncio.create_task(self._watch(), name="watchdog")
+        else:
+            self._watchdog = self.spawn("watchdog", self._watch)
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -165,6 +177,7 @@ class Hub:
             backoff=self.backoff,
             ping_interval_s=self.ping_interval_s,
             budget=self._budgets[market],
+            clock=self.exchange_clock,
         )
         # Stagger planned rotations so connections are not all replaced in the same minute.
         conn.rotate_at_age = self.rotate_after_s - (self._opened % 6) * min(
@@ -189,7 +202,7 @@ class Hub:
             f"with connection {new.status.conn_id}"
         )
         self._assign(new, old.keys)
-        new.start()
+        new.start(self.spawn)
 
     def _place(self, market: Market, keys: list[StreamKey]) -> None:
         """Pack new streams into the market's open connections, opening more when they are full."""
@@ -204,7 +217,7 @@ class Hub:
             conn = self._new_connection(market)
             batch, pending = pending[: conn.capacity], pending[conn.capacity :]
             self._assign(conn, batch)
-            conn.start()
+            conn.start(self.spawn)
 
     def _assign(self, conn: Connection, keys: list[StreamKey]) -> None:
         for key in keys:
@@ -212,16 +225,17 @@ class Hub:
             self.streams[key].conn_id = conn.status.conn_id
         conn.add(keys)
 
-    async def close(self) -> None:
-        """Stop the watchdog and close every connection."""
+    async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Stop the watchdog and close every connection, all at once, within about `timeout_s`
+        (a connection whose server does not let go in time is aborted)."""
         if self._watchdog is not None:
             self._watchdog.cancel()
-            await asyncio.gather(self._watchdog, return_exceptions=True)
+            await asyncio.wait([self._watchdog], timeout=timeout_s)
         conns, self.connections = self.connections, []
-        for conn in conns:
-            await conn.close()
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
+        closing = [asyncio.ensure_future(conn.close(timeout_s / 2)) for conn in conns]
+        closing += list(self._closing)
+        if closing:
+            await asyncio.wait(closing, timeout=timeout_s)
 
     def connection_status(self) -> list[ConnectionStatus]:
         return [c.status for c in self.connections]
@@ -280,6 +294,19 @@ class Hub:
             self.events.warning(
                 f"{conn.market.value} connection {conn.status.conn_id}: dropped a malformed frame "
                 f"({reason}); {self.malformed} so far"
+            )
+
+    def on_implausible(self, conn: Connection, key: StreamKey, reason: str) -> None:
+        """An event that cannot be a real candle: counted, logged once per stream, dropped."""
+        self.malformed += 1
+        state = self.streams.get(key)
+        if state is None:
+            return
+        state.implausible += 1
+        if state.implausible == 1:
+            self.events.warning(
+                f"{key}: dropped an impossible candle ({reason}); "
+                "further ones on this stream are only counted"
             )
 
     def on_shutdown_notice(self, conn: Connection) -> None:

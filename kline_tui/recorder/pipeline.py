@@ -4,13 +4,16 @@
     await pipeline.start()            # validates the watch list, then connects
     await pipeline.add([key])         # validated against exchangeInfo, subscribed live
     pipeline.remove([key])
-    await pipeline.stop()             # closes the sockets, flushes everything buffered
+    report = await pipeline.stop()    # flush, close the sockets, fetch what is missing, flush
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from kline_tui.binance.connection import Backoff
 from kline_tui.binance.rest import RestClient, RestError
@@ -21,14 +24,38 @@ from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import SPARK_LENGTH, Hub
 from kline_tui.recorder.ledger import Ledger
 from kline_tui.recorder.sink import ParquetSink
+from kline_tui.recorder.supervisor import Supervisor
 from kline_tui.recorder.symbols import SymbolDirectory
 from kline_tui.store.lock import DataDirLock
 from kline_tui.store.compact import Compactor
 from kline_tui.store.series import stored_series
 
-__all__ = ["Pipeline", "StreamRefused"]
+__all__ = ["Pipeline", "StreamRefused", "StopReport", "DEFAULT_STOP_TIMEOUT_S"]
 
 COMPACT_EVERY_S = 600.0  # closed buckets are merged this often
+CLOCK_REFRESH_S = 60.0  # the exchange's time is asked this often
+DEFAULT_STOP_TIMEOUT_S = 15.0  # a stop ends within this, whatever the servers do
+# Of the stop deadline: what the first flush and the socket close may take at most, and what is
+# kept back for the last flush (the drain gets the rest).
+_FIRST_FLUSH_SHARE = 0.3
+_CLOSE_SHARE = 0.15
+_FINAL_FLUSH_SHARE = 0.3
+
+
+@dataclass(slots=True)
+class StopReport:
+    """What a stop did: candles fetched by the drain, what is still missing (fetched by the next
+    start), rows that could not be written, and the steps cut short by the deadline."""
+
+    drained: int = 0
+    missing: list[tuple[StreamKey, int, int]] = field(default_factory=list)  # (key, first, last)
+    unwritten: int = 0
+    cut_short: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def missing_count(self) -> int:
+        return sum(key.interval.count_between(a, b) for key, a, b in self.missing)
 
 
 class StreamRefused(Exception):
@@ -50,9 +77,18 @@ class Pipeline:
         ping_interval_s: float | None = 20.0,
         keep_closed: int = SPARK_LENGTH,
         backoff: Backoff | None = None,
+        supervisor: Supervisor | None = None,
+        source: str | None = None,
+        compact_every_s: float = COMPACT_EVERY_S,
     ) -> None:
         self.settings = settings
         self.events = events or EventLog()
+        self.supervisor = supervisor or Supervisor(self.events)
+        # Provenance written for every row instead of ws/rest (`sim` for the demo's candles, so
+        # simulated rows can never pass for real ones).
+        self.source = source
+        self.compact_every_s = compact_every_s
+        self._clock_rate_known = False
         self.rest = RestClient(settings.endpoints, warn=self.events.warning)
         self.symbols = SymbolDirectory(self.rest)
         self.sink = ParquetSink(
@@ -62,7 +98,9 @@ class Pipeline:
             flush_age_s=settings.flush_age_s,
             max_buffer_rows=settings.max_buffer_rows,
         )
-        self.ledger = Ledger(self._store, self.events, history=settings.history)
+        self.ledger = Ledger(
+            self._store, self.events, history=settings.history, exchange_now_ms=self._exchange_now
+        )
         self.hub = Hub(
             settings.endpoints,
             self.events,
@@ -71,9 +109,16 @@ class Pipeline:
             backoff=backoff or Backoff(base=1.0, cap=settings.reconnect_max_s),
             rotate_after_s=settings.rotate_after_h * 3600,
             keep_closed=keep_closed,
+            spawn=self.supervisor.spawn,
+            exchange_clock=self._exchange_now,
         )
         self.backfiller = Backfiller(
-            self.ledger, self.rest, self.hub, self.events, paused=lambda: not self.recording
+            self.ledger,
+            self.rest,
+            self.hub,
+            self.events,
+            paused=lambda: not self.recording,
+            on_error=self.supervisor.report,
         )
         self._lock = DataDirLock(settings.data_dir)
         self.compactor = Compactor(settings.data_dir, self.events.emit)
@@ -86,7 +131,7 @@ class Pipeline:
         candles as missing and they are fetched on resume, so a pause leaves no hole."""
         if not self.recording:
             return False
-        if self.sink.add(key, candle, source):
+        if self.sink.add(key, candle, self.source or source):
             state = self.hub.streams.get(key)
             if state is not None:
                 state.recorded += 1
@@ -105,12 +150,15 @@ class Pipeline:
         """Validate the streams (the settings' watch list by default), then start recording them."""
         keys = list(self.settings.watch if keys is None else keys)
         await self.check(keys)
+        await self._learn_exchange_time(keys)
         self._lock.acquire()  # raises DataDirError: another recorder, or an unusable folder
         await self._resume(keys)
-        self.sink.start()
-        self.backfiller.start()
+        spawn = self.supervisor.spawn
+        self.sink.start(spawn)
+        self.backfiller.start(spawn)
         self.hub.start()
-        self._compacting = asyncio.create_task(self._compact_forever(), name="compaction")
+        self._compacting = spawn("compaction", self._compact_forever)
+        spawn("exchange clock", self._keep_exchange_time)
         self._started = True
         self.hub.add(keys)
         self.events.info(f"watching {len(keys)} streams, recording to {self.settings.data_dir}")
@@ -125,9 +173,51 @@ class Pipeline:
             self.events.info(f"added {key}")
         return added
 
+    def _exchange_now(self, market) -> int | None:
+        """The exchange's current time for `market` (ms), or None while it is unknown."""
+        return self.rest.clock(market).now_ms()
+
+    async def _learn_exchange_time(self, keys: list[StreamKey]) -> None:
+        """Ask the server time of each market before the first frame, so events are checked
+        against it from the start, and learn how fast the exchange's clock runs.
+
+        Binance's runs at the local clock's rate; a simulator's may run many times faster (the
+        demo, the tests). Two answers half a second apart tell which: within a quarter of 1 (the
+        network's jitter) it is 1, else the measured rate. A market that does not answer is
+        checked from its first REST answer on.
+        """
+        markets = list(dict.fromkeys(k.market for k in keys))
+        answers: dict = {}
+        for market in markets:
+            with contextlib.suppress(RestError):
+                answers[market] = (await self.rest.server_time(market), time.monotonic())
+        if not answers or self._clock_rate_known:
+            return
+        market, (first, first_at) = next(iter(answers.items()))
+        await asyncio.sleep(0.5)
+        with contextlib.suppress(RestError):
+            second = await self.rest.server_time(market)
+            rate = (second - first) / ((time.monotonic() - first_at) * 1000)
+            self._clock_rate_known = True
+            if not 0.75 <= rate <= 1.25 and 0 < rate <= 1e6:
+                self.rest.set_clock_rate(rate)
+                self.events.debug(f"the exchange's clock runs {rate:.0f}x the local one (a simulator)")
+
+    async def _keep_exchange_time(self) -> None:
+        """Ask each watched market's server time now and then, so the clock frames are checked
+        against never drifts far from the exchange's."""
+        while True:
+            await asyncio.sleep(CLOCK_REFRESH_S)
+            for market in dict.fromkeys(k.market for k in self.hub.streams):
+                with contextlib.suppress(RestError):
+                    await self.rest.server_time(market)
+
     async def _resume(self, keys: list[StreamKey]) -> None:
         """Tell the ledger where each stream's data on disk ends, so recording resumes there."""
-        stored = await asyncio.to_thread(stored_series, self.settings.data_dir, keys)
+        notes: list[str] = []  # files set aside as unreadable or foreign, said on this thread
+        stored = await asyncio.to_thread(stored_series, self.settings.data_dir, keys, notes.append)
+        for note in notes:
+            self.events.warning(note)
         for key in keys:
             series = stored.get(key)
             if series is None:
@@ -175,29 +265,75 @@ class Pipeline:
             if room > 0:
                 state.closed.extendleft(reversed(older[-room:]))
 
-    async def _compact_forever(self, every_s: float = COMPACT_EVERY_S) -> None:
+    async def _compact_forever(self) -> None:
         """Merge the part files of closed buckets in the background, by exchange time."""
         while True:
-            await asyncio.sleep(every_s)
+            await asyncio.sleep(self.compact_every_s)
             market = next(iter({k.market for k in self.hub.streams}), None)
             if market is None:
                 continue
             try:
                 now_ms = await self.rest.server_time(market)
-                await self.compactor.run_once(now_ms)
             except RestError:
                 continue  # no exchange time now: compaction waits for the next round
-            except Exception as exc:  # noqa: BLE001 - compaction must never stop the recorder
-                self.events.error(f"compaction failed: {type(exc).__name__}: {exc}")
+            await self.compactor.run_once(now_ms)  # a failure is the supervisor's to report
 
-    async def stop(self) -> None:
-        """Close the sockets, then write every buffered candle."""
-        if self._compacting is not None:
-            self._compacting.cancel()
-            await asyncio.gather(self._compacting, return_exceptions=True)
-        await self.hub.close()
-        await self.backfiller.close()
-        if self._started:
-            await self.sink.close()
-        self._lock.release()
-        await self.rest.close()
+    async def stop(self, deadline_s: float = DEFAULT_STOP_TIMEOUT_S) -> StopReport:
+        """Stop within `deadline_s`, keeping everything received: write what is buffered first,
+        close the sockets (aborting those whose server will not let go), fetch from REST every
+        candle known to be missing (the drain), then write again.
+
+        Every step is bounded by its share of the deadline and runs whatever the steps before it
+        raised; the last flush always runs. What could not be fetched is in the report, and the
+        next start fetches it (it is a hole on disk).
+        """
+        started = time.monotonic()
+        end = started + deadline_s
+        report = StopReport()
+
+        def left(share: float | None = None) -> float:
+            remaining = max(0.0, end - time.monotonic())
+            return remaining if share is None else min(remaining, deadline_s * share)
+
+        async def step(name: str, timeout_s: float, coro) -> None:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await coro
+            except TimeoutError:
+                report.cut_short.append(name)
+            except Exception as exc:  # noqa: BLE001 - a failing step must not skip the flush
+                self.supervisor.report(f"stop: {name}", exc)
+                report.cut_short.append(name)
+
+        try:
+            if self._compacting is not None:
+                self._compacting.cancel()
+            if self._started:
+                await step("first flush", left(_FIRST_FLUSH_SHARE), self.sink.flush())
+            await step("closing connections", left(_CLOSE_SHARE), self.hub.close(left(_CLOSE_SHARE)))
+            if self._started:
+                drained = 0
+
+                async def drain() -> None:
+                    nonlocal drained
+                    drained = await self.backfiller.drain()
+
+                await step("drain", max(0.0, left() - deadline_s * _FINAL_FLUSH_SHARE), drain())
+                report.drained = drained
+            else:
+                await step("backfill", left(), self.backfiller.close())
+        finally:
+            if self._started:
+                await step("last flush", max(left(), 1.0), self.sink.close())
+            report.unwritten = self.sink.stats.rows_buffered
+            await step("stopping tasks", min(max(left(), 0.5), 2.0), self.supervisor.cancel_all())
+            self._lock.release()
+            await step("closing REST", min(max(left(), 0.2), 1.0), self.rest.close())
+        report.missing = [
+            (key, r.first, r.last)
+            for key, st in self.ledger.streams.items()
+            for r in st.missing
+            if key in self.hub.streams
+        ]
+        report.seconds = time.monotonic() - started
+        return report

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import polars as pl
 
+from kline_tui.binance.connection import Spawn
 from kline_tui.model import PARQUET_SCHEMA, Interval, Market, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.store import layout
@@ -151,13 +152,15 @@ class ParquetSink:
             self._wake.set()
         return True
 
-    def start(self) -> None:
-        """Run `run()` as a task of its own, until `close()`."""
-        self._task = asyncio.create_task(self.run(), name="sink")
+    def start(self, spawn: Spawn | None = None) -> None:
+        """Run `run()` as a task (through `spawn`, the supervisor's, when given) until `close()`."""
+        if spawn is None:
+            self._task = asyncio.create_task(self.run(), name="sink")
+        else:
+            self._task = spawn("sink", self.run)
 
     async def run(self) -> None:
-        """Flush by row count and by age, forever (a supervisor may run this instead of `start()`;
-        `close()` then only writes what is left)."""
+        """Flush by row count and by age, forever."""
         while True:
             timeout = self.flush_age_s
             if self._oldest is not None:
@@ -321,10 +324,7 @@ class ParquetSink:
         """Stop the timer and write everything still buffered."""
         if self._task is not None:
             self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait([self._task])
             self._task = None
         await self.flush()
         self._writer.shutdown(wait=True)

@@ -10,14 +10,15 @@ notification, never as a traceback.
 from __future__ import annotations
 
 import asyncio
-import os
 import collections
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from typing import Any
+
+import platformdirs
 
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -26,12 +27,12 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input
 from textual.worker import Worker, WorkerState
 
-from kline_tui.binance.rest import RestError
 from kline_tui.config import Settings, save_watch
 from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.recorder.events import Event, EventLog
 from kline_tui.recorder.hub import StreamStatus
-from kline_tui.recorder.pipeline import Pipeline, StreamRefused
+from kline_tui.recorder.pipeline import Pipeline
+from kline_tui.runtime import Runtime, log_to
 from kline_tui.ui import format as fmt
 from kline_tui.ui.screens.add_streams import AddStreamsScreen
 from kline_tui.ui.screens.details import DetailsScreen
@@ -64,10 +65,6 @@ PipelineFactory = Callable[[Settings, EventLog], Pipeline]
 _TABLE_ACTIONS = {"remove", "details", "filter", "sort", "reverse_sort", "clear_filter"}
 # Actions that need the pipeline running.
 _PIPELINE_ACTIONS = {"add", "remove", "pause", "resume", "flush"}
-
-
-def _default_pipeline(settings: Settings, events: EventLog) -> Pipeline:
-    return Pipeline(settings, events=events)
 
 
 class KlineApp(App[int]):
@@ -115,22 +112,24 @@ class KlineApp(App[int]):
         super().__init__()
         self.settings = settings
         self.demo_speed = demo_speed
-        self.pipeline_factory = pipeline_factory or _default_pipeline
-        self.simulator_factory = simulator_factory
         self.save_watch_list = save_watch_list
         self.clock = clock
         self.wall_clock = wall_clock
         self.repaint_hz = repaint_hz
         self.events = EventLog()
-        self.pipeline: Pipeline | None = None
+        self.runtime = Runtime(
+            settings,
+            events=self.events,
+            demo_speed=demo_speed,
+            simulator_factory=simulator_factory,
+            pipeline_factory=pipeline_factory,
+        )
         self.running = False  # the pipeline started and is recording or watching
-        self.sim = None
         self.hold_display = False  # tests freeze the screen to take deterministic snapshots
         self._pending_events: collections.deque[Event] = collections.deque()
         self.events.subscribe(self._pending_events.append)
         self._save_lock = asyncio.Lock()
         self._quitting = False
-        self._stopped = False
         self._started = asyncio.Event()
         self._tick_errors = 0
 
@@ -174,26 +173,15 @@ class KlineApp(App[int]):
 
     async def _start_recorder(self) -> None:
         settings = self.settings
-        if self.demo_speed is not None:
-            if self.simulator_factory is not None:
-                self.sim = self.simulator_factory(self.demo_speed)
-            else:
-                from kline_tui.sim import Simulator
-
-                self.sim = Simulator(speed=self.demo_speed)
-            await self.sim.start()
-            settings = replace(settings, endpoints=dict(self.sim.endpoints))
-            self.events.info(
-                f"demo: a simulated Binance on 127.0.0.1 at {self.demo_speed:g}x speed; nothing touches the network"
-            )
         keys = list(settings.watch)
         first_launch = not settings.config_exists
         if not keys and (first_launch or self.demo_speed is not None):
             keys = [StreamKey.parse(s) for s in FIRST_LAUNCH_WATCH]
-        self.pipeline = self.pipeline_factory(settings, self.events)
-        self.table.streams = self.pipeline.hub.streams
         self.events.info(f"config {fmt.short_path(settings.config_path)}; data {fmt.short_path(settings.data_dir)}")
-        keys = await self._start_pipeline(keys)
+        keys = await self.runtime.start(keys, leave_out_refused=True)
+        if not self.runtime.started:
+            return  # a stop was asked for while starting
+        self.table.streams = self.pipeline.hub.streams
         self.running = True
         self._started.set()
         self.refresh_bindings()
@@ -212,40 +200,18 @@ class KlineApp(App[int]):
             self.notify("Nothing to watch yet: press a to add streams.", title="Empty watch list", timeout=10)
         await self.pipeline.seed_history(keys)
 
-    async def _start_pipeline(self, keys: list[StreamKey]) -> list[StreamKey]:
-        """Start with the watch list; streams the exchange refuses are left out, with a message why."""
-        pipeline = self.pipeline
-        assert pipeline is not None
-        delay = 2.0
-        while True:
-            try:
-                await pipeline.start(keys)
-                return keys
-            except StreamRefused as refused:
-                try:
-                    good = [k for k in keys if not await pipeline.symbols.problems([k])]
-                except RestError as exc:
-                    self.events.error(
-                        f"cannot reach the exchange to check the watch list ({exc}); retrying in {delay:.0f} s"
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 60.0)
-                    continue
-                for problem in refused.problems:
-                    self.events.error(f"{problem}: left out of this session")
-                keys = good
+    @property
+    def pipeline(self) -> Pipeline | None:
+        return self.runtime.pipeline
+
+    @property
+    def sim(self) -> Any:
+        return self.runtime.sim
 
     async def shutdown_pipeline(self) -> None:
-        """Close the sockets and write every buffered candle (idempotent)."""
-        if self._stopped:
-            return
-        self._stopped = True
-        try:
-            if self.pipeline is not None:
-                await self.pipeline.stop()
-        finally:
-            if self.sim is not None:
-                await self.sim.stop()
+        """Stop the recorder within its deadline, writing everything buffered (idempotent)."""
+        self.running = False
+        await self.runtime.stop()
 
     async def on_unmount(self) -> None:
         # However the app ends, what was received is written.
@@ -263,14 +229,10 @@ class KlineApp(App[int]):
         try:
             await self.shutdown_pipeline()
         finally:
-            stats = self.pipeline.sink.stats if self.pipeline else None
-            if stats is not None and stats.rows_buffered:
-                self.exit(
-                    1,
-                    return_code=1,
-                    message=f"kline-tui: {stats.rows_buffered:,} rows could not be written to "
-                    f"{self.settings.data_dir}: {stats.last_error}",
-                )
+            code = self.runtime.exit_code
+            problems = [line for level, line in self.runtime.summary() if level >= logging.WARNING]
+            if code or problems:
+                self.exit(code, return_code=code, message="\n".join(f"kline-tui: {p}" for p in problems))
             else:
                 self.exit(0)
 
@@ -289,6 +251,9 @@ class KlineApp(App[int]):
     # -- repaint --------------------------------------------------------------------------------
 
     def _tick(self) -> None:
+        if self.runtime.stop_requested and not self._quitting:
+            # A task kept failing (or a stop came from elsewhere): flush and leave, saying why.
+            self.call_later(self.action_quit)
         if self.hold_display:
             return
         try:
@@ -296,6 +261,7 @@ class KlineApp(App[int]):
         except Exception as exc:  # noqa: BLE001 - a drawing bug must not take the recorder down
             self._tick_errors += 1
             if self._tick_errors in (1, 10, 100):
+                self.runtime.supervisor.report(f"repaint ({self._tick_errors}x)", exc)
                 self.events.error(f"repaint failed ({self._tick_errors}x): {type(exc).__name__}: {exc}")
 
     def repaint(self, *, reload_events: bool = False) -> None:
@@ -561,30 +527,24 @@ class KlineApp(App[int]):
 
 
 def run_app(settings: Settings, *, demo_speed: float | None = None) -> int:
-    """Run the UI until the user quits; returns the exit code (0, or 1 when rows could not be written).
+    """Run the UI until the user quits; returns the exit code (0, or 1 when rows could not be
+    written or a task kept failing).
 
-    The pipeline is stopped, and everything buffered written, however the app ends.
+    The recorder is stopped, and everything buffered written, however the app ends: `q`,
+    SIGTERM (as `q`), SIGHUP (the terminal is gone), or a task the supervisor gave up on.
     """
+    log_to(platformdirs.user_log_path("kline-tui") / "kline-tui.log")
     app = KlineApp(settings, demo_speed=demo_speed)
 
     async def hang_up() -> None:
         # The terminal is gone: restoring it would block Textual's writer forever (and keep the
         # data directory locked). Write what is buffered, then leave without touching it.
         await app.shutdown_pipeline()
-        stats = app.pipeline.sink.stats if app.pipeline is not None else None
-        os._exit(1 if stats is not None and stats.rows_buffered else 0)
+        os._exit(app.runtime.exit_code)
 
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        handlers = {
-            signal.SIGTERM: lambda: app.call_later(app.action_quit),
-            signal.SIGHUP: lambda: asyncio.ensure_future(hang_up()),
-        }
-        for sig, handler in handlers.items():
-            try:
-                loop.add_signal_handler(sig, handler)
-            except (NotImplementedError, RuntimeError):  # not on this platform
-                pass
+        app.runtime.handle_signals(lambda: app.call_later(app.action_quit), signals=(signal.SIGTERM,))
+        app.runtime.handle_signals(lambda: asyncio.ensure_future(hang_up()), signals=(signal.SIGHUP,))
         try:
             await app.run_async()
         finally:
@@ -592,6 +552,4 @@ def run_app(settings: Settings, *, demo_speed: float | None = None) -> int:
 
     asyncio.run(main())
     code = app.return_code
-    if code is None:
-        code = 1 if app.pipeline is not None and app.pipeline.sink.stats.rows_buffered else 0
-    return code
+    return app.runtime.exit_code if code is None else code

@@ -1,0 +1,397 @@
+"""The recorder's life cycle, one for every face: the terminal UI, `kline-tui record`, and later
+the service and the clients that attach to it.
+
+    runtime = Runtime(settings, demo_speed=60.0)
+    keys = await runtime.start()          # the simulator (demo), the checks, the pipeline
+    ...                                   # the face shows runtime.pipeline's state
+    runtime.request_stop("SIGTERM")       # or a key, or a task the supervisor gave up on
+    report = await runtime.stop()         # bounded: flush, close, drain, flush
+    sys.exit(runtime.exit_code)
+
+What it owns, so that no face has its own copy: the demo simulator; starting with retries (a
+face that must go on with what it can leaves refused streams out); the supervisor of every
+long-lived task; the stop, bounded by `stop_timeout_s` whatever the servers do, which writes what
+is buffered before anything that can hang and fetches every candle known to be missing (the
+drain); a last-resort timer that ends the process if even that overruns; the exit summary and the
+exit codes. Nothing here imports Textual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from kline_tui.binance.connection import Backoff
+from kline_tui.binance.rest import RestError
+from kline_tui.config import Settings
+from kline_tui.model import StreamKey
+from kline_tui.recorder.events import EventLog
+from kline_tui.recorder.hub import SPARK_LENGTH
+from kline_tui.recorder.pipeline import DEFAULT_STOP_TIMEOUT_S, Pipeline, StopReport, StreamRefused
+from kline_tui.recorder.supervisor import Supervisor
+from kline_tui.store.series import stored_series
+
+__all__ = [
+    "Runtime",
+    "EXIT_OK",
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "EXIT_INTERRUPTED",
+    "log_to",
+    "format_ms",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # rows could not be written, or a task kept failing
+EXIT_USAGE = 2  # bad input: nothing was written
+EXIT_INTERRUPTED = 130  # stopped at once by a second interrupt
+
+# Past the stop deadline, this much more is allowed (a disk that hangs in a write) before the
+# process is ended without waiting further.
+HARD_STOP_GRACE_S = 5.0
+# Start-up retries while the exchange cannot be reached (faces that go on with what they can).
+_START_RETRY_FIRST_S = 2.0
+_START_RETRY_CAP_S = 60.0
+
+log = logging.getLogger("kline_tui")
+
+PipelineFactory = Callable[..., Pipeline]
+
+
+class Runtime:
+    """Owns one pipeline's life: start, supervision, stop, exit code.
+
+    `demo_speed` runs a simulated Binance in this process at that clock speed and points the
+    settings' endpoints at it (`simulator_factory(speed)` builds it; the default continues the
+    clock from the newest candle of the demo's data folder, so a fast demo run after another
+    records rather than finding its clock behind what is on disk). `keep_closed` is the number
+    of closed candles kept per stream for sparklines (0 headless).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        events: EventLog | None = None,
+        demo_speed: float | None = None,
+        keep_closed: int = SPARK_LENGTH,
+        simulator_factory: Callable[[float], Any] | None = None,
+        pipeline_factory: PipelineFactory | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.settings = settings
+        self.events = events or EventLog()
+        self.demo_speed = demo_speed
+        self.keep_closed = keep_closed
+        self.simulator_factory = simulator_factory
+        self.pipeline_factory = pipeline_factory
+        self.backoff = backoff
+        self.supervisor = Supervisor(self.events, on_fatal=self.request_stop)
+        self.pipeline: Pipeline | None = None
+        self.sim: Any = None
+        self.started = False  # the pipeline is recording (or watching, when paused)
+        self.stop_reason: str | None = None
+        self.report: StopReport | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._stopping: asyncio.Task | None = None
+
+    @property
+    def stop_timeout_s(self) -> float:
+        return float(getattr(self.settings, "stop_timeout_s", DEFAULT_STOP_TIMEOUT_S))
+
+    # -- start ------------------------------------------------------------------------------------
+
+    def _stop_event(self) -> asyncio.Event:
+        if self._stop_requested is None:
+            self._stop_requested = asyncio.Event()
+        return self._stop_requested
+
+    async def start(
+        self, keys: Iterable[StreamKey] | None = None, *, leave_out_refused: bool = False
+    ) -> list[StreamKey]:
+        """Start recording `keys` (the settings' watch list by default); returns those watched.
+
+        Raises StreamRefused when a stream is refused (or the exchange cannot be reached to check
+        them), unless `leave_out_refused`: then refused streams are left out with a line each in
+        the event log, and an unreachable exchange is retried with backoff until it answers or a
+        stop is requested. A stop requested meanwhile ends the start at once (the returned list
+        is then empty and `started` False).
+        """
+        keys = list(self.settings.watch if keys is None else keys)
+        attempt = asyncio.ensure_future(self._start(keys, leave_out_refused))
+        stop = asyncio.ensure_future(self._stop_event().wait())
+        try:
+            await asyncio.wait([attempt, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not attempt.done():
+            attempt.cancel()
+            await asyncio.gather(attempt, return_exceptions=True)
+            return []
+        return attempt.result()
+
+    async def _start(self, keys: list[StreamKey], leave_out_refused: bool) -> list[StreamKey]:
+        settings = self.settings
+        if self.demo_speed is not None:
+            settings = await self._start_simulator(settings, keys)
+        if self.pipeline_factory is not None:
+            self.pipeline = self.pipeline_factory(settings, self.events)
+        else:
+            self.pipeline = Pipeline(
+                settings,
+                events=self.events,
+                keep_closed=self.keep_closed,
+                backoff=self.backoff,
+                supervisor=self.supervisor,
+                source="sim" if self.demo_speed is not None else None,
+            )
+        keys = await self._start_pipeline(keys, leave_out_refused)
+        self.started = True
+        if self.demo_speed is not None:
+            self.events.info(
+                f"demo: a simulated Binance on 127.0.0.1 at {self.demo_speed:g}x speed; "
+                "nothing touches the network"
+            )
+        return keys
+
+    async def _start_simulator(self, settings: Settings, keys: list[StreamKey]) -> Settings:
+        speed = self.demo_speed
+        assert speed is not None
+        if self.simulator_factory is not None:
+            self.sim = self.simulator_factory(speed)
+        else:
+            from kline_tui.sim import Simulator
+
+            self.sim = Simulator(speed=speed, start_ms=await self._demo_clock_start(keys))
+        await self.sim.start()
+        return replace(settings, endpoints=dict(self.sim.endpoints))
+
+    async def _demo_clock_start(self, keys: list[StreamKey]) -> int | None:
+        """Where the demo's clock starts: now, or where the newest demo candle on disk ends if
+        that is later (a fast clock runs ahead of real time, and must not restart behind it)."""
+        try:
+            stored = await asyncio.to_thread(stored_series, self.settings.data_dir, keys)
+        except Exception as exc:  # noqa: BLE001 - an unreadable folder only costs continuity
+            log.warning("demo: cannot read %s: %s", self.settings.data_dir, exc)
+            return None
+        ends = [key.interval.next_open(series.last) for key, series in stored.items()]
+        now_ms = int(time.time() * 1000)
+        return max(ends) + 1000 if ends and max(ends) + 1000 > now_ms else None
+
+    async def _start_pipeline(self, keys: list[StreamKey], leave_out_refused: bool) -> list[StreamKey]:
+        pipeline = self.pipeline
+        assert pipeline is not None
+        delay = _START_RETRY_FIRST_S
+        while True:
+            try:
+                await pipeline.start(keys)
+                return keys
+            except StreamRefused as refused:
+                if not leave_out_refused:
+                    raise
+                try:
+                    good = [k for k in keys if not await pipeline.symbols.problems([k])]
+                except RestError as exc:
+                    self.events.error(
+                        f"cannot reach the exchange to check the watch list ({exc}); "
+                        f"retrying in {delay:.0f} s"
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _START_RETRY_CAP_S)
+                    continue
+                for problem in refused.problems:
+                    self.events.error(f"{problem}: left out of this session")
+                keys = good
+
+    # -- stop -------------------------------------------------------------------------------------
+
+    def request_stop(self, reason: str = "") -> None:
+        """Ask every face to stop (a signal, a key, or a task the supervisor gave up on)."""
+        if self.stop_reason is None:
+            self.stop_reason = reason or "asked to stop"
+        self._stop_event().set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested is not None and self._stop_requested.is_set()
+
+    async def wait_for_stop_request(self) -> None:
+        await self._stop_event().wait()
+
+    async def stop(self) -> StopReport:
+        """Stop within the deadline: flush, close the sockets, drain, flush (idempotent).
+
+        A timer armed here ends the process if the stop overruns its deadline by more than
+        HARD_STOP_GRACE_S (only a write the disk never finishes can cause that).
+        """
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop())
+        return await asyncio.shield(self._stopping)
+
+    async def _stop(self) -> StopReport:
+        deadline = self.stop_timeout_s
+        timer = _arm_hard_stop(deadline + HARD_STOP_GRACE_S)
+        try:
+            if self.pipeline is not None:
+                self.report = await self.pipeline.stop(deadline)
+            else:
+                self.report = StopReport()
+            if self.sim is not None:
+                try:
+                    async with asyncio.timeout(2.0):
+                        await self.sim.stop()
+                except (TimeoutError, Exception) as exc:  # noqa: BLE001 - the demo's server only
+                    log.warning("demo simulator did not stop cleanly: %s", exc)
+        finally:
+            timer.cancel()
+        return self.report
+
+    # -- what a face shows at the end -------------------------------------------------------------
+
+    @property
+    def exit_code(self) -> int:
+        """0 when everything received was written; 1 when rows could not be written or a task
+        kept failing."""
+        if self.supervisor.fatal is not None:
+            return EXIT_FAILED
+        if self.report is not None and self.report.unwritten:
+            return EXIT_FAILED
+        return EXIT_OK
+
+    def summary(self) -> list[tuple[int, str]]:
+        """The exit summary, as (logging level, line) pairs."""
+        lines: list[tuple[int, str]] = []
+        pipeline, report = self.pipeline, self.report
+        if pipeline is None or report is None:
+            return lines
+        stats = pipeline.sink.stats
+        done = f"done in {report.seconds:.1f} s: {stats.rows_written} rows in {stats.files_written} files"
+        done += f" under {self.settings.data_dir}"
+        if report.drained:
+            done += f"; {report.drained} missing candles fetched before stopping"
+        lines.append((logging.INFO, f"{done}; {self.status_line()}"))
+        if report.missing:
+            lines.append((logging.WARNING, _missing_line(report)))
+        if report.cut_short:
+            lines.append((logging.WARNING, f"cut short by the {self.stop_timeout_s:g} s stop deadline: "
+                          + ", ".join(report.cut_short)))
+        if report.unwritten:
+            lines.append((logging.ERROR, f"{report.unwritten} rows could not be written: {stats.last_error}"))
+        if self.supervisor.fatal is not None:
+            lines.append((logging.ERROR, f"stopped because {self.supervisor.fatal}"))
+        return lines
+
+    def status_line(self) -> str:
+        """Counters since this process started, for the log of a server that runs for months."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            return "not started"
+        ledgers = pipeline.ledger.streams.values()
+        states = collections.Counter(s.status.value for s in pipeline.hub.streams.values())
+        sink = pipeline.sink.stats
+        text = (
+            "streams " + ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+            + f"; rows {sink.rows_written} written, {sink.rows_buffered} buffered"
+            + (f", {sink.dropped} dropped" if sink.dropped else "")
+            + (f", {sink.dead_letters} set aside as unwritable" if sink.dead_letters else "")
+            + f"; candles {sum(s.accepted_ws for s in ledgers)} live, "
+            f"{sum(s.accepted_rest for s in ledgers)} backfilled, "
+            f"{sum(s.duplicates for s in ledgers)} duplicates dropped, "
+            f"{sum(s.missing_count() for s in ledgers)} missing; {pipeline.hub.stalls_detected} stalls"
+        )
+        if pipeline.hub.malformed:
+            text += f"; {pipeline.hub.malformed} malformed frames dropped"
+        if self.supervisor.crashes:
+            text += f"; {self.supervisor.crashes} task failures"
+        return text
+
+    # -- signals ----------------------------------------------------------------------------------
+
+    def handle_signals(
+        self,
+        first: Callable[[], None] | None = None,
+        *,
+        signals: Iterable[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
+        on_second: Callable[[], None] | None = None,
+    ) -> None:
+        """Install handlers: the first signal asks for a stop (`first`, by default
+        `request_stop`); a second one ends the process at once (`on_second`, by default an exit
+        with code 130 and one line saying what was left unwritten)."""
+        loop = asyncio.get_running_loop()
+        received: list[int] = []
+
+        def handler(sig: signal.Signals) -> None:
+            received.append(sig)
+            if len(received) == 1:
+                (first or (lambda: self.request_stop(sig.name)))()
+            else:
+                (on_second or self._exit_at_once)()
+
+        for sig in signals:
+            try:
+                loop.add_signal_handler(sig, handler, sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not on this platform/thread
+                pass
+
+    def _exit_at_once(self) -> None:
+        buffered = self.pipeline.sink.stats.rows_buffered if self.pipeline is not None else 0
+        note = f"; {buffered} buffered rows not written (the next start fetches them again)" if buffered else ""
+        print(f"kline-tui: stopped at once{note}", file=sys.stderr, flush=True)
+        os._exit(EXIT_INTERRUPTED)
+
+
+def _missing_line(report: StopReport, show: int = 5) -> str:
+    parts = [
+        f"{key} {format_ms(a)}" + ("" if a == b else f" to {format_ms(b)}")
+        for key, a, b in report.missing[:show]
+    ]
+    more = f" and {len(report.missing) - show} more ranges" if len(report.missing) > show else ""
+    return (
+        f"{report.missing_count} candles still missing, fetched at the next start: "
+        + "; ".join(parts) + more
+    )
+
+
+def format_ms(ms: int) -> str:
+    """An exchange time as `2026-11-30 13:05 UTC` (seconds when they are not zero)."""
+    stamp = time.gmtime(ms // 1000)
+    return time.strftime("%Y-%m-%d %H:%M:%S" if stamp.tm_sec else "%Y-%m-%d %H:%M", stamp) + " UTC"
+
+
+def _arm_hard_stop(after_s: float) -> threading.Timer:
+    """The last resort: end the process if the stop is still running `after_s` from now."""
+
+    def overrun() -> None:
+        print(f"kline-tui: the stop overran its deadline by {HARD_STOP_GRACE_S:g} s; exiting now",
+              file=sys.stderr, flush=True)
+        os._exit(EXIT_FAILED)
+
+    timer = threading.Timer(after_s, overrun)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def log_to(target: Path | None) -> logging.Handler:
+    """Send the package's log (tracebacks of failed tasks, warnings) to a file, or to stderr
+    when `target` is None. The UI uses a file: the terminal is its screen."""
+    if target is None:
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(target, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("kline_tui")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    return handler
