@@ -213,6 +213,49 @@ class Runtime:
                     self.events.error(f"{problem}: left out of this session")
                 keys = good
 
+    # -- what a face asks of a running recorder ---------------------------------------------------
+
+    def _running(self) -> Pipeline:
+        if self.pipeline is None or not self.started:
+            raise RuntimeError("the recorder has not started")
+        return self.pipeline
+
+    async def add(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
+        """Validate and watch more streams; returns those not watched already. Raises
+        StreamRefused (one sentence per refused stream) for symbols the exchange does not list."""
+        return await self._running().add(keys)
+
+    def remove(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
+        """Stop watching streams; what they recorded stays on disk."""
+        return self._running().remove(keys)
+
+    @property
+    def recording(self) -> bool:
+        """False while paused: the live view goes on, closed candles are not stored."""
+        return self.pipeline is None or self.pipeline.recording
+
+    def pause(self) -> None:
+        """Stop storing closed candles; what closes meanwhile is fetched from REST on resume."""
+        pipeline = self._running()
+        if pipeline.recording:
+            pipeline.recording = False
+            self.events.info("recording paused: the live view goes on, closed candles are not recorded")
+
+    def resume(self) -> None:
+        """Store closed candles again, starting with those that closed during the pause."""
+        pipeline = self._running()
+        if not pipeline.recording:
+            pipeline.recording = True
+            self.events.info("recording resumed")
+
+    async def flush(self) -> int:
+        """Write everything buffered now; returns the rows written (0 when nothing was buffered
+        or the disk refused: the sink's stats say which)."""
+        sink = self._running().sink
+        before = sink.stats.rows_written
+        await sink.flush()
+        return sink.stats.rows_written - before
+
     # -- stop -------------------------------------------------------------------------------------
 
     def request_stop(self, reason: str = "") -> None:

@@ -351,3 +351,45 @@ def test_bad_numbers_and_paths_on_the_command_line_are_one_line_and_exit_2(tmp_p
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert not list(tmp_path.rglob("*.parquet"))
 
+
+
+# -- the runtime alone, as every face drives it -------------------------------------------------
+
+
+async def test_the_runtime_alone_starts_adds_removes_pauses_flushes_and_stops(sim, tmp_path):
+    """No Textual: the life cycle every face shares, driven through its own methods."""
+    from kline_tui.runtime import Runtime
+
+    btc, eth = StreamKey.parse("usdm:BTCUSDT:1m"), StreamKey.parse("usdm:ETHUSDT:1m")
+    settings = make_settings(sim, tmp_path, [str(btc)], history=3, flush_age_s=3600.0)
+    runtime = Runtime(settings, keep_closed=0)
+    try:
+        assert await runtime.start() == [btc]
+        pipeline = runtime.pipeline
+        ledgers = pipeline.ledger.streams
+        await wait_until(lambda: ledgers[btc].accepted_ws >= 2 and not ledgers[btc].missing, what="btc live")
+        assert await runtime.add([eth, btc]) == [eth]
+        await wait_until(lambda: eth in ledgers and ledgers[eth].accepted_ws >= 2, what="eth live")
+        assert await runtime.flush() > 0 and pipeline.sink.stats.rows_buffered == 0
+        runtime.pause()
+        assert not runtime.recording
+        paused_at = ledgers[eth].accepted_ws
+        await wait_until(lambda: ledgers[eth].missing, what="a candle held back while paused")
+        assert pipeline.sink.stats.rows_buffered == 0  # nothing stored while paused
+        runtime.resume()
+        await wait_until(lambda: ledgers[eth].accepted_ws > paused_at + 1 and not ledgers[eth].missing,
+                         timeout=30, what="the paused candles fetched")
+        assert runtime.remove([btc]) == [btc] and btc not in pipeline.hub.streams
+    finally:
+        report = await runtime.stop()
+    assert runtime.exit_code == 0 and report.unwritten == 0 and not report.missing
+    assert_exact_recording(read_dataset(tmp_path), [btc, eth], min_rows=4)
+
+
+def test_the_runtime_never_imports_textual():
+    code = (
+        "import sys, kline_tui.runtime;"
+        "bad = [m for m in sys.modules if m == 'textual' or m.startswith('textual.')];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

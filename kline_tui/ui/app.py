@@ -353,7 +353,7 @@ class KlineApp(App[int]):
     async def add_streams(self, keys: list[StreamKey]) -> list[StreamKey]:
         """Subscribe `keys` on the existing connections; raises StreamRefused (shown by the dialog)."""
         assert self.pipeline is not None
-        added = await self.pipeline.add(keys)
+        added = await self.runtime.add(keys)
         if added:
             self.table.update_view()
             self.table.select(added[0])
@@ -366,7 +366,7 @@ class KlineApp(App[int]):
         key = self.table.selected
         if key is None or not self.running:
             return
-        self.pipeline.remove([key])
+        self.runtime.remove([key])
         self.table.update_view()
         self.notify(f"Removed {key}; what it recorded stays in {fmt.short_path(self.settings.data_dir)}", timeout=4)
         self.run_worker(self._save_watch(), name="saving the watch list", exit_on_error=False)
@@ -396,11 +396,10 @@ class KlineApp(App[int]):
     def _set_recording(self, on: bool) -> None:
         if not self.running:
             return
-        self.pipeline.recording = on
         if on:
-            self.events.info("recording resumed")
+            self.runtime.resume()
         else:
-            self.events.info("recording paused: the live view goes on, closed candles are not recorded")
+            self.runtime.pause()
         self.refresh_bindings()
         self._tick()
 
@@ -411,13 +410,12 @@ class KlineApp(App[int]):
     async def _flush(self) -> None:
         assert self.pipeline is not None
         stats = self.pipeline.sink.stats
-        before = stats.rows_written
         if not stats.rows_buffered:
             self.notify("Nothing buffered: everything received is on disk.", timeout=4)
             return
-        if await self.pipeline.sink.flush():
-            self.notify(f"Flushed {stats.rows_written - before:,} rows to {fmt.short_path(self.settings.data_dir)}",
-                        timeout=4)
+        written = await self.runtime.flush()
+        if written and not stats.failing:
+            self.notify(f"Flushed {written:,} rows to {fmt.short_path(self.settings.data_dir)}", timeout=4)
         self._tick()
 
     def action_details(self) -> None:
