@@ -8,9 +8,9 @@ from pathlib import Path
 
 import polars as pl
 
+from kline_tui.cli.import_ import main as import_main
 from kline_tui.model import Interval, StreamKey
 from kline_tui.sim import candle_at
-from kline_tui.store.commands import import_main
 
 from .test_store_support import assert_matches_simulator, day_ms, expected_frame, read_all, write_raw_part
 

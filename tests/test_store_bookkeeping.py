@@ -12,9 +12,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from kline_tui.cli.compact import main as compact_main
+from kline_tui.cli.verify import main as verify_main
 from kline_tui.model import Interval, Market
 from kline_tui.store import layout
-from kline_tui.store.commands import compact_main, verify_main
 from kline_tui.store.compact import Compactor, swap_scratch
 from kline_tui.store.history import write_parts
 from kline_tui.store.lock import DataDirError, DataDirLock

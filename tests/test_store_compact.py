@@ -141,7 +141,7 @@ def test_crash_after_every_step_reads_back_and_the_next_run_finishes(tmp_path, m
 
 SCRIPT = (
     "import sys\n"
-    "from kline_tui.store.commands import compact_main\n"
+    "from kline_tui.cli.compact import main as compact_main\n"
     "print('ready', flush=True)\n"
     "sys.exit(compact_main(sys.argv[1:]))\n"
 )
@@ -371,7 +371,7 @@ def test_falls_back_when_the_filesystem_refuses_the_exchange(tmp_path, monkeypat
 
 
 def test_compact_cli(tmp_path, capsys):
-    from kline_tui.store.commands import compact_main
+    from kline_tui.cli.compact import main as compact_main
 
     data = tmp_path / "data"
     plant_bucket(data, day_ms("2026-01-02"), 6, random.Random(9))

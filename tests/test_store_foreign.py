@@ -11,9 +11,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from kline_tui.cli.verify import main as verify_main
 from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.store import layout, scan
-from kline_tui.store.commands import verify_main
 from kline_tui.store.compact import Compactor
 from kline_tui.store.read import part_files
 from kline_tui.store.series import stored_series

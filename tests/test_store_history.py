@@ -13,8 +13,8 @@ import pytest
 
 from kline_tui.binance.markets import MARKETS
 from kline_tui.binance.rest import RestClient
+from kline_tui.cli.backfill import main as backfill_main
 from kline_tui.model import Interval, Market, StreamKey
-from kline_tui.store.commands import backfill_main
 from kline_tui.store.history import backfill, missing_ranges
 from kline_tui.store.verify import format_time
 
@@ -86,7 +86,7 @@ async def test_backfill_cli_killed_then_run_again(sim, tmp_path):
     start = end - 28 * DAY  # 40,320 candles: five chunks of ten spot pages
     args = [key.__str__(), "--from", format_time(start).replace(" ", "T"), "--to",
             format_time(end - 60_000).replace(" ", "T"), "--data-dir", str(data), "--config", str(cfg)]
-    script = "import sys\nfrom kline_tui.store.commands import backfill_main\nsys.exit(backfill_main(sys.argv[1:]))\n"
+    script = "import sys\nfrom kline_tui.cli.backfill import main\nsys.exit(main(sys.argv[1:]))\n"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", script, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import polars as pl
 
+from kline_tui.cli.verify import main as verify_main
 from kline_tui.model import Interval, StreamKey
 from kline_tui.store import layout
-from kline_tui.store.commands import verify_main
 from kline_tui.store.read import part_files
 from kline_tui.store.verify import verify_dataset
 

@@ -1,0 +1,41 @@
+"""`kline-tui` without a command: the terminal UI, on the config's watch list and the streams named.
+
+Textual is imported here only once the arguments and the settings are good, so no other command
+(and no mistake on the command line) ever loads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+
+from kline_tui.cli import COMMANDS
+from kline_tui.cli.command import command_parser, recorder_options, recorder_settings, run
+
+__all__ = ["main", "parser"]
+
+
+def parser() -> argparse.ArgumentParser:
+    """The parser of `kline-tui`, whose help lists every command."""
+    width = max(map(len, COMMANDS))
+    commands = "\n".join(f"  {name:<{width}}  {c.summary}" for name, c in COMMANDS.items())
+    return command_parser(
+        None,
+        "Watch and record Binance candlesticks (spot, usdm, coinm) to Parquet.",
+        parents=[recorder_options()],
+        epilog=f"commands (kline-tui COMMAND --help for each):\n{commands}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # keeps the commands' lines
+    )
+
+
+def main(argv: list[str]) -> int:
+    """`kline-tui [STREAM ...] [options]`: run the UI until the user quits."""
+
+    def body(args: argparse.Namespace, err: Console) -> int:
+        settings = recorder_settings(args, headless=False)
+        from kline_tui.ui.app import run_app  # Textual is loaded only for the UI
+
+        return run_app(settings, demo_speed=args.demo_speed if args.demo else None)
+
+    return run(parser(), argv, body)
