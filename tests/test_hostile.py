@@ -1,0 +1,135 @@
+"""`kline-tui record` against a hostile server: it lies, it floods, and it will not let go.
+
+The recorder runs as a subprocess (as in the chaos suite) against the in-process simulator with
+the hostile switches on (`kline_tui.sim.faults`): impossible kline events of every shape on one
+stream of two markets, beside the real ones; pings and stray replies flooding every connection,
+which also leaves the recorder's close frames unanswered; impossible rows in REST answers.
+
+Whatever the server does, nothing it sends is stored unless it is the exchange's candle, every
+stream keeps recording, poisoned frames cost no REST calls, and SIGTERM ends the process with
+exit 0 within `stop_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+
+from kline_tui.model import Market, StreamKey
+
+from .checks import assert_exact_recording, read_dataset
+
+KLINE_TUI = str(Path(sys.executable).parent / "kline-tui")
+STOP_TIMEOUT_S = 8
+EXIT_SLACK_S = 2.0  # interpreter teardown after the deadline's last write
+WATCH = [
+    "spot:BTCUSDT:1m", "spot:ETHUSDT:1m",
+    "usdm:BTCUSDT:1m", "usdm:ETHUSDT:1m",
+    "coinm:BTCUSD_PERP:1m", "coinm:ETHUSD_PERP:1m",
+]
+POISONED_MARKETS = (Market.SPOT, Market.USDM)
+POISONED_STREAM = "btcusdt@kline_1m"  # its wrong_symbol frames claim ETHUSDT, recorded too
+CLEAN_MARKET = Market.COINM  # the baseline for REST calls: the same two streams, no poison
+
+
+def _config(sim, data_dir: Path, history: int) -> str:
+    lines = [f'data_dir = "{data_dir}"', "watch = [" + ", ".join(f'"{w}"' for w in WATCH) + "]"]
+    for market, ep in sim.endpoints.items():
+        lines += [f"[endpoints.{market.value}]", f'ws = "{ep.ws}"', f'rest = "{ep.rest}"']
+    lines += ["[recorder]", "flush_age_s = 1", f"history = {history}", "reconnect_max_s = 4",
+              f"stop_timeout_s = {STOP_TIMEOUT_S}"]
+    return "\n".join(lines) + "\n"
+
+
+async def _record(sim, tmp_path: Path, seconds: float, history: int = 20) -> tuple[int, float, int, str]:
+    """Run the recorder for `seconds`, then SIGTERM it: (exit code, seconds the stop took,
+    exchange time of the stop, log)."""
+    config = tmp_path / "hostile.toml"
+    config.write_text(_config(sim, tmp_path / "data", history))
+    log = tmp_path / "recorder.log"
+    with open(log, "w") as err:
+        proc = await asyncio.create_subprocess_exec(
+            KLINE_TUI, "record", "--config", str(config), "--status-every", "2",
+            stdout=asyncio.subprocess.DEVNULL, stderr=err, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+        try:
+            code = await asyncio.wait_for(proc.wait(), seconds)
+            return code, 0.0, sim.clock.now_ms(), "exited before the stop:\n" + log.read_text()
+        except TimeoutError:
+            pass
+        stop_ms = sim.clock.now_ms()
+        proc.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        try:
+            code = await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S + 20)
+        except TimeoutError:
+            proc.kill()
+            code = await proc.wait()
+        took = time.monotonic() - sent
+    return code, took, stop_ms, log.read_text()
+
+
+def _assert_recorded_to_the_stop(df: pl.DataFrame, keys: list[StreamKey], stop_ms: int) -> None:
+    """Every stream recorded up to the stop, and nothing after it."""
+    for key in keys:
+        opens = df.filter(
+            (pl.col("market") == key.market.value) & (pl.col("symbol") == key.symbol)
+            & (pl.col("interval") == key.interval.path_label)
+        )["open_time"].dt.epoch("ms")
+        assert opens.max() >= key.interval.open_time_at(stop_ms) - 4 * key.interval.ms, f"{key} stopped recording"
+        assert opens.max() < stop_ms, f"{key}: a row from the future"
+
+
+def _assert_only_watched(df: pl.DataFrame, keys: list[StreamKey]) -> None:
+    stored = set(df.select("market", "symbol", "interval").unique().iter_rows())
+    assert stored <= {(k.market.value, k.symbol, k.interval.path_label) for k in keys}, stored
+
+
+async def test_poison_and_floods_cost_no_candle_no_rest_call_and_no_stop_time(tmp_path):
+    from kline_tui.sim import Simulator
+
+    keys = [StreamKey.parse(w) for w in WATCH]
+    async with Simulator(speed=60, offset_ms=3_600_000, seed=9) as sim:
+        for market in POISONED_MARKETS:
+            sim.faults.poison(rate=3, market=market, streams=[POISONED_STREAM])
+        # Paced, not full speed: any steady flood keeps aiohttp's close handshake reading, and
+        # this one leaves CPU for the recorder on a small machine.
+        sim.faults.set(ping_flood_per_s=300, stray_replies_per_s=300)
+        code, took, stop_ms, log = await _record(sim, tmp_path, seconds=15)
+        stats = sim.stats
+    assert code == 0 and took <= STOP_TIMEOUT_S + EXIT_SLACK_S, (code, took, log[-3000:])
+    assert "Traceback" not in log, log[-3000:]
+
+    for market in POISONED_MARKETS:
+        assert stats[market].poison_frames_sent >= 30, market  # the server did lie, a lot
+        # Poison sets off no backfill: no more klines calls than the market without it.
+        assert stats[market].rest_kline_calls <= stats[CLEAN_MARKET].rest_kline_calls, (
+            market, stats[market].rest_kline_calls, stats[CLEAN_MARKET].rest_kline_calls)
+    assert all(stats[m].flood_pings_sent >= 1000 and stats[m].stray_replies_sent >= 1000 for m in Market)
+
+    df = read_dataset(tmp_path / "data")
+    _assert_only_watched(df, keys)
+    assert_exact_recording(df, keys, min_rows=10)  # every row is the exchange's candle, no gap
+    _assert_recorded_to_the_stop(df, keys, stop_ms)
+
+
+async def test_poisoned_rest_rows_are_never_stored(tmp_path):
+    from kline_tui.sim import Simulator
+
+    keys = [StreamKey.parse(w) for w in WATCH]
+    async with Simulator(speed=60, offset_ms=-3_600_000, seed=10) as sim:
+        sim.faults.poison_rest(rate=0.5)  # one impossible row for every two real ones
+        code, took, stop_ms, log = await _record(sim, tmp_path, seconds=8, history=200)
+        poisoned_rows = sum(s.poison_rows_sent for s in sim.stats.values())
+    assert code == 0 and took <= STOP_TIMEOUT_S + EXIT_SLACK_S, (code, took, log[-3000:])
+    assert poisoned_rows >= 300
+    df = read_dataset(tmp_path / "data")
+    _assert_only_watched(df, keys)
+    assert_exact_recording(df, keys, min_rows=150)  # the history came, and only real candles
+    _assert_recorded_to_the_stop(df, keys, stop_ms)
