@@ -1,4 +1,5 @@
-"""`kline-tui record` as a user runs it: a subprocess, signals, and the files it leaves."""
+"""`kline-tui record` as a user runs it (a subprocess, signals, and the files it leaves), and how
+every command parses, reports and exits."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from kline_tui import cli
+from kline_tui.cli import command
+from kline_tui.config import ConfigError
 from kline_tui.model import StreamKey
+from kline_tui.runtime import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
 from .checks import assert_exact_recording, read_dataset
 
@@ -129,10 +134,94 @@ def test_malformed_config_is_one_line(tmp_path):
     assert f"{config}: endpoints.spot.ws: expected a ws:// or wss:// URL" in proc.stderr
 
 
-def test_core_never_imports_textual():
+def test_core_and_every_command_but_the_ui_never_import_textual(tmp_path):
+    modules = ", ".join(f"kline_tui.cli.{c.module}" for c in cli.COMMANDS.values())
     code = (
-        "import sys, kline_tui.recorder.pipeline, kline_tui.sim, kline_tui.store.layout, kline_tui.cli;"
+        f"import sys, kline_tui.recorder.pipeline, kline_tui.sim, kline_tui.store.layout, {modules};"
+        "import kline_tui.cli.ui;"
+        # A mistake on the UI's command line is reported before Textual is needed.
+        "assert kline_tui.cli.main(['--demo-speed', '0']) == 2;"
+        f"assert kline_tui.cli.main(['verify', '--data-dir', {str(tmp_path / 'none')!r}]) == 2;"
         "bad = [m for m in sys.modules if m == 'textual' or m.startswith('textual.')];"
         "assert not bad, bad"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, env=env_for(tmp_path))
+
+
+# -- every command the same way ----------------------------------------------------------------
+
+# The words after `kline-tui` that reach each command ("" is the UI), and arguments that get each
+# past its own checks to the config (which the tests below make fail).
+EVERY_COMMAND = {
+    "": [],
+    "record": [],
+    "compact": [],
+    "verify": [],
+    "backfill": ["usdm:BTCUSDT:1m", "--from", "2025-01-01"],
+    "import": ["BTCUSDT-1m-2025-01.zip"],
+}
+
+
+def test_every_command_is_listed_and_dispatched():
+    assert set(EVERY_COMMAND) - {""} == set(cli.COMMANDS)
+
+
+def _invoke(word: str, *args: str) -> int:
+    return cli.main([word, *args] if word else list(args))
+
+
+def test_help_lists_every_command(capsys):
+    assert cli.main(["--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    listed = out.split("commands", 1)[1]
+    for word in cli.COMMANDS:
+        assert re.search(rf"^  {word} +\S", listed, re.MULTILINE), out
+
+
+@pytest.mark.parametrize("word", list(EVERY_COMMAND))
+def test_each_command_has_help(capsys, word):
+    assert _invoke(word, "--help") == EXIT_OK
+    out, err = capsys.readouterr()
+    assert out.startswith(f"usage: {'kline-tui ' + word if word else 'kline-tui'} ") and err == ""
+    assert "--config FILE" in out and "--data-dir DIR" in out
+
+
+@pytest.mark.parametrize("word", list(EVERY_COMMAND))
+def test_a_mistake_on_any_command_line_is_one_line_and_exit_2(capsys, word):
+    assert _invoke(word, *EVERY_COMMAND[word], "--no-such-option") == EXIT_USAGE
+    out, err = capsys.readouterr()
+    prog = f"kline-tui {word}" if word else "kline-tui"
+    assert out == ""
+    assert err.strip() == f"{prog}: unrecognized arguments: --no-such-option (see {prog} --help)"
+
+
+@pytest.mark.parametrize(
+    "failure, code, line",
+    [
+        (ConfigError("c.toml: data_dir: expected a non-empty path"), EXIT_USAGE,
+         "c.toml: data_dir: expected a non-empty path"),
+        (PermissionError(13, "Permission denied", "/etc/kline/c.toml"), EXIT_USAGE,
+         "/etc/kline/c.toml: Permission denied"),
+        (KeyboardInterrupt(), EXIT_INTERRUPTED, "interrupted"),
+    ],
+    ids=["config", "oserror", "ctrl-c"],
+)
+@pytest.mark.parametrize("word", list(EVERY_COMMAND))
+def test_every_command_reports_and_exits_the_same_way(monkeypatch, capsys, word, failure, code, line):
+    def load_settings(path=None):
+        raise failure
+
+    monkeypatch.setattr(command, "load_settings", load_settings)
+    assert _invoke(word, *EVERY_COMMAND[word]) == code
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip() == f"{'kline-tui ' + word if word else 'kline-tui'}: {line}"
+
+
+def test_python_dash_m_runs_the_same_command_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "kline_tui.cli", "verify", "--data-dir", str(tmp_path / "none")],
+                          env=env_for(tmp_path), capture_output=True, text=True, timeout=60)
+    assert proc.returncode == EXIT_USAGE
+    assert proc.stderr.strip() == (
+        f"kline-tui verify: no data directory at {tmp_path / 'none'}: pass --data-dir or set data_dir in the config"
+    )
