@@ -47,9 +47,11 @@ def _config(sim, data_dir: Path, history: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def _record(sim, tmp_path: Path, seconds: float, history: int = 20) -> tuple[int, float, int, str]:
-    """Run the recorder for `seconds`, then SIGTERM it: (exit code, seconds the stop took,
-    exchange time of the stop, log)."""
+async def _record(
+    sim, tmp_path: Path, seconds: float, history: int = 20, before_stop=None
+) -> tuple[int, float, int, str]:
+    """Run the recorder for `seconds` (then `await before_stop()` if given), then SIGTERM it:
+    (exit code, seconds the stop took, exchange time of the stop, log)."""
     config = tmp_path / "hostile.toml"
     config.write_text(_config(sim, tmp_path / "data", history))
     log = tmp_path / "recorder.log"
@@ -63,6 +65,10 @@ async def _record(sim, tmp_path: Path, seconds: float, history: int = 20) -> tup
             return code, 0.0, sim.clock.now_ms(), "exited before the stop:\n" + log.read_text()
         except TimeoutError:
             pass
+        if before_stop is not None:
+            await before_stop()
+            if proc.returncode is not None:
+                return proc.returncode, 0.0, sim.clock.now_ms(), "exited before the stop:\n" + log.read_text()
         stop_ms = sim.clock.now_ms()
         proc.send_signal(signal.SIGTERM)
         sent = time.monotonic()
@@ -132,4 +138,34 @@ async def test_poisoned_rest_rows_are_never_stored(tmp_path):
     df = read_dataset(tmp_path / "data")
     _assert_only_watched(df, keys)
     assert_exact_recording(df, keys, min_rows=150)  # the history came, and only real candles
+    _assert_recorded_to_the_stop(df, keys, stop_ms)
+
+
+async def test_sigterm_one_second_after_every_connection_came_back_under_a_ping_flood(tmp_path):
+    """The window lost while every connection was down is known from the first frame after the
+    reconnect but waits a grace period for late closes; a SIGTERM inside it, with the server
+    flooding pings and not answering the close, must still end with exit 0 within 20 s and a
+    dataset contiguous from the first candle to the last one sent."""
+    from kline_tui.sim import Simulator
+
+    keys = [StreamKey.parse(w) for w in WATCH]
+    async with Simulator(speed=60, offset_ms=3_600_000, seed=11) as sim:
+
+        async def drop_and_come_back() -> None:
+            opened = {m: sim.stats[m].connections_opened for m in Market}
+            sim.faults.refuse_connections(4.0)  # four simulated minutes with no socket
+            await sim.faults.drop()
+            deadline = time.monotonic() + 30
+            while any(sim.stats[m].connections_opened <= opened[m] for m in Market):
+                assert time.monotonic() < deadline, "no reconnect"
+                await asyncio.sleep(0.05)
+            sim.faults.set(ping_flood_per_s=300)
+            await asyncio.sleep(1.0)
+
+        code, took, stop_ms, log = await _record(sim, tmp_path, seconds=8, before_stop=drop_and_come_back)
+    assert code == 0 and took <= 20, (code, took, log[-3000:])
+    assert "still missing" not in log, log[-2000:]
+    df = read_dataset(tmp_path / "data")
+    _assert_only_watched(df, keys)
+    assert_exact_recording(df, keys, min_rows=20)  # contiguous, exact: the lost window was drained
     _assert_recorded_to_the_stop(df, keys, stop_ms)
