@@ -341,7 +341,7 @@ class Candle(msgspec.Struct, gc=False):
 
 _MS_UTC = pl.Datetime("ms", "UTC")
 
-# The on-disk contract of DESIGN.md. `market`, `interval` and `date` come from the path.
+# The on-disk contract (README, "The data on disk"). `market`, `interval` and `date` come from the path.
 PARQUET_SCHEMA: dict[str, pl.DataType] = {
     "symbol": pl.String(),
     "open_time": _MS_UTC,

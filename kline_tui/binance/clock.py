@@ -1,6 +1,6 @@
 """The exchange's clock, as the client knows it between two REST server-time answers.
 
-Which candles exist is decided from exchange time only (DESIGN.md), and a frame whose event time
+Which candles exist is decided from exchange time only (never the local clock), and a frame whose event time
 is far from the exchange's own clock is bogus. The client learns that clock from REST
 `/time` answers and carries it forward with a local clock that never steps: the last server time
 plus the local time elapsed since. The local wall clock is never used, since it can be skewed.
