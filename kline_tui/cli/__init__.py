@@ -13,7 +13,7 @@ import importlib
 import sys
 from typing import NamedTuple
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["COMMANDS", "main"]
 
 
 class Command(NamedTuple):
@@ -24,9 +24,13 @@ class Command(NamedTuple):
 
 
 COMMANDS = {
-    "record": Command("record", "record closed candles headless, until SIGINT or SIGTERM (for servers)"),
+    "record": Command(
+        "record", "record closed candles headless, until SIGINT or SIGTERM (for servers)"
+    ),
     "compact": Command("compact", "merge closed buckets into one sorted file each"),
-    "verify": Command("verify", "check each stream: first and last candle, gaps, duplicates, unreadable files"),
+    "verify": Command(
+        "verify", "check each stream: first and last candle, gaps, duplicates, unreadable files"
+    ),
     "backfill": Command("backfill", "a stream's history from REST, resumable"),
     "import": Command("import_", "import data.binance.vision archives"),
 }

@@ -8,10 +8,22 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from kline_tui.binance.rest import RestClient
-from kline_tui.cli.command import UsageError, command_parser, dataset_settings, run, stream_keys
+from kline_tui.cli.command import (
+    UsageError,
+    command_parser,
+    dataset_settings,
+    run,
+    stream_keys,
+)
 from kline_tui.config import Settings
 from kline_tui.model import StreamKey
 from kline_tui.runtime import EXIT_OK
@@ -32,10 +44,19 @@ def parser() -> argparse.ArgumentParser:
         "Resumable: run it again after an interruption and it fetches only what is missing.",
     )
     command.add_argument("streams", nargs="+", metavar="STREAM", help="as market:SYMBOL:interval")
-    command.add_argument("--from", dest="start", required=True, metavar="DATE",
-                           help="first day (UTC), 2025-01-01, or a time, 2025-01-01T12:00")
-    command.add_argument("--to", dest="end", metavar="DATE",
-                           help="last day included (UTC), or a time (default: the last closed candle)")
+    command.add_argument(
+        "--from",
+        dest="start",
+        required=True,
+        metavar="DATE",
+        help="first day (UTC), 2025-01-01, or a time, 2025-01-01T12:00",
+    )
+    command.add_argument(
+        "--to",
+        dest="end",
+        metavar="DATE",
+        help="last day included (UTC), or a time (default: the last closed candle)",
+    )
     return command
 
 
@@ -62,9 +83,11 @@ def _backfill(args: argparse.Namespace, err: Console) -> int:
 
 def _time(text: str, flag: str) -> int:
     try:
-        return parse_time(text)  # type: ignore[return-value]
+        ms = parse_time(text)
     except ValueError as exc:
         raise UsageError(f"{flag}: {exc}") from None
+    assert ms is not None  # parse_time answers None only to None
+    return ms
 
 
 def _end_of(text: str | None) -> int | None:
@@ -78,11 +101,20 @@ def _end_of(text: str | None) -> int | None:
 
 
 async def _fetch(
-    data_dir: Path, settings: Settings, keys: list[StreamKey], start: int, end: int | None, err: Console
+    data_dir: Path,
+    settings: Settings,
+    keys: list[StreamKey],
+    start: int,
+    end: int | None,
+    err: Console,
 ) -> list[BackfillResult]:
     progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=False,
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
     )
     rest = RestClient(settings.endpoints, warn=lambda text: progress.console.print(escape(text)))
     try:
@@ -103,12 +135,21 @@ async def _check_symbols(rest: RestClient, keys: list[StreamKey]) -> None:
 
 
 async def _fetch_one(
-    data_dir: Path, key: StreamKey, rest: RestClient, start: int, end: int | None, progress: Progress
+    data_dir: Path,
+    key: StreamKey,
+    rest: RestClient,
+    start: int,
+    end: int | None,
+    progress: Progress,
 ) -> BackfillResult:
     task = progress.add_task(str(key), total=None)
     last = None if end is None else key.interval.open_time_at(end)
     result = await backfill(
-        data_dir, key, rest, start, last,
+        data_dir,
+        key,
+        rest,
+        start,
+        last,
         on_plan=lambda r: progress.update(task, total=r.missing),
         on_progress=lambda n: progress.advance(task, n),
     )

@@ -21,7 +21,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from kline_tui.binance.rest import RestError
-from kline_tui.config import ConfigError, Settings, default_config_path, default_data_dir, load_settings
+from kline_tui.config import (
+    ConfigError,
+    Settings,
+    default_config_path,
+    default_data_dir,
+    load_settings,
+)
 from kline_tui.model import SpecError, StreamKey
 from kline_tui.recorder.pipeline import StreamRefused
 from kline_tui.runtime import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
@@ -29,18 +35,18 @@ from kline_tui.store.layout import is_dataset
 from kline_tui.store.lock import DataDirError
 
 __all__ = [
-    "UsageError",
-    "CommandParser",
-    "USER_ERRORS",
-    "command_parser",
-    "run",
-    "recorder_options",
-    "recorder_settings",
-    "dataset_settings",
-    "dataset_dir",
-    "stream_keys",
     "DEMO_WATCH",
     "MAX_DEMO_SPEED",
+    "USER_ERRORS",
+    "CommandParser",
+    "UsageError",
+    "command_parser",
+    "dataset_dir",
+    "dataset_settings",
+    "recorder_options",
+    "recorder_settings",
+    "run",
+    "stream_keys",
 ]
 
 # The demo's and a first run's watch list: the majors across the three markets.
@@ -84,7 +90,11 @@ class CommandParser(argparse.ArgumentParser):
 
 
 def command_parser(
-    command: str | None, description: str, *, parents: Iterable[argparse.ArgumentParser] = (), **extra: Any
+    command: str | None,
+    description: str,
+    *,
+    parents: Iterable[argparse.ArgumentParser] = (),
+    **extra: Any,
 ) -> CommandParser:
     """The parser of `kline-tui COMMAND` (of the UI when `command` is None), with the options
     every command takes (`--config`, `--data-dir`), those of `parents`, and `extra` keywords of
@@ -99,23 +109,42 @@ def command_parser(
 
 def _config_options() -> argparse.ArgumentParser:
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument("--config", type=Path, metavar="FILE",
-                         help="config file (default: the platform's config folder)")
-    options.add_argument("--data-dir", metavar="DIR",
-                         help="the dataset's folder, where Parquet files go (default: the config's data_dir)")
+    options.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="config file (default: the platform's config folder)",
+    )
+    options.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="the dataset's folder, where Parquet files go (default: the config's data_dir)",
+    )
     return options
 
 
 def recorder_options() -> argparse.ArgumentParser:
     """The options of the commands that record: the UI and `record`."""
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument("streams", nargs="*", metavar="STREAM",
-                         help="streams to watch besides the config's, as market:SYMBOL:interval "
-                              "(e.g. usdm:BTCUSDT:1m)")
-    options.add_argument("--demo", action="store_true",
-                         help="run against the built-in Binance simulator (no network; own config and data folder)")
-    options.add_argument("--demo-speed", type=float, default=1.0, metavar="X",
-                         help="with --demo: how fast the simulator's clock runs (default 1 = real time)")
+    options.add_argument(
+        "streams",
+        nargs="*",
+        metavar="STREAM",
+        help="streams to watch besides the config's, as market:SYMBOL:interval "
+        "(e.g. usdm:BTCUSDT:1m)",
+    )
+    options.add_argument(
+        "--demo",
+        action="store_true",
+        help="run against the built-in Binance simulator (no network; own config and data folder)",
+    )
+    options.add_argument(
+        "--demo-speed",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="with --demo: how fast the simulator's clock runs (default 1 = real time)",
+    )
     return options
 
 
@@ -219,11 +248,12 @@ def dataset_settings(args: argparse.Namespace) -> tuple[Settings, Path]:
 def dataset_dir(data_dir: Path) -> Path:
     """The data directory, if it is one a recorder wrote (tools never write into another folder)."""
     if not data_dir.is_dir():
-        raise UsageError(f"no data directory at {data_dir}: pass --data-dir or set data_dir in the config")
-    if not is_dataset(data_dir):
-        empty = not any(data_dir.iterdir())
         raise UsageError(
-            f"{data_dir} is {'empty' if empty else 'not a kline-tui dataset (no market=... folders)'}: "
-            "pass the folder a recorder writes with --data-dir"
+            f"no data directory at {data_dir}: pass --data-dir or set data_dir in the config"
         )
+    if not is_dataset(data_dir):
+        what = "not a kline-tui dataset (no market=... folders)"
+        if not any(data_dir.iterdir()):
+            what = "empty"
+        raise UsageError(f"{data_dir} is {what}: pass the folder a recorder writes with --data-dir")
     return data_dir

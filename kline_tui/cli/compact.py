@@ -23,9 +23,10 @@ def parser() -> argparse.ArgumentParser:
         "duplicates removed. Safe while a recorder writes into the same folder, and to interrupt.",
     )
     command.add_argument(
-        "--all", action="store_true",
-        help=f"also buckets still open (by default only those that ended {DEFAULT_GRACE_MS // 60_000}"
-             " minutes ago or more, by the local clock)",
+        "--all",
+        action="store_true",
+        help="also buckets still open (by default only those that ended "
+        f"{DEFAULT_GRACE_MS // 60_000} minutes ago or more, by the local clock)",
     )
     return command
 

@@ -25,10 +25,14 @@ def parser() -> argparse.ArgumentParser:
         "Import data.binance.vision kline archives (zip or CSV, daily or monthly) into the "
         "dataset, skipping candles already held. A .CHECKSUM beside an archive is verified.",
     )
-    command.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="archive files or folders of them")
+    command.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="archive files or folders of them"
+    )
     command.add_argument("--market", help="spot, usdm or coinm, when the path does not say")
     command.add_argument("--symbol", help="the symbol, when the file name does not say")
-    command.add_argument("--interval", help="the interval (1m, 1h, 1mo...), when the file name does not say")
+    command.add_argument(
+        "--interval", help="the interval (1m, 1h, 1mo...), when the file name does not say"
+    )
     return command
 
 
@@ -42,10 +46,14 @@ def _import(args: argparse.Namespace, err: Console) -> int:
     market = Market.parse(args.market) if args.market else None
     interval = Interval.parse(args.interval) if args.interval else None
     _, data_dir = dataset_settings(args)
-    results = import_archives(data_dir, args.paths, market, args.symbol, interval, on_done=_print_done)
+    results = import_archives(
+        data_dir, args.paths, market, args.symbol, interval, on_done=_print_done
+    )
     rows = sum(r.rows for r in results)
     new = sum(r.written for r in results)
-    print(f"imported {len(results)} archive(s): {rows} candles, {new} new, {rows - new} already held")
+    print(
+        f"imported {len(results)} archive(s): {rows} candles, {new} new, {rows - new} already held"
+    )
     return EXIT_OK
 
 

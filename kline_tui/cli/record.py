@@ -15,7 +15,12 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.markup import escape
 
-from kline_tui.cli.command import command_parser, recorder_options, recorder_settings, run
+from kline_tui.cli.command import (
+    command_parser,
+    recorder_options,
+    recorder_settings,
+    run,
+)
 from kline_tui.config import Settings
 from kline_tui.recorder.events import Event, EventLog
 from kline_tui.runtime import Runtime, log_to
@@ -39,8 +44,13 @@ def parser() -> argparse.ArgumentParser:
         parents=[recorder_options()],
     )
     command.add_argument("-v", "--verbose", action="store_true", help="log subscriptions too")
-    command.add_argument("--status-every", type=float, default=60.0, metavar="S",
-                        help="log a status line every S seconds (default 60; 0: never)")
+    command.add_argument(
+        "--status-every",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="log a status line every S seconds (default 60; 0: never)",
+    )
     return command
 
 
@@ -63,7 +73,9 @@ def _event_printer(console: Console, verbose: bool) -> Callable[[Event], None]:
             stamp = time.strftime("%H:%M:%S", time.localtime(event.at))
             style = _LEVEL_STYLE.get(event.level, "")
             text = escape(event.message)
-            console.print(f"[dim]{stamp}[/] [{style}]{text}[/]" if style else f"[dim]{stamp}[/] {text}")
+            console.print(
+                f"[dim]{stamp}[/] [{style}]{text}[/]" if style else f"[dim]{stamp}[/] {text}"
+            )
 
     return show
 
@@ -95,7 +107,9 @@ async def _until_stop_requested(runtime: Runtime, events: EventLog, status_every
     while runtime.started and not runtime.stop_requested:
         try:
             await asyncio.wait_for(runtime.wait_for_stop_request(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             events.info(f"status: {runtime.status_line()}")
     if runtime.started:
-        events.info(f"stopping ({runtime.stop_reason}): writing what is buffered, fetching what is missing")
+        events.info(
+            f"stopping ({runtime.stop_reason}): writing what is buffered, fetching what is missing"
+        )

@@ -11,7 +11,12 @@ import argparse
 from rich.console import Console
 
 from kline_tui.cli import COMMANDS
-from kline_tui.cli.command import command_parser, recorder_options, recorder_settings, run
+from kline_tui.cli.command import (
+    command_parser,
+    recorder_options,
+    recorder_settings,
+    run,
+)
 
 __all__ = ["main", "parser"]
 

@@ -10,7 +10,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from kline_tui.binance.rest import RestClient
-from kline_tui.cli.command import command_parser, dataset_dir, dataset_settings, run, stream_keys
+from kline_tui.cli.command import (
+    command_parser,
+    dataset_dir,
+    dataset_settings,
+    run,
+    stream_keys,
+)
 from kline_tui.config import Settings
 from kline_tui.model import StreamKey
 from kline_tui.runtime import EXIT_FAILED, EXIT_OK
@@ -27,10 +33,17 @@ def parser() -> argparse.ArgumentParser:
         "Report, per stream, the first and last candle, the candle count, gaps and duplicates, "
         "and any unreadable file. Exit code 0 only when all is clean.",
     )
-    command.add_argument("streams", nargs="*", metavar="STREAM",
-                        help="streams to check, as market:SYMBOL:interval (default: every stream on disk)")
-    command.add_argument("--repair", action="store_true",
-                        help="quarantine unreadable and foreign files, fetch gaps from REST, remove duplicates")
+    command.add_argument(
+        "streams",
+        nargs="*",
+        metavar="STREAM",
+        help="streams to check, as market:SYMBOL:interval (default: every stream on disk)",
+    )
+    command.add_argument(
+        "--repair",
+        action="store_true",
+        help="quarantine unreadable and foreign files, fetch gaps from REST, remove duplicates",
+    )
     return command
 
 
@@ -54,7 +67,11 @@ def _verify(args: argparse.Namespace, err: Console) -> int:
         print("repairing...")
         report = asyncio.run(_repair(data_dir, report, settings, keys, err))
         _print(report, data_dir)
-    print("clean" if report.clean else "problems found" + ("" if args.repair else "; --repair fixes them"))
+    print(
+        "clean"
+        if report.clean
+        else "problems found" + ("" if args.repair else "; --repair fixes them")
+    )
     return EXIT_OK if report.clean else EXIT_FAILED
 
 
@@ -64,7 +81,11 @@ def _print(report: VerifyReport, data_dir: Path) -> None:
 
 
 async def _repair(
-    data_dir: Path, report: VerifyReport, settings: Settings, keys: list[StreamKey] | None, err: Console
+    data_dir: Path,
+    report: VerifyReport,
+    settings: Settings,
+    keys: list[StreamKey] | None,
+    err: Console,
 ) -> VerifyReport:
     rest = RestClient(settings.endpoints, warn=lambda text: err.print(escape(text)))
     try:
