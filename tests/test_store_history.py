@@ -15,22 +15,11 @@ from kline_tui.binance.markets import MARKETS
 from kline_tui.binance.rest import RestClient
 from kline_tui.cli.backfill import main as backfill_main
 from kline_tui.model import Interval, Market, StreamKey
-from kline_tui.store.history import backfill, missing_ranges
+from kline_tui.store.history import backfill
 from kline_tui.store.verify import format_time
 
 from .test_store_support import DAY, assert_matches_simulator, contiguous, expected_frame, read_all, write_raw_part
 from .test_store_verify import config_for
-
-
-def test_missing_ranges():
-    iv = Interval.M5
-    step = 300_000
-    assert missing_ranges(iv, 0, 10 * step, []) == [(0, 10 * step)]
-    assert missing_ranges(iv, 0, 10 * step, [0, step, 5 * step, 10 * step]) == [(2 * step, 4 * step), (6 * step, 9 * step)]
-    assert missing_ranges(iv, step, 3 * step, [0, step, 2 * step, 3 * step, 4 * step]) == []
-    month = Interval.MO1
-    jan, feb, mar, apr = 1735689600000, 1738368000000, 1740787200000, 1743465600000
-    assert missing_ranges(month, jan, apr, [feb]) == [(jan, jan), (mar, apr)]
 
 
 async def test_backfill_resumes_after_an_interruption(sim, tmp_path):

@@ -24,12 +24,12 @@ from kline_tui.binance.markets import MARKETS
 from kline_tui.binance.rest import RestClient
 from kline_tui.model import PARQUET_SCHEMA, Candle, Interval, Market, StreamKey
 from kline_tui.store import layout
+from kline_tui.store.gaps import find_gaps
 from kline_tui.store.read import open_times
 
 __all__ = [
     "write_parts",
     "candles_frame",
-    "missing_ranges",
     "BackfillResult",
     "backfill",
     "first_open_at_or_after",
@@ -82,25 +82,6 @@ def write_parts(data_dir: Path, market: Market, interval: Interval, frame: pl.Da
             layout.publish_part(data_dir, market, interval, str(bucket), encoded.getvalue(), next(_seq))
         )
     return written
-
-
-def missing_ranges(interval: Interval, first: int, last: int, held: Iterable[int]) -> list[tuple[int, int]]:
-    """The runs (first, last open time, both included) of candles from `first` to `last` that
-    are not in `held` (ascending open times)."""
-    ranges = []
-    t = first
-    for h in held:
-        if h < t:
-            continue
-        if h > last:
-            break
-        before = interval.prev_open(interval.open_time_at(h))
-        if before >= t:
-            ranges.append((t, before))
-        t = interval.next_open(interval.open_time_at(h))
-    if t <= last:
-        ranges.append((t, last))
-    return ranges
 
 
 @dataclass(slots=True)
@@ -167,7 +148,7 @@ async def backfill(
     held = await asyncio.to_thread(
         open_times, data_dir, key.market, key.symbol, interval, first, last
     )
-    gaps = missing_ranges(interval, first, last, held)
+    gaps = find_gaps(interval, held, first, last)
     result.missing = sum(interval.count_between(a, b) for a, b in gaps)
     result.held_before = interval.count_between(first, last) - result.missing
     if on_plan:

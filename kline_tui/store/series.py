@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 
 from kline_tui.model import Interval, Market, StreamKey
+from kline_tui.store.gaps import find_gaps
 from kline_tui.store.layout import quarantine, quarantine_dir
 from kline_tui.store.read import READ_ERRORS, buckets, part_files, split_foreign
 
@@ -53,9 +54,7 @@ def stored_series(
             continue
         for (symbol,), group in times.group_by(["symbol"]):
             opens = group["t"].unique().sort().to_list()
-            out[StreamKey(market, symbol, interval)] = StoredSeries(
-                opens[-1], _holes(interval, opens)
-            )
+            out[StreamKey(market, symbol, interval)] = StoredSeries(opens[-1], find_gaps(interval, opens))
     return out
 
 
@@ -114,12 +113,3 @@ def _shown(data_dir: Path, path: Path) -> str:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:200]}" if text else type(exc).__name__
-
-
-def _holes(interval: Interval, opens: list[int]) -> list[tuple[int, int]]:
-    holes = []
-    for a, b in zip(opens, opens[1:]):
-        expected = interval.next_open(a)
-        if b != expected:
-            holes.append((expected, interval.prev_open(b)))
-    return holes

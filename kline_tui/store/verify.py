@@ -26,6 +26,7 @@ from kline_tui.binance.rest import RestClient
 from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.store import layout
 from kline_tui.store.compact import Compactor, unreadable
+from kline_tui.store.gaps import find_gaps
 from kline_tui.store.history import backfill
 from kline_tui.store.read import READ_ERRORS, Bucket, buckets, part_files, scan_files, split_foreign
 
@@ -46,11 +47,26 @@ class StreamReport:
 
     @property
     def missing(self) -> int:
+        """Candles lacking between the first and the last held."""
         return sum(self.key.interval.count_between(a, b) for a, b in self.gaps)
 
     @property
     def clean(self) -> bool:
+        """Whether the stream has candles, and no gap or duplicate among them."""
         return self.candles > 0 and not self.gaps and not self.duplicates
+
+    def add_bucket(self, bucket: Bucket, rows: int, times: list[int]) -> None:
+        """Count what one bucket holds of the stream: `rows` rows, `times` their distinct open
+        times (ascending). Buckets come oldest first, so a gap may start in an earlier one."""
+        if rows > len(times):
+            self.duplicates += rows - len(times)
+            self.dup_buckets.append(bucket)
+        after = None if self.last is None else self.key.interval.next_open(self.last)
+        self.gaps.extend(find_gaps(self.key.interval, times, first=after))
+        self.candles += len(times)
+        if self.first is None:
+            self.first = times[0]
+        self.last = times[-1]
 
 
 @dataclass(slots=True)
@@ -117,18 +133,6 @@ def _read_bucket(folder: Path, report: VerifyReport) -> pl.DataFrame:
     return pl.concat(frames)
 
 
-def _gaps_in(interval: Interval, times: list[int], before: int | None) -> list[tuple[int, int]]:
-    gaps = []
-    prev = before
-    for t in times:
-        if prev is not None:
-            expected = interval.next_open(prev)
-            if t != expected:
-                gaps.append((expected, interval.prev_open(t)))
-        prev = t
-    return gaps
-
-
 def verify_dataset(data_dir: Path, keys: Iterable[StreamKey] | None = None) -> VerifyReport:
     """Check the streams `keys` (every stream on disk when None)."""
     keys = None if keys is None else list(keys)
@@ -138,7 +142,6 @@ def verify_dataset(data_dir: Path, keys: Iterable[StreamKey] | None = None) -> V
         report.streams[key] = StreamReport(key)
     markets = None if keys is None else {m for m, _ in wanted}
     intervals = None if keys is None else {i for _, i in wanted}
-    last_seen: dict[StreamKey, int] = {}
     for bucket in buckets(data_dir, markets, intervals):
         if keys is not None and (bucket.market, bucket.interval) not in wanted:
             continue
@@ -155,17 +158,7 @@ def verify_dataset(data_dir: Path, keys: Iterable[StreamKey] | None = None) -> V
         )
         for symbol, rows, times in per_symbol.iter_rows():
             key = StreamKey(bucket.market, symbol, bucket.interval)
-            stream = report.streams.setdefault(key, StreamReport(key))
-            dups = rows - len(times)
-            if dups:
-                stream.duplicates += dups
-                stream.dup_buckets.append(bucket)
-            stream.gaps.extend(_gaps_in(bucket.interval, times, last_seen.get(key)))
-            stream.candles += len(times)
-            if stream.first is None:
-                stream.first = times[0]
-            stream.last = times[-1]
-            last_seen[key] = times[-1]
+            report.streams.setdefault(key, StreamReport(key)).add_bucket(bucket, rows, times)
     report.unreadable = sorted(set(report.unreadable))
     report.foreign = {p: report.foreign[p] for p in sorted(report.foreign) if p.exists()}
     return report
