@@ -23,6 +23,8 @@ __all__ = [
     "validate_symbol",
     "EARLIEST_OPEN_MS",
     "LATEST_MS",
+    "FIXED_MS",
+    "WEEK_ORIGIN_MS",
 ]
 
 
@@ -75,7 +77,7 @@ _MINUTE = 60 * _SECOND
 _HOUR = 60 * _MINUTE
 _DAY = 24 * _HOUR
 # 1970-01-05 was the first Monday after the epoch; Binance's weeks open on Mondays 00:00 UTC.
-_WEEK_ORIGIN = 4 * _DAY
+WEEK_ORIGIN_MS = 4 * _DAY
 
 # 2017-01-01 00:00 UTC. Binance opened in July 2017, so no candle opens before this: history is
 # never asked for before it, and a candle claiming an earlier open time is bogus.
@@ -120,7 +122,7 @@ class Interval(enum.StrEnum):
     @property
     def ms(self) -> int | None:
         """Fixed length in milliseconds, or None for the calendar month."""
-        return _FIXED_MS.get(self)
+        return FIXED_MS.get(self)
 
     @property
     def path_label(self) -> str:
@@ -134,22 +136,22 @@ class Interval(enum.StrEnum):
 
     def open_time_at(self, ms: int) -> int:
         """Open time (ms) of the candle that contains the instant `ms`."""
-        step = _FIXED_MS.get(self)
+        step = FIXED_MS.get(self)
         if step is not None:
-            origin = _WEEK_ORIGIN if self is Interval.W1 else 0
+            origin = WEEK_ORIGIN_MS if self is Interval.W1 else 0
             return ms - ((ms - origin) % step)
         return _month_start_ms(_month_index(ms))
 
     def next_open(self, open_time: int) -> int:
         """Open time of the candle after the one opening at `open_time`."""
-        step = _FIXED_MS.get(self)
+        step = FIXED_MS.get(self)
         if step is not None:
             return open_time + step
         return _month_start_ms(_month_index(open_time) + 1)
 
     def prev_open(self, open_time: int) -> int:
         """Open time of the candle before the one opening at `open_time`."""
-        step = _FIXED_MS.get(self)
+        step = FIXED_MS.get(self)
         if step is not None:
             return open_time - step
         return self.open_time_at(open_time - 1)
@@ -157,7 +159,7 @@ class Interval(enum.StrEnum):
     def shift(self, open_time: int, candles: int) -> int:
         """Open time `candles` candles after (before, if negative) the one opening at `open_time`,
         in one step however many candles that is."""
-        step = _FIXED_MS.get(self)
+        step = FIXED_MS.get(self)
         if step is not None:
             return open_time + candles * step
         return _month_start_ms(_month_index(open_time) + candles)
@@ -173,9 +175,9 @@ class Interval(enum.StrEnum):
 
     def is_aligned(self, open_time: int) -> bool:
         """Whether `open_time` is the open time of a candle of this interval."""
-        step = _FIXED_MS.get(self)
+        step = FIXED_MS.get(self)
         if step is not None:
-            origin = _WEEK_ORIGIN if self is Interval.W1 else 0
+            origin = WEEK_ORIGIN_MS if self is Interval.W1 else 0
             return (open_time - origin) % step == 0
         return self.open_time_at(open_time) == open_time
 
@@ -183,7 +185,7 @@ class Interval(enum.StrEnum):
         """Number of candles from `first_open` to `last_open`, both included (0 if empty)."""
         if last_open < first_open:
             return 0
-        step = _FIXED_MS.get(self)
+        step = FIXED_MS.get(self)
         if step is not None:
             return (last_open - first_open) // step + 1
         # Stepping from `first_open` visits its month, then each next month start up to `last_open`.
@@ -230,7 +232,7 @@ def _days_from_civil(year: int, month: int) -> int:
     return era * 146_097 + day_of_era - 719_468
 
 
-_FIXED_MS: dict[Interval, int] = {
+FIXED_MS: dict[Interval, int] = {
     Interval.S1: _SECOND,
     Interval.M1: _MINUTE,
     Interval.M3: 3 * _MINUTE,

@@ -31,7 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kline_tui.binance.connection import Backoff
+from kline_tui.retry import Backoff
 from kline_tui.binance.rest import RestError
 from kline_tui.config import Settings
 from kline_tui.model import StreamKey

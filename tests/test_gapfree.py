@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from kline_tui.binance.connection import Backoff
+from kline_tui.retry import Backoff
 from kline_tui.model import Market, StreamKey
 from kline_tui.recorder.hub import StreamStatus
 from kline_tui.recorder.pipeline import Pipeline

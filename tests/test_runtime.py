@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from kline_tui.binance.connection import Backoff
+from kline_tui.retry import Backoff
 from kline_tui.model import StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import StreamStatus

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import polars as pl
@@ -18,11 +19,13 @@ from kline_tui.recorder.pipeline import Pipeline
 from kline_tui.ui import format as fmt
 from kline_tui.store import layout
 from kline_tui.ui.app import FIRST_LAUNCH_WATCH, KlineApp
+from kline_tui.ui.commands import KeyCommands
 from kline_tui.ui.screens.add_streams import AddStreamsScreen, parse_symbols
 from kline_tui.ui.screens.details import DetailsScreen
+from kline_tui.ui.screens.help import HelpScreen
 from kline_tui.ui.widgets.candle_chart import CandleChart
 from kline_tui.ui.widgets.sparkline import sparkline
-from kline_tui.ui.widgets.watch_table import Sort
+from kline_tui.ui.widgets.watch_table import COLUMNS, Sort
 
 SIZE = (160, 45)
 CONFIG = """\
@@ -32,17 +35,6 @@ watch = [{watch}]  # streams
 [recorder]
 flush_age_s = 1
 """
-
-
-@pytest.fixture
-async def sim():
-    """A simulator whose clock runs 60x fast (a 1m candle closes every second) and an hour ahead."""
-    from kline_tui.sim import Simulator
-
-    simulator = Simulator(speed=60.0, offset_ms=3_600_000)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
 
 
 def read_dataset(data_dir: Path) -> pl.DataFrame:
@@ -222,25 +214,46 @@ async def test_quit_writes_every_closed_candle_the_ui_showed(sim, tmp_path):
     assert app.pipeline.sink.stats.rows_buffered == 0
 
 
-async def test_pause_flush_filter_sort_and_details_keys(sim, tmp_path):
-    specs = ["usdm:BTCUSDT:1m", "usdm:ETHUSDT:1m", "spot:ETHUSDT:1m", "coinm:BTCUSD_PERP:1m"]
-    keys = [StreamKey.parse(s) for s in specs]
-    app = KlineApp(make_settings(sim, tmp_path, specs, flush_age_s=600.0))
+FOUR = ["usdm:BTCUSDT:1m", "usdm:ETHUSDT:1m", "spot:ETHUSDT:1m", "coinm:BTCUSD_PERP:1m"]
+
+
+@asynccontextmanager
+async def four_streams(sim, tmp_path):
+    """The app on four live streams of three markets; on leaving, no error was logged and q quits."""
+    keys = [StreamKey.parse(s) for s in FOUR]
+    app = KlineApp(make_settings(sim, tmp_path, FOUR, flush_age_s=600.0))
     async with app.run_test(size=SIZE) as pilot:
         await live(app, keys)
-        pipeline, table = app.pipeline, app.table
+        yield app, pilot, keys
+        errors = [e.message for e in app.events.recent if e.level >= logging.ERROR]
+        assert not errors, errors
+        await pilot.press("q")
+        await wait_until(lambda: app.return_code is not None, what="the app to exit")
+    assert app.return_code == 0
 
-        # p pauses and resumes; the footer offers the other one.
+
+def palette(app: KlineApp) -> dict[str, str]:
+    """The app's own commands in the palette as it would open now: name -> help."""
+    return {c.name: c.help for c in KeyCommands(app.screen).commands()}
+
+
+async def test_p_pauses_and_resumes_and_f_flushes_from_keys_and_the_palette(sim, tmp_path):
+    async with four_streams(sim, tmp_path) as (app, pilot, keys):
+        pipeline = app.pipeline
+
+        # p pauses and resumes; the footer and the palette offer the other one.
         await pilot.press("p")
         assert pipeline.recording is False
         assert app.active_bindings["p"].binding.action == "resume"
+        assert "Resume recording" in palette(app) and "Pause recording" not in palette(app)
         await pilot.press("p")
         assert pipeline.recording is True
 
-        # Every action is in the command palette too, and runs from there.
-        titles = {c.title for c in app.get_system_commands(app.screen)}
-        assert {"Add streams", "Remove stream", "Details", "Filter", "Sort: next column", "Pause recording",
-                "Flush now", "Help", "Quit and flush"} <= titles
+        # Every key is in the palette by name, with what it does and the key; it runs from there.
+        commands = palette(app)
+        assert {"Add streams", "Remove stream", "Details", "Filter", "Sort: next column", "Sort: reverse",
+                "Pause recording", "Flush now", "Help", "Quit and flush"} <= set(commands)
+        assert commands["Flush now"] == "Write every buffered candle to Parquet now (f)"
         await pilot.press("ctrl+p", *"pause recording")
         await pilot.pause(0.3)
         await pilot.press("enter")
@@ -254,50 +267,38 @@ async def test_pause_flush_filter_sort_and_details_keys(sim, tmp_path):
         await wait_until(lambda: pipeline.sink.stats.files_written > 0, what="a flush")
         assert list((tmp_path / "data").rglob("*.parquet"))
 
-        # / filters as you type; enter keeps the filter, escape clears it.
+
+async def test_slash_filters_as_you_type_enter_keeps_it_and_escape_clears_it(sim, tmp_path):
+    async with four_streams(sim, tmp_path) as (app, pilot, keys):
+        table, box = app.table, app.query_one("#filter")
         await pilot.press("slash", *"eth")
+        assert box.has_focus and box.has_class("-visible")
         assert set(table.order) == {keys[1], keys[2]}
         await pilot.press("enter")
         assert table.has_focus and set(table.order) == {keys[1], keys[2]}
+        assert "Clear filter" in palette(app)
         await pilot.press("escape")
         assert set(table.order) == set(keys)
+        assert not box.has_class("-visible") and box.value == ""
 
-        # s cycles the sort orders.
+
+async def test_s_cycles_the_sort_and_a_header_click_sorts_by_its_column(sim, tmp_path):
+    async with four_streams(sim, tmp_path) as (app, pilot, keys):
+        table, streams = app.table, app.pipeline.hub.streams
         await pilot.press("s")
         assert table.sort is Sort.SYMBOL
         assert table.order == sorted(keys, key=lambda k: (k.symbol, k.market.value))
         await pilot.press("s")
         assert table.sort is Sort.CHANGE
         table.update_view()  # prices move all the time: sort and read them at the same moment
-        changes = [(s.forming.close - s.forming.open) / s.forming.open for s in map(pipeline.hub.streams.get, table.order)]
+        changes = [(s.forming.close - s.forming.open) / s.forming.open for s in map(streams.get, table.order)]
         assert changes == sorted(changes, reverse=True)
-
         await pilot.press(*"sssss")  # round to the watch list's order, which prices do not change
         assert table.sort is Sort.LIST and table.order == keys
-
-        # A repaint may reach the details view before it is mounted: that must be harmless.
-        DetailsScreen(keys[0], pipeline.hub.streams, lambda: keys).update_view()
-
-        # enter shows the details of the selected stream; escape goes back.
-        await pilot.press("home")
-        selected = table.selected
-        await pilot.press("enter")
-        assert isinstance(app.screen, DetailsScreen) and app.screen.key == selected
-        await pilot.pause(0.3)
-        chart = app.screen.query_one(CandleChart)
-        assert chart._candles and chart.render_line(0).cell_length == chart.size.width
-        candles = app.screen.query_one("#details-candles")
-        app.screen.update_view()  # candles close every second at 60x: compare with the same moment
-        assert candles.row_count == len(pipeline.hub.streams[selected].closed) > 0
-        await pilot.press("right_square_bracket")  # the next stream in the list
-        assert app.screen.key == table.order[1]
-        await pilot.press("escape")
-        assert not isinstance(app.screen, DetailsScreen)
-        assert table.selected == table.order[1]  # back where the details view was
+        await pilot.press("S")
+        assert table.reverse and table.order == keys[::-1]
 
         # A click on a header sorts by that column; a second click reverses it.
-        from kline_tui.ui.widgets.watch_table import COLUMNS
-
         x = 1
         for column in COLUMNS[: [c.id for c in COLUMNS].index("trades")]:
             x += (column.width or table._spark_width) + 1
@@ -306,15 +307,49 @@ async def test_pause_flush_filter_sort_and_details_keys(sim, tmp_path):
         await pilot.click("#watch", offset=(x + 2, 0))
         assert table.sort is Sort.TRADES and table.reverse
 
-        # ? shows help; every key of the issue is bound and in the footer.
+        # Each order is in the palette too, found by its name.
+        await pilot.press("ctrl+p", *"sort by symbol")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_until(lambda: table.sort is Sort.SYMBOL, what="a sort from the palette")
+        assert not table.reverse
+
+
+async def test_enter_shows_details_and_question_mark_lists_every_key(sim, tmp_path):
+    async with four_streams(sim, tmp_path) as (app, pilot, keys):
+        table, streams = app.table, app.pipeline.hub.streams
+
+        # A repaint may reach the details view before it is mounted: that must be harmless.
+        DetailsScreen(keys[0], streams, lambda: keys).update_view()
+
+        # enter shows the details of the selected stream; ] steps to the next; escape goes back.
+        await pilot.press("home")
+        selected = table.selected
+        await pilot.press("enter")
+        assert isinstance(app.screen, DetailsScreen) and app.screen.key == selected
+        assert "Remove stream" not in palette(app)  # the table is covered
+        await pilot.pause(0.3)
+        chart = app.screen.query_one(CandleChart)
+        assert chart.closed and chart.render_line(0).cell_length == chart.size.width
+        candles = app.screen.query_one("#details-candles")
+        app.screen.update_view()  # candles close every second at 60x: compare with the same moment
+        assert candles.row_count == len(streams[selected].closed) > 0
+        await pilot.press("right_square_bracket")
+        assert app.screen.key == table.order[1]
+        await pilot.press("escape")
+        assert not isinstance(app.screen, DetailsScreen)
+        assert table.selected == table.order[1]  # back where the details view was
+
+        # ? shows help, one row per key of the footer, in the footer's words; every key is shown.
         await pilot.press("question_mark")
-        assert app.screen.__class__.__name__ == "HelpScreen"
+        assert isinstance(app.screen, HelpScreen)
+        rows = dict(app.screen.key_rows())
+        assert rows["p"] == "Pause or resume recording; the live view goes on"
+        assert rows["d / del"].startswith("Stop watching the selected stream")
+        assert {"a", "f", "⏎", "/", "s", "S", "esc", "?", "q"} <= set(rows)
         await pilot.press("escape")
         shown = {b.binding.action for b in app.active_bindings.values() if b.binding.show}
         assert {"add", "remove", "pause", "flush", "details", "filter", "sort", "help", "quit"} <= shown
-        errors = [e.message for e in app.events.recent if e.level >= logging.ERROR]
-        assert not errors, errors
-        await pilot.press("q")
 
 
 async def test_first_launch_watches_defaults_and_says_where_things_live(sim, tmp_path):
@@ -340,7 +375,7 @@ async def test_first_launch_watches_defaults_and_says_where_things_live(sim, tmp
 
 
 async def test_a_dropped_connection_shows_reconnecting_and_recovers(sim, tmp_path):
-    from kline_tui.binance.connection import Backoff
+    from kline_tui.retry import Backoff
 
     keys = [StreamKey.parse("usdm:BTCUSDT:1m"), StreamKey.parse("spot:BTCUSDT:1m")]
     # A short backoff so the test sees a reconnect in a second or two.

@@ -16,9 +16,8 @@ import collections
 import enum
 import itertools
 import logging
-import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,6 +27,7 @@ from kline_tui.binance import wire
 from kline_tui.binance.markets import MARKETS
 from kline_tui.binance.rest import retry_after_s
 from kline_tui.model import Market, StreamKey
+from kline_tui.retry import Backoff, Spawn
 from kline_tui.safe_text import safe_text
 
 __all__ = [
@@ -52,9 +52,6 @@ _REPLY_TIMEOUT_S = 10.0
 # How long a close may wait for the server's close frame before the socket is aborted.
 CLOSE_TIMEOUT_S = 2.0
 
-# How a supervisor starts a long-lived task (see recorder.supervisor): a name and a coroutine
-# function, called again on each restart.
-Spawn = Callable[[str, Callable[[], Awaitable[None]]], asyncio.Task]
 
 
 class ConnectionState(enum.StrEnum):
@@ -134,16 +131,6 @@ class ConnectBudget:
             self.waited += 1
             await asyncio.sleep(self._opened[0] + self.window_s - now + 0.01)
 
-
-class Backoff:
-    """Capped exponential backoff with full jitter: a delay drawn from [0, min(cap, base * 2^n)]."""
-
-    def __init__(self, base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None):
-        self.base, self.cap = base, cap
-        self.rng = rng or random.Random()
-
-    def delay(self, attempt: int) -> float:
-        return self.rng.uniform(0.0, min(self.cap, self.base * 2 ** min(attempt, 30)))
 
 
 class _Pacer:

@@ -21,8 +21,8 @@ from typing import Any
 import msgspec
 
 from kline_tui.model import (
-    _FIXED_MS,
-    _WEEK_ORIGIN,
+    FIXED_MS,
+    WEEK_ORIGIN_MS,
     EARLIEST_OPEN_MS,
     LATEST_MS,
     Candle,
@@ -60,7 +60,7 @@ CLOCK_TOLERANCE_MS = 5 * 60_000
 # sends it on the first trade after the close, so a "closed" candle whose close time is well after
 # the event time is closed before its time.
 CLOSE_LATENESS_MS = 1000
-_WEEK_MS = _FIXED_MS[Interval.W1]  # weeks are aligned to Mondays, not to the epoch
+_WEEK_MS = FIXED_MS[Interval.W1]  # weeks are aligned to Mondays, not to the epoch
 
 
 def candle_is_sane(c: Candle) -> bool:
@@ -237,12 +237,12 @@ def implausible(
         return "open time after the event time"
     if k.closed and k.close_time > event_time + CLOSE_LATENESS_MS:
         return "closed before its close time"
-    step = _FIXED_MS.get(interval)
+    step = FIXED_MS.get(interval)
     # Every interval but the month, inline: one modulo and one sum, no further call.
     if (
         step is not None
         and t >= EARLIEST_OPEN_MS
-        and not (t - (_WEEK_ORIGIN if step == _WEEK_MS else 0)) % step
+        and not (t - (WEEK_ORIGIN_MS if step == _WEEK_MS else 0)) % step
         and k.close_time == t + step - 1
     ):
         return None
@@ -253,9 +253,9 @@ def implausible_candle_times(open_time: int, close_time: int, interval: Interval
     """Why these can't be a candle's open and close times for `interval`, or None if they can."""
     if open_time < EARLIEST_OPEN_MS:
         return "open time before 2017"
-    step = _FIXED_MS.get(interval)
+    step = FIXED_MS.get(interval)
     if step is not None:
-        origin = _WEEK_ORIGIN if step == _WEEK_MS else 0
+        origin = WEEK_ORIGIN_MS if step == _WEEK_MS else 0
         if (open_time - origin) % step:
             return "open time not aligned to the interval"
         if close_time != open_time + step - 1:

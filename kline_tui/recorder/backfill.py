@@ -12,12 +12,12 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from kline_tui.binance.connection import Backoff, Spawn
 from kline_tui.binance.rest import RestClient, RestError
 from kline_tui.model import StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import Hub, StreamStatus
 from kline_tui.recorder.ledger import Ledger, MissingRange
+from kline_tui.retry import Backoff, Spawn
 
 __all__ = ["Backfiller"]
 

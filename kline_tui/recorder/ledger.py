@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from kline_tui.model import _FIXED_MS, EARLIEST_OPEN_MS, LATEST_MS, Candle, Market, StreamKey
+from kline_tui.model import FIXED_MS, EARLIEST_OPEN_MS, LATEST_MS, Candle, Market, StreamKey
 from kline_tui.recorder.events import EventLog
 
 __all__ = ["Ledger", "StreamLedger", "MissingRange", "MAX_JUMP_MS", "AHEAD_TOLERANCE_MS"]
@@ -192,7 +192,7 @@ class Ledger:
         if last is not None:
             # The common case, every update but a stream's first and those after a hole: the
             # candle after the last one held, or one already held. Nothing to do.
-            step = _FIXED_MS.get(key.interval)
+            step = FIXED_MS.get(key.interval)
             if step is not None and open_time <= last + step:
                 return
         if not self._plausible(st, open_time):

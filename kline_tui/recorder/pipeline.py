@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from kline_tui.binance.connection import Backoff
+from kline_tui.retry import Backoff
 from kline_tui.binance.rest import RestClient, RestError
 from kline_tui.config import Settings
 from kline_tui.model import StreamKey

@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from kline_tui.binance.connection import Spawn
+from kline_tui.retry import Spawn
 from kline_tui.recorder.events import EventLog
 
 __all__ = ["Supervisor", "Spawn", "Crash", "plain_spawn"]

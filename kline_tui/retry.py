@@ -1,0 +1,30 @@
+"""How the recorder waits before trying again, and how a long-lived task is started so that it
+can be started again.
+
+Both are used on every layer (connections, REST backfill, the supervisor, the runtime), so they
+live below all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+
+__all__ = ["Backoff", "Spawn"]
+
+# How a long-lived task is started: a name for reports and a coroutine function, called anew each
+# time the task is (re)started. The supervisor's `spawn` restarts it after a failure.
+Spawn = Callable[[str, Callable[[], Awaitable[None]]], asyncio.Task]
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter: a delay drawn from [0, min(cap, base * 2^n)]."""
+
+    def __init__(self, base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None):
+        self.base, self.cap = base, cap
+        self.rng = rng or random.Random()
+
+    def delay(self, attempt: int) -> float:
+        """The wait before retry number `attempt` (0 for the first retry)."""
+        return self.rng.uniform(0.0, min(self.cap, self.base * 2 ** min(attempt, 30)))
