@@ -6,9 +6,7 @@
   RSS sampled every second with psutil. The first `WARMUP_S` (connecting, subscribing, paced at
   the market's control rate) are left out of the figures. "Not growing" is judged on the drift:
   the sum of the second-to-second RSS changes below `STEP_MB`, per minute (a one-off step, such as
-  the first flush allocating Arrow/polars pools, is reported apart). Beside it, against the same
-  simulator, runs the same CLI with benchmarks/proposed.diff applied (aiohttp transport, hot-path
-  edits, no closed candles kept per stream headless).
+  the first flush allocating Arrow/polars pools, is reported apart).
 - UI: `kline-tui --config C` in a private tmux server (200x60), sampled the same way.
 - Closed candle on screen: in-process, `benchmarks.ui_latency` (see there), with ten spot 1s
   streams at the top of the table (they close every second) besides the full market.
@@ -29,7 +27,6 @@ from pathlib import Path
 from benchmarks.common import (
     PY, Children, Row, Sampler, child_env, kline_tui_cmd, read_until, slope_mb_per_min, temp_dir, verdict,
 )
-from benchmarks.proposed import diff_state, patched_tree
 from benchmarks.startup import Tmux, app_pid
 
 COUNTS = {"spot": 1500, "usdm": 600, "coinm": 60}
@@ -85,49 +82,28 @@ def _summary(sampler: Sampler, skip: float) -> dict:
             "rss_every_10s": [round(r) for r in rss[::10]]}
 
 
-def _headless(children: Children, configs: dict[str, Path], seconds: float, sim_pid: int, root: Path) -> dict:
-    """`kline-tui record` per config, side by side: "current" is the entry point as is, "diff" the
-    same CLI importing kline_tui/ with benchmarks/proposed.diff applied (a patched copy)."""
-    procs, samplers, logs = {}, {}, {}
+def _headless(children: Children, config: Path, seconds: float, sim_pid: int, root: Path) -> dict:
+    """`kline-tui record --config C` as a subprocess, sampled past the warm-up, then stopped."""
+    log = root / "record.log"
+    with open(log, "w") as err:
+        proc = children.start([*kline_tui_cmd(), "record", "--config", str(config), "--status-every", "30"],
+                              stdout=subprocess.DEVNULL, stderr=err)
+    sampler = Sampler(proc.pid).start()
     try:
-        for name, config in configs.items():
-            args = ["record", "--config", str(config), "--status-every", "30"]
-            env, cwd = child_env(), None
-            if name == "current":
-                cmd = [*kline_tui_cmd(), *args]
-            else:
-                # `python -m` puts the working folder first on sys.path: run from the patched tree.
-                cwd = patched_tree(root / f"tree-{name}")
-                env["PYTHONPATH"] = f"{cwd}:{env['PYTHONPATH']}"
-                cmd = [PY, "-c", "import sys, kline_tui, kline_tui.cli as cli; "
-                                 "print('kline_tui from', kline_tui.__file__, file=sys.stderr, flush=True); "
-                                 f"sys.exit(cli.main({args!r}))"]
-            logs[name] = root / f"record-{name}.log"
-            with open(logs[name], "w") as err:
-                procs[name] = children.start(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
-            samplers[name] = Sampler(procs[name].pid).start()
         sim = Sampler(sim_pid).start()
         deadline = time.monotonic() + WARMUP_S + seconds
         while time.monotonic() < deadline:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"kline-tui record ({name}) exited {proc.returncode}: "
-                                       f"{logs[name].read_text()[-2000:]}")
+            if proc.poll() is not None:
+                raise RuntimeError(f"kline-tui record exited {proc.returncode}: {log.read_text()[-2000:]}")
             time.sleep(0.5)
         sim.stop()
     finally:
-        for sampler in samplers.values():
-            sampler.stop()
-        codes = {name: children.stop(proc, signal.SIGTERM, timeout=60) for name, proc in procs.items()}
-    out = {}
-    for name in procs:
-        out[name] = _summary(samplers[name], WARMUP_S)
-        out[name]["exit"] = codes[name]
-        text = logs[name].read_text()
-        if name != "current" and f"kline_tui from {root}" not in text:
-            raise RuntimeError(f"the {name} recorder did not import the patched tree: {text[:300]}")
-        status = [line for line in text.splitlines() if "status:" in line or "done:" in line]
-        out[name]["status"] = status[-1].split(" ", 1)[1] if status else "(no status line)"
+        sampler.stop()
+        code = children.stop(proc, signal.SIGTERM, timeout=60)
+    out = _summary(sampler, WARMUP_S)
+    out["exit"] = code
+    status = [line for line in log.read_text().splitlines() if "status:" in line or "done:" in line]
+    out["status"] = status[-1].split(" ", 1)[1] if status else "(no status line)"
     out["sim_cpu"] = _summary(sim, WARMUP_S)["cpu_mean"]
     return out
 
@@ -181,16 +157,13 @@ def run(quick: bool) -> list[Row]:
     watch = full_market()
     with temp_dir("fullmarket") as root, Children() as children:  # children die before the folder goes
         sim, endpoints = start_sim(children)
-        with_diff = diff_state() == "applicable"  # else: already in kline_tui/, or out of date
-        heads = _headless(children, {
-            name: write_config(root / f"headless-{name}.toml", root / f"data-{name}", endpoints, watch)
-            for name in (("current", "diff") if with_diff else ("current",))}, seconds, sim.pid, root)
+        head = _headless(children, write_config(root / "headless.toml", root / "data-headless", endpoints, watch),
+                         seconds, sim.pid, root)
         ui = _ui(write_config(root / "ui.toml", root / "data-ui", endpoints, watch), seconds, root)
         probes = [f"spot:{s}:1s" for s in PROBES]
         lat = _latency(children, write_config(root / "latency.toml", root / "data-latency", endpoints, probes + watch),
                        60.0 if quick else 180.0)
         children.stop(sim)
-    head, diffed = heads["current"], heads.get("diff")
 
     judge_drift = seconds >= MIN_DRIFT_WINDOW_S
 
@@ -210,26 +183,12 @@ def run(quick: bool) -> list[Row]:
             verdict(head["cpu_mean"] <= CPU_HEADLESS, f"{head['cpu_mean'] / CPU_HEADLESS:.2f}x of budget"),
             [f"full market: {len(watch)} streams ({', '.join(f'{n} {m}' for m, n in COUNTS.items())}, 1m), "
              f"{head['samples']} one-second samples after {WARMUP_S:.0f} s warm-up; simulator process "
-             f"{heads['sim_cpu']:.0f}% of a core; record exit code {head['exit']}"
-             + ("; the proposed diff ran beside it, against the same simulator" if diffed else
-                "; benchmarks/proposed.diff not run apart (already applied to kline_tui/, or out of date)"),
+             f"{head['sim_cpu']:.0f}% of a core; record exit code {head['exit']}",
              f"headless last status: {head['status']}",
-             f"headless RSS every 10 s (MB): current {head['rss_every_10s']}"
-             + (f"; with the diff {diffed['rss_every_10s']}" if diffed else "")
+             f"headless RSS every 10 s (MB): {head['rss_every_10s']}"
              + ("" if judge_drift else "; drift not judged under a 5-minute window (run without --quick)")]),
         Row("3 full market, headless: RSS", rss_figure(head), f"<= 150 MB, drift <= {DRIFT_MB_PER_MIN} MB/min",
             verdict(rss_ok(head))),
-    ]
-    if diffed:
-        rows += [
-            Row("3 headless, proposed diff: CPU", f"{diffed['cpu_mean']:.1f}% (max {diffed['cpu_max']:.0f}%)",
-                "<= 10% of a core",
-                verdict(diffed["cpu_mean"] <= CPU_HEADLESS, f"{diffed['cpu_mean'] / CPU_HEADLESS:.2f}x of budget"),
-                [f"headless with the diff, last status: {diffed['status']}; exit {diffed['exit']}"]),
-            Row("3 headless, proposed diff: RSS", rss_figure(diffed), f"<= 150 MB, drift <= {DRIFT_MB_PER_MIN} MB/min",
-                verdict(rss_ok(diffed))),
-        ]
-    rows += [
         Row("3 full market, UI (tmux): CPU", f"{ui['cpu_mean']:.1f}% (max {ui['cpu_max']:.0f}%)", "<= 25% of a core",
             verdict(ui["cpu_mean"] <= CPU_UI, f"{ui['cpu_mean'] / CPU_UI:.2f}x of budget"),
             [f"UI: RSS {ui['rss_start']:.0f} -> {ui['rss_end']:.0f} MB (max {ui['rss_max']:.0f}); "
