@@ -1,61 +1,203 @@
-"""Settings: one typed object, read from a TOML file and the command line, validated.
+"""Settings: declared once as a schema, read from a TOML file, validated, documented.
 
-```toml
-data_dir = "/path/to/data"
-watch = ["spot:BTCUSDT:1m", "usdm:ETHUSDT:5m"]
+The file's shape is `ConfigFile`, a tree of msgspec Structs whose fields carry their default,
+their range (`Meta(ge=..., le=...)`) and their description. The rest follows from that one
+declaration: validation (`msgspec.convert`), the one-line errors naming file, key and problem,
+the defaults of `Settings`, and the README's table of keys (`config_table`, checked by a test).
 
-[endpoints.usdm]            # point a market at a testnet, a mirror or the simulator
-ws = "wss://fstream.binance.com/market"
-rest = "https://fapi.binance.com"
-
-[recorder]
-flush_rows = 50000          # flush when this many rows are buffered...
-flush_age_s = 60            # ...or when the oldest is this old
-history = 1000              # candles fetched from REST before the first one seen, for a new stream
-rotate_after_h = 23         # replace each connection (make before break) before Binance's 24 h cut
-reconnect_max_s = 60        # longest wait between reconnect attempts (exponential, full jitter)
-max_buffer_rows = 500000    # rows held in memory while the disk refuses writes; beyond, dropped and counted
-stop_timeout_s = 15         # a stop (SIGTERM, Ctrl-C, quitting) takes at most this long
-```
-A malformed file is reported in one line naming the file, the key and the problem. Every number
-has a finite range (`RECORDER_NUMBERS`): NaN, infinities and absurd sizes are refused there, not
-discovered later as a hang or a crash.
+Every number has a finite range on both sides, so NaN, the infinities and absurd sizes are
+refused when the file is read, not discovered later as a hang or a crash.
 """
 
 from __future__ import annotations
 
-import math
+import functools
+import json
 import os
+import re
 import secrets
 import tomllib
-from dataclasses import dataclass, field, fields, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
+import msgspec.inspect as mi
 import platformdirs
+from msgspec import Meta
 
 from kline_tui.binance.markets import DEFAULT_ENDPOINTS, Endpoints
 from kline_tui.model import Market, SpecError, StreamKey
-from kline_tui.recorder.sink import DEFAULT_FLUSH_AGE_S, DEFAULT_FLUSH_ROWS, DEFAULT_MAX_BUFFER_ROWS
 
 __all__ = [
-    "Settings",
+    "DEFAULT_WATCH",
     "ConfigError",
-    "RECORDER_NUMBERS",
-    "load_settings",
-    "save_watch",
+    "ConfigFile",
+    "EndpointConfig",
+    "EndpointsConfig",
+    "RecorderConfig",
+    "Settings",
+    "config_table",
     "default_config_path",
     "default_data_dir",
+    "load_settings",
+    "save_watch",
 ]
 
 APP_NAME = "kline-tui"
-# Candles fetched before the first one seen, for a stream with nothing on disk yet.
-DEFAULT_HISTORY = 1000
 # Enough for 69 days of 1m candles; far more only fills memory and the REST budget for hours.
 MAX_HISTORY = 100_000
 # A bound on any row count: 50 million rows is about 10 GB held in memory.
 MAX_ROWS = 50_000_000
-DEFAULT_STOP_TIMEOUT_S = 15.0
+
+DEFAULT_WATCH: tuple[str, ...] = (
+    "spot:BTCUSDT:1m",
+    "spot:ETHUSDT:1m",
+    "spot:SOLUSDT:1m",
+    "usdm:BTCUSDT:1m",
+    "usdm:ETHUSDT:1m",
+    "usdm:SOLUSDT:5m",
+    "coinm:BTCUSD_PERP:1m",
+    "coinm:ETHUSD_PERP:1m",
+)
+"""The streams watched when nobody chose any (a first launch, the demo): each market's majors."""
+
+
+# -- the schema ----------------------------------------------------------------------------------
+#
+# Besides msgspec's own constraints, a field's `Meta(extra=...)` may say:
+#   unit      what a number counts ("rows", "seconds"), for messages and the docs;
+#   accepts   what a value must be, in words, where the type and range do not say it;
+#   at_least  a sibling key this one must not fall below (checked after msgspec's own checks);
+#   default   the default in words, where it is computed rather than declared.
+
+# A scheme and then a host: "wss://" alone or a URL with blanks would only fail on first use.
+_WS_URL = r"\Awss?://[^\s/]\S*\Z"
+_HTTP_URL = r"\Ahttps?://[^\s/]\S*\Z"
+# Something besides blanks, and no NUL, which no file system takes in a path.
+_FOLDER = r"\A[^\x00]*[^\s\x00][^\x00]*\Z"
+
+
+class EndpointConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where one market is reached: Binance by default, or a testnet, a mirror, the simulator."""
+
+    ws: Annotated[
+        str,
+        Meta(pattern=_WS_URL, extra={"accepts": "a ws:// or wss:// URL"}),
+        Meta(description="Base of the market's streams; `/ws/...` and `/stream?...` are under it."),
+    ]
+    rest: Annotated[
+        str,
+        Meta(pattern=_HTTP_URL, extra={"accepts": "an http:// or https:// URL"}),
+        Meta(description="Base of the market's REST API: klines, exchange info, server time."),
+    ]
+
+
+def _binance(market: Market) -> EndpointConfig:
+    """Binance's own endpoints for `market`, the protocol facts of `binance.markets`."""
+    endpoints = DEFAULT_ENDPOINTS[market]
+    return EndpointConfig(ws=endpoints.ws, rest=endpoints.rest)
+
+
+class EndpointsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`[endpoints.<market>]`: where each market is reached. A table may set only `ws` or `rest`."""
+
+    spot: Annotated[EndpointConfig, Meta(description="The spot market.")] = _binance(Market.SPOT)
+    usdm: Annotated[EndpointConfig, Meta(description="USD-M futures.")] = _binance(Market.USDM)
+    coinm: Annotated[EndpointConfig, Meta(description="COIN-M futures.")] = _binance(Market.COINM)
+
+
+class RecorderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`[recorder]`: when rows are written, what is fetched, how connections live, how stops end."""
+
+    flush_rows: Annotated[
+        int,
+        Meta(ge=1, le=MAX_ROWS, extra={"unit": "rows"}),
+        Meta(description="Write a batch when this many rows are buffered..."),
+    ] = 50_000
+    flush_age_s: Annotated[
+        float,
+        Meta(gt=0, le=3600, extra={"unit": "seconds"}),
+        Meta(description="...or when the oldest buffered row is this old."),
+    ] = 60.0
+    history: Annotated[
+        int,
+        Meta(ge=0, le=MAX_HISTORY, extra={"unit": "candles"}),
+        Meta(
+            description="Candles fetched from REST before the first one seen, for a stream with "
+            "nothing on disk yet. 100,000 is 69 days of 1m candles; more only exhausts memory "
+            "and the REST budget."
+        ),
+    ] = 1000
+    rotate_after_h: Annotated[
+        float,
+        Meta(gt=0, lt=24, extra={"unit": "hours"}),
+        Meta(
+            description="Replace each connection (make before break) this long after it opened, "
+            "before Binance cuts it at 24 h."
+        ),
+    ] = 23.0
+    reconnect_max_s: Annotated[
+        float,
+        Meta(ge=1, le=3600, extra={"unit": "seconds"}),
+        Meta(description="Longest wait between reconnect attempts (exponential, full jitter)."),
+    ] = 60.0
+    max_buffer_rows: Annotated[
+        int,
+        Meta(ge=1, le=MAX_ROWS, extra={"unit": "rows", "at_least": "flush_rows"}),
+        Meta(
+            description="Rows held in memory while the disk refuses writes; beyond, new rows "
+            "are dropped and counted."
+        ),
+    ] = 500_000
+    stop_timeout_s: Annotated[
+        float,
+        Meta(ge=1, le=300, extra={"unit": "seconds"}),
+        Meta(
+            description="Longest a stop (SIGTERM, Ctrl-C, quit) may take, drain and flush "
+            "included; past it sockets are aborted."
+        ),
+    ] = 15.0
+
+
+_FolderPath = Annotated[
+    str, Meta(pattern=_FOLDER, extra={"accepts": "a folder path as a non-empty string"})
+]
+# One stream, checked further by `StreamKey.parse` (a market must offer the interval).
+_StreamSpec = Annotated[str, Meta(extra={"accepts": 'a string like "usdm:BTCUSDT:1m"'})]
+
+
+class ConfigFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The whole config file. Every key is optional."""
+
+    data_dir: Annotated[
+        _FolderPath | None,
+        # Computed when the file leaves it out (`default_data_dir`), so given here in words.
+        Meta(extra={"default": "the platform's data folder (`~/.local/share/kline-tui/data`)"}),
+        Meta(description="Where the dataset is written; `~` stands for the home folder."),
+    ] = None
+    watch: Annotated[
+        tuple[_StreamSpec, ...],
+        Meta(extra={"accepts": 'a list of streams like ["usdm:BTCUSDT:1m"]'}),
+        Meta(
+            description="Streams to record, as `market:SYMBOL:interval`. Streams on the "
+            "command line are added; the UI saves its list here."
+        ),
+    ] = ()
+    endpoints: Annotated[EndpointsConfig, Meta(description="Where each market is reached.")] = (
+        msgspec.field(default_factory=EndpointsConfig)
+    )
+    recorder: Annotated[
+        RecorderConfig, Meta(description="How rows are written and streams run.")
+    ] = msgspec.field(default_factory=RecorderConfig)
+
+
+_DEFAULTS = ConfigFile()
+_BINANCE = _DEFAULTS.endpoints  # each market's own endpoints
+
+
+# -- the settings the rest of the code reads ---------------------------------------------------
 
 
 class ConfigError(Exception):
@@ -72,22 +214,28 @@ def default_data_dir() -> Path:
     return platformdirs.user_data_path(APP_NAME) / "data"
 
 
+def _endpoints(config: EndpointsConfig) -> dict[Market, Endpoints]:
+    """Each market's endpoints, without the trailing slash the URL joins would double."""
+    chosen = {market: getattr(config, market.value) for market in Market}
+    return {m: Endpoints(e.ws.rstrip("/"), e.rest.rstrip("/")) for m, e in chosen.items()}
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Everything the pipeline needs to run, already validated."""
+    """Everything the pipeline needs to run, already validated; the defaults are `ConfigFile`'s."""
 
     config_path: Path
     config_exists: bool
     data_dir: Path = field(default_factory=default_data_dir)
     watch: tuple[StreamKey, ...] = ()
-    endpoints: dict[Market, Endpoints] = field(default_factory=lambda: dict(DEFAULT_ENDPOINTS))
-    flush_rows: int = DEFAULT_FLUSH_ROWS
-    flush_age_s: float = DEFAULT_FLUSH_AGE_S
-    history: int = DEFAULT_HISTORY
-    rotate_after_h: float = 23.0
-    reconnect_max_s: float = 60.0
-    max_buffer_rows: int = DEFAULT_MAX_BUFFER_ROWS
-    stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S
+    endpoints: dict[Market, Endpoints] = field(default_factory=lambda: _endpoints(_BINANCE))
+    flush_rows: int = _DEFAULTS.recorder.flush_rows
+    flush_age_s: float = _DEFAULTS.recorder.flush_age_s
+    history: int = _DEFAULTS.recorder.history
+    rotate_after_h: float = _DEFAULTS.recorder.rotate_after_h
+    reconnect_max_s: float = _DEFAULTS.recorder.reconnect_max_s
+    max_buffer_rows: int = _DEFAULTS.recorder.max_buffer_rows
+    stop_timeout_s: float = _DEFAULTS.recorder.stop_timeout_s
     """Longest a stop may take, drain and flush included; past it sockets are aborted."""
 
     def with_streams(self, keys: list[StreamKey]) -> Settings:
@@ -96,54 +244,7 @@ class Settings:
         return replace(self, watch=tuple(merged))
 
 
-@dataclass(frozen=True, slots=True)
-class NumberSetting:
-    """One number of the `[recorder]` table: its type and the range it must fall in.
-
-    `low_open` excludes `low` itself (a value must be above it). Ranges are finite, so NaN and
-    the infinities never pass.
-    """
-
-    key: str
-    whole: bool  # rows and candles: whole numbers only; seconds and hours: any number
-    low: float
-    high: float
-    low_open: bool
-    high_open: bool
-    wording: str
-
-    def read(self, table: dict[str, Any], default: float) -> float | None:
-        """The value in `table` (or `default`), or None if it is of the wrong type or out of range."""
-        value = table.get(self.key, default)
-        if isinstance(value, bool) or not isinstance(value, int if self.whole else (int, float)):
-            return None
-        if not math.isfinite(value):
-            return None
-        above = value > self.low if self.low_open else value >= self.low
-        below = value < self.high if self.high_open else value <= self.high
-        return value if above and below else None
-
-
-def _whole(key: str, low: int, high: int, what: str) -> NumberSetting:
-    return NumberSetting(key, True, low, high, False, False, f"expected a whole number of {what} from {low} to {high}")
-
-
-RECORDER_NUMBERS: tuple[NumberSetting, ...] = (
-    _whole("flush_rows", 1, MAX_ROWS, "rows"),
-    NumberSetting("flush_age_s", False, 0, 3600, True, False, "expected seconds above 0 and at most 3600"),
-    _whole("history", 0, MAX_HISTORY, "candles"),
-    NumberSetting(
-        "rotate_after_h", False, 0, 24, True, True, "expected hours above 0 and below 24 (Binance cuts at 24)"
-    ),
-    NumberSetting("reconnect_max_s", False, 1, 3600, False, False, "expected seconds from 1 to 3600"),
-    _whole("max_buffer_rows", 1, MAX_ROWS, "rows"),
-    NumberSetting("stop_timeout_s", False, 1, 300, False, False, "expected seconds from 1 to 300"),
-)
-"""The `[recorder]` numbers, with the ranges the README's Configuration section documents."""
-
-_DEFAULTS = {f.name: f.default for f in fields(Settings)}
-_TOP_KEYS = {"data_dir", "watch", "endpoints", "recorder"}
-_RECORDER_KEYS = {n.key for n in RECORDER_NUMBERS}
+# -- reading a file ----------------------------------------------------------------------------
 
 
 def load_settings(path: Path | None = None) -> Settings:
@@ -152,7 +253,10 @@ def load_settings(path: Path | None = None) -> Settings:
     Raises ConfigError, and nothing else, for any file that cannot be used.
     """
     explicit = path is not None
-    path = Path(path).expanduser() if explicit else default_config_path()
+    try:
+        path = Path(path).expanduser() if path is not None else default_config_path()
+    except RuntimeError as exc:  # "~someone" with no such user
+        raise ConfigError(f"{path}: cannot expand it: {exc}") from None
     if not path.exists():
         if explicit:
             raise ConfigError(f"{path}: no such file")
@@ -177,43 +281,62 @@ class _Failure:
 
 
 def _settings_from(doc: dict[str, Any], path: Path) -> Settings:
+    """Check a parsed file against `ConfigFile` and build the settings it describes."""
     fail = _Failure(path)
-    for key in doc:
-        if key not in _TOP_KEYS:
-            raise fail(_shown(key), f"unknown key (known: {', '.join(sorted(_TOP_KEYS))})")
-    return replace(
-        Settings(config_path=path, config_exists=True),
-        **_data_dir(doc, fail),
-        watch=_watch(doc.get("watch", []), fail),
-        endpoints=_endpoints(doc.get("endpoints", {}), fail),
-        **_recorder(doc.get("recorder", {}), fail),
+    doc = _with_endpoint_defaults(doc, fail)
+    try:
+        config = msgspec.convert(doc, ConfigFile)
+    except msgspec.ValidationError as exc:
+        raise _explained(exc, doc, fail) from None
+    _check_at_least(config, fail)
+    return Settings(
+        config_path=path,
+        config_exists=True,
+        data_dir=_data_dir(config.data_dir, fail),
+        watch=_watch(config.watch, fail),
+        endpoints=_endpoints(config.endpoints),
+        **msgspec.structs.asdict(config.recorder),
     )
 
 
-def _shown(key: str) -> str:
-    """A key as it goes into a message: escaped (a key may hold a newline or an ESC), and short."""
-    return repr(key)[1:-1][:60]
+def _with_endpoint_defaults(doc: dict[str, Any], fail: _Failure) -> dict[str, Any]:
+    """`doc` with each `[endpoints]` table under its market's own name and completed from
+    `EndpointsConfig`'s defaults.
+
+    Older names (`usdt_futures`) keep working, and a table may set only `ws` or only `rest`: the
+    other keeps that market's own default, which a per-class field default could not express.
+    """
+    section = doc.get("endpoints")
+    if not isinstance(section, dict):
+        return doc  # not a table: msgspec says so in its turn
+    tables: dict[str, Any] = {}
+    for name, table in section.items():
+        where = f"endpoints.{_shown(name)}"
+        try:
+            market = Market.parse(name)
+        except SpecError as exc:
+            raise fail(where, str(exc)) from None
+        if market.value in tables:
+            raise fail(where, f"{market.value} is set twice (once under an older name)")
+        default = msgspec.structs.asdict(getattr(_BINANCE, market.value))
+        tables[market.value] = {**default, **table} if isinstance(table, dict) else table
+    return {**doc, "endpoints": tables}
 
 
-def _data_dir(doc: dict[str, Any], fail: _Failure) -> dict[str, Path]:
-    data_dir = doc.get("data_dir")
-    if data_dir is None:
-        return {}
-    if not isinstance(data_dir, str) or not data_dir.strip() or "\0" in data_dir:
-        raise fail("data_dir", "expected a folder path as a non-empty string")
+def _data_dir(text: str | None, fail: _Failure) -> Path:
+    """The dataset's folder: the platform's unless the file names one, with `~` expanded."""
+    if text is None:
+        return default_data_dir()
     try:
-        return {"data_dir": Path(data_dir).expanduser()}
+        return Path(text).expanduser()
     except RuntimeError as exc:  # "~someone" with no such user
-        raise fail("data_dir", f"cannot expand {data_dir!r}: {exc}") from None
+        raise fail("data_dir", f"cannot expand {text!r}: {exc}") from None
 
 
-def _watch(watch: object, fail: _Failure) -> tuple[StreamKey, ...]:
-    if not isinstance(watch, list):
-        raise fail("watch", 'expected a list of streams like ["usdm:BTCUSDT:1m"]')
+def _watch(specs: tuple[str, ...], fail: _Failure) -> tuple[StreamKey, ...]:
+    """The streams, parsed (a market must offer the interval), in order, without repeats."""
     keys = []
-    for i, spec in enumerate(watch):
-        if not isinstance(spec, str):
-            raise fail(f"watch[{i}]", "expected a string like \"usdm:BTCUSDT:1m\"")
+    for i, spec in enumerate(specs):
         try:
             keys.append(StreamKey.parse(spec))
         except SpecError as exc:
@@ -221,46 +344,175 @@ def _watch(watch: object, fail: _Failure) -> tuple[StreamKey, ...]:
     return tuple(dict.fromkeys(keys))
 
 
-def _endpoints(section: object, fail: _Failure) -> dict[Market, Endpoints]:
-    if not isinstance(section, dict):
-        raise fail("endpoints", "expected a table like [endpoints.spot]")
-    endpoints = dict(DEFAULT_ENDPOINTS)
-    for name, table in section.items():
-        where = f"endpoints.{_shown(name)}"
-        try:
-            market = Market.parse(name)
-        except SpecError as exc:
-            raise fail(where, str(exc)) from None
-        if not isinstance(table, dict):
-            raise fail(where, "expected a table with ws and rest")
-        for key in table:
-            if key not in ("ws", "rest"):
-                raise fail(f"{where}.{_shown(key)}", "unknown key (known: ws, rest)")
-        ws = table.get("ws", endpoints[market].ws)
-        rest = table.get("rest", endpoints[market].rest)
-        if not isinstance(ws, str) or not ws.startswith(("ws://", "wss://")):
-            raise fail(f"{where}.ws", "expected a ws:// or wss:// URL")
-        if not isinstance(rest, str) or not rest.startswith(("http://", "https://")):
-            raise fail(f"{where}.rest", "expected an http:// or https:// URL")
-        endpoints[market] = Endpoints(ws.rstrip("/"), rest.rstrip("/"))
-    return endpoints
+def _check_at_least(config: ConfigFile, fail: _Failure) -> None:
+    """The one rule a field's own range cannot state: not below a sibling key (`at_least`)."""
+    for key in _KEYS.values():
+        if "at_least" not in key.extra:
+            continue
+        parent = key.path.rpartition(".")[0]
+        floor_key = f"{parent}.{key.extra['at_least']}".lstrip(".")
+        floor = _value_at(config, floor_key)
+        if _value_at(config, key.path) < floor:
+            raise fail(key.path, f"expected {_accepts(key)} (which is {floor})")
 
 
-def _recorder(table: object, fail: _Failure) -> dict[str, float]:
-    if not isinstance(table, dict):
-        raise fail("recorder", "expected a table")
-    for key in table:
-        if key not in _RECORDER_KEYS:
-            raise fail(f"recorder.{_shown(key)}", f"unknown key (known: {', '.join(sorted(_RECORDER_KEYS))})")
-    values: dict[str, float] = {}
-    for number in RECORDER_NUMBERS:
-        value = number.read(table, _DEFAULTS[number.key])
-        if value is None:
-            raise fail(f"recorder.{number.key}", number.wording)
-        values[number.key] = value if number.whole else float(value)
-    if values["max_buffer_rows"] < values["flush_rows"]:
-        raise fail("recorder.max_buffer_rows", "expected a whole number of rows, at least flush_rows")
-    return values
+def _value_at(config: ConfigFile, path: str) -> Any:
+    """The value of a dotted key path such as `recorder.flush_rows`."""
+    return functools.reduce(getattr, path.split("."), config)
+
+
+# -- the schema, flattened: for messages and the docs ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    """One key of the file as `ConfigFile` declares it."""
+
+    path: str  # "recorder.flush_age_s"; "watch[]" is any item of the list; "" the file itself
+    type: mi.Type  # what msgspec checks, without its Metadata or an optional None
+    default: Any
+    description: str
+    extra: dict[str, Any]
+
+
+def _key(path: str, declared: mi.Type, default: Any) -> _Key:
+    """`declared` with its Metadata layers merged and an optional None set aside."""
+    description, extra, kind = "", {}, declared
+    while True:
+        if isinstance(kind, mi.Metadata):
+            description = (kind.extra_json_schema or {}).get("description", description)
+            extra = {**(kind.extra or {}), **extra}
+            kind = kind.type
+        elif isinstance(kind, mi.UnionType) and len(kind.types) == 2 and kind.includes_none:
+            kind = next(t for t in kind.types if not isinstance(t, mi.NoneType))
+        else:
+            return _Key(path, kind, default, description, extra)
+
+
+def _keys(struct: mi.StructType, prefix: str, defaults: msgspec.Struct) -> Iterator[_Key]:
+    """Every key under `struct`, depth first in declaration order, with its value in `defaults`.
+
+    Defaults are read from an instance, not from the fields: a market's `ws` has no default of
+    its own, only the one `EndpointsConfig` gives that market.
+    """
+    for f in struct.fields:
+        default = getattr(defaults, f.name)
+        key = _key(f"{prefix}{f.name}", f.type, default)
+        yield key
+        if isinstance(key.type, mi.StructType):
+            yield from _keys(key.type, f"{key.path}.", default)
+        elif isinstance(key.type, (mi.ListType, mi.VarTupleType)):
+            yield _key(f"{key.path}[]", key.type.item_type, msgspec.NODEFAULT)
+
+
+_ROOT = _key("", mi.type_info(ConfigFile), _DEFAULTS)
+_KEYS: dict[str, _Key] = {key.path: key for key in (_ROOT, *_keys(_ROOT.type, "", _DEFAULTS))}
+
+
+def _accepts(key: _Key) -> str:
+    """What `key` takes, in words: an error's "expected ...", the docs' "accepts" column."""
+    if "accepts" in key.extra:
+        return str(key.extra["accepts"])
+    kind = key.type
+    if isinstance(kind, mi.StructType):
+        return f"a table of {', '.join(f.name for f in kind.fields)}"
+    if not isinstance(kind, (mi.IntType, mi.FloatType)):
+        raise TypeError(f"{key.path}: declare in words what it accepts")
+    whole = "whole " if isinstance(kind, mi.IntType) else ""
+    words = f"a {whole}number of {key.extra['unit']} {_range(kind)}"
+    if "at_least" in key.extra:
+        words += f", at least {key.extra['at_least']}"
+    return words
+
+
+def _range(kind: mi.IntType | mi.FloatType) -> str:
+    """`from 1 to 300`, `above 0 and at most 3600`, `above 0 and below 24`."""
+    if kind.ge is not None and kind.le is not None:
+        return f"from {_number(kind.ge)} to {_number(kind.le)}"
+    low = f"at least {_number(kind.ge)}" if kind.ge is not None else f"above {_number(kind.gt)}"
+    high = f"at most {_number(kind.le)}" if kind.le is not None else f"below {_number(kind.lt)}"
+    return f"{low} and {high}"
+
+
+def _number(value: float | None) -> str:
+    """A bound as a reader counts: 3600, 100,000, 0.5."""
+    assert value is not None, "every number of the schema has a lower and an upper bound"
+    if value == int(value):
+        return f"{int(value):,}" if abs(value) >= 10_000 else str(int(value))
+    return str(value)
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+# Where msgspec found the problem: `$.recorder.flush_age_s`, `$.watch[2]`; absent at the top level.
+_WHERE = re.compile(r" - at `\$(?P<path>(?:\.\w+|\[\d+\])*)`\Z")
+
+
+def _explained(exc: msgspec.ValidationError, doc: dict[str, Any], fail: _Failure) -> ConfigError:
+    """msgspec's finding in the file's own terms: the key as written in TOML, what it accepts."""
+    message = str(exc)
+    if message.startswith("Object contains unknown field"):
+        return _unknown_key(doc, fail)
+    where = _WHERE.search(message)
+    path = where["path"].lstrip(".") if where else ""
+    key = _KEYS.get(re.sub(r"\[\d+\]", "[]", path))
+    if key is None or not path:  # not expected from a TOML document; still one line
+        return fail(path or "(top level)", _shown(message))
+    return fail(path, f"expected {_accepts(key)}")
+
+
+def _unknown_key(doc: dict[str, Any], fail: _Failure) -> ConfigError:
+    """The first key the schema does not know, found in `doc` rather than read back from
+    msgspec's message, which quotes the key unescaped (it may hold a backtick or a newline)."""
+    found = _first_unknown(doc, _ROOT)
+    if found is None:
+        return fail("(top level)", "unknown key")
+    table, name = found
+    known = ", ".join(f.name for f in table.type.fields)
+    where = f"{table.path}.{_shown(name)}" if table.path else _shown(name)
+    return fail(where, f"unknown key (known: {known})")
+
+
+def _first_unknown(doc: dict[str, Any], table: _Key) -> tuple[_Key, str] | None:
+    """The table (as the schema declares it) and name of the first unknown key, depth first."""
+    for name, value in doc.items():
+        key = _KEYS.get(f"{table.path}.{name}".lstrip("."))
+        if key is None:
+            return table, name
+        nested = isinstance(key.type, mi.StructType) and isinstance(value, dict)
+        if nested and (found := _first_unknown(value, key)):
+            return found
+    return None
+
+
+def _shown(key: str) -> str:
+    """A key as it goes into a message: escaped (a key may hold a newline or an ESC), and short."""
+    return repr(key)[1:-1][:60]
+
+
+# -- the docs ------------------------------------------------------------------------------------
+
+
+def config_table() -> str:
+    """The README's table of every key: its default, what it accepts and what it does."""
+    rows = ["| key | default | accepts | what it does |", "|---|---|---|---|"]
+    for key in _KEYS.values():
+        if key.path and not key.path.endswith("[]") and not isinstance(key.type, mi.StructType):
+            default = key.extra.get("default") or f"`{_toml(key.default)}`"
+            rows.append(f"| `{key.path}` | {default} | {_accepts(key)} | {key.description} |")
+    return "\n".join(rows) + "\n"
+
+
+def _toml(value: Any) -> str:
+    """A default as it would be written in the file."""
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value) if isinstance(value, str) else str(value)
+
+
+# -- writing the watch list ----------------------------------------------------------------------
 
 
 def save_watch(path: Path, keys: list[StreamKey]) -> None:
