@@ -5,8 +5,7 @@
 - pyinstrument (in the client, only over the window) gives the call tree; its top is printed.
 - Micro-benchmarks, one process, no socket: the JSON decoders on a real frame, and the pipeline's
   own per-frame cost (Connection._read -> Hub -> Ledger -> sink buffer, frames fed from memory
-  through a stand-in socket), as the package is and, while benchmarks/proposed.diff is not in
-  kline_tui/ yet, with the `hotpath` prototype of `benchmarks.proposed`.
+  through a stand-in for aiohttp's WebSocket).
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from pathlib import Path
 
 from benchmarks.common import PY, Children, Row, child_env, read_until, verdict
 from benchmarks.ingest import STREAMS, run_client, start_firehose
-from benchmarks.proposed import diff_state
 
 _LINE = re.compile(r":\d+\)$")
 
@@ -105,15 +103,12 @@ def _decoders(frame: str) -> dict[str, float]:
     }
 
 
-def _hot_path_us(variant: str) -> float:
+def _hot_path_us() -> float:
     """Per-frame µs of Connection._read + Hub + Ledger + sink buffer, frames from memory (in a child)."""
     code = f"""
 import asyncio, time, tempfile, shutil
 from pathlib import Path
-from benchmarks import proposed
 from benchmarks.profile import _frames
-if {variant!r} != "current":
-    proposed.apply({variant!r})
 from kline_tui.binance.connection import Connection
 from kline_tui.binance.markets import DEFAULT_ENDPOINTS
 from kline_tui.model import Interval, Market, StreamKey
@@ -130,17 +125,10 @@ class Message:
         self.type, self.data, self.extra = kind, data, None
 
 class Feed:
-    # Frames from memory, through whichever interface Connection._read uses: `async for`,
-    # `recv()` (websockets) or `receive()` (aiohttp).
+    # Frames from memory, through the one call Connection._read makes of aiohttp's WebSocket;
+    # CLOSED at the end ends the read.
     close_code = None
     def __init__(self, frames): self.it = iter(frames)
-    def __aiter__(self): return self
-    async def recv(self): return await self.__anext__()
-    async def __anext__(self):
-        try:
-            return next(self.it)
-        except StopIteration:
-            raise StopAsyncIteration
     async def receive(self):
         try:
             return Message(aiohttp.WSMsgType.TEXT, next(self.it))
@@ -162,12 +150,8 @@ async def main():
     control = asyncio.get_running_loop().create_future()
     best = None
     for _ in range(3):
-        conn2 = conn
         started = time.perf_counter()
-        try:
-            await conn2._read(Feed(frames), control)
-        except StopAsyncIteration:  # the end of the feed, seen through recv()
-            pass
+        await conn._read(Feed(frames), control)
         took = (time.perf_counter() - started) / len(frames) * 1e6
         best = took if best is None else min(best, took)
         ledger.streams.clear()
@@ -209,17 +193,13 @@ def run(quick: bool) -> list[Row]:
     fastest = min(dec, key=dec.get)
     notes.append("decoders, one %d-byte kline frame, µs: " % len(frame)
                  + ", ".join(f"{k} {v:.2f}" for k, v in dec.items()) + f" (fastest: {fastest})")
-    current = _hot_path_us("current")
-    rows = [
+    per_frame = _hot_path_us()
+    return [
         Row("profile: decode one frame (msgspec typed)", f"{dec['msgspec typed (kline-tui wire.decode)']:.2f} µs",
             "", verdict(None), []),
         Row("profile: decode one frame (orjson.loads)", f"{dec['orjson.loads']:.2f} µs", "", verdict(None), []),
-        Row("profile: kline-tui per frame, no socket", f"{current:.2f} µs", "", verdict(None), notes),
+        Row("profile: kline-tui per frame, no socket", f"{per_frame:.2f} µs", "", verdict(None), notes),
     ]
-    if diff_state() == "applicable":  # the hot-path edits are not in kline_tui/ yet
-        hot = _hot_path_us("hotpath")
-        rows.append(Row("profile: same, prototype hotpath", f"{hot:.2f} µs", "", verdict(None, f"{current / hot:.2f}x faster")))
-    return rows
 
 
 if __name__ == "__main__":
