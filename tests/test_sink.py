@@ -8,6 +8,7 @@ import polars as pl
 from kline_tui.model import PARQUET_SCHEMA, Candle, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.sink import ParquetSink
+from kline_tui.store import parts
 
 T0 = 1_764_028_800_000  # 2025-11-25 00:00 UTC
 
@@ -102,13 +103,13 @@ async def test_cancelled_flush_is_not_written_twice(tmp_path, monkeypatch):
     key = StreamKey.parse("spot:BTCUSDT:1m")
     for i in range(5):
         sink.add(key, candle(T0 + i * 60_000))
-    real = ParquetSink._write_part
+    real = parts.write_part
 
-    def slow(self, *args):
+    def slow(*args):
         time.sleep(0.3)
-        return real(self, *args)
+        return real(*args)
 
-    monkeypatch.setattr(ParquetSink, "_write_part", slow)
+    monkeypatch.setattr(parts, "write_part", slow)
     flushing = asyncio.create_task(sink.flush())
     await asyncio.sleep(0.1)
     flushing.cancel()

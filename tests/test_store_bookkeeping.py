@@ -17,8 +17,8 @@ from kline_tui.cli.verify import main as verify_main
 from kline_tui.model import Interval, Market
 from kline_tui.store import layout
 from kline_tui.store.compact import Compactor, swap_scratch
-from kline_tui.store.history import write_parts
 from kline_tui.store.lock import DataDirError, DataDirLock
+from kline_tui.store.parts import write_parts
 
 from .test_store_support import day_ms, read_all, synthetic_rows, write_raw_part
 

@@ -20,7 +20,7 @@ import pytest
 from kline_tui.model import Interval, Market
 from kline_tui.store import compact, layout
 from kline_tui.store.compact import Compactor, swap_scratch, hide_scratch
-from kline_tui.store.history import write_parts
+from kline_tui.store.parts import write_parts
 from kline_tui.store.read import READ_ERRORS, part_files
 
 from .test_store_support import DAY, MINUTE, canonical, day_ms, dedup, read_all, synthetic_rows, write_raw_part

@@ -7,23 +7,22 @@ thread so the event loop never waits on the disk. A part appears under its final
 complete.
 
 Two kinds of failure, told apart by where they happen. Rows are encoded to Parquet in memory,
-then written with plain file calls, so the disk's refusal (full, read-only) surfaces as an
-OSError: the rows stay in the buffer and are retried until the disk takes them, nothing lost
-below `max_buffer_rows` (above it new rows are dropped, counted and reported; a restart finds
-the holes on disk and fetches them again). It is reported once when it starts and once when it
-ends, not at every retry. Anything else is the rows' fault (a value no column can hold): the
-partition's rows are split in halves, recursively, until every row that can be written is, and
-each row that cannot go alone is appended to a dead-letter file in the bookkeeping folder
-(`.kline-tui/dead-letters/`, JSON lines), counted and reported, so one bad row never blocks the
-flushes after it. A row whose open time has no date bucket (before 1970, after 9999) goes there
-too.
+then written with plain file calls (`kline_tui.store.parts.write_part`, as every writer does),
+so the disk's refusal (full, read-only) surfaces as an OSError: the rows stay in the buffer and
+are retried until the disk takes them, nothing lost below `max_buffer_rows` (above it new rows
+are dropped, counted and reported; a restart finds the holes on disk and fetches them again).
+It is reported once when it starts and once when it ends, not at every retry. Anything else is
+the rows' fault (a value no column can hold): the partition's rows are split in halves,
+recursively, until every row that can be written is, and each row that cannot go alone is
+appended to a dead-letter file in the bookkeeping folder (`.kline-tui/dead-letters/`, JSON
+lines), counted and reported, so one bad row never blocks the flushes after it. A row whose
+open time has no date bucket (before 1970, after 9999) goes there too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import io
 import itertools
 import logging
 import shutil
@@ -33,12 +32,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import polars as pl
-
 from kline_tui.binance.connection import Spawn
-from kline_tui.model import PARQUET_SCHEMA, Interval, Market, StreamKey
+from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.recorder.events import EventLog
-from kline_tui.store import layout
+from kline_tui.store import layout, parts
 
 __all__ = ["ParquetSink", "SinkStats", "DEFAULT_FLUSH_ROWS", "DEFAULT_FLUSH_AGE_S"]
 
@@ -90,6 +87,12 @@ class _Outcome:
     dead_reason: str = ""
     dead_file: Path | None = None
 
+    def hold(self, partition: Partition, rows: list[tuple], reason: str, full: bool) -> None:
+        """Keep rows the disk refused, to be put back in the buffer and retried."""
+        self.held.setdefault(partition, []).extend(rows)
+        self.held_reason = reason
+        self.disk_full = self.disk_full or full
+
 
 class ParquetSink:
     """Buffers closed candles by partition and publishes them as Parquet part files."""
@@ -113,7 +116,6 @@ class ParquetSink:
         self._buffer: dict[Partition, list[tuple]] = defaultdict(list)
         self._buckets: dict[tuple[Interval, int], str | None] = {}
         self._oldest: float | None = None  # monotonic time of the oldest buffered row
-        self._seq = itertools.count()  # part numbers, taken in the writer thread only
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -254,29 +256,29 @@ class ParquetSink:
     def _write_batch(self, batch: dict[Partition, list[tuple]]) -> _Outcome:
         """Runs in the writer thread: writes what it can, sets aside what it must."""
         outcome = _Outcome()
-        for partition, rows in sorted(batch.items(), key=lambda item: (*item[0][:2], item[0][2] or "")):
-            if partition[2] is None:
-                self._set_aside(partition, rows, "its open time has no date bucket (1970 to 9999)", outcome)
+        in_order = sorted(batch.items(), key=lambda item: (*item[0][:2], item[0][2] or ""))
+        for (market, interval, bucket), rows in in_order:
+            if bucket is None:
+                self._set_aside((market, interval, bucket), rows, parts.NO_BUCKET, outcome)
             else:
-                self._write_partition(partition, rows, outcome)
+                self._write_partition(market, interval, bucket, rows, outcome)
         return outcome
 
-    def _write_partition(self, partition: Partition, rows: list[tuple], outcome: _Outcome) -> None:
+    def _write_partition(
+        self, market: Market, interval: Interval, bucket: str, rows: list[tuple], outcome: _Outcome
+    ) -> None:
         """Write one partition's rows; on a failure that is not the disk's, split them in halves
         until each bad row stands alone, and set those aside."""
+        partition = (market, interval, bucket)
         pending = [rows]
         while pending:
             chunk = pending.pop()
             try:
-                self._write_part(partition, chunk, next(self._seq))
+                parts.write_part(self.data_dir, market, interval, bucket, chunk)
             except Exception as exc:  # noqa: BLE001 - sorted below: the disk's fault or the rows'
                 full = self._disk_full(exc)
                 if full or isinstance(exc, OSError):
-                    held = outcome.held.setdefault(partition, [])
-                    for rest in (chunk, *pending):
-                        held.extend(rest)
-                    outcome.held_reason = _reason(exc)
-                    outcome.disk_full = outcome.disk_full or full
+                    outcome.hold(partition, list(itertools.chain(chunk, *pending)), _reason(exc), full)
                     return
                 if len(chunk) == 1:
                     self._set_aside(partition, chunk, _reason(exc), outcome)
@@ -287,22 +289,11 @@ class ParquetSink:
             outcome.written += len(chunk)
             outcome.files += 1
 
-    def _write_part(self, partition: Partition, rows: list[tuple], seq: int) -> None:
-        market, interval, bucket = partition
-        frame = pl.DataFrame(rows, schema=PARQUET_SCHEMA, orient="row").sort("symbol", "open_time")
-        encoded = io.BytesIO()  # in memory: a failure here is the rows', never the disk's
-        frame.write_parquet(encoded, compression="zstd", statistics=True)
-        layout.publish_part(self.data_dir, market, interval, bucket, encoded.getvalue(), seq)
-
     def _set_aside(self, partition: Partition, rows: list[tuple], reason: str, outcome: _Outcome) -> None:
-        market, interval, bucket = partition
-        where = f"market={market.value}/interval={interval.path_label}/date={bucket or '?'}"
         try:
-            outcome.dead_file = layout.write_dead_letters(self.data_dir, where, rows, reason)
+            outcome.dead_file = parts.set_aside(self.data_dir, *partition, rows, reason)
         except OSError as exc:  # the disk refuses even this: hold them, try again later
-            outcome.held.setdefault(partition, []).extend(rows)
-            outcome.held_reason = _reason(exc)
-            outcome.disk_full = outcome.disk_full or self._disk_full(exc)
+            outcome.hold(partition, rows, _reason(exc), self._disk_full(exc))
             return
         outcome.dead += len(rows)
         outcome.dead_reason = reason

@@ -29,7 +29,7 @@ from pathlib import Path
 import polars as pl
 
 from kline_tui.model import PARQUET_SCHEMA, Interval, Market, SpecError, StreamKey
-from kline_tui.store.history import write_parts
+from kline_tui.store.parts import write_parts
 from kline_tui.store.read import open_times
 
 __all__ = [

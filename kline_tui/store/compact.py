@@ -80,6 +80,7 @@ from kline_tui.store.layout import (
     part_name,
     publishing,
 )
+from kline_tui.store.parts import encode
 from kline_tui.store.read import READ_ERRORS, Bucket, buckets, part_files, split_foreign
 
 __all__ = [
@@ -408,7 +409,7 @@ def merge_parts(files: list[Path], out: Path) -> tuple[int, int]:
         .unique(["symbol", "open_time"], keep="first", maintain_order=True)
         .drop("_rank")
     )
-    merged.write_parquet(out, compression="zstd", statistics=True, row_group_size=ROW_GROUP_ROWS)
+    encode(merged, out, row_group_size=ROW_GROUP_ROWS)
     with open(out, "rb") as fh:
         os.fsync(fh.fileno())
     return rows_in, merged.height

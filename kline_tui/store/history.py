@@ -1,19 +1,15 @@
-"""History into the dataset: writing rows as part files the way the sink does, finding what a
-stream lacks, and `kline-tui backfill` fetching it from REST.
+"""History into the dataset: `kline-tui backfill` fetching what a stream lacks from REST.
 
 Backfill is resumable because it keeps no state of its own: it asks the dataset which candles of
 the range it holds, fetches only the missing runs, and writes each chunk as soon as it arrives
-(one part per bucket, atomically). Killed at any point, it loses at most the chunk in flight;
-run again, it starts from what is on disk. REST calls go through `RestClient`, which keeps the
-market's request-weight budget and honours Retry-After.
+(one part per bucket, atomically, through `kline_tui.store.parts`). Killed at any point, it loses
+at most the chunk in flight; run again, it starts from what is on disk. REST calls go through
+`RestClient`, which keeps the market's request-weight budget and honours Retry-After.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
-import itertools
-import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,66 +18,25 @@ import polars as pl
 
 from kline_tui.binance.markets import MARKETS
 from kline_tui.binance.rest import RestClient
-from kline_tui.model import PARQUET_SCHEMA, Candle, Interval, Market, StreamKey
-from kline_tui.store import layout
+from kline_tui.model import Candle, Interval, StreamKey
 from kline_tui.store.gaps import find_gaps
+from kline_tui.store.parts import as_frame, write_parts
 from kline_tui.store.read import open_times
 
 __all__ = [
-    "write_parts",
     "candles_frame",
     "BackfillResult",
     "backfill",
     "first_open_at_or_after",
 ]
 
-log = logging.getLogger(__name__)
-
-_seq = itertools.count()
-
 # Chunks of this many pages are fetched, then written: an interruption loses at most one chunk.
 _PAGES_PER_CHUNK = 10
-
-_BUCKET_FORMAT = {"day": "%Y-%m-%d", "month": "%Y-%m-01", "year": "%Y-01-01"}
 
 
 def candles_frame(symbol: str, candles: Iterable[Candle], source: str) -> pl.DataFrame:
     """Candles of one symbol as rows of the dataset's schema."""
-    rows = [(symbol, *c.as_row(), source) for c in candles]
-    return pl.DataFrame(rows, schema=PARQUET_SCHEMA, orient="row")
-
-
-def write_parts(data_dir: Path, market: Market, interval: Interval, frame: pl.DataFrame) -> list[Path]:
-    """Write `frame` (the dataset's columns) as one part per bucket, sorted by (symbol,
-    open_time), each published atomically as the sink does. Returns the files written.
-
-    Rows whose open time no bucket can hold (before 1970, after 9999) go to the dead-letter
-    file instead: they never reach a path, nor Polars' date formatting (which panics on them).
-    """
-    if frame.is_empty():
-        return []
-    data_dir = Path(data_dir)
-    fmt = _BUCKET_FORMAT[layout.BUCKET_OF_INTERVAL[interval]]
-    frame = frame.select(list(PARQUET_SCHEMA)).cast(PARQUET_SCHEMA)  # type: ignore[arg-type]
-    epoch = pl.col("open_time").dt.epoch("ms")
-    placeable = epoch.is_between(0, layout.END_MS - 1)
-    homeless = frame.filter(~placeable.fill_null(False))
-    if not homeless.is_empty():
-        where = f"market={market.value}/interval={interval.path_label}"
-        path = layout.write_dead_letters(
-            data_dir, where, homeless.with_columns(open_time=epoch, close_time=pl.col("close_time").dt.epoch("ms"))
-            .iter_rows(), "its open time has no date bucket (1970 to 9999)"
-        )
-        log.warning("%d rows of %s have no date bucket; kept in %s", homeless.height, where, path)
-    labelled = frame.filter(placeable).with_columns(_bucket=pl.col("open_time").dt.strftime(fmt))
-    written = []
-    for (bucket,), part in sorted(labelled.partition_by("_bucket", as_dict=True).items()):
-        encoded = io.BytesIO()
-        part.drop("_bucket").sort("symbol", "open_time").write_parquet(encoded, compression="zstd", statistics=True)
-        written.append(
-            layout.publish_part(data_dir, market, interval, str(bucket), encoded.getvalue(), next(_seq))
-        )
-    return written
+    return as_frame([(symbol, *c.as_row(), source) for c in candles])
 
 
 @dataclass(slots=True)

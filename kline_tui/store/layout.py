@@ -11,7 +11,7 @@ Everything that is not a part file lives in the one hidden folder `.kline-tui/`,
 in it has a name that starts with a dot and does not end in `.parquet`: the `**/*.parquet` globs
 of the readers never match it, and `pl.scan_parquet(data_dir, hidden_file_prefix=".")` (which
 skips hidden *file names*, not hidden folders) passes over it. Parts are written in
-`.kline-tui/staging/` and renamed into their bucket only when complete.
+`.kline-tui/staging/` and renamed into their bucket only when complete (`kline_tui.store.parts`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ __all__ = [
     "clear_staging",
     "publishing",
     "publish",
-    "publish_part",
     "quarantine",
     "write_dead_letters",
     "is_dataset",
@@ -206,21 +205,6 @@ def publish(tmp: Path, final: Path) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, final)
     fsync_dir(final.parent)
-
-
-def publish_part(
-    data_dir: Path, market: Market, interval: Interval, bucket: str, payload: bytes, seq: int
-) -> Path:
-    """Write one part file (its complete Parquet bytes) into its bucket: staged, fsynced, renamed
-    under `publishing()`. Raises only OSError (the disk, not the data, refused)."""
-    name = part_name(seq)
-    final = partition_dir(Path(data_dir), market, interval, bucket) / name
-    with staged(data_dir, name) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(payload)
-        with publishing(data_dir):
-            publish(tmp, final)
-    return final
 
 
 def fsync_dir(path: Path) -> None:

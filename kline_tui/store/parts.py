@@ -1,0 +1,111 @@
+"""Part files: rows of the dataset published as one Parquet file, the one way every writer does it.
+
+The sink (each flush), `backfill`, `import` and `verify --repair` all write through `write_part`:
+the rows sorted by (symbol, open_time) and encoded with the dataset's schema in memory, then
+written in the staging folder, fsynced and renamed into their bucket under `publishing()` (so a
+compaction never carries a new part away with the old ones). Encoding before any file is opened
+keeps the two kinds of failure apart: an exception while encoding is the rows' fault (a value no
+column holds), an OSError afterwards is the disk's. Compaction encodes its merged file with the
+same settings (`encode`) but swaps whole folders in rather than publishing one file.
+
+Rows no bucket can hold (an open time before 1970 or after 9999) never reach a path: `set_aside`
+appends them to the dead-letter file.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import IO
+
+import polars as pl
+
+from kline_tui.model import PARQUET_SCHEMA, Interval, Market
+from kline_tui.store import layout
+
+__all__ = ["Rows", "NO_BUCKET", "as_frame", "encode", "write_part", "write_parts", "set_aside"]
+
+log = logging.getLogger(__name__)
+
+# Rows as tuples in the order of PARQUET_SCHEMA (the sink's buffer), or a frame with its columns.
+Rows = pl.DataFrame | Sequence[tuple]
+
+NO_BUCKET = "its open time has no date bucket (1970 to 9999)"
+
+# The labels of layout.bucket_of, as Polars formats for labelling a whole column at once.
+_BUCKET_FORMAT = {"day": "%Y-%m-%d", "month": "%Y-%m-01", "year": "%Y-01-01"}
+
+# Part numbers, shared by every writer of the process: next() on a count is atomic under the GIL,
+# so the sink's writer thread and a backfill's threads can take them side by side.
+_seq = itertools.count()
+
+
+def as_frame(rows: Rows) -> pl.DataFrame:
+    """`rows` as a frame of exactly the dataset's columns and types. Raises (not OSError) when a
+    value fits no column."""
+    if isinstance(rows, pl.DataFrame):
+        return rows.select(list(PARQUET_SCHEMA)).cast(PARQUET_SCHEMA)  # type: ignore[arg-type]
+    return pl.DataFrame(rows, schema=PARQUET_SCHEMA, orient="row")
+
+
+def encode(frame: pl.DataFrame, target: Path | IO[bytes], *, row_group_size: int | None = None) -> None:
+    """Write `frame` as Parquet the way every file of the dataset is written: zstd, and with
+    statistics, by which readers skip the row groups a filter excludes."""
+    frame.write_parquet(target, compression="zstd", statistics=True, row_group_size=row_group_size)
+
+
+def write_part(data_dir: Path, market: Market, interval: Interval, bucket: str, rows: Rows) -> Path:
+    """Publish `rows` (all in the bucket labelled `bucket`) as one part file; returns its path.
+
+    Raises OSError when the disk refuses (the staged file is removed, nothing is published) and
+    any other exception when the rows cannot be encoded (no file was opened).
+    """
+    payload = io.BytesIO()  # in memory: a failure here is the rows', never the disk's
+    encode(as_frame(rows).sort("symbol", "open_time"), payload)
+    name = layout.part_name(next(_seq))
+    final = layout.partition_dir(Path(data_dir), market, interval, bucket) / name
+    with layout.staged(data_dir, name) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(payload.getbuffer())
+        with layout.publishing(data_dir):
+            layout.publish(tmp, final)
+    return final
+
+
+def write_parts(data_dir: Path, market: Market, interval: Interval, frame: pl.DataFrame) -> list[Path]:
+    """Publish `frame` (the dataset's columns, any buckets) as one part per bucket, oldest first;
+    returns the files written.
+
+    Rows whose open time no bucket can hold go to the dead-letter file instead: they never reach
+    a path, nor Polars' date formatting (which panics on them).
+    """
+    if frame.is_empty():
+        return []
+    frame = as_frame(frame)
+    epoch = pl.col("open_time").dt.epoch("ms")
+    placeable = epoch.is_between(0, layout.END_MS - 1)
+    homeless = frame.filter(~placeable.fill_null(False))
+    if not homeless.is_empty():
+        # As the sink keeps them: times as epoch ms, which JSON holds whatever their value.
+        rows = homeless.with_columns(open_time=epoch, close_time=pl.col("close_time").dt.epoch("ms")).iter_rows()
+        path = set_aside(data_dir, market, interval, None, rows, NO_BUCKET)
+        log.warning("%d rows of %s %s have no date bucket; kept in %s", homeless.height, market, interval, path)
+    fmt = _BUCKET_FORMAT[layout.BUCKET_OF_INTERVAL[interval]]
+    labelled = frame.filter(placeable).with_columns(_bucket=pl.col("open_time").dt.strftime(fmt))
+    return [
+        write_part(data_dir, market, interval, str(bucket), part.drop("_bucket"))
+        for (bucket,), part in sorted(labelled.partition_by("_bucket", as_dict=True).items())
+    ]
+
+
+def set_aside(
+    data_dir: Path, market: Market, interval: Interval, bucket: str | None, rows: Iterable[tuple], reason: str
+) -> Path:
+    """Append rows that cannot be stored (tuples in the order of PARQUET_SCHEMA) to the
+    dead-letter file, with their partition (`date=?` when they have no bucket) and `reason`;
+    returns the file. Raises OSError when the disk refuses."""
+    where = f"market={market.value}/interval={interval.path_label}/date={bucket or '?'}"
+    return layout.write_dead_letters(Path(data_dir), where, rows, reason)
