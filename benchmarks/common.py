@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 import queue
@@ -96,6 +97,22 @@ class Children:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def child_result(children: Children, what: str, cmd: list[str], timeout: float) -> dict:
+    """Run a measuring child (`what`, for errors) to its end and return what it printed as
+    `result {json}`; one that overruns `timeout` is stopped, one that prints no result raises with
+    its stderr."""
+    proc = children.start(cmd)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except Exception:
+        children.stop(proc)
+        raise
+    for line in out.splitlines():
+        if line.startswith("result "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"{what} failed (exit {proc.returncode}): {err[-3000:]}")
 
 
 def read_until(proc: subprocess.Popen, marker: str, timeout: float) -> list[str]:

@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from benchmarks.common import (
-    PY, Children, Row, Sampler, child_env, kline_tui_cmd, read_until, slope_mb_per_min, temp_dir, verdict,
+    PY, Children, Row, Sampler, child_env, child_result, kline_tui_cmd, read_until, slope_mb_per_min, temp_dir,
+    verdict,
 )
 from benchmarks.startup import Tmux, app_pid
 
@@ -140,16 +141,8 @@ def _ui(config: Path, seconds: float, root: Path) -> dict:
 
 
 def _latency(children: Children, config: Path, seconds: float) -> dict:
-    proc = children.start([PY, "-m", "benchmarks.ui_latency", "--config", str(config), "--seconds", str(seconds)])
-    try:
-        out, err = proc.communicate(timeout=seconds + 180)
-    except subprocess.TimeoutExpired:
-        children.stop(proc)
-        raise
-    for line in out.splitlines():
-        if line.startswith("result "):
-            return json.loads(line[7:])
-    raise RuntimeError(f"ui_latency failed (exit {proc.returncode}): {err[-3000:]}")
+    cmd = [PY, "-m", "benchmarks.ui_latency", "--config", str(config), "--seconds", str(seconds)]
+    return child_result(children, "ui_latency", cmd, timeout=seconds + 180)
 
 
 def run(quick: bool) -> list[Row]:

@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from benchmarks.common import PY, Children, Row, read_until, verdict
+from benchmarks.common import PY, Children, Row, child_result, read_until, verdict
 
 STREAMS = 500
 TARGET_RATIO = 0.8
@@ -222,17 +222,8 @@ def start_firehose(children: Children, streams: int = STREAMS) -> tuple[object, 
 
 def run_client(children: Children, mode: str, url: str, seconds: float, extra: list[str] = ()) -> dict:
     """One client process (`mode`: baseline, baseline-aiohttp or pipeline); its result."""
-    proc = children.start([PY, "-m", "benchmarks.ingest", "client", mode, "--url", url,
-                           "--seconds", str(seconds), *extra])
-    try:
-        out, err = proc.communicate(timeout=seconds + 90)
-    except Exception:
-        children.stop(proc)
-        raise
-    for line in out.splitlines():
-        if line.startswith("result "):
-            return json.loads(line[7:])
-    raise RuntimeError(f"ingest client {mode} failed (exit {proc.returncode}): {err[-3000:]}")
+    cmd = [PY, "-m", "benchmarks.ingest", "client", mode, "--url", url, "--seconds", str(seconds), *extra]
+    return child_result(children, f"ingest client {mode}", cmd, timeout=seconds + 90)
 
 
 def run(quick: bool) -> list[Row]:
