@@ -64,6 +64,83 @@ def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, words):
     assert message.startswith(str(path)) and "\n" not in message
 
 
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        (
+            "[recorder]\nflush_age_s = 0",
+            "recorder.flush_age_s: expected a number of seconds above 0 and at most 3600",
+        ),
+        (
+            "[recorder]\nflush_rows = 1000\nmax_buffer_rows = 999",
+            "recorder.max_buffer_rows: expected a whole number of rows from 1 to 50,000,000,"
+            " at least flush_rows (which is 1000)",
+        ),
+        (
+            "[recorder]\nflush_row = 1",
+            "recorder.flush_row: unknown key (known: flush_rows, flush_age_s, history,"
+            " rotate_after_h, reconnect_max_s, max_buffer_rows, stop_timeout_s)",
+        ),
+        ('watch = ["spot:BTCUSDT:1m", 5]', 'watch[1]: expected a string like "usdm:BTCUSDT:1m"'),
+        (
+            "recorder = 5",
+            "recorder: expected a table of flush_rows, flush_age_s, history, rotate_after_h,"
+            " reconnect_max_s, max_buffer_rows, stop_timeout_s",
+        ),
+        ("[endpoints.usdm]\nwss = 'ws://x'", "endpoints.usdm.wss: unknown key (known: ws, rest)"),
+        ("[endpoints]\nusdm = 'ws://x'", "endpoints.usdm: expected a table of ws, rest"),
+        ("[endpoints.spot]\nws = 'wss://'", "endpoints.spot.ws: expected a ws:// or wss:// URL"),
+        (
+            "[endpoints.usdm]\nws = 'ws://a'\n[endpoints.usdt_futures]\nws = 'ws://b'",
+            "endpoints.usdt_futures: usdm is set twice (once under an older name)",
+        ),
+    ],
+)
+def test_the_problem_is_worded_from_the_schema(tmp_path, text, problem):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert str(info.value) == f"{path}: {problem}"
+
+
+def test_a_key_that_would_break_the_line_is_shown_escaped(tmp_path):
+    path = write(tmp_path, '[recorder]\n"a\\nb`c" = 1\n')
+    with pytest.raises(ConfigError, match=r"recorder\.a\\nb`c: unknown key") as info:
+        load_settings(path)
+    assert "\n" not in str(info.value)
+
+
+def test_an_endpoint_table_may_set_one_url_and_keep_the_markets_other(tmp_path):
+    s = load_settings(write(tmp_path, '[endpoints.usdt_futures]\nrest = "http://127.0.0.1:9/"\n'))
+    assert s.endpoints[Market.USDM].rest == "http://127.0.0.1:9"
+    assert s.endpoints[Market.USDM].ws == "wss://fstream.binance.com/market"
+    assert s.endpoints[Market.COINM].rest == "https://dapi.binance.com"
+
+
+def test_an_empty_file_gives_the_same_settings_as_no_file(tmp_path):
+    from kline_tui.config import Settings
+
+    loaded = load_settings(write(tmp_path, ""))
+    built = Settings(config_path=loaded.config_path, config_exists=True)
+    assert loaded == built
+    assert (built.flush_rows, built.flush_age_s, built.max_buffer_rows) == (50_000, 60.0, 500_000)
+    assert (built.history, built.rotate_after_h, built.reconnect_max_s) == (1000, 23.0, 60.0)
+
+
+def test_a_config_path_under_an_unknown_user_is_a_config_error():
+    with pytest.raises(ConfigError, match="cannot expand"):
+        load_settings(Path("~no-such-user-kline-tui/config.toml"))
+
+
+def test_the_default_watch_list_is_the_majors_of_every_market():
+    from kline_tui.config import DEFAULT_WATCH
+
+    keys = [StreamKey.parse(spec) for spec in DEFAULT_WATCH]
+    assert len(set(keys)) == len(keys)
+    assert {k.market for k in keys} == set(Market)
+    assert {k.symbol for k in keys} >= {"BTCUSDT", "ETHUSDT", "BTCUSD_PERP"}
+
+
 def test_missing_explicit_file_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="no such file"):
         load_settings(tmp_path / "nope.toml")
