@@ -88,48 +88,81 @@ async def backfill(
     chunk (`chunk_candles`, by default ten pages), with the number of candle slots it covered.
     Raises RestError for a failed call.
     """
+    first, last = await _closed_range(rest, key, first_open, last_open)
+    result = BackfillResult(key, first, last, 0, 0)
+    gaps = await _plan(data_dir, result) if first <= last else []
+    if on_plan:
+        on_plan(result)
+    chunk = chunk_candles or MARKETS[key.market].klines_limit * _PAGES_PER_CHUNK
+    fetcher = _Fetcher(data_dir, rest, result, chunk, on_progress or (lambda n: None))
+    for a, b in gaps:
+        await fetcher.fill(a, b)
+    return result
+
+
+async def _closed_range(
+    rest: RestClient, key: StreamKey, first_open: int, last_open: int | None
+) -> tuple[int, int]:
+    """The first and last open time of the candles asked for that have closed by the exchange's
+    clock (never the local one, which may be skewed); first > last when there are none."""
     interval = key.interval
     server_now = await rest.server_time(key.market)
     last_closed = interval.prev_open(interval.open_time_at(server_now))
     last = last_closed if last_open is None else min(last_open, last_closed)
-    first = interval.open_time_at(first_open)
-    if first < first_open:
-        first = interval.next_open(first)
-    result = BackfillResult(key, first, last, 0, 0)
-    if first > last:
-        if on_plan:
-            on_plan(result)
-        return result
+    return interval.open_at_or_after(first_open), last
+
+
+async def _plan(data_dir: Path, result: BackfillResult) -> list[tuple[int, int]]:
+    """The runs of the range that the dataset lacks, counted into `result`."""
+    key, interval = result.key, result.key.interval
     held = await asyncio.to_thread(
-        open_times, data_dir, key.market, key.symbol, interval, first, last
+        open_times, data_dir, key.market, key.symbol, interval, result.first, result.last
     )
-    gaps = find_gaps(interval, held, first, last)
+    gaps = find_gaps(interval, held, result.first, result.last)
     result.missing = sum(interval.count_between(a, b) for a, b in gaps)
-    result.held_before = interval.count_between(first, last) - result.missing
-    if on_plan:
-        on_plan(result)
-    progress = on_progress or (lambda n: None)
-    chunk = chunk_candles or MARKETS[key.market].klines_limit * _PAGES_PER_CHUNK
-    for a, b in gaps:
+    result.held_before = interval.count_between(result.first, result.last) - result.missing
+    return gaps
+
+
+@dataclass(slots=True)
+class _Fetcher:
+    """One backfill's fetching: where it writes, whom it asks, what it counts and reports."""
+
+    data_dir: Path
+    rest: RestClient
+    result: BackfillResult
+    chunk: int  # candles per REST round before writing
+    progress: Callable[[int], None]
+
+    async def fill(self, a: int, b: int) -> None:
+        """Fetch and write the missing run [a, b], a chunk at a time."""
+        key, interval = self.result.key, self.result.key.interval
         start = a
         while start <= b:
-            end = _chunk_end(interval, start, chunk, b)
-            candles, _ = await rest.closed_klines(key.market, key.symbol, interval, start, end)
+            end = _chunk_end(interval, start, self.chunk, b)
+            candles, _ = await self.rest.closed_klines(key.market, key.symbol, interval, start, end)
             if candles:
                 frame = candles_frame(key.symbol, candles, "rest")
-                files = await asyncio.to_thread(write_parts, data_dir, key.market, interval, frame)
-                result.written += len(candles)
-                result.files += len(files)
-                progress(interval.count_between(start, end))
+                files = await asyncio.to_thread(write_parts, self.data_dir, key.market, interval, frame)
+                self.result.written += len(candles)
+                self.result.files += len(files)
+                self.progress(interval.count_between(start, end))
                 start = interval.next_open(end)
                 continue
             # Nothing there (before the listing, a halt): jump to the next candle the exchange has.
-            after = interval.next_open(end)
-            progress(interval.count_between(start, end))
-            nxt = await first_open_at_or_after(rest, key, after) if after <= b else None
-            if nxt is None or nxt > b:
-                progress(interval.count_between(after, b))
+            self.progress(interval.count_between(start, end))
+            resume = await self._first_candle_between(interval.next_open(end), b)
+            if resume is None:
                 break
-            progress(interval.count_between(after, interval.prev_open(nxt)))
-            start = nxt
-    return result
+            start = resume
+
+    async def _first_candle_between(self, after: int, b: int) -> int | None:
+        """The exchange's first candle from `after` to `b`, or None; the slots skipped on the way
+        count as progress."""
+        interval = self.result.key.interval
+        nxt = await first_open_at_or_after(self.rest, self.result.key, after) if after <= b else None
+        if nxt is None or nxt > b:
+            self.progress(interval.count_between(after, b))
+            return None
+        self.progress(interval.count_between(after, interval.prev_open(nxt)))
+        return nxt
