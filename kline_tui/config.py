@@ -498,18 +498,10 @@ def config_table() -> str:
     rows = ["| key | default | accepts | what it does |", "|---|---|---|---|"]
     for key in _KEYS.values():
         if key.path and not key.path.endswith("[]") and not isinstance(key.type, mi.StructType):
-            default = key.extra.get("default") or f"`{_toml(key.default)}`"
+            # JSON spells these defaults (strings, numbers, an empty list) the way TOML does.
+            default = key.extra.get("default") or f"`{json.dumps(key.default)}`"
             rows.append(f"| `{key.path}` | {default} | {_accepts(key)} | {key.description} |")
     return "\n".join(rows) + "\n"
-
-
-def _toml(value: Any) -> str:
-    """A default as it would be written in the file."""
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return json.dumps(value) if isinstance(value, str) else str(value)
 
 
 # -- writing the watch list ----------------------------------------------------------------------
