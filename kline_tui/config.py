@@ -111,6 +111,8 @@ class EndpointsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 class RecorderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """`[recorder]`: when rows are written, what is fetched, how connections live, how stops end."""
 
+    # 50,000 rows is about 2 MB of Parquet: 2,000 1m streams fill it in 25 minutes, so the age
+    # bound is what flushes in practice; a minute bounds what a crash loses (refetched on restart).
     flush_rows: Annotated[
         int,
         Meta(ge=1, le=MAX_ROWS, extra={"unit": "rows"}),
@@ -143,6 +145,7 @@ class RecorderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         Meta(ge=1, le=3600, extra={"unit": "seconds"}),
         Meta(description="Longest wait between reconnect attempts (exponential, full jitter)."),
     ] = 60.0
+    # About 250 MB of buffered rows: four hours of 2,000 1m streams waiting for a disk to return.
     max_buffer_rows: Annotated[
         int,
         Meta(ge=1, le=MAX_ROWS, extra={"unit": "rows", "at_least": "flush_rows"}),
@@ -161,6 +164,8 @@ class RecorderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     ] = 15.0
 
 
+# `data_dir` is computed when the file leaves it out (`default_data_dir`), so said in words.
+_PLATFORM_DATA_DIR = "the platform's data folder (`~/.local/share/kline-tui/data` on Linux)"
 _FolderPath = Annotated[
     str, Meta(pattern=_FOLDER, extra={"accepts": "a folder path as a non-empty string"})
 ]
@@ -173,8 +178,7 @@ class ConfigFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     data_dir: Annotated[
         _FolderPath | None,
-        # Computed when the file leaves it out (`default_data_dir`), so given here in words.
-        Meta(extra={"default": "the platform's data folder (`~/.local/share/kline-tui/data`)"}),
+        Meta(extra={"default": _PLATFORM_DATA_DIR}),
         Meta(description="Where the dataset is written; `~` stands for the home folder."),
     ] = None
     watch: Annotated[
