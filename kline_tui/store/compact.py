@@ -657,21 +657,33 @@ class Compactor:
             if not held:
                 result.busy = True
                 return result
-            result.recovered = recover(self.data_dir, report)
-            if result.recovered:
-                report(logging.INFO, f"finished {result.recovered} interrupted compaction(s)")
-            swap = _swap_usable(self.data_dir, report) if self._swap is not False else False
-            if self._swap and not swap:
-                raise CompactionError("this filesystem cannot exchange folders atomically")
-            todo = list(only) if only is not None else buckets(self.data_dir)
-            for bucket in todo:
-                if now_ms is None or bucket.end_ms + self.grace_ms <= now_ms:
-                    swap = self._compact_one(bucket, force, swap, result, report)
-            _drop_scratch(self.data_dir)
+            self._run_locked(now_ms, only, force, result, report)
         result.seconds = time.perf_counter() - started
         if result.buckets:
             report(logging.INFO, result.summary())
         return result
+
+    def _run_locked(
+        self,
+        now_ms: int | None,
+        only: Iterable[Bucket] | None,
+        force: bool,
+        result: CompactionResult,
+        report: Events,
+    ) -> None:
+        """The run with the compaction lock held: finish what killed runs left, choose how buckets
+        are exchanged, then compact each bucket that is due."""
+        result.recovered = recover(self.data_dir, report)
+        if result.recovered:
+            report(logging.INFO, f"finished {result.recovered} interrupted compaction(s)")
+        swap = _swap_usable(self.data_dir, report) if self._swap is not False else False
+        if self._swap and not swap:
+            raise CompactionError("this filesystem cannot exchange folders atomically")
+        todo = list(only) if only is not None else buckets(self.data_dir)
+        for bucket in todo:
+            if now_ms is None or bucket.end_ms + self.grace_ms <= now_ms:
+                swap = self._compact_one(bucket, force, swap, result, report)
+        _drop_scratch(self.data_dir)
 
     def _compact_one(
         self, bucket: Bucket, force: bool, swap: bool, result: CompactionResult, report: Events
@@ -682,16 +694,20 @@ class Compactor:
             return swap
         for path, why in foreign.items():
             report(logging.WARNING, f"{bucket}: left {path.name} out ({why}); 'kline-tui verify' names it")
+        return self._merge_bucket(bucket, files, swap, result, report)
+
+    def _merge_bucket(
+        self, bucket: Bucket, files: list[Path], swap: bool, result: CompactionResult, report: Events
+    ) -> bool:
+        """Merge `files` of `bucket` into one, counted into `result`, or noted there as failed with
+        the bucket left as it was; returns whether to keep using the exchange."""
         try:
-            try:
-                rows_in, rows_out = compact_bucket(self.data_dir, bucket, files, swap=swap)
-            except OSError as exc:
-                if not swap or exc.errno not in _NO_EXCHANGE:
-                    raise
-                swap = False  # this filesystem refuses the exchange: fall back for good
-                recover(self.data_dir, report)
-                rows_in, rows_out = compact_bucket(self.data_dir, bucket, files, swap=False)
+            rows_in, rows_out = compact_bucket(self.data_dir, bucket, files, swap=swap)
         except (CompactionError, OSError) as exc:
+            if swap and isinstance(exc, OSError) and exc.errno in _NO_EXCHANGE:
+                # This filesystem refuses the exchange: undo the attempt, fall back for good.
+                recover(self.data_dir, report)
+                return self._merge_bucket(bucket, files, False, result, report)
             why = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
             result.failed.append(f"{bucket}: {why}")
             report(logging.ERROR, f"cannot compact {bucket}: {why}")
