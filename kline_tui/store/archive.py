@@ -103,6 +103,28 @@ def identify(
     interval: Interval | None = None,
 ) -> Archive:
     """The stream of an archive, from its path and name, completed by the flags given."""
+    try:
+        from_path = _path_says(path)
+        given = {
+            "market": None if market is None else Market.parse(str(market)),
+            "symbol": None if symbol is None else symbol.strip().upper(),
+            "interval": None if interval is None else Interval.parse(str(interval)),
+        }
+        values = _reconciled(path, from_path, given)
+        key = StreamKey.of(values["market"], str(values["symbol"]), values["interval"])
+        # COIN-M contracts are always PAIR_SUFFIX (BTCUSD_PERP) and spot symbols never hold `_`:
+        # a mismatch means the wrong --market.
+        if (key.market is Market.COINM) != ("_" in key.symbol) and key.market is not Market.USDM:
+            hint = " (COIN-M symbols look like BTCUSD_PERP)" if key.market is Market.COINM else ""
+            raise ArchiveError(f"{path}: {key.symbol} is not a {key.market.value} symbol{hint}; check --market")
+    except SpecError as exc:
+        raise ArchiveError(f"{path}: {exc}") from None
+    return Archive(path, key)
+
+
+def _path_says(path: Path) -> dict[str, object]:
+    """The market, symbol and interval an archive's name and folders tell, as far as they do.
+    Raises SpecError for an interval spelled wrong."""
     parts = path.parts
     from_path: dict[str, object] = {}
     m = _NAME_RE.match(path.name)
@@ -117,33 +139,25 @@ def identify(
                 from_path["market"] = mk
         if len(parts) > i + 2 and "symbol" not in from_path:
             from_path["symbol"], from_path["interval"] = parts[i + 1], parts[i + 2]
-    try:
-        if "interval" in from_path:
-            from_path["interval"] = Interval.parse(str(from_path["interval"]))
-        if "symbol" in from_path:
-            from_path["symbol"] = str(from_path["symbol"]).upper()
-        given = {
-            "market": None if market is None else Market.parse(str(market)),
-            "symbol": None if symbol is None else symbol.strip().upper(),
-            "interval": None if interval is None else Interval.parse(str(interval)),
-        }
-        values = {}
-        for name, flag in given.items():
-            known = from_path.get(name)
-            if flag is not None and known is not None and flag != known:
-                raise ArchiveError(f"{path}: its path says {name} {known}, but --{name} {flag} was given")
-            values[name] = flag if flag is not None else known
-            if values[name] is None:
-                raise ArchiveError(f"{path}: cannot tell the {name} from the path; pass --{name}")
-        key = StreamKey.of(values["market"], str(values["symbol"]), values["interval"])
-        # COIN-M contracts are always PAIR_SUFFIX (BTCUSD_PERP) and spot symbols never hold `_`:
-        # a mismatch means the wrong --market.
-        if (key.market is Market.COINM) != ("_" in key.symbol) and key.market is not Market.USDM:
-            hint = " (COIN-M symbols look like BTCUSD_PERP)" if key.market is Market.COINM else ""
-            raise ArchiveError(f"{path}: {key.symbol} is not a {key.market.value} symbol{hint}; check --market")
-    except SpecError as exc:
-        raise ArchiveError(f"{path}: {exc}") from None
-    return Archive(path, key)
+    if "interval" in from_path:
+        from_path["interval"] = Interval.parse(str(from_path["interval"]))
+    if "symbol" in from_path:
+        from_path["symbol"] = str(from_path["symbol"]).upper()
+    return from_path
+
+
+def _reconciled(path: Path, from_path: dict[str, object], given: dict[str, object]) -> dict[str, object]:
+    """Each of market, symbol and interval from the flag or the path; raises ArchiveError when
+    they disagree or neither tells."""
+    values = {}
+    for name, flag in given.items():
+        known = from_path.get(name)
+        if flag is not None and known is not None and flag != known:
+            raise ArchiveError(f"{path}: its path says {name} {known}, but --{name} {flag} was given")
+        values[name] = flag if flag is not None else known
+        if values[name] is None:
+            raise ArchiveError(f"{path}: cannot tell the {name} from the path; pass --{name}")
+    return values
 
 
 def verify_checksum(path: Path) -> bool | None:
@@ -181,7 +195,15 @@ def _csv_bytes(path: Path) -> bytes:
 
 def read_archive(archive: Archive) -> pl.DataFrame:
     """The archive's rows in the dataset's schema (source "archive"), sorted, each candle once."""
-    data = _csv_bytes(archive.path)
+    frame = _parsed(archive, _csv_bytes(archive.path))
+    if frame.is_empty():
+        return frame
+    _check_aligned(archive, frame)
+    return frame.unique(["open_time"], keep="first").sort("open_time")
+
+
+def _parsed(archive: Archive, data: bytes) -> pl.DataFrame:
+    """The CSV `data` as rows of the dataset's schema; raises ArchiveError naming the file."""
     first_field = data.split(b",", 1)[0].strip().lstrip(b"\xef\xbb\xbf")
     has_header = bool(first_field) and not first_field.isdigit()
     try:
@@ -194,40 +216,44 @@ def read_archive(archive: Archive) -> pl.DataFrame:
         )
         if raw.width != len(ARCHIVE_COLUMNS):
             raise ArchiveError(f"{archive.path}: {raw.width} columns, a kline archive has 12")
-        ms = {
-            c: pl.col(c).cast(pl.Int64())
-            for c in ("open_time", "close_time")
-        }
-        frame = raw.select(
-            symbol=pl.lit(archive.key.symbol),
-            **{
-                c: pl.when(e >= _MICROS_ABOVE).then(e // 1000).otherwise(e).cast(PARQUET_SCHEMA[c])
-                for c, e in ms.items()
-            },
-            **{c: pl.col(c).cast(pl.Float64()) for c in ("open", "high", "low", "close", "volume",
-                                                           "quote_volume", "taker_buy_volume",
-                                                           "taker_buy_quote_volume")},
-            trades=pl.col("count").cast(pl.Int64()),
-            source=pl.lit("archive"),
-        ).select(list(PARQUET_SCHEMA))
+        return raw.select(**_dataset_columns(archive.key.symbol)).select(list(PARQUET_SCHEMA))
     except ArchiveError:
         raise
     except (pl.exceptions.PolarsError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ArchiveError(f"{archive.path}: not a kline archive CSV ({reason})") from None
-    if frame.is_empty():
-        return frame
+
+
+def _dataset_columns(symbol: str) -> dict[str, pl.Expr]:
+    """The dataset's columns from an archive's (all read as text)."""
+    times = {c: pl.col(c).cast(pl.Int64()) for c in ("open_time", "close_time")}
+    floats = ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
+    return {
+        "symbol": pl.lit(symbol),
+        # Spot archives count microseconds from 2025 on: a value this large is one.
+        **{
+            c: pl.when(t >= _MICROS_ABOVE).then(t // 1000).otherwise(t).cast(PARQUET_SCHEMA[c])
+            for c, t in times.items()
+        },
+        **{c: pl.col(c).cast(pl.Float64()) for c in floats},
+        "trades": pl.col("count").cast(pl.Int64()),
+        "source": pl.lit("archive"),
+    }
+
+
+def _check_aligned(archive: Archive, frame: pl.DataFrame) -> None:
+    """Raise ArchiveError when rows do not open on the interval's boundaries (a wrong interval)."""
     step = archive.key.interval.ms
-    if step is not None:
-        epoch = pl.col("open_time").dt.epoch("ms")
-        origin = 4 * 86_400_000 if archive.key.interval is Interval.W1 else 0
-        misaligned = frame.filter((epoch - origin) % step != 0).height
-        if misaligned:
-            raise ArchiveError(
-                f"{archive.path}: {misaligned} rows do not open on a {archive.key.interval.value} "
-                "boundary; is the interval right?"
-            )
-    return frame.unique(["open_time"], keep="first").sort("open_time")
+    if step is None:
+        return
+    epoch = pl.col("open_time").dt.epoch("ms")
+    origin = 4 * 86_400_000 if archive.key.interval is Interval.W1 else 0
+    misaligned = frame.filter((epoch - origin) % step != 0).height
+    if misaligned:
+        raise ArchiveError(
+            f"{archive.path}: {misaligned} rows do not open on a {archive.key.interval.value} "
+            "boundary; is the interval right?"
+        )
 
 
 def import_archive(data_dir: Path, archive: Archive, frame: pl.DataFrame | None = None) -> ImportResult:
