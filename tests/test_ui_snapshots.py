@@ -148,6 +148,6 @@ def test_details_view(app, snap_compare):
         assert app.screen.key == StreamKey.parse("usdm:BTCUSDT:1m")
         app.screen.update_view()
         await pilot.pause(0.1)
-        assert app.screen.query_one(CandleChart)._candles
+        assert app.screen.query_one(CandleChart).closed
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

@@ -8,11 +8,13 @@ on the right marks round prices and the last price; a time axis below marks open
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from typing import Protocol
 
 from rich.segment import Segment
 from rich.style import Style
+from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widget import Widget
 
@@ -33,6 +35,10 @@ class CandleLike(Protocol):
 AXIS_WIDTH = 13  # "┤" and a price label
 CANDLE_STEP = 2  # columns per candle: the body and a gap
 
+Cell = tuple[str, Style]  # a character and its style
+Label = tuple[str, Style]  # a price on the axis and its style
+Styles = dict[str, Style]  # by component name: up, down, forming, axis, grid, last
+
 
 def nice_step(span: float, count: int) -> float:
     """A round step (1, 2 or 5 times a power of ten) giving about `count` ticks over `span`."""
@@ -47,19 +53,67 @@ def nice_step(span: float, count: int) -> float:
 
 
 def _time_label(open_time: int, interval: Interval) -> str:
-    import time as _time
-
-    t = _time.gmtime(open_time / 1000)
+    """An open time as precise as the interval needs: seconds, minutes or the day."""
+    t = time.gmtime(open_time / 1000)
     ms = interval.ms
     if ms is not None and ms < 60_000:
-        return _time.strftime("%H:%M:%S", t)
+        return time.strftime("%H:%M:%S", t)
     if ms is not None and ms < 86_400_000:
-        return _time.strftime("%H:%M", t)
-    return _time.strftime("%m-%d", t)
+        return time.strftime("%H:%M", t)
+    return time.strftime("%m-%d", t)
+
+
+class PriceScale:
+    """Maps prices to half rows of the plot: row 0 is the top half of the first text row."""
+
+    def __init__(self, candles: Sequence[CandleLike], rows: int) -> None:
+        lo = min(c.low for c in candles)
+        hi = max(c.high for c in candles)
+        if hi <= lo:  # a flat market still gets a band to draw in
+            pad = abs(hi) * 0.001 or 1.0
+            lo, hi = lo - pad, hi + pad
+        self.lo, self.hi = lo, hi
+        self.rows = rows
+        self.halves = rows * 2
+
+    def half_row(self, price: float) -> int:
+        span = self.hi - self.lo
+        return max(0, min(self.halves - 1, int((self.hi - price) / span * (self.halves - 1) + 0.5)))
+
+    def row(self, price: float) -> int:
+        return self.half_row(price) // 2
+
+
+class Canvas:
+    """A grid of cells (a character and its style) that becomes the chart's strips."""
+
+    def __init__(self, width: int, height: int, style: Style) -> None:
+        self.width, self.height = width, height
+        self.cells: list[list[Cell]] = [[(" ", style)] * width for _ in range(height)]
+
+    def put(self, row: int, x: int, text: str, style: Style) -> None:
+        for j, char in enumerate(text):
+            self.cells[row][x + j] = (char, style)
+
+    def fill(self, row: int, x0: int, x1: int, char: str, style: Style) -> None:
+        self.cells[row][x0:x1] = [(char, style)] * (x1 - x0)
+
+    def strips(self) -> list[Strip]:
+        return [_strip(row) for row in self.cells]
+
+
+# Which half block a text row gets for a body, and which box line for a wick, by whether its
+# (upper, lower) half is covered.
+_BODY = {(True, True): "█", (True, False): "▀", (False, True): "▄"}
+_WICK = {(True, True): "│", (True, False): "╵", (False, True): "╷"}
 
 
 class CandleChart(Widget):
-    """Recent candles of one stream; the forming one, if given, is drawn last."""
+    """Recent candles of one stream; the forming one, if given, is drawn last.
+
+    `show()` sets the reactives; the chart is drawn again (once, at its next paint) only when
+    they changed, so the app may call it at every repaint.
+    """
 
     COMPONENT_CLASSES = {
         "candle-chart--up",
@@ -70,34 +124,31 @@ class CandleChart(Widget):
         "candle-chart--last",
     }
 
+    closed: reactive[tuple[CandleLike, ...]] = reactive(tuple)
+    forming: reactive[CandleLike | None] = reactive(None)
+    interval: reactive[Interval] = reactive(Interval.M1)
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._candles: list[CandleLike] = []
-        self._forming: CandleLike | None = None
-        self._interval = Interval.M1
-        self._lines: list[Strip] | None = None
-        self._tag: tuple | None = None
+        self._lines: list[Strip] | None = None  # drawn at the first paint after a change
 
-    def show(self, closed: Sequence[CandleLike], forming: CandleLike | None, interval: Interval) -> None:
-        """Draw these candles (oldest first) next time the chart paints."""
-        last = forming
-        tag = (
-            len(closed),
-            closed[-1].open_time if closed else None,
-            (last.open_time, last.close, last.high, last.low) if last is not None else None,
-            interval,
-        )
-        if tag == self._tag:
-            return
-        self._tag = tag
-        self._candles = list(closed)
-        if forming is not None and (not closed or forming.open_time > closed[-1].open_time):
-            self._forming = forming
-        else:
-            self._forming = None
-        self._interval = interval
+    def show(
+        self, closed: Sequence[CandleLike], forming: CandleLike | None, interval: Interval
+    ) -> None:
+        """Draw these candles (oldest first) and the forming one, when it is newer."""
+        self.closed = tuple(closed)
+        newer = forming is not None and (not closed or forming.open_time > closed[-1].open_time)
+        self.forming = forming if newer else None
+        self.interval = interval
+
+    def watch_closed(self) -> None:
         self._lines = None
-        self.refresh()
+
+    def watch_forming(self) -> None:
+        self._lines = None
+
+    def watch_interval(self) -> None:
+        self._lines = None
 
     def on_resize(self) -> None:
         self._lines = None
@@ -116,104 +167,118 @@ class CandleChart(Widget):
     # -- drawing ----------------------------------------------------------------------------
 
     def _draw(self) -> list[Strip]:
+        """The whole chart: grid, candles, price axis on the right, time axis below."""
         width, height = self.size
-        base = self.rich_style
-        style = {name: base + self.get_component_rich_style(f"candle-chart--{name}", partial=True)
-                 for name in ("up", "down", "forming", "axis", "grid", "last")}
-        plot_w = max(0, width - AXIS_WIDTH)
-        plot_h = max(1, height - 1)
-        candles = list(self._candles)
-        if self._forming is not None:
-            candles.append(self._forming)
-        candles = candles[-max(1, plot_w // CANDLE_STEP):]
+        style = self._styles()
+        plot_w, plot_h = max(0, width - AXIS_WIDTH), max(1, height - 1)
+        candles = self._visible(plot_w)
         if not candles or plot_w < CANDLE_STEP or height < 3:
-            message = "waiting for candles…"
-            return [Strip([Segment(message[:width].ljust(width), base + style["grid"])])] + [
-                Strip.blank(width, base) for _ in range(height - 1)
-            ]
-        lo = min(c.low for c in candles)
-        hi = max(c.high for c in candles)
-        if hi <= lo:
-            pad = abs(hi) * 0.001 or 1.0
-            lo, hi = lo - pad, hi + pad
-        halves = plot_h * 2
-
-        def half_row(price: float) -> int:
-            return max(0, min(halves - 1, int((hi - price) / (hi - lo) * (halves - 1) + 0.5)))
-
-        # cells[y][x] = (char, style); start with blanks.
-        blank = (" ", base)
-        cells = [[blank] * width for _ in range(height)]
-
-        # Grid rows and labels at round prices.
-        step = nice_step(hi - lo, max(1, plot_h // 3))
-        tick = math.ceil(lo / step) * step
-        labels: dict[int, tuple[str, Style]] = {}
-        while tick <= hi + 1e-12:
-            row = half_row(tick) // 2
-            labels[row] = (fmt.price(tick), style["axis"])
-            for x in range(plot_w):
-                cells[row][x] = ("┈", style["grid"])
-            tick += step
+            return self._waiting(width, height, style)
+        scale = PriceScale(candles, plot_h)
+        canvas = Canvas(width, height, self.rich_style)
+        labels = self._grid(canvas, scale, plot_w, style)
         last = candles[-1].close
-        labels[half_row(last) // 2] = (fmt.price(last), style["last"])
+        labels[scale.row(last)] = (fmt.price(last), style["last"])
+        x0 = plot_w - len(candles) * CANDLE_STEP  # the newest candle ends at the axis
+        self._bodies_and_wicks(canvas, candles, scale, x0, style)
+        self._price_axis(canvas, labels, plot_w, plot_h, style)
+        self._time_axis(canvas, candles, x0, plot_w, style)
+        return canvas.strips()
 
-        x0 = plot_w - len(candles) * CANDLE_STEP
+    def _styles(self) -> Styles:
+        base = self.rich_style
+        return {
+            name: base + self.get_component_rich_style(f"candle-chart--{name}", partial=True)
+            for name in ("up", "down", "forming", "axis", "grid", "last")
+        }
+
+    def _visible(self, plot_w: int) -> list[CandleLike]:
+        """The newest candles that fit the plot's width, the forming one last."""
+        candles = list(self.closed)
+        if self.forming is not None:
+            candles.append(self.forming)
+        return candles[-max(1, plot_w // CANDLE_STEP):]
+
+    def _waiting(self, width: int, height: int, style: Styles) -> list[Strip]:
+        base = self.rich_style
+        message = "waiting for candles…"
+        return [Strip([Segment(message[:width].ljust(width), base + style["grid"])])] + [
+            Strip.blank(width, base) for _ in range(height - 1)
+        ]
+
+    @staticmethod
+    def _grid(canvas: Canvas, scale: PriceScale, plot_w: int, style: Styles) -> dict[int, Label]:
+        """Dotted rows at round prices; returns the axis labels by text row."""
+        step = nice_step(scale.hi - scale.lo, max(1, scale.rows // 3))
+        tick = math.ceil(scale.lo / step) * step
+        labels: dict[int, Label] = {}
+        while tick <= scale.hi + 1e-12:
+            row = scale.row(tick)
+            labels[row] = (fmt.price(tick), style["axis"])
+            canvas.fill(row, 0, plot_w, "┈", style["grid"])
+            tick += step
+        return labels
+
+    def _bodies_and_wicks(
+        self, canvas: Canvas, candles: list[CandleLike], scale: PriceScale, x0: int, style: Styles
+    ) -> None:
+        """Bodies in half blocks and wicks in box lines, one candle every CANDLE_STEP columns."""
+        forming = self.forming
         for i, c in enumerate(candles):
-            x = x0 + i * CANDLE_STEP
-            forming = self._forming is not None and c is self._forming
-            s = style["forming"] if forming else (style["up"] if c.close >= c.open else style["down"])
-            body_top, body_bot = half_row(max(c.open, c.close)), half_row(min(c.open, c.close))
-            wick_top, wick_bot = half_row(c.high), half_row(c.low)
-            for row in range(wick_top // 2, wick_bot // 2 + 1):
-                upper, lower = 2 * row, 2 * row + 1
-                in_body = (body_top <= upper <= body_bot, body_top <= lower <= body_bot)
-                in_wick = (wick_top <= upper <= wick_bot, wick_top <= lower <= wick_bot)
-                char = {(True, True): "█", (True, False): "▀", (False, True): "▄"}.get(in_body)
-                if char is None:
-                    char = {(True, True): "│", (True, False): "╵", (False, True): "╷"}.get(in_wick, " ")
-                cells[row][x] = (char, s)
+            if c is forming:
+                s = style["forming"]
+            else:
+                s = style["up"] if c.close >= c.open else style["down"]
+            body = (scale.half_row(max(c.open, c.close)), scale.half_row(min(c.open, c.close)))
+            wick = (scale.half_row(c.high), scale.half_row(c.low))
+            for row in range(wick[0] // 2, wick[1] // 2 + 1):
+                halves = (2 * row, 2 * row + 1)
+                in_body = tuple(body[0] <= h <= body[1] for h in halves)
+                in_wick = tuple(wick[0] <= h <= wick[1] for h in halves)
+                char = _BODY.get(in_body) or _WICK.get(in_wick, " ")
+                canvas.put(row, x0 + i * CANDLE_STEP, char, s)
 
-        # The price axis.
+    @staticmethod
+    def _price_axis(
+        canvas: Canvas, labels: dict[int, Label], plot_w: int, plot_h: int, style: Styles
+    ) -> None:
+        """A line right of the plot, with a tick and a price on the labelled rows."""
         for row in range(plot_h):
             label = labels.get(row)
             if label is None:
-                cells[row][plot_w] = ("│", style["axis"])
+                canvas.put(row, plot_w, "│", style["axis"])
                 continue
             text, label_style = label
-            cells[row][plot_w] = ("┤", style["axis"])
-            for j, ch in enumerate(f" {text} "[: AXIS_WIDTH - 1]):
-                cells[row][plot_w + 1 + j] = (ch, label_style)
+            canvas.put(row, plot_w, "┤", style["axis"])
+            canvas.put(row, plot_w + 1, f" {text} "[: AXIS_WIDTH - 1], label_style)
 
-        # The time axis: a label every ~16 columns, aligned on a candle.
-        axis_row = height - 1
-        for x in range(plot_w):
-            cells[axis_row][x] = ("─", style["axis"])
-        cells[axis_row][plot_w] = ("┘", style["axis"])
+    def _time_axis(
+        self, canvas: Canvas, candles: list[CandleLike], x0: int, plot_w: int, style: Styles
+    ) -> None:
+        """The bottom row: a time every ~16 columns, on a candle, counted from the newest."""
+        row = canvas.height - 1
+        canvas.fill(row, 0, plot_w, "─", style["axis"])
+        canvas.put(row, plot_w, "┘", style["axis"])
         every = max(1, 16 // CANDLE_STEP)
         for i in range(len(candles) - 1, -1, -every):
-            text = _time_label(candles[i].open_time, self._interval)
+            text = _time_label(candles[i].open_time, self.interval)
             x = x0 + i * CANDLE_STEP
-            if x < 0 or x + len(text) > plot_w:
-                continue
-            for j, ch in enumerate(text):
-                cells[axis_row][x + j] = (ch, style["axis"])
-        for j, ch in enumerate(" UTC"[: AXIS_WIDTH - 1]):
-            cells[axis_row][plot_w + 1 + j] = (ch, style["axis"])
+            if 0 <= x and x + len(text) <= plot_w:
+                canvas.put(row, x, text, style["axis"])
+        canvas.put(row, plot_w + 1, " UTC"[: AXIS_WIDTH - 1], style["axis"])
 
-        return [self._strip(row) for row in cells]
 
-    @staticmethod
-    def _strip(row: list[tuple[str, Style]]) -> Strip:
-        segments: list[Segment] = []
-        run: list[str] = []
-        run_style: Style | None = None
-        for char, style in row:
-            if style is not run_style and run:
-                segments.append(Segment("".join(run), run_style))
-                run = []
-            run_style = style
-            run.append(char)
-        if run:
+def _strip(row: list[Cell]) -> Strip:
+    """One row of cells as a strip, one segment per run of the same style."""
+    segments: list[Segment] = []
+    run: list[str] = []
+    run_style: Style | None = None
+    for char, style in row:
+        if style is not run_style and run:
             segments.append(Segment("".join(run), run_style))
-        return Strip(segments)
+            run = []
+        run_style = style
+        run.append(char)
+    if run:
+        segments.append(Segment("".join(run), run_style))
+    return Strip(segments)
