@@ -52,13 +52,7 @@ def frozen_simulator(speed: float):
     """A simulator whose exchange clock stands still at START_MS."""
     from kline_tui.sim import Simulator
 
-    try:
-        return Simulator(speed=0, start_ms=START_MS)
-    except (TypeError, ValueError):  # a simulator without start_ms / speed 0: freeze its clock
-        sim = Simulator()
-        sim.clock.speed = 0.0
-        sim.clock._wall0_ms = START_MS - sim.clock.offset_ms
-        return sim
+    return Simulator(speed=0, start_ms=START_MS)
 
 
 @pytest.fixture
