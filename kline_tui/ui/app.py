@@ -20,6 +20,7 @@ from typing import Any
 
 import platformdirs
 
+from textual import on
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -27,6 +28,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input
 from textual.worker import Worker, WorkerState
 
+from kline_tui.binance.connection import ConnectionStatus
 from kline_tui.config import Settings, save_watch
 from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.recorder.events import Event, EventLog
@@ -39,8 +41,8 @@ from kline_tui.ui.screens.details import DetailsScreen
 from kline_tui.ui.screens.help import HelpScreen
 from kline_tui.ui.widgets.connections import ConnectionsPanel
 from kline_tui.ui.widgets.event_log import EventLogPanel
-from kline_tui.ui.widgets.recording import RecordingPanel
-from kline_tui.ui.widgets.status_bar import StatusBar
+from kline_tui.ui.widgets.recording import RecordingPanel, RecordingView
+from kline_tui.ui.widgets.status_bar import Overview, StatusBar
 from kline_tui.ui.widgets.watch_table import Sort, WatchTable
 
 __all__ = ["KlineApp", "run_app", "FIRST_LAUNCH_WATCH", "REPAINT_HZ"]
@@ -266,9 +268,20 @@ class KlineApp(App[int]):
 
     def repaint(self, *, reload_events: bool = False) -> None:
         """Redraw everything from the pipeline's state (the timer calls this at `repaint_hz`)."""
-        now, wall = self.clock(), self.wall_clock()
+        self._show_events(reload_events)
+        now = self.clock()
+        statuses = self.pipeline.hub.connection_status() if self.pipeline else []
+        self.table.update_view()
+        self.query_one("#connections", ConnectionsPanel).show(statuses, now)
+        self.query_one("#recording", RecordingPanel).view = self._recording_view()
+        self.query_one("#status", StatusBar).overview = self._overview(statuses, now)
+        for screen in self.screen_stack:
+            if isinstance(screen, DetailsScreen):
+                screen.update_view()
+
+    def _show_events(self, reload: bool) -> None:
         log = self.query_one("#events", EventLogPanel)
-        if reload_events:
+        if reload:
             self._pending_events.clear()
             log.reload(self.events.recent)
         elif self._pending_events:
@@ -276,35 +289,33 @@ class KlineApp(App[int]):
             self._pending_events.clear()
             log.append(batch)
             self._notify_events(batch)
-        pipeline = self.pipeline
-        table = self.table
-        table.update_view()
-        statuses = pipeline.hub.connection_status() if pipeline else []
-        self.query_one("#connections", ConnectionsPanel).show(statuses, now)
-        self.query_one("#recording", RecordingPanel).show(
+
+    def _recording_view(self) -> RecordingView:
+        pipeline, settings = self.pipeline, self.settings
+        return RecordingView.of(
             pipeline.sink.stats if pipeline else None,
-            recording=pipeline.recording if pipeline else True,
-            data_dir=self.settings.data_dir,
-            flush_rows=self.settings.flush_rows,
-            flush_age_s=self.settings.flush_age_s,
-            now=wall,
+            recording=self.runtime.recording,
+            data_dir=settings.data_dir,
+            flush_rows=settings.flush_rows,
+            flush_age_s=settings.flush_age_s,
+            now=self.wall_clock(),
         )
-        streams = table.streams
+
+    def _overview(self, statuses: list[ConnectionStatus], now: float) -> Overview:
+        table = self.table
+        streams = table.streams.values()
         mode = "" if self.demo_speed is None else f"demo {self.demo_speed:g}x"
-        self.query_one("#status", StatusBar).show(
+        return Overview(
             streams=len(streams),
-            live=sum(1 for s in streams.values() if s.status is StreamStatus.LIVE),
+            live=sum(1 for s in streams if s.status is StreamStatus.LIVE),
             connections=len(statuses),
-            rate=sum(s.frames_per_s(now) for s in statuses),
-            recording=pipeline.recording if pipeline else True,
+            rate=round(sum(s.frames_per_s(now) for s in statuses)),
+            recording=self.runtime.recording,
             shown=len(table.order),
             sort=table.sort_label,
             filter_text=table.filter_text,
-            mode=mode if pipeline else (mode + " starting…").strip(),
+            mode=mode if self.pipeline else f"{mode} starting…".strip(),
         )
-        for screen in self.screen_stack:
-            if isinstance(screen, DetailsScreen):
-                screen.update_view()
 
     def _notify_events(self, events: list[Event]) -> None:
         """Warnings and errors as notifications too: a few at a time, the rest summed up."""
@@ -438,7 +449,8 @@ class KlineApp(App[int]):
             self.run_worker(self.pipeline.seed_history([key], count=count), name="loading history",
                             group="chart-history", exclusive=True, exit_on_error=False)
 
-    def on_watch_table_activated(self, message: WatchTable.Activated) -> None:
+    @on(WatchTable.Activated)
+    def _row_activated(self) -> None:
         self.action_details()
 
     def action_filter(self) -> None:
@@ -447,22 +459,22 @@ class KlineApp(App[int]):
         box.focus()
         self.refresh_bindings()
 
-    def on_input_changed(self, event: Input.Changed) -> None:
-        if event.input.id == "filter":
-            self.table.set_filter(event.value)
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.table.filter_text = event.value
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id == "filter":
-            if not event.value.strip():
-                event.input.remove_class("-visible")
-            self.table.focus()
-            self.refresh_bindings()
+    @on(Input.Submitted, "#filter")
+    def _filter_kept(self, event: Input.Submitted) -> None:
+        if not event.value.strip():
+            event.input.remove_class("-visible")
+        self.table.focus()
+        self.refresh_bindings()
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.value = ""
         box.remove_class("-visible")
-        self.table.set_filter("")
+        self.table.filter_text = ""
         self.table.focus()
         self.refresh_bindings()
 
@@ -471,9 +483,8 @@ class KlineApp(App[int]):
         self._tick()
 
     def action_sort_by(self, name: str) -> None:
-        self.table.sort = Sort[name]
         self.table.reverse = False
-        self.table.set_filter(self.table.filter_text)  # re-sorts at once
+        self.table.sort = Sort[name]
         self._tick()
 
     def action_reverse_sort(self) -> None:

@@ -8,12 +8,14 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.reactive import var
+from textual.widgets import Footer, Static
 
 from kline_tui.model import StreamKey
 from kline_tui.recorder.hub import StreamState, StreamStatus
 from kline_tui.ui import format as fmt
 from kline_tui.ui.widgets.candle_chart import CandleChart
+from kline_tui.ui.widgets.candle_table import CandleTable
 
 __all__ = ["DetailsScreen"]
 
@@ -38,6 +40,9 @@ class DetailsScreen(Screen[StreamKey]):
         Binding("right_square_bracket", "step(1)", "Next", id="details-next", tooltip="Next stream in the list"),
     ]
 
+    # The two lines above the chart; drawn again only when their text changed.
+    headline: var[Text] = var(Text, init=False)
+
     def __init__(
         self,
         key: StreamKey,
@@ -50,22 +55,16 @@ class DetailsScreen(Screen[StreamKey]):
         self._streams = streams
         self._listed = listed
         self._shown = shown or (lambda key: None)  # told which stream is shown (to load its history)
-        self._table_tag: tuple | None = None
-        self._title_shown: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="details-title")
         yield CandleChart(id="details-chart")
-        table = DataTable(id="details-candles", cursor_type="row", zebra_stripes=True)
+        table = CandleTable(id="details-candles")
         table.border_title = "Recent closed candles (newest first, times UTC)"
         yield table
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#details-candles", DataTable)
-        for label, width in (("Open time", 14), ("Open", 12), ("High", 12), ("Low", 12), ("Close", 12),
-                             ("Change", 8), ("Volume", 10), ("Trades", 8)):
-            table.add_column(label, width=width, key=label)
         self._shown(self.key)
         self.update_view()
 
@@ -78,7 +77,6 @@ class DetailsScreen(Screen[StreamKey]):
             return
         index = keys.index(self.key) if self.key in keys else -step
         self.key = keys[(index + step) % len(keys)]
-        self._table_tag = None
         self._shown(self.key)
         self.update_view()
 
@@ -87,64 +85,42 @@ class DetailsScreen(Screen[StreamKey]):
         if not self.is_mounted:
             return
         state = self._streams.get(self.key)
-        self._show_title(state)
-        chart = self.query_one(CandleChart)
-        if state is None:
-            chart.show([], None, self.key.interval)
-            return
-        chart.show(list(state.closed), state.forming if state.forming and not state.forming.closed else None,
-                   self.key.interval)
-        self._show_candles(state)
+        self.headline = _headline(self.key, state)
+        closed = list(state.closed) if state is not None else []
+        forming = state.forming if state is not None else None
+        if forming is not None and forming.closed:
+            forming = None  # the newest update closed its candle: it is in `closed`
+        self.query_one(CandleChart).show(closed, forming, self.key.interval)
+        if state is not None:  # a stream no longer watched keeps its last candles listed
+            self.query_one(CandleTable).show(closed, self.key.interval)
 
-    def _show_title(self, state: StreamState | None) -> None:
-        key = self.key
-        text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(f" {key.market.value} ", style="bold reverse")
-        text.append(f" {key.symbol} {key.interval.value}", style="bold")
-        if state is None:
-            text.append("  no longer watched", style="yellow")
-        else:
-            k = state.forming
-            if k is not None:
-                change, sign = fmt.change_pct(k.close, k.open)
-                text.append(f"   last {fmt.price(k.close)} ", style="bold")
-                text.append(f"{change} vs open", style={1: "green", -1: "red"}.get(sign, ""))
-                text.append(f"   O {fmt.price(k.open)}  H {fmt.price(k.high)}  L {fmt.price(k.low)}")
-                text.append(f"   vol {fmt.compact(k.volume)}  trades {fmt.compact(k.trades)}")
-            text.append("\n ")
-            text.append(state.status.value, style=_STATUS_STYLE.get(state.status, "dim"))
-            text.append(
-                f" · {state.recorded:,} recorded · {state.duplicates:,} duplicates · {state.gaps:,} gaps",
-                style="dim",
-            )
-            if state.conn_id is not None:
-                text.append(f" · connection #{state.conn_id}", style="dim")
-            if state.error:
-                text.append(f" · {state.error}", style="red")
-        if text != self._title_shown:
-            self._title_shown = text
-            self.query_one("#details-title", Static).update(text)
+    def watch_headline(self, text: Text) -> None:
+        self.query_one("#details-title", Static).update(text)
 
-    def _show_candles(self, state: StreamState) -> None:
-        closed = list(state.closed)
-        tag = (self.key, len(closed), closed[-1].open_time if closed else None)
-        if tag == self._table_tag:
-            return
-        self._table_tag = tag
-        table = self.query_one("#details-candles", DataTable)
-        table.clear()
-        interval_ms = self.key.interval.ms
-        rows = []
-        for c in reversed(closed):
-            change, sign = fmt.change_pct(c.close, c.open)
-            rows.append((
-                fmt.candle_time(c.open_time, interval_ms),
-                Text(fmt.price(c.open), justify="right"),
-                Text(fmt.price(c.high), justify="right"),
-                Text(fmt.price(c.low), justify="right"),
-                Text(fmt.price(c.close), justify="right"),
-                Text(change, justify="right", style={1: "green", -1: "red"}.get(sign, "")),
-                Text(fmt.compact(c.volume), justify="right"),
-                Text(fmt.compact(c.trades), justify="right"),
-            ))
-        table.add_rows(rows)
+
+def _headline(key: StreamKey, state: StreamState | None) -> Text:
+    """The stream, its forming candle, then its state and counters."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(f" {key.market.value} ", style="bold reverse")
+    text.append(f" {key.symbol} {key.interval.value}", style="bold")
+    if state is None:
+        text.append("  no longer watched", style="yellow")
+        return text
+    k = state.forming
+    if k is not None:
+        change, sign = fmt.change_pct(k.close, k.open)
+        text.append(f"   last {fmt.price(k.close)} ", style="bold")
+        text.append(f"{change} vs open", style={1: "green", -1: "red"}.get(sign, ""))
+        text.append(f"   O {fmt.price(k.open)}  H {fmt.price(k.high)}  L {fmt.price(k.low)}")
+        text.append(f"   vol {fmt.compact(k.volume)}  trades {fmt.compact(k.trades)}")
+    text.append("\n ")
+    text.append(state.status.value, style=_STATUS_STYLE.get(state.status, "dim"))
+    text.append(
+        f" · {state.recorded:,} recorded · {state.duplicates:,} duplicates · {state.gaps:,} gaps",
+        style="dim",
+    )
+    if state.conn_id is not None:
+        text.append(f" · connection #{state.conn_id}", style="dim")
+    if state.error:
+        text.append(f" · {state.error}", style="red")
+    return text

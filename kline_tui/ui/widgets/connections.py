@@ -6,12 +6,13 @@ import math
 
 from rich.table import Table
 from rich.text import Text
+from textual.reactive import reactive
 from textual.widgets import Static
 
 from kline_tui.binance.connection import ConnectionState, ConnectionStatus
 from kline_tui.ui import format as fmt
 
-__all__ = ["ConnectionsPanel", "describe_state", "format_lag"]
+__all__ = ["ConnectionsPanel", "connection_rows", "describe_state", "format_lag"]
 
 
 def describe_state(status: ConnectionStatus, now: float) -> tuple[str, str]:
@@ -41,44 +42,61 @@ def format_lag(lag_ms: float | None) -> str:
     return ("-" if lag_ms < 0 else "") + fmt.duration(abs(lag_ms) / 1000)
 
 
-class ConnectionsPanel(Static):
-    """Market, state, streams carried, messages per second, lag and reconnects of each connection."""
+# One line of the panel, as shown: market, id, state, its style, streams, rate, lag, reconnects, reason.
+Row = tuple[str, str, str, str, str, str, str, str, str]
+# Below this width only the market, id, state, rate and lag are shown.
+_NARROW_BELOW = 76
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self._shown: tuple | None = None
-        self._narrow = False
+
+def connection_rows(statuses: list[ConnectionStatus], now: float) -> tuple[Row, ...]:
+    """The panel's lines from the hub's connection statuses; `now` is the monotonic clock."""
+    return tuple(
+        (
+            s.market.value,
+            f"#{s.conn_id}",
+            *describe_state(s, now),
+            f"{s.streams:,}",
+            f"{s.frames_per_s(now):,.0f}",
+            format_lag(s.lag_ms),
+            f"{s.reconnects}",
+            s.last_error or "",
+        )
+        for s in sorted(statuses, key=lambda s: (s.market.value, s.conn_id))
+    )
+
+
+class ConnectionsPanel(Static):
+    """Market, state, streams carried, messages per second, lag and reconnects of each connection.
+
+    The app sets `rows` at every repaint; the table is drawn again only when a cell changed or
+    the panel became narrow or wide.
+    """
+
+    rows: reactive[tuple[Row, ...]] = reactive(tuple)
+    narrow: reactive[bool] = reactive(False)
 
     def on_resize(self) -> None:
-        self._shown = None  # redraw for the new width at the next repaint
+        self.narrow = 0 < self.size.width < _NARROW_BELOW
 
     @property
     def lines(self) -> list[str]:
         """What each line shows, in plain text (market, id, state, streams, rate, lag, reconnects, reason)."""
-        return [" ".join(cell for i, cell in enumerate(row) if i != 3) for row in self._shown or ()]
+        return [" ".join(cell for i, cell in enumerate(row) if i != 3) for row in self.rows]
 
     def show(self, statuses: list[ConnectionStatus], now: float) -> None:
-        """Redraw from the hub's connection statuses; `now` is the monotonic clock."""
-        rows = tuple(
-            (
-                s.market.value,
-                f"#{s.conn_id}",
-                *describe_state(s, now),
-                f"{s.streams:,}",
-                f"{s.frames_per_s(now):,.0f}",
-                format_lag(s.lag_ms),
-                f"{s.reconnects}",
-                s.last_error or "",
-            )
-            for s in sorted(statuses, key=lambda s: (s.market.value, s.conn_id))
-        )
-        narrow = 0 < self.size.width < 76  # then: market, id, state, rate and lag only
-        if rows == self._shown and narrow == self._narrow:
-            return
-        self._shown, self._narrow = rows, narrow
-        if not rows:
-            self.update(Text("no connection yet: the watch list is empty or still being checked", style="dim"))
-            return
+        """Show the hub's connection statuses; `now` is the monotonic clock."""
+        self.rows = connection_rows(statuses, now)
+
+    def watch_rows(self) -> None:
+        self.update(self._table())
+
+    def watch_narrow(self) -> None:
+        self.update(self._table())
+
+    def _table(self) -> Table | Text:
+        if not self.rows:
+            return Text("no connection yet: the watch list is empty or still being checked", style="dim")
+        narrow = self.narrow
         table = Table(box=None, padding=(0, 1), expand=True, show_edge=False, header_style="bold dim")
         table.add_column("Market", no_wrap=True)
         table.add_column("Conn", no_wrap=True)
@@ -90,8 +108,8 @@ class ConnectionsPanel(Static):
         if not narrow:
             table.add_column("Reconn.", justify="right", no_wrap=True)
             table.add_column("Last reason", ratio=1, no_wrap=True, overflow="ellipsis", style="dim")
-        for market, conn, state, style, streams, rate, lag, reconnects, reason in rows:
+        for market, conn, state, style, streams, rate, lag, reconnects, reason in self.rows:
             cells = [market, conn, Text(state, style=style)]
             cells += [rate, lag] if narrow else [streams, rate, lag, reconnects, reason]
             table.add_row(*cells)
-        self.update(table)
+        return table

@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
+from textual.reactive import reactive
 from textual.widgets import Static
 
 from kline_tui.recorder.sink import SinkStats
 from kline_tui.ui import format as fmt
 
-__all__ = ["RecordingPanel"]
+__all__ = ["RecordingPanel", "RecordingView"]
 
 
-class RecordingPanel(Static):
-    """Data directory, rows buffered, rows and files written, time since the last flush, errors."""
+@dataclass(frozen=True, slots=True)
+class RecordingView:
+    """What the panel says, in the units it prints: ages as the words shown, so the panel is
+    redrawn when "3 s ago" becomes "4 s ago", not at every repaint."""
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self._shown: tuple | None = None
+    recording: bool = True
+    data_dir: str = ""
+    rows_buffered: int = 0
+    rows_written: int = 0
+    files_written: int = 0
+    flushed_ago: str | None = None  # None: never flushed
+    last_flush_ms: float | None = None
+    flush_every: str = ""
+    errors: int = 0
+    last_error: str | None = None
 
-    def show(
-        self,
+    @classmethod
+    def of(
+        cls,
         stats: SinkStats | None,
         *,
         recording: bool,
@@ -29,52 +41,64 @@ class RecordingPanel(Static):
         flush_rows: int,
         flush_age_s: float,
         now: float,
-    ) -> None:
-        """Redraw from the sink's stats; `now` is wall time (the sink stamps flushes with it)."""
-        if stats is None:
-            stats = SinkStats()
+    ) -> RecordingView:
+        """From the sink's stats; `now` is wall time (the sink stamps flushes with it)."""
+        stats = stats or SinkStats()
         since = None if stats.last_flush_at is None else now - stats.last_flush_at
-        key = (
-            recording,
-            str(data_dir),
-            stats.rows_buffered,
-            stats.rows_written,
-            stats.files_written,
-            fmt.duration(since) if since is not None else None,
-            stats.last_flush_ms,
-            stats.errors,
-            stats.last_error,
+        return cls(
+            recording=recording,
+            data_dir=fmt.short_path(data_dir),
+            rows_buffered=stats.rows_buffered,
+            rows_written=stats.rows_written,
+            files_written=stats.files_written,
+            flushed_ago=None if since is None else fmt.duration(since),
+            last_flush_ms=stats.last_flush_ms,
+            flush_every=f"every {fmt.duration(flush_age_s)} or {flush_rows:,} rows",
+            errors=stats.errors,
+            last_error=stats.last_error,
         )
-        if key == self._shown:
-            return
-        self._shown = key
-        text = Text(no_wrap=True, overflow="ellipsis")
-        if recording:
-            text.append("● recording", style="bold green")
-            text.append(" closed candles to Parquet", style="dim")
-        else:
-            text.append("⏸ paused", style="bold yellow")
-            text.append(": the live view goes on, nothing is recorded (p resumes)")
-        text.append("\ndata ")
-        text.append(fmt.short_path(data_dir), style="bold")
-        text.append("\nbuffered ")
-        text.append(f"{stats.rows_buffered:,}", style="bold")
-        text.append(" rows · written ")
-        text.append(f"{stats.rows_written:,}", style="bold")
-        text.append(" rows in ")
-        text.append(f"{stats.files_written:,}", style="bold")
-        text.append(" files\nlast flush ")
-        if since is None:
-            text.append("never", style="dim")
-        else:
-            took = f" (took {stats.last_flush_ms:.0f} ms)" if stats.last_flush_ms is not None else ""
-            text.append(f"{fmt.duration(since)} ago{took}")
-        text.append(f" (every {fmt.duration(flush_age_s)} or {flush_rows:,} rows)", style="dim")
-        text.append(" · errors ")
-        if stats.errors:
-            text.append(f"{stats.errors}", style="bold red")
-            if stats.last_error:
-                text.append(f": {stats.last_error}", style="red")
-        else:
-            text.append("0", style="dim")
-        self.update(text)
+
+
+class RecordingPanel(Static):
+    """Data directory, rows buffered, rows and files written, time since the last flush, errors.
+
+    The app sets `view` at every repaint; the panel is drawn again only when it changed.
+    """
+
+    view: reactive[RecordingView] = reactive(RecordingView)
+
+    def watch_view(self, view: RecordingView) -> None:
+        self.update(_describe(view))
+
+
+def _describe(v: RecordingView) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    if v.recording:
+        text.append("● recording", style="bold green")
+        text.append(" closed candles to Parquet", style="dim")
+    else:
+        text.append("⏸ paused", style="bold yellow")
+        text.append(": the live view goes on, nothing is recorded (p resumes)")
+    text.append("\ndata ")
+    text.append(v.data_dir, style="bold")
+    text.append("\nbuffered ")
+    text.append(f"{v.rows_buffered:,}", style="bold")
+    text.append(" rows · written ")
+    text.append(f"{v.rows_written:,}", style="bold")
+    text.append(" rows in ")
+    text.append(f"{v.files_written:,}", style="bold")
+    text.append(" files\nlast flush ")
+    if v.flushed_ago is None:
+        text.append("never", style="dim")
+    else:
+        took = f" (took {v.last_flush_ms:.0f} ms)" if v.last_flush_ms is not None else ""
+        text.append(f"{v.flushed_ago} ago{took}")
+    text.append(f" ({v.flush_every})", style="dim")
+    text.append(" · errors ")
+    if v.errors:
+        text.append(f"{v.errors}", style="bold red")
+        if v.last_error:
+            text.append(f": {v.last_error}", style="red")
+    else:
+        text.append("0", style="dim")
+    return text

@@ -2,50 +2,57 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.text import Text
+from textual.reactive import reactive
 from textual.widgets import Static
 
-__all__ = ["StatusBar"]
+__all__ = ["Overview", "StatusBar"]
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    """What the status bar says, in the units it prints (so an unchanged line compares equal)."""
+
+    streams: int = 0
+    live: int = 0
+    connections: int = 0
+    rate: int = 0  # messages per second, rounded as shown
+    recording: bool = True
+    shown: int = 0  # rows the filter lets through
+    sort: str = "watch list"
+    filter_text: str = ""
+    mode: str = ""  # "demo 60x", "starting…"
 
 
 class StatusBar(Static):
-    """Streams and how many are live, connections, messages per second, recording, view."""
+    """Streams and how many are live, connections, messages per second, recording, view.
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self._shown: tuple | None = None
+    The app sets `overview` at every repaint; the line is drawn again only when it changed.
+    """
 
-    def show(
-        self,
-        *,
-        streams: int,
-        live: int,
-        connections: int,
-        rate: float,
-        recording: bool,
-        shown: int,
-        sort: str,
-        filter_text: str,
-        mode: str,
-    ) -> None:
-        key = (streams, live, connections, round(rate), recording, shown, sort, filter_text, mode)
-        if key == self._shown:
-            return
-        self._shown = key
-        text = Text(no_wrap=True, overflow="ellipsis")
-        text.append(" kline-tui ", style="bold reverse")
-        if mode:
-            text.append(f" {mode} ", style="bold")
-        text.append(f"  {streams:,} streams", style="bold")
-        text.append(f" ({live:,} live)")
-        text.append(f" · {connections} connections · {rate:,.0f} msg/s · ")
-        if recording:
-            text.append("● recording", style="green")
-        else:
-            text.append("⏸ paused", style="bold yellow")
-        text.append(f" · sorted by {sort}", style="dim")
-        if filter_text:
-            text.append(" · filter ")
-            text.append(f"“{filter_text}”", style="bold")
-            text.append(f" ({shown:,} of {streams:,})")
-        self.update(text)
+    overview: reactive[Overview] = reactive(Overview)
+
+    def watch_overview(self, overview: Overview) -> None:
+        self.update(_line(overview))
+
+
+def _line(o: Overview) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    text.append(" kline-tui ", style="bold reverse")
+    if o.mode:
+        text.append(f" {o.mode} ", style="bold")
+    text.append(f"  {o.streams:,} streams", style="bold")
+    text.append(f" ({o.live:,} live)")
+    text.append(f" · {o.connections} connections · {o.rate:,} msg/s · ")
+    if o.recording:
+        text.append("● recording", style="green")
+    else:
+        text.append("⏸ paused", style="bold yellow")
+    text.append(f" · sorted by {o.sort}", style="dim")
+    if o.filter_text:
+        text.append(" · filter ")
+        text.append(f"“{o.filter_text}”", style="bold")
+        text.append(f" ({o.shown:,} of {o.streams:,})")
+    return text

@@ -20,6 +20,7 @@ from textual import events
 from textual.binding import Binding
 from textual.geometry import Size
 from textual.message import Message
+from textual.reactive import var
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
@@ -181,14 +182,16 @@ class WatchTable(ScrollView, can_focus=True):
 
         key: StreamKey
 
+    # The order of the rows: words to match, then the sort. Setting one re-sorts at once.
+    filter_text: var[str] = var("", init=False)
+    sort: var[Sort] = var(Sort.LIST, init=False)
+    reverse: var[bool] = var(False, init=False)
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.streams: dict[StreamKey, StreamState] = {}
         self.order: list[StreamKey] = []
         self.cursor = 0
-        self.sort = Sort.LIST
-        self.reverse = False
-        self.filter_text = ""
         self._index: dict[StreamKey, int] = {}
         self._cursor_key: StreamKey | None = None
         self._direction: dict[StreamKey, tuple[float, int]] = {}  # last close seen, its direction
@@ -228,27 +231,30 @@ class WatchTable(ScrollView, can_focus=True):
         self._changed()
 
     def cycle_sort(self) -> None:
-        self.sort = _SORT_CYCLE[(_SORT_CYCLE.index(self.sort) + 1) % len(_SORT_CYCLE)]
+        """Sort by the next order of the cycle, unreversed."""
         self.reverse = False
-        self._reorder()
-        self._scroll_to_cursor()
-        self._changed()
+        self.sort = _SORT_CYCLE[(_SORT_CYCLE.index(self.sort) + 1) % len(_SORT_CYCLE)]
 
     def set_sort(self, sort: Sort) -> None:
+        """Sort by `sort`; asked again for the same order, reverse it (a second header click)."""
         self.reverse = (not self.reverse) if sort is self.sort else False
         self.sort = sort
-        self._reorder()
-        self._scroll_to_cursor()
-        self._changed()
 
     def reverse_sort(self) -> None:
         self.reverse = not self.reverse
-        self._reorder()
-        self._scroll_to_cursor()
-        self._changed()
 
-    def set_filter(self, text: str) -> None:
-        self.filter_text = text
+    def watch_sort(self) -> None:
+        self._rearranged()
+
+    def watch_reverse(self) -> None:
+        self._rearranged()
+
+    def watch_filter_text(self) -> None:
+        self._rearranged()
+
+    def _rearranged(self) -> None:
+        # At once, not at the next repaint: the key that changed the order is answered in the
+        # frame it was pressed in.
         self._reorder()
         self._scroll_to_cursor()
         self._changed()
