@@ -12,9 +12,12 @@ Frames are pre-built once into 20 "steps" of one frame per stream; each stream s
 updates of its candle then the closed candle, then the next candle (open times advance by the
 interval), with the streams' phases staggered so the closes are spread out: exactly
 1/`closed-every` of the frames are closed candles and every stream's closes are consecutive, so a
-recorder's ledger accepts every one (no duplicate, no gap). Times are patched per round with
-`bytes.replace` on fixed-width 13-digit tokens, so the WebSocket framing never changes and the
-sender costs about a microsecond per frame: the socket, not this process, is the limit.
+recorder's ledger accepts every one (no duplicate, no gap). Candle times start at T0 and advance
+one interval a round, so they stay in the past however fast the rounds go; event times are the
+wall clock, as a recorder checks them against the exchange's clock (a simulator's at speed 1).
+Times are patched per step with `bytes.replace` on fixed-width 13-digit tokens, so the WebSocket
+framing never changes and the sender costs about a microsecond per frame: the socket, not this
+process, is the limit.
 
 Prints `ready ws://HOST:PORT` on stdout once listening; per connection, a summary on stderr.
 """
@@ -102,9 +105,10 @@ class Blast:
 
     def step(self, q: int, cycle: int) -> bytes:
         data = self.steps[q]
+        now_ms = time.time_ns() // 1_000_000
         for tokens, c in ((_TOKENS_A, cycle), (_TOKENS_B, cycle + 1)):
             t = T0 + c * self.iv_ms
-            for tok, value in zip(tokens, (t, t + self.iv_ms - 1, t + self.iv_ms // 2)):
+            for tok, value in zip(tokens, (t, t + self.iv_ms - 1, now_ms)):
                 data = data.replace(tok, str(value).encode())
         return data
 
