@@ -68,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
 
-    missing = [m for m in ("orjson", "pandas", "pyarrow", "psutil", "pyinstrument")
+    missing = [m for m in ("websockets", "orjson", "pandas", "pyarrow", "psutil", "pyinstrument")
                if importlib.util.find_spec(m) is None]
     if missing:
         print(f"missing benchmark dependencies: {', '.join(missing)}; install them with\n"
-              f"  pip install orjson pandas pyarrow psutil py-spy pyinstrument", file=sys.stderr)
+              "  pip install -e \".[bench]\"", file=sys.stderr)
         return 2
     if shutil.which("tmux") is None and {"fullmarket", "startup"} & set(chosen):
         print("tmux is needed by the fullmarket and startup scenarios (apt-get install tmux)", file=sys.stderr)
