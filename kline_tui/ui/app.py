@@ -1,10 +1,11 @@
-"""The kline-tui app: hosts the pipeline in its asyncio loop and repaints from its state at 4 Hz.
+"""The kline-tui app: widgets wired to the runtime's state and events, repainted at 4 Hz.
 
-The pipeline (sockets, hub, ledger, sink) runs as asyncio tasks in Textual's own event loop; the
-UI never waits on it and never repaints per message: a timer reads the hub's state a few times a
-second and redraws what changed. Every long operation runs as a worker, and
-`on_worker_state_changed` is the one place their failures end up: in the event log and as a
-notification, never as a traceback.
+The runtime (`kline_tui.runtime`) owns the recorder's life: start with retries, the demo
+simulator, supervision, the bounded stop and the exit code. Its pipeline runs as asyncio tasks in
+Textual's own event loop; the app never waits on it and never repaints per message: a timer reads
+its state a few times a second and each widget redraws only what changed. Every long operation
+runs as a worker, and `on_worker_state_changed` is the one place their failures end up: in the
+event log and as a notification, never as a traceback.
 """
 
 from __future__ import annotations
@@ -12,33 +13,31 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import os
-import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-import platformdirs
-
 from textual import on
-from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
+from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Input
 from textual.worker import Worker, WorkerState
 
 from kline_tui.binance.connection import ConnectionStatus
-from kline_tui.config import Settings, save_watch
+from kline_tui.config import Settings
 from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.recorder.events import Event, EventLog
 from kline_tui.recorder.hub import StreamStatus
 from kline_tui.recorder.pipeline import Pipeline
-from kline_tui.runtime import Runtime, log_to
+from kline_tui.runtime import Runtime
 from kline_tui.ui import format as fmt
+from kline_tui.ui.commands import KeyCommands, PaletteBinding
 from kline_tui.ui.screens.add_streams import AddStreamsScreen
 from kline_tui.ui.screens.details import DetailsScreen
 from kline_tui.ui.screens.help import HelpScreen
+from kline_tui.ui.terminal import run_in_terminal
+from kline_tui.ui.watch_list import WatchListFile
 from kline_tui.ui.widgets.connections import ConnectionsPanel
 from kline_tui.ui.widgets.event_log import EventLogPanel
 from kline_tui.ui.widgets.recording import RecordingPanel, RecordingView
@@ -63,40 +62,52 @@ FIRST_LAUNCH_WATCH = (
 
 PipelineFactory = Callable[[Settings, EventLog], Pipeline]
 
-# Actions that act on the main screen's table: off while another screen is on top.
-_TABLE_ACTIONS = {"remove", "details", "filter", "sort", "reverse_sort", "clear_filter"}
-# Actions that need the pipeline running.
+# Actions on the main screen's table: off while another screen covers it.
+_TABLE_ACTIONS = {"remove", "details", "filter", "sort", "sort_by", "reverse_sort", "clear_filter"}
+# Actions that need the recorder running.
 _PIPELINE_ACTIONS = {"add", "remove", "pause", "resume", "flush"}
+# Warnings and errors shown as notifications per repaint; the rest are summed up in one.
+_LOUD_EVENTS_SHOWN = 3
 
 
 class KlineApp(App[int]):
     """Watch and record Binance candlesticks.
 
     `demo_speed` runs a simulated Binance in the app's own loop (at that clock speed) and points
-    the settings' endpoints at it; `simulator_factory(speed)` builds it (default: `Simulator`). `clock` (monotonic seconds) and `wall_clock` (epoch seconds)
-    are what the panels measure ages with; tests inject fixed ones.
+    the settings' endpoints at it; `simulator_factory(speed)` builds it (default: `Simulator`).
+    `clock` (monotonic seconds) and `wall_clock` (epoch seconds) are what the panels measure ages
+    with; tests inject fixed ones.
     """
 
     CSS_PATH = "app.tcss"
     TITLE = "kline-tui"
+    COMMANDS = App.COMMANDS | {KeyCommands}
 
     BINDINGS = [
-        Binding("a", "add", "Add", id="add", tooltip="Add streams: a market, an interval and symbols"),
-        Binding("d,delete", "remove", "Remove", id="remove",
-                tooltip="Stop watching the selected stream; what it recorded stays on disk"),
-        Binding("p", "pause", "Pause", id="pause", tooltip="Pause recording; the live view goes on"),
-        Binding("p", "resume", "Resume", id="resume", tooltip="Resume recording"),
-        Binding("f", "flush", "Flush", id="flush", tooltip="Write every buffered candle to Parquet now"),
-        Binding("enter", "details", "Details", id="details",
-                tooltip="Chart and recent candles of the selected stream"),
-        Binding("slash", "filter", "Filter", id="filter",
-                tooltip="Show only the streams matching words (market, symbol, interval, state)"),
-        Binding("s", "sort", "Sort", id="sort", tooltip="Sort by the next column"),
-        Binding("S", "reverse_sort", "Reverse sort", id="reverse-sort", show=False,
-                tooltip="Reverse the order of the rows"),
-        Binding("escape", "clear_filter", "Clear filter", id="clear-filter", tooltip="Show every stream again"),
-        Binding("question_mark", "help", "Help", id="help", tooltip="Keys, columns and where files live"),
-        Binding("q", "quit", "Quit", id="quit", tooltip="Flush everything buffered, then exit"),
+        PaletteBinding("a", "add", "Add", id="add", command="Add streams",
+                       tooltip="Add streams: a market, an interval and symbols"),
+        PaletteBinding("d,delete", "remove", "Remove", id="remove", command="Remove stream",
+                       tooltip="Stop watching the selected stream; what it recorded stays on disk"),
+        PaletteBinding("p", "pause", "Pause", id="pause", command="Pause recording",
+                       tooltip="Pause or resume recording; the live view goes on"),
+        PaletteBinding("p", "resume", "Resume", id="resume", command="Resume recording",
+                       tooltip="Resume recording, fetching what closed meanwhile"),
+        PaletteBinding("f", "flush", "Flush", id="flush", command="Flush now",
+                       tooltip="Write every buffered candle to Parquet now"),
+        PaletteBinding("enter", "details", "Details", id="details", command="Details",
+                       tooltip="Chart and recent candles of the selected stream"),
+        PaletteBinding("slash", "filter", "Filter", id="filter", command="Filter",
+                       tooltip="Show only the streams matching words (market, symbol, interval, state)"),
+        PaletteBinding("s", "sort", "Sort", id="sort", command="Sort: next column",
+                       tooltip="Sort by the next column"),
+        PaletteBinding("S", "reverse_sort", "Reverse sort", id="reverse-sort", show=False,
+                       command="Sort: reverse", tooltip="Reverse the order of the rows"),
+        PaletteBinding("escape", "clear_filter", "Clear filter", id="clear-filter",
+                       command="Clear filter", tooltip="Show every stream again"),
+        PaletteBinding("question_mark", "help", "Help", id="help", command="Help",
+                       tooltip="Keys, columns and where files live"),
+        PaletteBinding("q", "quit", "Quit", id="quit", command="Quit and flush",
+                       tooltip="Flush everything buffered, then exit"),
     ]
 
     def __init__(
@@ -126,11 +137,11 @@ class KlineApp(App[int]):
             simulator_factory=simulator_factory,
             pipeline_factory=pipeline_factory,
         )
+        self.watch_list = WatchListFile(settings.config_path, self._watched, self.events)
         self.running = False  # the pipeline started and is recording or watching
         self.hold_display = False  # tests freeze the screen to take deterministic snapshots
         self._pending_events: collections.deque[Event] = collections.deque()
         self.events.subscribe(self._pending_events.append)
-        self._save_lock = asyncio.Lock()
         self._quitting = False
         self._started = asyncio.Event()
         self._tick_errors = 0
@@ -139,8 +150,10 @@ class KlineApp(App[int]):
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
-        yield Input(placeholder="filter: words to match (e.g. usdm btc, or stale); enter keeps it, esc clears",
-                    id="filter")
+        yield Input(
+            placeholder="filter: words to match (e.g. usdm btc, or stale); enter keeps it, esc clears",
+            id="filter",
+        )
         yield WatchTable(id="watch")
         with Horizontal(id="bottom"):
             with Vertical(id="side"):
@@ -159,13 +172,22 @@ class KlineApp(App[int]):
     def table(self) -> WatchTable:
         return self.query_one("#watch", WatchTable)
 
+    @property
+    def pipeline(self) -> Pipeline | None:
+        return self.runtime.pipeline
+
+    def _watched(self) -> list[StreamKey]:
+        return list(self.pipeline.hub.streams) if self.pipeline else []
+
     def on_mount(self) -> None:
         self.table.focus()
         self.set_interval(1 / self.repaint_hz, self._tick, name="repaint")
-        self.run_worker(self._start(), name="starting the recorder", group="pipeline", exit_on_error=False)
+        self.run_worker(
+            self._start(), name="starting the recorder", group="pipeline", exit_on_error=False
+        )
         self._tick()
 
-    # -- starting and stopping --------------------------------------------------------------
+    # -- start and quit: the runtime does the work, the app says what happens -------------------
 
     async def _start(self) -> None:
         try:
@@ -175,11 +197,13 @@ class KlineApp(App[int]):
 
     async def _start_recorder(self) -> None:
         settings = self.settings
-        keys = list(settings.watch)
         first_launch = not settings.config_exists
+        keys = list(settings.watch)
         if not keys and (first_launch or self.demo_speed is not None):
             keys = [StreamKey.parse(s) for s in FIRST_LAUNCH_WATCH]
-        self.events.info(f"config {fmt.short_path(settings.config_path)}; data {fmt.short_path(settings.data_dir)}")
+        self.events.info(
+            f"config {fmt.short_path(settings.config_path)}; data {fmt.short_path(settings.data_dir)}"
+        )
         keys = await self.runtime.start(keys, leave_out_refused=True)
         if not self.runtime.started:
             return  # a stop was asked for while starting
@@ -189,26 +213,24 @@ class KlineApp(App[int]):
         self.refresh_bindings()
         self._tick()
         if first_launch:
-            if self.save_watch_list:
-                await self._save_watch()  # so the next launch resumes this list
-            self.notify(
-                f"Watching {len(keys)} streams to start with; a adds more, d removes.\n"
-                f"Config: {fmt.short_path(settings.config_path)}\n"
-                f"Data: {fmt.short_path(settings.data_dir)}",
-                title="Welcome to kline-tui",
-                timeout=20,
-            )
+            await self._welcome(keys)
         elif not keys:
-            self.notify("Nothing to watch yet: press a to add streams.", title="Empty watch list", timeout=10)
+            self.notify(
+                "Nothing to watch yet: press a to add streams.", title="Empty watch list", timeout=10
+            )
         await self.pipeline.seed_history(keys)
 
-    @property
-    def pipeline(self) -> Pipeline | None:
-        return self.runtime.pipeline
-
-    @property
-    def sim(self) -> Any:
-        return self.runtime.sim
+    async def _welcome(self, keys: list[StreamKey]) -> None:
+        """A first launch: keep the watch list for the next one, and say where things live."""
+        if self.save_watch_list:
+            await self.watch_list.save()
+        self.notify(
+            f"Watching {len(keys)} streams to start with; a adds more, d removes.\n"
+            f"Config: {fmt.short_path(self.settings.config_path)}\n"
+            f"Data: {fmt.short_path(self.settings.data_dir)}",
+            title="Welcome to kline-tui",
+            timeout=20,
+        )
 
     async def shutdown_pipeline(self) -> None:
         """Stop the recorder within its deadline, writing everything buffered (idempotent)."""
@@ -233,28 +255,24 @@ class KlineApp(App[int]):
         finally:
             code = self.runtime.exit_code
             problems = [line for level, line in self.runtime.summary() if level >= logging.WARNING]
-            if code or problems:
-                self.exit(code, return_code=code, message="\n".join(f"kline-tui: {p}" for p in problems))
-            else:
-                self.exit(0)
-
-    # -- the one place worker failures end up -------------------------------------------------
+            message = "\n".join(f"kline-tui: {p}" for p in problems)
+            self.exit(code, return_code=code, message=message or None)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The one place worker failures end up."""
         if event.state is not WorkerState.ERROR:
             return
         error = event.worker.error
         what = event.worker.name or "a background task"
-        reason = str(error) or type(error).__name__
-        self.events.error(f"{what} failed: {reason}")
+        self.events.error(f"{what} failed: {str(error) or type(error).__name__}")
         if event.worker.name == "quitting":
             self.exit(1, return_code=1, message=f"kline-tui: quitting failed: {error}")
 
-    # -- repaint --------------------------------------------------------------------------------
+    # -- repaint ----------------------------------------------------------------------------------
 
     def _tick(self) -> None:
         if self.runtime.stop_requested and not self._quitting:
-            # A task kept failing (or a stop came from elsewhere): flush and leave, saying why.
+            # A signal, or a task that kept failing: flush and leave, saying why.
             self.call_later(self.action_quit)
         if self.hold_display:
             return
@@ -264,7 +282,8 @@ class KlineApp(App[int]):
             self._tick_errors += 1
             if self._tick_errors in (1, 10, 100):
                 self.runtime.supervisor.report(f"repaint ({self._tick_errors}x)", exc)
-                self.events.error(f"repaint failed ({self._tick_errors}x): {type(exc).__name__}: {exc}")
+                failure = f"{type(exc).__name__}: {exc}"
+                self.events.error(f"repaint failed ({self._tick_errors}x): {failure}")
 
     def repaint(self, *, reload_events: bool = False) -> None:
         """Redraw everything from the pipeline's state (the timer calls this at `repaint_hz`)."""
@@ -289,6 +308,18 @@ class KlineApp(App[int]):
             self._pending_events.clear()
             log.append(batch)
             self._notify_events(batch)
+
+    def _notify_events(self, events: list[Event]) -> None:
+        """Warnings and errors as notifications too: a few at a time, the rest summed up."""
+        loud = [e for e in events if e.level >= logging.WARNING]
+        for event in loud[:_LOUD_EVENTS_SHOWN]:
+            error = event.level >= logging.ERROR
+            self.notify(
+                event.message, severity="error" if error else "warning", timeout=10 if error else 5
+            )
+        if len(loud) > _LOUD_EVENTS_SHOWN:
+            more = len(loud) - _LOUD_EVENTS_SHOWN
+            self.notify(f"{more} more warnings and errors: see the event log", severity="warning")
 
     def _recording_view(self) -> RecordingView:
         pipeline, settings = self.pipeline, self.settings
@@ -317,25 +348,22 @@ class KlineApp(App[int]):
             mode=mode if self.pipeline else f"{mode} starting…".strip(),
         )
 
-    def _notify_events(self, events: list[Event]) -> None:
-        """Warnings and errors as notifications too: a few at a time, the rest summed up."""
-        loud = [e for e in events if e.level >= logging.WARNING]
-        for event in loud[:3]:
-            error = event.level >= logging.ERROR
-            self.notify(event.message, severity="error" if error else "warning", timeout=10 if error else 5)
-        if len(loud) > 3:
-            self.notify(f"{len(loud) - 3} more warnings and errors: see the event log", severity="warning")
-
-    # -- actions ----------------------------------------------------------------------------------
+    # -- which keys work now ----------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        on_main = len(self.screen_stack) == 1
-        if action in _TABLE_ACTIONS and not on_main:
+        return self.can_run(action, self.screen)
+
+    def can_run(self, action: str, screen: Screen) -> bool | None:
+        """Whether `action` can run while `screen` is on top (the command palette asks for the
+        screen it was opened from): True; None, shown dimmed in the footer (the recorder is not
+        running, or no row is selected); False, hidden (another screen covers the table, or the
+        key's other action is the one that applies, as with pause and resume)."""
+        if action in _TABLE_ACTIONS and screen is not self.screen_stack[0]:
             return False
         if action == "pause":
-            return None if not self.running else self.pipeline.recording
+            return self.runtime.recording if self.running else None
         if action == "resume":
-            return self.running and not self.pipeline.recording
+            return self.running and not self.runtime.recording
         if action == "clear_filter":
             return bool(self.table.filter_text) or self.query_one("#filter").has_class("-visible")
         if action in _PIPELINE_ACTIONS and not self.running:
@@ -344,9 +372,10 @@ class KlineApp(App[int]):
             return None
         return True
 
+    # -- actions ----------------------------------------------------------------------------------
+
     def action_add(self) -> None:
-        table = self.table
-        selected = table.selected
+        selected = self.table.selected
         self.push_screen(
             AddStreamsScreen(
                 self.add_streams,
@@ -369,8 +398,10 @@ class KlineApp(App[int]):
             self.table.update_view()
             self.table.select(added[0])
             self.notify(f"Added {', '.join(str(k) for k in added)}", timeout=4)
-            self.run_worker(self.pipeline.seed_history(added), name="loading history", exit_on_error=False)
-            self.run_worker(self._save_watch(), name="saving the watch list", exit_on_error=False)
+            self.run_worker(
+                self.pipeline.seed_history(added), name="loading history", exit_on_error=False
+            )
+            self._save_watch_list()
         return added
 
     def action_remove(self) -> None:
@@ -379,40 +410,28 @@ class KlineApp(App[int]):
             return
         self.runtime.remove([key])
         self.table.update_view()
-        self.notify(f"Removed {key}; what it recorded stays in {fmt.short_path(self.settings.data_dir)}", timeout=4)
-        self.run_worker(self._save_watch(), name="saving the watch list", exit_on_error=False)
+        where = fmt.short_path(self.settings.data_dir)
+        self.notify(f"Removed {key}; what it recorded stays in {where}", timeout=4)
+        self._save_watch_list()
         self.refresh_bindings()
 
-    async def _save_watch(self) -> None:
-        if not self.save_watch_list or self.pipeline is None:
-            return
-        async with self._save_lock:
-            keys = list(self.pipeline.hub.streams)
-            try:
-                await asyncio.to_thread(save_watch, self.settings.config_path, keys)
-            except OSError as exc:
-                self.events.error(
-                    f"could not save the watch list to {self.settings.config_path}: {exc}; "
-                    "it will be tried again at the next change"
-                )
-                return
-        self.events.debug(f"saved the watch list ({len(keys)} streams) to {fmt.short_path(self.settings.config_path)}")
+    def _save_watch_list(self) -> None:
+        if self.save_watch_list:
+            self.run_worker(
+                self.watch_list.save(), name="saving the watch list", exit_on_error=False
+            )
 
     def action_pause(self) -> None:
-        self._set_recording(False)
+        if self.running:
+            self.runtime.pause()
+            self.refresh_bindings()
+            self._tick()
 
     def action_resume(self) -> None:
-        self._set_recording(True)
-
-    def _set_recording(self, on: bool) -> None:
-        if not self.running:
-            return
-        if on:
+        if self.running:
             self.runtime.resume()
-        else:
-            self.runtime.pause()
-        self.refresh_bindings()
-        self._tick()
+            self.refresh_bindings()
+            self._tick()
 
     def action_flush(self) -> None:
         if self.running:
@@ -426,17 +445,17 @@ class KlineApp(App[int]):
             return
         written = await self.runtime.flush()
         if written and not stats.failing:
-            self.notify(f"Flushed {written:,} rows to {fmt.short_path(self.settings.data_dir)}", timeout=4)
+            where = fmt.short_path(self.settings.data_dir)
+            self.notify(f"Flushed {written:,} rows to {where}", timeout=4)
         self._tick()
 
     def action_details(self) -> None:
         key = self.table.selected
         if key is None or not self.running:
             return
-        self.push_screen(
-            DetailsScreen(key, self.pipeline.hub.streams, lambda: list(self.table.order), self._load_chart_history),
-            callback=self._details_closed,
-        )
+        listed = lambda: list(self.table.order)  # noqa: E731 - the order as it is when stepping
+        details = DetailsScreen(key, self.pipeline.hub.streams, listed, self._load_chart_history)
+        self.push_screen(details, callback=self._details_closed)
 
     def _details_closed(self, key: StreamKey | None) -> None:
         if key is not None and key in self.table.streams:
@@ -446,8 +465,13 @@ class KlineApp(App[int]):
         """Fill the stream's recent candles as far back as they are kept, for a full chart."""
         if self.running and key in self.pipeline.hub.streams:
             count = self.pipeline.hub.streams[key].closed.maxlen or 120
-            self.run_worker(self.pipeline.seed_history([key], count=count), name="loading history",
-                            group="chart-history", exclusive=True, exit_on_error=False)
+            self.run_worker(
+                self.pipeline.seed_history([key], count=count),
+                name="loading history",
+                group="chart-history",
+                exclusive=True,
+                exit_on_error=False,
+            )
 
     @on(WatchTable.Activated)
     def _row_activated(self) -> None:
@@ -492,43 +516,8 @@ class KlineApp(App[int]):
         self._tick()
 
     def action_help(self) -> None:
-        keys = []
-        for binding in self.BINDINGS:
-            assert isinstance(binding, Binding)
-            if binding.action == "resume":
-                continue
-            label = {"pause": "Pause / resume recording"}.get(binding.action, binding.tooltip)
-            names = {"question_mark": "?", "slash": "/", "escape": "esc", "delete": "del"}
-            key = " / ".join(names.get(k, k) for k in binding.key.split(","))
-            keys.append((key, label))
-        self.push_screen(
-            HelpScreen(keys, fmt.short_path(self.settings.config_path), fmt.short_path(self.settings.data_dir))
-        )
-
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        table_shown = screen is self.screen_stack[0]
-        paused = self.pipeline is not None and not self.pipeline.recording
-        yield SystemCommand("Add streams", "Subscribe to more symbols (a)", self.action_add)
-        if table_shown:
-            yield SystemCommand("Remove stream", "Stop watching the selected stream (d)", self.action_remove)
-            yield SystemCommand("Details", "Chart and recent candles of the selected stream (enter)",
-                                self.action_details)
-            yield SystemCommand("Filter", "Show only streams matching words (/)", self.action_filter)
-            if self.table.filter_text:
-                yield SystemCommand("Clear filter", "Show every stream again (esc)", self.action_clear_filter)
-            yield SystemCommand("Sort: next column", "Cycle the sort order (s)", self.action_sort)
-            yield SystemCommand("Sort: reverse", "Reverse the order of the rows (S)", self.action_reverse_sort)
-            for sort in Sort:
-                yield SystemCommand(f"Sort by {sort.label}", f"Order the rows by {sort.label}",
-                                    lambda sort=sort: self.action_sort_by(sort.name), discover=False)
-        if paused:
-            yield SystemCommand("Resume recording", "Record closed candles again (p)", self.action_resume)
-        else:
-            yield SystemCommand("Pause recording", "Stop recording; the live view goes on (p)", self.action_pause)
-        yield SystemCommand("Flush now", "Write every buffered candle to Parquet (f)", self.action_flush)
-        yield SystemCommand("Help", "Keys, columns and where files live (?)", self.action_help)
-        yield SystemCommand("Quit and flush", "Write everything buffered, then exit (q)", self.action_quit)
+        settings = self.settings
+        self.push_screen(HelpScreen(fmt.short_path(settings.config_path), fmt.short_path(settings.data_dir)))
 
     async def wait_started(self) -> None:
         """Wait until the pipeline has started (for tests and scripts)."""
@@ -536,29 +525,5 @@ class KlineApp(App[int]):
 
 
 def run_app(settings: Settings, *, demo_speed: float | None = None) -> int:
-    """Run the UI until the user quits; returns the exit code (0, or 1 when rows could not be
-    written or a task kept failing).
-
-    The recorder is stopped, and everything buffered written, however the app ends: `q`,
-    SIGTERM (as `q`), SIGHUP (the terminal is gone), or a task the supervisor gave up on.
-    """
-    log_to(platformdirs.user_log_path("kline-tui") / "kline-tui.log")
-    app = KlineApp(settings, demo_speed=demo_speed)
-
-    async def hang_up() -> None:
-        # The terminal is gone: restoring it would block Textual's writer forever (and keep the
-        # data directory locked). Write what is buffered, then leave without touching it.
-        await app.shutdown_pipeline()
-        os._exit(app.runtime.exit_code)
-
-    async def main() -> None:
-        app.runtime.handle_signals(lambda: app.call_later(app.action_quit), signals=(signal.SIGTERM,))
-        app.runtime.handle_signals(lambda: asyncio.ensure_future(hang_up()), signals=(signal.SIGHUP,))
-        try:
-            await app.run_async()
-        finally:
-            await app.shutdown_pipeline()
-
-    asyncio.run(main())
-    code = app.return_code
-    return app.runtime.exit_code if code is None else code
+    """Run the UI in this terminal until the user quits; returns the exit code (see ui.terminal)."""
+    return run_in_terminal(KlineApp(settings, demo_speed=demo_speed))

@@ -29,42 +29,64 @@ _COLUMNS = (
 
 
 class HelpScreen(ModalScreen[None]):
-    """Keys and columns, over the main screen."""
+    """Keys and columns, over the main screen.
+
+    The keys are the app's own BINDINGS, each with its tooltip, so help says what the footer and
+    the command palette say; a key bound to two actions (p: pause, resume) is listed once, with
+    the words of the first.
+    """
 
     BINDINGS = [
         Binding("escape,question_mark,q", "close", "Close", id="help-close", tooltip="Back to the streams"),
     ]
 
-    def __init__(self, keys: list[tuple[str, str]], config_path: str, data_dir: str) -> None:
+    def __init__(self, config_path: str, data_dir: str) -> None:
         super().__init__()
-        self._keys = keys
         self._config_path = config_path
         self._data_dir = data_dir
 
     def compose(self) -> ComposeResult:
+        with VerticalScroll(id="help-dialog") as dialog:
+            dialog.border_title = "Help"
+            dialog.border_subtitle = "esc closes"
+            yield Static(self._keys_and_columns())
+            yield Static(Text("\nFiles", style="bold underline"))
+            yield Static(self._files())
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    def key_rows(self) -> list[tuple[str, str]]:
+        """(keys, what they do) for each of the app's bindings, in the order declared."""
+        rows: dict[str, str] = {}
+        for binding in self.app.BINDINGS:
+            if isinstance(binding, Binding) and binding.tooltip:
+                rows.setdefault(binding.key, binding.tooltip)
+        return [(self._key_names(key), what) for key, what in rows.items()]
+
+    def _key_names(self, keys: str) -> str:
+        """`d,delete` as `d / del`, as the footer writes them."""
+        return " / ".join(self.app.get_key_display(Binding(key, "")) for key in keys.split(","))
+
+    def _keys_and_columns(self) -> Table:
         table = Table(box=None, show_header=False, padding=(0, 2, 0, 0), expand=True)
         table.add_column(style="bold", no_wrap=True)
         table.add_column(ratio=1)
         table.add_row(Text("Keys", style="bold underline"), "")
-        for key, what in self._keys:
-            table.add_row(key, what)
+        for keys, what in self.key_rows():
+            table.add_row(keys, what)
         table.add_row("↑ ↓ PgUp PgDn", "move the cursor; mouse: click a row, double-click for details")
-        table.add_row("ctrl+p", "command palette: every action by name")
+        table.add_row(self._key_names(self.app.COMMAND_PALETTE_BINDING), "command palette: every action by name")
         table.add_row("", "")
         table.add_row(Text("Columns", style="bold underline"), "click a header to sort by it")
         for name, what in _COLUMNS:
             table.add_row(name, what)
+        return table
+
+    def _files(self) -> Text:
         where = Text()
         where.append("Config ", style="bold")
         where.append(f"{self._config_path}\n")
         where.append("Data   ", style="bold")
         where.append(f"{self._data_dir}  (Parquet, hive-partitioned by market, interval and date)")
-        with VerticalScroll(id="help-dialog") as dialog:
-            dialog.border_title = "Help"
-            dialog.border_subtitle = "esc closes"
-            yield Static(table)
-            yield Static(Text("\nFiles", style="bold underline"))
-            yield Static(where)
-
-    def action_close(self) -> None:
-        self.dismiss(None)
+        return where
