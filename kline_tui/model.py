@@ -9,6 +9,8 @@ import enum
 import re
 from dataclasses import dataclass
 
+from typing import Protocol
+
 import msgspec
 import polars as pl
 
@@ -17,6 +19,10 @@ __all__ = [
     "Interval",
     "StreamKey",
     "Candle",
+    "CandleFields",
+    "CandleLike",
+    "CandleRow",
+    "candle_row",
     "SpecError",
     "PARQUET_SCHEMA",
     "CANDLE_COLUMNS",
@@ -306,6 +312,49 @@ class StreamKey:
         return f"{self.market.value}:{self.symbol}:{self.interval.value}"
 
 
+# A candle as a row of the dataset, in CANDLE_COLUMNS order after `symbol`.
+CandleRow = tuple[int, int, float, float, float, float, float, float, float, float, int]
+
+
+class CandleFields(Protocol):
+    """What every candle has, whatever its class (`Candle`, the wire's `WireKline`)."""
+
+    open_time: int
+    close_time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    quote_volume: float
+    taker_buy_volume: float
+    taker_buy_quote_volume: float
+    trades: int
+
+
+class CandleLike(CandleFields, Protocol):
+    """A candle that can give its row (what the ledger and the sink take)."""
+
+    def as_row(self) -> CandleRow: ...
+
+
+def candle_row(c: CandleFields) -> CandleRow:
+    """The candle in CANDLE_COLUMNS order (after `symbol`)."""
+    return (
+        c.open_time,
+        c.close_time,
+        c.open,
+        c.high,
+        c.low,
+        c.close,
+        c.volume,
+        c.quote_volume,
+        c.taker_buy_volume,
+        c.taker_buy_quote_volume,
+        c.trades,
+    )
+
+
 class Candle(msgspec.Struct, gc=False):
     """One kline. Prices and volumes as floats, times as epoch milliseconds (UTC).
 
@@ -324,21 +373,7 @@ class Candle(msgspec.Struct, gc=False):
     taker_buy_quote_volume: float
     trades: int
 
-    def as_row(self) -> tuple:
-        """The candle in CANDLE_COLUMNS order (after `symbol`)."""
-        return (
-            self.open_time,
-            self.close_time,
-            self.open,
-            self.high,
-            self.low,
-            self.close,
-            self.volume,
-            self.quote_volume,
-            self.taker_buy_volume,
-            self.taker_buy_quote_volume,
-            self.trades,
-        )
+    as_row = candle_row
 
 
 _MS_UTC = pl.Datetime("ms", "UTC")

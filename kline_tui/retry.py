@@ -15,7 +15,7 @@ __all__ = ["Backoff", "Spawn"]
 
 # How a long-lived task is started: a name for reports and a coroutine function, called anew each
 # time the task is (re)started. The supervisor's `spawn` restarts it after a failure.
-Spawn = Callable[[str, Callable[[], Awaitable[None]]], asyncio.Task]
+Spawn = Callable[[str, Callable[[], Awaitable[None]]], "asyncio.Task[None]"]
 
 
 class Backoff:

@@ -103,7 +103,7 @@ class Runtime:
         self.stop_reason: str | None = None
         self.report: StopReport | None = None
         self._stop_requested: asyncio.Event | None = None
-        self._stopping: asyncio.Task | None = None
+        self._stopping: asyncio.Task[StopReport] | None = None
 
     @property
     def stop_timeout_s(self) -> float:

@@ -79,7 +79,10 @@ class ConnectionStatus:
     lag_ms: float | None = None  # local receive time minus event time, of the latest event
     last_frame_at: float | None = None
     retiring: bool = False  # being replaced: carries on until its successor is live
-    recent_frames: collections.deque = field(default_factory=lambda: collections.deque(maxlen=64))
+    # (local monotonic time, frames so far), sampled twice a second: the rate over recent seconds
+    recent_frames: collections.deque[tuple[float, int]] = field(
+        default_factory=lambda: collections.deque(maxlen=64)
+    )
 
     def frames_per_s(self, now: float | None = None) -> float:
         """Frames received per second over the last five seconds."""
@@ -88,7 +91,7 @@ class ConnectionStatus:
         if not window:
             return 0.0
         t0, n0 = window[0]
-        return (self.frames - n0) / max(now - t0, 1.0)
+        return float(self.frames - n0) / max(now - t0, 1.0)
 
 
 class ConnectionListener(Protocol):
@@ -193,7 +196,7 @@ class Connection:
         self._changed = asyncio.Event()
         self._closing = False
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
     # -- what the hub calls -------------------------------------------------------------------
 
@@ -238,7 +241,7 @@ class Connection:
     def name(self) -> str:
         return f"{self.market.value} connection {self.status.conn_id}"
 
-    def start(self, spawn: Spawn | None = None) -> asyncio.Task:
+    def start(self, spawn: Spawn | None = None) -> asyncio.Task[None]:
         """Run the connection as a task; `spawn` (the supervisor's) restarts it if it fails."""
         if spawn is None:
             self._task = asyncio.create_task(self.run(), name=self.name)
@@ -373,7 +376,7 @@ class Connection:
             except (asyncio.CancelledError, aiohttp.ClientError, ConnectionError):
                 pass
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse, control: asyncio.Task) -> str:
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse, control: asyncio.Task[None]) -> str:
         listener, status = self.listener, self.status
         decode, envelope_t, kline_t = wire.decode, wire.Envelope, wire.KlineEvent
         implausible, clock, market = wire.implausible, self.clock, self.market
@@ -425,11 +428,13 @@ class Connection:
                     listener.on_shutdown_notice(self)
             elif type(msg) is wire.ControlReply:
                 self._on_reply(msg)
-            else:
+            elif type(msg) is wire.Malformed:
                 status.malformed += 1
                 listener.on_malformed(self, msg.reason)
-            if control.done() and not control.cancelled() and control.exception() is not None:
-                raise control.exception()
+            if control.done() and not control.cancelled():
+                failure = control.exception()
+                if failure is not None:
+                    raise failure
 
     def _on_reply(self, reply: wire.ControlReply) -> None:
         if reply.id is None or reply.id not in self._pending:
@@ -490,7 +495,7 @@ class Connection:
 _TEXT, _BINARY = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
 
 # Closes started by `request_reconnect`, kept referenced until done.
-_background: set[asyncio.Future] = set()
+_background: set[asyncio.Future[None]] = set()
 
 
 async def _close_within(

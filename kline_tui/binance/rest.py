@@ -312,7 +312,7 @@ class RestClient:
         start_ms: int | None,
         end_ms: int | None,
         limit: int | None,
-    ) -> list[tuple]:
+    ) -> list[tuple[Any, ...]]:
         """The rows of one klines call, as typed tuples; a RestError if the body is not rows."""
         spec = MARKETS[market]
         limit = spec.klines_limit if limit is None else min(limit, spec.klines_limit)
@@ -332,7 +332,7 @@ class RestClient:
         market: Market,
         symbol: str,
         interval: Interval,
-        rows: list[tuple],
+        rows: list[tuple[Any, ...]],
         start_ms: int | None,
         end_ms: int | None,
     ) -> list[Candle]:
@@ -347,7 +347,7 @@ class RestClient:
         for row in rows:
             candle = _candle_of(row)
             if candle is None:
-                reason = "a value that is not a number"
+                reason: str | None = "a value that is not a number"
             elif not lo <= candle.open_time <= hi:
                 reason = "an open time outside the range asked"
             elif latest is not None and candle.open_time > latest:
@@ -416,6 +416,7 @@ def retry_after_s(value: str | None, *, cap_s: float = RETRY_AFTER_CAP_S) -> flo
     if value is None:
         return None
     text = value.strip()
+    seconds: float | None
     try:
         seconds = float(text)
     except ValueError:
@@ -433,7 +434,7 @@ def _seconds_until_http_date(text: str) -> float | None:
         return None
 
 
-def _candle_of(row: tuple) -> Candle | None:
+def _candle_of(row: tuple[Any, ...]) -> Candle | None:
     """A klines row as a Candle, or None if a price or volume is not a number."""
     try:
         return Candle(

@@ -21,12 +21,14 @@ from typing import Any
 import msgspec
 
 from kline_tui.model import (
-    FIXED_MS,
-    WEEK_ORIGIN_MS,
     EARLIEST_OPEN_MS,
+    FIXED_MS,
     LATEST_MS,
+    WEEK_ORIGIN_MS,
     Candle,
+    CandleFields,
     Interval,
+    candle_row,
 )
 from kline_tui.safe_text import safe_text
 
@@ -63,7 +65,7 @@ CLOSE_LATENESS_MS = 1000
 _WEEK_MS = FIXED_MS[Interval.W1]  # weeks are aligned to Mondays, not to the epoch
 
 
-def candle_is_sane(c: Candle) -> bool:
+def candle_is_sane(c: CandleFields) -> bool:
     """Whether a candle's numbers can be real: finite, non-negative, low <= open/close <= high,
     and a close time after the open time."""
     lo, hi = c.low, c.high
@@ -119,7 +121,7 @@ class WireKline(
     interval: str
     closed: bool
 
-    as_row = Candle.as_row
+    as_row = candle_row
 
     # Whether the numbers can be a real candle: see candle_is_sane (bound here, not wrapped, so
     # the hot path pays no extra call).
@@ -209,7 +211,7 @@ def _decode_other(frame: str) -> ControlReply | Malformed:
         return Malformed("control reply with a non-integer id")
     if "result" in obj:
         return ControlReply(req_id, result=obj["result"])
-    error = obj.get("error") if isinstance(obj.get("error"), dict) else obj
+    error = obj["error"] if isinstance(obj.get("error"), dict) else obj
     if "code" in error and "msg" in error:
         return ControlReply(req_id, error_code=_as_int(error["code"]), error_msg=safe_text(error["msg"]))
     return Malformed("unexpected object")

@@ -53,8 +53,8 @@ class Backfiller:
         self._busy: set[StreamKey] = set()
         self._attempts: dict[tuple[StreamKey, int], int] = {}
         self._backoff = Backoff(base=1.0, cap=60.0)
-        self._task: asyncio.Task | None = None
-        self._running: set[asyncio.Task] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()
 
     def start(self, spawn: Spawn | None = None) -> None:
         if spawn is None:

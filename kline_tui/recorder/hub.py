@@ -20,7 +20,7 @@ import collections
 import enum
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from kline_tui.binance.connection import (
@@ -34,7 +34,7 @@ from kline_tui.binance.connection import (
 )
 from kline_tui.binance.markets import Endpoints
 from kline_tui.binance.wire import WireKline
-from kline_tui.model import Market, StreamKey
+from kline_tui.model import CandleLike, Market, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.ledger import Ledger
 
@@ -69,7 +69,9 @@ class StreamState:
     event_time: int | None = None  # exchange time of the latest event
     received_at: float | None = None  # local monotonic time of the latest event
     updates: int = 0
-    closed: collections.deque = field(default_factory=lambda: collections.deque(maxlen=SPARK_LENGTH))
+    closed: collections.deque[CandleLike] = field(
+        default_factory=lambda: collections.deque(maxlen=SPARK_LENGTH)
+    )
     recorded: int = 0  # closed candles (live or backfilled) the sink took
     duplicates: int = 0
     gaps: int = 0
@@ -95,7 +97,7 @@ class Hub:
         stale_periods: int = STALE_PERIODS,
         keep_closed: int = SPARK_LENGTH,
         spawn: Spawn | None = None,
-        exchange_clock=None,
+        exchange_clock: Callable[[Market], int | None] | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.spawn = spawn  # the supervisor's: every connection and the watchdog run under it
@@ -122,8 +124,8 @@ class Hub:
         self.stall_detect_s: list[float] = []  # silence before each stale verdict
         self.rotations = 0
         self._malformed_logged_at = 0.0
-        self._closing: set[asyncio.Future] = set()
-        self._watchdog: asyncio.Task | None = None
+        self._closing: set[asyncio.Future[None]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Start the watchdog (connections start as streams are added)."""
@@ -232,7 +234,9 @@ class Hub:
             self._watchdog.cancel()
             await asyncio.wait([self._watchdog], timeout=timeout_s)
         conns, self.connections = self.connections, []
-        closing = [asyncio.ensure_future(conn.close(timeout_s / 2)) for conn in conns]
+        closing: list[asyncio.Future[None]] = [
+            asyncio.ensure_future(conn.close(timeout_s / 2)) for conn in conns
+        ]
         closing += list(self._closing)
         if closing:
             await asyncio.wait(closing, timeout=timeout_s)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from kline_tui.model import FIXED_MS, EARLIEST_OPEN_MS, LATEST_MS, Candle, Market, StreamKey
+from kline_tui.model import EARLIEST_OPEN_MS, FIXED_MS, LATEST_MS, CandleLike, Market, StreamKey
 from kline_tui.recorder.events import EventLog
 
 __all__ = ["Ledger", "StreamLedger", "MissingRange", "MAX_JUMP_MS", "AHEAD_TOLERANCE_MS"]
@@ -147,7 +147,7 @@ class Ledger:
 
     def __init__(
         self,
-        store: Callable[[StreamKey, Candle, str], bool],
+        store: Callable[[StreamKey, CandleLike, str], bool],
         events: EventLog,
         *,
         history: int = 1000,
@@ -205,7 +205,7 @@ class Ledger:
             st.add_missing(iv.next_open(st.last), iv.prev_open(open_time))
             st.last = iv.prev_open(open_time)
 
-    def accept(self, key: StreamKey, candle: Candle) -> bool:
+    def accept(self, key: StreamKey, candle: CandleLike) -> bool:
         """A closed candle from the WebSocket; True if it was new (and was stored)."""
         st = self.streams.get(key) or self.begin(key, None)
         iv = key.interval
@@ -281,7 +281,7 @@ class Ledger:
         ]
 
     def fill(
-        self, key: StreamKey, first: int, last: int, candles: Iterable[Candle], server_now: int
+        self, key: StreamKey, first: int, last: int, candles: Iterable[CandleLike], server_now: int
     ) -> int:
         """Store fetched candles that are still missing in [first, last]; returns how many.
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 
 from kline_tui.retry import Backoff
 from kline_tui.binance.rest import RestClient, RestError
 from kline_tui.config import Settings
-from kline_tui.model import StreamKey
+from kline_tui.model import CandleLike, Market, StreamKey
 from kline_tui.recorder.backfill import Backfiller
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import SPARK_LENGTH, Hub
@@ -122,11 +122,11 @@ class Pipeline:
         )
         self._lock = DataDirLock(settings.data_dir)
         self.compactor = Compactor(settings.data_dir, self.events.emit)
-        self._compacting: asyncio.Task | None = None
+        self._compacting: asyncio.Task[None] | None = None
         self.recording = True
         self._started = False
 
-    def _store(self, key: StreamKey, candle, source: str) -> bool:
+    def _store(self, key: StreamKey, candle: CandleLike, source: str) -> bool:
         """The ledger's outlet. While recording is paused nothing is taken: the ledger counts the
         candles as missing and they are fetched on resume, so a pause leaves no hole."""
         if not self.recording:
@@ -173,7 +173,7 @@ class Pipeline:
             self.events.info(f"added {key}")
         return added
 
-    def _exchange_now(self, market) -> int | None:
+    def _exchange_now(self, market: Market) -> int | None:
         """The exchange's current time for `market` (ms), or None while it is unknown."""
         return self.rest.clock(market).now_ms()
 
@@ -187,7 +187,7 @@ class Pipeline:
         checked from its first REST answer on.
         """
         markets = list(dict.fromkeys(k.market for k in keys))
-        answers: dict = {}
+        answers: dict[Market, tuple[int, float]] = {}
         for market in markets:
             with contextlib.suppress(RestError):
                 answers[market] = (await self.rest.server_time(market), time.monotonic())
@@ -243,7 +243,7 @@ class Pipeline:
         This is display history: it does not go to the sink. A failure is logged, not raised.
         """
         keys = list(keys)
-        server_now: dict = {}
+        server_now: dict[Market, int] = {}
         for key in keys:
             state = self.hub.streams.get(key)
             if state is None:
@@ -278,6 +278,16 @@ class Pipeline:
                 continue  # no exchange time now: compaction waits for the next round
             await self.compactor.run_once(now_ms)  # a failure is the supervisor's to report
 
+    def _missing_until_now(self) -> None:
+        """At a stop, every candle that closed at the exchange and never arrived is missing, even
+        those whose final update was still on its way when the sockets closed: the exchange's
+        time now (its clock carried forward) proves they closed, as a forming update would."""
+        for key in self.hub.streams:
+            st = self.ledger.streams.get(key)
+            now = self._exchange_now(key.market)
+            if st is not None and st.last is not None and now is not None:
+                self.ledger.observe(key, key.interval.open_time_at(now))
+
     async def stop(self, deadline_s: float = DEFAULT_STOP_TIMEOUT_S) -> StopReport:
         """Stop within `deadline_s`, keeping everything received: write what is buffered first,
         close the sockets (aborting those whose server will not let go), fetch from REST every
@@ -295,7 +305,7 @@ class Pipeline:
             remaining = max(0.0, end - time.monotonic())
             return remaining if share is None else min(remaining, deadline_s * share)
 
-        async def step(name: str, timeout_s: float, coro) -> None:
+        async def step(name: str, timeout_s: float, coro: Awaitable[object]) -> None:
             try:
                 async with asyncio.timeout(timeout_s):
                     await coro
@@ -312,6 +322,7 @@ class Pipeline:
                 await step("first flush", left(_FIRST_FLUSH_SHARE), self.sink.flush())
             await step("closing connections", left(_CLOSE_SHARE), self.hub.close(left(_CLOSE_SHARE)))
             if self._started:
+                self._missing_until_now()
                 drained = 0
 
                 async def drain() -> None:

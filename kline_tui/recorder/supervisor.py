@@ -28,7 +28,7 @@ __all__ = ["Supervisor", "Spawn", "Crash", "plain_spawn"]
 
 log = logging.getLogger("kline_tui")
 
-def plain_spawn(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task:
+def plain_spawn(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
     """An unsupervised task (components built alone, in unit tests, use this)."""
     return asyncio.create_task(run(), name=name)  # type: ignore[arg-type]
 
@@ -67,9 +67,9 @@ class Supervisor:
         self.recent: collections.deque[Crash] = collections.deque(maxlen=100)
         self.fatal: str | None = None  # why the process must stop, once a task is given up on
         self._logged: set[tuple[str, str, str]] = set()  # tracebacks already written to the log
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    def spawn(self, name: str, run: Callable[[], Awaitable[None]], *, restart: bool = True) -> asyncio.Task:
+    def spawn(self, name: str, run: Callable[[], Awaitable[None]], *, restart: bool = True) -> asyncio.Task[None]:
         """Run `run()` as a task named `name`; restart it after an unexpected exception."""
         task = asyncio.create_task(self._guard(name, run, restart), name=name)
         self._tasks.add(task)
