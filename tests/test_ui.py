@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from textual import events
 from textual.notifications import Notify
 
 from kline_tui.config import Settings, load_settings
@@ -280,6 +281,14 @@ async def test_slash_filters_as_you_type_enter_keeps_it_and_escape_clears_it(sim
         await pilot.press("escape")
         assert set(table.order) == set(keys)
         assert not box.has_class("-visible") and box.value == ""
+
+        # Keys that arrive together (a paste, a fast typist) go where "/" sends them: the box.
+        for key in ("slash", "d", "e", "t", "h"):
+            app.post_message(events.Key(key, "/" if key == "slash" else key))
+        await wait_until(lambda: box.value == "deth", timeout=5, what="the words in the box")
+        assert set(app.pipeline.hub.streams) == set(keys)  # d went to the box, not to the table
+        await pilot.press("escape")
+        assert table.has_focus
 
 
 async def test_s_cycles_the_sort_and_a_header_click_sorts_by_its_column(sim, tmp_path):

@@ -21,6 +21,7 @@ from textual import on
 from textual.app import App, ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Input
 from textual.worker import Worker, WorkerState
 
@@ -96,7 +97,9 @@ class KlineApp(App[int]):
                        tooltip="Write every buffered candle to Parquet now"),
         PaletteBinding("enter", "details", "Details", id="details", command="Details",
                        tooltip="Chart and recent candles of the selected stream"),
-        PaletteBinding("slash", "filter", "Filter", id="filter", command="Filter",
+        # A priority binding runs before the keys queued behind it are handed out, so the words
+        # of a quick (or pasted) "/eth" reach the box instead of the table.
+        PaletteBinding("slash", "filter", "Filter", id="filter", command="Filter", priority=True,
                        tooltip="Show only the streams matching words (market, symbol, interval, state)"),
         PaletteBinding("s", "sort", "Sort", id="sort", command="Sort: next column",
                        tooltip="Sort by the next column"),
@@ -480,7 +483,7 @@ class KlineApp(App[int]):
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.add_class("-visible")
-        box.focus()
+        self._focus_now(box)
         self.refresh_bindings()
 
     @on(Input.Changed, "#filter")
@@ -491,7 +494,7 @@ class KlineApp(App[int]):
     def _filter_kept(self, event: Input.Submitted) -> None:
         if not event.value.strip():
             event.input.remove_class("-visible")
-        self.table.focus()
+        self._focus_now(self.table)
         self.refresh_bindings()
 
     def action_clear_filter(self) -> None:
@@ -499,8 +502,14 @@ class KlineApp(App[int]):
         box.value = ""
         box.remove_class("-visible")
         self.table.filter_text = ""
-        self.table.focus()
+        self._focus_now(self.table)
         self.refresh_bindings()
+
+    def _focus_now(self, widget: Widget) -> None:
+        # `focus()` waits behind the keys already queued: typed fast (or pasted), "/eth" would
+        # send "eth" to the table, where d removes a stream. Moving the focus at once sends
+        # them where this key meant them to go.
+        widget.screen.set_focus(widget)
 
     def action_sort(self) -> None:
         self.table.cycle_sort()
