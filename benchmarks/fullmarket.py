@@ -103,8 +103,10 @@ def _headless(children: Children, config: Path, seconds: float, sim_pid: int, ro
         code = children.stop(proc, signal.SIGTERM, timeout=60)
     out = _summary(sampler, WARMUP_S)
     out["exit"] = code
-    status = [line for line in log.read_text().splitlines() if "status:" in line or "done:" in line]
-    out["status"] = status[-1].split(" ", 1)[1] if status else "(no status line)"
+    # Event lines are "HH:MM:SS text"; the last status line, or the exit summary ("done in ...").
+    texts = [line.split(" ", 1)[-1] for line in log.read_text().splitlines()]
+    status = [text for text in texts if text.startswith(("status:", "done"))]
+    out["status"] = status[-1] if status else "(no status line)"
     out["sim_cpu"] = _summary(sim, WARMUP_S)["cpu_mean"]
     return out
 
