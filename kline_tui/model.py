@@ -9,7 +9,6 @@ import enum
 import re
 from dataclasses import dataclass
 
-from typing import Protocol
 
 import msgspec
 import polars as pl
@@ -19,10 +18,8 @@ __all__ = [
     "Interval",
     "StreamKey",
     "Candle",
-    "CandleFields",
     "CandleLike",
     "CandleRow",
-    "candle_row",
     "SpecError",
     "PARQUET_SCHEMA",
     "CANDLE_COLUMNS",
@@ -316,8 +313,26 @@ class StreamKey:
 CandleRow = tuple[int, int, float, float, float, float, float, float, float, float, int]
 
 
-class CandleFields(Protocol):
-    """What every candle has, whatever its class (`Candle`, the wire's `WireKline`)."""
+class Candle(
+    msgspec.Struct,
+    gc=False,
+    # Binance's names for these fields in a kline event's `k` object, so the wire decoder builds
+    # its WireKline (a Candle) straight from a frame. REST rows are arrays: no names there.
+    rename={
+        "open_time": "t",
+        "close_time": "T",
+        "open": "o",
+        "high": "h",
+        "low": "l",
+        "close": "c",
+        "volume": "v",
+        "quote_volume": "q",
+        "taker_buy_volume": "V",
+        "taker_buy_quote_volume": "Q",
+        "trades": "n",
+    },
+):
+    """One kline. Prices and volumes as floats, times as epoch milliseconds (UTC)."""
 
     open_time: int
     close_time: int
@@ -331,49 +346,25 @@ class CandleFields(Protocol):
     taker_buy_quote_volume: float
     trades: int
 
-
-class CandleLike(CandleFields, Protocol):
-    """A candle that can give its row (what the ledger and the sink take)."""
-
-    def as_row(self) -> CandleRow: ...
-
-
-def candle_row(c: CandleFields) -> CandleRow:
-    """The candle in CANDLE_COLUMNS order (after `symbol`)."""
-    return (
-        c.open_time,
-        c.close_time,
-        c.open,
-        c.high,
-        c.low,
-        c.close,
-        c.volume,
-        c.quote_volume,
-        c.taker_buy_volume,
-        c.taker_buy_quote_volume,
-        c.trades,
-    )
+    def as_row(self) -> CandleRow:
+        """The candle in CANDLE_COLUMNS order (after `symbol`)."""
+        return (
+            self.open_time,
+            self.close_time,
+            self.open,
+            self.high,
+            self.low,
+            self.close,
+            self.volume,
+            self.quote_volume,
+            self.taker_buy_volume,
+            self.taker_buy_quote_volume,
+            self.trades,
+        )
 
 
-class Candle(msgspec.Struct, gc=False):
-    """One kline. Prices and volumes as floats, times as epoch milliseconds (UTC).
-
-    A msgspec Struct so the wire decoder can build it straight from a frame (see binance.wire).
-    """
-
-    open_time: int
-    close_time: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    quote_volume: float
-    taker_buy_volume: float
-    taker_buy_quote_volume: float
-    trades: int
-
-    as_row = candle_row
+# What the ledger, the sink and the charts take: a Candle or a subclass (the wire's WireKline).
+CandleLike = Candle
 
 
 _MS_UTC = pl.Datetime("ms", "UTC")

@@ -26,9 +26,7 @@ from kline_tui.model import (
     LATEST_MS,
     WEEK_ORIGIN_MS,
     Candle,
-    CandleFields,
     Interval,
-    candle_row,
 )
 from kline_tui.safe_text import safe_text
 
@@ -65,7 +63,7 @@ CLOSE_LATENESS_MS = 1000
 _WEEK_MS = FIXED_MS[Interval.W1]  # weeks are aligned to Mondays, not to the epoch
 
 
-def candle_is_sane(c: CandleFields) -> bool:
+def candle_is_sane(c: Candle) -> bool:
     """Whether a candle's numbers can be real: finite, non-negative, low <= open/close <= high,
     and a close time after the open time."""
     lo, hi = c.low, c.high
@@ -81,47 +79,13 @@ def candle_is_sane(c: CandleFields) -> bool:
     )
 
 
-class WireKline(
-    msgspec.Struct,
-    gc=False,
-    rename={
-        "open_time": "t",
-        "close_time": "T",
-        "open": "o",
-        "high": "h",
-        "low": "l",
-        "close": "c",
-        "volume": "v",
-        "quote_volume": "q",
-        "taker_buy_volume": "V",
-        "taker_buy_quote_volume": "Q",
-        "trades": "n",
-        "symbol": "s",
-        "interval": "i",
-        "closed": "x",
-    },
-):
-    """The `k` object of a kline event: a Candle's fields plus the symbol, interval and `x` flag.
+class WireKline(Candle, gc=False, rename={"symbol": "s", "interval": "i", "closed": "x"}):
+    """The `k` object of a kline event: a Candle (with Binance's field names) plus the symbol,
+    the interval and the `x` flag, decoded straight from the frame."""
 
-    It has Candle's attributes and `as_row`, so the pipeline uses it wherever a Candle goes.
-    """
-
-    open_time: int
-    close_time: int
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: float
-    quote_volume: float
-    taker_buy_volume: float
-    taker_buy_quote_volume: float
-    trades: int
     symbol: str
     interval: str
     closed: bool
-
-    as_row = candle_row
 
     # Whether the numbers can be a real candle: see candle_is_sane (bound here, not wrapped, so
     # the hot path pays no extra call).
