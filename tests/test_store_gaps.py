@@ -3,13 +3,17 @@ over arbitrary series (held and missing together are exactly the range, each can
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kline_tui.model import Interval
 from kline_tui.store.gaps import find_gaps
 
-FAST = settings(max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=200, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 M5 = Interval.M5
 STEP = 300_000
@@ -18,7 +22,8 @@ JAN, FEB, MAR, APR = 1735689600000, 1738368000000, 1740787200000, 1743465600000 
 
 def test_a_bounded_range():
     assert find_gaps(M5, [], 0, 10 * STEP) == [(0, 10 * STEP)]
-    assert find_gaps(M5, [0, STEP, 5 * STEP, 10 * STEP], 0, 10 * STEP) == [(2 * STEP, 4 * STEP), (6 * STEP, 9 * STEP)]
+    held = [0, STEP, 5 * STEP, 10 * STEP]
+    assert find_gaps(M5, held, 0, 10 * STEP) == [(2 * STEP, 4 * STEP), (6 * STEP, 9 * STEP)]
     assert find_gaps(M5, [0, STEP, 2 * STEP, 3 * STEP, 4 * STEP], STEP, 3 * STEP) == []
     assert find_gaps(Interval.MO1, [FEB], JAN, APR) == [(JAN, JAN), (MAR, APR)]
 
@@ -26,7 +31,8 @@ def test_a_bounded_range():
 def test_without_bounds_only_the_holes_between_held_candles():
     assert find_gaps(M5, []) == []
     assert find_gaps(M5, [3 * STEP]) == []
-    assert find_gaps(M5, [0, STEP, 2 * STEP, 6 * STEP, 7 * STEP, 9 * STEP]) == [(3 * STEP, 5 * STEP), (8 * STEP, 8 * STEP)]
+    held = [0, STEP, 2 * STEP, 6 * STEP, 7 * STEP, 9 * STEP]
+    assert find_gaps(M5, held) == [(3 * STEP, 5 * STEP), (8 * STEP, 8 * STEP)]
     assert find_gaps(Interval.MO1, [JAN, APR]) == [(FEB, MAR)]
 
 
@@ -40,7 +46,9 @@ def test_repeats_and_times_inside_a_candle_count_once():
     assert find_gaps(M5, [0, 0, STEP, STEP + 1, 3 * STEP], 0, 3 * STEP) == [(2 * STEP, 2 * STEP)]
 
 
-INTERVALS = st.sampled_from([Interval.S1, Interval.M1, Interval.H4, Interval.D3, Interval.W1, Interval.MO1])
+INTERVALS = st.sampled_from(
+    [Interval.S1, Interval.M1, Interval.H4, Interval.D3, Interval.W1, Interval.MO1]
+)
 
 
 def candles(interval: Interval, start: int, n: int) -> list[int]:
@@ -79,7 +87,7 @@ def test_gaps_and_held_candles_are_the_whole_range(interval, start, n, data):
     assert sorted(missing + held) == span  # every candle of the range once: held or missing
     assert all(a <= b for a, b in runs)
     # Runs are maximal: a held candle sits between any two.
-    for (_, b), (a, _) in zip(runs, runs[1:]):
+    for (_, b), (a, _) in itertools.pairwise(runs):
         assert interval.next_open(b) < a and interval.next_open(b) in held
 
 

@@ -32,10 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kline_tui.binance.connection import Spawn
-from kline_tui.model import Interval, Market, StreamKey
+from kline_tui.model import CandleLike, Interval, Market, StreamKey
 from kline_tui.recorder.events import EventLog
+from kline_tui.retry import Spawn
 from kline_tui.store import layout, parts
+from kline_tui.store.parts import Row
 
 __all__ = ["ParquetSink", "SinkStats", "DEFAULT_FLUSH_ROWS", "DEFAULT_FLUSH_AGE_S"]
 
@@ -80,14 +81,14 @@ class _Outcome:
 
     written: int = 0
     files: int = 0
-    held: dict[Partition, list[tuple]] = field(default_factory=dict)  # the disk refused these
+    held: dict[Partition, list[Row]] = field(default_factory=dict)  # the disk refused these
     held_reason: str = ""
     disk_full: bool = False
     dead: int = 0
     dead_reason: str = ""
     dead_file: Path | None = None
 
-    def hold(self, partition: Partition, rows: list[tuple], reason: str, full: bool) -> None:
+    def hold(self, partition: Partition, rows: list[Row], reason: str, full: bool) -> None:
         """Keep rows the disk refused, to be put back in the buffer and retried."""
         self.held.setdefault(partition, []).extend(rows)
         self.held_reason = reason
@@ -113,15 +114,15 @@ class ParquetSink:
         self.max_buffer_rows = max_buffer_rows
         self.stats = SinkStats()
         self._dropped_logged_at = 0.0
-        self._buffer: dict[Partition, list[tuple]] = defaultdict(list)
+        self._buffer: dict[Partition, list[Row]] = defaultdict(list)
         self._buckets: dict[tuple[Interval, int], str | None] = {}
         self._oldest: float | None = None  # monotonic time of the oldest buffered row
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    def add(self, key: StreamKey, candle, source: str = "ws") -> bool:
+    def add(self, key: StreamKey, candle: CandleLike, source: str = "ws") -> bool:
         """Buffer one closed candle (anything with `as_row()`) and where it came from; never blocks.
 
         False when the buffer is at its bound (the disk has been refusing writes): the row is
@@ -246,14 +247,14 @@ class ParquetSink:
             "they stay buffered and will be retried"
         )
 
-    def _requeue(self, batch: dict[Partition, list[tuple]]) -> None:
+    def _requeue(self, batch: dict[Partition, list[Row]]) -> None:
         for partition, rows in batch.items():
             self._buffer[partition][:0] = rows
             self.stats.rows_buffered += len(rows)
         if self._oldest is None:
             self._oldest = time.monotonic()
 
-    def _write_batch(self, batch: dict[Partition, list[tuple]]) -> _Outcome:
+    def _write_batch(self, batch: dict[Partition, list[Row]]) -> _Outcome:
         """Runs in the writer thread: writes what it can, sets aside what it must."""
         outcome = _Outcome()
         in_order = sorted(batch.items(), key=lambda item: (*item[0][:2], item[0][2] or ""))
@@ -265,7 +266,7 @@ class ParquetSink:
         return outcome
 
     def _write_partition(
-        self, market: Market, interval: Interval, bucket: str, rows: list[tuple], outcome: _Outcome
+        self, market: Market, interval: Interval, bucket: str, rows: list[Row], outcome: _Outcome
     ) -> None:
         """Write one partition's rows; on a failure that is not the disk's, split them in halves
         until each bad row stands alone, and set those aside."""
@@ -289,7 +290,7 @@ class ParquetSink:
             outcome.written += len(chunk)
             outcome.files += 1
 
-    def _set_aside(self, partition: Partition, rows: list[tuple], reason: str, outcome: _Outcome) -> None:
+    def _set_aside(self, partition: Partition, rows: list[Row], reason: str, outcome: _Outcome) -> None:
         try:
             outcome.dead_file = parts.set_aside(self.data_dir, *partition, rows, reason)
         except OSError as exc:  # the disk refuses even this: hold them, try again later

@@ -22,7 +22,7 @@ import hashlib
 import io
 import re
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,7 +111,7 @@ def identify(
             "interval": None if interval is None else Interval.parse(str(interval)),
         }
         values = _reconciled(path, from_path, given)
-        key = StreamKey.of(values["market"], str(values["symbol"]), values["interval"])
+        key = StreamKey.of(str(values["market"]), str(values["symbol"]), str(values["interval"]))
         # COIN-M contracts are always PAIR_SUFFIX (BTCUSD_PERP) and spot symbols never hold `_`:
         # a mismatch means the wrong --market.
         if (key.market is Market.COINM) != ("_" in key.symbol) and key.market is not Market.USDM:
@@ -146,7 +146,9 @@ def _path_says(path: Path) -> dict[str, object]:
     return from_path
 
 
-def _reconciled(path: Path, from_path: dict[str, object], given: dict[str, object]) -> dict[str, object]:
+def _reconciled(
+    path: Path, from_path: Mapping[str, object], given: Mapping[str, object]
+) -> dict[str, object]:
     """Each of market, symbol and interval from the flag or the path; raises ArchiveError when
     they disagree or neither tells."""
     values = {}
@@ -262,9 +264,10 @@ def import_archive(data_dir: Path, archive: Archive, frame: pl.DataFrame | None 
     if frame.is_empty():
         return ImportResult(archive, 0, 0)
     key = archive.key
-    epoch = frame["open_time"].dt.epoch("ms")
-    held = open_times(data_dir, key.market, key.symbol, key.interval, int(epoch.min()), int(epoch.max()))
-    new = frame.filter(~epoch.is_in(held)) if held else frame
+    ms = pl.col("open_time").dt.epoch("ms")
+    first, last = frame.select(first=ms.min(), last=ms.max()).row(0)
+    held = open_times(data_dir, key.market, key.symbol, key.interval, first, last)
+    new = frame.filter(~ms.is_in(held)) if held else frame
     write_parts(data_dir, key.market, key.interval, new)
     return ImportResult(archive, frame.height, new.height)
 

@@ -67,6 +67,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -123,6 +124,8 @@ _BUCKET_PARTS = (
 )
 
 Events = Callable[[int, str], None]
+# A plan as written to its file: mode, bucket, merged file name, the parts it replaces.
+Plan = dict[str, Any]
 
 
 class CompactionError(Exception):
@@ -296,7 +299,7 @@ def _exclusive(data_dir: Path, name: str, wait: bool) -> Iterator[bool]:
 
 # --- plans ----------------------------------------------------------------------------------
 
-def _write_plan(scratch: Path, plan_id: str, plan: dict) -> Path:
+def _write_plan(scratch: Path, plan_id: str, plan: Plan) -> Path:
     path = scratch / f".{plan_id}{_PLAN}"
     tmp = scratch / f".{plan_id}{_PLAN}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -332,7 +335,7 @@ def _plain_name(name: object) -> str:
     return name
 
 
-def _checked_plan(data_dir: Path, scratch: Path, plan_path: Path) -> tuple[dict, Path, Path]:
+def _checked_plan(data_dir: Path, scratch: Path, plan_path: Path) -> tuple[Plan, Path, Path]:
     """The plan in `plan_path`, its work folder and its bucket folder, each checked to name only
     what compaction itself writes: raises _RefusedPlan saying what is wrong."""
     name = plan_path.name
@@ -486,7 +489,7 @@ def _files_in(folder: Path) -> list[Path]:
     return sorted(Path(e.path) for e in entries)
 
 
-def _swap_in(data_dir: Path, plan: dict, work: Path, bucket_dir: Path) -> None:
+def _swap_in(data_dir: Path, plan: Plan, work: Path, bucket_dir: Path) -> None:
     replaced = set(plan["replaces"])
     with _exclusive(data_dir, "publish.lock", wait=True):
         # Files published since the listing (or not parts at all) stay: they go into the new folder too.
@@ -500,7 +503,7 @@ def _swap_in(data_dir: Path, plan: dict, work: Path, bucket_dir: Path) -> None:
         _return_strays(plan, work, bucket_dir)
 
 
-def _return_strays(plan: dict, old: Path, bucket_dir: Path) -> int:
+def _return_strays(plan: Plan, old: Path, bucket_dir: Path) -> int:
     """Move back into the bucket any file in the swapped-out folder that the merge did not cover
     and the bucket lacks (published by a writer that did not hold `publishing()`)."""
     replaced = set(plan["replaces"]) | {plan["merged"]}
@@ -516,7 +519,7 @@ def _return_strays(plan: dict, old: Path, bucket_dir: Path) -> int:
     return moved
 
 
-def _hide_and_publish(plan: dict, work: Path, bucket_dir: Path, hidden: bool = True) -> None:
+def _hide_and_publish(plan: Plan, work: Path, bucket_dir: Path, hidden: bool = True) -> None:
     """The fallback, from a complete merged file onward (also how a leftover plan rolls forward)."""
     for name in plan["replaces"]:
         src = bucket_dir / name

@@ -23,12 +23,7 @@ from kline_tui.store.gaps import find_gaps
 from kline_tui.store.parts import as_frame, write_parts
 from kline_tui.store.read import open_times
 
-__all__ = [
-    "candles_frame",
-    "BackfillResult",
-    "backfill",
-    "first_open_at_or_after",
-]
+__all__ = ["BackfillResult", "backfill", "candles_frame", "first_open_at_or_after"]
 
 # Chunks of this many pages are fetched, then written: an interruption loses at most one chunk.
 _PAGES_PER_CHUNK = 10
@@ -143,7 +138,9 @@ class _Fetcher:
             candles, _ = await self.rest.closed_klines(key.market, key.symbol, interval, start, end)
             if candles:
                 frame = candles_frame(key.symbol, candles, "rest")
-                files = await asyncio.to_thread(write_parts, self.data_dir, key.market, interval, frame)
+                files = await asyncio.to_thread(
+                    write_parts, self.data_dir, key.market, interval, frame
+                )
                 self.result.written += len(candles)
                 self.result.files += len(files)
                 self.progress(interval.count_between(start, end))
@@ -159,8 +156,8 @@ class _Fetcher:
     async def _first_candle_between(self, after: int, b: int) -> int | None:
         """The exchange's first candle from `after` to `b`, or None; the slots skipped on the way
         count as progress."""
-        interval = self.result.key.interval
-        nxt = await first_open_at_or_after(self.rest, self.result.key, after) if after <= b else None
+        key, interval = self.result.key, self.result.key.interval
+        nxt = await first_open_at_or_after(self.rest, key, after) if after <= b else None
         if nxt is None or nxt > b:
             self.progress(interval.count_between(after, b))
             return None

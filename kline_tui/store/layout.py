@@ -24,6 +24,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from kline_tui.model import PARQUET_SCHEMA, Interval, Market
 
@@ -250,7 +251,9 @@ def quarantine(data_dir: Path, files: Iterable[Path], kind: str = "corrupt") -> 
     return moved
 
 
-def write_dead_letters(data_dir: Path, where: str, rows: Iterable[tuple], reason: str) -> Path:
+def write_dead_letters(
+    data_dir: Path, where: str, rows: Iterable[tuple[Any, ...]], reason: str
+) -> Path:
     """Append rows that cannot be stored to today's dead-letter file, one JSON object a line
     (`where` names their partition, `row` maps the dataset's columns to the values); returns the
     file. Raises OSError when the disk refuses."""

@@ -19,19 +19,30 @@ import itertools
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import polars as pl
 
 from kline_tui.model import PARQUET_SCHEMA, Interval, Market
 from kline_tui.store import layout
 
-__all__ = ["Rows", "NO_BUCKET", "as_frame", "encode", "write_part", "write_parts", "set_aside"]
+__all__ = [
+    "NO_BUCKET",
+    "Row",
+    "Rows",
+    "as_frame",
+    "encode",
+    "set_aside",
+    "write_part",
+    "write_parts",
+]
 
 log = logging.getLogger(__name__)
 
-# Rows as tuples in the order of PARQUET_SCHEMA (the sink's buffer), or a frame with its columns.
-Rows = pl.DataFrame | Sequence[tuple]
+# One row: the values of PARQUET_SCHEMA's columns, in its order.
+Row = tuple[Any, ...]
+# Rows as tuples (the sink's buffer), or a frame holding the dataset's columns.
+Rows = pl.DataFrame | Sequence[Row]
 
 NO_BUCKET = "its open time has no date bucket (1970 to 9999)"
 
@@ -51,7 +62,9 @@ def as_frame(rows: Rows) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=PARQUET_SCHEMA, orient="row")
 
 
-def encode(frame: pl.DataFrame, target: Path | IO[bytes], *, row_group_size: int | None = None) -> None:
+def encode(
+    frame: pl.DataFrame, target: Path | IO[bytes], *, row_group_size: int | None = None
+) -> None:
     """Write `frame` as Parquet the way every file of the dataset is written: zstd, and with
     statistics, by which readers skip the row groups a filter excludes."""
     frame.write_parquet(target, compression="zstd", statistics=True, row_group_size=row_group_size)
@@ -75,7 +88,9 @@ def write_part(data_dir: Path, market: Market, interval: Interval, bucket: str, 
     return final
 
 
-def write_parts(data_dir: Path, market: Market, interval: Interval, frame: pl.DataFrame) -> list[Path]:
+def write_parts(
+    data_dir: Path, market: Market, interval: Interval, frame: pl.DataFrame
+) -> list[Path]:
     """Publish `frame` (the dataset's columns, any buckets) as one part per bucket, oldest first;
     returns the files written.
 
@@ -90,9 +105,17 @@ def write_parts(data_dir: Path, market: Market, interval: Interval, frame: pl.Da
     homeless = frame.filter(~placeable.fill_null(False))
     if not homeless.is_empty():
         # As the sink keeps them: times as epoch ms, which JSON holds whatever their value.
-        rows = homeless.with_columns(open_time=epoch, close_time=pl.col("close_time").dt.epoch("ms")).iter_rows()
-        path = set_aside(data_dir, market, interval, None, rows, NO_BUCKET)
-        log.warning("%d rows of %s %s have no date bucket; kept in %s", homeless.height, market, interval, path)
+        as_ms = homeless.with_columns(
+            open_time=epoch, close_time=pl.col("close_time").dt.epoch("ms")
+        )
+        path = set_aside(data_dir, market, interval, None, as_ms.iter_rows(), NO_BUCKET)
+        log.warning(
+            "%d rows of %s %s have no date bucket; kept in %s",
+            homeless.height,
+            market,
+            interval,
+            path,
+        )
     fmt = _BUCKET_FORMAT[layout.BUCKET_OF_INTERVAL[interval]]
     labelled = frame.filter(placeable).with_columns(_bucket=pl.col("open_time").dt.strftime(fmt))
     return [
@@ -102,7 +125,12 @@ def write_parts(data_dir: Path, market: Market, interval: Interval, frame: pl.Da
 
 
 def set_aside(
-    data_dir: Path, market: Market, interval: Interval, bucket: str | None, rows: Iterable[tuple], reason: str
+    data_dir: Path,
+    market: Market,
+    interval: Interval,
+    bucket: str | None,
+    rows: Iterable[Row],
+    reason: str,
 ) -> Path:
     """Append rows that cannot be stored (tuples in the order of PARQUET_SCHEMA) to the
     dead-letter file, with their partition (`date=?` when they have no bucket) and `reason`;

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import calendar
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
+from typing import Any, TypeVar
 
 import polars as pl
 
@@ -53,6 +54,8 @@ READ_ERRORS: tuple[type[BaseException], ...] = (Exception, pl.exceptions.PanicEx
 
 # A file of an earlier version may lack these columns; any other difference makes it foreign.
 OPTIONAL_COLUMNS = frozenset({"source"})
+
+_T = TypeVar("_T")
 
 # What `scan` returns: where the rows live, then the file columns.
 READ_SCHEMA: dict[str, pl.DataType] = {"market": pl.String(), "interval": pl.String(), **PARQUET_SCHEMA}
@@ -228,7 +231,8 @@ def parse_time(value: datetime | date | str | int | None) -> int | None:
     raise ValueError(f"not a time: {value!r}")
 
 
-def _many(value, parse) -> list | None:
+def _many(value: Any, parse: Callable[[Any], _T]) -> list[_T] | None:
+    """One value or several, each parsed, as a list; None stays None."""
     if value is None:
         return None
     if isinstance(value, (str, Market, Interval)):

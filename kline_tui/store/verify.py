@@ -197,9 +197,9 @@ async def repair(
             )
     dup_buckets = {b.path: b for s in report.streams.values() for b in s.dup_buckets}
     if dup_buckets:
-        result = Compactor(data_dir).run(None, only=dup_buckets.values(), force=True)
-        say(f"removed {result.duplicates} duplicate rows from {result.buckets} bucket(s)")
-        for failure in result.failed:
+        compacted = Compactor(data_dir).run(None, only=dup_buckets.values(), force=True)
+        say(f"removed {compacted.duplicates} duplicate rows from {compacted.buckets} bucket(s)")
+        for failure in compacted.failed:
             say(f"could not compact {failure}")
     return verify_dataset(data_dir, keys)
 
