@@ -68,10 +68,15 @@ async def make(out: Path) -> list[Path]:
         async with app.run_test(size=SIZE) as pilot:
             await app.wait_started()
             if not app.running:
-                raise SystemExit("make.py: the app did not start: " + "; ".join(e.message for e in app.events.recent))
+                raise SystemExit(
+                    "make.py: the app did not start: "
+                    + "; ".join(e.message for e in app.events.recent)
+                )
             streams = app.pipeline.hub.streams
             await until(
-                lambda: all(s.status is StreamStatus.LIVE and len(s.closed) >= 60 for s in streams.values()),
+                lambda: all(
+                    s.status is StreamStatus.LIVE and len(s.closed) >= 60 for s in streams.values()
+                ),
                 what="every stream to be live with its history",
             )
             await asyncio.sleep(6)  # a few seconds of trading: rates, colours, a flush

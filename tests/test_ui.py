@@ -17,8 +17,8 @@ from kline_tui.config import Settings, load_settings
 from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.recorder.hub import StreamStatus
 from kline_tui.recorder.pipeline import Pipeline
-from kline_tui.ui import format as fmt
 from kline_tui.store import layout
+from kline_tui.ui import format as fmt
 from kline_tui.ui.app import FIRST_LAUNCH_WATCH, KlineApp
 from kline_tui.ui.commands import KeyCommands
 from kline_tui.ui.screens.add_streams import AddStreamsScreen, parse_symbols
@@ -71,7 +71,9 @@ async def wait_until(predicate, timeout: float = 15.0, what: str = "condition") 
 
 def control(sim, market: Market, method: str) -> list[list]:
     """The params of every control message of `method` the simulator received on `market`."""
-    return [params for c in sim.stats[market].connections for (_, m, params) in c.control if m == method]
+    return [
+        params for c in sim.stats[market].connections for (_, m, params) in c.control if m == method
+    ]
 
 
 async def live(app: KlineApp, keys: list[StreamKey]) -> None:
@@ -95,9 +97,12 @@ async def test_add_through_the_dialog_subscribes_once_and_shows_the_simulators_p
         await pilot.press("a")
         assert isinstance(app.screen, AddStreamsScreen)
         dialog = app.screen
-        assert (dialog.market, dialog.interval) == (Market.USDM, Interval.M1)  # from the selected row
+        # The market and interval of the selected row.
+        assert (dialog.market, dialog.interval) == (Market.USDM, Interval.M1)
         await pilot.press(*"ethusdt", "enter")
-        await wait_until(lambda: not isinstance(app.screen, AddStreamsScreen), what="the dialog to close")
+        await wait_until(
+            lambda: not isinstance(app.screen, AddStreamsScreen), what="the dialog to close"
+        )
 
         # The row is there at once, selected, before any data came.
         assert eth in app.pipeline.hub.streams
@@ -122,14 +127,23 @@ async def test_add_through_the_dialog_subscribes_once_and_shows_the_simulators_p
         assert cells["last"] == fmt.price(k.close)
         assert cells["change"] == fmt.change_pct(k.close, k.open)[0]
         assert (cells["high"], cells["low"]) == (fmt.price(k.high), fmt.price(k.low))
-        assert (cells["market"], cells["symbol"], cells["interval"], cells["state"]) == ("usdm", "ETHUSDT", "1m", "live")
+        assert (cells["market"], cells["symbol"], cells["interval"], cells["state"]) == (
+            "usdm",
+            "ETHUSDT",
+            "1m",
+            "live",
+        )
         closes = [c.close for c in list(state.closed)[-60:]]
         assert cells["spark"] == sparkline(closes, app.table._spark_width).strip()
         for c in list(state.closed)[-60:]:
-            assert c.close == expected_candle(Market.USDM, "ETHUSDT", Interval.M1, c.open_time).close
+            assert (
+                c.close == expected_candle(Market.USDM, "ETHUSDT", Interval.M1, c.open_time).close
+            )
 
         # The watch list was saved, keeping the user's comments.
-        await wait_until(lambda: load_settings(app.settings.config_path).watch == (btc, eth), what="config saved")
+        await wait_until(
+            lambda: load_settings(app.settings.config_path).watch == (btc, eth), what="config saved"
+        )
         text = app.settings.config_path.read_text()
         assert "# my kline-tui config" in text and "flush_age_s = 1" in text
         await pilot.press("q")
@@ -152,8 +166,10 @@ async def test_remove_unsubscribes_that_stream_only(sim, tmp_path):
         assert control(sim, Market.USDM, "UNSUBSCRIBE") == [["ethusdt@kline_1m"]]
         assert len(conn) == 1 and conn[0].subscriptions == {"btcusdt@kline_1m", "bnbusdt@kline_5m"}
         assert sim.stats[Market.USDM].connections_opened == opened
-        await wait_until(lambda: load_settings(app.settings.config_path).watch == (keys[0], keys[2]),
-                         what="config saved")
+        await wait_until(
+            lambda: load_settings(app.settings.config_path).watch == (keys[0], keys[2]),
+            what="config saved",
+        )
         await pilot.press("q")
 
 
@@ -177,7 +193,8 @@ async def test_an_unknown_symbol_is_refused_in_the_dialog(sim, tmp_path):
         # A bad spelling is refused before asking the exchange.
         for _ in "ethusdt nopeusdt":
             await pilot.press("backspace")
-        await pilot.press(*"eth-usdt")  # '-' is not even typed: the field only takes symbol characters
+        # '-' is not even typed: the field only takes symbol characters.
+        await pilot.press(*"eth-usdt")
         assert dialog.query_one("#add-symbols").value == "ethusdt"
         await pilot.press("escape")
         assert not isinstance(app.screen, AddStreamsScreen)
@@ -186,13 +203,17 @@ async def test_an_unknown_symbol_is_refused_in_the_dialog(sim, tmp_path):
 
 
 async def test_quit_writes_every_closed_candle_the_ui_showed(sim, tmp_path):
-    keys = [StreamKey.parse(s) for s in ("spot:ETHUSDT:1s", "usdm:BTCUSDT:1m", "coinm:BTCUSD_PERP:1m")]
+    keys = [
+        StreamKey.parse(s) for s in ("spot:ETHUSDT:1s", "usdm:BTCUSDT:1m", "coinm:BTCUSD_PERP:1m")
+    ]
     app = KlineApp(make_settings(sim, tmp_path, [str(k) for k in keys], flush_age_s=60.0))
     async with app.run_test(size=SIZE) as pilot:
         await live(app, keys)
         streams = app.pipeline.hub.streams
         ledgers = app.pipeline.ledger.streams
-        await wait_until(lambda: all(ledgers[k].accepted_ws >= 3 for k in keys), what="closed candles")
+        await wait_until(
+            lambda: all(ledgers[k].accepted_ws >= 3 for k in keys), what="closed candles"
+        )
         await pilot.press("q")
         await wait_until(lambda: app.return_code is not None, what="the app to exit")
     assert app.return_code == 0
@@ -220,7 +241,7 @@ FOUR = ["usdm:BTCUSDT:1m", "usdm:ETHUSDT:1m", "spot:ETHUSDT:1m", "coinm:BTCUSD_P
 
 @asynccontextmanager
 async def four_streams(sim, tmp_path):
-    """The app on four live streams of three markets; on leaving, no error was logged and q quits."""
+    """The app on four live streams of three markets; on leaving: no error logged, q quits."""
     keys = [StreamKey.parse(s) for s in FOUR]
     app = KlineApp(make_settings(sim, tmp_path, FOUR, flush_age_s=600.0))
     async with app.run_test(size=SIZE) as pilot:
@@ -239,7 +260,7 @@ def palette(app: KlineApp) -> dict[str, str]:
 
 
 async def test_p_pauses_and_resumes_and_f_flushes_from_keys_and_the_palette(sim, tmp_path):
-    async with four_streams(sim, tmp_path) as (app, pilot, keys):
+    async with four_streams(sim, tmp_path) as (app, pilot, _keys):
         pipeline = app.pipeline
 
         # p pauses and resumes; the footer and the palette offer the other one.
@@ -252,8 +273,18 @@ async def test_p_pauses_and_resumes_and_f_flushes_from_keys_and_the_palette(sim,
 
         # Every key is in the palette by name, with what it does and the key; it runs from there.
         commands = palette(app)
-        assert {"Add streams", "Remove stream", "Details", "Filter", "Sort: next column", "Sort: reverse",
-                "Pause recording", "Flush now", "Help", "Quit and flush"} <= set(commands)
+        assert {
+            "Add streams",
+            "Remove stream",
+            "Details",
+            "Filter",
+            "Sort: next column",
+            "Sort: reverse",
+            "Pause recording",
+            "Flush now",
+            "Help",
+            "Quit and flush",
+        } <= set(commands)
         assert commands["Flush now"] == "Write every buffered candle to Parquet now (f)"
         await pilot.press("ctrl+p", *"pause recording")
         await pilot.pause(0.3)
@@ -300,7 +331,10 @@ async def test_s_cycles_the_sort_and_a_header_click_sorts_by_its_column(sim, tmp
         await pilot.press("s")
         assert table.sort is Sort.CHANGE
         table.update_view()  # prices move all the time: sort and read them at the same moment
-        changes = [(s.forming.close - s.forming.open) / s.forming.open for s in map(streams.get, table.order)]
+        changes = [
+            (s.forming.close - s.forming.open) / s.forming.open
+            for s in map(streams.get, table.order)
+        ]
         assert changes == sorted(changes, reverse=True)
         await pilot.press(*"sssss")  # round to the watch list's order, which prices do not change
         assert table.sort is Sort.LIST and table.order == keys
@@ -358,13 +392,27 @@ async def test_enter_shows_details_and_question_mark_lists_every_key(sim, tmp_pa
         assert {"a", "f", "⏎", "/", "s", "S", "esc", "?", "q"} <= set(rows)
         await pilot.press("escape")
         shown = {b.binding.action for b in app.active_bindings.values() if b.binding.show}
-        assert {"add", "remove", "pause", "flush", "details", "filter", "sort", "help", "quit"} <= shown
+        assert {
+            "add",
+            "remove",
+            "pause",
+            "flush",
+            "details",
+            "filter",
+            "sort",
+            "help",
+            "quit",
+        } <= shown
 
 
 async def test_first_launch_watches_defaults_and_says_where_things_live(sim, tmp_path):
     config = tmp_path / "config" / "config.toml"
-    settings = Settings(config_path=config, config_exists=False, data_dir=tmp_path / "data",
-                        endpoints=dict(sim.endpoints))
+    settings = Settings(
+        config_path=config,
+        config_exists=False,
+        data_dir=tmp_path / "data",
+        endpoints=dict(sim.endpoints),
+    )
     notes: list[str] = []
 
     def hook(message) -> None:
@@ -390,7 +438,9 @@ async def test_a_dropped_connection_shows_reconnecting_and_recovers(sim, tmp_pat
     # A short backoff so the test sees a reconnect in a second or two.
     app = KlineApp(
         make_settings(sim, tmp_path, [str(k) for k in keys]),
-        pipeline_factory=lambda settings, events: Pipeline(settings, events=events, backoff=Backoff(0.5, 2.0)),
+        pipeline_factory=lambda settings, events: Pipeline(
+            settings, events=events, backoff=Backoff(0.5, 2.0)
+        ),
     )
     warnings: list[str] = []
 
@@ -403,8 +453,10 @@ async def test_a_dropped_connection_shows_reconnecting_and_recovers(sim, tmp_pat
         panel = app.query_one("#connections")
         sim.faults.refuse_connections(3.0, Market.USDM)
         await sim.faults.drop(Market.USDM)
-        await wait_until(lambda: app.pipeline.hub.streams[keys[0]].status is StreamStatus.RECONNECTING,
-                         what="the stream to be reconnecting")
+        await wait_until(
+            lambda: app.pipeline.hub.streams[keys[0]].status is StreamStatus.RECONNECTING,
+            what="the stream to be reconnecting",
+        )
         app.repaint()
         usdm = next(line for line in panel.lines if line.startswith("usdm"))
         assert "reconnecting" in usdm and "attempt" in usdm, usdm
@@ -412,8 +464,10 @@ async def test_a_dropped_connection_shows_reconnecting_and_recovers(sim, tmp_pat
         assert app.table.row_cells(keys[1])["state"] == "live"  # the other market is untouched
         await wait_until(lambda: warnings, what="a warning notification")
         await live(app, keys)  # back once the simulator accepts connections again
-        await wait_until(lambda: all(c.state.value == "live" for c in app.pipeline.hub.connection_status()),
-                         what="the connection to be live")
+        await wait_until(
+            lambda: all(c.state.value == "live" for c in app.pipeline.hub.connection_status()),
+            what="the connection to be live",
+        )
         app.repaint()
         usdm = next(line for line in panel.lines if line.startswith("usdm"))
         assert "connected" in usdm and usdm.split()[-1] != "0", usdm  # one reconnect counted
@@ -435,7 +489,8 @@ async def test_a_failing_flush_is_notified_and_logged_never_raised(sim, tmp_path
     async with app.run_test(size=SIZE, message_hook=error_notes(errors)) as pilot:
         await live(app, [btc])
         await wait_until(lambda: app.pipeline.sink.stats.rows_buffered > 0, what="rows to buffer")
-        staging = layout.staging_dir(tmp_path / "data")  # where parts are written before they are published
+        # Where parts are written before they are published.
+        staging = layout.staging_dir(tmp_path / "data")
         if staging.exists():
             staging.rmdir()
         staging.write_text("a file where the sink's scratch folder should be")
@@ -468,7 +523,11 @@ async def test_an_unusable_data_folder_is_reported_not_raised(sim, tmp_path):
 
 @pytest.mark.parametrize(
     "text, want",
-    [("btcusdt", ["BTCUSDT"]), (" BTCUSDT, ethusdt;bnbusdt  btcusdt ", ["BTCUSDT", "ETHUSDT", "BNBUSDT"]), ("", [])],
+    [
+        ("btcusdt", ["BTCUSDT"]),
+        (" BTCUSDT, ethusdt;bnbusdt  btcusdt ", ["BTCUSDT", "ETHUSDT", "BNBUSDT"]),
+        ("", []),
+    ],
 )
 def test_symbols_are_parsed_from_spaces_and_commas(text, want):
     assert parse_symbols(text) == want

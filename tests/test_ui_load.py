@@ -93,7 +93,10 @@ async def test_keys_are_answered_quickly_with_1000_streams_at_full_rate(sim_proc
 
         timings: dict[str, list[float]] = {}
         plan = (
-            [("down", None)] * 10 + [("pagedown", None)] * 3 + [("up", None)] * 5 + [("s", "s")] * 7
+            [("down", None)] * 10
+            + [("pagedown", None)] * 3
+            + [("up", None)] * 5
+            + [("s", "s")] * 7
             + [("S", "S"), ("end", None), ("home", None)]
         )
         for key, character in plan:
@@ -114,7 +117,8 @@ async def test_keys_are_answered_quickly_with_1000_streams_at_full_rate(sim_proc
         median = statistics.median(everything)
         p95 = sorted(everything)[int(len(everything) * 0.95) - 1]
         print(
-            f"\n1,000 streams, {rate:,.0f} msg/s before and {arrived:,.0f} updates/s during the keys: "
+            f"\n1,000 streams, {rate:,.0f} msg/s before and {arrived:,.0f} updates/s "
+            "during the keys: "
             f"key-to-answer median {median * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, "
             f"max {max(everything) * 1000:.0f} ms over {len(everything)} keys; "
             + ", ".join(f"{k} {statistics.median(v) * 1000:.0f} ms" for k, v in timings.items())

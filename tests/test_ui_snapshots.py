@@ -101,10 +101,15 @@ def freeze(app: KlineApp) -> None:
     for status in app.pipeline.hub.connection_status():
         status.connected_at = CLOCK - 83.0
         status.lag_ms = 12.0
-        status.recent_frames = collections.deque([(CLOCK - 4.0, status.frames - 16 * status.streams)])
+        status.recent_frames = collections.deque(
+            [(CLOCK - 4.0, status.frames - 16 * status.streams)]
+        )
     # The log as it happened, with ports and times pinned, in a stable order.
     events = sorted(
-        (Event(WALL, e.level, re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", e.message)) for e in app.events.recent),
+        (
+            Event(WALL, e.level, re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", e.message))
+            for e in app.events.recent
+        ),
         key=lambda e: (e.message.split(":")[0], e.message),
     )
     app.events.recent.clear()
@@ -115,7 +120,8 @@ def freeze(app: KlineApp) -> None:
 def test_main_screen(app, snap_compare):
     async def run_before(pilot) -> None:
         await settle(app)
-        await pilot.press("down", "down", "down")  # the table repaints itself; the panels stay pinned
+        # The table repaints itself; the panels stay pinned.
+        await pilot.press("down", "down", "down")
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 

@@ -15,10 +15,11 @@ import collections
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import on
 from textual.app import App, ComposeResult
+from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widget import Widget
@@ -45,7 +46,7 @@ from kline_tui.ui.widgets.recording import RecordingPanel, RecordingView
 from kline_tui.ui.widgets.status_bar import Overview, StatusBar
 from kline_tui.ui.widgets.watch_table import Sort, WatchTable
 
-__all__ = ["KlineApp", "run_app", "FIRST_LAUNCH_WATCH", "REPAINT_HZ"]
+__all__ = ["FIRST_LAUNCH_WATCH", "REPAINT_HZ", "KlineApp", "run_app"]
 
 REPAINT_HZ = 4.0
 
@@ -84,33 +85,107 @@ class KlineApp(App[int]):
     TITLE = "kline-tui"
     COMMANDS = App.COMMANDS | {KeyCommands}
 
-    BINDINGS = [
-        PaletteBinding("a", "add", "Add", id="add", command="Add streams",
-                       tooltip="Add streams: a market, an interval and symbols"),
-        PaletteBinding("d,delete", "remove", "Remove", id="remove", command="Remove stream",
-                       tooltip="Stop watching the selected stream; what it recorded stays on disk"),
-        PaletteBinding("p", "pause", "Pause", id="pause", command="Pause recording",
-                       tooltip="Pause or resume recording; the live view goes on"),
-        PaletteBinding("p", "resume", "Resume", id="resume", command="Resume recording",
-                       tooltip="Resume recording, fetching what closed meanwhile"),
-        PaletteBinding("f", "flush", "Flush", id="flush", command="Flush now",
-                       tooltip="Write every buffered candle to Parquet now"),
-        PaletteBinding("enter", "details", "Details", id="details", command="Details",
-                       tooltip="Chart and recent candles of the selected stream"),
+    BINDINGS: ClassVar[list[BindingType]] = [
+        PaletteBinding(
+            "a",
+            "add",
+            "Add",
+            id="add",
+            command="Add streams",
+            tooltip="Add streams: a market, an interval and symbols",
+        ),
+        PaletteBinding(
+            "d,delete",
+            "remove",
+            "Remove",
+            id="remove",
+            command="Remove stream",
+            tooltip="Stop watching the selected stream; what it recorded stays on disk",
+        ),
+        PaletteBinding(
+            "p",
+            "pause",
+            "Pause",
+            id="pause",
+            command="Pause recording",
+            tooltip="Pause or resume recording; the live view goes on",
+        ),
+        PaletteBinding(
+            "p",
+            "resume",
+            "Resume",
+            id="resume",
+            command="Resume recording",
+            tooltip="Resume recording, fetching what closed meanwhile",
+        ),
+        PaletteBinding(
+            "f",
+            "flush",
+            "Flush",
+            id="flush",
+            command="Flush now",
+            tooltip="Write every buffered candle to Parquet now",
+        ),
+        PaletteBinding(
+            "enter",
+            "details",
+            "Details",
+            id="details",
+            command="Details",
+            tooltip="Chart and recent candles of the selected stream",
+        ),
         # A priority binding runs before the keys queued behind it are handed out, so the words
         # of a quick (or pasted) "/eth" reach the box instead of the table.
-        PaletteBinding("slash", "filter", "Filter", id="filter", command="Filter", priority=True,
-                       tooltip="Show only the streams matching words (market, symbol, interval, state)"),
-        PaletteBinding("s", "sort", "Sort", id="sort", command="Sort: next column",
-                       tooltip="Sort by the next column"),
-        PaletteBinding("S", "reverse_sort", "Reverse sort", id="reverse-sort", show=False,
-                       command="Sort: reverse", tooltip="Reverse the order of the rows"),
-        PaletteBinding("escape", "clear_filter", "Clear filter", id="clear-filter",
-                       command="Clear filter", tooltip="Show every stream again"),
-        PaletteBinding("question_mark", "help", "Help", id="help", command="Help",
-                       tooltip="Keys, columns and where files live"),
-        PaletteBinding("q", "quit", "Quit", id="quit", command="Quit and flush",
-                       tooltip="Flush everything buffered, then exit"),
+        PaletteBinding(
+            "slash",
+            "filter",
+            "Filter",
+            id="filter",
+            command="Filter",
+            priority=True,
+            tooltip="Show only the streams matching words (market, symbol, interval, state)",
+        ),
+        PaletteBinding(
+            "s",
+            "sort",
+            "Sort",
+            id="sort",
+            command="Sort: next column",
+            tooltip="Sort by the next column",
+        ),
+        PaletteBinding(
+            "S",
+            "reverse_sort",
+            "Reverse sort",
+            id="reverse-sort",
+            show=False,
+            command="Sort: reverse",
+            tooltip="Reverse the order of the rows",
+        ),
+        PaletteBinding(
+            "escape",
+            "clear_filter",
+            "Clear filter",
+            id="clear-filter",
+            command="Clear filter",
+            tooltip="Show every stream again",
+        ),
+        PaletteBinding(
+            "question_mark",
+            "help",
+            "Help",
+            id="help",
+            command="Help",
+            tooltip="Keys, columns and where files live",
+        ),
+        PaletteBinding(
+            "q",
+            "quit",
+            "Quit",
+            id="quit",
+            command="Quit and flush",
+            tooltip="Flush everything buffered, then exit",
+        ),
     ]
 
     def __init__(
@@ -154,7 +229,8 @@ class KlineApp(App[int]):
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
         yield Input(
-            placeholder="filter: words to match (e.g. usdm btc, or stale); enter keeps it, esc clears",
+            placeholder="filter: words to match (e.g. usdm btc, or stale); "
+            "enter keeps it, esc clears",
             id="filter",
         )
         yield WatchTable(id="watch")
@@ -204,13 +280,13 @@ class KlineApp(App[int]):
         keys = list(settings.watch)
         if not keys and (first_launch or self.demo_speed is not None):
             keys = [StreamKey.parse(s) for s in FIRST_LAUNCH_WATCH]
-        self.events.info(
-            f"config {fmt.short_path(settings.config_path)}; data {fmt.short_path(settings.data_dir)}"
-        )
+        config, data = fmt.short_path(settings.config_path), fmt.short_path(settings.data_dir)
+        self.events.info(f"config {config}; data {data}")
         keys = await self.runtime.start(keys, leave_out_refused=True)
-        if not self.runtime.started:
+        pipeline = self.pipeline
+        if not self.runtime.started or pipeline is None:
             return  # a stop was asked for while starting
-        self.table.streams = self.pipeline.hub.streams
+        self.table.streams = pipeline.hub.streams
         self.running = True
         self._started.set()
         self.refresh_bindings()
@@ -219,9 +295,11 @@ class KlineApp(App[int]):
             await self._welcome(keys)
         elif not keys:
             self.notify(
-                "Nothing to watch yet: press a to add streams.", title="Empty watch list", timeout=10
+                "Nothing to watch yet: press a to add streams.",
+                title="Empty watch list",
+                timeout=10,
             )
-        await self.pipeline.seed_history(keys)
+        await pipeline.seed_history(keys)
 
     async def _welcome(self, keys: list[StreamKey]) -> None:
         """A first launch: keep the watch list for the next one, and say where things live."""
@@ -394,7 +472,7 @@ class KlineApp(App[int]):
         return [name for name, info in symbols.items() if info.tradable]
 
     async def add_streams(self, keys: list[StreamKey]) -> list[StreamKey]:
-        """Subscribe `keys` on the existing connections; raises StreamRefused (shown by the dialog)."""
+        """Subscribe `keys` on the open connections; raises StreamRefused (shown by the dialog)."""
         assert self.pipeline is not None
         added = await self.runtime.add(keys)
         if added:
@@ -440,7 +518,7 @@ class KlineApp(App[int]):
         if self.running:
             self.run_worker(self._flush(), name="flushing", group="flush", exit_on_error=False)
 
-    async def _flush(self) -> None:
+    async def _flush(self) -> None:  # type: ignore[override]
         assert self.pipeline is not None
         stats = self.pipeline.sink.stats
         if not stats.rows_buffered:
@@ -457,6 +535,7 @@ class KlineApp(App[int]):
         if key is None or not self.running:
             return
         listed = lambda: list(self.table.order)  # noqa: E731 - the order as it is when stepping
+        assert self.pipeline is not None
         details = DetailsScreen(key, self.pipeline.hub.streams, listed, self._load_chart_history)
         self.push_screen(details, callback=self._details_closed)
 
@@ -466,10 +545,11 @@ class KlineApp(App[int]):
 
     def _load_chart_history(self, key: StreamKey) -> None:
         """Fill the stream's recent candles as far back as they are kept, for a full chart."""
-        if self.running and key in self.pipeline.hub.streams:
-            count = self.pipeline.hub.streams[key].closed.maxlen or 120
+        pipeline = self.pipeline
+        if self.running and pipeline is not None and key in pipeline.hub.streams:
+            count = pipeline.hub.streams[key].closed.maxlen or 120
             self.run_worker(
-                self.pipeline.seed_history([key], count=count),
+                pipeline.seed_history([key], count=count),
                 name="loading history",
                 group="chart-history",
                 exclusive=True,
@@ -526,7 +606,9 @@ class KlineApp(App[int]):
 
     def action_help(self) -> None:
         settings = self.settings
-        self.push_screen(HelpScreen(fmt.short_path(settings.config_path), fmt.short_path(settings.data_dir)))
+        self.push_screen(
+            HelpScreen(fmt.short_path(settings.config_path), fmt.short_path(settings.data_dir))
+        )
 
     async def wait_started(self) -> None:
         """Wait until the pipeline has started (for tests and scripts)."""

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
+from textual.app import App
 from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
@@ -20,7 +21,7 @@ from kline_tui.ui.widgets.watch_table import Sort
 if TYPE_CHECKING:
     from kline_tui.ui.app import KlineApp
 
-__all__ = ["KeyCommands", "PaletteBinding"]
+__all__ = ["KeyCommands", "PaletteBinding", "key_names"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,11 @@ class PaletteBinding(Binding):
     """A key that is also a command in the palette, named `command` there."""
 
     command: str = ""
+
+
+def key_names(app: App[Any], keys: str) -> str:
+    """Keys as the footer writes them: `d,delete` as `d / del`, `question_mark` as `?`."""
+    return " / ".join(app.get_key_display(Binding(key, "")) for key in keys.split(","))
 
 
 class Command(NamedTuple):
@@ -50,13 +56,14 @@ class KeyCommands(Provider):
         app = self.kline_app
         for binding in app.BINDINGS:
             if isinstance(binding, PaletteBinding) and app.can_run(binding.action, self.screen):
-                keys = " / ".join(app.get_key_display(Binding(k, "")) for k in binding.key.split(","))
                 run = partial(app.run_action, binding.action)
-                yield Command(binding.command, f"{binding.tooltip} ({keys})", run, True)
+                what = f"{binding.tooltip} ({key_names(app, binding.key)})"
+                yield Command(binding.command, what, run, True)
         if app.can_run("sort_by", self.screen):
             for sort in Sort:
                 run = partial(app.run_action, f"sort_by({sort.name!r})")
-                yield Command(f"Sort by {sort.label}", f"Order the rows by {sort.label}", run, False)
+                name = f"Sort by {sort.label}"
+                yield Command(name, f"Order the rows by {sort.label}", run, False)
 
     async def discover(self) -> Hits:
         for command in self.commands():

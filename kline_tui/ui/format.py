@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 
 __all__ = [
-    "price",
+    "candle_time",
     "change_pct",
+    "clock_time",
     "compact",
     "duration",
-    "clock_time",
-    "candle_time",
+    "price",
     "short_path",
 ]
 
@@ -95,5 +95,5 @@ def short_path(path: Path | str) -> str:
     text = str(path)
     home = str(Path.home())
     if home and home != "/" and (text == home or text.startswith(home + "/")):
-        return "~" + text[len(home):]
+        return "~" + text[len(home) :]
     return text

@@ -33,9 +33,14 @@ def run_in_terminal(app: KlineApp) -> int:
         await app.shutdown_pipeline()
         os._exit(app.runtime.exit_code)
 
+    hanging_up: list[asyncio.Task[None]] = []  # held, so the task is not collected midway
+
+    def on_hang_up() -> None:
+        hanging_up.append(asyncio.ensure_future(hang_up()))
+
     async def main() -> None:
         app.runtime.handle_signals(signals=(signal.SIGTERM,))
-        app.runtime.handle_signals(lambda: asyncio.ensure_future(hang_up()), signals=(signal.SIGHUP,))
+        app.runtime.handle_signals(on_hang_up, signals=(signal.SIGHUP,))
         try:
             await app.run_async()
         finally:

@@ -22,7 +22,9 @@ class WatchListFile:
     the next change tries again.
     """
 
-    def __init__(self, path: Path, watched: Callable[[], list[StreamKey]], events: EventLog) -> None:
+    def __init__(
+        self, path: Path, watched: Callable[[], list[StreamKey]], events: EventLog
+    ) -> None:
         self.path = path
         self.watched = watched
         self.events = events
@@ -39,4 +41,6 @@ class WatchListFile:
                     "it will be tried again at the next change"
                 )
                 return
-        self.events.debug(f"saved the watch list ({len(keys)} streams) to {fmt.short_path(self.path)}")
+        self.events.debug(
+            f"saved the watch list ({len(keys)} streams) to {fmt.short_path(self.path)}"
+        )

@@ -1,13 +1,14 @@
-"""The add dialog: a market, an interval and one or more symbols, checked before anything subscribes."""
+"""The add dialog: a market, an interval and symbols, checked before anything subscribes."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from typing import ClassVar
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.suggester import Suggester
@@ -31,7 +32,9 @@ class SymbolSuggester(Suggester):
 
     def __init__(self) -> None:
         super().__init__(use_cache=False, case_sensitive=True)
-        self.symbols: list[str] = []  # shortest first, so BTC suggests BTCUSDT before BTCUSDT_PERP...
+        self.symbols: list[
+            str
+        ] = []  # shortest first, so BTC suggests BTCUSDT before BTCUSDT_PERP...
 
     async def get_suggestion(self, value: str) -> str | None:
         match = re.search(r"[^\s,;]+$", value)
@@ -40,7 +43,7 @@ class SymbolSuggester(Suggester):
         typed = match.group().upper()
         for symbol in self.symbols:
             if symbol.startswith(typed) and symbol != typed:
-                return value + symbol[len(typed):]
+                return value + symbol[len(typed) :]
         return None
 
 
@@ -55,8 +58,10 @@ class AddStreamsScreen(ModalScreen[list[StreamKey] | None]):
     dialog stays open, so a typo costs one edit, not a new dialog.
     """
 
-    BINDINGS = [
-        Binding("escape", "cancel", "Cancel", id="add-cancel", tooltip="Close without adding anything"),
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "escape", "cancel", "Cancel", id="add-cancel", tooltip="Close without adding anything"
+        ),
     ]
 
     def __init__(
@@ -80,7 +85,10 @@ class AddStreamsScreen(ModalScreen[list[StreamKey] | None]):
             with Horizontal(classes="add-row"):
                 yield Label("Market", classes="add-label")
                 yield Select(
-                    [(m.value, m) for m in Market], value=self._market, allow_blank=False, id="add-market"
+                    [(m.value, m) for m in Market],
+                    value=self._market,
+                    allow_blank=False,
+                    id="add-market",
                 )
                 yield Label("Interval", classes="add-label")
                 yield Select(
@@ -142,8 +150,8 @@ class AddStreamsScreen(ModalScreen[list[StreamKey] | None]):
             return
         self.suggester.symbols = sorted(symbols, key=lambda s: (len(s), s))
         hint.update(
-            f"{len(symbols):,} symbols trade on {market.value}. Several at once: separate them with "
-            "spaces or commas; → accepts a suggestion; enter adds."
+            f"{len(symbols):,} symbols trade on {market.value}. Several at once: separate them "
+            "with spaces or commas; → accepts a suggestion; enter adds."
         )
 
     @on(Input.Submitted, "#add-symbols")
@@ -169,7 +177,9 @@ class AddStreamsScreen(ModalScreen[list[StreamKey] | None]):
             added = await self._add(keys)
         except StreamRefused as exc:
             problems = [p[:1].upper() + p[1:] for p in exc.problems]
-            self.show_error("\n".join(problems) + "\nNothing was added: fix the symbols and press enter.")
+            self.show_error(
+                "\n".join(problems) + "\nNothing was added: fix the symbols and press enter."
+            )
             return
         finally:
             button.disabled = False

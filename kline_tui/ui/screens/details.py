@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.screen import Screen
+from textual.binding import Binding, BindingType
 from textual.reactive import var
+from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from kline_tui.model import StreamKey
@@ -34,10 +35,24 @@ class DetailsScreen(Screen[StreamKey]):
     Dismisses with the stream shown last, so the table can select it.
     """
 
-    BINDINGS = [
-        Binding("escape,backspace", "back", "Back", id="details-back", tooltip="Back to the streams"),
-        Binding("left_square_bracket", "step(-1)", "Previous", id="details-prev", tooltip="Previous stream in the list"),
-        Binding("right_square_bracket", "step(1)", "Next", id="details-next", tooltip="Next stream in the list"),
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "escape,backspace", "back", "Back", id="details-back", tooltip="Back to the streams"
+        ),
+        Binding(
+            "left_square_bracket",
+            "step(-1)",
+            "Previous",
+            id="details-prev",
+            tooltip="Previous stream in the list",
+        ),
+        Binding(
+            "right_square_bracket",
+            "step(1)",
+            "Next",
+            id="details-next",
+            tooltip="Next stream in the list",
+        ),
     ]
 
     # The two lines above the chart; drawn again only when their text changed.
@@ -54,7 +69,8 @@ class DetailsScreen(Screen[StreamKey]):
         self.key = key
         self._streams = streams
         self._listed = listed
-        self._shown = shown or (lambda key: None)  # told which stream is shown (to load its history)
+        # Told which stream is shown, to load its history.
+        self._shown = shown or (lambda key: None)
 
     def compose(self) -> ComposeResult:
         yield Static(id="details-title")

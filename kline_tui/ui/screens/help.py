@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from kline_tui.ui.commands import key_names
 from kline_tui.ui.widgets.watch_table import SPARK_CANDLES
 
 __all__ = ["HelpScreen"]
@@ -24,7 +27,11 @@ _COLUMNS = (
     ("Trades", "in the current candle"),
     (f"Last {SPARK_CANDLES} closes", "closes of the recent closed candles, newest right"),
     ("Rec", "closed candles of this stream recorded this session"),
-    ("State", "subscribing, waiting (no data yet), live, stale (silent), reconnecting, backfilling, error"),
+    (
+        "State",
+        "subscribing, waiting (no data yet), live, stale (silent), reconnecting, backfilling, "
+        "error",
+    ),
 )
 
 
@@ -36,8 +43,14 @@ class HelpScreen(ModalScreen[None]):
     the words of the first.
     """
 
-    BINDINGS = [
-        Binding("escape,question_mark,q", "close", "Close", id="help-close", tooltip="Back to the streams"),
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "escape,question_mark,q",
+            "close",
+            "Close",
+            id="help-close",
+            tooltip="Back to the streams",
+        ),
     ]
 
     def __init__(self, config_path: str, data_dir: str) -> None:
@@ -62,11 +75,7 @@ class HelpScreen(ModalScreen[None]):
         for binding in self.app.BINDINGS:
             if isinstance(binding, Binding) and binding.tooltip:
                 rows.setdefault(binding.key, binding.tooltip)
-        return [(self._key_names(key), what) for key, what in rows.items()]
-
-    def _key_names(self, keys: str) -> str:
-        """`d,delete` as `d / del`, as the footer writes them."""
-        return " / ".join(self.app.get_key_display(Binding(key, "")) for key in keys.split(","))
+        return [(key_names(self.app, key), what) for key, what in rows.items()]
 
     def _keys_and_columns(self) -> Table:
         table = Table(box=None, show_header=False, padding=(0, 2, 0, 0), expand=True)
@@ -75,8 +84,13 @@ class HelpScreen(ModalScreen[None]):
         table.add_row(Text("Keys", style="bold underline"), "")
         for keys, what in self.key_rows():
             table.add_row(keys, what)
-        table.add_row("↑ ↓ PgUp PgDn", "move the cursor; mouse: click a row, double-click for details")
-        table.add_row(self._key_names(self.app.COMMAND_PALETTE_BINDING), "command palette: every action by name")
+        table.add_row(
+            "↑ ↓ PgUp PgDn", "move the cursor; mouse: click a row, double-click for details"
+        )
+        table.add_row(
+            key_names(self.app, self.app.COMMAND_PALETTE_BINDING),
+            "command palette: every action by name",
+        )
         table.add_row("", "")
         table.add_row(Text("Columns", style="bold underline"), "click a header to sort by it")
         for name, what in _COLUMNS:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from rich.segment import Segment
 from rich.style import Style
@@ -115,7 +115,7 @@ class CandleChart(Widget):
     they changed, so the app may call it at every repaint.
     """
 
-    COMPONENT_CLASSES = {
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
         "candle-chart--up",
         "candle-chart--down",
         "candle-chart--forming",
@@ -197,7 +197,7 @@ class CandleChart(Widget):
         candles = list(self.closed)
         if self.forming is not None:
             candles.append(self.forming)
-        return candles[-max(1, plot_w // CANDLE_STEP):]
+        return candles[-max(1, plot_w // CANDLE_STEP) :]
 
     def _waiting(self, width: int, height: int, style: Styles) -> list[Strip]:
         base = self.rich_style
@@ -232,9 +232,9 @@ class CandleChart(Widget):
             body = (scale.half_row(max(c.open, c.close)), scale.half_row(min(c.open, c.close)))
             wick = (scale.half_row(c.high), scale.half_row(c.low))
             for row in range(wick[0] // 2, wick[1] // 2 + 1):
-                halves = (2 * row, 2 * row + 1)
-                in_body = tuple(body[0] <= h <= body[1] for h in halves)
-                in_wick = tuple(wick[0] <= h <= wick[1] for h in halves)
+                upper, lower = 2 * row, 2 * row + 1
+                in_body = (body[0] <= upper <= body[1], body[0] <= lower <= body[1])
+                in_wick = (wick[0] <= upper <= wick[1], wick[0] <= lower <= wick[1])
                 char = _BODY.get(in_body) or _WICK.get(in_wick, " ")
                 canvas.put(row, x0 + i * CANDLE_STEP, char, s)
 
@@ -263,7 +263,7 @@ class CandleChart(Widget):
         for i in range(len(candles) - 1, -1, -every):
             text = _time_label(candles[i].open_time, self.interval)
             x = x0 + i * CANDLE_STEP
-            if 0 <= x and x + len(text) <= plot_w:
+            if x >= 0 and x + len(text) <= plot_w:
                 canvas.put(row, x, text, style["axis"])
         canvas.put(row, plot_w + 1, " UTC"[: AXIS_WIDTH - 1], style["axis"])
 

@@ -26,8 +26,8 @@ def describe_state(status: ConnectionStatus, now: float) -> tuple[str, str]:
         return f"connecting{attempt}…", "yellow"
     if state is ConnectionState.RECONNECTING:
         wait = None if status.next_attempt_at is None else status.next_attempt_at - now
-        wait = f"in {math.ceil(wait)} s" if wait is not None and wait >= 0.5 else "now"
-        return f"reconnecting {wait}, attempt {status.attempt}", "yellow"
+        when = f"in {math.ceil(wait)} s" if wait is not None and wait >= 0.5 else "now"
+        return f"reconnecting {when}, attempt {status.attempt}", "yellow"
     return "closed", "dim"
 
 
@@ -42,7 +42,8 @@ def format_lag(lag_ms: float | None) -> str:
     return ("-" if lag_ms < 0 else "") + fmt.duration(abs(lag_ms) / 1000)
 
 
-# One line of the panel, as shown: market, id, state, its style, streams, rate, lag, reconnects, reason.
+# One line of the panel, as shown: market, id, state, its style, streams, rate, lag,
+# reconnects, reason.
 Row = tuple[str, str, str, str, str, str, str, str, str]
 # Below this width only the market, id, state, rate and lag are shown.
 _NARROW_BELOW = 76
@@ -80,7 +81,8 @@ class ConnectionsPanel(Static):
 
     @property
     def lines(self) -> list[str]:
-        """What each line shows, in plain text (market, id, state, streams, rate, lag, reconnects, reason)."""
+        """What each line shows, in plain text: market, id, state, streams, rate, lag,
+        reconnects, reason."""
         return [" ".join(cell for i, cell in enumerate(row) if i != 3) for row in self.rows]
 
     def show(self, statuses: list[ConnectionStatus], now: float) -> None:
@@ -95,9 +97,13 @@ class ConnectionsPanel(Static):
 
     def _table(self) -> Table | Text:
         if not self.rows:
-            return Text("no connection yet: the watch list is empty or still being checked", style="dim")
+            return Text(
+                "no connection yet: the watch list is empty or still being checked", style="dim"
+            )
         narrow = self.narrow
-        table = Table(box=None, padding=(0, 1), expand=True, show_edge=False, header_style="bold dim")
+        table = Table(
+            box=None, padding=(0, 1), expand=True, show_edge=False, header_style="bold dim"
+        )
         table.add_column("Market", no_wrap=True)
         table.add_column("Conn", no_wrap=True)
         table.add_column("State", no_wrap=True, overflow="ellipsis")
@@ -109,7 +115,7 @@ class ConnectionsPanel(Static):
             table.add_column("Reconn.", justify="right", no_wrap=True)
             table.add_column("Last reason", ratio=1, no_wrap=True, overflow="ellipsis", style="dim")
         for market, conn, state, style, streams, rate, lag, reconnects, reason in self.rows:
-            cells = [market, conn, Text(state, style=style)]
+            cells: list[str | Text] = [market, conn, Text(state, style=style)]
             cells += [rate, lag] if narrow else [streams, rate, lag, reconnects, reason]
             table.add_row(*cells)
         return table

@@ -24,8 +24,18 @@ _LEVEL = {
 class EventLogPanel(RichLog):
     """A scrolling log fed with the pipeline's events at the app's repaint rate."""
 
-    def __init__(self, *, id: str | None = None, time_format: Callable[[float], str] = fmt.clock_time) -> None:
-        super().__init__(id=id, max_lines=1000, min_width=20, wrap=True, markup=False, highlight=False, auto_scroll=True)
+    def __init__(
+        self, *, id: str | None = None, time_format: Callable[[float], str] = fmt.clock_time
+    ) -> None:
+        super().__init__(
+            id=id,
+            max_lines=1000,
+            min_width=20,
+            wrap=True,
+            markup=False,
+            highlight=False,
+            auto_scroll=True,
+        )
         self.time_format = time_format
 
     def append(self, events: Iterable[Event]) -> None:

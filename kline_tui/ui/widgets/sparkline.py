@@ -10,7 +10,7 @@ BLOCKS = "▁▂▃▄▅▆▇█"
 
 
 def sparkline(values: Sequence[float], width: int) -> str:
-    """`values` drawn in `width` cells, newest on the right; older cells blank while history is short.
+    """`values` in `width` cells, newest on the right; older cells blank while history is short.
 
     With more values than cells, each cell shows the last value of its slice, so the line ends
     on the newest close.

@@ -12,12 +12,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.geometry import Size
 from textual.message import Message
 from textual.reactive import var
@@ -29,7 +29,7 @@ from kline_tui.recorder.hub import StreamState, StreamStatus
 from kline_tui.ui import format as fmt
 from kline_tui.ui.widgets.sparkline import sparkline
 
-__all__ = ["WatchTable", "Column", "COLUMNS", "Sort", "SPARK_CANDLES", "fit_columns"]
+__all__ = ["COLUMNS", "SPARK_CANDLES", "Column", "Sort", "WatchTable", "fit_columns"]
 
 SPARK_CANDLES = 60  # closed candles a sparkline spans at full width
 
@@ -155,7 +155,7 @@ class WatchTable(ScrollView, can_focus=True):
     The app sets `streams` (the hub's live dict) and calls `update_view()` at its repaint rate.
     """
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up,k", "cursor_up", "Up", show=False),
         Binding("down,j", "cursor_down", "Down", show=False),
         Binding("pageup", "page_up", "Page up", show=False),
@@ -164,7 +164,7 @@ class WatchTable(ScrollView, can_focus=True):
         Binding("end", "cursor_last", "Last", show=False),
     ]
 
-    COMPONENT_CLASSES = {
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
         "watch-table--header",
         "watch-table--header-sorted",
         "watch-table--cursor",
@@ -195,7 +195,7 @@ class WatchTable(ScrollView, can_focus=True):
         self._index: dict[StreamKey, int] = {}
         self._cursor_key: StreamKey | None = None
         self._direction: dict[StreamKey, tuple[float, int]] = {}  # last close seen, its direction
-        self._spark_cache: dict[StreamKey, tuple[tuple, str]] = {}
+        self._spark_cache: dict[StreamKey, tuple[tuple, tuple[str, int]]] = {}
         self.columns = COLUMNS  # those shown: fewer on a narrow terminal
         self._spark_width = SPARK_MIN
         self._styles: dict[str, Style] = {}
@@ -268,7 +268,8 @@ class WatchTable(ScrollView, can_focus=True):
             return states
         out = []
         for s in states:
-            hay = f"{s.key.market.value}:{s.key.symbol.lower()}:{s.key.interval.value} {s.status.value}"
+            key = s.key
+            hay = f"{key.market.value}:{key.symbol.lower()}:{key.interval.value} {s.status.value}"
             if all(t in hay for t in terms):
                 out.append(s)
         return out
@@ -350,7 +351,7 @@ class WatchTable(ScrollView, can_focus=True):
     def action_cursor_last(self) -> None:
         self._move_to(len(self.order) - 1)
 
-    def _on_click(self, event: events.Click) -> None:
+    async def _on_click(self, event: events.Click) -> None:
         offset = event.get_content_offset(self)
         if offset is None:
             return
@@ -389,7 +390,9 @@ class WatchTable(ScrollView, can_focus=True):
     def _style(self, name: str) -> Style:
         style = self._styles.get(name)
         if style is None:
-            style = self._styles[name] = self.get_component_rich_style(f"watch-table--{name}", partial=True)
+            style = self._styles[name] = self.get_component_rich_style(
+                f"watch-table--{name}", partial=True
+            )
         return style
 
     def render_line(self, y: int) -> Strip:
@@ -455,9 +458,7 @@ class WatchTable(ScrollView, can_focus=True):
             StreamStatus.BACKFILLING: base + self._style("warning"),
             StreamStatus.ERROR: base + self._style("error"),
         }.get(status, muted)
-        texts = dict(zip(
-            ("last", "change", "high", "low", "volume", "trades"), cells
-        ))
+        texts = dict(zip(("last", "change", "high", "low", "volume", "trades"), cells, strict=True))
         texts.update(
             market=(key.market.value, muted),
             symbol=(key.symbol, base),
@@ -472,7 +473,9 @@ class WatchTable(ScrollView, can_focus=True):
             width = column.width or self._spark_width
             if len(text) > width:
                 text = text[: width - 1] + "…"
-            segments.append(Segment(text.rjust(width) if column.right else text.ljust(width), style))
+            segments.append(
+                Segment(text.rjust(width) if column.right else text.ljust(width), style)
+            )
             segments.append(Segment(" ", base))
         return segments
 
@@ -489,7 +492,9 @@ class WatchTable(ScrollView, can_focus=True):
         if state is None or key not in self._index:
             return None
         cells = self._row(state, Style())[1::2]  # a space, then each cell followed by a space
-        return {column.id: cell.text.strip() for column, cell in zip(self.columns, cells)}
+        return {
+            column.id: cell.text.strip() for column, cell in zip(self.columns, cells, strict=True)
+        }
 
     def _spark(self, state: StreamState) -> tuple[str, int]:
         closed = state.closed
