@@ -516,9 +516,10 @@ class KlineApp(App[int]):
 
     def action_flush(self) -> None:
         if self.running:
-            self.run_worker(self._flush(), name="flushing", group="flush", exit_on_error=False)
+            self.run_worker(self._flush_now(), name="flushing", group="flush", exit_on_error=False)
 
-    async def _flush(self) -> None:  # type: ignore[override]
+    async def _flush_now(self) -> None:
+        # Not `_flush`: Textual's App has one, called with `stderr=` whenever a print is flushed.
         assert self.pipeline is not None
         stats = self.pipeline.sink.stats
         if not stats.rows_buffered:
