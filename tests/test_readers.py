@@ -21,24 +21,35 @@ from kline_tui.store.verify import quarantine
 from .test_store_support import synthetic_rows
 
 T0 = 1_764_028_800_000  # 2025-11-25 00:00 UTC
-STREAMS = [StreamKey.parse(s) for s in ("usdm:BTCUSDT:1m", "usdm:ETHUSDT:1m", "spot:BTCUSDT:1h", "coinm:BTCUSD_PERP:1d")]
+STREAMS = [
+    StreamKey.parse(s)
+    for s in ("usdm:BTCUSDT:1m", "usdm:ETHUSDT:1m", "spot:BTCUSDT:1h", "coinm:BTCUSD_PERP:1d")
+]
 
 
 def candle(key: StreamKey, i: int, trades: int = 7) -> Candle:
     step = key.interval.ms
     t = T0 + i * step
     price = 100.0 + i
-    return Candle(t, t + step - 1, price, price + 1, price - 1, price + 0.5, 2.0, 200.0, 1.0, 100.0, trades)
+    return Candle(
+        t, t + step - 1, price, price + 1, price - 1, price + 0.5, 2.0, 200.0, 1.0, 100.0, trades
+    )
 
 
-Row = tuple[str, str, str, int, float, str]  # market, interval, symbol, open time (ms), close, source
+Row = tuple[
+    str, str, str, int, float, str
+]  # market, interval, symbol, open time (ms), close, source
 
 
 def polars_rows(df: pl.DataFrame) -> list[Row]:
     return sorted(
         df.select(
-            pl.col("market").cast(pl.String()), pl.col("interval").cast(pl.String()), "symbol",
-            pl.col("open_time").dt.epoch("ms"), "close", "source",
+            pl.col("market").cast(pl.String()),
+            pl.col("interval").cast(pl.String()),
+            "symbol",
+            pl.col("open_time").dt.epoch("ms"),
+            "close",
+            "source",
         ).iter_rows()
     )
 
@@ -64,7 +75,7 @@ def readers(data: Path) -> dict[str, object]:
     for name, call in calls.items():
         try:
             out[name] = call()
-        except Exception as exc:  # noqa: BLE001 - a reader that fails is a wrong answer
+        except Exception as exc:
             out[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
     return out
 
@@ -81,14 +92,28 @@ async def test_every_documented_read_returns_exactly_the_rows_written(tmp_path, 
                 for i in range(flush * 5, flush * 5 + 5):
                     sink.add(key, candle(key, i))
                     c = candle(key, i)
-                    expected.append((key.market.value, key.interval.path_label, key.symbol, c.open_time, c.close, "ws"))
+                    expected.append(
+                        (
+                            key.market.value,
+                            key.interval.path_label,
+                            key.symbol,
+                            c.open_time,
+                            c.close,
+                            "ws",
+                        )
+                    )
             await sink.flush()
         # A row the disk cannot store: into the dead-letter file.
-        sink.add(StreamKey.parse("usdm:BNBUSDT:5m"), candle(StreamKey.parse("usdm:BNBUSDT:5m"), 0, trades=2**70))
+        sink.add(
+            StreamKey.parse("usdm:BNBUSDT:5m"),
+            candle(StreamKey.parse("usdm:BNBUSDT:5m"), 0, trades=2**70),
+        )
         await sink.close()
 
         # A quarantined file: a damaged part moved aside.
-        bucket = layout.partition_dir(data, STREAMS[0].market, STREAMS[0].interval, layout.bucket_of(STREAMS[0].interval, T0))
+        bucket = layout.partition_dir(
+            data, STREAMS[0].market, STREAMS[0].interval, layout.bucket_of(STREAMS[0].interval, T0)
+        )
         damaged = bucket / "part-damaged.parquet"
         damaged.write_bytes(b"PAR1 not really PAR1")
         quarantine(data, [damaged])
@@ -104,12 +129,17 @@ async def test_every_documented_read_returns_exactly_the_rows_written(tmp_path, 
 
         monkeypatch.setattr(layout, "publish", paused_publish)
         backfill = synthetic_rows(["SOLUSDT"], STREAMS[0].interval, T0, 4, source="rest")
-        writer = threading.Thread(target=write_parts, args=(data, STREAMS[0].market, STREAMS[0].interval, backfill))
+        writer = threading.Thread(
+            target=write_parts, args=(data, STREAMS[0].market, STREAMS[0].interval, backfill)
+        )
         writer.start()
         try:
             assert in_staging.wait(30)
-            bookkeeping = sorted(p.relative_to(data).as_posix() for p in data.rglob("*") if p.is_file()
-                                 and not p.name.endswith(".parquet"))
+            bookkeeping = sorted(
+                p.relative_to(data).as_posix()
+                for p in data.rglob("*")
+                if p.is_file() and not p.name.endswith(".parquet")
+            )
             got = readers(data)
         finally:
             go_on.set()

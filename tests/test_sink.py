@@ -14,7 +14,9 @@ T0 = 1_764_028_800_000  # 2025-11-25 00:00 UTC
 
 
 def candle(t, price=100.0, step=60_000):
-    return Candle(t, t + step - 1, price, price + 1, price - 1, price + 0.5, 2.0, 200.0, 1.0, 100.0, 7)
+    return Candle(
+        t, t + step - 1, price, price + 1, price - 1, price + 0.5, 2.0, 200.0, 1.0, 100.0, 7
+    )
 
 
 def scan(data_dir):
@@ -39,7 +41,10 @@ async def test_flush_writes_hive_partitions_with_the_contract_schema(tmp_path):
     # Nothing else in the partitions: only hidden lock files in the bookkeeping folder, and no
     # half-written files.
     others = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".parquet"]
-    assert all(p.parent.name == ".kline-tui" and p.name.startswith(".") and p.suffix == ".lock" for p in others), others
+    assert all(
+        p.parent.name == ".kline-tui" and p.name.startswith(".") and p.suffix == ".lock"
+        for p in others
+    ), others
 
     df = scan(tmp_path)
     assert set(df.columns) == set(PARQUET_SCHEMA) | {"market", "interval", "date"}
@@ -131,7 +136,10 @@ async def test_stored_series_finds_the_holes_a_crash_leaves(tmp_path):
     await sink.close()
     found = stored_series(tmp_path, [btc, eth, StreamKey.parse("spot:BTCUSDT:1m")])
     assert found[btc].last == T0 + 9 * 60_000
-    assert found[btc].holes == [(T0 + 3 * 60_000, T0 + 5 * 60_000), (T0 + 8 * 60_000, T0 + 8 * 60_000)]
+    assert found[btc].holes == [
+        (T0 + 3 * 60_000, T0 + 5 * 60_000),
+        (T0 + 8 * 60_000, T0 + 8 * 60_000),
+    ]
     assert found[eth].holes == [] and len(found) == 2
 
 
@@ -150,11 +158,15 @@ async def test_disk_full_keeps_rows_up_to_the_bound_and_counts_the_rest(tmp_path
     accepted += [sink.add(key, candle(T0 + i * 60_000)) for i in range(6, 15)]
     assert accepted == [True] * 10 + [False] * 5
     assert sink.stats.dropped == 5 and sink.stats.rows_buffered == 10
-    assert any("buffer full" in e.message and "5 rows dropped" not in e.message for e in events.recent)
+    assert any(
+        "buffer full" in e.message and "5 rows dropped" not in e.message for e in events.recent
+    )
     monkeypatch.setattr(pl.DataFrame, "write_parquet", real_write)
     await sink.close()
     assert not sink.stats.failing
-    assert scan(tmp_path)["open_time"].dt.epoch("ms").to_list() == [T0 + i * 60_000 for i in range(10)]
+    assert scan(tmp_path)["open_time"].dt.epoch("ms").to_list() == [
+        T0 + i * 60_000 for i in range(10)
+    ]
 
 
 def dead_letters(data_dir):
@@ -180,7 +192,9 @@ async def test_a_row_that_cannot_be_written_is_set_aside_and_the_rest_is_written
     events = EventLog()
     sink = ParquetSink(tmp_path, events, flush_rows=10_000, flush_age_s=60)
     btc, eth = StreamKey.parse("usdm:BTCUSDT:1m"), StreamKey.parse("usdm:ETHUSDT:1m")
-    bad = Candle(T0 + 7 * 60_000, T0 + 8 * 60_000 - 1, 1.0, 2.0, 0.5, 1.5, 2.0, 200.0, 1.0, 100.0, 2**70)
+    bad = Candle(
+        T0 + 7 * 60_000, T0 + 8 * 60_000 - 1, 1.0, 2.0, 0.5, 1.5, 2.0, 200.0, 1.0, 100.0, 2**70
+    )
     for i in range(20):
         sink.add(btc, bad if i == 7 else candle(T0 + i * 60_000))
         sink.add(eth, candle(T0 + i * 60_000, 3_000.0))
@@ -193,7 +207,9 @@ async def test_a_row_that_cannot_be_written_is_set_aside_and_the_rest_is_written
     [letter] = dead_letters(tmp_path)
     assert letter["row"]["symbol"] == "BTCUSDT" and letter["row"]["open_time"] == T0 + 7 * 60_000
     assert letter["row"]["trades"] == 2**70 and "market=usdm/interval=1m" in letter["where"]
-    assert [e for e in events.recent if e.level >= logging.ERROR and "could not be stored" in e.message]
+    assert [
+        e for e in events.recent if e.level >= logging.ERROR and "could not be stored" in e.message
+    ]
     # Not a blocked sink: the next flush writes its rows.
     sink.add(btc, candle(T0 + 30 * 60_000))
     assert await sink.flush()
@@ -210,13 +226,17 @@ async def test_an_open_time_with_no_bucket_is_set_aside_not_raised(tmp_path):
     for t in (T0, 10**16, -60_000, T0 + 60_000, 2**63 - 1):
         try:
             assert sink.add(key, candle(t))
-        except Exception as exc:  # noqa: BLE001 - a crash is the failure this test looks for
+        except Exception as exc:
             crashed.append(f"{t}: {type(exc).__name__}: {exc}")
     assert crashed == []
     assert await sink.flush()
     await sink.close()
     assert opens_on_disk(tmp_path) == [T0, T0 + 60_000]
-    assert sorted(r["row"]["open_time"] for r in dead_letters(tmp_path)) == [-60_000, 10**16, 2**63 - 1]
+    assert sorted(r["row"]["open_time"] for r in dead_letters(tmp_path)) == [
+        -60_000,
+        10**16,
+        2**63 - 1,
+    ]
     assert sink.stats.dead_letters == 3
 
 
@@ -245,9 +265,9 @@ async def test_a_full_disk_is_reported_once_per_episode_in_plain_words(tmp_path,
     assert sink.stats.rows_buffered == 3 and sink.stats.failing and sink.stats.dead_letters == 0
 
     assert await sink.flush()
-    assert [e.message for e in events.recent if e.message.startswith("disk takes writes again")] == [
-        f"disk takes writes again: 3 rows written to {tmp_path}"
-    ]
+    assert [
+        e.message for e in events.recent if e.message.startswith("disk takes writes again")
+    ] == [f"disk takes writes again: 3 rows written to {tmp_path}"]
     await sink.close()
     assert opens_on_disk(tmp_path) == [T0 + i * 60_000 for i in range(3)]
 
@@ -268,12 +288,18 @@ async def test_a_full_disk_in_polars_words_is_not_taken_for_bad_rows(tmp_path, m
         raise pl.exceptions.ComputeError("parquet: Invalid thrift: unexpected EOF")
 
     monkeypatch.setattr(pl.DataFrame, "write_parquet", thrift)
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0))
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 0)
+    )
     assert not await sink.flush()
     assert not await sink.flush()
     errors = [e.message for e in events.recent if e.level >= logging.ERROR]
     assert len(errors) == 1 and errors[0].startswith("disk full: 4 rows held"), errors
-    assert sink.stats.rows_buffered == 4 and sink.stats.dead_letters == 0 and dead_letters(tmp_path) == []
+    assert (
+        sink.stats.rows_buffered == 4
+        and sink.stats.dead_letters == 0
+        and dead_letters(tmp_path) == []
+    )
 
     monkeypatch.setattr(pl.DataFrame, "write_parquet", real_write)
     monkeypatch.setattr(shutil, "disk_usage", real_usage)

@@ -12,7 +12,13 @@ from kline_tui.cli.import_ import main as import_main
 from kline_tui.model import Interval, StreamKey
 from kline_tui.sim import candle_at
 
-from .test_store_support import assert_matches_simulator, day_ms, expected_frame, read_all, write_raw_part
+from .test_store_support import (
+    assert_matches_simulator,
+    day_ms,
+    expected_frame,
+    read_all,
+    write_raw_part,
+)
 
 HEADER = (
     "open_time,open,high,low,close,volume,close_time,quote_volume,count,"
@@ -38,7 +44,9 @@ def archive_csv(key: StreamKey, opens: list[int], *, micros: bool, header: bool)
     return ("\n".join(lines) + "\n").encode()
 
 
-def make_zip(root: Path, folder: str, name: str, csv: bytes, checksum: str | None = "right") -> Path:
+def make_zip(
+    root: Path, folder: str, name: str, csv: bytes, checksum: str | None = "right"
+) -> Path:
     """`<root>/<folder>/<name>.zip` holding `<name>.csv`, and its `.CHECKSUM` beside it."""
     where = root / folder
     where.mkdir(parents=True, exist_ok=True)
@@ -69,8 +77,12 @@ def build_archives(root: Path) -> dict[StreamKey, list[int]]:
         key = StreamKey.parse(spec)
         opens = opens_of(key.interval, day_ms(first), count)
         iv = key.interval.path_label  # the archives name the month `1mo`
-        make_zip(root, f"data/{folder}/klines/{key.symbol}/{iv}", f"{key.symbol}-{iv}-{label}",
-                 archive_csv(key, opens, micros=micros, header=header))
+        make_zip(
+            root,
+            f"data/{folder}/klines/{key.symbol}/{iv}",
+            f"{key.symbol}-{iv}-{label}",
+            archive_csv(key, opens, micros=micros, header=header),
+        )
         want[key] = opens
     return want
 
@@ -79,9 +91,12 @@ def test_import_archives_of_all_three_markets(tmp_path, capsys):
     want = build_archives(tmp_path / "vision")
     data = tmp_path / "data"
     # The spot file really is in microseconds and header-less, the futures one has a header.
-    spot = (tmp_path / "vision/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2025-01-01.zip")
+    spot = tmp_path / "vision/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2025-01-01.zip"
     first_line = zipfile.ZipFile(spot).read("BTCUSDT-1m-2025-01-01.csv").split(b"\n")[0]
-    assert first_line.startswith(b"1735689600000000,") and first_line.split(b",")[6] == b"1735689659999999"
+    assert (
+        first_line.startswith(b"1735689600000000,")
+        and first_line.split(b",")[6] == b"1735689659999999"
+    )
 
     assert import_main([str(tmp_path / "vision" / "data"), "--data-dir", str(data)]) == 0
     out = capsys.readouterr().out
@@ -104,11 +119,21 @@ def test_a_wrong_checksum_is_refused_before_anything_is_written(tmp_path, capsys
     root = tmp_path / "vision"
     key = StreamKey.parse("usdm:ETHUSDT:5m")
     opens = opens_of(key.interval, day_ms("2025-02-01"), 288)
-    make_zip(root, "data/futures/um/daily/klines/ETHUSDT/5m", "ETHUSDT-5m-2025-02-01",
-             archive_csv(key, opens, micros=False, header=True))
-    make_zip(root, "data/futures/um/daily/klines/ETHUSDT/5m", "ETHUSDT-5m-2025-02-02",
-             archive_csv(key, opens_of(key.interval, day_ms("2025-02-02"), 288), micros=False, header=True),
-             checksum="wrong")
+    make_zip(
+        root,
+        "data/futures/um/daily/klines/ETHUSDT/5m",
+        "ETHUSDT-5m-2025-02-01",
+        archive_csv(key, opens, micros=False, header=True),
+    )
+    make_zip(
+        root,
+        "data/futures/um/daily/klines/ETHUSDT/5m",
+        "ETHUSDT-5m-2025-02-02",
+        archive_csv(
+            key, opens_of(key.interval, day_ms("2025-02-02"), 288), micros=False, header=True
+        ),
+        checksum="wrong",
+    )
     data = tmp_path / "data"
     assert import_main([str(root), "--data-dir", str(data)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -125,8 +150,22 @@ def test_a_plain_csv_with_flags_skips_what_is_held(tmp_path, capsys):
     csv = tmp_path / "export.csv"
     csv.write_bytes(archive_csv(key, opens, micros=False, header=True))
 
-    assert import_main([str(csv), "--market", "usdm", "--symbol", "ETHUSDT", "--interval", "5m",
-                        "--data-dir", str(data)]) == 0
+    assert (
+        import_main(
+            [
+                str(csv),
+                "--market",
+                "usdm",
+                "--symbol",
+                "ETHUSDT",
+                "--interval",
+                "5m",
+                "--data-dir",
+                str(data),
+            ]
+        )
+        == 0
+    )
     assert "export.csv: usdm:ETHUSDT:5m, 288 candles, 238 new" in capsys.readouterr().out
     df = read_all(data)
     assert assert_matches_simulator(df, key) == opens
@@ -136,8 +175,12 @@ def test_a_plain_csv_with_flags_skips_what_is_held(tmp_path, capsys):
 
 def test_import_mistakes_end_in_one_line(tmp_path, capsys):
     key = StreamKey.parse("usdm:BTCUSDT:1m")
-    csv = archive_csv(key, opens_of(key.interval, day_ms("2025-01-02"), 10), micros=False, header=True)
-    in_tree = make_zip(tmp_path, "data/futures/um/daily/klines/BTCUSDT/1m", "BTCUSDT-1m-2025-01-02", csv)
+    csv = archive_csv(
+        key, opens_of(key.interval, day_ms("2025-01-02"), 10), micros=False, header=True
+    )
+    in_tree = make_zip(
+        tmp_path, "data/futures/um/daily/klines/BTCUSDT/1m", "BTCUSDT-1m-2025-01-02", csv
+    )
     loose = make_zip(tmp_path, "downloads", "BTCUSDT-1m-2025-01-02", csv, checksum=None)
     junk = tmp_path / "junk.csv"
     junk.write_text("hello,world\n1,2\n")
@@ -146,7 +189,10 @@ def test_import_mistakes_end_in_one_line(tmp_path, capsys):
         ([str(tmp_path / "nope.zip")], "no such file"),
         ([str(in_tree), "--market", "spot"], "its path says market usdm, but --market spot"),
         ([str(loose)], "cannot tell the market from the path; pass --market"),
-        ([str(junk), "--market", "spot", "--symbol", "BTCUSDT", "--interval", "1m"], "not a kline archive"),
+        (
+            [str(junk), "--market", "spot", "--symbol", "BTCUSDT", "--interval", "1m"],
+            "not a kline archive",
+        ),
         ([str(loose), "--market", "usdm", "--interval", "1s"], "its path says interval 1m"),
         ([str(tmp_path / "downloads"), "--market", "coinm"], "coinm"),
     ]

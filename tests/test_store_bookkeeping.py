@@ -30,13 +30,14 @@ def outcome(call, *args):
     """What a call returned, or the exception it raised (a wrong answer like any other)."""
     try:
         return call(*args)
-    except BaseException as exc:  # noqa: BLE001 - Polars panics are BaseExceptions
+    except BaseException as exc:
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
         return f"raised {type(exc).__name__}: {exc}"
 
 
 # --- absurd open times ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("t", [10**16, -1, -86_400_000 * 400, 2**63 - 1, 253_402_300_800_000])
 @pytest.mark.parametrize("interval", [Interval.M1, Interval.H1, Interval.D1, Interval.MO1])
@@ -58,12 +59,15 @@ def test_history_writes_the_placeable_rows_and_sets_the_others_aside(tmp_path):
     result = outcome(write_parts, data, USDM, M1, pl.concat([good, bogus]))
     assert isinstance(result, list) and len(result) == 1, result
     assert read_all(data).height == 5
-    letters = [json.loads(line) for p in data.rglob("*.jsonl") for line in p.read_text().splitlines()]
+    letters = [
+        json.loads(line) for p in data.rglob("*.jsonl") for line in p.read_text().splitlines()
+    ]
     assert sorted(r["row"]["open_time"] for r in letters) == [10**16, 10**16 + 60_000]
     assert [p.name for p in (data / "market=usdm" / "interval=1m").iterdir()] == ["date=2026-01-05"]
 
 
 # --- folders that are not datasets ----------------------------------------------------------
+
 
 def not_a_dataset(tmp_path: Path, kind: str) -> Path:
     folder = tmp_path / "folder"
@@ -127,6 +131,7 @@ def test_compact_and_verify_of_a_missing_folder(tmp_path, capsys):
 
 # --- staging: a recorder starting beside other writers --------------------------------------
 
+
 def test_a_starting_recorder_leaves_a_running_backfill_s_file_alone(tmp_path, monkeypatch):
     """`backfill`, `import` and `verify --repair` run beside a recorder: one starting while they
     have a file half-way to its bucket must not delete it."""
@@ -162,6 +167,7 @@ def test_a_killed_writer_s_leftovers_are_cleared(tmp_path):
 
 # --- an earlier version's bookkeeping -------------------------------------------------------
 
+
 def legacy_dataset(tmp_path: Path) -> Path:
     """A folder as earlier versions left it: `.lock`, `.staging/` and `.quarantine/`."""
     data = tmp_path / "data"
@@ -172,7 +178,9 @@ def legacy_dataset(tmp_path: Path) -> Path:
     (data / ".staging" / "compact.lock").write_bytes(b"")
     (data / ".staging" / "part-x.parquet.tmp").write_bytes(b"half")
     (data / ".quarantine").mkdir()
-    (data / ".quarantine" / "market=usdm__interval=1m__date=2026-01-04__part-y.parquet.corrupt").write_bytes(b"bad")
+    (
+        data / ".quarantine" / "market=usdm__interval=1m__date=2026-01-04__part-y.parquet.corrupt"
+    ).write_bytes(b"bad")
     return data
 
 

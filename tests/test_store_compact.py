@@ -19,11 +19,20 @@ import pytest
 
 from kline_tui.model import Interval, Market
 from kline_tui.store import compact, layout
-from kline_tui.store.compact import Compactor, swap_scratch, hide_scratch
+from kline_tui.store.compact import Compactor, hide_scratch, swap_scratch
 from kline_tui.store.parts import write_parts
 from kline_tui.store.read import READ_ERRORS, part_files
 
-from .test_store_support import DAY, MINUTE, canonical, day_ms, dedup, read_all, synthetic_rows, write_raw_part
+from .test_store_support import (
+    DAY,
+    MINUTE,
+    canonical,
+    day_ms,
+    dedup,
+    read_all,
+    synthetic_rows,
+    write_raw_part,
+)
 
 M1 = Interval.M1
 USDM = Market.USDM
@@ -31,18 +40,31 @@ SYMBOLS = ["AAAUSDT", "BBBUSDT", "CCCUSDT", "DDDUSDT"]
 SALT = {"ws": 0.0, "rest": 0.5, "archive": 0.25}  # copies from different sources differ in price
 
 
-def plant_bucket(data_dir: Path, day: int, parts: int, rng: random.Random, rows_per_part: int = 20) -> None:
+def plant_bucket(
+    data_dir: Path, day: int, parts: int, rng: random.Random, rows_per_part: int = 20
+) -> None:
     """`parts` parts in one day bucket, overlapping each other (duplicates, from mixed sources)."""
     for _ in range(parts):
         source = rng.choice(["ws", "ws", "rest", "archive"])
         symbols = rng.sample(SYMBOLS, rng.randint(1, len(SYMBOLS)))
         start = day + rng.randrange(0, 1440 - rows_per_part) * MINUTE
-        write_raw_part(data_dir, USDM, M1, synthetic_rows(symbols, M1, start, rows_per_part, source, SALT[source]))
+        write_raw_part(
+            data_dir,
+            USDM,
+            M1,
+            synthetic_rows(symbols, M1, start, rows_per_part, source, SALT[source]),
+        )
 
 
 def buckets_of(df: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    assert df["date"].null_count() == 0 if "date" in df.columns and df.height else True, "a .parquet outside a bucket"
-    return {str(d): canonical(g) for (d,), g in df.partition_by("date", as_dict=True).items()} if df.height else {}
+    assert df["date"].null_count() == 0 if "date" in df.columns and df.height else True, (
+        "a .parquet outside a bucket"
+    )
+    return (
+        {str(d): canonical(g) for (d,), g in df.partition_by("date", as_dict=True).items()}
+        if df.height
+        else {}
+    )
 
 
 def leftovers(data_dir: Path) -> list[Path]:
@@ -59,7 +81,9 @@ def test_thousand_parts_with_duplicates_become_the_unique_rows(tmp_path):
     rng = random.Random(1)
     day = day_ms("2026-01-05")
     plant_bucket(data, day, 1100, rng)
-    lonely = write_raw_part(data, USDM, M1, synthetic_rows(["AAAUSDT"], M1, day_ms("2026-01-07"), 30))[0]
+    lonely = write_raw_part(
+        data, USDM, M1, synthetic_rows(["AAAUSDT"], M1, day_ms("2026-01-07"), 30)
+    )[0]
     lonely_stat = lonely.stat()
     everything = read_all(data)
     bucket = everything.filter(pl.col("date") == pl.date(2026, 1, 5))
@@ -69,7 +93,12 @@ def test_thousand_parts_with_duplicates_become_the_unique_rows(tmp_path):
 
     result = Compactor(data).run(None)
 
-    assert (result.buckets, result.files_in, result.rows_in, result.rows_out) == (1, 1100, bucket.height, want.height)
+    assert (result.buckets, result.files_in, result.rows_in, result.rows_out) == (
+        1,
+        1100,
+        bucket.height,
+        want.height,
+    )
     files = part_files(layout.partition_dir(data, USDM, M1, "2026-01-05"))
     assert len(files) == 1
     merged = pl.read_parquet(files[0])
@@ -123,7 +152,9 @@ def test_crash_after_every_step_reads_back_and_the_next_run_finishes(tmp_path, m
         for label, rows in before.items():
             got = after.get(label)
             if swap:  # the exchange: always every row exactly once
-                assert got is not None and (got.equals(rows) or got.equals(canonical(dedup(rows)))), (k, label)
+                assert got is not None and (
+                    got.equals(rows) or got.equals(canonical(dedup(rows)))
+                ), (k, label)
             else:  # the fallback: never a row twice, rows may be missing until the next run
                 if got is not None:
                     assert got.select("symbol", "open_time").is_unique().all(), (k, label)
@@ -150,7 +181,9 @@ SCRIPT = (
 def start_compact(data: Path) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-c", SCRIPT, "--data-dir", str(data), "--all"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
     return proc
@@ -246,12 +279,16 @@ def test_readers_never_see_a_row_twice_or_miss_one(tmp_path):
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        for round_ in range(3):
+        for _ in range(3):
             Compactor(data, swap=True).run(None)
             for day in days:
                 label = layout.bucket_of(M1, day)
-                merged = canonical(read_all(data).filter(pl.col("date") == pl.lit(label).str.to_date()))
-                part = synthetic_rows(SYMBOLS[:2], M1, day + rng.randrange(0, 1400) * MINUTE, 20, "rest", 0.5)
+                merged = canonical(
+                    read_all(data).filter(pl.col("date") == pl.lit(label).str.to_date())
+                )
+                part = synthetic_rows(
+                    SYMBOLS[:2], M1, day + rng.randrange(0, 1400) * MINUTE, 20, "rest", 0.5
+                )
                 new_state = pl.concat([merged, canonical(part)])
                 acceptable[label] |= {fingerprint(new_state), fingerprint(dedup(new_state))}
                 write_raw_part(data, USDM, M1, part)
@@ -288,8 +325,10 @@ def test_parts_written_during_compaction_are_kept(tmp_path, monkeypatch):
                 staging.mkdir(parents=True, exist_ok=True)
                 name = layout.part_name(n)
                 frame.write_parquet(staging / f".{name}.tmp")
-                layout.publish(staging / f".{name}.tmp",
-                               layout.partition_dir(data, USDM, M1, layout.bucket_of(M1, day)) / name)
+                layout.publish(
+                    staging / f".{name}.tmp",
+                    layout.partition_dir(data, USDM, M1, layout.bucket_of(M1, day)) / name,
+                )
             written.append(frame)
 
     thread = threading.Thread(target=writer)
@@ -385,7 +424,9 @@ def test_compact_cli(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("crash_after_swap", [False, True], ids=["same-run", "next-run"])
-def test_a_part_published_inside_the_swap_window_is_put_back(tmp_path, monkeypatch, crash_after_swap):
+def test_a_part_published_inside_the_swap_window_is_put_back(
+    tmp_path, monkeypatch, crash_after_swap
+):
     """A writer that does not take the publish lock renames a part into the bucket between the
     hard links and the exchange: the part leaves with the old folder, and is moved back (by
     the same run, or by the next one after a crash right after the exchange)."""

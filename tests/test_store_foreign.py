@@ -43,7 +43,7 @@ def exit_code(argv: list[str]) -> int | str:
     """verify's exit code, or the crash it ended in (a wrong answer too)."""
     try:
         return verify_main(argv)
-    except Exception as exc:  # noqa: BLE001 - asserted on by the callers
+    except Exception as exc:
         return f"crashed: {type(exc).__name__}: {exc}"
 
 
@@ -62,7 +62,9 @@ FOREIGN = {
 
 
 @pytest.mark.parametrize("kind", sorted(FOREIGN))
-def test_a_foreign_file_is_named_skipped_never_merged_and_moved_aside_by_repair(tmp_path, capsys, kind):
+def test_a_foreign_file_is_named_skipped_never_merged_and_moved_aside_by_repair(
+    tmp_path, capsys, kind
+):
     data, frame = dataset(tmp_path)
     foreign = bucket(data) / "exported.parquet"
     FOREIGN[kind].write_parquet(foreign)
@@ -82,15 +84,22 @@ def test_a_foreign_file_is_named_skipped_never_merged_and_moved_aside_by_repair(
     assert len(merged) == 1 and pl.read_parquet(merged[0]).null_count().sum_horizontal().item() == 0
     assert canonical(scan(data).collect()).equals(canonical(frame))
 
-    assert exit_code(["--repair", "--data-dir", str(data), "--config", str(empty_config(tmp_path))]) == 0
+    assert (
+        exit_code(["--repair", "--data-dir", str(data), "--config", str(empty_config(tmp_path))])
+        == 0
+    )
     assert not foreign.exists()
     [moved] = layout.quarantine_dir(data).iterdir()
-    assert moved.read_bytes() == content and not moved.name.endswith(".parquet") and moved.name.startswith(".")
+    assert (
+        moved.read_bytes() == content
+        and not moved.name.endswith(".parquet")
+        and moved.name.startswith(".")
+    )
     assert exit_code(["--data-dir", str(data)]) == 0
 
 
 def test_a_file_of_an_earlier_version_without_source_is_not_foreign(tmp_path, capsys):
-    data, frame = dataset(tmp_path)
+    data, _ = dataset(tmp_path)
     old = synthetic_rows(["OLDUSDT"], M1, day_ms(DAY), 10).drop("source")
     path = bucket(data) / "part-old.parquet"
     old.write_parquet(path)
@@ -105,7 +114,7 @@ def footer_garbage(path: Path) -> None:
     """Overwrite a real part's footer with garbage, keeping its length and its magic bytes."""
     raw = bytearray(path.read_bytes())
     footer = int.from_bytes(raw[-8:-4], "little")
-    raw[-8 - footer:-8] = bytes((i * 37 + 11) % 256 for i in range(footer))
+    raw[-8 - footer : -8] = bytes((i * 37 + 11) % 256 for i in range(footer))
     path.write_bytes(bytes(raw))
 
 
@@ -122,12 +131,16 @@ def test_a_corrupt_file_at_resume_is_moved_aside_and_the_rest_is_read(tmp_path, 
         found = stored_series(data, [KEY])
     series = found[KEY]
     assert series.last == day_ms(DAY) + (2 * 1440 - 1) * 60_000
-    assert series.holes == [(day_ms(DAY) + 300 * 60_000, day_ms(DAY) + 399 * 60_000)]  # fetched again
+    assert series.holes == [
+        (day_ms(DAY) + 300 * 60_000, day_ms(DAY) + 399 * 60_000)
+    ]  # fetched again
     assert not bad.exists()
     assert [p.name for p in layout.quarantine_dir(data).iterdir()] == [
         f".{bad.relative_to(data).as_posix().replace('/', '__')}.corrupt"
     ]
-    assert any(bad.name in r.getMessage() and "moved" in r.getMessage() for r in caplog.records), caplog.text
+    assert any(bad.name in r.getMessage() and "moved" in r.getMessage() for r in caplog.records), (
+        caplog.text
+    )
 
 
 def test_a_reader_panic_at_resume_is_not_fatal(tmp_path, monkeypatch, caplog):
@@ -139,14 +152,16 @@ def test_a_reader_panic_at_resume_is_not_fatal(tmp_path, monkeypatch, caplog):
     def scan_parquet(source, *args, **kwargs):
         paths = source if isinstance(source, list) else [source]
         if any(Path(p) == bad for p in paths):
-            raise pl.exceptions.PanicException("assertion `left == right` failed: left: 600, right: 30954817")
+            raise pl.exceptions.PanicException(
+                "assertion `left == right` failed: left: 600, right: 30954817"
+            )
         return real_scan(source, *args, **kwargs)
 
     monkeypatch.setattr(pl, "scan_parquet", scan_parquet)
     try:
         with caplog.at_level(logging.WARNING):
             found = stored_series(data, [KEY])
-    except BaseException as exc:  # noqa: BLE001 - a panic escaping is the failure looked for
+    except BaseException as exc:
         pytest.fail(f"resume died: {type(exc).__name__}: {exc}")
     assert found[KEY].holes == [(day_ms(DAY) + 500 * 60_000, day_ms(DAY) + 599 * 60_000)]
     assert not bad.exists() and len(list(layout.quarantine_dir(data).iterdir())) == 1

@@ -18,7 +18,14 @@ from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.store.history import backfill
 from kline_tui.store.verify import format_time
 
-from .test_store_support import DAY, assert_matches_simulator, contiguous, expected_frame, read_all, write_raw_part
+from .test_store_support import (
+    DAY,
+    assert_matches_simulator,
+    contiguous,
+    expected_frame,
+    read_all,
+    write_raw_part,
+)
 from .test_store_verify import config_for
 
 
@@ -39,7 +46,9 @@ async def test_backfill_resumes_after_an_interruption(sim, tmp_path):
                 asyncio.current_task().cancel()  # as Ctrl-C or a kill would, mid-way
 
         task = asyncio.create_task(
-            backfill(data, key, rest, first, last, on_progress=interrupt_after_two, chunk_candles=1500)
+            backfill(
+                data, key, rest, first, last, on_progress=interrupt_after_two, chunk_candles=1500
+            )
         )
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -60,7 +69,12 @@ async def test_backfill_resumes_after_an_interruption(sim, tmp_path):
         await rest.close()
     df = read_all(data)
     opens = assert_matches_simulator(df, key)
-    assert len(opens) == 5760 and opens[0] == first and opens[-1] == last and contiguous(key.interval, opens)
+    assert (
+        len(opens) == 5760
+        and opens[0] == first
+        and opens[-1] == last
+        and contiguous(key.interval, opens)
+    )
     sources = df.filter(pl.col("open_time").dt.epoch("ms").is_in(held))["source"]
     assert set(sources) == {"ws"}
     stats = sim.stats[Market.USDM]
@@ -73,11 +87,25 @@ async def test_backfill_cli_killed_then_run_again(sim, tmp_path):
     cfg = config_for(sim, tmp_path / "config.toml")
     end = Interval.D1.open_time_at(sim.clock.now_ms()) - DAY
     start = end - 28 * DAY  # 40,320 candles: five chunks of ten spot pages
-    args = [key.__str__(), "--from", format_time(start).replace(" ", "T"), "--to",
-            format_time(end - 60_000).replace(" ", "T"), "--data-dir", str(data), "--config", str(cfg)]
+    args = [
+        key.__str__(),
+        "--from",
+        format_time(start).replace(" ", "T"),
+        "--to",
+        format_time(end - 60_000).replace(" ", "T"),
+        "--data-dir",
+        str(data),
+        "--config",
+        str(cfg),
+    ]
     script = "import sys\nfrom kline_tui.cli.backfill import main\nsys.exit(main(sys.argv[1:]))\n"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", script, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-c",
+        script,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     for _ in range(400):  # kill -9 once the first chunk is on disk
         if list(data.rglob("*.parquet")):
@@ -100,11 +128,23 @@ async def test_backfill_cli_output_and_mistakes(sim, tmp_path, capsys):
     data = str(tmp_path / "data")
     # Before the listing (USD-M majors list on 2019-09-08 in the simulator): skipped in a few calls.
     calls = sim.stats[Market.USDM].rest_calls
-    args = ["usdm:BTCUSDT:1d", "--from", "2017-01-01", "--to", "2019-12-31", "--data-dir", data, "--config", cfg]
+    args = [
+        "usdm:BTCUSDT:1d",
+        "--from",
+        "2017-01-01",
+        "--to",
+        "2019-12-31",
+        "--data-dir",
+        data,
+        "--config",
+        cfg,
+    ]
     assert await asyncio.to_thread(backfill_main, args) == 0
     out = capsys.readouterr().out
-    assert "usdm:BTCUSDT:1d: 1095 candles 2017-01-01 00:00 to 2019-12-31 00:00: 0 held, 115 fetched, " \
-           "980 not available from the exchange" in out
+    assert (
+        "usdm:BTCUSDT:1d: 1095 candles 2017-01-01 00:00 to 2019-12-31 00:00: 0 held, 115 fetched, "
+        "980 not available from the exchange" in out
+    )
     assert sim.stats[Market.USDM].rest_calls - calls <= 4
     assert await asyncio.to_thread(backfill_main, args) == 0
     assert "115 held, 0 fetched" in capsys.readouterr().out
@@ -114,11 +154,18 @@ async def test_backfill_cli_output_and_mistakes(sim, tmp_path, capsys):
         (["usdm:BTCUSDT:1m", "--from", "2025-13-01"], "--from: not a date or time"),
         (["usdm:BTCUSDT:1m", "--from", "2025-02-01", "--to", "2025-01-01"], "is after --to"),
         (["usdm:NOPEUSDT:1m", "--from", "2025-01-01"], "usdm has no symbol NOPEUSDT"),
-        (["usdm:BTCUSDT:1m", "--from", "2025-01-01", "--config", str(Path(data) / "no.toml")], "no such file"),
+        (
+            ["usdm:BTCUSDT:1m", "--from", "2025-01-01", "--config", str(Path(data) / "no.toml")],
+            "no such file",
+        ),
     ]
     for argv, words in cases:
-        code = await asyncio.to_thread(backfill_main, [*argv, "--data-dir", data, "--config", cfg]
-                                       if "--config" not in argv else [*argv, "--data-dir", data])
+        code = await asyncio.to_thread(
+            backfill_main,
+            [*argv, "--data-dir", data, "--config", cfg]
+            if "--config" not in argv
+            else [*argv, "--data-dir", data],
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2, argv
         assert len(err) == 1 and words in err[0] and "Traceback" not in err[0], (argv, err)

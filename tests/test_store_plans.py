@@ -36,7 +36,11 @@ def dataset(tmp_path: Path) -> Path:
 
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` with its bytes."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def plant(scratch: Path, plan: dict, work: dict[str, bytes]) -> Path:
@@ -65,23 +69,37 @@ def run(data: Path, **kwargs) -> list[str]:
     messages: list[str] = []
     try:
         Compactor(data, **kwargs).run(None, report=lambda level, message: messages.append(message))
-    except Exception as exc:  # noqa: BLE001 - asserted on by the callers
+    except Exception as exc:
         messages.append(f"crashed: {type(exc).__name__}: {exc}")
     return messages
 
 
 HOSTILE_PLANS = {
     "absolute bucket, hide": lambda victim: (
-        {"mode": "hide", "bucket": str(victim.parent), "merged": "part-x.parquet", "replaces": [victim.name]},
+        {
+            "mode": "hide",
+            "bucket": str(victim.parent),
+            "merged": "part-x.parquet",
+            "replaces": [victim.name],
+        },
         {"part-x.parquet.ready": b"not parquet"},
     ),
     "dot-dot bucket, hide": lambda victim: (
-        {"mode": "hide", "bucket": "../victim", "merged": "part-x.parquet", "replaces": [victim.name]},
+        {
+            "mode": "hide",
+            "bucket": "../victim",
+            "merged": "part-x.parquet",
+            "replaces": [victim.name],
+        },
         {"part-x.parquet.ready": b"not parquet"},
     ),
     "dot-dot part name, hide": lambda victim: (
-        {"mode": "hide", "bucket": f"market=usdm/interval=1m/date={DAY}", "merged": "part-x.parquet",
-         "replaces": [f"../../../../victim/{victim.name}"]},
+        {
+            "mode": "hide",
+            "bucket": f"market=usdm/interval=1m/date={DAY}",
+            "merged": "part-x.parquet",
+            "replaces": [f"../../../../victim/{victim.name}"],
+        },
         {"part-x.parquet.ready": b"not parquet"},
     ),
     "absolute bucket, swap": lambda victim: (
@@ -106,7 +124,9 @@ def test_a_plan_naming_a_place_outside_the_bucket_is_refused_not_followed(tmp_pa
     messages = run(data)
 
     assert snapshot(victim.parent) == before_victim  # nothing deleted, moved or added out there
-    assert canonical(scan(data).collect()).equals(before_rows)  # and the bucket was compacted as usual
+    assert canonical(scan(data).collect()).equals(
+        before_rows
+    )  # and the bucket was compacted as usual
     assert len(part_files(layout.partition_dir(data, USDM, M1, DAY))) == 1
     assert not planted.exists()
     assert any("refused" in m and planted.name in m for m in messages), messages
@@ -132,8 +152,12 @@ def test_a_planted_scratch_folder_is_not_used(tmp_path, planted):
     else:
         scratch.mkdir()
         inside = scratch
-    plan = {"mode": "hide", "bucket": f"market=usdm/interval=1m/date={DAY}", "merged": "part-evil.parquet",
-            "replaces": [victim]}
+    plan = {
+        "mode": "hide",
+        "bucket": f"market=usdm/interval=1m/date={DAY}",
+        "merged": "part-evil.parquet",
+        "replaces": [victim],
+    }
     plant(inside, plan, {"part-evil.parquet.ready": evil_part(tmp_path)})
     if planted == "world-writable":
         os.chmod(scratch, 0o777)
@@ -179,11 +203,19 @@ def test_an_interrupted_compaction_of_ours_is_still_finished(tmp_path):
         scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
         plan_id = uuid.uuid4().hex
         merged = layout.part_name(0)
-        plan = {"mode": "hide", "bucket": f"market=usdm/interval=1m/date={DAY}", "merged": merged,
-                "replaces": [p.name for p in parts]}
-        (scratch / (f".{plan_id}.plan" if hidden else f"{plan_id}.plan")).write_text(json.dumps(plan))
+        plan = {
+            "mode": "hide",
+            "bucket": f"market=usdm/interval=1m/date={DAY}",
+            "merged": merged,
+            "replaces": [p.name for p in parts],
+        }
+        (scratch / (f".{plan_id}.plan" if hidden else f"{plan_id}.plan")).write_text(
+            json.dumps(plan)
+        )
         (scratch / plan_id).mkdir()
-        compact.merge_parts(parts, scratch / plan_id / (f".{merged}.ready" if hidden else f"{merged}.ready"))
+        compact.merge_parts(
+            parts, scratch / plan_id / (f".{merged}.ready" if hidden else f"{merged}.ready")
+        )
         for p in parts:  # killed after hiding the old parts, before publishing the merged file
             os.replace(p, scratch / plan_id / (f".{p.name}.old" if hidden else f"{p.name}.old"))
         assert read_all(data).height == 0
@@ -192,4 +224,7 @@ def test_an_interrupted_compaction_of_ours_is_still_finished(tmp_path):
         parts = part_files(bucket)
     assert not (data / ".staging").exists()
     assert list(hide_scratch(data).iterdir()) == []
-    assert pl.scan_parquet(data, hive_partitioning=True, hidden_file_prefix=".").collect().height == want.height
+    assert (
+        pl.scan_parquet(data, hive_partitioning=True, hidden_file_prefix=".").collect().height
+        == want.height
+    )

@@ -1,8 +1,9 @@
-"""store.read.scan: the same rows as a plain hive read, with folders pruned before any file is read."""
+"""store.read.scan: the same rows as a plain hive read, with folders pruned before any file is
+read."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 import polars as pl
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from kline_tui.model import PARQUET_SCHEMA, Interval, Market, SpecError
 from kline_tui.store import layout
 from kline_tui.store.compact import Compactor
-from kline_tui.store.read import READ_SCHEMA, buckets, scan
+from kline_tui.store.read import READ_ERRORS, READ_SCHEMA, buckets, scan
 
 from .test_store_support import DAY, day_ms, read_all, synthetic_rows, write_raw_part
 
@@ -23,12 +24,30 @@ def dataset(tmp_path):
     syms = ["BTCUSDT", "ETHUSDT", "SOLUSDT"]
     for i in range(3):  # 1m, 3 day buckets, two parts each
         first = day_ms("2026-01-01") + i * DAY
-        write_raw_part(data, Market.USDM, Interval.M1, synthetic_rows(syms, Interval.M1, first, 720))
-        write_raw_part(data, Market.USDM, Interval.M1, synthetic_rows(syms, Interval.M1, first + 720 * 60_000, 720))
-    write_raw_part(data, Market.SPOT, Interval.H1, synthetic_rows(syms[:2], Interval.H1, day_ms("2025-12-20"), 24 * 30))
-    write_raw_part(data, Market.COINM, Interval.D1, synthetic_rows(["BTCUSD_PERP"], Interval.D1, day_ms("2025-12-01"), 60))
+        write_raw_part(
+            data, Market.USDM, Interval.M1, synthetic_rows(syms, Interval.M1, first, 720)
+        )
+        write_raw_part(
+            data,
+            Market.USDM,
+            Interval.M1,
+            synthetic_rows(syms, Interval.M1, first + 720 * 60_000, 720),
+        )
+    write_raw_part(
+        data,
+        Market.SPOT,
+        Interval.H1,
+        synthetic_rows(syms[:2], Interval.H1, day_ms("2025-12-20"), 24 * 30),
+    )
+    write_raw_part(
+        data,
+        Market.COINM,
+        Interval.D1,
+        synthetic_rows(["BTCUSD_PERP"], Interval.D1, day_ms("2025-12-01"), 60),
+    )
     month = synthetic_rows(["BTCUSDT"], Interval.H1, day_ms("2025-11-01"), 1).with_columns(
-        close_time=pl.lit(day_ms("2025-12-01") - 1).cast(PARQUET_SCHEMA["close_time"]))
+        close_time=pl.lit(day_ms("2025-12-01") - 1).cast(PARQUET_SCHEMA["close_time"])
+    )
     write_raw_part(data, Market.SPOT, Interval.MO1, month)
     return data
 
@@ -53,17 +72,31 @@ def test_scan_returns_the_plain_read(dataset):
     [
         (dict(market="usdm"), pl.col("market") == "usdm"),
         (dict(symbol="ETHUSDT"), pl.col("symbol") == "ETHUSDT"),
-        (dict(symbol=["ETHUSDT", "SOLUSDT"], interval="1m"),
-         pl.col("symbol").is_in(["ETHUSDT", "SOLUSDT"]) & (pl.col("interval") == "1m")),
+        (
+            dict(symbol=["ETHUSDT", "SOLUSDT"], interval="1m"),
+            pl.col("symbol").is_in(["ETHUSDT", "SOLUSDT"]) & (pl.col("interval") == "1m"),
+        ),
         (dict(interval="1M"), pl.col("interval") == "1mo"),
         (dict(interval="1mo", market=Market.SPOT), pl.col("interval") == "1mo"),
-        (dict(market="usdm", symbol="BTCUSDT", interval="1m", start="2026-01-02", end=date(2026, 1, 3)),
-         (pl.col("market") == "usdm") & (pl.col("symbol") == "BTCUSDT") & (pl.col("interval") == "1m")
-         & (pl.col("open_time") >= datetime(2026, 1, 2, tzinfo=timezone.utc))
-         & (pl.col("open_time") < datetime(2026, 1, 3, tzinfo=timezone.utc))),
-        (dict(start=datetime(2026, 1, 2, 12, 30), end=day_ms("2026-01-02") + 13 * 3_600_000),
-         (pl.col("open_time") >= datetime(2026, 1, 2, 12, 30, tzinfo=timezone.utc))
-         & (pl.col("open_time") < datetime(2026, 1, 2, 13, tzinfo=timezone.utc))),
+        (
+            dict(
+                market="usdm",
+                symbol="BTCUSDT",
+                interval="1m",
+                start="2026-01-02",
+                end=date(2026, 1, 3),
+            ),
+            (pl.col("market") == "usdm")
+            & (pl.col("symbol") == "BTCUSDT")
+            & (pl.col("interval") == "1m")
+            & (pl.col("open_time") >= datetime(2026, 1, 2, tzinfo=UTC))
+            & (pl.col("open_time") < datetime(2026, 1, 3, tzinfo=UTC)),
+        ),
+        (
+            dict(start=datetime(2026, 1, 2, 12, 30), end=day_ms("2026-01-02") + 13 * 3_600_000),
+            (pl.col("open_time") >= datetime(2026, 1, 2, 12, 30, tzinfo=UTC))
+            & (pl.col("open_time") < datetime(2026, 1, 2, 13, tzinfo=UTC)),
+        ),
     ],
 )
 def test_scan_filters_match_plain_polars(dataset, kwargs, where):
@@ -74,17 +107,24 @@ def test_scan_filters_match_plain_polars(dataset, kwargs, where):
 
 
 def test_scan_prunes_folders_before_reading(dataset):
-    # Damaged files everywhere but in the one bucket asked for: a plain read fails, scan never opens them.
+    # Damaged files everywhere but in the one bucket asked for: a plain read fails, scan never
+    # opens them.
     for bucket in buckets(dataset):
         if not (bucket.market is Market.USDM and bucket.label == "2026-01-02"):
             (bucket.path / layout.part_name(999)).write_bytes(b"not parquet at all")
-    with pytest.raises(Exception):
+    with pytest.raises(READ_ERRORS):
         read_all(dataset)
-    one_day = scan(dataset, market="usdm", interval="1m", symbol="SOLUSDT",
-                   start="2026-01-02", end="2026-01-03").collect()
+    one_day = scan(
+        dataset,
+        market="usdm",
+        interval="1m",
+        symbol="SOLUSDT",
+        start="2026-01-02",
+        end="2026-01-03",
+    ).collect()
     assert one_day.height == 1440
-    assert one_day["open_time"].min() == datetime(2026, 1, 2, tzinfo=timezone.utc)
-    with pytest.raises(Exception):  # the damaged day next to it is read when asked for
+    assert one_day["open_time"].min() == datetime(2026, 1, 2, tzinfo=UTC)
+    with pytest.raises(READ_ERRORS):  # the damaged day next to it is read when asked for
         scan(dataset, market="usdm", start="2026-01-02", end="2026-01-03T00:01").collect()
 
 
@@ -104,12 +144,19 @@ def test_duckdb_and_polars_read_the_compacted_dataset(dataset):
     duckdb = pytest.importorskip("duckdb")
     before = scan(dataset).collect()
     Compactor(dataset).run(None)
-    assert len(list(dataset.rglob("*.parquet"))) == len(buckets(dataset)) == 8  # one file per bucket
+    assert (
+        len(list(dataset.rglob("*.parquet"))) == len(buckets(dataset)) == 8
+    )  # one file per bucket
     assert same(scan(dataset).collect(), before)
     rows = duckdb.sql(
-        f"SELECT epoch_ms(open_time), close FROM read_parquet('{dataset}/**/*.parquet', hive_partitioning = true) "
+        "SELECT epoch_ms(open_time), close "
+        f"FROM read_parquet('{dataset}/**/*.parquet', hive_partitioning = true) "
         "WHERE market = 'usdm' AND interval = '1m' AND symbol = 'ETHUSDT' ORDER BY open_time"
     ).fetchall()
-    want = before.filter((pl.col("market") == "usdm") & (pl.col("symbol") == "ETHUSDT")).sort("open_time")
+    want = before.filter((pl.col("market") == "usdm") & (pl.col("symbol") == "ETHUSDT")).sort(
+        "open_time"
+    )
     assert len(rows) == want.height == 3 * 1440
-    assert rows == list(zip(want["open_time"].dt.epoch("ms").to_list(), want["close"].to_list()))
+    assert rows == list(
+        zip(want["open_time"].dt.epoch("ms").to_list(), want["close"].to_list(), strict=True)
+    )

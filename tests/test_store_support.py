@@ -6,6 +6,7 @@ No tests here; the name only keeps it beside the tests that use it.
 from __future__ import annotations
 
 import calendar
+import itertools
 from pathlib import Path
 
 import polars as pl
@@ -24,7 +25,12 @@ def day_ms(text: str) -> int:
 
 
 def synthetic_rows(
-    symbols: list[str], interval: Interval, first_open: int, count: int, source: str = "ws", salt: float = 0.0
+    symbols: list[str],
+    interval: Interval,
+    first_open: int,
+    count: int,
+    source: str = "ws",
+    salt: float = 0.0,
 ) -> pl.DataFrame:
     """`count` candles per symbol in the dataset's schema; `salt` shifts the prices, so copies
     of a candle from different sources can be told apart."""
@@ -57,10 +63,14 @@ def synthetic_rows(
 _seq = [0]
 
 
-def write_raw_part(data_dir: Path, market: Market, interval: Interval, frame: pl.DataFrame) -> list[Path]:
+def write_raw_part(
+    data_dir: Path, market: Market, interval: Interval, frame: pl.DataFrame
+) -> list[Path]:
     """Write a part per bucket straight into place (fixtures only: no staging, no fsync)."""
     written = []
-    fmt = {"day": "%Y-%m-%d", "month": "%Y-%m-01", "year": "%Y-01-01"}[layout.BUCKET_OF_INTERVAL[interval]]
+    fmt = {"day": "%Y-%m-%d", "month": "%Y-%m-01", "year": "%Y-01-01"}[
+        layout.BUCKET_OF_INTERVAL[interval]
+    ]
     labelled = frame.with_columns(_b=pl.col("open_time").dt.strftime(fmt))
     for (bucket,), part in labelled.partition_by("_b", as_dict=True).items():
         _seq[0] += 1
@@ -76,7 +86,14 @@ def read_all(data_dir: Path) -> pl.DataFrame:
     """The dataset as any reader sees it: every `.parquet` under the folder, hive columns too."""
     files = list(Path(data_dir).rglob("*.parquet"))
     if not files:
-        return pl.DataFrame(schema={**PARQUET_SCHEMA, "market": pl.String(), "interval": pl.String(), "date": pl.Date()})
+        return pl.DataFrame(
+            schema={
+                **PARQUET_SCHEMA,
+                "market": pl.String(),
+                "interval": pl.String(),
+                "date": pl.Date(),
+            }
+        )
     return pl.scan_parquet(f"{data_dir}/**/*.parquet", hive_partitioning=True).collect()
 
 
@@ -89,7 +106,9 @@ def canonical(frame: pl.DataFrame) -> pl.DataFrame:
 def dedup(frame: pl.DataFrame) -> pl.DataFrame:
     """What compaction must keep: per (symbol, open_time) the ws copy, else rest, else archive.
     Written independently of the code under test (a group-by, not a sort + unique)."""
-    ranked = frame.with_columns(_r=pl.col("source").replace_strict(RANK, default=9, return_dtype=pl.Int8()))
+    ranked = frame.with_columns(
+        _r=pl.col("source").replace_strict(RANK, default=9, return_dtype=pl.Int8())
+    )
     best = ranked.group_by("symbol", "open_time").agg(pl.col("_r").min())
     kept = ranked.join(best, on=["symbol", "open_time", "_r"], how="semi")
     return kept.unique(maintain_order=False).drop("_r")
@@ -99,7 +118,10 @@ def expected_frame(key: StreamKey, opens: list[int], source: str) -> pl.DataFram
     """The simulator's candles of `key` at `opens` as dataset rows."""
     from kline_tui.sim import expected_candle
 
-    rows = [(key.symbol, *expected_candle(key.market, key.symbol, key.interval, t).as_row(), source) for t in opens]
+    rows = [
+        (key.symbol, *expected_candle(key.market, key.symbol, key.interval, t).as_row(), source)
+        for t in opens
+    ]
     return pl.DataFrame(rows, schema=PARQUET_SCHEMA, orient="row")
 
 
@@ -114,7 +136,9 @@ def assert_matches_simulator(df: pl.DataFrame, key: StreamKey) -> list[int]:
     ).sort("open_time")
     opens = rows["open_time"].dt.epoch("ms").to_list()
     assert len(opens) == len(set(opens)), f"{key}: duplicates"
-    as_ms = rows.with_columns(pl.col("open_time").dt.epoch("ms"), pl.col("close_time").dt.epoch("ms"))
+    as_ms = rows.with_columns(
+        pl.col("open_time").dt.epoch("ms"), pl.col("close_time").dt.epoch("ms")
+    )
     for got in as_ms.select(CANDLE_COLUMNS[1:]).iter_rows():
         want = expected_candle(key.market, key.symbol, key.interval, got[0]).as_row()
         assert got == want, f"{key} at {got[0]}: {got} != {want}"
@@ -122,4 +146,4 @@ def assert_matches_simulator(df: pl.DataFrame, key: StreamKey) -> list[int]:
 
 
 def contiguous(interval: Interval, opens: list[int]) -> bool:
-    return all(interval.next_open(a) == b for a, b in zip(opens, opens[1:]))
+    return all(interval.next_open(a) == b for a, b in itertools.pairwise(opens))

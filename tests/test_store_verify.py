@@ -14,7 +14,14 @@ from kline_tui.store import layout
 from kline_tui.store.read import part_files
 from kline_tui.store.verify import verify_dataset
 
-from .test_store_support import DAY, assert_matches_simulator, contiguous, expected_frame, read_all, write_raw_part
+from .test_store_support import (
+    DAY,
+    assert_matches_simulator,
+    contiguous,
+    expected_frame,
+    read_all,
+    write_raw_part,
+)
 
 BTC = StreamKey.parse("spot:BTCUSDT:1m")
 ETH = StreamKey.parse("usdm:ETHUSDT:5m")
@@ -28,12 +35,17 @@ def config_for(sim, path: Path) -> Path:
     return path
 
 
-def build(data: Path, key: StreamKey, first: int, count: int, per_part: int, skip: range = range(0)) -> list[int]:
-    """The simulator's candles of `key` in parts of `per_part`, leaving out the indexes in `skip`."""
+def build(
+    data: Path, key: StreamKey, first: int, count: int, per_part: int, skip: range = range(0)
+) -> list[int]:
+    """The simulator's candles of `key` in parts of `per_part`, leaving out the indexes in
+    `skip`."""
     step = key.interval.ms
     opens = [first + i * step for i in range(count) if i not in skip]
     for i in range(0, len(opens), per_part):
-        write_raw_part(data, key.market, key.interval, expected_frame(key, opens[i:i + per_part], "ws"))
+        write_raw_part(
+            data, key.market, key.interval, expected_frame(key, opens[i : i + per_part], "ws")
+        )
     return opens
 
 
@@ -49,11 +61,13 @@ async def test_verify_finds_and_repair_fixes(sim, tmp_path, capsys):
     eth_opens = [first + i * 300_000 for i in range(3 * 288)]
     write_raw_part(data, ETH.market, ETH.interval, expected_frame(ETH, eth_opens[400:430], "rest"))
     # A corrupt file: a BTC part of day 3 whose candles are held nowhere else.
-    day3 = layout.partition_dir(data, BTC.market, BTC.interval, layout.bucket_of(BTC.interval, first + 2 * DAY))
+    day3 = layout.partition_dir(
+        data, BTC.market, BTC.interval, layout.bucket_of(BTC.interval, first + 2 * DAY)
+    )
     corrupt = part_files(day3)[2]
     corrupt_rows = pl.read_parquet(corrupt).height
     raw = bytearray(corrupt.read_bytes())
-    raw[len(raw) // 3: len(raw) // 3 + 64] = b"\x00" * 64
+    raw[len(raw) // 3 : len(raw) // 3 + 64] = b"\x00" * 64
     corrupt.write_bytes(bytes(raw))
 
     report = verify_dataset(data)
@@ -75,7 +89,9 @@ async def test_verify_finds_and_repair_fixes(sim, tmp_path, capsys):
     assert "spot:BTCUSDT" not in capsys.readouterr().out
 
     cfg = config_for(sim, tmp_path / "config.toml")
-    code = await asyncio.to_thread(verify_main, ["--repair", "--data-dir", str(data), "--config", str(cfg)])
+    code = await asyncio.to_thread(
+        verify_main, ["--repair", "--data-dir", str(data), "--config", str(cfg)]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.rstrip().endswith("clean")
@@ -107,7 +123,10 @@ def test_verify_clean_and_absent_streams(tmp_path, capsys):
     first = 1_767_225_600_000
     build(data, BTC, first, 100, 50)
     assert verify_main(["--data-dir", str(data)]) == 0
-    assert "spot:BTCUSDT:1m  2026-01-01 00:00 to 2026-01-01 01:39  100 candles  ok" in capsys.readouterr().out
+    assert (
+        "spot:BTCUSDT:1m  2026-01-01 00:00 to 2026-01-01 01:39  100 candles  ok"
+        in capsys.readouterr().out
+    )
     assert verify_main(["spot:BTCUSDT:1m", "spot:ETHUSDT:1m", "--data-dir", str(data)]) == 1
     assert "spot:ETHUSDT:1m  no candles held" in capsys.readouterr().out
 
@@ -117,9 +136,13 @@ async def test_repair_reports_a_rest_error_in_one_line(sim, tmp_path, capsys):
     unknown = StreamKey.parse("spot:NOPEUSDT:1m")
     first = Interval.D1.open_time_at(sim.clock.now_ms()) - 2 * DAY
     frame = expected_frame(BTC, [first + i * 60_000 for i in range(300) if not 50 <= i < 60], "ws")
-    write_raw_part(data, unknown.market, unknown.interval, frame.with_columns(symbol=pl.lit("NOPEUSDT")))
+    write_raw_part(
+        data, unknown.market, unknown.interval, frame.with_columns(symbol=pl.lit("NOPEUSDT"))
+    )
     cfg = config_for(sim, tmp_path / "config.toml")
-    code = await asyncio.to_thread(verify_main, ["--repair", "--data-dir", str(data), "--config", str(cfg)])
+    code = await asyncio.to_thread(
+        verify_main, ["--repair", "--data-dir", str(data), "--config", str(cfg)]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "Traceback" not in err

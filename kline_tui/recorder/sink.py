@@ -22,6 +22,7 @@ open time has no date bucket (before 1970, after 9999) goes there too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import itertools
 import logging
@@ -38,13 +39,14 @@ from kline_tui.retry import Spawn
 from kline_tui.store import layout, parts
 from kline_tui.store.parts import Row
 
-__all__ = ["ParquetSink", "SinkStats", "DEFAULT_FLUSH_ROWS", "DEFAULT_FLUSH_AGE_S"]
+__all__ = ["DEFAULT_FLUSH_AGE_S", "DEFAULT_FLUSH_ROWS", "ParquetSink", "SinkStats"]
 
 log = logging.getLogger(__name__)
 
 # 50,000 rows is about 2 MB of Parquet: 2,000 1m streams fill it in 25 minutes, so the age bound
 # is what flushes in practice. A minute keeps a 5-stream desk at one small file per partition per
-# minute (compaction merges them) and bounds what a crash can lose to a minute, refetched on restart.
+# minute (compaction merges them) and bounds what a crash can lose to a minute, refetched on
+# restart.
 DEFAULT_FLUSH_ROWS = 50_000
 DEFAULT_FLUSH_AGE_S = 60.0
 # About 250 MB of buffered rows: four hours of 2,000 1m streams waiting for a disk to come back.
@@ -134,8 +136,8 @@ class ParquetSink:
             if now - self._dropped_logged_at >= 10.0:
                 self._dropped_logged_at = now
                 self.events.error(
-                    f"buffer full ({self.max_buffer_rows} rows) while {self.data_dir} refuses writes: "
-                    f"{self.stats.dropped} rows dropped so far"
+                    f"buffer full ({self.max_buffer_rows} rows) while {self.data_dir} refuses "
+                    f"writes: {self.stats.dropped} rows dropped so far"
                 )
             return False
         try:
@@ -146,8 +148,12 @@ class ParquetSink:
         if bucket == "":  # one datetime per interval and day, not one per row
             if len(self._buckets) > 4096:
                 self._buckets.clear()
-            bucket = self._buckets[(key.interval, day)] = layout.bucket_of(key.interval, candle.open_time)
-        self._buffer[(key.market, key.interval, bucket)].append((key.symbol, *candle.as_row(), source))
+            bucket = self._buckets[(key.interval, day)] = layout.bucket_of(
+                key.interval, candle.open_time
+            )
+        self._buffer[(key.market, key.interval, bucket)].append(
+            (key.symbol, *candle.as_row(), source)
+        )
         self.stats.rows_buffered += 1
         if self._oldest is None:
             self._oldest = time.monotonic()
@@ -168,10 +174,8 @@ class ParquetSink:
             timeout = self.flush_age_s
             if self._oldest is not None:
                 timeout = max(0.0, self._oldest + self.flush_age_s - time.monotonic())
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
             self._wake.clear()
             if self._oldest is None:
                 continue
@@ -193,7 +197,9 @@ class ParquetSink:
             self.stats.rows_buffered -= rows
             self._oldest = None
             started = time.perf_counter()
-            write = asyncio.get_running_loop().run_in_executor(self._writer, self._write_batch, batch)
+            write = asyncio.get_running_loop().run_in_executor(
+                self._writer, self._write_batch, batch
+            )
             try:
                 outcome = await asyncio.shield(write)
             except asyncio.CancelledError:
@@ -231,7 +237,9 @@ class ParquetSink:
             self.stats.failing = True
             return False
         if self.stats.failing:
-            self.events.info(f"disk takes writes again: {outcome.written} rows written to {self.data_dir}")
+            self.events.info(
+                f"disk takes writes again: {outcome.written} rows written to {self.data_dir}"
+            )
         self.stats.failing = False
         return True
 
@@ -279,7 +287,9 @@ class ParquetSink:
             except Exception as exc:  # noqa: BLE001 - sorted below: the disk's fault or the rows'
                 full = self._disk_full(exc)
                 if full or isinstance(exc, OSError):
-                    outcome.hold(partition, list(itertools.chain(chunk, *pending)), _reason(exc), full)
+                    outcome.hold(
+                        partition, list(itertools.chain(chunk, *pending)), _reason(exc), full
+                    )
                     return
                 if len(chunk) == 1:
                     self._set_aside(partition, chunk, _reason(exc), outcome)
@@ -290,7 +300,9 @@ class ParquetSink:
             outcome.written += len(chunk)
             outcome.files += 1
 
-    def _set_aside(self, partition: Partition, rows: list[Row], reason: str, outcome: _Outcome) -> None:
+    def _set_aside(
+        self, partition: Partition, rows: list[Row], reason: str, outcome: _Outcome
+    ) -> None:
         try:
             outcome.dead_file = parts.set_aside(self.data_dir, *partition, rows, reason)
         except OSError as exc:  # the disk refuses even this: hold them, try again later

@@ -38,19 +38,33 @@ __all__ = [
     "ImportResult",
     "find_archives",
     "identify",
-    "verify_checksum",
-    "read_archive",
     "import_archive",
     "import_archives",
+    "read_archive",
+    "verify_checksum",
 ]
 
 ARCHIVE_COLUMNS = (
-    "open_time", "open", "high", "low", "close", "volume", "close_time",
-    "quote_volume", "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "count",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
 )
 _MICROS_ABOVE = 10**14
 
-_MARKET_DIRS = {("spot",): Market.SPOT, ("futures", "um"): Market.USDM, ("futures", "cm"): Market.COINM}
+_MARKET_DIRS = {
+    ("spot",): Market.SPOT,
+    ("futures", "um"): Market.USDM,
+    ("futures", "cm"): Market.COINM,
+}
 _NAME_RE = re.compile(
     r"^(?P<symbol>[A-Z0-9_]+)-(?P<interval>1mo|\d+[smhdwM])-(?P<date>\d{4}-\d{2}(?:-\d{2})?)\.(?:zip|csv)$"
 )
@@ -83,7 +97,9 @@ def find_archives(paths: Iterable[Path]) -> list[Path]:
     for path in paths:
         path = Path(path).expanduser()
         if path.is_dir():
-            inside = sorted(p for p in path.rglob("*") if p.suffix in (".zip", ".csv") and p.is_file())
+            inside = sorted(
+                p for p in path.rglob("*") if p.suffix in (".zip", ".csv") and p.is_file()
+            )
             if not inside:
                 raise ArchiveError(f"{path}: no .zip or .csv archive inside")
             found.extend(inside)
@@ -116,7 +132,9 @@ def identify(
         # a mismatch means the wrong --market.
         if (key.market is Market.COINM) != ("_" in key.symbol) and key.market is not Market.USDM:
             hint = " (COIN-M symbols look like BTCUSD_PERP)" if key.market is Market.COINM else ""
-            raise ArchiveError(f"{path}: {key.symbol} is not a {key.market.value} symbol{hint}; check --market")
+            raise ArchiveError(
+                f"{path}: {key.symbol} is not a {key.market.value} symbol{hint}; check --market"
+            )
     except SpecError as exc:
         raise ArchiveError(f"{path}: {exc}") from None
     return Archive(path, key)
@@ -133,9 +151,9 @@ def _path_says(path: Path) -> dict[str, object]:
         from_path["interval"] = m["interval"]
     if "klines" in parts:
         i = len(parts) - 1 - parts[::-1].index("klines")
-        before = parts[max(0, i - 3): i - 1]  # ("spot",) or ("futures", "um") before daily|monthly
+        before = parts[max(0, i - 3) : i - 1]  # ("spot",) or ("futures", "um") before daily|monthly
         for dirs, mk in _MARKET_DIRS.items():
-            if tuple(before[-len(dirs):]) == dirs:
+            if tuple(before[-len(dirs) :]) == dirs:
                 from_path["market"] = mk
         if len(parts) > i + 2 and "symbol" not in from_path:
             from_path["symbol"], from_path["interval"] = parts[i + 1], parts[i + 2]
@@ -155,7 +173,9 @@ def _reconciled(
     for name, flag in given.items():
         known = from_path.get(name)
         if flag is not None and known is not None and flag != known:
-            raise ArchiveError(f"{path}: its path says {name} {known}, but --{name} {flag} was given")
+            raise ArchiveError(
+                f"{path}: its path says {name} {known}, but --{name} {flag} was given"
+            )
         values[name] = flag if flag is not None else known
         if values[name] is None:
             raise ArchiveError(f"{path}: cannot tell the {name} from the path; pass --{name}")
@@ -163,7 +183,8 @@ def _reconciled(
 
 
 def verify_checksum(path: Path) -> bool | None:
-    """True when `<path>.CHECKSUM` matches, None when there is none; raises ArchiveError if wrong."""
+    """True when `<path>.CHECKSUM` matches, None when there is none; raises ArchiveError when
+    it does not."""
     checksum = path.with_name(path.name + ".CHECKSUM")
     if not checksum.is_file():
         return None
@@ -178,7 +199,9 @@ def verify_checksum(path: Path) -> bool | None:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     if digest.hexdigest() != text[0].lower():
-        raise ArchiveError(f"{path}: checksum mismatch (the file is damaged or incomplete); download it again")
+        raise ArchiveError(
+            f"{path}: checksum mismatch (the file is damaged or incomplete); download it again"
+        )
     return True
 
 
@@ -229,7 +252,16 @@ def _parsed(archive: Archive, data: bytes) -> pl.DataFrame:
 def _dataset_columns(symbol: str) -> dict[str, pl.Expr]:
     """The dataset's columns from an archive's (all read as text)."""
     times = {c: pl.col(c).cast(pl.Int64()) for c in ("open_time", "close_time")}
-    floats = ("open", "high", "low", "close", "volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume")
+    floats = (
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "quote_volume",
+        "taker_buy_volume",
+        "taker_buy_quote_volume",
+    )
     return {
         "symbol": pl.lit(symbol),
         # Spot archives count microseconds from 2025 on: a value this large is one.
@@ -258,7 +290,9 @@ def _check_aligned(archive: Archive, frame: pl.DataFrame) -> None:
         )
 
 
-def import_archive(data_dir: Path, archive: Archive, frame: pl.DataFrame | None = None) -> ImportResult:
+def import_archive(
+    data_dir: Path, archive: Archive, frame: pl.DataFrame | None = None
+) -> ImportResult:
     """Write the archive's candles that the dataset lacks."""
     frame = read_archive(archive) if frame is None else frame
     if frame.is_empty():

@@ -50,6 +50,7 @@ never merged: it stays where it is, for `kline-tui verify` to name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -85,16 +86,16 @@ from kline_tui.store.parts import encode
 from kline_tui.store.read import READ_ERRORS, Bucket, buckets, part_files, split_foreign
 
 __all__ = [
-    "Compactor",
-    "CompactionResult",
+    "DEFAULT_GRACE_MS",
+    "SOURCE_RANK",
     "CompactionError",
+    "CompactionResult",
+    "Compactor",
     "compact_bucket",
     "merge_parts",
     "publishing",
     "recover",
     "unreadable",
-    "DEFAULT_GRACE_MS",
-    "SOURCE_RANK",
 ]
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,7 @@ class CompactionResult:
 
 # --- the directory exchange -----------------------------------------------------------------
 
+
 def _exchange_function() -> Callable[[Path, Path], None] | None:
     """The platform's atomic exchange of two paths, or None."""
     libc_name = ctypes.util.find_library("c")
@@ -181,7 +183,10 @@ def _exchange_function() -> Callable[[Path, Path], None] | None:
         at_fdcwd, rename_exchange = -100, 2
 
         def exchange(a: Path, b: Path) -> None:
-            if libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) != 0:
+            if (
+                libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+                != 0
+            ):
                 code = ctypes.get_errno()
                 raise OSError(code, os.strerror(code), str(a))
 
@@ -258,7 +263,10 @@ def _swap_usable(data_dir: Path, report: Events | None = None) -> bool:
     problem = _claim_scratch(scratch)
     if problem is not None:
         if report is not None:
-            report(logging.WARNING, f"not using {scratch} ({problem}); compacting inside the data directory instead")
+            report(
+                logging.WARNING,
+                f"not using {scratch} ({problem}); compacting inside the data directory instead",
+            )
         return False
     probe_a = scratch / f"probe-{uuid.uuid4().hex}"
     probe_b = bookkeeping_dir(real) / f"probe-{uuid.uuid4().hex}"
@@ -274,13 +282,12 @@ def _swap_usable(data_dir: Path, report: Events | None = None) -> bool:
         return False
     finally:
         for probe in (probe_a, probe_b):
-            try:
+            with contextlib.suppress(OSError):
                 probe.rmdir()
-            except OSError:
-                pass
 
 
 # --- locks ----------------------------------------------------------------------------------
+
 
 @contextmanager
 def _exclusive(data_dir: Path, name: str, wait: bool) -> Iterator[bool]:
@@ -298,6 +305,7 @@ def _exclusive(data_dir: Path, name: str, wait: bool) -> Iterator[bool]:
 
 
 # --- plans ----------------------------------------------------------------------------------
+
 
 def _write_plan(scratch: Path, plan_id: str, plan: Plan) -> Path:
     path = scratch / f".{plan_id}{_PLAN}"
@@ -339,7 +347,7 @@ def _checked_plan(data_dir: Path, scratch: Path, plan_path: Path) -> tuple[Plan,
     """The plan in `plan_path`, its work folder and its bucket folder, each checked to name only
     what compaction itself writes: raises _RefusedPlan saying what is wrong."""
     name = plan_path.name
-    plan_id = name[1 if name.startswith(".") else 0: -len(_PLAN)]
+    plan_id = name[1 if name.startswith(".") else 0 : -len(_PLAN)]
     if not _PLAN_ID.fullmatch(plan_id):
         raise _RefusedPlan("not a plan name compaction writes")
     try:
@@ -350,8 +358,12 @@ def _checked_plan(data_dir: Path, scratch: Path, plan_path: Path) -> tuple[Plan,
         raise _RefusedPlan("no mode")
     bucket = plan.get("bucket")
     parts = bucket.split("/") if isinstance(bucket, str) else []
-    if len(parts) != 3 or not all(rx.fullmatch(p) for rx, p in zip(_BUCKET_PARTS, parts)):
-        raise _RefusedPlan(f"bucket {bucket!r} is not market=.../interval=.../date=... inside the data directory")
+    if len(parts) != 3 or not all(
+        rx.fullmatch(p) for rx, p in zip(_BUCKET_PARTS, parts, strict=True)
+    ):
+        raise _RefusedPlan(
+            f"bucket {bucket!r} is not market=.../interval=.../date=... inside the data directory"
+        )
     folder = data_dir
     for part in parts:  # no link anywhere on the way: the bucket is where its name says
         folder = folder / part
@@ -377,6 +389,7 @@ def _remove_tree(path: Path) -> None:
 
 # --- merging --------------------------------------------------------------------------------
 
+
 def merge_parts(files: list[Path], out: Path) -> tuple[int, int]:
     """Write the rows of `files` to `out` sorted by (symbol, open_time), each candle once,
     fsynced. Returns (rows read, rows written). Raises CompactionError naming unreadable files
@@ -384,7 +397,9 @@ def merge_parts(files: list[Path], out: Path) -> tuple[int, int]:
     _, foreign = split_foreign(files)
     if foreign:
         names = ", ".join(p.name for p in foreign)
-        raise CompactionError(f"foreign file(s) {names}: not this dataset's columns; run 'kline-tui verify'")
+        raise CompactionError(
+            f"foreign file(s) {names}: not this dataset's columns; run 'kline-tui verify'"
+        )
     lf = pl.scan_parquet(
         files,
         hive_partitioning=False,
@@ -398,7 +413,9 @@ def merge_parts(files: list[Path], out: Path) -> tuple[int, int]:
         bad = unreadable(files)
         if bad:
             names = ", ".join(p.name for p in bad)
-            raise CompactionError(f"unreadable file(s) {names}: run 'kline-tui verify --repair'") from None
+            raise CompactionError(
+                f"unreadable file(s) {names}: run 'kline-tui verify --repair'"
+            ) from None
         raise CompactionError(f"cannot read the parts: {exc}") from None
     rows_in = df.height
     rank = (
@@ -432,6 +449,7 @@ def unreadable(files: Iterable[Path]) -> list[Path]:
 
 # --- one bucket -----------------------------------------------------------------------------
 
+
 def compact_bucket(
     data_dir: Path, bucket: Bucket, files: list[Path], *, swap: bool
 ) -> tuple[int, int]:
@@ -453,7 +471,12 @@ def compact_bucket(
     _files_in(bucket.path)  # a bucket holding a folder is refused before any work
     plan_id = uuid.uuid4().hex
     merged = part_name(0)
-    plan = {"mode": "swap" if swap else "hide", "bucket": rel, "merged": merged, "replaces": [p.name for p in files]}
+    plan = {
+        "mode": "swap" if swap else "hide",
+        "bucket": rel,
+        "merged": merged,
+        "replaces": [p.name for p in files],
+    }
     plan_path = _write_plan(scratch, plan_id, plan)
     work = scratch / plan_id
     work.mkdir()
@@ -492,7 +515,8 @@ def _files_in(folder: Path) -> list[Path]:
 def _swap_in(data_dir: Path, plan: Plan, work: Path, bucket_dir: Path) -> None:
     replaced = set(plan["replaces"])
     with _exclusive(data_dir, "publish.lock", wait=True):
-        # Files published since the listing (or not parts at all) stay: they go into the new folder too.
+        # Files published since the listing (or not parts at all) stay: they go into the new
+        # folder too.
         for path in _files_in(bucket_dir):
             if path.name not in replaced:
                 os.link(path, work / path.name, follow_symlinks=False)
@@ -546,15 +570,15 @@ def recover(data_dir: Path, report: Events | None = None) -> int:
             continue
         problem = _scratch_problem(scratch)
         if problem is not None:
-            report(logging.ERROR, f"not reading compaction plans in {scratch}: {problem}; remove it")
+            report(
+                logging.ERROR, f"not reading compaction plans in {scratch}: {problem}; remove it"
+            )
             continue
         done += _recover_plans(data_dir, scratch, report)
     legacy = data_dir / LEGACY_STAGING
     for folder in (_legacy_scratch(data_dir), legacy):  # an earlier version's, once emptied
-        try:
+        with contextlib.suppress(OSError):
             folder.rmdir()
-        except OSError:
-            pass
     for probe in bookkeeping_dir(data_dir).glob("probe-*"):  # a killed _swap_usable's
         _remove_tree(probe)
     return done
@@ -579,7 +603,11 @@ def _recover_plans(data_dir: Path, scratch: Path, report: Events) -> int:
         plan_path.unlink(missing_ok=True)
         done += 1
     # Half-written plans and probes: nothing refers to them. A refused plan's folder is kept.
-    kept = {p.name.lstrip(".").split(".")[0] for p in scratch.iterdir() if p.name.endswith((_PLAN, _REFUSED))}
+    kept = {
+        p.name.lstrip(".").split(".")[0]
+        for p in scratch.iterdir()
+        if p.name.endswith((_PLAN, _REFUSED))
+    }
     for leftover in scratch.iterdir():
         if leftover.name.endswith(".tmp"):
             leftover.unlink(missing_ok=True)
@@ -593,13 +621,12 @@ def _drop_scratch(data_dir: Path) -> None:
     """Remove the scratch folder beside the data directory when empty and ours, leaving no trace."""
     scratch = swap_scratch(data_dir)
     if os.path.lexists(scratch) and _scratch_problem(scratch) is None:
-        try:
+        with contextlib.suppress(OSError):
             scratch.rmdir()
-        except OSError:
-            pass
 
 
 # --- the compactor --------------------------------------------------------------------------
+
 
 class Compactor:
     """Compacts a data directory's closed buckets; safe beside a recorder writing into it.
@@ -696,11 +723,19 @@ class Compactor:
         if len(files) < (1 if force else 2):
             return swap
         for path, why in foreign.items():
-            report(logging.WARNING, f"{bucket}: left {path.name} out ({why}); 'kline-tui verify' names it")
+            report(
+                logging.WARNING,
+                f"{bucket}: left {path.name} out ({why}); 'kline-tui verify' names it",
+            )
         return self._merge_bucket(bucket, files, swap, result, report)
 
     def _merge_bucket(
-        self, bucket: Bucket, files: list[Path], swap: bool, result: CompactionResult, report: Events
+        self,
+        bucket: Bucket,
+        files: list[Path],
+        swap: bool,
+        result: CompactionResult,
+        report: Events,
     ) -> bool:
         """Merge `files` of `bucket` into one, counted into `result`, or noted there as failed with
         the bucket left as it was; returns whether to keep using the exchange."""

@@ -22,36 +22,36 @@ import os
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kline_tui.model import PARQUET_SCHEMA, Interval, Market
 
 __all__ = [
-    "bucket_of",
-    "partition_root",
-    "partition_dir",
-    "part_name",
-    "bookkeeping_dir",
-    "staging_dir",
-    "quarantine_dir",
-    "dead_letter_dir",
-    "lock_path",
-    "lock_fd",
-    "staged",
-    "clear_staging",
-    "publishing",
-    "publish",
-    "quarantine",
-    "write_dead_letters",
-    "is_dataset",
-    "fsync_dir",
     "BUCKET_OF_INTERVAL",
     "END_MS",
     "LEGACY_LOCK",
-    "LEGACY_STAGING",
     "LEGACY_QUARANTINE",
+    "LEGACY_STAGING",
+    "bookkeeping_dir",
+    "bucket_of",
+    "clear_staging",
+    "dead_letter_dir",
+    "fsync_dir",
+    "is_dataset",
+    "lock_fd",
+    "lock_path",
+    "part_name",
+    "partition_dir",
+    "partition_root",
+    "publish",
+    "publishing",
+    "quarantine",
+    "quarantine_dir",
+    "staged",
+    "staging_dir",
+    "write_dead_letters",
 ]
 
 _DAILY = {Interval.S1, Interval.M1, Interval.M3, Interval.M5, Interval.M15, Interval.M30}
@@ -78,7 +78,7 @@ def bucket_of(interval: Interval, open_time_ms: int) -> str | None:
     can (an open time before 1970, after 9999, or not an integer): never raises."""
     if type(open_time_ms) is not int or not 0 <= open_time_ms < END_MS:
         return None
-    dt = datetime.fromtimestamp(open_time_ms / 1000, tz=timezone.utc)
+    dt = datetime.fromtimestamp(open_time_ms / 1000, tz=UTC)
     kind = BUCKET_OF_INTERVAL[interval]
     if kind == "day":
         return f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}"
@@ -98,13 +98,15 @@ def partition_dir(data_dir: Path, market: Market, interval: Interval, bucket: st
 
 
 def part_name(seq: int, now: datetime | None = None) -> str:
-    """A part file name that sorts by write time: `part-20261125T161500123Z-000042-<uuid>.parquet`."""
-    now = now or datetime.now(timezone.utc)
+    """A part file name that sorts by write time:
+    `part-20261125T161500123Z-000042-<uuid>.parquet`."""
+    now = now or datetime.now(UTC)
     stamp = now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z"
     return f"part-{stamp}-{seq % 1_000_000:06d}-{uuid.uuid4().hex[:12]}.parquet"
 
 
 # --- the bookkeeping folder -----------------------------------------------------------------
+
 
 def bookkeeping_dir(data_dir: Path) -> Path:
     """The one hidden folder holding everything in the data directory that is not data."""
@@ -224,6 +226,7 @@ def fsync_dir(path: Path) -> None:
 
 # --- what cannot be stored ------------------------------------------------------------------
 
+
 def quarantine(data_dir: Path, files: Iterable[Path], kind: str = "corrupt") -> list[Path]:
     """Move files out of the dataset into the quarantine folder; returns where they went.
 
@@ -259,10 +262,14 @@ def write_dead_letters(
     file. Raises OSError when the disk refuses."""
     folder = dead_letter_dir(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f".{datetime.now(timezone.utc):%Y-%m-%d}.jsonl"
+    path = folder / f".{datetime.now(UTC):%Y-%m-%d}.jsonl"
     columns = list(PARQUET_SCHEMA)
     lines = [
-        json.dumps({"where": where, "reason": reason, "row": dict(zip(columns, row))}, default=repr) + "\n"
+        json.dumps(
+            {"where": where, "reason": reason, "row": dict(zip(columns, row, strict=False))},
+            default=repr,
+        )
+        + "\n"
         for row in rows
     ]
     with open(path, "a", encoding="utf-8") as fh:

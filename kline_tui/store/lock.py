@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import shutil
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from kline_tui.store import layout
 
-__all__ = ["DataDirLock", "DataDirError"]
+__all__ = ["DataDirError", "DataDirLock"]
 
 
 class DataDirError(Exception):
@@ -29,12 +30,15 @@ class DataDirLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        """Take the lock, or raise DataDirError saying who holds it or why the folder is unusable."""
+        """Take the lock, or raise DataDirError saying who holds it or why the folder is
+        unusable."""
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             fd = layout.lock_fd(self.data_dir, "lock")
         except OSError as exc:
-            raise DataDirError(f"cannot use data directory {self.data_dir}: {exc.strerror or exc}") from None
+            raise DataDirError(
+                f"cannot use data directory {self.data_dir}: {exc.strerror or exc}"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -55,7 +59,9 @@ class DataDirLock:
             raise
         except OSError as exc:
             self.release()
-            raise DataDirError(f"cannot use data directory {self.data_dir}: {exc.strerror or exc}") from None
+            raise DataDirError(
+                f"cannot use data directory {self.data_dir}: {exc.strerror or exc}"
+            ) from None
 
     def _migrate(self) -> None:
         """Move an earlier version's bookkeeping out of the way of `pl.scan_parquet(data_dir)`."""
@@ -68,7 +74,8 @@ class DataDirLock:
                 except BlockingIOError:
                     owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
                     raise DataDirError(
-                        f"an earlier kline-tui (pid {owner}) is recording into {self.data_dir}; stop it first"
+                        f"an earlier kline-tui (pid {owner}) is recording into {self.data_dir}; "
+                        "stop it first"
                     ) from None
                 old_lock.unlink()
             finally:
@@ -99,7 +106,5 @@ class DataDirLock:
 
 
 def _remove_if_empty(folder: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):
         folder.rmdir()
-    except OSError:
-        pass

@@ -12,9 +12,9 @@ filters applied, but the folders are pruned before any file is listed: only the 
 files are sorted by symbol, so a one-symbol query reads a small part of them).
 
 Files that are not the dataset's (another schema: a foreign Parquet dropped in a bucket) are
-skipped; `kline-tui verify` names them. The files are listed when `scan` is called. A compaction that runs between `scan` and `collect`
-replaces the files of a bucket: `collect` then fails with a missing file, never returns a row
-twice or misses one; scan again.
+skipped; `kline-tui verify` names them. The files are listed when `scan` is called. A
+compaction that runs between `scan` and `collect` replaces the files of a bucket: `collect` then
+fails with a missing file, never returns a row twice or misses one; scan again.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import calendar
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,18 +33,18 @@ from kline_tui.model import PARQUET_SCHEMA, Interval, Market, SpecError, validat
 from kline_tui.store.layout import BUCKET_OF_INTERVAL
 
 __all__ = [
-    "scan",
+    "READ_ERRORS",
+    "READ_SCHEMA",
     "Bucket",
-    "buckets",
     "bucket_span",
+    "buckets",
+    "foreign_reason",
+    "ms_literal",
+    "open_times",
     "parse_time",
     "part_files",
-    "ms_literal",
-    "READ_SCHEMA",
-    "READ_ERRORS",
-    "open_times",
+    "scan",
     "scan_files",
-    "foreign_reason",
     "split_foreign",
 ]
 
@@ -58,7 +58,11 @@ OPTIONAL_COLUMNS = frozenset({"source"})
 _T = TypeVar("_T")
 
 # What `scan` returns: where the rows live, then the file columns.
-READ_SCHEMA: dict[str, pl.DataType] = {"market": pl.String(), "interval": pl.String(), **PARQUET_SCHEMA}
+READ_SCHEMA: dict[str, pl.DataType] = {
+    "market": pl.String(),
+    "interval": pl.String(),
+    **PARQUET_SCHEMA,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +105,7 @@ def _subdirs(folder: Path, key: str) -> Iterator[tuple[str, Path]]:
         return
     for entry in sorted(entries, key=lambda e: e.name):
         if entry.name.startswith(prefix) and entry.is_dir():
-            yield entry.name[len(prefix):], Path(entry.path)
+            yield entry.name[len(prefix) :], Path(entry.path)
 
 
 def buckets(
@@ -179,9 +183,16 @@ def foreign_reason(path: Path) -> str | None:
         return None
     missing = [c for c in PARQUET_SCHEMA if c not in schema and c not in OPTIONAL_COLUMNS]
     extra = [c for c in schema if c not in PARQUET_SCHEMA]
-    wrong = [f"{c} is {schema[c]}" for c in PARQUET_SCHEMA if c in schema and schema[c] != PARQUET_SCHEMA[c]]
-    problems = ([f"lacks {', '.join(missing)}"] if missing else []) + (
-        [f"has {', '.join(extra)}"] if extra else []) + wrong
+    wrong = [
+        f"{c} is {schema[c]}"
+        for c in PARQUET_SCHEMA
+        if c in schema and schema[c] != PARQUET_SCHEMA[c]
+    ]
+    problems = (
+        ([f"lacks {', '.join(missing)}"] if missing else [])
+        + ([f"has {', '.join(extra)}"] if extra else [])
+        + wrong
+    )
     reason = "not this dataset's columns: " + "; ".join(problems) if problems else None
     if len(_FOREIGN_CACHE) >= _FOREIGN_CACHE_MAX:
         _FOREIGN_CACHE.clear()
@@ -216,15 +227,18 @@ def parse_time(value: datetime | date | str | int | None) -> int | None:
     if isinstance(value, str):
         text = value.strip()
         try:
-            value = datetime.fromisoformat(text.replace("Z", "+00:00")) if "T" in text or " " in text \
+            value = (
+                datetime.fromisoformat(text.replace("Z", "+00:00"))
+                if "T" in text or " " in text
                 else date.fromisoformat(text)
+            )
         except ValueError:
             raise ValueError(
                 f"not a date or time: {text!r} (write 2026-11-25 or 2026-11-25T16:30)"
             ) from None
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
         return int(value.timestamp() * 1000)
     if isinstance(value, date):
         return calendar.timegm((value.year, value.month, value.day, 0, 0, 0)) * 1000
@@ -278,8 +292,11 @@ def scan(
     lf = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
     lf = lf.select(list(READ_SCHEMA))
     if symbols is not None:
-        lf = lf.filter(pl.col("symbol") == symbols[0]) if len(symbols) == 1 \
+        lf = (
+            lf.filter(pl.col("symbol") == symbols[0])
+            if len(symbols) == 1
             else lf.filter(pl.col("symbol").is_in(symbols))
+        )
     if start_ms is not None:
         lf = lf.filter(pl.col("open_time") >= ms_literal(start_ms))
     if end_ms is not None:
@@ -312,10 +329,13 @@ def open_times(
     end_ms: int | None = None,
 ) -> list[int]:
     """The open times (epoch ms, ascending, each once) the dataset holds of one stream within
-    [start_ms, end_ms]. Unreadable and foreign files are skipped (`kline-tui verify` reports them)."""
+    [start_ms, end_ms]. Unreadable and foreign files are skipped (`kline-tui verify` reports
+    them)."""
     files, _ = split_foreign(
         f
-        for b in buckets(data_dir, [market], [interval], start_ms, None if end_ms is None else end_ms + 1)
+        for b in buckets(
+            data_dir, [market], [interval], start_ms, None if end_ms is None else end_ms + 1
+        )
         for f in part_files(b.path)
     )
     if not files:

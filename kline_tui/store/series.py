@@ -54,17 +54,25 @@ def stored_series(
             continue
         for (symbol,), group in times.group_by(["symbol"]):
             opens = group["t"].unique().sort().to_list()
-            out[StreamKey(market, symbol, interval)] = StoredSeries(opens[-1], find_gaps(interval, opens))
+            out[StreamKey(market, symbol, interval)] = StoredSeries(
+                opens[-1], find_gaps(interval, opens)
+            )
     return out
 
 
 def _open_times(
-    data_dir: Path, market: Market, interval: Interval, symbols: set[str], report: Callable[[str], None]
+    data_dir: Path,
+    market: Market,
+    interval: Interval,
+    symbols: set[str],
+    report: Callable[[str], None],
 ) -> pl.DataFrame | None:
     listed = [f for b in buckets(data_dir, [market], [interval]) for f in part_files(b.path)]
     files, foreign = split_foreign(listed)
     for path, why in foreign.items():
-        report(f"skipped {_shown(data_dir, path)}: {why}; 'kline-tui verify --repair' moves it aside")
+        report(
+            f"skipped {_shown(data_dir, path)}: {why}; 'kline-tui verify --repair' moves it aside"
+        )
     if not files:
         return None
 
@@ -93,12 +101,15 @@ def _open_times(
         try:
             moved = quarantine(data_dir, [path])
         except OSError as exc:
-            report(f"unreadable file {_shown(data_dir, path)} ({why}) skipped; cannot move it: {exc.strerror or exc}")
+            report(
+                f"unreadable file {_shown(data_dir, path)} ({why}) skipped; "
+                f"cannot move it: {exc.strerror or exc}"
+            )
             continue
         if moved:
             report(
-                f"unreadable file {_shown(data_dir, path)} ({why}) moved to {quarantine_dir(data_dir)}; "
-                "its candles are fetched again"
+                f"unreadable file {_shown(data_dir, path)} ({why}) moved to "
+                f"{quarantine_dir(data_dir)}; its candles are fetched again"
             )
     return pl.concat(frames) if frames else None
 

@@ -9,15 +9,15 @@ not the dataset.
 `--repair` moves unreadable and foreign files to `.kline-tui/quarantine/` (renamed
 `.<path>.corrupt` or `.<path>.foreign`, so no reader sees them), fetches the gaps from REST (the
 rows a quarantined file held, when other candles surround them, show up as gaps and are fetched
-too), and compacts the buckets holding duplicates. Rows missing at the very start or end of a stream are not gaps; the recorder's
-resume and `kline-tui backfill` fetch those.
+too), and compacts the buckets holding duplicates. Rows missing at the very start or end of a
+stream are not gaps; the recorder's resume and `kline-tui backfill` fetch those.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -30,7 +30,7 @@ from kline_tui.store.gaps import find_gaps
 from kline_tui.store.history import backfill
 from kline_tui.store.read import READ_ERRORS, Bucket, buckets, part_files, scan_files, split_foreign
 
-__all__ = ["StreamReport", "VerifyReport", "verify_dataset", "repair", "quarantine", "format_time"]
+__all__ = ["StreamReport", "VerifyReport", "format_time", "quarantine", "repair", "verify_dataset"]
 
 
 @dataclass(slots=True)
@@ -80,7 +80,9 @@ class VerifyReport:
 
     @property
     def clean(self) -> bool:
-        return not self.unreadable and not self.foreign and all(s.clean for s in self.streams.values())
+        return (
+            not self.unreadable and not self.foreign and all(s.clean for s in self.streams.values())
+        )
 
 
 def _selection(keys: Iterable[StreamKey] | None) -> dict[tuple[Market, Interval], set[str] | None]:
@@ -99,6 +101,7 @@ def _read_bucket(folder: Path, report: VerifyReport) -> pl.DataFrame:
     Every column is read, so damage anywhere in a file is found, not only in its footer. A
     compaction may swap the bucket's files while they are read: the folder is then listed again.
     """
+
     def read(paths: list[Path]) -> pl.DataFrame:
         df = scan_files(paths).collect()
         return df.select("symbol", t=pl.col("open_time").dt.epoch("ms"))
@@ -209,7 +212,7 @@ def format_time(ms: int | None) -> str:
     if ms is None:
         return "-"
     try:
-        dt = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+        dt = datetime.fromtimestamp(ms / 1000, tz=UTC)
     except (ValueError, OverflowError, OSError):  # no calendar date: show the number
         return f"{ms} ms"
     return dt.strftime("%Y-%m-%d %H:%M:%S" if dt.second else "%Y-%m-%d %H:%M")
@@ -225,7 +228,9 @@ def render(report: VerifyReport, data_dir: Path, max_gaps: int = 10) -> list[str
             continue
         problems = []
         if s.gaps:
-            problems.append(f"{len(s.gaps)} gap{'s' if len(s.gaps) != 1 else ''} ({s.missing} missing)")
+            problems.append(
+                f"{len(s.gaps)} gap{'s' if len(s.gaps) != 1 else ''} ({s.missing} missing)"
+            )
         if s.duplicates:
             problems.append(f"{s.duplicates} duplicate{'s' if s.duplicates != 1 else ''}")
         lines.append(
@@ -234,7 +239,9 @@ def render(report: VerifyReport, data_dir: Path, max_gaps: int = 10) -> list[str
         )
         for a, b in s.gaps[:max_gaps]:
             n = key.interval.count_between(a, b)
-            lines.append(f"    gap {format_time(a)} to {format_time(b)} ({n} candle{'s' if n != 1 else ''})")
+            lines.append(
+                f"    gap {format_time(a)} to {format_time(b)} ({n} candle{'s' if n != 1 else ''})"
+            )
         if len(s.gaps) > max_gaps:
             lines.append(f"    ... and {len(s.gaps) - max_gaps} more gaps")
     for path in report.unreadable:
