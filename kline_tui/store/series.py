@@ -67,6 +67,8 @@ def _open_times(
     symbols: set[str],
     report: Callable[[str], None],
 ) -> pl.DataFrame | None:
+    """(symbol, t) of the rows of `symbols` in the files of one market and interval; foreign
+    files are skipped and unreadable ones quarantined, each told to `report`."""
     listed = [f for b in buckets(data_dir, [market], [interval]) for f in part_files(b.path)]
     files, foreign = split_foreign(listed)
     for path, why in foreign.items():
@@ -88,8 +90,19 @@ def _open_times(
         return read(files)
     except READ_ERRORS:
         pass
+    frames, bad = _read_one_by_one(files, read)
+    for path, why in bad:
+        _quarantine_unreadable(data_dir, path, why, report)
+    return pl.concat(frames) if frames else None
+
+
+def _read_one_by_one(
+    files: list[Path], read: Callable[[list[Path]], pl.DataFrame]
+) -> tuple[list[pl.DataFrame], list[tuple[Path, str]]]:
+    """What each file reads, and the files that cannot be read with why: one bad file must not
+    hide the good ones."""
     frames, bad = [], []
-    for path in files:  # one bad file must not hide the good ones
+    for path in files:
         try:
             frames.append(read([path]))
         except OSError:
@@ -97,21 +110,26 @@ def _open_times(
         except READ_ERRORS as exc:
             if path.exists():
                 bad.append((path, _first_line(exc)))
-    for path, why in bad:
-        try:
-            moved = quarantine(data_dir, [path])
-        except OSError as exc:
-            report(
-                f"unreadable file {_shown(data_dir, path)} ({why}) skipped; "
-                f"cannot move it: {exc.strerror or exc}"
-            )
-            continue
-        if moved:
-            report(
-                f"unreadable file {_shown(data_dir, path)} ({why}) moved to "
-                f"{quarantine_dir(data_dir)}; its candles are fetched again"
-            )
-    return pl.concat(frames) if frames else None
+    return frames, bad
+
+
+def _quarantine_unreadable(
+    data_dir: Path, path: Path, why: str, report: Callable[[str], None]
+) -> None:
+    """Move an unreadable file aside, so its candles show up as holes and are fetched again."""
+    try:
+        moved = quarantine(data_dir, [path])
+    except OSError as exc:
+        report(
+            f"unreadable file {_shown(data_dir, path)} ({why}) skipped; "
+            f"cannot move it: {exc.strerror or exc}"
+        )
+        return
+    if moved:
+        report(
+            f"unreadable file {_shown(data_dir, path)} ({why}) moved to "
+            f"{quarantine_dir(data_dir)}; its candles are fetched again"
+        )
 
 
 def _shown(data_dir: Path, path: Path) -> str:
