@@ -14,13 +14,13 @@ import pytest
 from textual import events
 from textual.notifications import Notify
 
-from kline_tui.config import Settings, load_settings
+from kline_tui.config import DEFAULT_WATCH, Settings, load_settings
 from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.recorder.hub import StreamStatus
 from kline_tui.recorder.pipeline import Pipeline
 from kline_tui.store import layout
 from kline_tui.ui import format as fmt
-from kline_tui.ui.app import FIRST_LAUNCH_WATCH, KlineApp
+from kline_tui.ui.app import KlineApp
 from kline_tui.ui.commands import KeyCommands
 from kline_tui.ui.screens.add_streams import AddStreamsScreen, parse_symbols
 from kline_tui.ui.screens.details import DetailsScreen
@@ -426,7 +426,7 @@ async def test_first_launch_watches_defaults_and_says_where_things_live(sim, tmp
 
     app = KlineApp(settings)
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
-        defaults = [StreamKey.parse(s) for s in FIRST_LAUNCH_WATCH]
+        defaults = [StreamKey.parse(s) for s in DEFAULT_WATCH]
         await live(app, defaults)
         assert {k.market for k in defaults} == set(Market)
         await wait_until(lambda: config.exists(), what="the config to be written")

@@ -22,6 +22,7 @@ from rich.markup import escape
 
 from kline_tui.binance.rest import RestError
 from kline_tui.config import (
+    DEFAULT_WATCH,
     ConfigError,
     Settings,
     default_config_path,
@@ -35,7 +36,6 @@ from kline_tui.store.layout import is_dataset
 from kline_tui.store.lock import DataDirError
 
 __all__ = [
-    "DEMO_WATCH",
     "MAX_DEMO_SPEED",
     "USER_ERRORS",
     "CommandParser",
@@ -49,17 +49,6 @@ __all__ = [
     "stream_keys",
 ]
 
-# The demo's and a first run's watch list: the majors across the three markets.
-DEMO_WATCH = (
-    "spot:BTCUSDT:1m",
-    "spot:ETHUSDT:1m",
-    "spot:SOLUSDT:1s",
-    "usdm:BTCUSDT:1m",
-    "usdm:ETHUSDT:1m",
-    "usdm:BNBUSDT:5m",
-    "coinm:BTCUSD_PERP:1m",
-    "coinm:ETHUSD_PERP:1m",
-)
 
 # Above this the simulator's clock would outrun its own REST answers' usefulness (a year a minute).
 MAX_DEMO_SPEED = 100_000.0
@@ -214,7 +203,7 @@ def recorder_settings(args: argparse.Namespace, *, headless: bool) -> Settings:
     settings = _demo_settings(args.config) if args.demo else load_settings(args.config)
     if not settings.watch and not keys and (args.demo or not headless):
         # The demo, and a first run of the UI, start with the majors of the three markets.
-        keys = stream_keys(DEMO_WATCH)
+        keys = stream_keys(DEFAULT_WATCH)
     if data_dir is not None:
         settings = replace(settings, data_dir=data_dir)
     settings = settings.with_streams(keys)

@@ -27,7 +27,7 @@ from textual.widgets import Footer, Input
 from textual.worker import Worker, WorkerState
 
 from kline_tui.binance.connection import ConnectionStatus
-from kline_tui.config import Settings
+from kline_tui.config import DEFAULT_WATCH, Settings
 from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.recorder.events import Event, EventLog
 from kline_tui.recorder.hub import StreamStatus
@@ -46,21 +46,10 @@ from kline_tui.ui.widgets.recording import RecordingPanel, RecordingView
 from kline_tui.ui.widgets.status_bar import Overview, StatusBar
 from kline_tui.ui.widgets.watch_table import Sort, WatchTable
 
-__all__ = ["FIRST_LAUNCH_WATCH", "REPAINT_HZ", "KlineApp", "run_app"]
+__all__ = ["REPAINT_HZ", "KlineApp", "run_app"]
 
 REPAINT_HZ = 4.0
 
-# What a first launch without a config watches: the most traded pairs of each market.
-FIRST_LAUNCH_WATCH = (
-    "spot:BTCUSDT:1m",
-    "spot:ETHUSDT:1m",
-    "spot:SOLUSDT:1m",
-    "usdm:BTCUSDT:1m",
-    "usdm:ETHUSDT:1m",
-    "usdm:SOLUSDT:5m",
-    "coinm:BTCUSD_PERP:1m",
-    "coinm:ETHUSD_PERP:1m",
-)
 
 PipelineFactory = Callable[[Settings, EventLog], Pipeline]
 
@@ -279,7 +268,7 @@ class KlineApp(App[int]):
         first_launch = not settings.config_exists
         keys = list(settings.watch)
         if not keys and (first_launch or self.demo_speed is not None):
-            keys = [StreamKey.parse(s) for s in FIRST_LAUNCH_WATCH]
+            keys = [StreamKey.parse(s) for s in DEFAULT_WATCH]
         config, data = fmt.short_path(settings.config_path), fmt.short_path(settings.data_dir)
         self.events.info(f"config {config}; data {data}")
         keys = await self.runtime.start(keys, leave_out_refused=True)
