@@ -152,8 +152,12 @@ class Ledger:
         *,
         history: int = 1000,
         exchange_now_ms: Callable[[Market], int | None] | None = None,
+        on_start: Callable[[StreamKey, int], None] | None = None,
     ) -> None:
         self.store = store
+        # Told, for a stream with nothing on disk, the first open time it will hold (its history
+        # included), so a resume after a crash knows where it was meant to begin.
+        self.on_start = on_start
         self.events = events
         self.history = history  # candles fetched before the first one seen, for a new stream
         # The exchange's clock per market (e.g. `lambda m: rest.clock(m).now_ms()`), when known:
@@ -231,11 +235,11 @@ class Ledger:
     def _start_history(self, st: StreamLedger, first_seen: int) -> None:
         """A new stream's history: the `history` candles before `first_seen`, none before 2017."""
         count = self._history_count()
-        if count <= 0:
-            return
         iv = st.key.interval
         first = max(iv.shift(first_seen, -count), iv.open_at_or_after(EARLIEST_OPEN_MS))
-        if first > iv.prev_open(first_seen):
+        if self.on_start is not None:
+            self.on_start(st.key, min(first, first_seen))
+        if count <= 0 or first > iv.prev_open(first_seen):
             return
         st.add_missing(first, iv.prev_open(first_seen))
         st.gaps -= 1  # history to fetch is not a gap in the recording

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from kline_tui.retry import Backoff
@@ -29,6 +29,7 @@ from kline_tui.recorder.symbols import SymbolDirectory
 from kline_tui.store.lock import DataDirLock
 from kline_tui.store.compact import Compactor
 from kline_tui.store.series import stored_series
+from kline_tui.store.starts import read_starts, write_starts
 
 __all__ = ["Pipeline", "StreamRefused", "StopReport", "DEFAULT_STOP_TIMEOUT_S"]
 
@@ -97,10 +98,18 @@ class Pipeline:
             flush_rows=settings.flush_rows,
             flush_age_s=settings.flush_age_s,
             max_buffer_rows=settings.max_buffer_rows,
+            before_write=self._starts_to_write,
         )
         self.ledger = Ledger(
-            self._store, self.events, history=settings.history, exchange_now_ms=self._exchange_now
+            self._store,
+            self.events,
+            history=settings.history,
+            exchange_now_ms=self._exchange_now,
+            on_start=self._note_start,
         )
+        # Where each stream's recording begins (store.starts), and whether the file lags behind.
+        self._starts: dict[StreamKey, int] = {}
+        self._starts_changed = False
         self.hub = Hub(
             settings.endpoints,
             self.events,
@@ -173,6 +182,29 @@ class Pipeline:
             self.events.info(f"added {key}")
         return added
 
+    def _note_start(self, key: StreamKey, first: int) -> None:
+        """The ledger begins a stream with nothing on disk at `first` (its history included)."""
+        if key not in self._starts or first < self._starts[key]:
+            self._starts[key] = first
+            self._starts_changed = True
+
+    def _starts_to_write(self) -> Callable[[], None] | None:
+        """For the sink, at each flush: write the streams' starts first if they changed (a
+        snapshot taken here, on the loop; written in the writer thread)."""
+        if not self._starts_changed:
+            return None
+        self._starts_changed = False
+        snapshot, data_dir = dict(self._starts), self.settings.data_dir
+
+        def write() -> None:
+            try:
+                write_starts(data_dir, snapshot)
+            except OSError:
+                self._starts_changed = True  # tried again at the next flush
+                raise
+
+        return write
+
     def _exchange_now(self, market: Market) -> int | None:
         """The exchange's current time for `market` (ms), or None while it is unknown."""
         return self.rest.clock(market).now_ms()
@@ -215,7 +247,10 @@ class Pipeline:
     async def _resume(self, keys: list[StreamKey]) -> None:
         """Tell the ledger where each stream's data on disk ends, so recording resumes there."""
         notes: list[str] = []  # files set aside as unreadable or foreign, said on this thread
-        stored = await asyncio.to_thread(stored_series, self.settings.data_dir, keys, notes.append)
+        data_dir = self.settings.data_dir
+        if not self._starts:
+            self._starts = await asyncio.to_thread(read_starts, data_dir)
+        stored = await asyncio.to_thread(stored_series, data_dir, keys, notes.append, self._starts)
         for note in notes:
             self.events.warning(note)
         for key in keys:

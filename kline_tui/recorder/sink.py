@@ -29,6 +29,7 @@ import logging
 import shutil
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,12 +109,17 @@ class ParquetSink:
         flush_rows: int = DEFAULT_FLUSH_ROWS,
         flush_age_s: float = DEFAULT_FLUSH_AGE_S,
         max_buffer_rows: int = DEFAULT_MAX_BUFFER_ROWS,
+        before_write: Callable[[], Callable[[], None] | None] | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.events = events
         self.flush_rows = flush_rows
         self.flush_age_s = flush_age_s
         self.max_buffer_rows = max_buffer_rows
+        # Called on the loop at each flush; what it returns (if anything) runs in the writer
+        # thread before the batch's parts: bookkeeping that must be on disk before the rows are
+        # (the streams' starts). An OSError there holds the whole batch back, like a full disk.
+        self.before_write = before_write
         self.stats = SinkStats()
         self._dropped_logged_at = 0.0
         self._buffer: dict[Partition, list[Row]] = defaultdict(list)
@@ -197,8 +203,9 @@ class ParquetSink:
             self.stats.rows_buffered -= rows
             self._oldest = None
             started = time.perf_counter()
+            prepare = self.before_write() if self.before_write is not None else None
             write = asyncio.get_running_loop().run_in_executor(
-                self._writer, self._write_batch, batch
+                self._writer, self._write_batch, batch, prepare
             )
             try:
                 outcome = await asyncio.shield(write)
@@ -262,9 +269,19 @@ class ParquetSink:
         if self._oldest is None:
             self._oldest = time.monotonic()
 
-    def _write_batch(self, batch: dict[Partition, list[Row]]) -> _Outcome:
+    def _write_batch(
+        self, batch: dict[Partition, list[Row]], prepare: Callable[[], None] | None = None
+    ) -> _Outcome:
         """Runs in the writer thread: writes what it can, sets aside what it must."""
         outcome = _Outcome()
+        if prepare is not None:
+            try:
+                prepare()
+            except OSError as exc:
+                full = self._disk_full(exc)
+                for partition, rows in batch.items():
+                    outcome.hold(partition, rows, _reason(exc), full)
+                return outcome
         in_order = sorted(batch.items(), key=lambda item: (*item[0][:2], item[0][2] or ""))
         for (market, interval, bucket), rows in in_order:
             if bucket is None:

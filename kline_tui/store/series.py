@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,9 +29,15 @@ class StoredSeries:
 
 
 def stored_series(
-    data_dir: Path, keys: Iterable[StreamKey], report: Callable[[str], None] | None = None
+    data_dir: Path,
+    keys: Iterable[StreamKey],
+    report: Callable[[str], None] | None = None,
+    starts: Mapping[StreamKey, int] | None = None,
 ) -> dict[StreamKey, StoredSeries]:
     """The newest open time (ms) and the holes of each stream that has rows on disk.
+
+    `starts` (see `store.starts`): where each stream's recording was meant to begin; the
+    candles from there to the first row on disk are a hole too.
 
     A recorder killed before a flush loses its buffer, and the buffer may hold candles older
     than some already on disk (a backfill finishing after newer live candles were written), so
@@ -54,9 +60,10 @@ def stored_series(
             continue
         for (symbol,), group in times.group_by(["symbol"]):
             opens = group["t"].unique().sort().to_list()
-            out[StreamKey(market, symbol, interval)] = StoredSeries(
-                opens[-1], find_gaps(interval, opens)
-            )
+            key = StreamKey(market, symbol, interval)
+            start = (starts or {}).get(key)
+            first = start if start is not None and start < opens[0] else None
+            out[key] = StoredSeries(opens[-1], find_gaps(interval, opens, first=first))
     return out
 
 
