@@ -381,7 +381,8 @@ class _Key:
 
 def _key(path: str, declared: mi.Type, default: Any) -> _Key:
     """`declared` with its Metadata layers merged and an optional None set aside."""
-    description, extra, kind = "", {}, declared
+    description, kind = "", declared
+    extra: dict[str, Any] = {}
     while True:
         if isinstance(kind, mi.Metadata):
             description = (kind.extra_json_schema or {}).get("description", description)
@@ -410,6 +411,7 @@ def _keys(struct: mi.StructType, prefix: str, defaults: msgspec.Struct) -> Itera
 
 
 _ROOT = _key("", mi.type_info(ConfigFile), _DEFAULTS)
+assert isinstance(_ROOT.type, mi.StructType), "the file itself is a table"
 _KEYS: dict[str, _Key] = {key.path: key for key in (_ROOT, *_keys(_ROOT.type, "", _DEFAULTS))}
 
 
@@ -472,6 +474,7 @@ def _unknown_key(doc: dict[str, Any], fail: _Failure) -> ConfigError:
     if found is None:
         return fail("(top level)", "unknown key")
     table, name = found
+    assert isinstance(table.type, mi.StructType), "only a table holds keys"
     known = ", ".join(f.name for f in table.type.fields)
     where = f"{table.path}.{_shown(name)}" if table.path else _shown(name)
     return fail(where, f"unknown key (known: {known})")
