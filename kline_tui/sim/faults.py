@@ -41,7 +41,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, overload
 
 from kline_tui.model import Market
 from kline_tui.sim.poison import POISON_KINDS, REST_POISON_KINDS
@@ -199,9 +199,13 @@ class _EveryMarket:
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def __get__(self, obj: Faults | None, owner: type | None = None) -> float | None:
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _EveryMarket: ...
+    @overload
+    def __get__(self, obj: Faults, owner: type | None = None) -> float | None: ...
+    def __get__(self, obj: Faults | None, owner: type | None = None) -> _EveryMarket | float | None:
         if obj is None:
-            return self  # type: ignore[return-value]
+            return self
         values = [getattr(obj[m], self.name) for m in Market]
         present = [v for v in values if v is not None]
         return max(present) if present else None
@@ -370,7 +374,7 @@ class Faults:
         for m in self._markets(market):
             self._by_market[m].rest_failure = RestFailure(status, count, retry_after)
 
-    def drop(self, market: Market | None = None, clean: bool = False) -> Awaitable[None]:
+    def drop(self, market: Market | None = None, clean: bool = False) -> Awaitable[object]:
         """Close every open connection now: abruptly (transport aborted, no close frame) or
         cleanly (close frame 1001)."""
         targets = self._targets(market)
@@ -380,17 +384,17 @@ class Faults:
             return _done()
         return self._all(conn.close(1001, "going away") for conn in targets)
 
-    def inject(self, frame: str | bytes, market: Market | None = None) -> Awaitable[None]:
+    def inject(self, frame: str | bytes, market: Market | None = None) -> Awaitable[object]:
         """Send this exact frame (text for str, binary for bytes) on every open connection."""
         return self._all(conn.send_raw(frame) for conn in self._targets(market))
 
-    def server_shutdown(self, market: Market | None = None) -> Awaitable[None]:
+    def server_shutdown(self, market: Market | None = None) -> Awaitable[object]:
         """Send the `serverShutdown` notice on every open connection."""
         return self._all(conn.send_server_shutdown() for conn in self._targets(market))
 
     def _targets(self, market: Market | None) -> list[FaultTarget]:
         return [conn for m in self._markets(market) for conn in self._connections(m)]
 
-    def _all(self, coros: Iterable[Awaitable[None]]) -> Awaitable[None]:
+    def _all(self, coros: Iterable[Awaitable[None]]) -> Awaitable[object]:
         # return_exceptions: a connection closing under us is not the caller's problem.
         return asyncio.ensure_future(asyncio.gather(*coros, return_exceptions=True))

@@ -183,27 +183,27 @@ class MarketRest:
         headers = {WEIGHT_HEADER: str(used)}
         if status == 429:
             self.stats.rest_429 += 1
-            body = {
-                "code": -1003,
-                "msg": f"Too many requests; current limit of IP(127.0.0.1) request weight is "
+            code, msg = (
+                -1003,
+                f"Too many requests; current limit of IP(127.0.0.1) request weight is "
                 f"{self.pool.budget} per 1 MINUTE. Please use WebSocket Streams for live updates "
                 "to avoid polling the API.",
-            }
+            )
         elif status == 418:
             self.stats.rest_418 += 1
             until = int((time.time() + (retry_after or 1)) * 1000)
-            body = {
-                "code": -1003,
-                "msg": f"Way too much request weight used; IP banned until {until}. "
+            code, msg = (
+                -1003,
+                f"Way too much request weight used; IP banned until {until}. "
                 "Please use WebSocket Streams for live updates to avoid bans.",
-            }
+            )
         elif status >= 500:
-            body = {"code": -1001, "msg": "Internal error; unable to process your request. Please try again."}
+            code, msg = -1001, "Internal error; unable to process your request. Please try again."
         else:
-            body = {"code": -1000, "msg": "An unknown error occurred while processing the request."}
+            code, msg = -1000, "An unknown error occurred while processing the request."
         if status in (418, 429):
             headers["Retry-After"] = str(retry_after if retry_after is not None else 1)
-        body["msg"] = self.faults[self.market].with_hostile_text(body["msg"])
+        body = {"code": code, "msg": self.faults[self.market].with_hostile_text(msg)}
         return _json(body, status=status, headers=headers)
 
     async def _ping(self, request: web.Request) -> web.Response:
@@ -337,7 +337,7 @@ def _symbol_entry(info: SymbolInfo) -> dict:
             "permissions": [],
             "permissionSets": [["SPOT"]],
         }
-    entry = {
+    entry: dict[str, object] = {
         "symbol": info.symbol,
         "pair": info.pair,
         "contractType": info.contract_type,

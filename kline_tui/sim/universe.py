@@ -340,4 +340,10 @@ def universe(market: Market, extra_symbols: int = DEFAULT_EXTRA_SYMBOLS) -> dict
     market = Market(market)
     if extra_symbols < 0:
         raise ValueError("extra_symbols must be >= 0")
-    return {name: symbol_info(market, name) for name in _listing(market, extra_symbols)}  # type: ignore[misc]
+    return {name: _listed_info(market, name) for name in _listing(market, extra_symbols)}
+
+
+def _listed_info(market: Market, name: str) -> SymbolInfo:
+    info = symbol_info(market, name)
+    assert info is not None, f"{name}: every listed name decodes to an info"
+    return info

@@ -441,6 +441,8 @@ class Connection:
                 if self._fresh:
                     fresh, self._fresh = list(self._fresh.values()), {}
                     for sub in fresh:
+                        # Only a stream with candles to push waits in _fresh: it has a period.
+                        assert sub.period_s is not None
                         self._due.setdefault(sub.period_s, now + sub.period_s)
                         await self._push(sub)
                 for period, due in list(self._due.items()):
@@ -545,7 +547,9 @@ class Connection:
         hub = self.hub
         poison = self.faults.poison
         assert sub.symbol is not None and sub.interval is not None
-        for _ in range(count if poison is not None else 0):
+        if poison is None:
+            return
+        for _ in range(count):
             event = poison_event(
                 poison.next_kind(), hub.market, sub.symbol, sub.interval, now_ms, hub.rng,
                 hub.decoy_symbol(sub.symbol),
