@@ -32,9 +32,8 @@ class SymbolSuggester(Suggester):
 
     def __init__(self) -> None:
         super().__init__(use_cache=False, case_sensitive=True)
-        self.symbols: list[
-            str
-        ] = []  # shortest first, so BTC suggests BTCUSDT before BTCUSDT_PERP...
+        # Shortest first, so BTC suggests BTCUSDT before BTCUSDT_PERP...
+        self.symbols: list[str] = []
 
     async def get_suggestion(self, value: str) -> str | None:
         match = re.search(r"[^\s,;]+$", value)
@@ -115,13 +114,18 @@ class AddStreamsScreen(ModalScreen[list[StreamKey] | None]):
         self.query_one("#add-symbols", Input).focus()
         self._reload_symbols(self._market)
 
+    # Neither Select allows a blank, so each always holds a choice.
     @property
     def market(self) -> Market:
-        return self.query_one("#add-market", Select).value  # type: ignore[return-value]
+        market = self.query_one("#add-market", Select).value
+        assert isinstance(market, Market)
+        return market
 
     @property
     def interval(self) -> Interval:
-        return self.query_one("#add-interval", Select).value  # type: ignore[return-value]
+        interval = self.query_one("#add-interval", Select).value
+        assert isinstance(interval, Interval)
+        return interval
 
     def show_error(self, message: str) -> None:
         error = self.query_one("#add-error", Static)
@@ -130,7 +134,8 @@ class AddStreamsScreen(ModalScreen[list[StreamKey] | None]):
 
     @on(Select.Changed, "#add-market")
     def _market_changed(self, event: Select.Changed) -> None:
-        market: Market = event.value  # type: ignore[assignment]
+        market = event.value
+        assert isinstance(market, Market)
         intervals = self.query_one("#add-interval", Select)
         current = intervals.value
         intervals.set_options([(i.value, i) for i in market.intervals])
