@@ -20,9 +20,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--offset-s", type=float, default=0.0, help="exchange clock offset in seconds")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     for m in Market:
-        p.add_argument(f"--{m.value}-port", type=int, default=0, help=f"{m.value} port (default: any free)")
-    p.add_argument("--ping-interval-s", type=float, default=None, help="server ping period (default: the market's)")
-    p.add_argument("--extra-symbols", type=int, default=2000, help="synthetic symbols per market (default 2000)")
+        p.add_argument(
+            f"--{m.value}-port", type=int, default=0, help=f"{m.value} port (default: any free)"
+        )
+    p.add_argument(
+        "--ping-interval-s",
+        type=float,
+        default=None,
+        help="server ping period (default: the market's)",
+    )
+    p.add_argument(
+        "--extra-symbols",
+        type=int,
+        default=2000,
+        help="synthetic symbols per market (default 2000)",
+    )
     return p
 
 

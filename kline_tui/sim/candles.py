@@ -57,7 +57,7 @@ def _u(a: int, b: int, c: int) -> float:
     Tuple-of-int hashes are not salted per process (only str/bytes are), so this is stable
     across processes; the multiply and the high bits spread the hash over the whole range.
     """
-    return ((((hash((a, b, c)) * _GOLDEN) & _MASK64) >> 11)) * _INV53
+    return (((hash((a, b, c)) * _GOLDEN) & _MASK64) >> 11) * _INV53
 
 
 class WireCandle(msgspec.Struct, frozen=True, gc=False):
@@ -219,7 +219,17 @@ def _fmt_fixed(units: int, pad: int, decimals: int) -> str:
 
 
 def _wire(
-    m: _Model, t: int, close_time: int, o: int, h: int, low: int, c: int, v: int, V: int, n: int, f: int
+    m: _Model,
+    t: int,
+    close_time: int,
+    o: int,
+    h: int,
+    low: int,
+    c: int,
+    v: int,
+    V: int,
+    n: int,
+    f: int,
 ) -> WireCandle:
     info = m.info
     pd, qd = info.wire_price_decimals, info.wire_qty_decimals
@@ -311,7 +321,9 @@ def _plan_for(market: Market | str, symbol: str, interval: Interval | str, open_
     return _plan(Market(market), symbol, iv, open_time)
 
 
-def candle_at(market: Market | str, symbol: str, interval: Interval | str, open_time: int) -> WireCandle:
+def candle_at(
+    market: Market | str, symbol: str, interval: Interval | str, open_time: int
+) -> WireCandle:
     """The final (closed) candle opening at `open_time`, exactly as the simulator sends it.
 
     Pure and deterministic: the same arguments give the same candle in any process. Raises
@@ -320,7 +332,9 @@ def candle_at(market: Market | str, symbol: str, interval: Interval | str, open_
     return _plan_for(market, symbol, interval, open_time).final
 
 
-def expected_candle(market: Market | str, symbol: str, interval: Interval | str, open_time: int) -> Candle:
+def expected_candle(
+    market: Market | str, symbol: str, interval: Interval | str, open_time: int
+) -> Candle:
     """`candle_at` parsed to floats: what a recorder should have stored for this candle."""
     return candle_at(market, symbol, interval, open_time).to_candle()
 
@@ -356,7 +370,9 @@ def _forming(plan: _Plan, now_ms: int) -> WireCandle:
     return _wire(plan.m, plan.t, plan.next_t - 1, samples[0], high, low, close, v, V, n, plan.f)
 
 
-def forming_for(market: Market, symbol: str, interval: Interval, open_time: int, now_ms: int) -> WireCandle:
+def forming_for(
+    market: Market, symbol: str, interval: Interval, open_time: int, now_ms: int
+) -> WireCandle:
     """`forming_at` for callers that already hold Market/Interval members and aligned times
     (the push loop): skips the argument checks."""
     return _forming(_plan(market, symbol, interval, open_time), now_ms)
@@ -367,7 +383,9 @@ def final_for(market: Market, symbol: str, interval: Interval, open_time: int) -
     return _plan(market, symbol, interval, open_time).final
 
 
-def kline_event(symbol: str, interval: str, candle: WireCandle, closed: bool, event_time: int) -> dict:
+def kline_event(
+    symbol: str, interval: str, candle: WireCandle, closed: bool, event_time: int
+) -> dict:
     """A kline event in Binance's field order."""
     return {
         "e": "kline",

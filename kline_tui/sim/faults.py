@@ -46,7 +46,15 @@ from typing import Protocol, overload
 from kline_tui.model import Market
 from kline_tui.sim.poison import POISON_KINDS, REST_POISON_KINDS
 
-__all__ = ["Faults", "MarketFaults", "RestFailure", "Poison", "RestPoison", "SizedFrames", "HOSTILE_TEXT"]
+__all__ = [
+    "Faults",
+    "MarketFaults",
+    "RestFailure",
+    "Poison",
+    "RestPoison",
+    "SizedFrames",
+    "HOSTILE_TEXT",
+]
 
 HOSTILE_TEXT = "\x1b[2J\x1b]0;pwned\x07"
 """Clears a terminal's screen and retitles its window when printed raw."""
@@ -272,7 +280,9 @@ class Faults:
         on one market or all."""
         for name in values:
             if name not in _RATE_FIELDS:
-                raise AttributeError(f"no fault switch {name!r}; use one of {', '.join(_RATE_FIELDS)}")
+                raise AttributeError(
+                    f"no fault switch {name!r}; use one of {', '.join(_RATE_FIELDS)}"
+                )
         for m in self._markets(market):
             for name, value in values.items():
                 setattr(self._by_market[m], name, value)
@@ -282,7 +292,9 @@ class Faults:
         for m in Market:
             self._by_market[m] = MarketFaults()
 
-    def stall(self, seconds: float, market: Market | None = None, streams: Iterable[str] | None = None) -> None:
+    def stall(
+        self, seconds: float, market: Market | None = None, streams: Iterable[str] | None = None
+    ) -> None:
         """Send no kline events (of every stream, or only of `streams`) for `seconds`.
 
         Connections and pings stay up; events that fall in the stall are lost, as when an
@@ -299,7 +311,11 @@ class Faults:
                     state.stream_stalls[name] = until
 
     def refuse_connections(
-        self, seconds: float, market: Market | None = None, status: int = 503, retry_after: int | None = None
+        self,
+        seconds: float,
+        market: Market | None = None,
+        status: int = 503,
+        retry_after: int | None = None,
     ) -> None:
         """Answer WebSocket handshakes with HTTP `status` for `seconds`.
 
@@ -309,7 +325,9 @@ class Faults:
         until = time.monotonic() + seconds
         for m in self._markets(market):
             state = self._by_market[m]
-            state.refuse_until, state.refuse_status, state.refuse_retry_after = until, status, retry_after
+            state.refuse_until = until
+            state.refuse_status = status
+            state.refuse_retry_after = retry_after
 
     def poison(
         self,
@@ -341,7 +359,9 @@ class Faults:
         chosen = _kinds(kinds, REST_POISON_KINDS)
         names = None if symbols is None else frozenset(symbols)
         for m in self._markets(market):
-            self._by_market[m].rest_poison = RestPoison(rate, chosen, names, False) if rate > 0 else None
+            self._by_market[m].rest_poison = (
+                RestPoison(rate, chosen, names, False) if rate > 0 else None
+            )
 
     def sized_frames(
         self,
@@ -353,10 +373,14 @@ class Faults:
         """With probability `rate` per real kline frame of `streams` (None: all), also send two
         copies of it padded to `limit_bytes - 1` and `limit_bytes + 1` bytes. None turns it off."""
         if limit_bytes is not None and limit_bytes < 2048:
-            raise ValueError(f"limit_bytes must be at least 2048 (a kline frame is up to ~600), got {limit_bytes}")
+            raise ValueError(
+                f"limit_bytes must be at least 2048 (a kline frame is up to ~600), got {limit_bytes}"
+            )
         names = None if streams is None else frozenset(streams)
         for m in self._markets(market):
-            self._by_market[m].sized = None if limit_bytes is None else SizedFrames(limit_bytes, rate, names)
+            self._by_market[m].sized = (
+                None if limit_bytes is None else SizedFrames(limit_bytes, rate, names)
+            )
 
     def hostile_text(self, text: str | None = HOSTILE_TEXT, market: Market | None = None) -> None:
         """Append `text` to every close reason, control error and REST error message (None: off)."""

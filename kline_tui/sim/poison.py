@@ -80,7 +80,13 @@ def _twice(text: str) -> str:
 def _bogus(candle: WireCandle, t: int, close_time: int) -> WireCandle:
     """A sane-looking candle at `t`: the real candle's volumes, its prices doubled."""
     return msgspec.structs.replace(
-        candle, t=t, T=close_time, o=_twice(candle.o), h=_twice(candle.h), l=_twice(candle.l), c=_twice(candle.c)
+        candle,
+        t=t,
+        T=close_time,
+        o=_twice(candle.o),
+        h=_twice(candle.h),
+        l=_twice(candle.l),
+        c=_twice(candle.c),
     )
 
 
@@ -163,7 +169,9 @@ def _decoy_interval(market: Market, interval: Interval) -> Interval:
 _ROW_FIELDS = ("t", "o", "h", "l", "c", "v", "T", "q", "n", "V", "Q")
 
 
-def poison_row(kind: str, market: Market, symbol: str, interval: Interval, now_ms: int, rng: random.Random) -> list:
+def poison_row(
+    kind: str, market: Market, symbol: str, interval: Interval, now_ms: int, rng: random.Random
+) -> list:
     """A REST klines row of shape `kind` (`REST_POISON_KINDS`) for `symbol` and `interval`."""
     current = interval.open_time_at(now_ms)
     real = forming_for(market, symbol, interval, current, now_ms)
@@ -183,7 +191,9 @@ def poison_row(kind: str, market: Market, symbol: str, interval: Interval, now_m
     elif kind in ("nan", "negative", "infinite", "huge_int"):
         candle = _bogus(real, closed_t, interval.close_time(closed_t))
     else:
-        raise ValueError(f"no REST poison shape {kind!r}; use one of {', '.join(REST_POISON_KINDS)}")
+        raise ValueError(
+            f"no REST poison shape {kind!r}; use one of {', '.join(REST_POISON_KINDS)}"
+        )
     fields = {name: getattr(candle, name) for name in _ROW_FIELDS}
     if kind in ("nan", "negative", "infinite"):
         _with_number(fields, kind, rng)

@@ -118,7 +118,10 @@ def _int_param(request: web.Request, name: str) -> int | None:
     if text is None or text == "":
         return None
     if not text.isdigit() or len(text) > 20:
-        raise _BadRequest(-1100, f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.")
+        raise _BadRequest(
+            -1100,
+            f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.",
+        )
     return int(text)
 
 
@@ -150,11 +153,16 @@ class MarketRest:
         p = self.spec.rest_prefix
         app.router.add_get(f"{p}/ping", self._wrap(lambda r: 1, self._ping))
         app.router.add_get(f"{p}/time", self._wrap(lambda r: 1, self._time))
-        app.router.add_get(f"{p}/exchangeInfo", self._wrap(lambda r: self.spec.exchange_info_weight, self._exchange_info))
+        app.router.add_get(
+            f"{p}/exchangeInfo",
+            self._wrap(lambda r: self.spec.exchange_info_weight, self._exchange_info),
+        )
         app.router.add_get(f"{p}/klines", self._wrap(self._klines_weight, self._klines))
 
     def _wrap(
-        self, weight: Callable[[web.Request], int], body: Callable[[web.Request], Awaitable[web.Response]]
+        self,
+        weight: Callable[[web.Request], int],
+        body: Callable[[web.Request], Awaitable[web.Response]],
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             self.stats.rest_calls += 1
@@ -173,7 +181,9 @@ class MarketRest:
             try:
                 response = await body(request)
             except _BadRequest as err:
-                response = _json({"code": err.code, "msg": faults.with_hostile_text(err.msg)}, status=400)
+                response = _json(
+                    {"code": err.code, "msg": faults.with_hostile_text(err.msg)}, status=400
+                )
             response.headers[WEIGHT_HEADER] = str(used)
             return response
 
@@ -215,7 +225,9 @@ class MarketRest:
     async def _exchange_info(self, request: web.Request) -> web.Response:
         if self._symbols_json is None:
             # ~2000 symbols: encode once, splice into every answer.
-            self._symbols_json = msgspec.Raw(_encode([_symbol_entry(i) for i in self.symbols.values()]))
+            self._symbols_json = msgspec.Raw(
+                _encode([_symbol_entry(i) for i in self.symbols.values()])
+            )
         body: dict = {"timezone": "UTC", "serverTime": self.clock.now_ms()}
         if self.market is Market.USDM:
             body["futuresType"] = "U_MARGINED"
@@ -235,10 +247,14 @@ class MarketRest:
         q = request.query
         symbol = q.get("symbol")
         if not symbol:
-            raise _BadRequest(-1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed.")
+            raise _BadRequest(
+                -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
+            )
         interval_text = q.get("interval")
         if not interval_text:
-            raise _BadRequest(-1102, "Mandatory parameter 'interval' was not sent, was empty/null, or malformed.")
+            raise _BadRequest(
+                -1102, "Mandatory parameter 'interval' was not sent, was empty/null, or malformed."
+            )
         info = self.symbols.get(symbol)
         if info is None:
             raise _BadRequest(-1121, "Invalid symbol.")
@@ -288,19 +304,31 @@ class MarketRest:
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=_encode(body), status=status, headers=headers, content_type="application/json")
+    return web.Response(
+        body=_encode(body), status=status, headers=headers, content_type="application/json"
+    )
 
 
 def _rate_limits(market: Market) -> list[dict]:
     spec = MARKETS[market]
     limits = [
-        {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": spec.weight_budget}
+        {
+            "rateLimitType": "REQUEST_WEIGHT",
+            "interval": "MINUTE",
+            "intervalNum": 1,
+            "limit": spec.weight_budget,
+        }
     ]
     if market is Market.SPOT:
         limits += [
             {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
             {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
-            {"rateLimitType": "RAW_REQUESTS", "interval": "MINUTE", "intervalNum": 5, "limit": 61000},
+            {
+                "rateLimitType": "RAW_REQUESTS",
+                "interval": "MINUTE",
+                "intervalNum": 5,
+                "limit": 61000,
+            },
         ]
     else:
         limits += [
@@ -312,8 +340,18 @@ def _rate_limits(market: Market) -> list[dict]:
 
 def _filters(info: SymbolInfo) -> list[dict]:
     return [
-        {"filterType": "PRICE_FILTER", "minPrice": info.tick_size, "maxPrice": "10000000", "tickSize": info.tick_size},
-        {"filterType": "LOT_SIZE", "minQty": info.step_size, "maxQty": "100000000", "stepSize": info.step_size},
+        {
+            "filterType": "PRICE_FILTER",
+            "minPrice": info.tick_size,
+            "maxPrice": "10000000",
+            "tickSize": info.tick_size,
+        },
+        {
+            "filterType": "LOT_SIZE",
+            "minQty": info.step_size,
+            "maxQty": "100000000",
+            "stepSize": info.step_size,
+        },
     ]
 
 
@@ -328,7 +366,13 @@ def _symbol_entry(info: SymbolInfo) -> dict:
             "quoteAsset": info.quote_asset,
             "quotePrecision": 8,
             "quoteAssetPrecision": 8,
-            "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+            "orderTypes": [
+                "LIMIT",
+                "LIMIT_MAKER",
+                "MARKET",
+                "STOP_LOSS_LIMIT",
+                "TAKE_PROFIT_LIMIT",
+            ],
             "icebergAllowed": True,
             "ocoAllowed": True,
             "isSpotTradingAllowed": True,
@@ -345,7 +389,11 @@ def _symbol_entry(info: SymbolInfo) -> dict:
         "onboardDate": info.onboard_date,
     }
     if info.market is Market.COINM:
-        entry |= {"contractStatus": info.status, "contractSize": info.contract_size, "marginAsset": info.base_asset}
+        entry |= {
+            "contractStatus": info.status,
+            "contractSize": info.contract_size,
+            "marginAsset": info.base_asset,
+        }
     else:
         entry |= {"status": info.status, "marginAsset": info.quote_asset}
     entry |= {
@@ -357,7 +405,14 @@ def _symbol_entry(info: SymbolInfo) -> dict:
         "quotePrecision": 8,
         "underlyingType": "COIN",
         "filters": _filters(info),
-        "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT", "TAKE_PROFIT_MARKET"],
+        "orderTypes": [
+            "LIMIT",
+            "MARKET",
+            "STOP",
+            "STOP_MARKET",
+            "TAKE_PROFIT",
+            "TAKE_PROFIT_MARKET",
+        ],
         "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
     }
     return entry

@@ -41,7 +41,9 @@ class Simulator:
         self.clock = SimClock(speed, offset_ms, start_ms)
         self.host = host
         self._wanted_ports = {m: int((ports or {}).get(m, 0)) for m in Market}
-        self.symbols: dict[Market, dict[str, SymbolInfo]] = {m: universe(m, extra_symbols) for m in Market}
+        self.symbols: dict[Market, dict[str, SymbolInfo]] = {
+            m: universe(m, extra_symbols) for m in Market
+        }
         self.stats: dict[Market, MarketStats] = {m: MarketStats(m) for m in Market}
         self.faults = Faults(self._open_connections)
         # Markets that share a weight budget share one pool object (USD-M and COIN-M).
@@ -90,7 +92,12 @@ class Simulator:
                 app = web.Application()
                 self._ws[m].add_routes(app)
                 MarketRest(
-                    m, self.clock, self.faults, self.stats[m], self.symbols[m], self.weights[MARKETS[m].weight_pool],
+                    m,
+                    self.clock,
+                    self.faults,
+                    self.stats[m],
+                    self.symbols[m],
+                    self.weights[MARKETS[m].weight_pool],
                     self.rng,
                 ).add_routes(app)
                 runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)

@@ -146,13 +146,19 @@ class MarketWs:
         status = faults.refuse_status
         headers = {}
         if status in (418, 429) or faults.refuse_retry_after is not None:
-            headers["Retry-After"] = str(1 if faults.refuse_retry_after is None else faults.refuse_retry_after)
+            headers["Retry-After"] = str(
+                1 if faults.refuse_retry_after is None else faults.refuse_retry_after
+            )
         if status in (418, 429):
             msg = "Too many requests; the IP is rate limited." if status == 429 else "IP banned."
             return web.json_response(
-                {"code": -1003, "msg": faults.with_hostile_text(msg)}, status=status, headers=headers
+                {"code": -1003, "msg": faults.with_hostile_text(msg)},
+                status=status,
+                headers=headers,
             )
-        return web.Response(status=status, text=faults.with_hostile_text("Service Unavailable"), headers=headers)
+        return web.Response(
+            status=status, text=faults.with_hostile_text("Service Unavailable"), headers=headers
+        )
 
     async def _hold_handshake(self, request: web.Request, faults: MarketFaults) -> bool:
         """Slow-loris: wait `handshake_delay_s` (re-read, so lowering it releases the wait) before
@@ -166,7 +172,9 @@ class MarketWs:
             await asyncio.sleep(min(left, _HANDSHAKE_POLL_S))
         return True
 
-    async def _handle(self, request: web.Request, combined: bool, silent: bool) -> web.StreamResponse:
+    async def _handle(
+        self, request: web.Request, combined: bool, silent: bool
+    ) -> web.StreamResponse:
         faults = self.faults[self.market]
         if faults.handshake_delay_s > 0 and not await self._hold_handshake(request, faults):
             return web.Response(status=408)  # nobody is left to read it
@@ -176,7 +184,10 @@ class MarketWs:
         names = [n for n in listed.split("/") if n]
         if len(names) > self.spec.streams_per_connection:
             return web.json_response(
-                {"code": 2, "msg": f"Invalid request: at most {self.spec.streams_per_connection} streams"},
+                {
+                    "code": 2,
+                    "msg": f"Invalid request: at most {self.spec.streams_per_connection} streams",
+                },
                 status=400,
             )
         ws = web.WebSocketResponse(
@@ -187,7 +198,9 @@ class MarketWs:
             max_msg_size=_OVERSIZED,
         )
         await ws.prepare(request)
-        record = ConnStats(id=next(_conn_ids), market=self.market, path=request.path_qs, combined=combined)
+        record = ConnStats(
+            id=next(_conn_ids), market=self.market, path=request.path_qs, combined=combined
+        )
         self.stats.connections_opened += 1
         self.stats.connections.append(record)
         conn = Connection(self, ws, request, record, silent)
@@ -218,7 +231,12 @@ class Connection:
     """One accepted WebSocket connection of one market."""
 
     def __init__(
-        self, hub: MarketWs, ws: web.WebSocketResponse, request: web.Request, record: ConnStats, silent: bool
+        self,
+        hub: MarketWs,
+        ws: web.WebSocketResponse,
+        request: web.Request,
+        record: ConnStats,
+        silent: bool,
     ) -> None:
         self.hub = hub
         self.ws = ws
@@ -250,7 +268,9 @@ class Connection:
             pump.cancel()
             if self._flood is not None:
                 self._flood.cancel()
-            await asyncio.gather(pump, *([self._flood] if self._flood else []), return_exceptions=True)
+            await asyncio.gather(
+                pump, *([self._flood] if self._flood else []), return_exceptions=True
+            )
             self.record.closed_at = time.monotonic()
             self.record.subscriptions = set(self.subs)
             if self.record.close_reason is None:
@@ -340,7 +360,12 @@ class Connection:
         record.client_closed_at = time.monotonic()
         if record.close_reason is None:
             record.close_reason = f"client closed {self.ws.close_code}"
-        while self.faults.flooding and not self._closing and self._flood is not None and not self._flood.done():
+        while (
+            self.faults.flooding
+            and not self._closing
+            and self._flood is not None
+            and not self._flood.done()
+        ):
             await asyncio.sleep(_HOUSEKEEPING_S / 5)
         self._closing = True
         await self.ws.close(drain=False)
@@ -355,7 +380,11 @@ class Connection:
             return self._error(2, "Invalid request: expected a JSON object", None)
         method, params = request.get("method"), request.get("params")
         self.record.control.append(
-            (time.monotonic(), str(method), params if isinstance(params, list) else [] if params is None else [params])
+            (
+                time.monotonic(),
+                str(method),
+                params if isinstance(params, list) else [] if params is None else [params],
+            )
         )
         if method == "SUBSCRIBE":
             self.hub.stats.subscribe_messages += 1
@@ -379,7 +408,9 @@ class Connection:
             raise _RequestError(2, "Invalid request: missing field `method`")
         if method not in _METHODS:
             expected = ", ".join(f"`{m}`" for m in _METHODS)
-            raise _RequestError(2, f"Invalid request: unknown variant `{method}`, expected one of {expected}")
+            raise _RequestError(
+                2, f"Invalid request: unknown variant `{method}`, expected one of {expected}"
+            )
         if method == "LIST_SUBSCRIPTIONS":
             return list(self.subs)
         if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
@@ -391,7 +422,9 @@ class Connection:
                 return None
             limit = self.hub.spec.streams_per_connection
             if len(set(self.subs) | set(params)) > limit:
-                raise _RequestError(2, f"Invalid request: too many streams, at most {limit} per connection")
+                raise _RequestError(
+                    2, f"Invalid request: too many streams, at most {limit} per connection"
+                )
             for name in params:
                 self._add(name)
             return None
@@ -521,8 +554,12 @@ class Connection:
         forming = forming_for(market, symbol, interval, current, now_ms)
         events = [(c, True) for c in closes] + [(forming, False)] + [(c, True) for c in late]
         iv = interval.value
-        poison = faults.poison if faults.poison is not None and faults.poison.applies(sub.name) else None
-        sized = faults.sized if faults.sized is not None and faults.sized.applies(sub.name) else None
+        poison = (
+            faults.poison if faults.poison is not None and faults.poison.applies(sub.name) else None
+        )
+        sized = (
+            faults.sized if faults.sized is not None and faults.sized.applies(sub.name) else None
+        )
         for candle, closed in events:
             event = kline_event(symbol, iv, candle, closed, now_ms)
             if record.combined:
@@ -551,7 +588,12 @@ class Connection:
             return
         for _ in range(count):
             event = poison_event(
-                poison.next_kind(), hub.market, sub.symbol, sub.interval, now_ms, hub.rng,
+                poison.next_kind(),
+                hub.market,
+                sub.symbol,
+                sub.interval,
+                now_ms,
+                hub.rng,
                 hub.decoy_symbol(sub.symbol),
             )
             if self.record.combined:
@@ -582,7 +624,8 @@ class Connection:
 
     async def _run_flood(self) -> None:
         """Pings and stray replies at the switches' rates, until both are off or the peer is gone."""
-        faults, ws, record, stats, rng = self.faults, self.ws, self.record, self.hub.stats, self.hub.rng
+        faults, ws, record = self.faults, self.ws, self.record
+        stats, rng = self.hub.stats, self.hub.rng
         pings, strays = _Pacer(), _Pacer()
         try:
             while faults.flooding and not self._closing:
