@@ -26,8 +26,14 @@ from pathlib import Path
 from benchmarks.common import PY, REPO, Row, child_env, machine
 
 SCENARIOS = ("ingest", "blogpost", "fullmarket", "flush", "startup", "profile", "dataset")
-MODULES = {"ingest": "benchmarks.ingest", "blogpost": "benchmarks.blogpost", "fullmarket": "benchmarks.fullmarket",
-           "flush": "benchmarks.flush", "startup": "benchmarks.startup", "profile": "benchmarks.profile"}
+MODULES = {
+    "ingest": "benchmarks.ingest",
+    "blogpost": "benchmarks.blogpost",
+    "fullmarket": "benchmarks.fullmarket",
+    "flush": "benchmarks.flush",
+    "startup": "benchmarks.startup",
+    "profile": "benchmarks.profile",
+}
 
 
 def _dataset(quick: bool) -> list[Row]:
@@ -36,14 +42,37 @@ def _dataset(quick: bool) -> list[Row]:
         return [Row("dataset (benchmarks/dataset.py)", "not present", "", "skipped")]
     args = ["--symbols", "100", "--days", "2"] if quick else []
     started = time.monotonic()
-    out = subprocess.run([PY, str(script), *args], env=child_env(), cwd=REPO, capture_output=True, text=True,
-                         timeout=1800)
+    out = subprocess.run(
+        [PY, str(script), *args],
+        env=child_env(),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     took = time.monotonic() - started
     if out.returncode != 0:
-        return [Row("dataset (benchmarks/dataset.py)", f"exit {out.returncode}", "", "ERROR",
-                    [f"dataset.py {' '.join(args)}:\n" + textwrap.indent(out.stderr[-2000:], "      ")])]
-    return [Row("dataset (benchmarks/dataset.py)", f"ran in {took:.0f} s", "", "info",
-                [f"dataset.py {' '.join(args)} output:\n" + textwrap.indent(out.stdout.strip(), "      ")])]
+        return [
+            Row(
+                "dataset (benchmarks/dataset.py)",
+                f"exit {out.returncode}",
+                "",
+                "ERROR",
+                [f"dataset.py {' '.join(args)}:\n" + textwrap.indent(out.stderr[-2000:], "      ")],
+            )
+        ]
+    return [
+        Row(
+            "dataset (benchmarks/dataset.py)",
+            f"ran in {took:.0f} s",
+            "",
+            "info",
+            [
+                f"dataset.py {' '.join(args)} output:\n"
+                + textwrap.indent(out.stdout.strip(), "      ")
+            ],
+        )
+    ]
 
 
 def _table(rows: list[Row]) -> str:
@@ -57,10 +86,19 @@ def _table(rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description="kline-tui performance benchmark")
-    p.add_argument("--quick", action="store_true", help="shorter runs (full-market 60 s instead of 10 min)")
-    p.add_argument("--only", action="append", default=[], metavar="NAME",
-                   help=f"run only these scenarios (repeat or comma-separate): {', '.join(SCENARIOS)}")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks", description="kline-tui performance benchmark"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="shorter runs (full-market 60 s instead of 10 min)"
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"run only these scenarios (repeat or comma-separate): {', '.join(SCENARIOS)}",
+    )
     p.add_argument("--json", type=Path, metavar="FILE", help="also write the rows as JSON")
     args = p.parse_args(argv)
     chosen = [n for part in args.only for n in part.split(",") if n] or list(SCENARIOS)
@@ -68,14 +106,23 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
 
-    missing = [m for m in ("websockets", "orjson", "pandas", "pyarrow", "psutil", "pyinstrument")
-               if importlib.util.find_spec(m) is None]
+    missing = [
+        m
+        for m in ("websockets", "orjson", "pandas", "pyarrow", "psutil", "pyinstrument")
+        if importlib.util.find_spec(m) is None
+    ]
     if missing:
-        print(f"missing benchmark dependencies: {', '.join(missing)}; install them with\n"
-              "  pip install -e \".[bench]\"", file=sys.stderr)
+        print(
+            f"missing benchmark dependencies: {', '.join(missing)}; install them with\n"
+            '  pip install -e ".[bench]"',
+            file=sys.stderr,
+        )
         return 2
     if shutil.which("tmux") is None and {"fullmarket", "startup"} & set(chosen):
-        print("tmux is needed by the fullmarket and startup scenarios (apt-get install tmux)", file=sys.stderr)
+        print(
+            "tmux is needed by the fullmarket and startup scenarios (apt-get install tmux)",
+            file=sys.stderr,
+        )
         return 2
     print("kline-tui benchmark" + (" (--quick)" if args.quick else ""))
     for line in machine():
@@ -89,13 +136,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {name}...", flush=True)
         started = time.monotonic()
         try:
-            got = _dataset(args.quick) if name == "dataset" else importlib.import_module(MODULES[name]).run(args.quick)
+            got = (
+                _dataset(args.quick)
+                if name == "dataset"
+                else importlib.import_module(MODULES[name]).run(args.quick)
+            )
         except KeyboardInterrupt:
             print("interrupted: children stopped, temporary folders removed", file=sys.stderr)
             return 130
         except Exception as exc:  # noqa: BLE001 - one broken scenario must not hide the others
-            got = [Row(name, "error", "", "ERROR", [f"{name} failed: {type(exc).__name__}: {exc}\n"
-                                                    + textwrap.indent(traceback.format_exc()[-3000:], "      ")])]
+            got = [
+                Row(
+                    name,
+                    "error",
+                    "",
+                    "ERROR",
+                    [
+                        f"{name} failed: {type(exc).__name__}: {exc}\n"
+                        + textwrap.indent(traceback.format_exc()[-3000:], "      ")
+                    ],
+                )
+            ]
         took = time.monotonic() - started
         timings.append(f"{name} {took:.0f} s")
         for row in got:
@@ -109,10 +170,16 @@ def main(argv: list[str] | None = None) -> int:
         for note in notes:
             print("  - " + note)
     print(f"\nwall time per scenario: {', '.join(timings)}")
-    print("the machine is shared with other work: figures are noisy; ratios within one run are what compare.")
+    print(
+        "the machine is shared with other work: figures are noisy; ratios within one run are what compare."
+    )
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine(), "quick": args.quick,
-                                         "rows": [asdict(r) for r in rows]}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"machine": machine(), "quick": args.quick, "rows": [asdict(r) for r in rows]},
+                indent=2,
+            )
+        )
     failed = [r for r in rows if "FAIL" in r.verdict or r.verdict == "ERROR"]
     return 1 if failed else 0
 

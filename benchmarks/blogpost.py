@@ -26,16 +26,30 @@ def _stored_frame(symbol: str):
 
     i = pl.int_range(0, STORED, eager=True)
     price = 100.0 + (i % 997).cast(pl.Float64) / 10
-    return pl.DataFrame({
-        "symbol": pl.repeat(symbol, STORED, eager=True),
-        "open_time": (T_START + i * MINUTE),
-        "close_time": (T_START + i * MINUTE + MINUTE - 1),
-        "open": price, "high": price + 1, "low": price - 1, "close": price + 0.5,
-        "volume": price * 3, "quote_volume": price * 300, "taker_buy_volume": price,
-        "taker_buy_quote_volume": price * 100, "trades": i % 500, "source": pl.repeat("ws", STORED, eager=True),
-    }).with_columns(
-        pl.col("open_time").cast(pl.Datetime("ms", "UTC")), pl.col("close_time").cast(pl.Datetime("ms", "UTC"))
-    ).cast(PARQUET_SCHEMA)  # type: ignore[arg-type]
+    return (
+        pl.DataFrame(
+            {
+                "symbol": pl.repeat(symbol, STORED, eager=True),
+                "open_time": (T_START + i * MINUTE),
+                "close_time": (T_START + i * MINUTE + MINUTE - 1),
+                "open": price,
+                "high": price + 1,
+                "low": price - 1,
+                "close": price + 0.5,
+                "volume": price * 3,
+                "quote_volume": price * 300,
+                "taker_buy_volume": price,
+                "taker_buy_quote_volume": price * 100,
+                "trades": i % 500,
+                "source": pl.repeat("ws", STORED, eager=True),
+            }
+        )
+        .with_columns(
+            pl.col("open_time").cast(pl.Datetime("ms", "UTC")),
+            pl.col("close_time").cast(pl.Datetime("ms", "UTC")),
+        )
+        .cast(PARQUET_SCHEMA)  # type: ignore[arg-type]
+    )
 
 
 def _prepare(root: Path, symbols: list[str]) -> tuple[Path, Path]:
@@ -50,13 +64,18 @@ def _prepare(root: Path, symbols: list[str]) -> tuple[Path, Path]:
     frames = []
     for symbol in symbols:
         df = _stored_frame(symbol)
-        df.drop("source").to_pandas().to_parquet(blog / f"{symbol}.parquet", index=False)  # as pandas writes it
+        # As pandas writes it.
+        df.drop("source").to_pandas().to_parquet(blog / f"{symbol}.parquet", index=False)
         frames.append(df)
-    everything = pl.concat(frames).with_columns(pl.col("open_time").dt.strftime("%Y-%m-%d").alias("date"))
+    everything = pl.concat(frames).with_columns(
+        pl.col("open_time").dt.strftime("%Y-%m-%d").alias("date")
+    )
     for seq, ((day,), part) in enumerate(everything.partition_by("date", as_dict=True).items()):
         folder = layout.partition_dir(data, Market.USDM, Interval.M1, day)
         folder.mkdir(parents=True, exist_ok=True)
-        part.drop("date").sort("symbol", "open_time").write_parquet(folder / layout.part_name(seq), compression="zstd")
+        part.drop("date").sort("symbol", "open_time").write_parquet(
+            folder / layout.part_name(seq), compression="zstd"
+        )
     return blog, data
 
 
@@ -69,7 +88,14 @@ def _stream(symbols: list[str], n: int):
     while len(out) < n:
         for s in symbols:
             p = 100.0 + (t // MINUTE) % 97
-            out.append((s, Candle(t, t + MINUTE - 1, p, p + 1, p - 1, p + 0.5, 10.0, 1000.0, 5.0, 500.0, 42)))
+            out.append(
+                (
+                    s,
+                    Candle(
+                        t, t + MINUTE - 1, p, p + 1, p - 1, p + 0.5, 10.0, 1000.0, 5.0, 500.0, 42
+                    ),
+                )
+            )
         t += MINUTE
     return out[:n]
 
@@ -81,14 +107,24 @@ def _blog(blog: Path, stream, seconds: float) -> tuple[int, float]:
     done = 0
     started = time.perf_counter()
     for symbol, c in stream:
-        row = pd.DataFrame([{
-            "symbol": symbol,
-            "open_time": pd.Timestamp(c.open_time, unit="ms", tz="UTC"),
-            "close_time": pd.Timestamp(c.close_time, unit="ms", tz="UTC"),
-            "open": c.open, "high": c.high, "low": c.low, "close": c.close, "volume": c.volume,
-            "quote_volume": c.quote_volume, "taker_buy_volume": c.taker_buy_volume,
-            "taker_buy_quote_volume": c.taker_buy_quote_volume, "trades": c.trades,
-        }])
+        row = pd.DataFrame(
+            [
+                {
+                    "symbol": symbol,
+                    "open_time": pd.Timestamp(c.open_time, unit="ms", tz="UTC"),
+                    "close_time": pd.Timestamp(c.close_time, unit="ms", tz="UTC"),
+                    "open": c.open,
+                    "high": c.high,
+                    "low": c.low,
+                    "close": c.close,
+                    "volume": c.volume,
+                    "quote_volume": c.quote_volume,
+                    "taker_buy_volume": c.taker_buy_volume,
+                    "taker_buy_quote_volume": c.taker_buy_quote_volume,
+                    "trades": c.trades,
+                }
+            ]
+        )
         path = blog / f"{symbol}.parquet"
         old = pd.read_parquet(path)
         pd.concat([old, row], ignore_index=True).to_parquet(path, index=False)
@@ -103,8 +139,10 @@ async def _sink(data: Path, stream, flush_rows: int) -> tuple[int, float, int]:
     from kline_tui.recorder.events import EventLog
     from kline_tui.recorder.sink import ParquetSink
 
-    keys = {s: StreamKey(Market.USDM, s, Interval.M1) for s, _ in stream[: 1000]}
-    sink = ParquetSink(data, EventLog(), flush_rows=flush_rows, flush_age_s=3600.0, max_buffer_rows=10**9)
+    keys = {s: StreamKey(Market.USDM, s, Interval.M1) for s, _ in stream[:1000]}
+    sink = ParquetSink(
+        data, EventLog(), flush_rows=flush_rows, flush_age_s=3600.0, max_buffer_rows=10**9
+    )
     started = time.perf_counter()
     for symbol, candle in stream:
         sink.add(keys[symbol], candle, "ws")
@@ -130,15 +168,32 @@ def run(quick: bool) -> list[Row]:
     blog_rate, sink_rate, small_rate = n_blog / s_blog, n_sink / s_sink, n_small / s_small
     ratio, ratio_small = sink_rate / blog_rate, small_rate / blog_rate
     return [
-        Row("2 blog post: pandas read+concat+rewrite", f"{blog_rate:,.1f} candles/s", "", verdict(None),
-            [f"blog approach: {n_blog} candles in {s_blog:.1f} s over {n_symbols} symbols, "
-             f"{STORED:,} rows stored per symbol ({1000 * s_blog / n_blog:.0f} ms a candle)"]),
-        Row("2 kline-tui sink, flush every 50k rows", f"{sink_rate:,.0f} candles/s", ">= 100x blog",
+        Row(
+            "2 blog post: pandas read+concat+rewrite",
+            f"{blog_rate:,.1f} candles/s",
+            "",
+            verdict(None),
+            [
+                f"blog approach: {n_blog} candles in {s_blog:.1f} s over {n_symbols} symbols, "
+                f"{STORED:,} rows stored per symbol ({1000 * s_blog / n_blog:.0f} ms a candle)"
+            ],
+        ),
+        Row(
+            "2 kline-tui sink, flush every 50k rows",
+            f"{sink_rate:,.0f} candles/s",
+            ">= 100x blog",
             verdict(ratio >= TARGET, f"{ratio:,.0f}x"),
-            [f"sink: {n_sink:,} candles (add + {files} part files written) in {s_sink:.2f} s; "
-             f"with a flush every 1,000 rows: {n_small:,} candles, {files_small} files, {s_small:.2f} s"]),
-        Row("2 kline-tui sink, flush every 1k rows", f"{small_rate:,.0f} candles/s", ">= 100x blog",
-            verdict(ratio_small >= TARGET, f"{ratio_small:,.0f}x")),
+            [
+                f"sink: {n_sink:,} candles (add + {files} part files written) in {s_sink:.2f} s; "
+                f"with a flush every 1,000 rows: {n_small:,} candles, {files_small} files, {s_small:.2f} s"
+            ],
+        ),
+        Row(
+            "2 kline-tui sink, flush every 1k rows",
+            f"{small_rate:,.0f} candles/s",
+            ">= 100x blog",
+            verdict(ratio_small >= TARGET, f"{ratio_small:,.0f}x"),
+        ),
     ]
 
 

@@ -43,7 +43,9 @@ def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     venv_bin = str(Path(PY).parent)
     env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(REPO) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.update(extra)
     return env
@@ -61,16 +63,31 @@ class Children:
     def __init__(self) -> None:
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, cmd: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
-              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text: bool = True) -> subprocess.Popen:
+    def start(
+        self,
+        cmd: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text: bool = True,
+    ) -> subprocess.Popen:
         proc = subprocess.Popen(
-            cmd, env=env or child_env(), cwd=cwd or REPO, stdout=stdout, stderr=stderr, text=text,
+            cmd,
+            env=env or child_env(),
+            cwd=cwd or REPO,
+            stdout=stdout,
+            stderr=stderr,
+            text=text,
             start_new_session=True,
         )
         self.procs.append(proc)
         return proc
 
-    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+    def stop(
+        self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10.0
+    ) -> int | None:
         """Signal the child's group, wait, then SIGKILL the group if it lingers."""
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -204,6 +221,7 @@ def slope_mb_per_min(samples: list[tuple[float, float, float]]) -> float:
 
 def machine() -> list[str]:
     """What the figures were measured on."""
+
     def ver(name: str) -> str:
         try:
             return metadata.version(name)
@@ -221,7 +239,17 @@ def machine() -> list[str]:
         total_kb = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
         mem = f", {total_kb / 1e6:.0f} GB RAM"
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    pkgs = ["kline-tui", "msgspec", "websockets", "polars", "textual", "aiohttp", "orjson", "pandas", "pyarrow"]
+    pkgs = [
+        "kline-tui",
+        "msgspec",
+        "websockets",
+        "polars",
+        "textual",
+        "aiohttp",
+        "orjson",
+        "pandas",
+        "pyarrow",
+    ]
     return [
         f"date      {time.strftime('%Y-%m-%d %H:%M:%S %Z')}",
         f"machine   {os.cpu_count()} cores ({cpu}){mem}; {platform.system()} {platform.release()}",

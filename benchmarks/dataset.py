@@ -33,10 +33,14 @@ FIRST = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 
 def candle(i: int, t: int) -> Candle:
     p = 100.0 + (i * 7 + t // 60_000) % 997
-    return Candle(t, t + 59_999, p, p + 1.0, p - 1.0, p + 0.5, 10.0 + i, 1000.0 + i, 5.0, 500.0, 42 + i % 50)
+    return Candle(
+        t, t + 59_999, p, p + 1.0, p - 1.0, p + 0.5, 10.0 + i, 1000.0 + i, 5.0, 500.0, 42 + i % 50
+    )
 
 
-async def build(data: Path, symbols: int, days: int, minutes_per_flush: int) -> list[tuple[int, float]]:
+async def build(
+    data: Path, symbols: int, days: int, minutes_per_flush: int
+) -> list[tuple[int, float]]:
     """Record `days` of 1m candles for `symbols` streams; returns (rows on disk before, flush ms)."""
     sink = ParquetSink(data, EventLog(), flush_rows=10**12, flush_age_s=10**9)
     keys = [StreamKey(Market.USDM, f"S{i:04d}USDT", Interval.M1) for i in range(1, symbols + 1)]
@@ -73,14 +77,36 @@ def queries(data: Path, symbol: str, day: int) -> dict[str, tuple[float, int]]:
     glob = f"{data}/**/*.parquet"
     day_label = time.strftime("%Y-%m-%d", time.gmtime(day / 1000))
     return {
-        "store.read.scan": timed(lambda: scan(
-            data, market="usdm", symbol=symbol, interval="1m", start=day, end=day + DAY).collect()),
-        "pl.scan_parquet, filter on open_time": timed(lambda: pl.scan_parquet(glob, hive_partitioning=True)
-            .filter(pl.col("market") == "usdm", pl.col("interval") == "1m", pl.col("symbol") == symbol,
-                    pl.col("open_time") >= start, pl.col("open_time") < end).collect()),
-        "pl.scan_parquet, filter on date too": timed(lambda: pl.scan_parquet(glob, hive_partitioning=True)
-            .filter(pl.col("market") == "usdm", pl.col("interval") == "1m", pl.col("symbol") == symbol,
-                    pl.col("date") == pl.lit(day_label).str.to_date()).collect()),
+        "store.read.scan": timed(
+            lambda: scan(
+                data, market="usdm", symbol=symbol, interval="1m", start=day, end=day + DAY
+            ).collect()
+        ),
+        "pl.scan_parquet, filter on open_time": timed(
+            lambda: (
+                pl.scan_parquet(glob, hive_partitioning=True)
+                .filter(
+                    pl.col("market") == "usdm",
+                    pl.col("interval") == "1m",
+                    pl.col("symbol") == symbol,
+                    pl.col("open_time") >= start,
+                    pl.col("open_time") < end,
+                )
+                .collect()
+            )
+        ),
+        "pl.scan_parquet, filter on date too": timed(
+            lambda: (
+                pl.scan_parquet(glob, hive_partitioning=True)
+                .filter(
+                    pl.col("market") == "usdm",
+                    pl.col("interval") == "1m",
+                    pl.col("symbol") == symbol,
+                    pl.col("date") == pl.lit(day_label).str.to_date(),
+                )
+                .collect()
+            )
+        ),
     }
 
 
@@ -89,7 +115,9 @@ def main() -> int:
     parser.add_argument("--symbols", type=int, default=500)
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--minutes-per-flush", type=int, default=2)
-    parser.add_argument("--dir", type=Path, help="where to build the dataset (default: a temporary folder)")
+    parser.add_argument(
+        "--dir", type=Path, help="where to build the dataset (default: a temporary folder)"
+    )
     args = parser.parse_args()
     root = args.dir or Path(tempfile.mkdtemp(prefix="kline-bench-"))
     data = root / "data"
@@ -101,15 +129,19 @@ def main() -> int:
     timings = asyncio.run(build(data, args.symbols, args.days, args.minutes_per_flush))
     total_rows = args.symbols * args.days * 1440
     files = len(list(data.rglob("*.parquet")))
-    print(f"\nrecorded {total_rows:,} rows over {args.symbols} symbols in {len(timings)} flushes "
-          f"({files} part files) in {time.perf_counter() - started:.1f} s")
+    print(
+        f"\nrecorded {total_rows:,} rows over {args.symbols} symbols in {len(timings)} flushes "
+        f"({files} part files) in {time.perf_counter() - started:.1f} s"
+    )
     rows_per_flush = args.symbols * args.minutes_per_flush
     print(f"\nflush of {rows_per_flush:,} rows, as the dataset grows (median of each window):")
     n = len(timings)
     for lo, hi in [(0, 50), (n // 4, n // 4 + 50), (n // 2, n // 2 + 50), (n - 50, n)]:
         window = timings[lo:hi]
-        print(f"  {window[0][0]:>10,} rows on disk: {statistics.median(ms for _, ms in window):6.1f} ms"
-              f"  (max {max(ms for _, ms in window):.1f})")
+        print(
+            f"  {window[0][0]:>10,} rows on disk: {statistics.median(ms for _, ms in window):6.1f} ms"
+            f"  (max {max(ms for _, ms in window):.1f})"
+        )
 
     symbol, day = f"S{args.symbols // 2:04d}USDT", FIRST + DAY
     before = queries(data, symbol, day)
@@ -118,12 +150,16 @@ def main() -> int:
     compact_s = time.perf_counter() - compact_started
     after = queries(data, symbol, day)
     size = sum(p.stat().st_size for p in data.rglob("*.parquet"))
-    print(f"\ncompaction: {result.summary()}; wall {compact_s:.2f} s "
-          f"({compact_s / max(result.buckets, 1):.2f} s per day bucket of "
-          f"{result.rows_out // max(result.buckets, 1):,} rows); {size / 1e6:.1f} MB after")
+    print(
+        f"\ncompaction: {result.summary()}; wall {compact_s:.2f} s "
+        f"({compact_s / max(result.buckets, 1):.2f} s per day bucket of "
+        f"{result.rows_out // max(result.buckets, 1):,} rows); {size / 1e6:.1f} MB after"
+    )
 
-    print(f"\none symbol ({symbol}), one day: median of 5, ms   before ({files} files)   after "
-          f"({len(list(data.rglob('*.parquet')))} files)")
+    print(
+        f"\none symbol ({symbol}), one day: median of 5, ms   before ({files} files)   after "
+        f"({len(list(data.rglob('*.parquet')))} files)"
+    )
     for name in before:
         (b_ms, b_rows), (a_ms, a_rows) = before[name], after[name]
         assert b_rows == a_rows == 1440, (name, b_rows, a_rows)

@@ -168,6 +168,7 @@ async def _serve_one(ws: ServerConnection, args: argparse.Namespace) -> None:
         transport = ws.transport
         started = time.monotonic()
         cycle = 0
+
         def open_() -> bool:
             return ws.state is State.OPEN and not transport.is_closing()
 
@@ -190,8 +191,12 @@ async def _serve_one(ws: ServerConnection, args: argparse.Namespace) -> None:
         await asyncio.gather(reader, return_exceptions=True)
         if started is not None:
             elapsed = time.monotonic() - started
-            print(f"firehose: {len(subscribed)} streams, {sent} frames queued in {elapsed:.1f} s "
-                  f"({sent / max(elapsed, 1e-9):,.0f}/s)", file=sys.stderr, flush=True)
+            print(
+                f"firehose: {len(subscribed)} streams, {sent} frames queued in {elapsed:.1f} s "
+                f"({sent / max(elapsed, 1e-9):,.0f}/s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 async def _main(args: argparse.Namespace) -> None:
@@ -203,15 +208,24 @@ async def _main(args: argparse.Namespace) -> None:
     async def handler(ws: ServerConnection) -> None:
         await _serve_one(ws, args)
 
-    async with serve(handler, args.host, args.port, ping_interval=None, compression=None,
-                     max_size=1 << 20, write_limit=1 << 20) as server:
+    async with serve(
+        handler,
+        args.host,
+        args.port,
+        ping_interval=None,
+        compression=None,
+        max_size=1 << 20,
+        write_limit=1 << 20,
+    ) as server:
         port = next(iter(server.sockets)).getsockname()[1]
         print(f"ready ws://{args.host}:{port}", flush=True)
         await stop.wait()
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.firehose", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.firehose", description=__doc__.splitlines()[0]
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--expect", type=int, default=500, help="streams to wait for before pushing")

@@ -35,15 +35,31 @@ def _template():
     sym = pl.Series("symbol", [f"S{i:04d}USDT" for i in range(1, SYMBOLS + 1)] * minutes)
     m = pl.int_range(0, ROWS_PER_FILE, eager=True) // SYMBOLS
     price = 100.0 + (pl.int_range(0, ROWS_PER_FILE, eager=True) % 997).cast(pl.Float64) / 10
-    df = pl.DataFrame({
-        "symbol": sym, "open_time": T0 + m * MINUTE, "close_time": T0 + m * MINUTE + MINUTE - 1,
-        "open": price, "high": price + 1, "low": price - 1, "close": price + 0.5, "volume": price * 3,
-        "quote_volume": price * 300, "taker_buy_volume": price, "taker_buy_quote_volume": price * 100,
-        "trades": m * 7 % 500, "source": pl.repeat("ws", ROWS_PER_FILE, eager=True),
-    })
-    return df.with_columns(
-        pl.col("open_time").cast(pl.Datetime("ms", "UTC")), pl.col("close_time").cast(pl.Datetime("ms", "UTC"))
-    ).cast(PARQUET_SCHEMA).sort("symbol", "open_time")  # type: ignore[arg-type]
+    df = pl.DataFrame(
+        {
+            "symbol": sym,
+            "open_time": T0 + m * MINUTE,
+            "close_time": T0 + m * MINUTE + MINUTE - 1,
+            "open": price,
+            "high": price + 1,
+            "low": price - 1,
+            "close": price + 0.5,
+            "volume": price * 3,
+            "quote_volume": price * 300,
+            "taker_buy_volume": price,
+            "taker_buy_quote_volume": price * 100,
+            "trades": m * 7 % 500,
+            "source": pl.repeat("ws", ROWS_PER_FILE, eager=True),
+        }
+    )
+    return (
+        df.with_columns(
+            pl.col("open_time").cast(pl.Datetime("ms", "UTC")),
+            pl.col("close_time").cast(pl.Datetime("ms", "UTC")),
+        )
+        .cast(PARQUET_SCHEMA)  # type: ignore[arg-type]
+        .sort("symbol", "open_time")
+    )
 
 
 def _grow(data: Path, template, have: int, want: int) -> int:
@@ -61,7 +77,8 @@ def _grow(data: Path, template, have: int, want: int) -> int:
         folder = layout.partition_dir(data, Market.USDM, Interval.M1, day)
         folder.mkdir(parents=True, exist_ok=True)
         part = template.with_columns(
-            pl.col("open_time") + pl.duration(milliseconds=shift), pl.col("close_time") + pl.duration(milliseconds=shift)
+            pl.col("open_time") + pl.duration(milliseconds=shift),
+            pl.col("close_time") + pl.duration(milliseconds=shift),
         )
         part.write_parquet(folder / layout.part_name(f), compression="zstd", statistics=True)
     return want // SYMBOLS
@@ -72,14 +89,20 @@ async def _flushes(data: Path, first_minute: int, repeat: int) -> list[float]:
     from kline_tui.recorder.events import EventLog
     from kline_tui.recorder.sink import ParquetSink
 
-    keys = [StreamKey(Market.USDM, f"S{SYMBOLS + i:04d}USDT", Interval.M1) for i in range(1, SYMBOLS + 1)]
+    keys = [
+        StreamKey(Market.USDM, f"S{SYMBOLS + i:04d}USDT", Interval.M1)
+        for i in range(1, SYMBOLS + 1)
+    ]
     sink = ParquetSink(data, EventLog(), flush_rows=10**9, flush_age_s=10**6)
     times = []
     for r in range(repeat + WARMUP):  # the first flushes warm the writer thread and polars up
         t = T0 + (first_minute + r) * MINUTE
         for i, key in enumerate(keys):
             p = 100.0 + i % 97
-            sink.add(key, Candle(t, t + MINUTE - 1, p, p + 1, p - 1, p + 0.5, 10.0, 1000.0, 5.0, 500.0, 42))
+            sink.add(
+                key,
+                Candle(t, t + MINUTE - 1, p, p + 1, p - 1, p + 0.5, 10.0, 1000.0, 5.0, 500.0, 42),
+            )
         started = time.perf_counter()
         assert await sink.flush()
         if r >= WARMUP:
@@ -96,7 +119,8 @@ def run(quick: bool) -> list[Row]:
         data = root / "data"
         data.mkdir()
         template = _template()
-        asyncio.run(_flushes(root / "warmup", 0, 5))  # imports, thread pool, page cache: not counted
+        # Imports, thread pool, page cache: not counted.
+        asyncio.run(_flushes(root / "warmup", 0, 5))
         have = 0
         for level in LEVELS:
             started = time.perf_counter()
@@ -112,12 +136,26 @@ def run(quick: bool) -> list[Row]:
     flat = worst / max(min(m for m, _ in medians.values()), 1e-9)
     rows = []
     for level, (med, p90) in medians.items():
-        rows.append(Row(f"4 flush 1k rows, {level:,} stored", f"{med:.1f} ms (p90 {p90:.1f})", "<= 5 ms",
-                        verdict(med <= TARGET_MS, f"{med / TARGET_MS:.2f}x of budget")))
-    rows.append(Row("4 flush cost flatness", f"max/min median {flat:.2f}", "flat (<= 1.5)",
-                    verdict(flat <= 1.5),
-                    [f"flush: {repeat} flushes of 1,000 rows per level; dataset generated in {gen_s:.1f} s "
-                     f"({files} part files of {ROWS_PER_FILE:,} rows at 10M); includes fsync of file and folder"]))
+        rows.append(
+            Row(
+                f"4 flush 1k rows, {level:,} stored",
+                f"{med:.1f} ms (p90 {p90:.1f})",
+                "<= 5 ms",
+                verdict(med <= TARGET_MS, f"{med / TARGET_MS:.2f}x of budget"),
+            )
+        )
+    rows.append(
+        Row(
+            "4 flush cost flatness",
+            f"max/min median {flat:.2f}",
+            "flat (<= 1.5)",
+            verdict(flat <= 1.5),
+            [
+                f"flush: {repeat} flushes of 1,000 rows per level; dataset generated in {gen_s:.1f} s "
+                f"({files} part files of {ROWS_PER_FILE:,} rows at 10M); includes fsync of file and folder"
+            ],
+        )
+    )
     return rows
 
 

@@ -25,14 +25,34 @@ import time
 from pathlib import Path
 
 from benchmarks.common import (
-    PY, Children, Row, Sampler, child_env, child_result, kline_tui_cmd, read_until, slope_mb_per_min, temp_dir,
+    PY,
+    Children,
+    Row,
+    Sampler,
+    child_env,
+    child_result,
+    kline_tui_cmd,
+    read_until,
+    slope_mb_per_min,
+    temp_dir,
     verdict,
 )
 from benchmarks.startup import Tmux, app_pid
 
 COUNTS = {"spot": 1500, "usdm": 600, "coinm": 60}
-PROBES = ["BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT", "XRPUSDT", "DOGEUSDT", "ADAUSDT", "TRXUSDT",
-          "LINKUSDT", "AVAXUSDT"]  # spot 1s streams for the latency probe
+# Spot 1s streams for the latency probe.
+PROBES = [
+    "BTCUSDT",
+    "ETHUSDT",
+    "BNBUSDT",
+    "SOLUSDT",
+    "XRPUSDT",
+    "DOGEUSDT",
+    "ADAUSDT",
+    "TRXUSDT",
+    "LINKUSDT",
+    "AVAXUSDT",
+]
 WARMUP_S = 15.0
 CPU_HEADLESS, CPU_UI, RSS_MB, LATENCY_MS = 10.0, 25.0, 150.0, 300.0
 
@@ -77,25 +97,38 @@ def _summary(sampler: Sampler, skip: float) -> dict:
     deltas = [b - a for a, b in zip(rss, rss[1:])]
     steps = [d for d in deltas if abs(d) >= STEP_MB]
     minutes = max((window[-1][0] - window[0][0]) / 60, 1e-9)
-    return {"cpu_mean": sum(cpu) / len(cpu), "cpu_max": max(cpu), "rss_start": rss[0], "rss_end": rss[-1],
-            "rss_max": max(rss), "slope": slope_mb_per_min(window), "samples": len(window),
-            "drift": sum(d for d in deltas if abs(d) < STEP_MB) / minutes, "steps": steps,
-            "rss_every_10s": [round(r) for r in rss[::10]]}
+    return {
+        "cpu_mean": sum(cpu) / len(cpu),
+        "cpu_max": max(cpu),
+        "rss_start": rss[0],
+        "rss_end": rss[-1],
+        "rss_max": max(rss),
+        "slope": slope_mb_per_min(window),
+        "samples": len(window),
+        "drift": sum(d for d in deltas if abs(d) < STEP_MB) / minutes,
+        "steps": steps,
+        "rss_every_10s": [round(r) for r in rss[::10]],
+    }
 
 
 def _headless(children: Children, config: Path, seconds: float, sim_pid: int, root: Path) -> dict:
     """`kline-tui record --config C` as a subprocess, sampled past the warm-up, then stopped."""
     log = root / "record.log"
     with open(log, "w") as err:
-        proc = children.start([*kline_tui_cmd(), "record", "--config", str(config), "--status-every", "30"],
-                              stdout=subprocess.DEVNULL, stderr=err)
+        proc = children.start(
+            [*kline_tui_cmd(), "record", "--config", str(config), "--status-every", "30"],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     sampler = Sampler(proc.pid).start()
     try:
         sim = Sampler(sim_pid).start()
         deadline = time.monotonic() + WARMUP_S + seconds
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"kline-tui record exited {proc.returncode}: {log.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"kline-tui record exited {proc.returncode}: {log.read_text()[-2000:]}"
+                )
             time.sleep(0.5)
         sim.stop()
     finally:
@@ -121,14 +154,18 @@ def _alive(proc) -> bool:
 
 
 def _ui(config: Path, seconds: float, root: Path) -> dict:
-    env = child_env(XDG_CONFIG_HOME=str(root / "xdg-config"), XDG_DATA_HOME=str(root / "xdg-share"),
-                    TERM="xterm-256color")
+    env = child_env(
+        XDG_CONFIG_HOME=str(root / "xdg-config"),
+        XDG_DATA_HOME=str(root / "xdg-share"),
+        TERM="xterm-256color",
+    )
     tmux = Tmux(f"kline-bench-ui-{root.name}", env)
     try:
         cmd = " ".join(shlex.quote(p) for p in [*kline_tui_cmd(), "--config", str(config)])
         tmux.new("ui", f"exec {cmd}")
         sampler = Sampler(app_pid(tmux, "ui")).start()
-        time.sleep(WARMUP_S + 5 + seconds)  # the UI also loads 60 candles of history per stream at start
+        # The UI also loads 60 candles of history per stream at start.
+        time.sleep(WARMUP_S + 5 + seconds)
         sampler.stop()
         screen = tmux.capture("ui")
         tmux.run("send-keys", "-t", "ui", "q", check=False)
@@ -138,7 +175,9 @@ def _ui(config: Path, seconds: float, root: Path) -> dict:
     finally:
         tmux.kill()
     out = _summary(sampler, WARMUP_S + 5)
-    out["status_bar"] = next((ln.strip() for ln in screen.splitlines() if "streams" in ln.lower()), "")[:150]
+    out["status_bar"] = next(
+        (ln.strip() for ln in screen.splitlines() if "streams" in ln.lower()), ""
+    )[:150]
     return out
 
 
@@ -150,14 +189,23 @@ def _latency(children: Children, config: Path, seconds: float) -> dict:
 def run(quick: bool) -> list[Row]:
     seconds = 60.0 if quick else 600.0
     watch = full_market()
-    with temp_dir("fullmarket") as root, Children() as children:  # children die before the folder goes
+    # Children die before the folder goes.
+    with temp_dir("fullmarket") as root, Children() as children:
         sim, endpoints = start_sim(children)
-        head = _headless(children, write_config(root / "headless.toml", root / "data-headless", endpoints, watch),
-                         seconds, sim.pid, root)
+        head = _headless(
+            children,
+            write_config(root / "headless.toml", root / "data-headless", endpoints, watch),
+            seconds,
+            sim.pid,
+            root,
+        )
         ui = _ui(write_config(root / "ui.toml", root / "data-ui", endpoints, watch), seconds, root)
         probes = [f"spot:{s}:1s" for s in PROBES]
-        lat = _latency(children, write_config(root / "latency.toml", root / "data-latency", endpoints, probes + watch),
-                       60.0 if quick else 180.0)
+        lat = _latency(
+            children,
+            write_config(root / "latency.toml", root / "data-latency", endpoints, probes + watch),
+            60.0 if quick else 180.0,
+        )
         children.stop(sim)
 
     judge_drift = seconds >= MIN_DRIFT_WINDOW_S
@@ -169,36 +217,80 @@ def run(quick: bool) -> list[Row]:
         return h["drift"] <= DRIFT_MB_PER_MIN if judge_drift else None
 
     def rss_figure(h: dict) -> str:
-        return (f"{h['rss_start']:.0f} -> {h['rss_end']:.0f} MB (max {h['rss_max']:.0f}; drift "
-                f"{h['drift']:+.1f} MB/min" + (f", one-off steps {', '.join(f'{d:+.0f}' for d in h['steps'])} MB"
-                                               if h["steps"] else "") + ")")
+        return (
+            f"{h['rss_start']:.0f} -> {h['rss_end']:.0f} MB (max {h['rss_max']:.0f}; drift "
+            f"{h['drift']:+.1f} MB/min"
+            + (
+                f", one-off steps {', '.join(f'{d:+.0f}' for d in h['steps'])} MB"
+                if h["steps"]
+                else ""
+            )
+            + ")"
+        )
 
     rows = [
-        Row("3 full market, headless: CPU", f"{head['cpu_mean']:.1f}% (max {head['cpu_max']:.0f}%)", "<= 10% of a core",
-            verdict(head["cpu_mean"] <= CPU_HEADLESS, f"{head['cpu_mean'] / CPU_HEADLESS:.2f}x of budget"),
-            [f"full market: {len(watch)} streams ({', '.join(f'{n} {m}' for m, n in COUNTS.items())}, 1m), "
-             f"{head['samples']} one-second samples after {WARMUP_S:.0f} s warm-up; simulator process "
-             f"{head['sim_cpu']:.0f}% of a core; record exit code {head['exit']}",
-             f"headless last status: {head['status']}",
-             f"headless RSS every 10 s (MB): {head['rss_every_10s']}"
-             + ("" if judge_drift else "; drift not judged under a 5-minute window (run without --quick)")]),
-        Row("3 full market, headless: RSS", rss_figure(head), f"<= 150 MB, drift <= {DRIFT_MB_PER_MIN} MB/min",
-            verdict(rss_ok(head))),
-        Row("3 full market, UI (tmux): CPU", f"{ui['cpu_mean']:.1f}% (max {ui['cpu_max']:.0f}%)", "<= 25% of a core",
+        Row(
+            "3 full market, headless: CPU",
+            f"{head['cpu_mean']:.1f}% (max {head['cpu_max']:.0f}%)",
+            "<= 10% of a core",
+            verdict(
+                head["cpu_mean"] <= CPU_HEADLESS,
+                f"{head['cpu_mean'] / CPU_HEADLESS:.2f}x of budget",
+            ),
+            [
+                f"full market: {len(watch)} streams ({', '.join(f'{n} {m}' for m, n in COUNTS.items())}, 1m), "
+                f"{head['samples']} one-second samples after {WARMUP_S:.0f} s warm-up; simulator process "
+                f"{head['sim_cpu']:.0f}% of a core; record exit code {head['exit']}",
+                f"headless last status: {head['status']}",
+                f"headless RSS every 10 s (MB): {head['rss_every_10s']}"
+                + (
+                    ""
+                    if judge_drift
+                    else "; drift not judged under a 5-minute window (run without --quick)"
+                ),
+            ],
+        ),
+        Row(
+            "3 full market, headless: RSS",
+            rss_figure(head),
+            f"<= 150 MB, drift <= {DRIFT_MB_PER_MIN} MB/min",
+            verdict(rss_ok(head)),
+        ),
+        Row(
+            "3 full market, UI (tmux): CPU",
+            f"{ui['cpu_mean']:.1f}% (max {ui['cpu_max']:.0f}%)",
+            "<= 25% of a core",
             verdict(ui["cpu_mean"] <= CPU_UI, f"{ui['cpu_mean'] / CPU_UI:.2f}x of budget"),
-            [f"UI: RSS {ui['rss_start']:.0f} -> {ui['rss_end']:.0f} MB (max {ui['rss_max']:.0f}); "
-             f"status bar: {ui['status_bar']!r}"]),
+            [
+                f"UI: RSS {ui['rss_start']:.0f} -> {ui['rss_end']:.0f} MB (max {ui['rss_max']:.0f}); "
+                f"status bar: {ui['status_bar']!r}"
+            ],
+        ),
     ]
     if lat["samples"]:
-        rows.append(Row("3 full market, UI: closed candle on screen",
-                        f"p50 {lat['p50_ms']:.0f} / p95 {lat['p95_ms']:.0f} / max {lat['max_ms']:.0f} ms",
-                        "<= 300 ms", verdict(lat["max_ms"] <= LATENCY_MS, f"max {lat['max_ms'] / LATENCY_MS:.2f}x"),
-                        [f"latency: {lat['samples']} closed candles on visible rows over {lat['seconds']:.0f} s, "
-                         f"{lat['msgs_per_s']:,.0f} msg/s into the hub, {lat['live']}/{lat['streams']} streams live, "
-                         f"{lat['unpainted']} still unpainted at the end"]))
+        rows.append(
+            Row(
+                "3 full market, UI: closed candle on screen",
+                f"p50 {lat['p50_ms']:.0f} / p95 {lat['p95_ms']:.0f} / max {lat['max_ms']:.0f} ms",
+                "<= 300 ms",
+                verdict(lat["max_ms"] <= LATENCY_MS, f"max {lat['max_ms'] / LATENCY_MS:.2f}x"),
+                [
+                    f"latency: {lat['samples']} closed candles on visible rows over {lat['seconds']:.0f} s, "
+                    f"{lat['msgs_per_s']:,.0f} msg/s into the hub, {lat['live']}/{lat['streams']} streams live, "
+                    f"{lat['unpainted']} still unpainted at the end"
+                ],
+            )
+        )
     else:
-        rows.append(Row("3 full market, UI: closed candle on screen", "no sample", "<= 300 ms", "FAIL",
-                        [f"latency run: {lat}"]))
+        rows.append(
+            Row(
+                "3 full market, UI: closed candle on screen",
+                "no sample",
+                "<= 300 ms",
+                "FAIL",
+                [f"latency run: {lat}"],
+            )
+        )
     return rows
 
 

@@ -52,12 +52,14 @@ def _subscriptions(args: argparse.Namespace) -> tuple[str, list[str]]:
     names = _names(args.streams)
     first, rest = names[:100], names[100:]
     return f"{args.url}/market/stream?streams={'/'.join(first)}", [
-        orjson.dumps({"method": "SUBSCRIBE", "params": rest[i:i + 200], "id": i + 1}).decode()
+        orjson.dumps({"method": "SUBSCRIBE", "params": rest[i : i + 200], "id": i + 1}).decode()
         for i in range(0, len(rest), 200)
     ]
 
 
-async def _bare_rate(mode: str, args: argparse.Namespace, read_batch: Callable[[], Awaitable[None]]) -> dict:
+async def _bare_rate(
+    mode: str, args: argparse.Namespace, read_batch: Callable[[], Awaitable[None]]
+) -> dict:
     """Frames a second through a bare loop. `read_batch` receives and decodes BATCH frames; the
     clock is read only between batches, so the loop is the transport and the decoder alone. The
     warm-up starts once the first batch is in (the firehose waits for every subscription)."""
@@ -71,8 +73,13 @@ async def _bare_rate(mode: str, args: argparse.Namespace, read_batch: Callable[[
         await read_batch()
         frames += BATCH
     elapsed, cpu = now - t0, _cpu_s() - c0
-    return {"mode": mode, "frames": frames, "seconds": elapsed, "msgs_per_s": frames / elapsed,
-            "cpu_pct": 100 * cpu / elapsed}
+    return {
+        "mode": mode,
+        "frames": frames,
+        "seconds": elapsed,
+        "msgs_per_s": frames / elapsed,
+        "cpu_pct": 100 * cpu / elapsed,
+    }
 
 
 async def _baseline(args: argparse.Namespace) -> dict:
@@ -81,8 +88,14 @@ async def _baseline(args: argparse.Namespace) -> dict:
     from websockets.asyncio.client import connect
 
     url, subscribe = _subscriptions(args)
-    async with connect(url, max_size=4 * 1024 * 1024, max_queue=4096, compression=None, ping_interval=20,
-                       ping_timeout=20) as ws:
+    async with connect(
+        url,
+        max_size=4 * 1024 * 1024,
+        max_queue=4096,
+        compression=None,
+        ping_interval=20,
+        ping_timeout=20,
+    ) as ws:
         for message in subscribe:
             await ws.send(message)
         loads, recv = orjson.loads, ws.recv
@@ -100,9 +113,10 @@ async def _baseline_aiohttp(args: argparse.Namespace) -> dict:
     import orjson
 
     url, subscribe = _subscriptions(args)
-    async with aiohttp.ClientSession() as http, http.ws_connect(
-        url, compress=0, max_msg_size=4 * 1024 * 1024, heartbeat=20
-    ) as ws:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(url, compress=0, max_msg_size=4 * 1024 * 1024, heartbeat=20) as ws,
+    ):
         for message in subscribe:
             await ws.send_str(message)
         loads, recv = orjson.loads, ws.receive
@@ -124,12 +138,19 @@ async def _pipeline(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="kline-bench-ingest-"))
     sim = Simulator(speed=1.0, extra_symbols=args.streams)
     await sim.start()
-    keys = [StreamKey(Market.USDM, f"S{i:04d}USDT", Interval.M1) for i in range(1, args.streams + 1)]
+    keys = [
+        StreamKey(Market.USDM, f"S{i:04d}USDT", Interval.M1) for i in range(1, args.streams + 1)
+    ]
     endpoints = dict(sim.endpoints)
     endpoints[Market.USDM] = Endpoints(ws=f"{args.url}/market", rest=endpoints[Market.USDM].rest)
     settings = Settings(
-        config_path=tmp / "none.toml", config_exists=False, data_dir=tmp / "data", watch=tuple(keys),
-        endpoints=endpoints, history=0, flush_age_s=args.flush_age,
+        config_path=tmp / "none.toml",
+        config_exists=False,
+        data_dir=tmp / "data",
+        watch=tuple(keys),
+        endpoints=endpoints,
+        history=0,
+        flush_age_s=args.flush_age,
     )
     pipeline = Pipeline(settings)
     try:
@@ -195,7 +216,10 @@ async def _pipeline_run(args: argparse.Namespace, pipeline, tmp: Path) -> dict:
         report = await pipeline.stop()
         stop_s = time.perf_counter() - stop_started
     out = {
-        "mode": "pipeline", "frames": n1 - n0, "seconds": t1 - t0, "msgs_per_s": (n1 - n0) / (t1 - t0),
+        "mode": "pipeline",
+        "frames": n1 - n0,
+        "seconds": t1 - t0,
+        "msgs_per_s": (n1 - n0) / (t1 - t0),
         "cpu_pct": 100 * (c1 - c0) / (t1 - t0),
         **books,
         "closed_per_s": (a1 - a0) / (t1 - t0),
@@ -222,7 +246,11 @@ def client_main(argv: list[str]) -> int:
     p.add_argument("--flush-age", type=float, default=2.0)
     p.add_argument("--pyinstrument", action="store_true")
     args = p.parse_args(argv)
-    run_mode = {"baseline": _baseline, "baseline-aiohttp": _baseline_aiohttp, "pipeline": _pipeline}[args.mode]
+    run_mode = {
+        "baseline": _baseline,
+        "baseline-aiohttp": _baseline_aiohttp,
+        "pipeline": _pipeline,
+    }[args.mode]
     result = asyncio.run(run_mode(args))
     print("result " + json.dumps(result), flush=True)
     return 0
@@ -230,22 +258,40 @@ def client_main(argv: list[str]) -> int:
 
 # -- orchestration --------------------------------------------------------------------------------
 
+
 def start_firehose(children: Children, streams: int = STREAMS) -> tuple[object, str]:
-    proc = children.start([PY, "-m", "benchmarks.firehose", "--expect", str(streams), "--max-seconds", "60"])
+    proc = children.start(
+        [PY, "-m", "benchmarks.firehose", "--expect", str(streams), "--max-seconds", "60"]
+    )
     line = read_until(proc, "ready", 30)[-1]
     return proc, line.split()[-1]
 
 
-def run_client(children: Children, mode: str, url: str, seconds: float, extra: list[str] = ()) -> dict:
+def run_client(
+    children: Children, mode: str, url: str, seconds: float, extra: list[str] = ()
+) -> dict:
     """One client process (`mode`: baseline, baseline-aiohttp or pipeline); its result."""
-    cmd = [PY, "-m", "benchmarks.ingest", "client", mode, "--url", url, "--seconds", str(seconds), *extra]
+    cmd = [
+        PY,
+        "-m",
+        "benchmarks.ingest",
+        "client",
+        mode,
+        "--url",
+        url,
+        "--seconds",
+        str(seconds),
+        *extra,
+    ]
     return child_result(children, f"ingest client {mode}", cmd, timeout=seconds + 90)
 
 
 def run(quick: bool) -> list[Row]:
     seconds = 10.0
     rounds = 2 if quick else 3
-    results: dict[str, list[dict]] = {mode: [] for mode in ("baseline", "pipeline", "baseline-aiohttp")}
+    results: dict[str, list[dict]] = {
+        mode: [] for mode in ("baseline", "pipeline", "baseline-aiohttp")
+    }
     with Children() as children:
         hose, url = start_firehose(children)
         for _ in range(rounds):
@@ -255,34 +301,56 @@ def run(quick: bool) -> list[Row]:
     best = {mode: max(rs, key=lambda r: r["msgs_per_s"]) for mode, rs in results.items()}
     base, pipe, aio = best["baseline"], best["pipeline"], best["baseline-aiohttp"]
     ratio = pipe["msgs_per_s"] / base["msgs_per_s"]
-    sane = (pipe["duplicates"] == pipe["gaps"] == pipe["malformed"] == pipe["missing"] == 0
-            and pipe["rows_written"] == pipe["closed_accepted"] and pipe["rows_buffered"] == pipe["unwritten"] == 0)
+    sane = (
+        pipe["duplicates"] == pipe["gaps"] == pipe["malformed"] == pipe["missing"] == 0
+        and pipe["rows_written"] == pipe["closed_accepted"]
+        and pipe["rows_buffered"] == pipe["unwritten"] == 0
+    )
 
     def rates(rs: list[dict]) -> str:
         return ", ".join(format(r["msgs_per_s"], ",.0f") for r in rs)
 
     every = "; ".join(f"{mode} [{rates(rs)}]" for mode, rs in results.items())
     return [
-        Row("1 ingest: baseline websockets recv+orjson", f"{base['msgs_per_s']:,.0f} msg/s", "", verdict(None),
-            [f"ingest: {STREAMS} usdm 1m streams on one combined-stream connection, 1 frame in 20 a closed "
-             f"candle, {seconds:.0f} s windows after 1 s warm-up, best round counts; all rounds, msg/s: {every}",
-             f"client CPU in the best window: websockets loop {base['cpu_pct']:.0f}%, aiohttp loop "
-             f"{aio['cpu_pct']:.0f}%, kline-tui {pipe['cpu_pct']:.0f}% of one core (all threads, incl. the "
-             f"Parquet writer)"]),
-        Row("1 ingest: bare aiohttp receive+orjson", f"{aio['msgs_per_s']:,.0f} msg/s", "",
+        Row(
+            "1 ingest: baseline websockets recv+orjson",
+            f"{base['msgs_per_s']:,.0f} msg/s",
+            "",
+            verdict(None),
+            [
+                f"ingest: {STREAMS} usdm 1m streams on one combined-stream connection, 1 frame in 20 a closed "
+                f"candle, {seconds:.0f} s windows after 1 s warm-up, best round counts; all rounds, msg/s: {every}",
+                f"client CPU in the best window: websockets loop {base['cpu_pct']:.0f}%, aiohttp loop "
+                f"{aio['cpu_pct']:.0f}%, kline-tui {pipe['cpu_pct']:.0f}% of one core (all threads, incl. the "
+                f"Parquet writer)",
+            ],
+        ),
+        Row(
+            "1 ingest: bare aiohttp receive+orjson",
+            f"{aio['msgs_per_s']:,.0f} msg/s",
+            "",
             verdict(None, f"{aio['msgs_per_s'] / base['msgs_per_s']:.2f}x"),
-            ["the aiohttp loop is the transport kline-tui reads with: its ratio to the websockets loop is why "
-             "aiohttp was chosen"]),
-        Row("1 ingest: kline-tui pipeline", f"{pipe['msgs_per_s']:,.0f} msg/s", ">= 0.8x baseline",
+            [
+                "the aiohttp loop is the transport kline-tui reads with: its ratio to the websockets loop is why "
+                "aiohttp was chosen"
+            ],
+        ),
+        Row(
+            "1 ingest: kline-tui pipeline",
+            f"{pipe['msgs_per_s']:,.0f} msg/s",
+            ">= 0.8x baseline",
             verdict(ratio >= TARGET_RATIO, f"{ratio:.2f}x") + ("" if sane else " INCONSISTENT"),
-            [f"kline-tui pipeline / bare aiohttp loop: {pipe['msgs_per_s'] / aio['msgs_per_s']:.2f}x (what "
-             f"decoding, live state, ledger and sink cost over the transport alone)",
-             f"kline-tui books after the best run: {pipe['closed_accepted']:,} closed candles accepted "
-             f"({pipe['closed_per_s']:,.0f}/s in the window), {pipe['rows_written']:,} rows written in "
-             f"{pipe['files']} files ({pipe['flushes_in_window']} flushes in the window, every 2 s; stopped in "
-             f"{pipe['stop_s']:.1f} s, {pipe['unwritten']} unwritten), duplicates {pipe['duplicates']}, gaps "
-             f"{pipe['gaps']}, malformed {pipe['malformed']}, missing {pipe['missing']}: "
-             + ("consistent" if sane else "INCONSISTENT")]),
+            [
+                f"kline-tui pipeline / bare aiohttp loop: {pipe['msgs_per_s'] / aio['msgs_per_s']:.2f}x (what "
+                f"decoding, live state, ledger and sink cost over the transport alone)",
+                f"kline-tui books after the best run: {pipe['closed_accepted']:,} closed candles accepted "
+                f"({pipe['closed_per_s']:,.0f}/s in the window), {pipe['rows_written']:,} rows written in "
+                f"{pipe['files']} files ({pipe['flushes_in_window']} flushes in the window, every 2 s; stopped in "
+                f"{pipe['stop_s']:.1f} s, {pipe['unwritten']} unwritten), duplicates {pipe['duplicates']}, gaps "
+                f"{pipe['gaps']}, malformed {pipe['malformed']}, missing {pipe['missing']}: "
+                + ("consistent" if sane else "INCONSISTENT"),
+            ],
+        ),
     ]
 
 

@@ -52,12 +52,41 @@ def _py_spy(children: Children, url: str, seconds: float, out: Path) -> str | No
     spy = shutil.which("py-spy", path=str(Path(PY).parent)) or shutil.which("py-spy")
     if spy is None:
         return None
-    client = children.start([PY, "-m", "benchmarks.ingest", "client", "pipeline", "--url", url,
-                             "--seconds", str(seconds + 1)], env=child_env())
+    client = children.start(
+        [
+            PY,
+            "-m",
+            "benchmarks.ingest",
+            "client",
+            "pipeline",
+            "--url",
+            url,
+            "--seconds",
+            str(seconds + 1),
+        ],
+        env=child_env(),
+    )
     read_until(client, "measuring", 60)
-    rec = subprocess.run([spy, "record", "--pid", str(client.pid), "--duration", str(int(seconds)), "--rate", "250",
-                          "--nonblocking", "--format", "raw", "--output", str(out)],
-                         capture_output=True, text=True, timeout=seconds + 60)
+    rec = subprocess.run(
+        [
+            spy,
+            "record",
+            "--pid",
+            str(client.pid),
+            "--duration",
+            str(int(seconds)),
+            "--rate",
+            "250",
+            "--nonblocking",
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+    )
     client.communicate(timeout=120)
     if rec.returncode != 0 or not out.exists():
         return f"py-spy failed: {rec.stderr.strip()[-300:]}"
@@ -75,8 +104,8 @@ def _frames(n_streams: int = 500, rounds: int = 6) -> list[str]:
             while i < len(data):
                 n, head = data[i + 1], 2
                 if n == 126:
-                    n, head = int.from_bytes(data[i + 2:i + 4], "big"), 4
-                out.append(data[i + head:i + head + n].decode())
+                    n, head = int.from_bytes(data[i + 2 : i + 4], "big"), 4
+                out.append(data[i + head : i + head + n].decode())
                 i += head + n
     return out
 
@@ -162,7 +191,9 @@ async def main():
 
 asyncio.run(main())
 """
-    out = subprocess.run([PY, "-c", code], env=child_env(), capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [PY, "-c", code], env=child_env(), capture_output=True, text=True, timeout=120
+    )
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
     return float(out.stdout.strip().splitlines()[-1])
@@ -182,23 +213,54 @@ def run(quick: bool) -> list[Row]:
         notes.append(raw)
     else:
         own, incl = _collapse(raw)
-        notes.append("py-spy, pipeline under the firehose, self time by function:\n      " + "\n      ".join(own))
-        notes.append("py-spy, kline_tui functions by inclusive time:\n      " + "\n      ".join(incl))
+        notes.append(
+            "py-spy, pipeline under the firehose, self time by function:\n      "
+            + "\n      ".join(own)
+        )
+        notes.append(
+            "py-spy, kline_tui functions by inclusive time:\n      " + "\n      ".join(incl)
+        )
     tree = pyi.get("pyinstrument", "")
-    lines = [ln for ln in tree.splitlines() if ln.strip() and not ln.lstrip().startswith(("_", "/", "Program", "Recorded"))]
-    notes.append("pyinstrument over the window (top of the tree):\n      " + "\n      ".join(lines[:40]))
+    lines = [
+        ln
+        for ln in tree.splitlines()
+        if ln.strip() and not ln.lstrip().startswith(("_", "/", "Program", "Recorded"))
+    ]
+    notes.append(
+        "pyinstrument over the window (top of the tree):\n      " + "\n      ".join(lines[:40])
+    )
 
     frame = _frames(20, 1)[3]
     dec = _decoders(frame)
     fastest = min(dec, key=dec.get)
-    notes.append("decoders, one %d-byte kline frame, µs: " % len(frame)
-                 + ", ".join(f"{k} {v:.2f}" for k, v in dec.items()) + f" (fastest: {fastest})")
+    notes.append(
+        "decoders, one %d-byte kline frame, µs: " % len(frame)
+        + ", ".join(f"{k} {v:.2f}" for k, v in dec.items())
+        + f" (fastest: {fastest})"
+    )
     per_frame = _hot_path_us()
     return [
-        Row("profile: decode one frame (msgspec typed)", f"{dec['msgspec typed (kline-tui wire.decode)']:.2f} µs",
-            "", verdict(None), []),
-        Row("profile: decode one frame (orjson.loads)", f"{dec['orjson.loads']:.2f} µs", "", verdict(None), []),
-        Row("profile: kline-tui per frame, no socket", f"{per_frame:.2f} µs", "", verdict(None), notes),
+        Row(
+            "profile: decode one frame (msgspec typed)",
+            f"{dec['msgspec typed (kline-tui wire.decode)']:.2f} µs",
+            "",
+            verdict(None),
+            [],
+        ),
+        Row(
+            "profile: decode one frame (orjson.loads)",
+            f"{dec['orjson.loads']:.2f} µs",
+            "",
+            verdict(None),
+            [],
+        ),
+        Row(
+            "profile: kline-tui per frame, no socket",
+            f"{per_frame:.2f} µs",
+            "",
+            verdict(None),
+            notes,
+        ),
     ]
 
 

@@ -34,8 +34,14 @@ class Tmux:
         self.run("new-session", "-d", "-s", "idle", "-x", "80", "-y", "24", "sleep 3600")
 
     def run(self, *args: str, check: bool = True) -> str:
-        return subprocess.run([*self.base, *args], env=self.env, capture_output=True, text=True,
-                              check=check, timeout=20).stdout
+        return subprocess.run(
+            [*self.base, *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=20,
+        ).stdout
 
     def new(self, session: str, command: str, width: int = 200, height: int = 60) -> None:
         self.run("new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), command)
@@ -62,7 +68,9 @@ def app_pid(tmux: Tmux, session: str, timeout: float = 10.0) -> int:
         try:
             pane = psutil.Process(tmux.pane_pid(session))
             for proc in [pane, *pane.children(recursive=True)]:
-                if "python" in proc.name().lower() or any("kline" in part for part in proc.cmdline()):
+                if "python" in proc.name().lower() or any(
+                    "kline" in part for part in proc.cmdline()
+                ):
                     return proc.pid
         except (psutil.Error, subprocess.CalledProcessError, ValueError, IndexError):
             pass
@@ -83,15 +91,21 @@ def _one_start(tmux: Tmux, n: int, command: str, timeout: float = 30.0) -> float
                 raise TimeoutError(f"no table header within {timeout:.0f} s; screen:\n{screen}")
             time.sleep(0.02)
     finally:
-        tmux.run("send-keys", "-t", session, "q", check=False)  # quit cleanly: flushes the demo's data
+        # Quit cleanly: flushes the demo's data.
+        tmux.run("send-keys", "-t", session, "q", check=False)
         time.sleep(0.5)
         tmux.kill_session(session)
 
 
 def _import_profile() -> tuple[float, list[str]]:
     """Import time of the UI module, and its biggest top-level imports."""
-    out = subprocess.run([PY, "-X", "importtime", "-c", "import kline_tui.ui.app"], env=child_env(),
-                         capture_output=True, text=True, timeout=60).stderr
+    out = subprocess.run(
+        [PY, "-X", "importtime", "-c", "import kline_tui.ui.app"],
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stderr
     by_package: dict[str, int] = {}
     total = 0
     for line in out.splitlines():
@@ -109,22 +123,38 @@ def _import_profile() -> tuple[float, list[str]]:
 def run(quick: bool) -> list[Row]:
     runs = 4 if quick else 8
     with temp_dir("startup") as root:
-        env = child_env(XDG_CONFIG_HOME=str(root / "config"), XDG_DATA_HOME=str(root / "share"),
-                        XDG_CACHE_HOME=str(root / "cache"), TERM="xterm-256color")
+        env = child_env(
+            XDG_CONFIG_HOME=str(root / "config"),
+            XDG_DATA_HOME=str(root / "share"),
+            XDG_CACHE_HOME=str(root / "cache"),
+            TERM="xterm-256color",
+        )
         command = " ".join(shlex.quote(p) for p in [*kline_tui_cmd(), "--demo"])
         tmux = Tmux(f"kline-bench-start-{Path(root).name}", env)
         try:
-            times = [_one_start(tmux, i, f"cd {shlex.quote(str(root))} && exec {command}") for i in range(runs)]
+            times = [
+                _one_start(tmux, i, f"cd {shlex.quote(str(root))} && exec {command}")
+                for i in range(runs)
+            ]
         finally:
             tmux.kill()
     cold, warm = times[0], times[1:]
     med = statistics.median(warm)
     import_s, top = _import_profile()
-    return [Row("5 start-up: --demo to first frame", f"{med:.2f} s (first {cold:.2f} s)", "<= 1.5 s",
-                verdict(med <= TARGET_S, f"{med / TARGET_S:.2f}x of budget"),
-                [f"start-up runs (s): {', '.join(f'{t:.2f}' for t in times)}; tmux capture-pane polled "
-                 f"every 20 ms", f"import kline_tui.ui.app alone: {import_s:.2f} s; by package (own modules' "
-                 f"import time): {'; '.join(top)}"])]
+    return [
+        Row(
+            "5 start-up: --demo to first frame",
+            f"{med:.2f} s (first {cold:.2f} s)",
+            "<= 1.5 s",
+            verdict(med <= TARGET_S, f"{med / TARGET_S:.2f}x of budget"),
+            [
+                f"start-up runs (s): {', '.join(f'{t:.2f}' for t in times)}; tmux capture-pane polled "
+                f"every 20 ms",
+                f"import kline_tui.ui.app alone: {import_s:.2f} s; by package (own modules' "
+                f"import time): {'; '.join(top)}",
+            ],
+        )
+    ]
 
 
 if __name__ == "__main__":

@@ -40,7 +40,9 @@ async def _measure(config: Path, seconds: float, warmup: float) -> dict:
         await app.wait_started()
         hub, table = app.pipeline.hub, app.table
         deadline = time.monotonic() + 60
-        while sum(s.status is StreamStatus.LIVE for s in hub.streams.values()) < 0.98 * len(hub.streams):
+        while sum(s.status is StreamStatus.LIVE for s in hub.streams.values()) < 0.98 * len(
+            hub.streams
+        ):
             if time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.2)
@@ -52,7 +54,7 @@ async def _measure(config: Path, seconds: float, warmup: float) -> dict:
 
         def visible() -> set:
             top = int(table.scroll_offset.y)
-            return set(table.order[top: top + table._rows_visible()])
+            return set(table.order[top : top + table._rows_visible()])
 
         shown = visible()
         shown_at = time.monotonic()
@@ -62,7 +64,12 @@ async def _measure(config: Path, seconds: float, warmup: float) -> dict:
             state = hub.streams.get(key)
             before = state.recorded if state is not None else None
             on_kline(key, event_time, kline, *rest)
-            if kline.closed and state is not None and state.recorded != before and key not in pending:
+            if (
+                kline.closed
+                and state is not None
+                and state.recorded != before
+                and key not in pending
+            ):
                 if time.monotonic() - shown_at > 1.0:
                     shown, shown_at = visible(), time.monotonic()
                 if key in shown:
@@ -86,7 +93,11 @@ async def _measure(config: Path, seconds: float, warmup: float) -> dict:
                         latencies.append(now - arrived)
                 painted.clear()
 
-        hub.on_kline, table.render_line, app._display = hooked_on_kline, hooked_render_line, hooked_display
+        hub.on_kline, table.render_line, app._display = (
+            hooked_on_kline,
+            hooked_render_line,
+            hooked_display,
+        )
         t0 = time.monotonic()
         await asyncio.sleep(seconds)
         rate = sum(c.frames_per_s() for c in hub.connection_status())
@@ -100,9 +111,18 @@ async def _measure(config: Path, seconds: float, warmup: float) -> dict:
     def pct(p: float) -> float | None:
         return ms[min(len(ms) - 1, int(p * len(ms)))] if ms else None
 
-    return {"samples": len(ms), "p50_ms": pct(0.5), "p95_ms": pct(0.95), "max_ms": ms[-1] if ms else None,
-            "mean_ms": statistics.fmean(ms) if ms else None, "msgs_per_s": rate, "streams": len(hub.streams),
-            "live": live, "seconds": elapsed, "unpainted": len(pending)}
+    return {
+        "samples": len(ms),
+        "p50_ms": pct(0.5),
+        "p95_ms": pct(0.95),
+        "max_ms": ms[-1] if ms else None,
+        "mean_ms": statistics.fmean(ms) if ms else None,
+        "msgs_per_s": rate,
+        "streams": len(hub.streams),
+        "live": live,
+        "seconds": elapsed,
+        "unpainted": len(pending),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
