@@ -18,17 +18,17 @@ from kline_tui.sim.stats import ConnStats, MarketStats
 from kline_tui.sim.universe import SymbolInfo, symbol_info, universe
 
 __all__ = [
-    "Simulator",
-    "SimClock",
-    "Faults",
-    "MarketFaults",
     "HOSTILE_TEXT",
     "POISON_KINDS",
     "REST_POISON_KINDS",
-    "MarketStats",
     "ConnStats",
-    "WireCandle",
+    "Faults",
+    "MarketFaults",
+    "MarketStats",
+    "SimClock",
+    "Simulator",
     "SymbolInfo",
+    "WireCandle",
     "candle_at",
     "expected_candle",
     "forming_at",

@@ -16,7 +16,7 @@ class SimClock:
     the host never makes exchange time jump or run backwards.
     """
 
-    __slots__ = ("speed", "offset_ms", "_wall0_ms", "_mono0")
+    __slots__ = ("_mono0", "_wall0_ms", "offset_ms", "speed")
 
     def __init__(self, speed: float = 1.0, offset_ms: int = 0, start_ms: int | None = None) -> None:
         if speed < 0:

@@ -47,13 +47,13 @@ from kline_tui.model import Market
 from kline_tui.sim.poison import POISON_KINDS, REST_POISON_KINDS
 
 __all__ = [
+    "HOSTILE_TEXT",
     "Faults",
     "MarketFaults",
-    "RestFailure",
     "Poison",
+    "RestFailure",
     "RestPoison",
     "SizedFrames",
-    "HOSTILE_TEXT",
 ]
 
 HOSTILE_TEXT = "\x1b[2J\x1b]0;pwned\x07"

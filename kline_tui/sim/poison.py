@@ -34,7 +34,7 @@ import msgspec
 from kline_tui.model import Interval, Market
 from kline_tui.sim.candles import WireCandle, forming_for, kline_event
 
-__all__ = ["POISON_KINDS", "REST_POISON_KINDS", "POISON_HOURS", "poison_event", "poison_row"]
+__all__ = ["POISON_HOURS", "POISON_KINDS", "REST_POISON_KINDS", "poison_event", "poison_row"]
 
 POISON_HOURS = 3
 POISON_KINDS = (

@@ -25,7 +25,7 @@ from kline_tui.sim.poison import poison_row
 from kline_tui.sim.stats import MarketStats
 from kline_tui.sim.universe import SymbolInfo
 
-__all__ = ["WeightPool", "MarketRest", "klines_open_times"]
+__all__ = ["MarketRest", "WeightPool", "klines_open_times"]
 
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 _JSON = "application/json;charset=UTF-8"

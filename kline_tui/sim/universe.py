@@ -16,7 +16,7 @@ from functools import lru_cache
 
 from kline_tui.model import Market
 
-__all__ = ["SymbolInfo", "universe", "symbol_info", "DEFAULT_EXTRA_SYMBOLS"]
+__all__ = ["DEFAULT_EXTRA_SYMBOLS", "SymbolInfo", "symbol_info", "universe"]
 
 DEFAULT_EXTRA_SYMBOLS = 2000
 

@@ -9,6 +9,7 @@ server's ping flood or stray replies are switched on (see `faults`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import math
@@ -30,7 +31,7 @@ from kline_tui.sim.poison import poison_event
 from kline_tui.sim.stats import ConnStats, MarketStats
 from kline_tui.sim.universe import SymbolInfo
 
-__all__ = ["MarketWs", "Connection", "kline_event"]
+__all__ = ["Connection", "MarketWs", "kline_event"]
 
 _STREAM_RE = re.compile(r"([a-z0-9_]+)@kline_([0-9]+[smhdwM])")
 _METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
@@ -216,13 +217,11 @@ class MarketWs:
         conns = list(self.live)
         if not conns:
             return
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(
                 asyncio.gather(*(c.close(code, reason) for c in conns), return_exceptions=True),
                 _CLOSE_TIMEOUT_S + 0.5,
             )
-        except TimeoutError:
-            pass
         for conn in conns:
             conn.abort(reason)
 
@@ -489,10 +488,8 @@ class Connection:
                 wake_at = min([self._next_ping, now + _HOUSEKEEPING_S, *self._due.values()])
                 delay = wake_at - time.monotonic()
                 if delay > 0:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), delay)
-                    except TimeoutError:
-                        pass
         except ConnectionError:
             # The peer went away mid-send; the read loop notices and records why.
             return
@@ -657,7 +654,7 @@ class Connection:
 class _Pacer:
     """Turns a rate (frames per second) into a number of frames due at each wake-up."""
 
-    __slots__ = ("_last", "_credit")
+    __slots__ = ("_credit", "_last")
 
     def __init__(self) -> None:
         self._last = time.monotonic()
