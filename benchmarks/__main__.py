@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import shutil
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -80,8 +80,8 @@ def _table(rows: list[Row]) -> str:
     cells = [head] + [(r.scenario, r.figure, r.target, r.verdict) for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(4)]
     line = "  ".join("-" * w for w in widths)
-    out = ["  ".join(c.ljust(w) for c, w in zip(head, widths)), line]
-    out += ["  ".join(c.ljust(w) for c, w in zip(cell, widths)) for cell in cells[1:]]
+    out = ["  ".join(c.ljust(w) for c, w in zip(head, widths, strict=True)), line]
+    out += ["  ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)) for cell in cells[1:]]
     return "\n".join(out)
 
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("interrupted: children stopped, temporary folders removed", file=sys.stderr)
             return 130
-        except Exception as exc:  # noqa: BLE001 - one broken scenario must not hide the others
+        except Exception as exc:  # one broken scenario must not hide the others
             got = [
                 Row(
                     name,

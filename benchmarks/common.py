@@ -216,7 +216,10 @@ def slope_mb_per_min(samples: list[tuple[float, float, float]]) -> float:
     ys = [s[2] for s in samples]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     sxx = sum((x - mx) ** 2 for x in xs)
-    return 0.0 if sxx == 0 else 60.0 * sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    if sxx == 0:
+        return 0.0
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    return 60.0 * sxy / sxx
 
 
 def machine() -> list[str]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import re
 import signal
 import struct
@@ -108,7 +109,7 @@ class Blast:
         now_ms = time.time_ns() // 1_000_000
         for tokens, c in ((_TOKENS_A, cycle), (_TOKENS_B, cycle + 1)):
             t = T0 + c * self.iv_ms
-            for tok, value in zip(tokens, (t, t + self.iv_ms - 1, now_ms)):
+            for tok, value in zip(tokens, (t, t + self.iv_ms - 1, now_ms), strict=True):
                 data = data.replace(tok, str(value).encode())
         return data
 
@@ -155,12 +156,11 @@ async def _serve_one(ws: ServerConnection, args: argparse.Namespace) -> None:
     try:
         deadline = time.monotonic() + 30.0
         while not ready.is_set():
-            if subscribed and time.monotonic() - last_control > 3.0 or time.monotonic() > deadline:
+            settled = subscribed and time.monotonic() - last_control > 3.0
+            if settled or time.monotonic() > deadline:
                 break
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ready.wait(), 0.2)
-            except TimeoutError:
-                pass
         names = [n for n in subscribed if _STREAM_RE.fullmatch(n)]
         if not names:
             return

@@ -17,6 +17,7 @@ The recorder's `history` is 0: the figures are the steady state, not a first-run
 
 from __future__ import annotations
 
+import itertools
 import json
 import shlex
 import signal
@@ -94,7 +95,7 @@ def _summary(sampler: Sampler, skip: float) -> dict:
         raise RuntimeError("no CPU/RSS samples")
     cpu = [c for _, c, _ in window]
     rss = [r for _, _, r in window]
-    deltas = [b - a for a, b in zip(rss, rss[1:])]
+    deltas = [b - a for a, b in itertools.pairwise(rss)]
     steps = [d for d in deltas if abs(d) >= STEP_MB]
     minutes = max((window[-1][0] - window[0][0]) / 60, 1e-9)
     return {

@@ -234,7 +234,7 @@ def run(quick: bool) -> list[Row]:
     dec = _decoders(frame)
     fastest = min(dec, key=dec.get)
     notes.append(
-        "decoders, one %d-byte kline frame, µs: " % len(frame)
+        f"decoders, one {len(frame)}-byte kline frame, µs: "
         + ", ".join(f"{k} {v:.2f}" for k, v in dec.items())
         + f" (fastest: {fastest})"
     )
