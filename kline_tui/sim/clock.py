@@ -32,7 +32,7 @@ class SimClock:
         return int(self._wall0_ms + self.offset_ms + elapsed * self.speed * 1000.0)
 
     def real_seconds_until(self, exchange_ms: int) -> float:
-        """Real (monotonic) seconds until the exchange clock reaches `exchange_ms` (<= 0 if past)."""
+        """Real (monotonic) seconds until the exchange clock reaches `exchange_ms`; <= 0 if past."""
         remaining = exchange_ms - self.now_ms()
         if self.speed == 0:
             return 0.0 if remaining <= 0 else float("inf")

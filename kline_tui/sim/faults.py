@@ -261,7 +261,8 @@ class Faults:
     ping_flood_per_s = _EveryMarket()
     """WebSocket pings sent per second on every connection (math.inf: as fast as possible)."""
     stray_replies_per_s = _EveryMarket()
-    """Unrequested `{"result":null,"id":<random>}` replies per second (math.inf: as fast as possible)."""
+    """Unrequested `{"result":null,"id":<random>}` replies per second (math.inf: as fast as
+    possible)."""
     handshake_delay_s = _EveryMarket()
     """Seconds a WebSocket upgrade waits for its answer (math.inf: until this is lowered)."""
 
@@ -374,7 +375,8 @@ class Faults:
         copies of it padded to `limit_bytes - 1` and `limit_bytes + 1` bytes. None turns it off."""
         if limit_bytes is not None and limit_bytes < 2048:
             raise ValueError(
-                f"limit_bytes must be at least 2048 (a kline frame is up to ~600), got {limit_bytes}"
+                "limit_bytes must be at least 2048 (a kline frame is up to ~600), "
+                f"got {limit_bytes}"
             )
         names = None if streams is None else frozenset(streams)
         for m in self._markets(market):

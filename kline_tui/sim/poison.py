@@ -8,7 +8,8 @@ WebSocket shapes (`POISON_KINDS`), for a stream of `symbol` and `interval` at ex
 
 | kind | what is wrong |
 |---|---|
-| `event_ahead` / `event_behind` | `E` is `POISON_HOURS` after / before the clock (the candle fits `E`) |
+| `event_ahead` | `E` is `POISON_HOURS` after the clock (the candle fits `E`) |
+| `event_behind` | `E` is `POISON_HOURS` before the clock (the candle fits `E`) |
 | `unaligned` | `t` is 7 ms past an open time |
 | `before_2017` | `t` is in 2016 (Binance opened in July 2017) |
 | `after_event` | `t` is the next candle's open time, after `E` |

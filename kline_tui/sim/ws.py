@@ -620,7 +620,7 @@ class Connection:
             self._flood = asyncio.create_task(self._run_flood(), name=f"sim-flood-{self.record.id}")
 
     async def _run_flood(self) -> None:
-        """Pings and stray replies at the switches' rates, until both are off or the peer is gone."""
+        """Pings and stray replies at the switches' rates until both are off or the peer is gone."""
         faults, ws, record = self.faults, self.ws, self.record
         stats, rng = self.hub.stats, self.hub.rng
         pings, strays = _Pacer(), _Pacer()
