@@ -1,4 +1,5 @@
-"""`python -m benchmarks [--quick] [--only NAME[,NAME]] [--json FILE]`: run the scenarios, print the table.
+"""`python -m benchmarks [--quick] [--only NAME[,NAME]] [--json FILE]`: run the scenarios, print
+the table.
 
 Scenarios (in order): ingest, blogpost, fullmarket, flush, startup, profile, dataset. `dataset` is
 `benchmarks/dataset.py` (flush time as a recorded dataset grows, queries, compaction), run as a
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             print("  - " + note)
     print(f"\nwall time per scenario: {', '.join(timings)}")
     print(
-        "the machine is shared with other work: figures are noisy; ratios within one run are what compare."
+        "the machine is shared with other work: figures are noisy; "
+        "ratios within one run are what compare."
     )
     if args.json:
         args.json.write_text(

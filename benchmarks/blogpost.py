@@ -185,7 +185,8 @@ def run(quick: bool) -> list[Row]:
             verdict(ratio >= TARGET, f"{ratio:,.0f}x"),
             [
                 f"sink: {n_sink:,} candles (add + {files} part files written) in {s_sink:.2f} s; "
-                f"with a flush every 1,000 rows: {n_small:,} candles, {files_small} files, {s_small:.2f} s"
+                f"with a flush every 1,000 rows: {n_small:,} candles, {files_small} files, "
+                f"{s_small:.2f} s"
             ],
         ),
         Row(

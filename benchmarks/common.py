@@ -171,7 +171,8 @@ def temp_dir(prefix: str):
 
 
 class Sampler:
-    """Samples one process's CPU (% of one core) and RSS (MB) every `period` seconds, in a thread."""
+    """Samples one process's CPU (% of one core) and RSS (MB) every `period` seconds, in a
+    thread."""
 
     def __init__(self, pid: int, period: float = 1.0) -> None:
         import psutil

@@ -41,7 +41,8 @@ def candle(i: int, t: int) -> Candle:
 async def build(
     data: Path, symbols: int, days: int, minutes_per_flush: int
 ) -> list[tuple[int, float]]:
-    """Record `days` of 1m candles for `symbols` streams; returns (rows on disk before, flush ms)."""
+    """Record `days` of 1m candles for `symbols` streams; returns (rows on disk before, flush ms)
+    for every flush."""
     sink = ParquetSink(data, EventLog(), flush_rows=10**12, flush_age_s=10**9)
     keys = [StreamKey(Market.USDM, f"S{i:04d}USDT", Interval.M1) for i in range(1, symbols + 1)]
     timings = []
@@ -139,7 +140,8 @@ def main() -> int:
     for lo, hi in [(0, 50), (n // 4, n // 4 + 50), (n // 2, n // 2 + 50), (n - 50, n)]:
         window = timings[lo:hi]
         print(
-            f"  {window[0][0]:>10,} rows on disk: {statistics.median(ms for _, ms in window):6.1f} ms"
+            f"  {window[0][0]:>10,} rows on disk: "
+            f"{statistics.median(ms for _, ms in window):6.1f} ms"
             f"  (max {max(ms for _, ms in window):.1f})"
         )
 

@@ -1,4 +1,5 @@
-"""A Binance combined-stream WebSocket server that sends kline frames as fast as the socket takes them.
+"""A Binance combined-stream WebSocket server that sends kline frames as fast as the socket takes
+them.
 
     python -m benchmarks.firehose [--expect 500] [--closed-every 20] [--max-seconds 120]
 
@@ -67,21 +68,23 @@ def _frame(payload: bytes) -> bytes:
 
 
 def _event(name: str, phase: int, closed_phase: int, tokens: tuple[bytes, bytes, bytes]) -> bytes:
-    symbol = _STREAM_RE.fullmatch(name).group(1).upper()  # type: ignore[union-attr]
+    match = _STREAM_RE.fullmatch(name)
+    assert match is not None, f"{name}: only kline stream names get events"
+    symbol = match.group(1).upper()
     interval = name.split("@kline_")[1]
     t, T, E = (tok.decode() for tok in tokens)
     base = 100 + zlib.crc32(symbol.encode()) % 900
     o, c = base * 1.0, base + 0.01 * phase
-    h, l = max(o, c) + 0.5, min(o, c) - 0.5  # noqa: E741
+    h, lo = max(o, c) + 0.5, min(o, c) - 0.5
     closed = "true" if phase == closed_phase else "false"
     n = 100 + 7 * phase
     # Binance's field order and formatting: prices and volumes are strings, times integers.
     return (
         f'{{"stream":"{name}","data":{{"e":"kline","E":{E},"s":"{symbol}","k":{{'
         f'"t":{t},"T":{T},"s":"{symbol}","i":"{interval}","f":{1000 + phase},"L":{1000 + n},'
-        f'"o":"{o:.8f}","c":"{c:.8f}","h":"{h:.8f}","l":"{l:.8f}","v":"{12.5 * n:.8f}","n":{n},'
-        f'"x":{closed},"q":"{12.5 * n * base:.8f}","V":"{6.25 * n:.8f}","Q":"{6.25 * n * base:.8f}",'
-        f'"B":"0"}}}}}}'
+        f'"o":"{o:.8f}","c":"{c:.8f}","h":"{h:.8f}","l":"{lo:.8f}","v":"{12.5 * n:.8f}","n":{n},'
+        f'"x":{closed},"q":"{12.5 * n * base:.8f}","V":"{6.25 * n:.8f}",'
+        f'"Q":"{6.25 * n * base:.8f}","B":"0"}}}}}}'
     ).encode()
 
 

@@ -151,8 +151,10 @@ def run(quick: bool) -> list[Row]:
             "flat (<= 1.5)",
             verdict(flat <= 1.5),
             [
-                f"flush: {repeat} flushes of 1,000 rows per level; dataset generated in {gen_s:.1f} s "
-                f"({files} part files of {ROWS_PER_FILE:,} rows at 10M); includes fsync of file and folder"
+                f"flush: {repeat} flushes of 1,000 rows per level; "
+                f"dataset generated in {gen_s:.1f} s "
+                f"({files} part files of {ROWS_PER_FILE:,} rows at 10M); "
+                "includes fsync of file and folder"
             ],
         )
     )

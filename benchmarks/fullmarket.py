@@ -1,5 +1,5 @@
-"""3. Full-market load at real pacing: 1,500 spot streams (pushed every 2 s), 600 USD-M and 60 COIN-M
-(every 250 ms), about 3,400 messages/s, from the simulator in its own process
+"""3. Full-market load at real pacing: 1,500 spot streams (pushed every 2 s), 600 USD-M and 60
+COIN-M (every 250 ms), about 3,400 messages/s, from the simulator in its own process
 (`python -m kline_tui.sim --speed 1 --extra-symbols 2000`).
 
 - Headless: `kline-tui record --config C` as a subprocess; its CPU (% of one core, all threads) and
@@ -239,9 +239,11 @@ def run(quick: bool) -> list[Row]:
                 f"{head['cpu_mean'] / CPU_HEADLESS:.2f}x of budget",
             ),
             [
-                f"full market: {len(watch)} streams ({', '.join(f'{n} {m}' for m, n in COUNTS.items())}, 1m), "
-                f"{head['samples']} one-second samples after {WARMUP_S:.0f} s warm-up; simulator process "
-                f"{head['sim_cpu']:.0f}% of a core; record exit code {head['exit']}",
+                f"full market: {len(watch)} streams "
+                f"({', '.join(f'{n} {m}' for m, n in COUNTS.items())}, 1m), "
+                f"{head['samples']} one-second samples after {WARMUP_S:.0f} s warm-up; "
+                f"simulator process {head['sim_cpu']:.0f}% of a core; "
+                f"record exit code {head['exit']}",
                 f"headless last status: {head['status']}",
                 f"headless RSS every 10 s (MB): {head['rss_every_10s']}"
                 + (
@@ -263,7 +265,8 @@ def run(quick: bool) -> list[Row]:
             "<= 25% of a core",
             verdict(ui["cpu_mean"] <= CPU_UI, f"{ui['cpu_mean'] / CPU_UI:.2f}x of budget"),
             [
-                f"UI: RSS {ui['rss_start']:.0f} -> {ui['rss_end']:.0f} MB (max {ui['rss_max']:.0f}); "
+                f"UI: RSS {ui['rss_start']:.0f} -> {ui['rss_end']:.0f} MB "
+                f"(max {ui['rss_max']:.0f}); "
                 f"status bar: {ui['status_bar']!r}"
             ],
         ),
@@ -276,8 +279,9 @@ def run(quick: bool) -> list[Row]:
                 "<= 300 ms",
                 verdict(lat["max_ms"] <= LATENCY_MS, f"max {lat['max_ms'] / LATENCY_MS:.2f}x"),
                 [
-                    f"latency: {lat['samples']} closed candles on visible rows over {lat['seconds']:.0f} s, "
-                    f"{lat['msgs_per_s']:,.0f} msg/s into the hub, {lat['live']}/{lat['streams']} streams live, "
+                    f"latency: {lat['samples']} closed candles on visible rows "
+                    f"over {lat['seconds']:.0f} s, {lat['msgs_per_s']:,.0f} msg/s into the hub, "
+                    f"{lat['live']}/{lat['streams']} streams live, "
                     f"{lat['unpainted']} still unpainted at the end"
                 ],
             )

@@ -318,11 +318,12 @@ def run(quick: bool) -> list[Row]:
             "",
             verdict(None),
             [
-                f"ingest: {STREAMS} usdm 1m streams on one combined-stream connection, 1 frame in 20 a closed "
-                f"candle, {seconds:.0f} s windows after 1 s warm-up, best round counts; all rounds, msg/s: {every}",
-                f"client CPU in the best window: websockets loop {base['cpu_pct']:.0f}%, aiohttp loop "
-                f"{aio['cpu_pct']:.0f}%, kline-tui {pipe['cpu_pct']:.0f}% of one core (all threads, incl. the "
-                f"Parquet writer)",
+                f"ingest: {STREAMS} usdm 1m streams on one combined-stream connection, "
+                f"1 frame in 20 a closed candle, {seconds:.0f} s windows after 1 s warm-up, "
+                f"best round counts; all rounds, msg/s: {every}",
+                f"client CPU in the best window: websockets loop {base['cpu_pct']:.0f}%, "
+                f"aiohttp loop {aio['cpu_pct']:.0f}%, kline-tui {pipe['cpu_pct']:.0f}% of one core "
+                f"(all threads, incl. the Parquet writer)",
             ],
         ),
         Row(
@@ -331,8 +332,8 @@ def run(quick: bool) -> list[Row]:
             "",
             verdict(None, f"{aio['msgs_per_s'] / base['msgs_per_s']:.2f}x"),
             [
-                "the aiohttp loop is the transport kline-tui reads with: its ratio to the websockets loop is why "
-                "aiohttp was chosen"
+                "the aiohttp loop is the transport kline-tui reads with: "
+                "its ratio to the websockets loop is why aiohttp was chosen"
             ],
         ),
         Row(
@@ -341,13 +342,17 @@ def run(quick: bool) -> list[Row]:
             ">= 0.8x baseline",
             verdict(ratio >= TARGET_RATIO, f"{ratio:.2f}x") + ("" if sane else " INCONSISTENT"),
             [
-                f"kline-tui pipeline / bare aiohttp loop: {pipe['msgs_per_s'] / aio['msgs_per_s']:.2f}x (what "
-                f"decoding, live state, ledger and sink cost over the transport alone)",
-                f"kline-tui books after the best run: {pipe['closed_accepted']:,} closed candles accepted "
-                f"({pipe['closed_per_s']:,.0f}/s in the window), {pipe['rows_written']:,} rows written in "
-                f"{pipe['files']} files ({pipe['flushes_in_window']} flushes in the window, every 2 s; stopped in "
-                f"{pipe['stop_s']:.1f} s, {pipe['unwritten']} unwritten), duplicates {pipe['duplicates']}, gaps "
-                f"{pipe['gaps']}, malformed {pipe['malformed']}, missing {pipe['missing']}: "
+                "kline-tui pipeline / bare aiohttp loop: "
+                f"{pipe['msgs_per_s'] / aio['msgs_per_s']:.2f}x "
+                "(what decoding, live state, ledger and sink cost over the transport alone)",
+                "kline-tui books after the best run: "
+                f"{pipe['closed_accepted']:,} closed candles accepted "
+                f"({pipe['closed_per_s']:,.0f}/s in the window), "
+                f"{pipe['rows_written']:,} rows written in {pipe['files']} files "
+                f"({pipe['flushes_in_window']} flushes in the window, every 2 s; "
+                f"stopped in {pipe['stop_s']:.1f} s, {pipe['unwritten']} unwritten), "
+                f"duplicates {pipe['duplicates']}, gaps {pipe['gaps']}, "
+                f"malformed {pipe['malformed']}, missing {pipe['missing']}: "
                 + ("consistent" if sane else "INCONSISTENT"),
             ],
         ),

@@ -25,7 +25,8 @@ _LINE = re.compile(r":\d+\)$")
 
 
 def _collapse(raw: str, top: int = 14) -> tuple[list[str], list[str]]:
-    """Top functions by self time and kline_tui functions by inclusive time, from py-spy's raw output."""
+    """Top functions by self time and kline_tui functions by inclusive time, from py-spy's raw
+    output."""
     own: Counter = Counter()
     incl: Counter = Counter()
     total = 0
@@ -133,7 +134,8 @@ def _decoders(frame: str) -> dict[str, float]:
 
 
 def _hot_path_us() -> float:
-    """Per-frame µs of Connection._read + Hub + Ledger + sink buffer, frames from memory (in a child)."""
+    """Per-frame µs of Connection._read + Hub + Ledger + sink buffer, frames from memory (in a
+    child)."""
     code = f"""
 import asyncio, time, tempfile, shutil
 from pathlib import Path

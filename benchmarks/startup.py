@@ -148,8 +148,8 @@ def run(quick: bool) -> list[Row]:
             "<= 1.5 s",
             verdict(med <= TARGET_S, f"{med / TARGET_S:.2f}x of budget"),
             [
-                f"start-up runs (s): {', '.join(f'{t:.2f}' for t in times)}; tmux capture-pane polled "
-                f"every 20 ms",
+                f"start-up runs (s): {', '.join(f'{t:.2f}' for t in times)}; "
+                "tmux capture-pane polled every 20 ms",
                 f"import kline_tui.ui.app alone: {import_s:.2f} s; by package (own modules' "
                 f"import time): {'; '.join(top)}",
             ],

@@ -47,7 +47,8 @@ async def _measure(config: Path, seconds: float, warmup: float) -> dict:
                 break
             await asyncio.sleep(0.2)
         await asyncio.sleep(warmup)
-        pending: dict = {}  # key -> arrival (perf_counter) of the oldest closed candle not yet painted
+        # key -> arrival (perf_counter) of the oldest closed candle not yet painted
+        pending: dict = {}
         painted: set = set()
         on_kline, render_line, display = hub.on_kline, table.render_line, app._display
         clock = time.perf_counter
