@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import pytest
 
+# What `sim` is unless a test or its module is marked `@pytest.mark.simulator(**options)`: a
+# clock 60x fast and an hour ahead of the local clock.
+FAST_AND_AHEAD = {"speed": 60.0, "offset_ms": 3_600_000}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "simulator(**options): the options of the `sim` fixture's Simulator"
+    )
+
 
 @pytest.fixture
-async def sim():
-    """A simulator whose clock runs 60x fast and an hour ahead of the local clock."""
+async def sim(request: pytest.FixtureRequest):
+    """A simulator on loopback, `Simulator(**options)` as marked, else fast and an hour ahead."""
     from kline_tui.sim import Simulator
 
-    simulator = Simulator(speed=60.0, offset_ms=3_600_000)
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-
-
+    marker = request.node.get_closest_marker("simulator")
+    options = marker.kwargs if marker else FAST_AND_AHEAD
+    async with Simulator(**options) as simulator:
+        yield simulator

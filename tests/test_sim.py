@@ -26,10 +26,8 @@ from kline_tui.sim import SimClock, Simulator, candle_at, expected_candle, formi
 WIRE_FIELDS = ("t", "T", "o", "h", "l", "c", "v", "q", "V", "Q", "n", "f", "L")
 
 
-@pytest.fixture
-async def sim():
-    async with Simulator(extra_symbols=50, seed=1) as s:
-        yield s
+# Real time, a small universe, and fault dice that fall the same way every run.
+pytestmark = pytest.mark.simulator(extra_symbols=50, seed=1)
 
 
 def ws_url(sim: Simulator, market: Market, path: str) -> str:
