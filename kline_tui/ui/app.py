@@ -524,7 +524,11 @@ class KlineApp(App[int]):
         key = self.table.selected
         if key is None or not self.running:
             return
-        listed = lambda: list(self.table.order)  # noqa: E731 - the order as it is when stepping
+
+        def listed() -> list[StreamKey]:
+            """The table's order as it is when stepping, not when the screen opened."""
+            return list(self.table.order)
+
         assert self.pipeline is not None
         details = DetailsScreen(key, self.pipeline.hub.streams, listed, self._load_chart_history)
         self.push_screen(details, callback=self._details_closed)
