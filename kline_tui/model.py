@@ -9,25 +9,24 @@ import enum
 import re
 from dataclasses import dataclass
 
-
 import msgspec
 import polars as pl
 
 __all__ = [
-    "Market",
-    "Interval",
-    "StreamKey",
+    "CANDLE_COLUMNS",
+    "EARLIEST_OPEN_MS",
+    "FIXED_MS",
+    "LATEST_MS",
+    "PARQUET_SCHEMA",
+    "WEEK_ORIGIN_MS",
     "Candle",
     "CandleLike",
     "CandleRow",
+    "Interval",
+    "Market",
     "SpecError",
-    "PARQUET_SCHEMA",
-    "CANDLE_COLUMNS",
+    "StreamKey",
     "validate_symbol",
-    "EARLIEST_OPEN_MS",
-    "LATEST_MS",
-    "FIXED_MS",
-    "WEEK_ORIGIN_MS",
 ]
 
 
@@ -50,9 +49,7 @@ class Market(enum.StrEnum):
         try:
             return cls(name)
         except ValueError:
-            raise SpecError(
-                f"unknown market {text!r}: use spot, usdm or coinm"
-            ) from None
+            raise SpecError(f"unknown market {text!r}: use spot, usdm or coinm") from None
 
     @property
     def intervals(self) -> tuple[Interval, ...]:
@@ -63,7 +60,8 @@ class Market(enum.StrEnum):
 
     @property
     def push_period_ms(self) -> int:
-        """How often the exchange pushes a kline stream's forming candle (spot `1s`: see Interval)."""
+        """How often the exchange pushes a kline stream's forming candle (for spot `1s`, see
+        StreamKey.push_period_ms)."""
         return 2000 if self is Market.SPOT else 250
 
 
@@ -211,6 +209,7 @@ def _month_start_ms(index: int) -> int:
 # `days_from_civil`), in 400-year eras of 146,097 days, counted from 0000-03-01 so that the leap
 # day falls at the end of each year. Exact for every int.
 
+
 def _civil_from_days(days: int) -> tuple[int, int]:
     """(year, month) of the day `days` after 1970-01-01."""
     z = days + 719_468  # days from 0000-03-01
@@ -257,12 +256,11 @@ _SYMBOL_RE = re.compile(r"[A-Z0-9_]{1,40}")
 
 
 def validate_symbol(text: str) -> str:
-    """Return the symbol in upper case, or raise SpecError: only A-Z, 0-9 and `_` may reach a path."""
+    """Return the symbol in upper case, or raise SpecError: only A-Z, 0-9 and `_` may reach a
+    path."""
     symbol = text.strip().upper()
     if not _SYMBOL_RE.fullmatch(symbol):
-        raise SpecError(
-            f"invalid symbol {text!r}: a symbol is 1-40 characters of A-Z, 0-9 and _"
-        )
+        raise SpecError(f"invalid symbol {text!r}: a symbol is 1-40 characters of A-Z, 0-9 and _")
     return symbol
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import signal
@@ -31,7 +32,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kline_tui.retry import Backoff
 from kline_tui.binance.rest import RestError
 from kline_tui.config import Settings
 from kline_tui.model import StreamKey
@@ -39,16 +39,17 @@ from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import SPARK_LENGTH
 from kline_tui.recorder.pipeline import DEFAULT_STOP_TIMEOUT_S, Pipeline, StopReport, StreamRefused
 from kline_tui.recorder.supervisor import Supervisor
+from kline_tui.retry import Backoff
 from kline_tui.store.series import stored_series
 
 __all__ = [
-    "Runtime",
-    "EXIT_OK",
     "EXIT_FAILED",
-    "EXIT_USAGE",
     "EXIT_INTERRUPTED",
-    "log_to",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Runtime",
     "format_ms",
+    "log_to",
 ]
 
 EXIT_OK = 0
@@ -188,7 +189,9 @@ class Runtime:
         now_ms = int(time.time() * 1000)
         return max(ends) + 1000 if ends and max(ends) + 1000 > now_ms else None
 
-    async def _start_pipeline(self, keys: list[StreamKey], leave_out_refused: bool) -> list[StreamKey]:
+    async def _start_pipeline(
+        self, keys: list[StreamKey], leave_out_refused: bool
+    ) -> list[StreamKey]:
         pipeline = self.pipeline
         assert pipeline is not None
         delay = _START_RETRY_FIRST_S
@@ -239,7 +242,9 @@ class Runtime:
         pipeline = self._running()
         if pipeline.recording:
             pipeline.recording = False
-            self.events.info("recording paused: the live view goes on, closed candles are not recorded")
+            self.events.info(
+                "recording paused: the live view goes on, closed candles are not recorded"
+            )
 
     def resume(self) -> None:
         """Store closed candles again, starting with those that closed during the pause."""
@@ -318,18 +323,27 @@ class Runtime:
         if pipeline is None or report is None:
             return lines
         stats = pipeline.sink.stats
-        done = f"done in {report.seconds:.1f} s: {stats.rows_written} rows in {stats.files_written} files"
-        done += f" under {self.settings.data_dir}"
+        done = (
+            f"done in {report.seconds:.1f} s: {stats.rows_written} rows in "
+            f"{stats.files_written} files under {self.settings.data_dir}"
+        )
         if report.drained:
             done += f"; {report.drained} missing candles fetched before stopping"
         lines.append((logging.INFO, f"{done}; {self.status_line()}"))
         if report.missing:
             lines.append((logging.WARNING, _missing_line(report)))
         if report.cut_short:
-            lines.append((logging.WARNING, f"cut short by the {self.stop_timeout_s:g} s stop deadline: "
-                          + ", ".join(report.cut_short)))
+            lines.append(
+                (
+                    logging.WARNING,
+                    f"cut short by the {self.stop_timeout_s:g} s stop deadline: "
+                    + ", ".join(report.cut_short),
+                )
+            )
         if report.unwritten:
-            lines.append((logging.ERROR, f"{report.unwritten} rows could not be written: {stats.last_error}"))
+            lines.append(
+                (logging.ERROR, f"{report.unwritten} rows could not be written: {stats.last_error}")
+            )
         if self.supervisor.fatal is not None:
             lines.append((logging.ERROR, f"stopped because {self.supervisor.fatal}"))
         return lines
@@ -343,14 +357,16 @@ class Runtime:
         states = collections.Counter(s.status.value for s in pipeline.hub.streams.values())
         sink = pipeline.sink.stats
         text = (
-            "streams " + ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+            "streams "
+            + ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
             + f"; rows {sink.rows_written} written, {sink.rows_buffered} buffered"
             + (f", {sink.dropped} dropped" if sink.dropped else "")
             + (f", {sink.dead_letters} set aside as unwritable" if sink.dead_letters else "")
             + f"; candles {sum(s.accepted_ws for s in ledgers)} live, "
             f"{sum(s.accepted_rest for s in ledgers)} backfilled, "
             f"{sum(s.duplicates for s in ledgers)} duplicates dropped, "
-            f"{sum(s.missing_count() for s in ledgers)} missing; {pipeline.hub.stalls_detected} stalls"
+            f"{sum(s.missing_count() for s in ledgers)} missing; "
+            f"{pipeline.hub.stalls_detected} stalls"
         )
         if pipeline.hub.malformed:
             text += f"; {pipeline.hub.malformed} malformed frames dropped"
@@ -381,14 +397,17 @@ class Runtime:
                 (on_second or self._exit_at_once)()
 
         for sig in signals:
-            try:
+            # Not on every platform, nor outside the main thread: then the default stays.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, handler, sig)
-            except (NotImplementedError, RuntimeError, ValueError):  # not on this platform/thread
-                pass
 
     def _exit_at_once(self) -> None:
         buffered = self.pipeline.sink.stats.rows_buffered if self.pipeline is not None else 0
-        note = f"; {buffered} buffered rows not written (the next start fetches them again)" if buffered else ""
+        note = (
+            f"; {buffered} buffered rows not written (the next start fetches them again)"
+            if buffered
+            else ""
+        )
         print(f"kline-tui: stopped at once{note}", file=sys.stderr, flush=True)
         os._exit(EXIT_INTERRUPTED)
 
@@ -401,7 +420,8 @@ def _missing_line(report: StopReport, show: int = 5) -> str:
     more = f" and {len(report.missing) - show} more ranges" if len(report.missing) > show else ""
     return (
         f"{report.missing_count} candles still missing, fetched at the next start: "
-        + "; ".join(parts) + more
+        + "; ".join(parts)
+        + more
     )
 
 
@@ -415,8 +435,11 @@ def _arm_hard_stop(after_s: float) -> threading.Timer:
     """The last resort: end the process if the stop is still running `after_s` from now."""
 
     def overrun() -> None:
-        print(f"kline-tui: the stop overran its deadline by {HARD_STOP_GRACE_S:g} s; exiting now",
-              file=sys.stderr, flush=True)
+        print(
+            f"kline-tui: the stop overran its deadline by {HARD_STOP_GRACE_S:g} s; exiting now",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(EXIT_FAILED)
 
     timer = threading.Timer(after_s, overrun)

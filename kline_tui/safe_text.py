@@ -27,7 +27,9 @@ _SPACE = " "
 # DEL, and the bidirectional marks and overrides are dropped.
 _TABLE: dict[int, str | None] = {c: None for c in (*range(0x00, 0x20), *range(0x7F, 0xA0))}
 _TABLE.update({c: _SPACE for c in (0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x85, 0x2028, 0x2029)})
-_TABLE.update({c: None for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))})
+_TABLE.update(
+    {c: None for c in (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+)
 
 _ELLIPSIS = "…"
 

@@ -1,9 +1,9 @@
 """The exchange's clock, as the client knows it between two REST server-time answers.
 
-Which candles exist is decided from exchange time only (never the local clock), and a frame whose event time
-is far from the exchange's own clock is bogus. The client learns that clock from REST
-`/time` answers and carries it forward with a local clock that never steps: the last server time
-plus the local time elapsed since. The local wall clock is never used, since it can be skewed.
+Which candles exist is decided from exchange time only (never the local clock), and a frame
+whose event time is far from the exchange's own clock is bogus. The client learns that clock from
+REST `/time` answers and carries it forward with a local clock that never steps: the last server
+time plus the local time elapsed since. The local wall clock is never used, since it can be skewed.
 """
 
 from __future__ import annotations
@@ -14,13 +14,15 @@ from collections.abc import Callable
 
 from kline_tui.model import EARLIEST_OPEN_MS, LATEST_MS
 
-__all__ = ["ExchangeClock", "local_seconds", "checked_rate"]
+__all__ = ["ExchangeClock", "checked_rate", "local_seconds"]
 
 
 def checked_rate(rate: float) -> float:
     """`rate` as a float, or ValueError unless it is a positive finite number."""
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (
-        math.isfinite(rate) and rate > 0
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, (int, float))
+        or not (math.isfinite(rate) and rate > 0)
     ):
         raise ValueError(f"clock rate must be a positive finite number, got {rate!r}")
     return float(rate)
@@ -48,7 +50,7 @@ class ExchangeClock:
     the clock that every frame is checked against.
     """
 
-    __slots__ = ("rate", "refused", "_local", "_server_ms", "_local_at")
+    __slots__ = ("_local", "_local_at", "_server_ms", "rate", "refused")
 
     def __init__(self, *, rate: float = 1.0, local: Callable[[], float] | None = None) -> None:
         self.rate = checked_rate(rate)

@@ -1,4 +1,4 @@
-"""One combined-stream WebSocket connection to one market, kept alive for as long as it carries streams.
+"""One combined-stream WebSocket connection to one market, kept alive while it carries streams.
 
 A connection holds the set of streams it *should* carry and reconciles the server with it through
 live SUBSCRIBE / UNSUBSCRIBE messages, paced under the market's control-message rate, so adding
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import enum
 import itertools
 import logging
@@ -31,14 +32,14 @@ from kline_tui.retry import Backoff, Spawn
 from kline_tui.safe_text import safe_text
 
 __all__ = [
-    "Connection",
-    "ConnectionState",
-    "ConnectionStatus",
-    "ConnectionListener",
+    "CLOSE_TIMEOUT_S",
     "Backoff",
     "ConnectBudget",
+    "Connection",
+    "ConnectionListener",
+    "ConnectionState",
+    "ConnectionStatus",
     "Spawn",
-    "CLOSE_TIMEOUT_S",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,6 @@ _PARAMS_PER_MESSAGE = 200
 _REPLY_TIMEOUT_S = 10.0
 # How long a close may wait for the server's close frame before the socket is aborted.
 CLOSE_TIMEOUT_S = 2.0
-
 
 
 class ConnectionState(enum.StrEnum):
@@ -135,9 +135,9 @@ class ConnectBudget:
             await asyncio.sleep(self._opened[0] + self.window_s - now + 0.01)
 
 
-
 class _Pacer:
-    """Holds control messages back so no sliding window of `window` seconds carries more than `rate`."""
+    """Holds control messages back so that no sliding window of `window` seconds carries more
+    than `rate` of them."""
 
     def __init__(self, rate: int, window: float = 1.1) -> None:
         self.rate, self.window = rate, window
@@ -337,7 +337,7 @@ class Connection:
                     # Rate-limited or banned: wait as long as the server asks (capped), like REST.
                     asked = retry_after_s(exc.headers.get("Retry-After") if exc.headers else None)
                     wait_s = 60.0 if asked is None else asked
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 reason = f"cannot connect: {exc or type(exc).__name__}"
             finally:
                 self._ws = None
@@ -356,7 +356,9 @@ class Connection:
             self.status.last_error = safe_text(reason, 200)  # it may quote the server
             delay = max(self.backoff.delay(attempt - 1), wait_s)
             self.status.next_attempt_at = time.monotonic() + delay
-            self._set_state(ConnectionState.RECONNECTING, f"{self.status.last_error}; retrying in {delay:.1f} s")
+            self._set_state(
+                ConnectionState.RECONNECTING, f"{self.status.last_error}; retrying in {delay:.1f} s"
+            )
             await asyncio.sleep(delay)
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse, initial: list[str]) -> str:
@@ -371,10 +373,8 @@ class Connection:
             return await self._read(ws, control)
         finally:
             control.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError, ConnectionError):
                 await control
-            except (asyncio.CancelledError, aiohttp.ClientError, ConnectionError):
-                pass
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse, control: asyncio.Task[None]) -> str:
         listener, status = self.listener, self.status
@@ -404,9 +404,13 @@ class Connection:
                     k = data.k
                     if key is None:
                         continue  # a stream we just unsubscribed: its last frames still arrive
-                    if k.interval != key.interval or k.symbol != key.symbol:  # a StrEnum equals its value
+                    if (
+                        k.interval != key.interval or k.symbol != key.symbol
+                    ):  # a StrEnum equals its value
                         status.malformed += 1
-                        listener.on_malformed(self, f"event on {msg.stream} names {k.symbol} {k.interval}")
+                        listener.on_malformed(
+                            self, f"event on {msg.stream} names {k.symbol} {k.interval}"
+                        )
                         continue
                     # An impossible candle is never stored nor used to infer missing ones: one
                     # from the far future would otherwise set off a fetch of millions of them.

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from kline_tui.model import Market
 
-__all__ = ["MarketSpec", "Endpoints", "MARKETS", "DEFAULT_ENDPOINTS", "kline_weight"]
+__all__ = ["DEFAULT_ENDPOINTS", "MARKETS", "Endpoints", "MarketSpec", "kline_weight"]
 
 
 @dataclass(frozen=True, slots=True)

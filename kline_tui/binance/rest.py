@@ -20,8 +20,8 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -34,12 +34,12 @@ from kline_tui.model import Candle, Interval, Market
 from kline_tui.safe_text import safe_text
 
 __all__ = [
+    "RETRY_AFTER_CAP_S",
     "RestClient",
     "RestError",
-    "WeightLimiter",
     "SymbolInfo",
+    "WeightLimiter",
     "retry_after_s",
-    "RETRY_AFTER_CAP_S",
 ]
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,10 @@ class RestClient:
         """How fast the servers' clocks run against the local one, for a client built before it
         was known (a simulator started later); ValueError unless positive and finite."""
         rate = checked_rate(rate)
-        for clock in (*self._clocks.values(), *(limiter.clock for limiter in self.limiters.values())):
+        for clock in (
+            *self._clocks.values(),
+            *(limiter.clock for limiter in self.limiters.values()),
+        ):
             clock.rate = rate
 
     async def close(self) -> None:
@@ -220,7 +223,7 @@ class RestClient:
                         limiter.note_used(int(used))
                     status = resp.status
                     retry_after = retry_after_s(resp.headers.get("Retry-After"))
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 reason = safe_text(str(exc) or type(exc).__name__)
                 if attempt == self.retries:
                     raise RestError(f"{what}: {reason}") from None
@@ -233,7 +236,9 @@ class RestClient:
                 wait = retry_after if retry_after is not None else _DEFAULT_RETRY_AFTER_S
                 limiter.block(wait, banned=status == 418)
                 verdict = "banned" if status == 418 else "rate-limited"
-                self.warn(f"{what}: HTTP {status}, {verdict}; REST paused {wait:.0f} s (Retry-After)")
+                self.warn(
+                    f"{what}: HTTP {status}, {verdict}; REST paused {wait:.0f} s (Retry-After)"
+                )
                 if attempt == self.retries:
                     raise RestError(f"{what}: HTTP {status} {msg}", status=status, code=code)
                 continue
@@ -281,7 +286,14 @@ class RestClient:
                 symbols[name] = SymbolInfo(
                     name, safe_text(status, 40), float(size) if size is not None else None
                 )
-        except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError, OverflowError):
+        except (
+            msgspec.DecodeError,
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            OverflowError,
+        ):
             raise RestError(f"{market.value} exchangeInfo: unexpected answer") from None
         return symbols
 
@@ -325,7 +337,9 @@ class RestClient:
         try:
             return _klines_decoder.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            raise RestError(f"{market.value} klines {symbol} {interval}: malformed answer") from None
+            raise RestError(
+                f"{market.value} klines {symbol} {interval}: malformed answer"
+            ) from None
 
     def _plausible(
         self,
@@ -336,7 +350,8 @@ class RestClient:
         start_ms: int | None,
         end_ms: int | None,
     ) -> list[Candle]:
-        """The rows that can be real, as candles; the others are counted and told once per stream."""
+        """The rows that can be real, as candles; the others are counted and told once per
+        stream."""
         now = self._clocks[market].now_ms()
         # The clock runs behind the server by the time server times take to arrive: a margin.
         latest = None if now is None else now + CLOCK_TOLERANCE_MS
@@ -386,9 +401,7 @@ class RestClient:
             end = last_open
             if spec.max_window_ms is not None:
                 end = min(end, start + spec.max_window_ms - 1)
-            rows = await self._kline_rows(
-                market, symbol, interval, start, end, spec.klines_limit
-            )
+            rows = await self._kline_rows(market, symbol, interval, start, end, spec.klines_limit)
             page = self._plausible(market, symbol, interval, rows, start, end)
             out.extend(c for c in page if c.close_time < server_now)
             # Whether the page was full is told by the rows received, not by the rows kept: one
@@ -438,8 +451,17 @@ def _candle_of(row: tuple[Any, ...]) -> Candle | None:
     """A klines row as a Candle, or None if a price or volume is not a number."""
     try:
         return Candle(
-            row[0], row[6], float(row[1]), float(row[2]), float(row[3]), float(row[4]),
-            float(row[5]), float(row[7]), float(row[9]), float(row[10]), row[8],
+            row[0],
+            row[6],
+            float(row[1]),
+            float(row[2]),
+            float(row[3]),
+            float(row[4]),
+            float(row[5]),
+            float(row[7]),
+            float(row[9]),
+            float(row[10]),
+            row[8],
         )
     except ValueError:
         return None
@@ -450,7 +472,7 @@ def _error_of(body: bytes) -> tuple[int | None, str]:
     try:
         obj = msgspec.json.decode(body)
         return int(obj.get("code")), safe_text(obj.get("msg", ""), 200)
-    except Exception:  # an HTML error page, an empty body: report the status alone
+    except Exception:  # noqa: BLE001 - an HTML page, an empty body, any shape: the status alone
         return None, ""
 
 

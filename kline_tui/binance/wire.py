@@ -31,21 +31,21 @@ from kline_tui.model import (
 from kline_tui.safe_text import safe_text
 
 __all__ = [
-    "WireKline",
-    "KlineEvent",
-    "ShutdownEvent",
-    "Envelope",
+    "CLOCK_TOLERANCE_MS",
+    "CLOSE_LATENESS_MS",
+    "MAX_FRAME_BYTES",
     "ControlReply",
+    "Envelope",
+    "KlineEvent",
     "Malformed",
+    "ShutdownEvent",
+    "WireKline",
+    "candle_is_sane",
     "decode",
     "encode_control",
     "implausible",
     "implausible_candle",
     "implausible_candle_times",
-    "candle_is_sane",
-    "MAX_FRAME_BYTES",
-    "CLOCK_TOLERANCE_MS",
-    "CLOSE_LATENESS_MS",
 ]
 
 # Binance's kline frames are well under 1 KiB and a LIST_SUBSCRIPTIONS reply for 1,024 streams is
@@ -72,7 +72,10 @@ def candle_is_sane(c: Candle) -> bool:
     return (
         0.0 <= lo <= c.open <= hi
         and lo <= c.close <= hi
-        and v >= 0.0 and q >= 0.0 and tv >= 0.0 and tq >= 0.0
+        and v >= 0.0
+        and q >= 0.0
+        and tv >= 0.0
+        and tq >= 0.0
         and hi + v + q + tv + tq < math.inf
         and c.trades >= 0
         and c.close_time > c.open_time
@@ -177,7 +180,9 @@ def _decode_other(frame: str) -> ControlReply | Malformed:
         return ControlReply(req_id, result=obj["result"])
     error = obj["error"] if isinstance(obj.get("error"), dict) else obj
     if "code" in error and "msg" in error:
-        return ControlReply(req_id, error_code=_as_int(error["code"]), error_msg=safe_text(error["msg"]))
+        return ControlReply(
+            req_id, error_code=_as_int(error["code"]), error_msg=safe_text(error["msg"])
+        )
     return Malformed("unexpected object")
 
 

@@ -119,7 +119,9 @@ class Backfiller:
                 break
             before = sum(st.missing_count() for st in self.ledger.streams.values())
             for i in range(0, len(due), self.concurrency):
-                await asyncio.gather(*(self._fill(key, r) for key, r in due[i : i + self.concurrency]))
+                await asyncio.gather(
+                    *(self._fill(key, r) for key, r in due[i : i + self.concurrency])
+                )
             after = sum(st.missing_count() for st in self.ledger.streams.values())
             stalled_rounds = stalled_rounds + 1 if after >= before else 0
         return self.backfilled - stored_before
@@ -146,14 +148,16 @@ class Backfiller:
                 stored = self.ledger.fill(key, first, last, candles, server_now)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - one failed range must not stop the others
+            except Exception as exc:
                 self.failures += 1
                 n = self._attempts.get((key, first), 0) + 1
                 self._attempts[(key, first)] = n
                 delay = self._backoff.delay(n)
                 missing.since = time.monotonic() + delay - self.grace_s(key)
                 if isinstance(exc, RestError):
-                    self.events.warning(f"{key}: backfill failed ({exc}); retrying in {delay:.0f} s")
+                    self.events.warning(
+                        f"{key}: backfill failed ({exc}); retrying in {delay:.0f} s"
+                    )
                 elif self.on_error is not None:
                     self.on_error(f"backfill of {key}", exc)
                 else:
@@ -169,4 +173,3 @@ class Backfiller:
                 state.backfill = ledger.missing_count()
                 if state.status is StreamStatus.BACKFILLING and not state.backfill:
                     state.status = StreamStatus.LIVE
-

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from kline_tui.safe_text import safe_text
 
-__all__ = ["Event", "EventLog", "MESSAGE_LIMIT"]
+__all__ = ["MESSAGE_LIMIT", "Event", "EventLog"]
 
 MESSAGE_LIMIT = 1000  # characters of one event's message; longer ones end in an ellipsis
 

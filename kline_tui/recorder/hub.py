@@ -141,7 +141,9 @@ class Hub:
         added: dict[Market, list[StreamKey]] = collections.defaultdict(list)
         for key in keys:
             if key not in self.streams:
-                self.streams[key] = StreamState(key, closed=collections.deque(maxlen=self.keep_closed))
+                self.streams[key] = StreamState(
+                    key, closed=collections.deque(maxlen=self.keep_closed)
+                )
                 added[key.market].append(key)
         for market, market_keys in added.items():
             self._place(market, market_keys)
@@ -159,7 +161,9 @@ class Hub:
                 conn.remove([key])
         for conn in [c for c in self.connections if not c.keys and not c.status.retiring]:
             # A connection left with nothing to carry is closed rather than kept idle.
-            self.events.info(f"{conn.market.value} connection {conn.status.conn_id} closed: no streams left")
+            self.events.info(
+                f"{conn.market.value} connection {conn.status.conn_id} closed: no streams left"
+            )
             self._retire(conn)
         return removed
 
@@ -246,7 +250,9 @@ class Hub:
 
     # -- what the connections report ----------------------------------------------------------
 
-    def on_kline(self, key: StreamKey, event_time: int, kline: WireKline, now: float | None = None) -> None:
+    def on_kline(
+        self, key: StreamKey, event_time: int, kline: WireKline, now: float | None = None
+    ) -> None:
         state = self.streams.get(key)
         if state is None:
             return
@@ -269,11 +275,14 @@ class Hub:
     def on_subscribed(self, conn: Connection, keys: list[StreamKey]) -> None:
         for key in keys:
             state = self.streams.get(key)
-            if state is not None and state.status in (StreamStatus.SUBSCRIBING, StreamStatus.RECONNECTING):
+            if state is not None and state.status in (
+                StreamStatus.SUBSCRIBING,
+                StreamStatus.RECONNECTING,
+            ):
                 state.status = StreamStatus.WAITING
         self._handover()
         if keys and conn.status.state is ConnectionState.LIVE:
-            self.events.debug(f"{conn.market.value} connection {conn.status.conn_id}: subscribed {len(keys)} streams")
+            self.events.debug(f"{conn.name}: subscribed {len(keys)} streams")
 
     def on_state(self, conn: Connection, message: str | None) -> None:
         st = conn.status
@@ -390,5 +399,8 @@ class Hub:
             # Everything is silent: replace the connection, backing off if its predecessors were
             # replaced for silence too (a market that is down must not cause a connection storm).
             patience = min(3600.0, 2**conn.silent_rotations * max(map(self.stale_after_s, keys)))
-            if now - max(st.connected_at, st.last_frame_at or 0.0) >= patience or conn.silent_rotations == 0:
+            if (
+                now - max(st.connected_at, st.last_frame_at or 0.0) >= patience
+                or conn.silent_rotations == 0
+            ):
                 self.rotate(conn, f"all {len(keys)} streams silent", silent=True)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from kline_tui.model import EARLIEST_OPEN_MS, FIXED_MS, LATEST_MS, CandleLike, Market, StreamKey
 from kline_tui.recorder.events import EventLog
 
-__all__ = ["Ledger", "StreamLedger", "MissingRange", "MAX_JUMP_MS", "AHEAD_TOLERANCE_MS"]
+__all__ = ["AHEAD_TOLERANCE_MS", "MAX_JUMP_MS", "Ledger", "MissingRange", "StreamLedger"]
 
 # How far past the last candle held a new open time may be: a recorder can be stopped for years,
 # not for decades, and no gap is ever fetched from further than this.

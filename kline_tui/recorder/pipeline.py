@@ -1,10 +1,10 @@
 """The pipeline both faces run: connections -> hub -> ledger -> sink, plus REST for symbols.
 
-    pipeline = Pipeline(settings)
-    await pipeline.start()            # validates the watch list, then connects
-    await pipeline.add([key])         # validated against exchangeInfo, subscribed live
-    pipeline.remove([key])
-    report = await pipeline.stop()    # flush, close the sockets, fetch what is missing, flush
+pipeline = Pipeline(settings)
+await pipeline.start()            # validates the watch list, then connects
+await pipeline.add([key])         # validated against exchangeInfo, subscribed live
+pipeline.remove([key])
+report = await pipeline.stop()    # flush, close the sockets, fetch what is missing, flush
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-from kline_tui.retry import Backoff
 from kline_tui.binance.rest import RestClient, RestError
 from kline_tui.config import Settings
 from kline_tui.model import CandleLike, Market, StreamKey
@@ -26,12 +25,13 @@ from kline_tui.recorder.ledger import Ledger
 from kline_tui.recorder.sink import ParquetSink
 from kline_tui.recorder.supervisor import Supervisor
 from kline_tui.recorder.symbols import SymbolDirectory
-from kline_tui.store.lock import DataDirLock
+from kline_tui.retry import Backoff
 from kline_tui.store.compact import Compactor
+from kline_tui.store.lock import DataDirLock
 from kline_tui.store.series import stored_series
 from kline_tui.store.starts import read_starts, write_starts
 
-__all__ = ["Pipeline", "StreamRefused", "StopReport", "DEFAULT_STOP_TIMEOUT_S"]
+__all__ = ["DEFAULT_STOP_TIMEOUT_S", "Pipeline", "StopReport", "StreamRefused"]
 
 COMPACT_EVERY_S = 600.0  # closed buckets are merged this often
 CLOCK_REFRESH_S = 60.0  # the exchange's time is asked this often
@@ -233,7 +233,9 @@ class Pipeline:
             self._clock_rate_known = True
             if not 0.75 <= rate <= 1.25 and 0 < rate <= 1e6:
                 self.rest.set_clock_rate(rate)
-                self.events.debug(f"the exchange's clock runs {rate:.0f}x the local one (a simulator)")
+                self.events.debug(
+                    f"the exchange's clock runs {rate:.0f}x the local one (a simulator)"
+                )
 
     async def _keep_exchange_time(self) -> None:
         """Ask each watched market's server time now and then, so the clock frames are checked
@@ -294,8 +296,12 @@ class Pipeline:
                 continue
             closed = [c for c in candles if c.close_time < server_now[key.market]][-count:]
             held = {c.open_time for c in state.closed}
-            older = [c for c in closed if c.open_time not in held and (
-                not state.closed or c.open_time < state.closed[0].open_time)]
+            older = [
+                c
+                for c in closed
+                if c.open_time not in held
+                and (not state.closed or c.open_time < state.closed[0].open_time)
+            ]
             room = (state.closed.maxlen or len(older)) - len(state.closed)
             if room > 0:
                 state.closed.extendleft(reversed(older[-room:]))
@@ -355,7 +361,9 @@ class Pipeline:
                 self._compacting.cancel()
             if self._started:
                 await step("first flush", left(_FIRST_FLUSH_SHARE), self.sink.flush())
-            await step("closing connections", left(_CLOSE_SHARE), self.hub.close(left(_CLOSE_SHARE)))
+            await step(
+                "closing connections", left(_CLOSE_SHARE), self.hub.close(left(_CLOSE_SHARE))
+            )
             if self._started:
                 self._missing_until_now()
                 drained = 0

@@ -21,12 +21,13 @@ import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from kline_tui.retry import Spawn
 from kline_tui.recorder.events import EventLog
+from kline_tui.retry import Spawn
 
-__all__ = ["Supervisor", "Spawn", "Crash", "plain_spawn"]
+__all__ = ["Crash", "Spawn", "Supervisor", "plain_spawn"]
 
 log = logging.getLogger("kline_tui")
+
 
 def plain_spawn(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
     """An unsupervised task (components built alone, in unit tests, use this)."""
@@ -69,7 +70,9 @@ class Supervisor:
         self._logged: set[tuple[str, str, str]] = set()  # tracebacks already written to the log
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def spawn(self, name: str, run: Callable[[], Awaitable[None]], *, restart: bool = True) -> asyncio.Task[None]:
+    def spawn(
+        self, name: str, run: Callable[[], Awaitable[None]], *, restart: bool = True
+    ) -> asyncio.Task[None]:
         """Run `run()` as a task named `name`; restart it after an unexpected exception."""
         task = asyncio.create_task(self._guard(name, run, restart), name=name)
         self._tasks.add(task)
@@ -107,8 +110,11 @@ class Supervisor:
                     failures.popleft()
                 if not restart or len(failures) > self.max_crashes:
                     crash = self.report(name, exc, then="stopping")
-                    self._give_up(f"{name} keeps failing ({crash.error})" if restart
-                                  else f"{name} failed ({crash.error})")
+                    self._give_up(
+                        f"{name} keeps failing ({crash.error})"
+                        if restart
+                        else f"{name} failed ({crash.error})"
+                    )
                     return
                 cap = min(self.backoff_cap_s, self.backoff_base_s * 2 ** (len(failures) - 1))
                 delay = self.rng.uniform(0.5, 1.0) * cap

@@ -43,7 +43,11 @@ class SymbolDirectory:
         for key in keys:
             info = (await self.symbols(key.market)).get(key.symbol)
             if info is None:
-                problems.append(f"unknown symbol {key.symbol} on {key.market.value} (not in its exchangeInfo)")
+                problems.append(
+                    f"unknown symbol {key.symbol} on {key.market.value} (not in its exchangeInfo)"
+                )
             elif not info.tradable:
-                problems.append(f"{key.symbol} on {key.market.value} is not trading (status {info.status})")
+                problems.append(
+                    f"{key.symbol} on {key.market.value} is not trading (status {info.status})"
+                )
         return problems

@@ -20,7 +20,7 @@ from pathlib import Path
 from kline_tui.model import EARLIEST_OPEN_MS, LATEST_MS, SpecError, StreamKey
 from kline_tui.store.layout import bookkeeping_dir, fsync_dir
 
-__all__ = ["read_starts", "write_starts", "starts_path"]
+__all__ = ["read_starts", "starts_path", "write_starts"]
 
 log = logging.getLogger(__name__)
 
