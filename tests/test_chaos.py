@@ -26,7 +26,6 @@ import os
 import random
 import re
 import signal
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,8 +37,9 @@ from kline_tui.binance.markets import MARKETS
 from kline_tui.model import Interval, Market, StreamKey
 
 from .checks import assert_exact_recording
+from .datasets import read_dataset, stream_rows
+from .support import start_record, write_config
 
-KLINE_TUI = str(Path(sys.executable).parent / "kline-tui")
 CI_SEEDS = (20261201, 7)
 LONG_SEEDS = (11,)
 FAULT_KINDS = ("drop", "drop_clean", "stall_all", "stall_one", "malformed", "closes", "shutdown",
@@ -66,14 +66,6 @@ class ChaosReport:
     stats: dict = field(default_factory=dict)
 
 
-def _config(sim, data_dir: Path, watch: list[str]) -> str:
-    lines = [f'data_dir = "{data_dir}"', "watch = [" + ", ".join(f'"{w}"' for w in watch) + "]"]
-    for market, ep in sim.endpoints.items():
-        lines += [f"[endpoints.{market.value}]", f'ws = "{ep.ws}"', f'rest = "{ep.rest}"']
-    lines += ["[recorder]", "flush_age_s = 1", "history = 20", "reconnect_max_s = 4"]
-    return "\n".join(lines) + "\n"
-
-
 class Recorder:
     """`kline-tui record` as a child process, killed and restarted at will."""
 
@@ -82,11 +74,7 @@ class Recorder:
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = await asyncio.create_subprocess_exec(
-            KLINE_TUI, "record", "--config", str(self.config), "--status-every", "2",
-            stdout=asyncio.subprocess.DEVNULL, stderr=open(self.log, "a"), env=env,
-        )
+        self.proc = await start_record(self.config, "--status-every", "2", log=self.log)
 
     async def kill9(self) -> bool:
         """SIGKILL the recorder; True if it was running and that signal is what ended it.
@@ -165,7 +153,8 @@ async def run_chaos(tmp_path: Path, *, speed: float, offset_h: int, watch: list[
     keys = [StreamKey.parse(w) for w in watch]
     names = [k.stream_name for k in keys]
     async with Simulator(speed=speed, offset_ms=offset_h * 3_600_000) as sim:
-        config.write_text(_config(sim, data, watch))
+        recorder = {"flush_age_s": 1, "history": 20, "reconnect_max_s": 4}
+        write_config(config, sim.endpoints, data_dir=data, watch=watch, recorder=recorder)
         rec = Recorder(config, log)
         await rec.start()
         started_sim = sim.clock.now_ms()
@@ -196,12 +185,10 @@ async def run_chaos(tmp_path: Path, *, speed: float, offset_h: int, watch: list[
     files = sorted(data.rglob("*.parquet"))
     for path in files:
         pl.read_parquet(path)
-    df = pl.scan_parquet(f"{data}/**/*.parquet", hive_partitioning=True).collect()
+    df = read_dataset(data)
     assert_exact_recording(df, keys, min_rows=5)
     for key in keys:
-        rows = df.filter((pl.col("market") == key.market.value) & (pl.col("symbol") == key.symbol)
-                         & (pl.col("interval") == key.interval.path_label))
-        opens = rows["open_time"].dt.epoch("ms")
+        opens = stream_rows(df, key)["open_time"].dt.epoch("ms")
         # The head is near the start: what the first process recorded before its kill is kept.
         # (Not before it: a process killed before its `history` fetch reached the disk leaves a
         # dataset whose first row is a live one, and a restart does not fetch history again.)

@@ -3,13 +3,11 @@ every command parses, reports and exits."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -19,32 +17,9 @@ from kline_tui.config import ConfigError
 from kline_tui.model import StreamKey
 from kline_tui.runtime import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
-from .checks import assert_exact_recording, read_dataset
-
-KLINE_TUI = str(Path(sys.executable).parent / "kline-tui")
-
-
-def env_for(tmp_path: Path) -> dict[str, str]:
-    """Config and data folders inside the test's temporary folder, never the user's."""
-    env = dict(os.environ)
-    env.update(
-        XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
-        XDG_DATA_HOME=str(tmp_path / "xdg-data"),
-        PYTHONUNBUFFERED="1",
-        COLUMNS="200",
-    )
-    return env
-
-
-def run_for(args: list[str], seconds: float, env: dict[str, str]) -> tuple[int, str]:
-    proc = subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    time.sleep(seconds)
-    assert proc.poll() is None, proc.communicate()[1]
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    return proc.returncode, err
+from .checks import assert_exact_recording
+from .datasets import read_dataset
+from .support import KLINE_TUI, env_for, run_for, run_to_end
 
 
 STREAMS = ["usdm:BTCUSDT:1m", "spot:ETHUSDT:1s", "coinm:BTCUSD_PERP:1m"]
@@ -64,23 +39,9 @@ def test_record_demo_then_sigterm(tmp_path):
 
     # The dataset commands work on what `record` wrote: verify finds it clean, compact merges it.
     env = env_for(tmp_path)
-    verify = subprocess.run(
-        [KLINE_TUI, "verify", "--data-dir", str(data)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    verify = run_to_end([KLINE_TUI, "verify", "--data-dir", str(data)], env, timeout=120)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    compact = subprocess.run(
-        [KLINE_TUI, "compact", "--all", "--data-dir", str(data)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    compact = run_to_end([KLINE_TUI, "compact", "--all", "--data-dir", str(data)], env, timeout=120)
     assert compact.returncode == 0, compact.stdout + compact.stderr
     buckets = {p.parent for p in data.rglob("*.parquet")}
     assert all(len(list(b.glob("*.parquet"))) == 1 for b in buckets)
@@ -131,14 +92,7 @@ def test_record_against_a_separate_simulator(tmp_path):
 )
 def test_bad_streams_are_refused_with_one_line(tmp_path, stream, words):
     data = tmp_path / "D"
-    proc = subprocess.run(
-        [KLINE_TUI, "record", "--demo", stream, "--data-dir", str(data)],
-        env=env_for(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_to_end([KLINE_TUI, "record", "--demo", stream, "--data-dir", str(data)], env_for(tmp_path))
     assert proc.returncode == 2
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and words in lines[0], proc.stderr
@@ -148,14 +102,7 @@ def test_bad_streams_are_refused_with_one_line(tmp_path, stream, words):
 def test_malformed_config_is_one_line(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('watch = ["spot:BTCUSDT:1m"]\n[endpoints.spot]\nws = 42\n')
-    proc = subprocess.run(
-        [KLINE_TUI, "record", "--config", str(config)],
-        env=env_for(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_to_end([KLINE_TUI, "record", "--config", str(config)], env_for(tmp_path))
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert f"{config}: endpoints.spot.ws: expected a ws:// or wss:// URL" in proc.stderr
@@ -254,14 +201,7 @@ def test_every_command_reports_and_exits_the_same_way(
 
 
 def test_python_dash_m_runs_the_same_command_line(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "kline_tui.cli", "verify", "--data-dir", str(tmp_path / "none")],
-        env=env_for(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = run_to_end([sys.executable, "-m", "kline_tui.cli", "verify", "--data-dir", str(tmp_path / "none")], env_for(tmp_path))
     assert proc.returncode == EXIT_USAGE
     assert proc.stderr.strip().startswith(
         f"kline-tui verify: no data directory at {tmp_path / 'none'}: "

@@ -6,21 +6,13 @@ import asyncio
 
 import pytest
 
-from kline_tui.retry import Backoff
 from kline_tui.model import Market, StreamKey
 from kline_tui.recorder.hub import StreamStatus
 from kline_tui.recorder.pipeline import Pipeline
 
-from .checks import assert_exact_recording, read_dataset
-from .test_pipeline import make_settings, wait_until
-
-WATCH = ["spot:BTCUSDT:1m", "usdm:ETHUSDT:1m", "coinm:BTCUSD_PERP:1m"]
-KEYS = [StreamKey.parse(s) for s in WATCH]
-
-
-def fast_pipeline(sim, tmp_path, watch=WATCH, **kw) -> Pipeline:
-    settings = make_settings(sim, tmp_path, watch, history=kw.pop("history", 5), **kw)
-    return Pipeline(settings, backoff=Backoff(base=0.2, cap=1.0))
+from .checks import assert_exact_recording
+from .datasets import read_dataset
+from .support import KEYS, cut_off, fast_pipeline, wait_until
 
 
 def caught_up(pipeline: Pipeline, n: int = 2):
@@ -46,12 +38,7 @@ async def test_reconnect_window_is_backfilled_whatever_the_local_clock(tmp_path,
         await pipeline.start()
         try:
             await wait_until(caught_up(pipeline, 2), what="first candles")
-            sim.faults.refuse_connections(3.0)  # three simulated minutes with no socket
-            await sim.faults.drop()
-            await wait_until(
-                lambda: all(s.status is StreamStatus.RECONNECTING for s in pipeline.hub.streams.values()),
-                what="reconnecting",
-            )
+            await cut_off(sim, pipeline, 3.0)  # three simulated minutes with no socket
             await wait_until(caught_up(pipeline, 3), timeout=30, what="catching up after the reconnect")
         finally:
             await pipeline.stop()

@@ -13,9 +13,7 @@ exit 0 within `stop_timeout_s`.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -23,9 +21,10 @@ import polars as pl
 
 from kline_tui.model import Market, StreamKey
 
-from .checks import assert_exact_recording, read_dataset
+from .checks import assert_exact_recording
+from .datasets import read_dataset, stream_rows
+from .support import start_record, write_config
 
-KLINE_TUI = str(Path(sys.executable).parent / "kline-tui")
 STOP_TIMEOUT_S = 8
 EXIT_SLACK_S = 2.0  # interpreter teardown after the deadline's last write
 WATCH = [
@@ -38,56 +37,51 @@ POISONED_STREAM = "btcusdt@kline_1m"  # its wrong_symbol frames claim ETHUSDT, r
 CLEAN_MARKET = Market.COINM  # the baseline for REST calls: the same two streams, no poison
 
 
-def _config(sim, data_dir: Path, history: int) -> str:
-    lines = [f'data_dir = "{data_dir}"', "watch = [" + ", ".join(f'"{w}"' for w in WATCH) + "]"]
-    for market, ep in sim.endpoints.items():
-        lines += [f"[endpoints.{market.value}]", f'ws = "{ep.ws}"', f'rest = "{ep.rest}"']
-    lines += ["[recorder]", "flush_age_s = 1", f"history = {history}", "reconnect_max_s = 4",
-              f"stop_timeout_s = {STOP_TIMEOUT_S}"]
-    return "\n".join(lines) + "\n"
-
-
 async def _record(
     sim, tmp_path: Path, seconds: float, history: int = 20, before_stop=None
 ) -> tuple[int, float, int, str]:
     """Run the recorder for `seconds` (then `await before_stop()` if given), then SIGTERM it:
     (exit code, seconds the stop took, exchange time of the stop, log)."""
-    config = tmp_path / "hostile.toml"
-    config.write_text(_config(sim, tmp_path / "data", history))
+    recorder = {
+        "flush_age_s": 1,
+        "history": history,
+        "reconnect_max_s": 4,
+        "stop_timeout_s": STOP_TIMEOUT_S,
+    }
+    config = write_config(
+        tmp_path / "hostile.toml",
+        sim.endpoints,
+        data_dir=tmp_path / "data",
+        watch=WATCH,
+        recorder=recorder,
+    )
     log = tmp_path / "recorder.log"
-    with open(log, "w") as err:
-        proc = await asyncio.create_subprocess_exec(
-            KLINE_TUI, "record", "--config", str(config), "--status-every", "2",
-            stdout=asyncio.subprocess.DEVNULL, stderr=err, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-        )
-        try:
-            code = await asyncio.wait_for(proc.wait(), seconds)
-            return code, 0.0, sim.clock.now_ms(), "exited before the stop:\n" + log.read_text()
-        except TimeoutError:
-            pass
-        if before_stop is not None:
-            await before_stop()
-            if proc.returncode is not None:
-                return proc.returncode, 0.0, sim.clock.now_ms(), "exited before the stop:\n" + log.read_text()
-        stop_ms = sim.clock.now_ms()
-        proc.send_signal(signal.SIGTERM)
-        sent = time.monotonic()
-        try:
-            code = await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S + 20)
-        except TimeoutError:
-            proc.kill()
-            code = await proc.wait()
-        took = time.monotonic() - sent
+    proc = await start_record(config, "--status-every", "2", log=log)
+    try:
+        code = await asyncio.wait_for(proc.wait(), seconds)
+        return code, 0.0, sim.clock.now_ms(), "exited before the stop:\n" + log.read_text()
+    except TimeoutError:
+        pass
+    if before_stop is not None:
+        await before_stop()
+        if proc.returncode is not None:
+            return proc.returncode, 0.0, sim.clock.now_ms(), "exited before the stop:\n" + log.read_text()
+    stop_ms = sim.clock.now_ms()
+    proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
+    try:
+        code = await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S + 20)
+    except TimeoutError:
+        proc.kill()
+        code = await proc.wait()
+    took = time.monotonic() - sent
     return code, took, stop_ms, log.read_text()
 
 
 def _assert_recorded_to_the_stop(df: pl.DataFrame, keys: list[StreamKey], stop_ms: int) -> None:
     """Every stream recorded up to the stop, and nothing after it."""
     for key in keys:
-        opens = df.filter(
-            (pl.col("market") == key.market.value) & (pl.col("symbol") == key.symbol)
-            & (pl.col("interval") == key.interval.path_label)
-        )["open_time"].dt.epoch("ms")
+        opens = stream_rows(df, key)["open_time"].dt.epoch("ms")
         assert opens.max() >= key.interval.open_time_at(stop_ms) - 4 * key.interval.ms, f"{key} stopped recording"
         assert opens.max() < stop_ms, f"{key}: a row from the future"
 

@@ -3,38 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from pathlib import Path
 
 import polars as pl
 
 from kline_tui.binance.markets import MARKETS
-from kline_tui.config import Settings
 from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.recorder.hub import StreamStatus
 from kline_tui.recorder.pipeline import Pipeline, StreamRefused
 
-from .checks import assert_exact_recording, read_dataset
-
-
-def make_settings(sim, data_dir: Path, watch: list[str], **kw) -> Settings:
-    return Settings(
-        config_path=data_dir / "absent.toml",
-        config_exists=False,
-        data_dir=data_dir,
-        watch=tuple(StreamKey.parse(s) for s in watch),
-        endpoints=dict(sim.endpoints),
-        flush_age_s=kw.pop("flush_age_s", 1.0),
-        **kw,
-    )
-
-
-async def wait_until(predicate, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+from .checks import assert_exact_recording
+from .datasets import read_dataset
+from .support import make_settings, wait_until
 
 
 def tradable(market: Market) -> list[str]:

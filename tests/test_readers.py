@@ -18,7 +18,7 @@ from kline_tui.store.lock import DataDirLock
 from kline_tui.store.parts import write_parts
 from kline_tui.store.verify import quarantine
 
-from .test_store_support import synthetic_rows
+from .datasets import synthetic_rows
 
 T0 = 1_764_028_800_000  # 2025-11-25 00:00 UTC
 STREAMS = [

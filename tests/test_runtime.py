@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -16,24 +15,27 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from kline_tui.retry import Backoff
+from kline_tui.binance.markets import Endpoints
 from kline_tui.model import StreamKey
 from kline_tui.recorder.events import EventLog
-from kline_tui.recorder.hub import StreamStatus
 from kline_tui.recorder.pipeline import Pipeline
 from kline_tui.recorder.supervisor import Supervisor
 
-from .checks import assert_exact_recording, read_dataset
-from .test_pipeline import make_settings, wait_until
-
-KLINE_TUI = str(Path(sys.executable).parent / "kline-tui")
-WATCH = ["spot:BTCUSDT:1m", "usdm:ETHUSDT:1m", "coinm:BTCUSD_PERP:1m"]
-KEYS = [StreamKey.parse(s) for s in WATCH]
-
-
-def fast_pipeline(sim, tmp_path, watch=WATCH, pipeline=None, **kw) -> Pipeline:
-    settings = make_settings(sim, tmp_path, watch, history=kw.pop("history", 5), **kw)
-    return Pipeline(settings, backoff=Backoff(base=0.2, cap=1.0), **(pipeline or {}))
+from .checks import assert_exact_recording
+from .datasets import read_dataset
+from .support import (
+    KEYS,
+    KLINE_TUI,
+    cut_off,
+    env_for,
+    fast_pipeline,
+    make_settings,
+    run_for,
+    run_to_end,
+    start_record,
+    wait_until,
+    write_config,
+)
 
 
 def live_candles(pipeline: Pipeline, n: int = 2):
@@ -59,12 +61,7 @@ async def test_stop_right_after_a_reconnect_fetches_the_lost_window(sim, tmp_pat
     try:
         await wait_until(nothing_missing(pipeline), what="history fetched")
         await wait_until(live_candles(pipeline, 2), what="first live candles")
-        sim.faults.refuse_connections(4.0)  # four simulated minutes with no socket
-        await sim.faults.drop()
-        await wait_until(
-            lambda: all(s.status is StreamStatus.RECONNECTING for s in pipeline.hub.streams.values()),
-            what="reconnecting",
-        )
+        await cut_off(sim, pipeline, 4.0)  # four simulated minutes with no socket
         # Back, and the hole is known: stop at once, well inside the grace period.
         await wait_until(
             lambda: all(pipeline.ledger.streams[k].missing for k in KEYS), timeout=30, what="holes known"
@@ -192,26 +189,6 @@ async def test_a_traceback_is_logged_once_per_kind_of_failure(caplog):
 # -- the command line --------------------------------------------------------------------------
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        XDG_CONFIG_HOME=str(tmp_path / "xdg-config"),
-        XDG_DATA_HOME=str(tmp_path / "xdg-data"),
-        PYTHONUNBUFFERED="1",
-        COLUMNS="200",
-    )
-    return env
-
-
-def _config(path: Path, data_dir: Path, endpoints: dict, watch: list[str], recorder: str = "") -> Path:
-    lines = [f'data_dir = "{data_dir}"', "watch = [" + ", ".join(f'"{w}"' for w in watch) + "]"]
-    for market, (ws, rest) in endpoints.items():
-        lines += [f"[endpoints.{market}]", f'ws = "{ws}"', f'rest = "{rest}"']
-    lines += ["[recorder]", "flush_age_s = 1", recorder]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 async def _wait_exit(proc: asyncio.subprocess.Process, timeout: float) -> tuple[int | None, float]:
     started = time.monotonic()
     try:
@@ -231,12 +208,15 @@ async def test_ctrl_c_while_the_exchange_does_not_answer_stops_within_two_second
     silent.listen(100)
     port = silent.getsockname()[1]
     try:
-        endpoints = {"usdm": (f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}")}
-        config = _config(tmp_path / "c.toml", tmp_path / "D", endpoints, ["usdm:BTCUSDT:1m"])
-        proc = await asyncio.create_subprocess_exec(
-            KLINE_TUI, "record", "--config", str(config),
-            env=_env(tmp_path), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        endpoints = {"usdm": Endpoints(f"ws://127.0.0.1:{port}", f"http://127.0.0.1:{port}")}
+        config = write_config(
+            tmp_path / "c.toml",
+            endpoints,
+            data_dir=tmp_path / "D",
+            watch=["usdm:BTCUSDT:1m"],
+            recorder={"flush_age_s": 1},
         )
+        proc = await start_record(config, env=env_for(tmp_path))
         await asyncio.sleep(2.5)  # well into the symbol check
         assert proc.returncode is None
         proc.send_signal(signal.SIGINT)
@@ -275,13 +255,15 @@ async def test_a_second_interrupt_ends_the_process_at_once(tmp_path):
 async def test_a_huge_history_of_a_monthly_stream_records_instead_of_crashing(sim, tmp_path):
     """`history = 30000` months reaches before year 1: once a ValueError in the ledger that killed
     the connection, lost the buffer and exited 1. History now starts no earlier than Binance."""
-    endpoints = {m.value: (ep.ws, ep.rest) for m, ep in sim.endpoints.items()}
     watch = ["usdm:BTCUSDT:1M", "usdm:ETHUSDT:1m"]
-    config = _config(tmp_path / "c.toml", tmp_path / "D", endpoints, watch, "history = 30000")
-    proc = await asyncio.create_subprocess_exec(
-        KLINE_TUI, "record", "--config", str(config),
-        env=_env(tmp_path), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    config = write_config(
+        tmp_path / "c.toml",
+        sim.endpoints,
+        data_dir=tmp_path / "D",
+        watch=watch,
+        recorder={"flush_age_s": 1, "history": 30000},
     )
+    proc = await start_record(config, env=env_for(tmp_path))
     await asyncio.sleep(8)
     proc.send_signal(signal.SIGTERM)
     code, _ = await _wait_exit(proc, 30)
@@ -297,16 +279,9 @@ async def test_a_huge_history_of_a_monthly_stream_records_instead_of_crashing(si
 # -- the demo ----------------------------------------------------------------------------------
 
 
-def _demo(tmp_path: Path, data: Path, seconds: float, *extra: str) -> tuple[int, str]:
-    proc = subprocess.Popen(
-        [KLINE_TUI, "record", "--demo", "--demo-speed", "60", "usdm:BTCUSDT:1m", "--data-dir", str(data),
-         *extra],
-        env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    time.sleep(seconds)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    return proc.returncode, err
+def _demo(tmp_path: Path, data: Path, seconds: float) -> tuple[int, str]:
+    demo = [KLINE_TUI, "record", "--demo", "--demo-speed", "60", "usdm:BTCUSDT:1m"]
+    return run_for([*demo, "--data-dir", str(data)], seconds, env_for(tmp_path))
 
 
 def test_demo_rows_say_sim_and_a_second_fast_run_records(tmp_path):
@@ -326,15 +301,16 @@ def test_demo_rows_say_sim_and_a_second_fast_run_records(tmp_path):
 
 def test_demo_with_a_real_config_never_writes_into_its_data_dir(tmp_path):
     real = tmp_path / "real-data"
-    config = _config(tmp_path / "real.toml", real, {}, ["usdm:BTCUSDT:1m"])
-    proc = subprocess.Popen(
-        [KLINE_TUI, "record", "--demo", "--demo-speed", "60", "--config", str(config)],
-        env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    config = write_config(
+        tmp_path / "real.toml",
+        {},
+        data_dir=real,
+        watch=["usdm:BTCUSDT:1m"],
+        recorder={"flush_age_s": 1},
     )
-    time.sleep(5)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0, err
+    demo = [KLINE_TUI, "record", "--demo", "--demo-speed", "60", "--config", str(config)]
+    code, err = run_for(demo, 5, env_for(tmp_path))
+    assert code == 0, err
     assert not list(real.rglob("*.parquet")), "simulated candles went into the real data folder"
     demo = tmp_path / "xdg-data" / "kline-tui" / "demo-data"
     assert set(read_dataset(demo)["source"].unique()) == {"sim"}
@@ -343,10 +319,7 @@ def test_demo_with_a_real_config_never_writes_into_its_data_dir(tmp_path):
 @pytest.mark.parametrize("bad", [["--demo-speed", "nan"], ["--demo-speed", "inf"], ["--demo-speed", "1e308"],
                                  ["--data-dir", ""]])
 def test_bad_numbers_and_paths_on_the_command_line_are_one_line_and_exit_2(tmp_path, bad):
-    proc = subprocess.run(
-        [KLINE_TUI, "record", "--demo", "usdm:BTCUSDT:1m", *bad],
-        env=_env(tmp_path), capture_output=True, text=True, timeout=60,
-    )
+    proc = run_to_end([KLINE_TUI, "record", "--demo", "usdm:BTCUSDT:1m", *bad], env_for(tmp_path))
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert not list(tmp_path.rglob("*.parquet"))

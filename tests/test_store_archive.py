@@ -12,13 +12,8 @@ from kline_tui.cli.import_ import main as import_main
 from kline_tui.model import Interval, StreamKey
 from kline_tui.sim import candle_at
 
-from .test_store_support import (
-    assert_matches_simulator,
-    day_ms,
-    expected_frame,
-    read_all,
-    write_raw_part,
-)
+from .checks import assert_matches_simulator
+from .datasets import day_ms, expected_frame, read_dataset, write_raw_part
 
 HEADER = (
     "open_time,open,high,low,close,volume,close_time,quote_volume,count,"
@@ -102,7 +97,7 @@ def test_import_archives_of_all_three_markets(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"imported 5 archive(s): {sum(map(len, want.values()))} candles" in out
 
-    df = read_all(data)
+    df = read_dataset(data)
     assert set(df["source"]) == {"archive"}
     for key, opens in want.items():
         assert assert_matches_simulator(df, key) == opens, key
@@ -112,7 +107,7 @@ def test_import_archives_of_all_three_markets(tmp_path, capsys):
     # Again: everything is held already, nothing is added.
     assert import_main([str(tmp_path / "vision"), "--data-dir", str(data)]) == 0
     assert "0 new" in capsys.readouterr().out
-    assert read_all(data).height == df.height
+    assert read_dataset(data).height == df.height
 
 
 def test_a_wrong_checksum_is_refused_before_anything_is_written(tmp_path, capsys):
@@ -167,7 +162,7 @@ def test_a_plain_csv_with_flags_skips_what_is_held(tmp_path, capsys):
         == 0
     )
     assert "export.csv: usdm:ETHUSDT:5m, 288 candles, 238 new" in capsys.readouterr().out
-    df = read_all(data)
+    df = read_dataset(data)
     assert assert_matches_simulator(df, key) == opens
     held_rows = df.filter(pl.col("open_time").dt.epoch("ms").is_in(held))
     assert set(held_rows["source"]) == {"ws"}  # the live rows were kept, not doubled

@@ -20,7 +20,7 @@ from kline_tui.store.compact import Compactor, swap_scratch
 from kline_tui.store.lock import DataDirError, DataDirLock
 from kline_tui.store.parts import write_parts
 
-from .test_store_support import day_ms, read_all, synthetic_rows, write_raw_part
+from .datasets import day_ms, read_dataset, synthetic_rows, write_raw_part
 
 M1 = Interval.M1
 USDM = Market.USDM
@@ -58,7 +58,7 @@ def test_history_writes_the_placeable_rows_and_sets_the_others_aside(tmp_path):
     bogus = synthetic_rows(["AAAUSDT"], M1, 10**16, 2)
     result = outcome(write_parts, data, USDM, M1, pl.concat([good, bogus]))
     assert isinstance(result, list) and len(result) == 1, result
-    assert read_all(data).height == 5
+    assert read_dataset(data).height == 5
     letters = [
         json.loads(line) for p in data.rglob("*.jsonl") for line in p.read_text().splitlines()
     ]
@@ -150,7 +150,7 @@ def test_a_starting_recorder_leaves_a_running_backfill_s_file_alone(tmp_path, mo
     finally:
         recorder.release()
     assert isinstance(written, list) and len(written) == 1, written
-    assert read_all(data).height == 30
+    assert read_dataset(data).height == 30
 
 
 def test_a_killed_writer_s_leftovers_are_cleared(tmp_path):

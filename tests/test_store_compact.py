@@ -23,13 +23,13 @@ from kline_tui.store.compact import Compactor, hide_scratch, swap_scratch
 from kline_tui.store.parts import write_parts
 from kline_tui.store.read import READ_ERRORS, part_files
 
-from .test_store_support import (
+from .datasets import (
     DAY,
     MINUTE,
     canonical,
     day_ms,
     dedup,
-    read_all,
+    read_dataset,
     synthetic_rows,
     write_raw_part,
 )
@@ -85,7 +85,7 @@ def test_thousand_parts_with_duplicates_become_the_unique_rows(tmp_path):
         data, USDM, M1, synthetic_rows(["AAAUSDT"], M1, day_ms("2026-01-07"), 30)
     )[0]
     lonely_stat = lonely.stat()
-    everything = read_all(data)
+    everything = read_dataset(data)
     bucket = everything.filter(pl.col("date") == pl.date(2026, 1, 5))
     want = dedup(bucket)
     assert bucket.height > want.height + 1000  # the fixture really holds many duplicates
@@ -131,7 +131,7 @@ def test_crash_after_every_step_reads_back_and_the_next_run_finishes(tmp_path, m
     for k in range(1, 200):
         data = tmp_path / f"d{k}"
         build_small(data)
-        before = buckets_of(read_all(data))
+        before = buckets_of(read_dataset(data))
         calls = [0]
 
         def fsync(path, k=k, calls=calls):
@@ -148,7 +148,7 @@ def test_crash_after_every_step_reads_back_and_the_next_run_finishes(tmp_path, m
             crashed = True
         monkeypatch.setattr(compact, "fsync_dir", real_fsync)
 
-        after = buckets_of(read_all(data))
+        after = buckets_of(read_dataset(data))
         for label, rows in before.items():
             got = after.get(label)
             if swap:  # the exchange: always every row exactly once
@@ -159,7 +159,7 @@ def test_crash_after_every_step_reads_back_and_the_next_run_finishes(tmp_path, m
                 if got is not None:
                     assert got.select("symbol", "open_time").is_unique().all(), (k, label)
         Compactor(data, swap=swap).run(None)
-        final = buckets_of(read_all(data))
+        final = buckets_of(read_dataset(data))
         for label, rows in before.items():
             assert final[label].equals(canonical(dedup(rows))), (k, label)
             assert len(part_files(layout.partition_dir(data, USDM, M1, label))) == 1
@@ -208,7 +208,7 @@ def test_kill9_at_random_points_20_times(tmp_path):
 
     mid_way = 0
     for round_ in range(20):
-        before = buckets_of(read_all(data))
+        before = buckets_of(read_dataset(data))
         proc = start_compact(data)
         time.sleep(rng.uniform(0.0, work_s))
         proc.kill()
@@ -216,7 +216,7 @@ def test_kill9_at_random_points_20_times(tmp_path):
         proc.stdout.close()
         proc.stderr.close()
 
-        after = buckets_of(read_all(data))
+        after = buckets_of(read_dataset(data))
         assert after.keys() == before.keys()
         done = 0
         for label, rows in before.items():
@@ -232,12 +232,12 @@ def test_kill9_at_random_points_20_times(tmp_path):
             if len(part_files(folder)) == 1:
                 plant_bucket(data, day, 3, rng)
 
-    before = buckets_of(read_all(data))
+    before = buckets_of(read_dataset(data))
     proc = start_compact(data)
     assert proc.wait(timeout=60) == 0, proc.stderr.read()
     proc.stdout.close()
     proc.stderr.close()
-    after = buckets_of(read_all(data))
+    after = buckets_of(read_dataset(data))
     for label, rows in before.items():
         assert after[label].equals(canonical(dedup(rows))), label
         assert len(part_files(data / "market=usdm" / "interval=1m" / f"date={label}")) == 1
@@ -257,7 +257,7 @@ def test_readers_never_see_a_row_twice_or_miss_one(tmp_path):
     def fingerprint(frame: pl.DataFrame) -> int:
         return hash(tuple(canonical(frame).hash_rows(seed=1).to_list()))
 
-    state = buckets_of(read_all(data))
+    state = buckets_of(read_dataset(data))
     for label, rows in state.items():
         acceptable[label] = {fingerprint(rows), fingerprint(dedup(rows))}
 
@@ -267,7 +267,7 @@ def test_readers_never_see_a_row_twice_or_miss_one(tmp_path):
     def reader():
         while not stop.is_set():
             try:
-                df = read_all(data)
+                df = read_dataset(data)
             except READ_ERRORS:
                 errors[0] += 1  # a file listed, then swapped away: the reader retries
                 continue
@@ -284,7 +284,7 @@ def test_readers_never_see_a_row_twice_or_miss_one(tmp_path):
             for day in days:
                 label = layout.bucket_of(M1, day)
                 merged = canonical(
-                    read_all(data).filter(pl.col("date") == pl.lit(label).str.to_date())
+                    read_dataset(data).filter(pl.col("date") == pl.lit(label).str.to_date())
                 )
                 part = synthetic_rows(
                     SYMBOLS[:2], M1, day + rng.randrange(0, 1400) * MINUTE, 20, "rest", 0.5
@@ -309,7 +309,7 @@ def test_parts_written_during_compaction_are_kept(tmp_path, monkeypatch):
     days = [day_ms("2026-05-01") + i * DAY for i in range(6)]
     for day in days:
         plant_bucket(data, day, 10, rng)
-    written: list[pl.DataFrame] = [canonical(read_all(data))]
+    written: list[pl.DataFrame] = [canonical(read_dataset(data))]
     stop = threading.Event()
 
     def writer():
@@ -341,7 +341,7 @@ def test_parts_written_during_compaction_are_kept(tmp_path, monkeypatch):
         thread.join()
     Compactor(data, swap=True).run(None)
     everything = pl.concat([canonical(f) for f in written])
-    assert canonical(read_all(data)).equals(canonical(dedup(everything)))
+    assert canonical(read_dataset(data)).equals(canonical(dedup(everything)))
     assert len(written) > 20
 
 
@@ -395,7 +395,7 @@ def test_an_unreadable_part_leaves_its_bucket_alone(tmp_path):
 def test_falls_back_when_the_filesystem_refuses_the_exchange(tmp_path, monkeypatch):
     data = tmp_path / "data"
     plant_bucket(data, day_ms("2026-08-01"), 5, random.Random(8))
-    before = canonical(dedup(read_all(data)))
+    before = canonical(dedup(read_dataset(data)))
 
     def refuse(a, b):
         raise OSError(errno.EINVAL, "Invalid argument")
@@ -404,7 +404,7 @@ def test_falls_back_when_the_filesystem_refuses_the_exchange(tmp_path, monkeypat
     monkeypatch.setattr(compact, "_EXCHANGE", refuse)
     result = Compactor(data).run(None)
     assert result.buckets == 1 and not result.failed
-    assert canonical(read_all(data)).equals(before)
+    assert canonical(read_dataset(data)).equals(before)
     assert len(list(data.rglob("*.parquet"))) == 1
     assert leftovers(data) == []
 
@@ -434,7 +434,7 @@ def test_a_part_published_inside_the_swap_window_is_put_back(
     day = day_ms("2026-09-01")
     plant_bucket(data, day, 4, random.Random(10))
     late = synthetic_rows(["LATEUSDT"], M1, day + 600 * MINUTE, 7)
-    want = canonical(dedup(pl.concat([canonical(read_all(data)), canonical(late)])))
+    want = canonical(dedup(pl.concat([canonical(read_dataset(data)), canonical(late)])))
     real_exchange = compact._EXCHANGE
 
     def exchange_with_a_late_part(a, b):
@@ -449,10 +449,10 @@ def test_a_part_published_inside_the_swap_window_is_put_back(
     if crash_after_swap:
         with pytest.raises(Crash):
             Compactor(data, swap=True).run(None)
-        assert canonical(read_all(data)).filter(pl.col("symbol") == "LATEUSDT").height == 0
+        assert canonical(read_dataset(data)).filter(pl.col("symbol") == "LATEUSDT").height == 0
         monkeypatch.setattr(compact, "_EXCHANGE", real_exchange)
         Compactor(data, swap=True).run(None)
     else:
         Compactor(data, swap=True).run(None)
-    assert canonical(read_all(data)).equals(want)
+    assert canonical(read_dataset(data)).equals(want)
     assert leftovers(data) == []

@@ -18,7 +18,7 @@ from kline_tui.store.compact import Compactor
 from kline_tui.store.read import part_files
 from kline_tui.store.series import stored_series
 
-from .test_store_support import canonical, day_ms, synthetic_rows, write_raw_part
+from .datasets import canonical, day_ms, synthetic_rows, write_raw_part
 
 M1 = Interval.M1
 USDM = Market.USDM

@@ -18,15 +18,9 @@ from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.store.history import backfill
 from kline_tui.store.verify import format_time
 
-from .test_store_support import (
-    DAY,
-    assert_matches_simulator,
-    contiguous,
-    expected_frame,
-    read_all,
-    write_raw_part,
-)
-from .test_store_verify import config_for
+from .checks import assert_matches_simulator, contiguous
+from .datasets import DAY, expected_frame, read_dataset, write_raw_part
+from .support import write_config
 
 
 async def test_backfill_resumes_after_an_interruption(sim, tmp_path):
@@ -52,7 +46,7 @@ async def test_backfill_resumes_after_an_interruption(sim, tmp_path):
         )
         with pytest.raises(asyncio.CancelledError):
             await task
-        partial = read_all(data)
+        partial = read_dataset(data)
         got = assert_matches_simulator(partial, key)  # what was written is right, and once
         assert len(got) == 300 + 2000  # the held rows and the run before them (1,500 + 500)
 
@@ -67,7 +61,7 @@ async def test_backfill_resumes_after_an_interruption(sim, tmp_path):
         assert (again.held_before, again.missing, again.written) == (5760, 0, 0)
     finally:
         await rest.close()
-    df = read_all(data)
+    df = read_dataset(data)
     opens = assert_matches_simulator(df, key)
     assert (
         len(opens) == 5760
@@ -84,7 +78,7 @@ async def test_backfill_resumes_after_an_interruption(sim, tmp_path):
 async def test_backfill_cli_killed_then_run_again(sim, tmp_path):
     key = StreamKey.parse("spot:ETHUSDT:1m")
     data = tmp_path / "data"
-    cfg = config_for(sim, tmp_path / "config.toml")
+    cfg = write_config(tmp_path / "config.toml", sim.endpoints)
     end = Interval.D1.open_time_at(sim.clock.now_ms()) - DAY
     start = end - 28 * DAY  # 40,320 candles: five chunks of ten spot pages
     args = [
@@ -113,18 +107,18 @@ async def test_backfill_cli_killed_then_run_again(sim, tmp_path):
         await asyncio.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     await proc.wait()
-    written = read_all(data).height
+    written = read_dataset(data).height
     assert 0 < written < 40_320
 
     code = await asyncio.to_thread(backfill_main, args)
     assert code == 0
-    df = read_all(data)
+    df = read_dataset(data)
     opens = assert_matches_simulator(df, key)
     assert len(opens) == 40_320 and opens[0] == start and contiguous(key.interval, opens)
 
 
 async def test_backfill_cli_output_and_mistakes(sim, tmp_path, capsys):
-    cfg = str(config_for(sim, tmp_path / "config.toml"))
+    cfg = str(write_config(tmp_path / "config.toml", sim.endpoints))
     data = str(tmp_path / "data")
     # Before the listing (USD-M majors list on 2019-09-08 in the simulator): skipped in a few calls.
     calls = sim.stats[Market.USDM].rest_calls

@@ -17,7 +17,7 @@ from kline_tui.store import compact, layout, scan
 from kline_tui.store.compact import Compactor, hide_scratch, swap_scratch
 from kline_tui.store.read import part_files
 
-from .test_store_support import canonical, day_ms, dedup, read_all, synthetic_rows, write_raw_part
+from .datasets import canonical, day_ms, dedup, read_dataset, synthetic_rows, write_raw_part
 
 M1 = Interval.M1
 USDM = Market.USDM
@@ -116,7 +116,7 @@ def test_a_plan_naming_a_place_outside_the_bucket_is_refused_not_followed(tmp_pa
     victim = tmp_path / "victim" / "precious.parquet"
     victim.parent.mkdir()
     victim.write_bytes(b"someone else's file")
-    before_victim, before_rows = snapshot(victim.parent), canonical(dedup(read_all(data)))
+    before_victim, before_rows = snapshot(victim.parent), canonical(dedup(read_dataset(data)))
     scratch = swap_scratch(data) if where == "beside" else hide_scratch(data)
     plan, work = HOSTILE_PLANS[kind](victim)
     planted = plant(scratch, plan, work)
@@ -163,12 +163,12 @@ def test_a_planted_scratch_folder_is_not_used(tmp_path, planted):
         os.chmod(scratch, 0o777)
     elif planted == "another user's":
         os.chown(scratch, 12345, 12345)
-    before_planted, before_rows = snapshot(inside), canonical(dedup(read_all(data)))
+    before_planted, before_rows = snapshot(inside), canonical(dedup(read_dataset(data)))
 
     messages = run(data)
 
     assert snapshot(inside) == before_planted  # not followed, not written into
-    after = read_all(data)
+    after = read_dataset(data)
     assert "EVILUSDT" not in after["symbol"].to_list()
     assert canonical(after).equals(before_rows)
     assert len(part_files(bucket)) == 1
@@ -197,7 +197,7 @@ def test_an_interrupted_compaction_of_ours_is_still_finished(tmp_path):
     data = dataset(tmp_path)
     bucket = layout.partition_dir(data, USDM, M1, DAY)
     parts = part_files(bucket)
-    want = canonical(dedup(read_all(data)))
+    want = canonical(dedup(read_dataset(data)))
     for hidden in (True, False):
         scratch = hide_scratch(data) if hidden else data / ".staging" / "compacting"
         scratch.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -218,9 +218,9 @@ def test_an_interrupted_compaction_of_ours_is_still_finished(tmp_path):
         )
         for p in parts:  # killed after hiding the old parts, before publishing the merged file
             os.replace(p, scratch / plan_id / (f".{p.name}.old" if hidden else f"{p.name}.old"))
-        assert read_all(data).height == 0
+        assert read_dataset(data).height == 0
         assert Compactor(data).run(None).recovered == 1
-        assert canonical(read_all(data)).equals(want)
+        assert canonical(read_dataset(data)).equals(want)
         parts = part_files(bucket)
     assert not (data / ".staging").exists()
     assert list(hide_scratch(data).iterdir()) == []

@@ -13,7 +13,7 @@ from kline_tui.store import layout
 from kline_tui.store.compact import Compactor
 from kline_tui.store.read import READ_ERRORS, READ_SCHEMA, buckets, scan
 
-from .test_store_support import DAY, day_ms, read_all, synthetic_rows, write_raw_part
+from .datasets import DAY, day_ms, read_dataset, synthetic_rows, write_raw_part
 
 COLS = list(READ_SCHEMA)
 
@@ -53,7 +53,7 @@ def dataset(tmp_path):
 
 
 def plain(data) -> pl.DataFrame:
-    return read_all(data).with_columns(pl.col("interval").cast(pl.String()))
+    return read_dataset(data).with_columns(pl.col("interval").cast(pl.String()))
 
 
 def same(a: pl.DataFrame, b: pl.DataFrame) -> bool:
@@ -113,7 +113,7 @@ def test_scan_prunes_folders_before_reading(dataset):
         if not (bucket.market is Market.USDM and bucket.label == "2026-01-02"):
             (bucket.path / layout.part_name(999)).write_bytes(b"not parquet at all")
     with pytest.raises(READ_ERRORS):
-        read_all(dataset)
+        read_dataset(dataset)
     one_day = scan(
         dataset,
         market="usdm",

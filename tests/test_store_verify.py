@@ -14,25 +14,12 @@ from kline_tui.store import layout
 from kline_tui.store.read import part_files
 from kline_tui.store.verify import verify_dataset
 
-from .test_store_support import (
-    DAY,
-    assert_matches_simulator,
-    contiguous,
-    expected_frame,
-    read_all,
-    write_raw_part,
-)
+from .checks import assert_matches_simulator, contiguous
+from .datasets import DAY, expected_frame, read_dataset, write_raw_part
+from .support import write_config
 
 BTC = StreamKey.parse("spot:BTCUSDT:1m")
 ETH = StreamKey.parse("usdm:ETHUSDT:5m")
-
-
-def config_for(sim, path: Path) -> Path:
-    lines = []
-    for market, ep in sim.endpoints.items():
-        lines += [f"[endpoints.{market.value}]", f'ws = "{ep.ws}"', f'rest = "{ep.rest}"']
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def build(
@@ -88,7 +75,7 @@ async def test_verify_finds_and_repair_fixes(sim, tmp_path, capsys):
     assert await asyncio.to_thread(verify_main, ["usdm:ETHUSDT:5m", "--data-dir", str(data)]) == 1
     assert "spot:BTCUSDT" not in capsys.readouterr().out
 
-    cfg = config_for(sim, tmp_path / "config.toml")
+    cfg = write_config(tmp_path / "config.toml", sim.endpoints)
     code = await asyncio.to_thread(
         verify_main, ["--repair", "--data-dir", str(data), "--config", str(cfg)]
     )
@@ -96,7 +83,7 @@ async def test_verify_finds_and_repair_fixes(sim, tmp_path, capsys):
     assert code == 0, out
     assert out.rstrip().endswith("clean")
 
-    df = read_all(data)
+    df = read_dataset(data)
     for key, count in ((BTC, 3 * 1440), (ETH, 3 * 288)):
         opens = assert_matches_simulator(df, key)  # every row the simulator's, none twice
         assert len(opens) == count and opens[0] == first and contiguous(key.interval, opens)
@@ -139,7 +126,7 @@ async def test_repair_reports_a_rest_error_in_one_line(sim, tmp_path, capsys):
     write_raw_part(
         data, unknown.market, unknown.interval, frame.with_columns(symbol=pl.lit("NOPEUSDT"))
     )
-    cfg = config_for(sim, tmp_path / "config.toml")
+    cfg = write_config(tmp_path / "config.toml", sim.endpoints)
     code = await asyncio.to_thread(
         verify_main, ["--repair", "--data-dir", str(data), "--config", str(cfg)]
     )

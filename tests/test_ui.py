@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -29,6 +28,9 @@ from kline_tui.ui.widgets.candle_chart import CandleChart
 from kline_tui.ui.widgets.sparkline import sparkline
 from kline_tui.ui.widgets.watch_table import COLUMNS, Sort
 
+from .datasets import read_dataset, stream_rows
+from .support import wait_until
+
 SIZE = (160, 45)
 CONFIG = """\
 # my kline-tui config: this comment must survive the UI saving the watch list
@@ -39,19 +41,13 @@ flush_age_s = 1
 """
 
 
-def read_dataset(data_dir: Path) -> pl.DataFrame:
-    return pl.scan_parquet(f"{data_dir}/**/*.parquet", hive_partitioning=True).collect()
-
-
 def rows_of(df: pl.DataFrame, key: StreamKey) -> pl.DataFrame:
-    return df.filter(
-        (pl.col("market") == key.market.value)
-        & (pl.col("interval") == key.interval.path_label)
-        & (pl.col("symbol") == key.symbol)
-    ).with_columns(pl.col("open_time").dt.epoch("ms"), pl.col("close_time").dt.epoch("ms"))
+    return stream_rows(df, key).with_columns(
+        pl.col("open_time").dt.epoch("ms"), pl.col("close_time").dt.epoch("ms")
+    )
 
 
-def make_settings(sim, tmp_path: Path, watch: list[str], **kw) -> Settings:
+def settings_from_file(sim, tmp_path: Path, watch: list[str], **kw) -> Settings:
     """Settings read from a real config file (with comments), pointed at the simulator."""
     from dataclasses import replace
 
@@ -60,14 +56,6 @@ def make_settings(sim, tmp_path: Path, watch: list[str], **kw) -> Settings:
     settings = load_settings(config)
     kw.setdefault("data_dir", tmp_path / "data")
     return replace(settings, endpoints=dict(sim.endpoints), **kw)
-
-
-async def wait_until(predicate, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def control(sim, market: Market, method: str) -> list[list]:
@@ -89,7 +77,7 @@ async def live(app: KlineApp, keys: list[StreamKey]) -> None:
 async def test_add_through_the_dialog_subscribes_once_and_shows_the_simulators_price(sim, tmp_path):
     btc = StreamKey.parse("usdm:BTCUSDT:1m")
     eth = StreamKey.parse("usdm:ETHUSDT:1m")
-    app = KlineApp(make_settings(sim, tmp_path, [str(btc)]))
+    app = KlineApp(settings_from_file(sim, tmp_path, [str(btc)]))
     async with app.run_test(size=SIZE) as pilot:
         await live(app, [btc])
         opened = sim.stats[Market.USDM].connections_opened
@@ -152,7 +140,7 @@ async def test_add_through_the_dialog_subscribes_once_and_shows_the_simulators_p
 
 async def test_remove_unsubscribes_that_stream_only(sim, tmp_path):
     keys = [StreamKey.parse(s) for s in ("usdm:BTCUSDT:1m", "usdm:ETHUSDT:1m", "usdm:BNBUSDT:5m")]
-    app = KlineApp(make_settings(sim, tmp_path, [str(k) for k in keys]))
+    app = KlineApp(settings_from_file(sim, tmp_path, [str(k) for k in keys]))
     async with app.run_test(size=SIZE) as pilot:
         await live(app, keys)
         opened = sim.stats[Market.USDM].connections_opened
@@ -176,7 +164,7 @@ async def test_remove_unsubscribes_that_stream_only(sim, tmp_path):
 
 async def test_an_unknown_symbol_is_refused_in_the_dialog(sim, tmp_path):
     btc = StreamKey.parse("spot:BTCUSDT:1m")
-    app = KlineApp(make_settings(sim, tmp_path, [str(btc)]))
+    app = KlineApp(settings_from_file(sim, tmp_path, [str(btc)]))
     async with app.run_test(size=SIZE) as pilot:
         await live(app, [btc])
         before = control(sim, Market.SPOT, "SUBSCRIBE")
@@ -207,7 +195,7 @@ async def test_quit_writes_every_closed_candle_the_ui_showed(sim, tmp_path):
     keys = [
         StreamKey.parse(s) for s in ("spot:ETHUSDT:1s", "usdm:BTCUSDT:1m", "coinm:BTCUSD_PERP:1m")
     ]
-    app = KlineApp(make_settings(sim, tmp_path, [str(k) for k in keys], flush_age_s=60.0))
+    app = KlineApp(settings_from_file(sim, tmp_path, [str(k) for k in keys], flush_age_s=60.0))
     async with app.run_test(size=SIZE) as pilot:
         await live(app, keys)
         streams = app.pipeline.hub.streams
@@ -244,7 +232,7 @@ FOUR = ["usdm:BTCUSDT:1m", "usdm:ETHUSDT:1m", "spot:ETHUSDT:1m", "coinm:BTCUSD_P
 async def four_streams(sim, tmp_path):
     """The app on four live streams of three markets; on leaving: no error logged, q quits."""
     keys = [StreamKey.parse(s) for s in FOUR]
-    app = KlineApp(make_settings(sim, tmp_path, FOUR, flush_age_s=600.0))
+    app = KlineApp(settings_from_file(sim, tmp_path, FOUR, flush_age_s=600.0))
     async with app.run_test(size=SIZE) as pilot:
         await live(app, keys)
         yield app, pilot, keys
@@ -442,7 +430,7 @@ async def test_a_dropped_connection_shows_reconnecting_and_recovers(sim, tmp_pat
     keys = [StreamKey.parse("usdm:BTCUSDT:1m"), StreamKey.parse("spot:BTCUSDT:1m")]
     # A short backoff so the test sees a reconnect in a second or two.
     app = KlineApp(
-        make_settings(sim, tmp_path, [str(k) for k in keys]),
+        settings_from_file(sim, tmp_path, [str(k) for k in keys]),
         pipeline_factory=lambda settings, events: Pipeline(
             settings, events=events, backoff=Backoff(0.5, 2.0)
         ),
@@ -489,7 +477,7 @@ def error_notes(sink: list[str]):
 
 async def test_a_failing_flush_is_notified_and_logged_never_raised(sim, tmp_path):
     btc = StreamKey.parse("usdm:BTCUSDT:1m")
-    app = KlineApp(make_settings(sim, tmp_path, [str(btc)], flush_age_s=600.0))
+    app = KlineApp(settings_from_file(sim, tmp_path, [str(btc)], flush_age_s=600.0))
     errors: list[str] = []
     async with app.run_test(size=SIZE, message_hook=error_notes(errors)) as pilot:
         await live(app, [btc])
@@ -512,7 +500,7 @@ async def test_a_failing_flush_is_notified_and_logged_never_raised(sim, tmp_path
 async def test_an_unusable_data_folder_is_reported_not_raised(sim, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the data folder should be")
-    app = KlineApp(make_settings(sim, tmp_path, ["usdm:BTCUSDT:1m"], data_dir=blocker / "data"))
+    app = KlineApp(settings_from_file(sim, tmp_path, ["usdm:BTCUSDT:1m"], data_dir=blocker / "data"))
     errors: list[str] = []
     async with app.run_test(size=SIZE, message_hook=error_notes(errors)) as pilot:
         await app.wait_started()
@@ -551,7 +539,7 @@ async def test_stale_and_backfilling_states_are_shown_with_counts(sim, tmp_path)
     "backfill N" with N the count, until REST has delivered them."""
     keys = [StreamKey.parse("usdm:BTCUSDT:1m"), StreamKey.parse("usdm:ETHUSDT:1m")]
     sim.faults.rest_delay_s = 3.0  # hold the history fetch back so the count stays on screen
-    app = KlineApp(make_settings(sim, tmp_path, [str(k) for k in keys], history=300))
+    app = KlineApp(settings_from_file(sim, tmp_path, [str(k) for k in keys], history=300))
     async with app.run_test(size=SIZE) as pilot:
         await app.wait_started()
         table = app.table

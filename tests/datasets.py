@@ -1,17 +1,14 @@
-"""Helpers shared by the dataset tests (test_store_*.py): building datasets and reading them back.
-
-No tests here; the name only keeps it beside the tests that use it.
-"""
+"""Datasets for tests: building them (synthetic rows, parts written straight into place, the
+simulator's candles as rows) and reading them back."""
 
 from __future__ import annotations
 
 import calendar
-import itertools
 from pathlib import Path
 
 import polars as pl
 
-from kline_tui.model import CANDLE_COLUMNS, PARQUET_SCHEMA, Interval, Market, StreamKey
+from kline_tui.model import PARQUET_SCHEMA, Interval, Market, StreamKey
 from kline_tui.store import layout
 
 DAY = 86_400_000
@@ -82,7 +79,7 @@ def write_raw_part(
     return written
 
 
-def read_all(data_dir: Path) -> pl.DataFrame:
+def read_dataset(data_dir: Path) -> pl.DataFrame:
     """The dataset as any reader sees it: every `.parquet` under the folder, hive columns too."""
     files = list(Path(data_dir).rglob("*.parquet"))
     if not files:
@@ -95,6 +92,15 @@ def read_all(data_dir: Path) -> pl.DataFrame:
             }
         )
     return pl.scan_parquet(f"{data_dir}/**/*.parquet", hive_partitioning=True).collect()
+
+
+def stream_rows(df: pl.DataFrame, key: StreamKey) -> pl.DataFrame:
+    """The rows of one stream."""
+    return df.filter(
+        (pl.col("market") == key.market.value)
+        & (pl.col("interval") == key.interval.path_label)
+        & (pl.col("symbol") == key.symbol)
+    )
 
 
 def canonical(frame: pl.DataFrame) -> pl.DataFrame:
@@ -123,27 +129,3 @@ def expected_frame(key: StreamKey, opens: list[int], source: str) -> pl.DataFram
         for t in opens
     ]
     return pl.DataFrame(rows, schema=PARQUET_SCHEMA, orient="row")
-
-
-def assert_matches_simulator(df: pl.DataFrame, key: StreamKey) -> list[int]:
-    """Every row of `key` in `df` is the simulator's candle, once; returns its open times."""
-    from kline_tui.sim import expected_candle
-
-    rows = df.filter(
-        (pl.col("market") == key.market.value)
-        & (pl.col("interval") == key.interval.path_label)
-        & (pl.col("symbol") == key.symbol)
-    ).sort("open_time")
-    opens = rows["open_time"].dt.epoch("ms").to_list()
-    assert len(opens) == len(set(opens)), f"{key}: duplicates"
-    as_ms = rows.with_columns(
-        pl.col("open_time").dt.epoch("ms"), pl.col("close_time").dt.epoch("ms")
-    )
-    for got in as_ms.select(CANDLE_COLUMNS[1:]).iter_rows():
-        want = expected_candle(key.market, key.symbol, key.interval, got[0]).as_row()
-        assert got == want, f"{key} at {got[0]}: {got} != {want}"
-    return opens
-
-
-def contiguous(interval: Interval, opens: list[int]) -> bool:
-    return all(interval.next_open(a) == b for a, b in itertools.pairwise(opens))
