@@ -138,7 +138,9 @@ def run_for(args: list[str], seconds: float, env: dict[str, str]) -> tuple[int, 
     return proc.returncode, err
 
 
-def run_to_end(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_to_end(
+    args: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run `args` until it exits, its output captured as text."""
     return subprocess.run(
         args, env=env, capture_output=True, text=True, timeout=timeout, check=False

@@ -42,8 +42,22 @@ from .support import start_record, write_config
 
 CI_SEEDS = (20261201, 7)
 LONG_SEEDS = (11,)
-FAULT_KINDS = ("drop", "drop_clean", "stall_all", "stall_one", "malformed", "closes", "shutdown",
-               "lifetime", "refuse", "rest_429", "rest_418", "rest_500", "rest_slow", "kill9")
+FAULT_KINDS = (
+    "drop",
+    "drop_clean",
+    "stall_all",
+    "stall_one",
+    "malformed",
+    "closes",
+    "shutdown",
+    "lifetime",
+    "refuse",
+    "rest_429",
+    "rest_418",
+    "rest_500",
+    "rest_slow",
+    "kill9",
+)
 
 
 def chaos_seeds(default: tuple[int, ...]) -> list[int]:
@@ -93,8 +107,14 @@ class Recorder:
         return await asyncio.wait_for(self.proc.wait(), 60)
 
 
-async def _inject_one(sim, rng: random.Random, report: ChaosReport, names: list[str], rec: Recorder,
-                      kind: str | None = None) -> None:
+async def _inject_one(
+    sim,
+    rng: random.Random,
+    report: ChaosReport,
+    names: list[str],
+    rec: Recorder,
+    kind: str | None = None,
+) -> None:
     """One fault, `kind` or chosen at random; some switch themselves off after a while."""
     market = rng.choice(list(Market))
     kind = kind or rng.choice(FAULT_KINDS)
@@ -141,8 +161,16 @@ def _calm(sim) -> None:
     sim.faults.reset()
 
 
-async def run_chaos(tmp_path: Path, *, speed: float, offset_h: int, watch: list[str],
-                    seconds: float, fault_every_s: float, seed: int) -> tuple[ChaosReport, Path, object]:
+async def run_chaos(
+    tmp_path: Path,
+    *,
+    speed: float,
+    offset_h: int,
+    watch: list[str],
+    seconds: float,
+    fault_every_s: float,
+    seed: int,
+) -> tuple[ChaosReport, Path, object]:
     from kline_tui.sim import Simulator
 
     rng = random.Random(seed)
@@ -192,7 +220,9 @@ async def run_chaos(tmp_path: Path, *, speed: float, offset_h: int, watch: list[
         # The head is near the start: what the first process recorded before its kill is kept.
         # (Not before it: a process killed before its `history` fetch reached the disk leaves a
         # dataset whose first row is a live one, and a restart does not fetch history again.)
-        assert opens.min() <= key.interval.open_time_at(started_sim) + 10 * (key.interval.ms or 0), key
+        assert opens.min() <= key.interval.open_time_at(started_sim) + 10 * (
+            key.interval.ms or 0
+        ), key
         # The tail reaches the stop: at most a few candles (the forming one, a flush) short.
         assert opens.max() >= key.interval.open_time_at(stop_sim) - 4 * (key.interval.ms or 0), key
 
@@ -207,7 +237,9 @@ async def run_chaos(tmp_path: Path, *, speed: float, offset_h: int, watch: list[
             while window[0] < t - 300:
                 window.popleft()
             assert len(window) <= 300
-        assert MARKETS[market].control_rate >= max((c.max_incoming_per_s for c in st.connections), default=0)
+        assert MARKETS[market].control_rate >= max(
+            (c.max_incoming_per_s for c in st.connections), default=0
+        )
     report.rows = df.height
     report.rest_rows = df.filter(pl.col("source") == "rest").height
     report.files = len(files)
@@ -222,7 +254,9 @@ def _summary(report: ChaosReport, log: Path) -> str:
     # Each process logs cumulative counters every 2 s: add up the last line of each process.
     dups = backfilled = 0
     for run in text.split("watching ")[1:]:
-        found = re.findall(r"(\d+) backfilled, (\d+) duplicates dropped", run)  # see cli._status_line
+        found = re.findall(
+            r"(\d+) backfilled, (\d+) duplicates dropped", run
+        )  # see cli._status_line
         if found:
             backfilled += int(found[-1][0])
             dups += int(found[-1][1])
@@ -246,11 +280,18 @@ def _assert_every_kill_landed(report: ChaosReport, log: Path) -> None:
 
 @pytest.mark.parametrize("seed", chaos_seeds(CI_SEEDS))
 async def test_chaos_short(tmp_path, seed):
-    watch = ["spot:BTCUSDT:1m", "spot:ETHUSDT:1m", "usdm:BTCUSDT:1m", "usdm:SOLUSDT:1m",
-             "coinm:BTCUSD_PERP:1m", "coinm:ETHUSD_PERP:1m"]
+    watch = [
+        "spot:BTCUSDT:1m",
+        "spot:ETHUSDT:1m",
+        "usdm:BTCUSDT:1m",
+        "usdm:SOLUSDT:1m",
+        "coinm:BTCUSD_PERP:1m",
+        "coinm:ETHUSD_PERP:1m",
+    ]
     print(f"chaos seed {seed} (KLINE_TUI_CHAOS_SEED={seed} replays it)")
-    report, log, _ = await run_chaos(tmp_path, speed=60, offset_h=1, watch=watch,
-                                     seconds=25, fault_every_s=1.5, seed=seed)
+    report, log, _ = await run_chaos(
+        tmp_path, speed=60, offset_h=1, watch=watch, seconds=25, fault_every_s=1.5, seed=seed
+    )
     print(_summary(report, log))
     _assert_every_kill_landed(report, log)
 
@@ -268,7 +309,8 @@ async def test_chaos_long(tmp_path, seed):
         watch += [f"{market.value}:{s}:{ivs[i % len(ivs)].value}" for i, s in enumerate(symbols)]
     seconds = float(os.environ.get("KLINE_TUI_CHAOS_SECONDS", 190))
     print(f"\nchaos seed {seed}, {seconds:.0f} s (KLINE_TUI_CHAOS_SEED={seed} replays it)")
-    report, log, _ = await run_chaos(tmp_path, speed=600, offset_h=-1, watch=watch,
-                                     seconds=seconds, fault_every_s=2.0, seed=seed)
+    report, log, _ = await run_chaos(
+        tmp_path, speed=600, offset_h=-1, watch=watch, seconds=seconds, fault_every_s=2.0, seed=seed
+    )
     print("CHAOS LONG:", _summary(report, log))
     _assert_every_kill_landed(report, log)

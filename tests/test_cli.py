@@ -92,7 +92,9 @@ def test_record_against_a_separate_simulator(tmp_path):
 )
 def test_bad_streams_are_refused_with_one_line(tmp_path, stream, words):
     data = tmp_path / "D"
-    proc = run_to_end([KLINE_TUI, "record", "--demo", stream, "--data-dir", str(data)], env_for(tmp_path))
+    proc = run_to_end(
+        [KLINE_TUI, "record", "--demo", stream, "--data-dir", str(data)], env_for(tmp_path)
+    )
     assert proc.returncode == 2
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and words in lines[0], proc.stderr
@@ -201,7 +203,10 @@ def test_every_command_reports_and_exits_the_same_way(
 
 
 def test_python_dash_m_runs_the_same_command_line(tmp_path):
-    proc = run_to_end([sys.executable, "-m", "kline_tui.cli", "verify", "--data-dir", str(tmp_path / "none")], env_for(tmp_path))
+    proc = run_to_end(
+        [sys.executable, "-m", "kline_tui.cli", "verify", "--data-dir", str(tmp_path / "none")],
+        env_for(tmp_path),
+    )
     assert proc.returncode == EXIT_USAGE
     assert proc.stderr.strip().startswith(
         f"kline-tui verify: no data directory at {tmp_path / 'none'}: "

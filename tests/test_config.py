@@ -21,7 +21,9 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_full_config(tmp_path):
-    path = write(tmp_path, '''
+    path = write(
+        tmp_path,
+        """
 # my desk
 data_dir = "/srv/klines"
 watch = ["spot:BTCUSDT:1m", "usdt_futures:ETHUSDT:5m"]
@@ -31,7 +33,8 @@ rest = "http://127.0.0.1:9001"
 [recorder]
 flush_rows = 1000
 flush_age_s = 2.5
-''')
+""",
+    )
     s = load_settings(path)
     assert s.data_dir == Path("/srv/klines")
     assert s.watch == (StreamKey.parse("spot:BTCUSDT:1m"), StreamKey.parse("usdm:ETHUSDT:5m"))
@@ -50,7 +53,7 @@ flush_age_s = 2.5
         ('watch = ["spot:../x:1m"]', r"watch\[0\]: invalid symbol"),
         ('[endpoints.binance]\nws = "wss://x"', "endpoints.binance: unknown market"),
         ('[endpoints.spot]\nws = "https://x"', "endpoints.spot.ws: expected a ws"),
-        ('[endpoints.spot]\nrest = 5', "endpoints.spot.rest: expected an http"),
+        ("[endpoints.spot]\nrest = 5", "endpoints.spot.rest: expected an http"),
         ("[recorder]\nflush_rows = 0", "recorder.flush_rows"),
         ("[recorder]\nflush_age_s = -1", "recorder.flush_age_s"),
         ("data_dir = 3", "data_dir: expected"),
@@ -149,7 +152,10 @@ def test_missing_explicit_file_is_an_error(tmp_path):
 def test_save_watch_keeps_comments_and_other_keys(tmp_path):
     from kline_tui.config import save_watch
 
-    path = write(tmp_path, '# my desk\ndata_dir = "/srv/k"  # fast disk\nwatch = ["spot:BTCUSDT:1m"]\n[endpoints.usdm]\nws = "ws://127.0.0.1:1/market"\n')
+    path = write(
+        tmp_path,
+        '# my desk\ndata_dir = "/srv/k"  # fast disk\nwatch = ["spot:BTCUSDT:1m"]\n[endpoints.usdm]\nws = "ws://127.0.0.1:1/market"\n',
+    )
     save_watch(path, [StreamKey.parse("spot:BTCUSDT:1m"), StreamKey.parse("coinm:BTCUSD_PERP:5m")])
     text = path.read_text()
     assert "# my desk" in text and "# fast disk" in text
@@ -165,7 +171,9 @@ def test_save_watch_keeps_comments_and_other_keys(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "+nan"])
-@pytest.mark.parametrize("key", ["flush_age_s", "rotate_after_h", "reconnect_max_s", "stop_timeout_s"])
+@pytest.mark.parametrize(
+    "key", ["flush_age_s", "rotate_after_h", "reconnect_max_s", "stop_timeout_s"]
+)
 def test_non_finite_seconds_and_hours_are_refused(tmp_path, key, value):
     path = write(tmp_path, f"[recorder]\n{key} = {value}\n")
     with pytest.raises(ConfigError, match=f"recorder.{key}: expected"):
@@ -193,7 +201,10 @@ def test_every_number_has_an_upper_and_lower_bound(tmp_path, line):
 
 
 def test_the_largest_accepted_values_load(tmp_path):
-    s = load_settings(write(tmp_path, """[recorder]
+    s = load_settings(
+        write(
+            tmp_path,
+            """[recorder]
 flush_rows = 50000000
 max_buffer_rows = 50000000
 flush_age_s = 3600
@@ -201,7 +212,9 @@ history = 100000
 rotate_after_h = 23.99
 reconnect_max_s = 3600
 stop_timeout_s = 300
-"""))
+""",
+        )
+    )
     assert (s.flush_rows, s.max_buffer_rows, s.history) == (50_000_000, 50_000_000, 100_000)
     assert (s.flush_age_s, s.reconnect_max_s, s.stop_timeout_s) == (3600.0, 3600.0, 300.0)
     assert isinstance(s.stop_timeout_s, float) and isinstance(s.history, int)
@@ -209,7 +222,9 @@ stop_timeout_s = 300
 
 def test_stop_timeout_setting(tmp_path):
     assert load_settings(write(tmp_path, "")).stop_timeout_s == 15.0
-    assert load_settings(write(tmp_path, "[recorder]\nstop_timeout_s = 40\n")).stop_timeout_s == 40.0
+    assert (
+        load_settings(write(tmp_path, "[recorder]\nstop_timeout_s = 40\n")).stop_timeout_s == 40.0
+    )
 
 
 @pytest.mark.parametrize(
@@ -228,10 +243,25 @@ def test_unusable_data_dir_is_refused(tmp_path, text, words):
 
 # -- any TOML value in any key: a ConfigError or settings, nothing else ------------------------
 
-_TIMES = st.one_of(st.datetimes(), st.datetimes(timezones=st.just(dt.timezone.utc)), st.dates(), st.times())
+_TIMES = st.one_of(
+    st.datetimes(), st.datetimes(timezones=st.just(dt.timezone.utc)), st.dates(), st.times()
+)
 _NASTY_TEXT = st.sampled_from(
-    ["", " ", "~no-such-user-kline-tui/x", "a\x00b", "\x1b[2J", "spot:BTCUSDT:1m", "usdm:BTCUSDT:1s",
-     "coinm:BTCUSD_PERP:1M", "spot:BTCUSDT:1m:mark", "ws://127.0.0.1:1/market", "https://x", "nan", "inf"]
+    [
+        "",
+        " ",
+        "~no-such-user-kline-tui/x",
+        "a\x00b",
+        "\x1b[2J",
+        "spot:BTCUSDT:1m",
+        "usdm:BTCUSDT:1s",
+        "coinm:BTCUSD_PERP:1M",
+        "spot:BTCUSDT:1m:mark",
+        "ws://127.0.0.1:1/market",
+        "https://x",
+        "nan",
+        "inf",
+    ]
 )
 _SCALARS = st.one_of(
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
@@ -244,20 +274,34 @@ _SCALARS = st.one_of(
 )
 _VALUES = st.recursive(
     _SCALARS,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
     max_leaves=6,
 )
 
 
 def _table(keys: list[str]) -> st.SearchStrategy[dict]:
     """Tables whose keys are mostly the known ones, with any value."""
-    return st.dictionaries(st.sampled_from(keys) | st.text(max_size=6), _VALUES, max_size=len(keys) + 1)
+    return st.dictionaries(
+        st.sampled_from(keys) | st.text(max_size=6), _VALUES, max_size=len(keys) + 1
+    )
 
 
-_RECORDER = _table(["flush_rows", "flush_age_s", "history", "rotate_after_h", "reconnect_max_s",
-                    "max_buffer_rows", "stop_timeout_s"])
+_RECORDER = _table(
+    [
+        "flush_rows",
+        "flush_age_s",
+        "history",
+        "rotate_after_h",
+        "reconnect_max_s",
+        "max_buffer_rows",
+        "stop_timeout_s",
+    ]
+)
 _ENDPOINTS = st.dictionaries(
-    st.sampled_from(["spot", "usdm", "coinm", "usdt_futures", "SPOT", "binance"]) | st.text(max_size=6),
+    st.sampled_from(["spot", "usdm", "coinm", "usdt_futures", "SPOT", "binance"])
+    | st.text(max_size=6),
     _table(["ws", "rest"]) | _VALUES,
     max_size=3,
 )
@@ -334,7 +378,7 @@ def test_save_watch_writes_through_a_symlink_and_keeps_the_mode(tmp_path):
 def test_save_watch_keeps_a_readable_mode_and_makes_new_files_like_any_other(tmp_path):
     from kline_tui.config import save_watch
 
-    path = write(tmp_path, 'watch = []\n')
+    path = write(tmp_path, "watch = []\n")
     path.chmod(0o644)
     save_watch(path, [StreamKey.parse("spot:ETHUSDT:1m")])
     assert stat.S_IMODE(path.stat().st_mode) == 0o644

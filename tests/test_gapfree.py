@@ -39,7 +39,9 @@ async def test_reconnect_window_is_backfilled_whatever_the_local_clock(tmp_path,
         try:
             await wait_until(caught_up(pipeline, 2), what="first candles")
             await cut_off(sim, pipeline, 3.0)  # three simulated minutes with no socket
-            await wait_until(caught_up(pipeline, 3), timeout=30, what="catching up after the reconnect")
+            await wait_until(
+                caught_up(pipeline, 3), timeout=30, what="catching up after the reconnect"
+            )
         finally:
             await pipeline.stop()
         assert pipeline.backfiller.backfilled >= 3 * 5 + 3  # history + the lost window on each
@@ -53,8 +55,10 @@ async def test_duplicate_late_and_lost_closes(sim, tmp_path):
     pipeline = fast_pipeline(sim, tmp_path)
     await pipeline.start()
     try:
-        await wait_until(lambda: all(s.accepted_ws >= 8 for s in pipeline.ledger.streams.values()),
-                         what="candles")
+        await wait_until(
+            lambda: all(s.accepted_ws >= 8 for s in pipeline.ledger.streams.values()),
+            what="candles",
+        )
         sim.faults.reset()
         await wait_until(caught_up(pipeline, 1), what="the holes filled")
     finally:
@@ -73,9 +77,16 @@ async def test_one_silent_stream_is_detected_and_resubscribed(sim, tmp_path):
         sim.faults.stall(60, market=Market.USDM, streams=["ethusdt@kline_1m"])
         eth = pipeline.hub.streams[StreamKey.parse("usdm:ETHUSDT:1m")]
         await wait_until(lambda: eth.status is StreamStatus.STALE, timeout=15, what="stale verdict")
-        methods = lambda: [m for c in sim.stats[Market.USDM].connections for _, m, p in c.control if p == ["ethusdt@kline_1m"]]  # noqa: E731
+        methods = lambda: [
+            m
+            for c in sim.stats[Market.USDM].connections
+            for _, m, p in c.control
+            if p == ["ethusdt@kline_1m"]
+        ]  # noqa: E731
         await wait_until(lambda: methods() == ["UNSUBSCRIBE", "SUBSCRIBE"], what="a resubscription")
-        assert sim.stats[Market.USDM].connections_opened == 1  # the healthy streams were not disturbed
+        assert (
+            sim.stats[Market.USDM].connections_opened == 1
+        )  # the healthy streams were not disturbed
         sim.faults.reset()
         sim.faults[Market.USDM].stream_stalls.clear()
         await wait_until(caught_up(pipeline, 2), timeout=30, what="recovery")
@@ -92,7 +103,9 @@ async def test_silent_connection_is_replaced_make_before_break(sim, tmp_path):
     try:
         await wait_until(caught_up(pipeline, 1), what="first candles")
         sim.faults.stall(7, market=Market.USDM)  # the socket stays up, every stream goes quiet
-        await wait_until(lambda: sim.stats[Market.USDM].connections_opened == 2, timeout=15, what="a replacement")
+        await wait_until(
+            lambda: sim.stats[Market.USDM].connections_opened == 2, timeout=15, what="a replacement"
+        )
         await wait_until(caught_up(pipeline, 2), timeout=30, what="recovery")
     finally:
         await pipeline.stop()
@@ -127,7 +140,9 @@ async def test_rest_errors_delay_the_backfill_but_lose_nothing(sim, tmp_path):
     sim.faults.rest_fail(418, count=1, retry_after=2, market=Market.COINM)
     try:
         await wait_until(
-            lambda: pipeline.rest.limiters[Market.COINM].banned, timeout=10, what="the 418 ban in force"
+            lambda: pipeline.rest.limiters[Market.COINM].banned,
+            timeout=10,
+            what="the 418 ban in force",
         )
         await wait_until(caught_up(pipeline, 2), timeout=40, what="the backfill done")
     finally:

@@ -28,9 +28,12 @@ from .support import start_record, write_config
 STOP_TIMEOUT_S = 8
 EXIT_SLACK_S = 2.0  # interpreter teardown after the deadline's last write
 WATCH = [
-    "spot:BTCUSDT:1m", "spot:ETHUSDT:1m",
-    "usdm:BTCUSDT:1m", "usdm:ETHUSDT:1m",
-    "coinm:BTCUSD_PERP:1m", "coinm:ETHUSD_PERP:1m",
+    "spot:BTCUSDT:1m",
+    "spot:ETHUSDT:1m",
+    "usdm:BTCUSDT:1m",
+    "usdm:ETHUSDT:1m",
+    "coinm:BTCUSD_PERP:1m",
+    "coinm:ETHUSD_PERP:1m",
 ]
 POISONED_MARKETS = (Market.SPOT, Market.USDM)
 POISONED_STREAM = "btcusdt@kline_1m"  # its wrong_symbol frames claim ETHUSDT, recorded too
@@ -65,7 +68,12 @@ async def _record(
     if before_stop is not None:
         await before_stop()
         if proc.returncode is not None:
-            return proc.returncode, 0.0, sim.clock.now_ms(), "exited before the stop:\n" + log.read_text()
+            return (
+                proc.returncode,
+                0.0,
+                sim.clock.now_ms(),
+                "exited before the stop:\n" + log.read_text(),
+            )
     stop_ms = sim.clock.now_ms()
     proc.send_signal(signal.SIGTERM)
     sent = time.monotonic()
@@ -82,7 +90,9 @@ def _assert_recorded_to_the_stop(df: pl.DataFrame, keys: list[StreamKey], stop_m
     """Every stream recorded up to the stop, and nothing after it."""
     for key in keys:
         opens = stream_rows(df, key)["open_time"].dt.epoch("ms")
-        assert opens.max() >= key.interval.open_time_at(stop_ms) - 4 * key.interval.ms, f"{key} stopped recording"
+        assert opens.max() >= key.interval.open_time_at(stop_ms) - 4 * key.interval.ms, (
+            f"{key} stopped recording"
+        )
         assert opens.max() < stop_ms, f"{key}: a row from the future"
 
 
@@ -110,8 +120,13 @@ async def test_poison_and_floods_cost_no_candle_no_rest_call_and_no_stop_time(tm
         assert stats[market].poison_frames_sent >= 30, market  # the server did lie, a lot
         # Poison sets off no backfill: no more klines calls than the market without it.
         assert stats[market].rest_kline_calls <= stats[CLEAN_MARKET].rest_kline_calls, (
-            market, stats[market].rest_kline_calls, stats[CLEAN_MARKET].rest_kline_calls)
-    assert all(stats[m].flood_pings_sent >= 1000 and stats[m].stray_replies_sent >= 1000 for m in Market)
+            market,
+            stats[market].rest_kline_calls,
+            stats[CLEAN_MARKET].rest_kline_calls,
+        )
+    assert all(
+        stats[m].flood_pings_sent >= 1000 and stats[m].stray_replies_sent >= 1000 for m in Market
+    )
 
     df = read_dataset(tmp_path / "data")
     _assert_only_watched(df, keys)
@@ -156,7 +171,9 @@ async def test_sigterm_one_second_after_every_connection_came_back_under_a_ping_
             sim.faults.set(ping_flood_per_s=300)
             await asyncio.sleep(1.0)
 
-        code, took, stop_ms, log = await _record(sim, tmp_path, seconds=8, before_stop=drop_and_come_back)
+        code, took, stop_ms, log = await _record(
+            sim, tmp_path, seconds=8, before_stop=drop_and_come_back
+        )
     assert code == 0 and took <= 20, (code, took, log[-3000:])
     assert "still missing" not in log, log[-2000:]
     df = read_dataset(tmp_path / "data")

@@ -20,6 +20,7 @@ def c(i):
 
 def ledger(history=0):
     stored = []
+
     def store(key, candle, source):
         stored.append((candle.open_time, source))
         return True
@@ -151,14 +152,16 @@ def test_any_history_for_any_interval_stays_after_2017(interval):
     led.fill(key, r.first, r.last, [], server_now=T0 + 10 * M)
     assert st.missing == [] and st.absent == count
     # Exactly the history asked, or all since 2017 when that is less.
-    assert r.first == max(iv.shift(first_seen, -10**6), iv.open_at_or_after(JAN_2017))
+    assert r.first == max(iv.shift(first_seen, -(10**6)), iv.open_at_or_after(JAN_2017))
 
 
 def test_an_impossible_open_time_opens_no_gap():
     led, stored = ledger()
     led.accept(KEY, c(0))
     year_2090 = T0 + 65 * 365 * 24 * 60 * M
-    assert not led.accept(KEY, Candle(year_2090, year_2090 + M - 1, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0))
+    assert not led.accept(
+        KEY, Candle(year_2090, year_2090 + M - 1, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0)
+    )
     led.observe(KEY, 10**16)  # far past 2100
     led.observe(KEY, T0 + 5 * M + 7)  # not aligned to the minute
     led.observe(KEY, T0 + 11 * 366 * 24 * 60 * M)  # more than ten years after the last held
@@ -171,8 +174,12 @@ def test_an_impossible_open_time_opens_no_gap():
 
 def test_an_open_time_past_the_exchange_clock_is_ignored():
     stored = []
-    led = Ledger(lambda k, cd, s: stored.append(cd) or True, EventLog(), history=0,
-                 exchange_now_ms=lambda market: T0 + 10 * M)
+    led = Ledger(
+        lambda k, cd, s: stored.append(cd) or True,
+        EventLog(),
+        history=0,
+        exchange_now_ms=lambda market: T0 + 10 * M,
+    )
     led.accept(KEY, c(0))
     led.observe(KEY, c(30).open_time)  # 20 minutes past the exchange's clock
     assert missing(led) == [] and led.streams[KEY].implausible == 1

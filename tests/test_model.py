@@ -79,7 +79,18 @@ def test_spot_alone_has_one_second():
     assert Interval.S1 not in Market.COINM.intervals
 
 
-EXTREMES = [-(10**20), -(10**13), -1, 0, 1, ms(1, 1, 1), ms(9999, 12, 1), 253_402_300_800_000, 10**16, 10**20]
+EXTREMES = [
+    -(10**20),
+    -(10**13),
+    -1,
+    0,
+    1,
+    ms(1, 1, 1),
+    ms(9999, 12, 1),
+    253_402_300_800_000,
+    10**16,
+    10**20,
+]
 
 
 @pytest.mark.parametrize("interval", list(Interval))

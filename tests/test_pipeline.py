@@ -48,7 +48,9 @@ async def test_add_and_remove_streams_on_a_live_connection(sim, tmp_path):
     pipeline = Pipeline(make_settings(sim, tmp_path, [f"spot:{symbols[0]}:1m"]))
     await pipeline.start()
     try:
-        await wait_until(lambda: sim.stats[Market.SPOT].connections_opened == 1, what="a connection")
+        await wait_until(
+            lambda: sim.stats[Market.SPOT].connections_opened == 1, what="a connection"
+        )
         # A user adding streams one by one, quickly, then removing some.
         added = [StreamKey(Market.SPOT, s, Interval.M1) for s in symbols[1:]]
         for key in added:
@@ -121,12 +123,16 @@ async def test_malformed_frames_are_dropped_and_nothing_else(sim, tmp_path):
         "A" * (200 * 1024),  # big, but under the socket's limit (see the test below)
     ]
     try:
-        await wait_until(lambda: sum(s.recorded for s in pipeline.hub.streams.values()) >= 3,
-                         what="first closed candles")
+        await wait_until(
+            lambda: sum(s.recorded for s in pipeline.hub.streams.values()) >= 3,
+            what="first closed candles",
+        )
         for frame in frames:
             await sim.faults.inject(frame)
         sim.faults.malformed_rate = 0.5
-        await wait_until(lambda: pipeline.hub.malformed >= len(frames) * 3 + 10, what="malformed frames")
+        await wait_until(
+            lambda: pipeline.hub.malformed >= len(frames) * 3 + 10, what="malformed frames"
+        )
         sim.faults.malformed_rate = 0.0
         before = {k: s.recorded for k, s in pipeline.hub.streams.items()}
         await wait_until(
@@ -146,7 +152,9 @@ async def test_unknown_symbols_are_refused_before_subscribing(sim, tmp_path):
     await pipeline.start()
     try:
         try:
-            await pipeline.add([StreamKey.parse("usdm:NOPEUSDT:1m"), StreamKey.parse("usdm:ETHUSDT:1m")])
+            await pipeline.add(
+                [StreamKey.parse("usdm:NOPEUSDT:1m"), StreamKey.parse("usdm:ETHUSDT:1m")]
+            )
         except StreamRefused as exc:
             assert exc.problems == ["unknown symbol NOPEUSDT on usdm (not in its exchangeInfo)"]
         else:
@@ -157,7 +165,9 @@ async def test_unknown_symbols_are_refused_before_subscribing(sim, tmp_path):
         await pipeline.stop()
 
 
-async def test_a_frame_over_the_size_limit_is_refused_by_the_socket_and_nothing_is_lost(sim, tmp_path):
+async def test_a_frame_over_the_size_limit_is_refused_by_the_socket_and_nothing_is_lost(
+    sim, tmp_path
+):
     """A frame above the decoder's limit is refused by aiohttp's reader before it is buffered
     whole: the connection is dropped (the protocol allows nothing else), a new one replaces it,
     and the window between is fetched from REST."""
@@ -165,17 +175,26 @@ async def test_a_frame_over_the_size_limit_is_refused_by_the_socket_and_nothing_
     from kline_tui.binance.wire import MAX_FRAME_BYTES
 
     key = StreamKey.parse("usdm:BTCUSDT:1m")
-    pipeline = Pipeline(make_settings(sim, tmp_path, [str(key)], history=3), backoff=Backoff(0.2, 1.0))
+    pipeline = Pipeline(
+        make_settings(sim, tmp_path, [str(key)], history=3), backoff=Backoff(0.2, 1.0)
+    )
     await pipeline.start()
     try:
         ledger = pipeline.ledger
-        await wait_until(lambda: key in ledger.streams and ledger.streams[key].accepted_ws >= 2,
-                         what="live candles")
+        await wait_until(
+            lambda: key in ledger.streams and ledger.streams[key].accepted_ws >= 2,
+            what="live candles",
+        )
         await sim.faults.inject("A" * (MAX_FRAME_BYTES + 1), Market.USDM)
-        await wait_until(lambda: sim.stats[Market.USDM].connections_opened == 2, what="a new connection")
+        await wait_until(
+            lambda: sim.stats[Market.USDM].connections_opened == 2, what="a new connection"
+        )
         target = ledger.streams[key].accepted_ws + 2
-        await wait_until(lambda: ledger.streams[key].accepted_ws >= target and not ledger.streams[key].missing,
-                         timeout=30, what="recording to go on")
+        await wait_until(
+            lambda: ledger.streams[key].accepted_ws >= target and not ledger.streams[key].missing,
+            timeout=30,
+            what="recording to go on",
+        )
     finally:
         await pipeline.stop()
     reasons = " ".join(e.message for e in pipeline.events.recent)

@@ -26,7 +26,9 @@ from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.ledger import Ledger
 from kline_tui.safe_text import safe_text
 
-FAST = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 # -- (a) the decoder ---------------------------------------------------------------------------
 
@@ -36,7 +38,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**63), max_value=2**64 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
     max_leaves=25,
 )
 
@@ -47,18 +51,56 @@ def real_event(t=T_REAL, interval=Interval.M1, closed=False, event_time=None):
     """A kline frame as Binance sends it, as a dict to mutate."""
     close = interval.close_time(t)
     event_time = (close + 1 if closed else t + 1) if event_time is None else event_time
-    return {"stream": "btcusdt@kline_1m", "data": {"e": "kline", "E": event_time, "s": "BTCUSDT", "k": {
-        "t": t, "T": close, "s": "BTCUSDT", "i": interval.value, "f": 5122041311, "L": 5122041720,
-        "o": "61607.90", "c": "61623.30", "h": "61623.30", "l": "61605.30", "v": "16.692",
-        "n": 410, "x": closed, "q": "1028411.77850", "V": "8.100", "Q": "499003.12000", "B": "0"}}}
+    return {
+        "stream": "btcusdt@kline_1m",
+        "data": {
+            "e": "kline",
+            "E": event_time,
+            "s": "BTCUSDT",
+            "k": {
+                "t": t,
+                "T": close,
+                "s": "BTCUSDT",
+                "i": interval.value,
+                "f": 5122041311,
+                "L": 5122041720,
+                "o": "61607.90",
+                "c": "61623.30",
+                "h": "61623.30",
+                "l": "61605.30",
+                "v": "16.692",
+                "n": 410,
+                "x": closed,
+                "q": "1028411.77850",
+                "V": "8.100",
+                "Q": "499003.12000",
+                "B": "0",
+            },
+        },
+    }
 
 
 # Values a mutation tries besides any JSON: times near the real ones, numbers as strings.
 near_values = (
     st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.integers(min_value=T_REAL - 10**9, max_value=T_REAL + 10**9)
-    | st.sampled_from([0, -1, 10**16, 2**63 - 1, EARLIEST_OPEN_MS - 1, LATEST_MS, "nan", "inf",
-                       "-1", "1e308", "", True, None])
+    | st.sampled_from(
+        [
+            0,
+            -1,
+            10**16,
+            2**63 - 1,
+            EARLIEST_OPEN_MS - 1,
+            LATEST_MS,
+            "nan",
+            "inf",
+            "-1",
+            "1e308",
+            "",
+            True,
+            None,
+        ]
+    )
     | st.decimals(allow_nan=True).map(str)
 )
 
@@ -88,7 +130,9 @@ def mutated_frames(draw):
     if not isinstance(event_time, int) or draw(st.integers(0, 3)) == 0:
         clock = draw(st.none() | st.integers(EARLIEST_OPEN_MS, LATEST_MS))
     else:
-        clock = event_time + draw(st.integers(-2 * wire.CLOCK_TOLERANCE_MS, 2 * wire.CLOCK_TOLERANCE_MS))
+        clock = event_time + draw(
+            st.integers(-2 * wire.CLOCK_TOLERANCE_MS, 2 * wire.CLOCK_TOLERANCE_MS)
+        )
     return msgspec.json.encode(event).decode(), interval, clock
 
 
@@ -121,7 +165,9 @@ def test_decode_never_raises_on_any_text(frame):
     assert isinstance(wire.decode(frame), (wire.Envelope, wire.ControlReply, wire.Malformed))
 
 
-@settings(max_examples=500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=500, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(mutated_frames())
 def test_a_mutated_kline_frame_never_yields_an_impossible_candle(case):
     frame, interval, clock_ms = case
@@ -165,7 +211,9 @@ def test_open_times_round_trip_1970_to_2100(interval, t):
 
 
 @FAST
-@given(st.sampled_from(list(Interval)), YEARS_1970_2100, st.integers(0, 40), st.integers(0, 5 * 10**6))
+@given(
+    st.sampled_from(list(Interval)), YEARS_1970_2100, st.integers(0, 40), st.integers(0, 5 * 10**6)
+)
 def test_count_between_agrees_with_stepping(interval, t, steps, far):
     first = interval.open_time_at(t)
     last = first
@@ -212,7 +260,12 @@ def open_times(draw, key: StreamKey):
 def ledger_runs(draw):
     key = draw(st.sampled_from(KEYS))
     history = draw(st.integers(0, 10**6) | st.sampled_from([0, 1, 10**6]))
-    ops = draw(st.lists(st.tuples(st.sampled_from(["observe", "accept", "fill", "begin"]), open_times(key)), max_size=25))
+    ops = draw(
+        st.lists(
+            st.tuples(st.sampled_from(["observe", "accept", "fill", "begin"]), open_times(key)),
+            max_size=25,
+        )
+    )
     return key, history, ops
 
 
@@ -221,8 +274,12 @@ def ledger_runs(draw):
 def test_the_ledger_never_raises_nor_holds_the_impossible(run, clock_ms):
     key, history, ops = run
     iv = key.interval
-    led = Ledger(lambda k, c, s: True, EventLog(), history=history,
-                 exchange_now_ms=None if clock_ms is None else (lambda market: clock_ms))
+    led = Ledger(
+        lambda k, c, s: True,
+        EventLog(),
+        history=history,
+        exchange_now_ms=None if clock_ms is None else (lambda market: clock_ms),
+    )
     for op, t in ops:
         if op == "observe":
             led.observe(key, t)
@@ -238,7 +295,9 @@ def test_the_ledger_never_raises_nor_holds_the_impossible(run, clock_ms):
     st_ = led.streams.get(key)
     if st_ is None:
         return
-    assert st_.last is None or (EARLIEST_OPEN_MS <= st_.last < LATEST_MS and iv.is_aligned(st_.last))
+    assert st_.last is None or (
+        EARLIEST_OPEN_MS <= st_.last < LATEST_MS and iv.is_aligned(st_.last)
+    )
     previous = None
     for r in st_.missing:
         assert EARLIEST_OPEN_MS <= r.first <= r.last < LATEST_MS
@@ -255,7 +314,9 @@ BIDI = set("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u
 
 def obeyable(text: str) -> list[str]:
     """The characters of `text` a terminal would act on rather than show."""
-    return [ch for ch in text if unicodedata.category(ch) == "Cc" or ch in BIDI or ch in "\u2028\u2029"]
+    return [
+        ch for ch in text if unicodedata.category(ch) == "Cc" or ch in BIDI or ch in "\u2028\u2029"
+    ]
 
 
 def test_an_escape_sequence_from_a_server_never_reaches_the_event_log():
@@ -267,8 +328,11 @@ def test_an_escape_sequence_from_a_server_never_reaches_the_event_log():
 
 
 @FAST
-@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=400) | st.text("\x1b[]0;27JmP\\\x07\x9b\x9d\n\t\u202e ab", max_size=60),
-       st.integers(1, 500))
+@given(
+    st.text(alphabet=st.characters(codec="utf-8"), max_size=400)
+    | st.text("\x1b[]0;27JmP\\\x07\x9b\x9d\n\t\u202e ab", max_size=60),
+    st.integers(1, 500),
+)
 def test_safe_text_leaves_nothing_a_terminal_would_obey(text, limit):
     out = safe_text(text, limit)
     assert obeyable(out) == [] and "\x1b" not in out and len(out) <= limit

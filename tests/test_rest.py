@@ -71,7 +71,9 @@ async def serve(routes: dict[str, web.Response | object]):
 
 async def test_a_huge_retry_after_blocks_rest_for_an_hour_at_most():
     answer = web.json_response(
-        {"code": -1003, "msg": "Too many requests."}, status=429, headers={"Retry-After": "999999999"}
+        {"code": -1003, "msg": "Too many requests."},
+        status=429,
+        headers={"Retry-After": "999999999"},
     )
     async with serve({"/api/v3/klines": answer}) as rest:
         with pytest.raises(RestError, match="HTTP 429"):
@@ -184,7 +186,9 @@ async def test_impossible_rows_are_dropped_and_counted():
     ]
     rows = sorted(good + bad, key=lambda r: r[0])
     async with serve({"/api/v3/time": {"serverTime": NOW}, "/api/v3/klines": rows}) as rest:
-        candles, server_now = await rest.closed_klines(Market.SPOT, "BTCUSDT", Interval.M1, first, last)
+        candles, server_now = await rest.closed_klines(
+            Market.SPOT, "BTCUSDT", Interval.M1, first, last
+        )
         assert [c.open_time for c in candles] == [r[0] for r in good]
         assert server_now == NOW
         assert rest.rejected_rows == len(bad)
@@ -200,7 +204,11 @@ async def test_a_row_that_is_not_a_number_is_dropped_not_raised():
 
 
 async def test_a_candle_after_the_exchange_clock_is_dropped():
-    rows = [row(T0 + 29 * M), row(T0 + 30 * M), row(T0 + 2 * 24 * 60 * M)]  # the last: two days ahead
+    rows = [
+        row(T0 + 29 * M),
+        row(T0 + 30 * M),
+        row(T0 + 2 * 24 * 60 * M),
+    ]  # the last: two days ahead
     async with serve({"/api/v3/time": {"serverTime": NOW}, "/api/v3/klines": rows}) as rest:
         await rest.server_time(Market.SPOT)
         candles = await rest.klines(Market.SPOT, "BTCUSDT", Interval.M1)
@@ -250,11 +258,13 @@ async def test_server_error_messages_lose_control_characters():
 
 
 async def test_exchange_info_leaves_out_names_a_terminal_would_obey():
-    info = {"symbols": [
-        {"symbol": "BTCUSDT", "status": "TRADING"},
-        {"symbol": "EVIL\x1b[2J", "status": "TRADING"},
-        {"symbol": "ETHUSDT", "status": "BREAK\x1b]0;x\x07"},
-    ]}
+    info = {
+        "symbols": [
+            {"symbol": "BTCUSDT", "status": "TRADING"},
+            {"symbol": "EVIL\x1b[2J", "status": "TRADING"},
+            {"symbol": "ETHUSDT", "status": "BREAK\x1b]0;x\x07"},
+        ]
+    }
     async with serve({"/api/v3/exchangeInfo": info}) as rest:
         symbols = await rest.exchange_info(Market.SPOT)
     assert sorted(symbols) == ["BTCUSDT", "ETHUSDT"]

@@ -50,4 +50,6 @@ async def test_history_lost_to_a_kill_is_fetched_by_the_restart(tmp_path):
         f"the dataset begins {(first_live - head) // 60_000} candles before the first live row, "
         f"not {HISTORY}"
     )
-    assert df.filter(pl.col("open_time").dt.epoch("ms") < first_live)["source"].unique().to_list() == ["rest"]
+    assert df.filter(pl.col("open_time").dt.epoch("ms") < first_live)[
+        "source"
+    ].unique().to_list() == ["rest"]

@@ -64,7 +64,9 @@ async def test_stop_right_after_a_reconnect_fetches_the_lost_window(sim, tmp_pat
         await cut_off(sim, pipeline, 4.0)  # four simulated minutes with no socket
         # Back, and the hole is known: stop at once, well inside the grace period.
         await wait_until(
-            lambda: all(pipeline.ledger.streams[k].missing for k in KEYS), timeout=30, what="holes known"
+            lambda: all(pipeline.ledger.streams[k].missing for k in KEYS),
+            timeout=30,
+            what="holes known",
         )
     finally:
         report = await pipeline.stop()
@@ -116,7 +118,9 @@ def _raise_once(target, name: str, exc: Exception):
     return state
 
 
-@pytest.mark.parametrize("task", ["connection", "backfill loop", "backfill fetch", "sink", "compaction"])
+@pytest.mark.parametrize(
+    "task", ["connection", "backfill loop", "backfill fetch", "sink", "compaction"]
+)
 async def test_a_task_that_raises_is_restarted_and_nothing_is_lost(sim, tmp_path, task):
     """Each supervised task in turn raises something unexpected once: it is reported once,
     restarted, recording goes on, and the dataset is exact and contiguous at the end."""
@@ -294,7 +298,9 @@ def test_demo_rows_say_sim_and_a_second_fast_run_records(tmp_path):
     assert code == 0, err
     second = read_dataset(data)
     newest = first["open_time"].max()
-    assert second.filter(pl.col("open_time") > newest).height >= 3, "the second run recorded nothing new"
+    assert second.filter(pl.col("open_time") > newest).height >= 3, (
+        "the second run recorded nothing new"
+    )
     opens = second.sort("open_time")["open_time"].dt.epoch("ms").to_list()
     assert len(opens) == len(set(opens)) and all(b - a == 60_000 for a, b in zip(opens, opens[1:]))
 
@@ -316,14 +322,20 @@ def test_demo_with_a_real_config_never_writes_into_its_data_dir(tmp_path):
     assert set(read_dataset(demo)["source"].unique()) == {"sim"}
 
 
-@pytest.mark.parametrize("bad", [["--demo-speed", "nan"], ["--demo-speed", "inf"], ["--demo-speed", "1e308"],
-                                 ["--data-dir", ""]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--demo-speed", "nan"],
+        ["--demo-speed", "inf"],
+        ["--demo-speed", "1e308"],
+        ["--data-dir", ""],
+    ],
+)
 def test_bad_numbers_and_paths_on_the_command_line_are_one_line_and_exit_2(tmp_path, bad):
     proc = run_to_end([KLINE_TUI, "record", "--demo", "usdm:BTCUSDT:1m", *bad], env_for(tmp_path))
     assert proc.returncode == 2, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     assert not list(tmp_path.rglob("*.parquet"))
-
 
 
 # -- the runtime alone, as every face drives it -------------------------------------------------
@@ -340,7 +352,9 @@ async def test_the_runtime_alone_starts_adds_removes_pauses_flushes_and_stops(si
         assert await runtime.start() == [btc]
         pipeline = runtime.pipeline
         ledgers = pipeline.ledger.streams
-        await wait_until(lambda: ledgers[btc].accepted_ws >= 2 and not ledgers[btc].missing, what="btc live")
+        await wait_until(
+            lambda: ledgers[btc].accepted_ws >= 2 and not ledgers[btc].missing, what="btc live"
+        )
         assert await runtime.add([eth, btc]) == [eth]
         await wait_until(lambda: eth in ledgers and ledgers[eth].accepted_ws >= 2, what="eth live")
         assert await runtime.flush() > 0 and pipeline.sink.stats.rows_buffered == 0
@@ -350,8 +364,11 @@ async def test_the_runtime_alone_starts_adds_removes_pauses_flushes_and_stops(si
         await wait_until(lambda: ledgers[eth].missing, what="a candle held back while paused")
         assert pipeline.sink.stats.rows_buffered == 0  # nothing stored while paused
         runtime.resume()
-        await wait_until(lambda: ledgers[eth].accepted_ws > paused_at + 1 and not ledgers[eth].missing,
-                         timeout=30, what="the paused candles fetched")
+        await wait_until(
+            lambda: ledgers[eth].accepted_ws > paused_at + 1 and not ledgers[eth].missing,
+            timeout=30,
+            what="the paused candles fetched",
+        )
         assert runtime.remove([btc]) == [btc] and btc not in pipeline.hub.streams
     finally:
         report = await runtime.stop()

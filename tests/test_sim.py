@@ -86,7 +86,9 @@ def test_candle_at_shape_and_formatting():
     coinm = candle_at(Market.COINM, "BTCUSD_PERP", iv, t)
     for c in (spot, usdm, coinm):
         assert c.T == iv.close_time(t) == t + 59_999
-        assert float(c.l) <= min(float(c.o), float(c.c)) <= max(float(c.o), float(c.c)) <= float(c.h)
+        assert (
+            float(c.l) <= min(float(c.o), float(c.c)) <= max(float(c.o), float(c.c)) <= float(c.h)
+        )
         assert 60_000 < float(c.o) < 130_000  # BTC near 95k
         assert c.n > 0 and c.L == c.f + c.n - 1
     # Spot prints 8 decimals (prices on a 0.01 tick), USD-M its own precision (0.1 tick, 0.001 lot).
@@ -121,8 +123,14 @@ def test_candle_at_is_pure_across_processes():
         f" for m, s in {cases!r} for k in range(3)]))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    here = [[getattr(candle_at(m, s, "1m", t0 + k * 60_000), f) for f in WIRE_FIELDS] for m, s in cases for k in range(3)]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    here = [
+        [getattr(candle_at(m, s, "1m", t0 + k * 60_000), f) for f in WIRE_FIELDS]
+        for m, s in cases
+        for k in range(3)
+    ]
     assert json.loads(out.stdout) == here
 
 
@@ -180,18 +188,31 @@ def test_universe_and_clock():
 
 async def test_subscribe_list_unsubscribe_and_errors(sim):
     async with connect(ws_url(sim, Market.SPOT, "/ws")) as ws:
-        assert await request(ws, "SUBSCRIBE", ["btcusdt@kline_1m", "ethusdt@kline_5m"], 1) == {"result": None, "id": 1}
+        assert await request(ws, "SUBSCRIBE", ["btcusdt@kline_1m", "ethusdt@kline_5m"], 1) == {
+            "result": None,
+            "id": 1,
+        }
         event = await recv_json(ws)
         assert event["e"] == "kline" and event["k"]["x"] is False
         listed = await request(ws, "LIST_SUBSCRIPTIONS", None, 3)
         assert listed == {"result": ["btcusdt@kline_1m", "ethusdt@kline_5m"], "id": 3}
-        assert await request(ws, "UNSUBSCRIBE", ["ethusdt@kline_5m"], 4) == {"result": None, "id": 4}
-        assert await request(ws, "LIST_SUBSCRIPTIONS", [], 5) == {"result": ["btcusdt@kline_1m"], "id": 5}
+        assert await request(ws, "UNSUBSCRIBE", ["ethusdt@kline_5m"], 4) == {
+            "result": None,
+            "id": 4,
+        }
+        assert await request(ws, "LIST_SUBSCRIPTIONS", [], 5) == {
+            "result": ["btcusdt@kline_1m"],
+            "id": 5,
+        }
     # Spot allows 5 messages a second per connection: spread the error cases over connections.
     async with connect(ws_url(sim, Market.SPOT, "/ws")) as ws:
         assert await request(ws, "GET_PROPERTY", ["combined"], 6) == {"result": False, "id": 6}
         assert (await request(ws, "SET_PROPERTY", ["combined", "yes"], 7))["code"] == 1
-        assert await request(ws, "SET_PROPERTY", ["nope", True], 8) == {"code": 0, "msg": "Unknown property", "id": 8}
+        assert await request(ws, "SET_PROPERTY", ["nope", True], 8) == {
+            "code": 0,
+            "msg": "Unknown property",
+            "id": 8,
+        }
         bad = await request(ws, "FROBNICATE", [], 9)
         assert bad["code"] == 2 and bad["id"] == 9
     async with connect(ws_url(sim, Market.SPOT, "/ws")) as ws:
@@ -205,20 +226,48 @@ async def test_subscribe_list_unsubscribe_and_errors(sim):
         assert answer["code"] == 3 and answer["msg"].startswith("Invalid JSON")
         assert await request(ws, "LIST_SUBSCRIPTIONS", None, 12) == {"result": [], "id": 12}
     record = sim.stats[Market.SPOT].connections[0]
-    assert [m for _, m, _ in record.control][:4] == ["SUBSCRIBE", "LIST_SUBSCRIPTIONS", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS"]
+    assert [m for _, m, _ in record.control][:4] == [
+        "SUBSCRIBE",
+        "LIST_SUBSCRIPTIONS",
+        "UNSUBSCRIBE",
+        "LIST_SUBSCRIPTIONS",
+    ]
     assert record.subscriptions == {"btcusdt@kline_1m"}
-    assert sim.stats[Market.SPOT].subscribe_messages == 4 and sim.stats[Market.SPOT].unsubscribe_messages == 1
+    assert (
+        sim.stats[Market.SPOT].subscribe_messages == 4
+        and sim.stats[Market.SPOT].unsubscribe_messages == 1
+    )
     assert all(c.rate_violations == 0 for c in sim.stats[Market.SPOT].connections)
 
 
 async def test_raw_and_combined_formats(sim):
     async with (
         connect(ws_url(sim, Market.COINM, "/ws/btcusd_perp@kline_1m")) as raw,
-        connect(ws_url(sim, Market.COINM, "/stream?streams=btcusd_perp@kline_1m/ethusd_261225@kline_1h")) as comb,
+        connect(
+            ws_url(sim, Market.COINM, "/stream?streams=btcusd_perp@kline_1m/ethusd_261225@kline_1h")
+        ) as comb,
     ):
         event = await recv_json(raw)
         assert list(event) == ["e", "E", "s", "k"] and event["s"] == "BTCUSD_PERP"
-        assert list(event["k"]) == ["t", "T", "s", "i", "f", "L", "o", "c", "h", "l", "v", "n", "x", "q", "V", "Q", "B"]
+        assert list(event["k"]) == [
+            "t",
+            "T",
+            "s",
+            "i",
+            "f",
+            "L",
+            "o",
+            "c",
+            "h",
+            "l",
+            "v",
+            "n",
+            "x",
+            "q",
+            "V",
+            "Q",
+            "B",
+        ]
         assert event["k"]["B"] == "0" and event["k"]["i"] == "1m"
         streams = set()
         for _ in range(4):
@@ -227,7 +276,10 @@ async def test_raw_and_combined_formats(sim):
             streams.add(wrapped["stream"])
         assert streams == {"btcusd_perp@kline_1m", "ethusd_261225@kline_1h"}
         # Switching a raw connection to combined wraps what follows.
-        assert await request(raw, "SET_PROPERTY", ["combined", True], 2) == {"result": None, "id": 2}
+        assert await request(raw, "SET_PROPERTY", ["combined", True], 2) == {
+            "result": None,
+            "id": 2,
+        }
         frames = await collect(raw, 0.6)
         assert frames and all(f["stream"] == "btcusd_perp@kline_1m" for f in frames)
 
@@ -242,7 +294,12 @@ async def test_usdm_unrouted_path_stays_silent(sim):
         assert await request(unrouted, "SUBSCRIBE", [name], 1) == {"result": None, "id": 1}
         assert await request(unrouted, "LIST_SUBSCRIPTIONS", None, 2) == {"result": [name], "id": 2}
         # Unknown symbol, an interval USD-M lacks, and a bad one: acknowledged, then silent.
-        silent = ["nosuchusdt@kline_1m", "btcusdt@kline_1s", "btcusdt@kline_7m", "b0001usdt@kline_1m"]
+        silent = [
+            "nosuchusdt@kline_1m",
+            "btcusdt@kline_1s",
+            "btcusdt@kline_7m",
+            "b0001usdt@kline_1m",
+        ]
         assert await request(checks, "SUBSCRIBE", silent, 3) == {"result": None, "id": 3}
         routed_frames, unrouted_frames, check_frames = await asyncio.gather(
             collect(routed, 1.2), collect(unrouted, 1.2), collect(checks, 1.2)
@@ -274,7 +331,9 @@ async def test_server_pings_and_cuts_silent_clients():
     async with Simulator(extra_symbols=0, ping_interval_s=0.1) as sim:
         async with connect(ws_url(sim, Market.COINM, "/ws")) as polite:  # answers pings itself
             async with aiohttp.ClientSession() as session:
-                async with session.ws_connect(ws_url(sim, Market.COINM, "/ws"), autoping=False) as mute:
+                async with session.ws_connect(
+                    ws_url(sim, Market.COINM, "/ws"), autoping=False
+                ) as mute:
                     msg = await mute.receive(timeout=1)
                     assert msg.type is aiohttp.WSMsgType.PING
                     while not mute.closed:
@@ -306,7 +365,9 @@ async def test_fast_clock_delivers_every_close_in_order_and_exact():
         assert opens == list(range(opens[0], opens[0] + 60_000 * len(opens), 60_000))
         for e in closed:
             k = e["k"]
-            assert {f: k[f] for f in WIRE_FIELDS} == wire_dict(candle_at(market, symbol, "1m", k["t"]))
+            assert {f: k[f] for f in WIRE_FIELDS} == wire_dict(
+                candle_at(market, symbol, "1m", k["t"])
+            )
             assert e["E"] >= k["T"] and k["s"] == symbol and k["i"] == "1m"
         assert not events[0]["k"]["x"]  # the first push is only the forming candle
         for e in events:
@@ -345,15 +406,26 @@ async def test_rest_klines_paging_and_values(sim):
         assert rows[-1][1] == candle_at(Market.SPOT, "BTCUSDT", "1m", current).o  # forming
 
         start = current - 10 * 60_000 - 123  # unaligned: first open at or after it
-        _, _, rows = await get(s, url, symbol="BTCUSDT", interval="1m", startTime=str(start), limit="3")
+        _, _, rows = await get(
+            s, url, symbol="BTCUSDT", interval="1m", startTime=str(start), limit="3"
+        )
         assert [r[0] for r in rows] == [current - 600_000, current - 540_000, current - 480_000]
-        _, _, rows = await get(s, url, symbol="BTCUSDT", interval="1m", endTime=str(current - 60_001), limit="2")
+        _, _, rows = await get(
+            s, url, symbol="BTCUSDT", interval="1m", endTime=str(current - 60_001), limit="2"
+        )
         assert [r[0] for r in rows] == [current - 180_000, current - 120_000]
         _, _, rows = await get(
-            s, url, symbol="BTCUSDT", interval="1m", startTime=str(current - 300_000), endTime=str(current - 120_000)
+            s,
+            url,
+            symbol="BTCUSDT",
+            interval="1m",
+            startTime=str(current - 300_000),
+            endTime=str(current - 120_000),
         )
         assert [r[0] for r in rows] == [current - 300_000 + 60_000 * k for k in range(4)]
-        _, _, rows = await get(s, url, symbol="BTCUSDT", interval="1m", startTime=str(current + 3_600_000))
+        _, _, rows = await get(
+            s, url, symbol="BTCUSDT", interval="1m", startTime=str(current + 3_600_000)
+        )
         assert rows == []  # never beyond now
         _, headers, rows = await get(s, url, symbol="ETHUSDT", interval="1h")
         assert len(rows) == 500 and rows[-1][0] == Interval.H1.open_time_at(now)
@@ -376,18 +448,27 @@ async def test_rest_klines_paging_and_values(sim):
         assert len(rows) == 1500
         coinm = sim.endpoints[Market.COINM].rest
         status, _, body = await get(
-            s, coinm + "/dapi/v1/klines", symbol="BTCUSD_PERP", interval="1d", startTime="0",
+            s,
+            coinm + "/dapi/v1/klines",
+            symbol="BTCUSD_PERP",
+            interval="1d",
+            startTime="0",
             endTime=str(201 * 86_400_000),
         )
         assert (status, body["code"]) == (400, -1127)
         # Futures weights by limit, one pool for USD-M and COIN-M.
-        _, h1, _ = await get(s, coinm + "/dapi/v1/klines", symbol="BTCUSD_PERP", interval="1m", limit="99")
+        _, h1, _ = await get(
+            s, coinm + "/dapi/v1/klines", symbol="BTCUSD_PERP", interval="1m", limit="99"
+        )
         _, h2, _ = await get(s, futures, symbol="BTCUSDT", interval="1m", limit="100")
         assert int(h2["X-MBX-USED-WEIGHT-1M"]) - int(h1["X-MBX-USED-WEIGHT-1M"]) == 2
 
         _, _, info = await get(s, coinm + "/dapi/v1/exchangeInfo")
         by_name = {x["symbol"]: x for x in info["symbols"]}
-        assert by_name["BTCUSD_PERP"]["contractSize"] == 100 and by_name["BTCUSD_PERP"]["contractStatus"] == "TRADING"
+        assert (
+            by_name["BTCUSD_PERP"]["contractSize"] == 100
+            and by_name["BTCUSD_PERP"]["contractStatus"] == "TRADING"
+        )
         assert by_name["BTCUSD_261225"]["contractType"] == "CURRENT_QUARTER"
         _, h, info = await get(s, rest + "/api/v3/exchangeInfo")
         assert info["timezone"] == "UTC" and any(x["status"] == "BREAK" for x in info["symbols"])
@@ -400,12 +481,16 @@ async def test_rest_weight_budget_429_then_418(sim):
     async with aiohttp.ClientSession() as s:
         statuses = []
         for _ in range(600):
-            status, headers, body = await get(s, url, symbol="BTCUSDT", interval="1m", limit="1500", startTime=future)
+            status, headers, body = await get(
+                s, url, symbol="BTCUSDT", interval="1m", limit="1500", startTime=future
+            )
             statuses.append(status)
             if status == 429:
                 break
         assert status == 429 and body["code"] == -1003
-        assert 1 <= int(headers["Retry-After"]) <= 60 and int(headers["X-MBX-USED-WEIGHT-1M"]) > 2400
+        assert (
+            1 <= int(headers["Retry-After"]) <= 60 and int(headers["X-MBX-USED-WEIGHT-1M"]) > 2400
+        )
         assert statuses.count(200) >= 239
         # COIN-M shares the spent futures budget; spot does not.
         status, _, _ = await get(s, sim.endpoints[Market.COINM].rest + "/dapi/v1/time")
@@ -439,7 +524,10 @@ async def test_fault_drop_abrupt_and_clean(sim):
                 await recv_json(ws)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
     await asyncio.sleep(0.05)
-    assert sim.stats[Market.SPOT].open_connections() == [] and sim.stats[Market.COINM].open_connections() == []
+    assert (
+        sim.stats[Market.SPOT].open_connections() == []
+        and sim.stats[Market.COINM].open_connections() == []
+    )
 
 
 async def test_fault_stall_some_or_all_streams(sim):
@@ -456,7 +544,10 @@ async def test_fault_stall_some_or_all_streams(sim):
         await asyncio.sleep(0.15)
         frames = await collect(ws, 0.6)
         assert {f["stream"] for f in frames} == {a, b}
-        assert await request(ws, "LIST_SUBSCRIPTIONS", None, 9) == {"result": [a, b], "id": 9}  # still up
+        assert await request(ws, "LIST_SUBSCRIPTIONS", None, 9) == {
+            "result": [a, b],
+            "id": 9,
+        }  # still up
 
 
 async def test_fault_inject_shutdown_and_malformed(sim):
@@ -473,9 +564,10 @@ async def test_fault_inject_shutdown_and_malformed(sim):
         shutdown = await recv_json(comb)
         assert shutdown["stream"] == "!serverShutdown" and shutdown["data"]["e"] == "serverShutdown"
 
-
     sim.faults.malformed_rate = 1.0
-    async with connect(ws_url(sim, Market.USDM, "/stream?streams=btcusdt@kline_1m"), max_size=None) as ws:
+    async with connect(
+        ws_url(sim, Market.USDM, "/stream?streams=btcusdt@kline_1m"), max_size=None
+    ) as ws:
         frames = [await asyncio.wait_for(ws.recv(), 3) for _ in range(16)]
     good = [f for f in frames if _is_kline_frame(f)]
     assert len(good) >= 7 and len(frames) - len(good) >= 7  # every event has a broken twin
@@ -547,17 +639,30 @@ async def test_fault_refuse_lifetime_and_rest_fail(sim):
 
 async def test_command_line_prints_endpoints_and_exits_cleanly():
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kline_tui.sim", "--speed", "10", "--offset-s", "-3600", "--extra-symbols", "10",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "kline_tui.sim",
+        "--speed",
+        "10",
+        "--offset-s",
+        "-3600",
+        "--extra-symbols",
+        "10",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     lines = []
-    while (line := (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()) and line.strip() != "ready":
+    while (
+        line := (await asyncio.wait_for(proc.stdout.readline(), 10)).decode()
+    ) and line.strip() != "ready":
         lines.append(line)
     config = tomllib.loads("".join(lines))
     assert set(config["endpoints"]) == {"spot", "usdm", "coinm"}
     assert config["endpoints"]["usdm"]["ws"].endswith("/market")
     async with aiohttp.ClientSession() as s:
-        status, _, body = await get(s, config["endpoints"]["coinm"]["rest"] + MARKETS[Market.COINM].time_path)
+        status, _, body = await get(
+            s, config["endpoints"]["coinm"]["rest"] + MARKETS[Market.COINM].time_path
+        )
     assert status == 200 and abs(body["serverTime"] - (time.time() * 1000 - 3_600_000)) < 60_000
     proc.send_signal(signal.SIGINT)
     _, err = await asyncio.wait_for(proc.communicate(), 10)
@@ -567,10 +672,31 @@ async def test_command_line_prints_endpoints_and_exits_cleanly():
 # -- the hostile server ---------------------------------------------------------------------
 
 Y2017_MS = 1_483_228_800_000
-FLAWS = {"event_time", "unaligned", "before_2017", "after_event", "far_future", "early_close", "nan",
-         "negative", "infinite", "wrong_symbol", "wrong_interval", "huge_int"}
-REST_FLAWS = {"unaligned", "before_2017", "future", "far_future", "bad_close_time", "nan", "negative",
-              "infinite", "huge_int"}
+FLAWS = {
+    "event_time",
+    "unaligned",
+    "before_2017",
+    "after_event",
+    "far_future",
+    "early_close",
+    "nan",
+    "negative",
+    "infinite",
+    "wrong_symbol",
+    "wrong_interval",
+    "huge_int",
+}
+REST_FLAWS = {
+    "unaligned",
+    "before_2017",
+    "future",
+    "far_future",
+    "bad_close_time",
+    "nan",
+    "negative",
+    "infinite",
+    "huge_int",
+}
 
 
 def _number_flaws(values) -> set[str]:
@@ -664,10 +790,14 @@ async def test_poisoned_kline_frames_of_every_shape_beside_exact_real_ones(sim):
             assert_real(Market.USDM, symbol, event)
             real[stream] += 1
     assert seen == FLAWS
-    assert min(offsets) < -3_000_000 and max(offsets) > 3_000_000  # both ahead of and behind the clock
+    assert (
+        min(offsets) < -3_000_000 and max(offsets) > 3_000_000
+    )  # both ahead of and behind the clock
     assert real[a] >= 4 and real[b] >= 4  # the real frames still come, exact
     # Four before each real frame (the last four may still be on their way).
-    assert 4 * real[a] <= poisoned <= 4 * real[a] + 4 <= sim.stats[Market.USDM].poison_frames_sent + 4
+    assert (
+        4 * real[a] <= poisoned <= 4 * real[a] + 4 <= sim.stats[Market.USDM].poison_frames_sent + 4
+    )
     assert sim.stats[Market.SPOT].poison_frames_sent == 0
 
 
@@ -783,7 +913,9 @@ async def test_slow_loris_handshakes(sim):
     sim.faults.set(Market.SPOT, handshake_delay_s=0.6)
     url = ws_url(sim, Market.SPOT, "/ws")
     started = time.monotonic()
-    _, writer = await asyncio.open_connection("127.0.0.1", sim.ports[Market.SPOT])  # TCP is accepted at once
+    _, writer = await asyncio.open_connection(
+        "127.0.0.1", sim.ports[Market.SPOT]
+    )  # TCP is accepted at once
     assert time.monotonic() - started < 0.3
     writer.close()
     async with connect(url):
@@ -796,10 +928,14 @@ async def test_slow_loris_handshakes(sim):
         waiting = asyncio.create_task(session.ws_connect(url))
         await asyncio.sleep(0.5)
         assert not waiting.done()
-        sim.faults.set(Market.SPOT, handshake_delay_s=0)  # lowering the switch answers held handshakes
+        sim.faults.set(
+            Market.SPOT, handshake_delay_s=0
+        )  # lowering the switch answers held handshakes
         ws = await asyncio.wait_for(waiting, 1)
         await ws.close()
-    async with connect(ws_url(sim, Market.USDM, "/ws"), open_timeout=0.5):  # other markets unaffected
+    async with connect(
+        ws_url(sim, Market.USDM, "/ws"), open_timeout=0.5
+    ):  # other markets unaffected
         pass
     assert sim.stats[Market.SPOT].handshakes_delayed == 3  # a bare TCP connection sends no upgrade
 
@@ -815,14 +951,22 @@ async def test_escape_sequences_in_close_reasons_and_error_messages(sim):
         await sim.faults.drop(Market.SPOT, clean=True)
         with pytest.raises(ConnectionClosed) as closed:
             await recv_json(ws)
-    assert closed.value.rcvd.code == 1001 and closed.value.rcvd.reason == "going away " + HOSTILE_TEXT
+    assert (
+        closed.value.rcvd.code == 1001 and closed.value.rcvd.reason == "going away " + HOSTILE_TEXT
+    )
     sim.faults.rest_fail(429, 1, market=Market.SPOT)
     async with aiohttp.ClientSession() as s:
         status, _, body = await get(s, sim.endpoints[Market.SPOT].rest + "/api/v3/time")
         assert status == 429 and body["msg"].endswith(HOSTILE_TEXT)
-        status, _, body = await get(s, sim.endpoints[Market.SPOT].rest + "/api/v3/klines", symbol="NOPE", interval="1m")
-        assert (status, body["code"]) == (400, -1121) and body["msg"] == "Invalid symbol. " + HOSTILE_TEXT
-        status, _, body = await get(s, sim.endpoints[Market.USDM].rest + "/fapi/v1/klines", symbol="NOPE", interval="1m")
+        status, _, body = await get(
+            s, sim.endpoints[Market.SPOT].rest + "/api/v3/klines", symbol="NOPE", interval="1m"
+        )
+        assert (status, body["code"]) == (400, -1121) and body[
+            "msg"
+        ] == "Invalid symbol. " + HOSTILE_TEXT
+        status, _, body = await get(
+            s, sim.endpoints[Market.USDM].rest + "/fapi/v1/klines", symbol="NOPE", interval="1m"
+        )
         assert body["msg"] == "Invalid symbol."  # only the switched market
     sim.faults.set(Market.SPOT, lifetime_s=0.3)
     async with connect(ws_url(sim, Market.SPOT, "/ws")) as ws:

@@ -500,7 +500,9 @@ async def test_a_failing_flush_is_notified_and_logged_never_raised(sim, tmp_path
 async def test_an_unusable_data_folder_is_reported_not_raised(sim, tmp_path):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the data folder should be")
-    app = KlineApp(settings_from_file(sim, tmp_path, ["usdm:BTCUSDT:1m"], data_dir=blocker / "data"))
+    app = KlineApp(
+        settings_from_file(sim, tmp_path, ["usdm:BTCUSDT:1m"], data_dir=blocker / "data")
+    )
     errors: list[str] = []
     async with app.run_test(size=SIZE, message_hook=error_notes(errors)) as pilot:
         await app.wait_started()

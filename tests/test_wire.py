@@ -22,10 +22,20 @@ def test_kline_event_decodes_to_numbers():
     k = msg.data.k
     assert msg.stream == "btcusdt@kline_1m" and msg.data.E == 1719765539838
     assert (k.open_time, k.close_time, k.symbol, k.interval, k.closed) == (
-        1719765480000, 1719765539999, "BTCUSDT", "1m", False)
+        1719765480000,
+        1719765539999,
+        "BTCUSDT",
+        "1m",
+        False,
+    )
     assert (k.open, k.high, k.low, k.close) == (61607.90, 61623.30, 61605.30, 61623.30)
     assert (k.volume, k.quote_volume, k.taker_buy_volume, k.taker_buy_quote_volume, k.trades) == (
-        16.692, 1028411.7785, 8.1, 499003.12, 410)
+        16.692,
+        1028411.7785,
+        8.1,
+        499003.12,
+        410,
+    )
 
 
 def test_control_replies():
@@ -68,7 +78,11 @@ def test_malformed_frames_never_raise(frame):
 
 def test_encode_control():
     raw = wire.encode_control("SUBSCRIBE", 7, ["btcusdt@kline_1m"])
-    assert msgspec.json.decode(raw) == {"method": "SUBSCRIBE", "params": ["btcusdt@kline_1m"], "id": 7}
+    assert msgspec.json.decode(raw) == {
+        "method": "SUBSCRIBE",
+        "params": ["btcusdt@kline_1m"],
+        "id": 7,
+    }
 
 
 # -- what the connection keeps: decode, then `implausible` with the stream's interval and clock --
@@ -76,13 +90,40 @@ def test_encode_control():
 MIN = 60_000
 
 
-def kline_frame(t, *, T=None, E=None, x=False, i="1m", interval=Interval.M1, stream="btcusdt@kline_1m"):
+def kline_frame(
+    t, *, T=None, E=None, x=False, i="1m", interval=Interval.M1, stream="btcusdt@kline_1m"
+):
     T = interval.close_time(t) if T is None else T
     E = t + 30_000 if E is None else E
-    return msgspec.json.encode({"stream": stream, "data": {"e": "kline", "E": E, "s": "BTCUSDT", "k": {
-        "t": t, "T": T, "s": "BTCUSDT", "i": i, "f": 1, "L": 2, "o": "10.0", "c": "10.5",
-        "h": "11.0", "l": "9.5", "v": "1.0", "n": 3, "x": x, "q": "10.0", "V": "0.5",
-        "Q": "5.0", "B": "0"}}}).decode()
+    return msgspec.json.encode(
+        {
+            "stream": stream,
+            "data": {
+                "e": "kline",
+                "E": E,
+                "s": "BTCUSDT",
+                "k": {
+                    "t": t,
+                    "T": T,
+                    "s": "BTCUSDT",
+                    "i": i,
+                    "f": 1,
+                    "L": 2,
+                    "o": "10.0",
+                    "c": "10.5",
+                    "h": "11.0",
+                    "l": "9.5",
+                    "v": "1.0",
+                    "n": 3,
+                    "x": x,
+                    "q": "10.0",
+                    "V": "0.5",
+                    "Q": "5.0",
+                    "B": "0",
+                },
+            },
+        }
+    ).decode()
 
 
 def kept(frame, interval=Interval.M1, clock_ms=None):
@@ -123,8 +164,17 @@ def test_plausible_candles_are_kept():
         (kline_frame(T0 + 5 * MIN, E=T0), Interval.M1, None, "after the event time"),
         (kline_frame(T0, E=T0 + 30_000, x=True), Interval.M1, None, "closed before its close time"),
         (kline_frame(T0, T=T0 + 2 * MIN - 1), Interval.M1, None, "close time"),
-        (kline_frame(calendar.timegm((2026, 2, 1, 0, 0, 0)) * 1000, T=calendar.timegm(
-            (2026, 3, 1, 0, 0, 0)) * 1000, i="1M", interval=Interval.MO1), Interval.MO1, None, "close time"),
+        (
+            kline_frame(
+                calendar.timegm((2026, 2, 1, 0, 0, 0)) * 1000,
+                T=calendar.timegm((2026, 3, 1, 0, 0, 0)) * 1000,
+                i="1M",
+                interval=Interval.MO1,
+            ),
+            Interval.MO1,
+            None,
+            "close time",
+        ),
         (kline_frame(T0, i="1w", interval=Interval.W1), Interval.W1, None, "not aligned"),
     ],
 )
@@ -134,7 +184,9 @@ def test_impossible_candles_are_refused(frame, interval, clock_ms, words):
 
 
 def test_text_from_servers_loses_control_characters():
-    err = wire.decode('{"code":2,"msg":"bad\\u001b[2J\\u001b]0;pwned\\u0007 request\\u202e","id":4}')
+    err = wire.decode(
+        '{"code":2,"msg":"bad\\u001b[2J\\u001b]0;pwned\\u0007 request\\u202e","id":4}'
+    )
     assert err.error_msg == "bad request"
     frame = kline_frame(T0, stream="\u001b[2J\u001b]0;x\u0007btc").replace('"o":"10.0"', '"o":"-1"')
     reason = wire.decode(frame).reason
