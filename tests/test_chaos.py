@@ -1,4 +1,5 @@
-"""The chaos suite: `kline-tui record` in a subprocess against the simulator, faults mixed at random.
+"""The chaos suite: `kline-tui record` in a subprocess against the simulator, faults mixed at
+random.
 
 Faults: abrupt and clean drops, stalls of everything and of one stream, malformed frames,
 duplicated, late and lost closes, serverShutdown, connection lifetimes of seconds, refused
@@ -11,7 +12,8 @@ was exceeded, and reconnects stayed within Binance's connection budget.
 The short form runs in CI with two fixed seeds; `pytest -m slow -k chaos_long -s` runs the long one
 and prints a report. Every run prints its seed. The environment picks others:
 
-- `KLINE_TUI_CHAOS_SEED=5,8,13`: the seeds to run (each a separate test), short and long forms alike;
+- `KLINE_TUI_CHAOS_SEED=5,8,13`: the seeds to run (each a separate test), short and long forms
+  alike;
 - `KLINE_TUI_CHAOS_SECONDS=60`: how long faults are injected in the long form (default 190).
 
 `KLINE_TUI_CHAOS_SEED=3,4,5 KLINE_TUI_CHAOS_SECONDS=60 pytest -m slow -k chaos_long -s` runs three
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import random
 import re
@@ -96,10 +99,8 @@ class Recorder:
         False means it had already exited on its own (a crash the log should explain)."""
         if self.proc.returncode is not None:
             return False
-        try:
+        with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         return await self.proc.wait() == -signal.SIGKILL
 
     async def stop(self) -> int:
@@ -254,17 +255,19 @@ def _summary(report: ChaosReport, log: Path) -> str:
     # Each process logs cumulative counters every 2 s: add up the last line of each process.
     dups = backfilled = 0
     for run in text.split("watching ")[1:]:
-        found = re.findall(
-            r"(\d+) backfilled, (\d+) duplicates dropped", run
-        )  # see cli._status_line
+        # The status line's counters (see cli._status_line).
+        found = re.findall(r"(\d+) backfilled, (\d+) duplicates dropped", run)
         if found:
             backfilled += int(found[-1][0])
             dups += int(found[-1][1])
+    mean_detect = sum(detect) / max(len(detect), 1)
     return (
-        f"stall detection: mean {sum(detect) / max(len(detect), 1):.1f} s, max {max(detect, default=0):.0f} s; "
+        f"stall detection: mean {mean_detect:.1f} s, max {max(detect, default=0):.0f} s; "
         f"candles backfilled: {backfilled}; duplicates dropped: {dups}; "
-        f"simulated hours: {report.sim_hours:.1f}; faults: {dict(report.faults)}; kill -9: {report.kills}; "
-        f"rows: {report.rows} ({report.rest_rows} from REST); files: {report.files}; stale verdicts: {stalls}; "
+        f"simulated hours: {report.sim_hours:.1f}; faults: {dict(report.faults)}; "
+        f"kill -9: {report.kills}; "
+        f"rows: {report.rows} ({report.rest_rows} from REST); files: {report.files}; "
+        f"stale verdicts: {stalls}; "
         f"connections opened: {sum(s.connections_opened for s in report.stats.values())}; "
         f"handshakes refused: {sum(s.handshakes_refused for s in report.stats.values())}"
     )
@@ -273,8 +276,8 @@ def _summary(report: ChaosReport, log: Path) -> str:
 def _assert_every_kill_landed(report: ChaosReport, log: Path) -> None:
     assert report.faults["kill9"] >= 1, "the run never killed the recorder"
     assert report.kills == report.faults["kill9"], (
-        f"{report.faults['kill9'] - report.kills} of {report.faults['kill9']} kills found the recorder "
-        f"already dead or left it alive:\n{log.read_text()[-3000:]}"
+        f"{report.faults['kill9'] - report.kills} of {report.faults['kill9']} kills found the "
+        f"recorder already dead or left it alive:\n{log.read_text()[-3000:]}"
     )
 
 

@@ -21,7 +21,6 @@ from .checks import assert_exact_recording
 from .datasets import read_dataset
 from .support import KLINE_TUI, env_for, run_for, run_to_end
 
-
 STREAMS = ["usdm:BTCUSDT:1m", "spot:ETHUSDT:1s", "coinm:BTCUSD_PERP:1m"]
 
 
@@ -65,7 +64,7 @@ def test_record_against_a_separate_simulator(tmp_path):
             if not line or line.strip() == "ready":
                 break
             lines.append(line)
-        endpoints = "".join(l for l in lines if l.startswith(("[endpoints", "ws =", "rest =")))
+        endpoints = "".join(x for x in lines if x.startswith(("[endpoints", "ws =", "rest =")))
         assert endpoints.count("[endpoints.") == 3, lines
         data = tmp_path / "D"
         config = tmp_path / "my.toml"
@@ -96,7 +95,7 @@ def test_bad_streams_are_refused_with_one_line(tmp_path, stream, words):
         [KLINE_TUI, "record", "--demo", stream, "--data-dir", str(data)], env_for(tmp_path)
     )
     assert proc.returncode == 2
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and words in lines[0], proc.stderr
     assert not data.exists()
 

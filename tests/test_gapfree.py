@@ -1,8 +1,10 @@
-"""Gap-free recording: every fault the network or the exchange throws, and an exact dataset after."""
+"""Gap-free recording: every fault the network or the exchange throws, and an exact dataset
+after."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -77,16 +79,14 @@ async def test_one_silent_stream_is_detected_and_resubscribed(sim, tmp_path):
         sim.faults.stall(60, market=Market.USDM, streams=["ethusdt@kline_1m"])
         eth = pipeline.hub.streams[StreamKey.parse("usdm:ETHUSDT:1m")]
         await wait_until(lambda: eth.status is StreamStatus.STALE, timeout=15, what="stale verdict")
-        methods = lambda: [
-            m
-            for c in sim.stats[Market.USDM].connections
-            for _, m, p in c.control
-            if p == ["ethusdt@kline_1m"]
-        ]  # noqa: E731
+
+        def methods() -> list[str]:
+            connections = sim.stats[Market.USDM].connections
+            return [m for c in connections for _, m, p in c.control if p == ["ethusdt@kline_1m"]]
+
         await wait_until(lambda: methods() == ["UNSUBSCRIBE", "SUBSCRIBE"], what="a resubscription")
-        assert (
-            sim.stats[Market.USDM].connections_opened == 1
-        )  # the healthy streams were not disturbed
+        # the healthy streams were not disturbed
+        assert sim.stats[Market.USDM].connections_opened == 1
         sim.faults.reset()
         sim.faults[Market.USDM].stream_stalls.clear()
         await wait_until(caught_up(pipeline, 2), timeout=30, what="recovery")
@@ -125,7 +125,7 @@ async def test_server_shutdown_and_age_rotation_hand_over_without_loss(sim, tmp_
     for market in Market:
         conns = sorted(sim.stats[market].connections, key=lambda c: c.opened_at)
         assert len(conns) >= 2
-        for old, new in zip(conns, conns[1:]):
+        for old, new in itertools.pairwise(conns):
             # make before break: each successor was open before its predecessor closed
             assert old.closed_at is None or new.opened_at < old.closed_at
     assert_exact_recording(read_dataset(tmp_path), KEYS, min_rows=6)

@@ -171,8 +171,8 @@ async def test_a_frame_over_the_size_limit_is_refused_by_the_socket_and_nothing_
     """A frame above the decoder's limit is refused by aiohttp's reader before it is buffered
     whole: the connection is dropped (the protocol allows nothing else), a new one replaces it,
     and the window between is fetched from REST."""
-    from kline_tui.retry import Backoff
     from kline_tui.binance.wire import MAX_FRAME_BYTES
+    from kline_tui.retry import Backoff
 
     key = StreamKey.parse("usdm:BTCUSDT:1m")
     pipeline = Pipeline(

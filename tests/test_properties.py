@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import calendar
 import unicodedata
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import msgspec
 from hypothesis import HealthCheck, given, settings
@@ -121,7 +121,7 @@ def mutated_frames(draw):
             obj = obj.get(name) if isinstance(obj, dict) else None
         if not isinstance(obj, dict):
             continue  # an earlier mutation replaced or removed it
-        key = draw(st.sampled_from(sorted(obj) + ["extra"]))
+        key = draw(st.sampled_from([*sorted(obj), "extra"]))
         if draw(st.integers(0, 9)) == 0:
             obj.pop(key, None)
         else:
@@ -182,7 +182,7 @@ ANY_INT = st.integers(min_value=-(10**22), max_value=10**22)
 
 def calendar_open(interval: Interval, t: int) -> int | None:
     """The open time containing `t` by the standard library, for the calendar intervals."""
-    dt = datetime.fromtimestamp(t // 1000, tz=timezone.utc)
+    dt = datetime.fromtimestamp(t // 1000, tz=UTC)
     if interval is Interval.MO1:
         return calendar.timegm((dt.year, dt.month, 1, 0, 0, 0)) * 1000
     if interval is Interval.W1:

@@ -36,9 +36,8 @@ def candle(key: StreamKey, i: int, trades: int = 7) -> Candle:
     )
 
 
-Row = tuple[
-    str, str, str, int, float, str
-]  # market, interval, symbol, open time (ms), close, source
+# market, interval, symbol, open time (ms), close, source
+Row = tuple[str, str, str, int, float, str]
 
 
 def polars_rows(df: pl.DataFrame) -> list[Row]:

@@ -207,8 +207,8 @@ async def test_a_candle_after_the_exchange_clock_is_dropped():
     rows = [
         row(T0 + 29 * M),
         row(T0 + 30 * M),
-        row(T0 + 2 * 24 * 60 * M),
-    ]  # the last: two days ahead
+        row(T0 + 2 * 24 * 60 * M),  # two days ahead
+    ]
     async with serve({"/api/v3/time": {"serverTime": NOW}, "/api/v3/klines": rows}) as rest:
         await rest.server_time(Market.SPOT)
         candles = await rest.klines(Market.SPOT, "BTCUSDT", Interval.M1)

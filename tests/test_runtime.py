@@ -4,6 +4,7 @@ deadline, whatever raised before it. Real sockets against the simulator througho
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import signal
 import socket
@@ -302,7 +303,9 @@ def test_demo_rows_say_sim_and_a_second_fast_run_records(tmp_path):
         "the second run recorded nothing new"
     )
     opens = second.sort("open_time")["open_time"].dt.epoch("ms").to_list()
-    assert len(opens) == len(set(opens)) and all(b - a == 60_000 for a, b in zip(opens, opens[1:]))
+    assert len(opens) == len(set(opens)) and all(
+        b - a == 60_000 for a, b in itertools.pairwise(opens)
+    )
 
 
 def test_demo_with_a_real_config_never_writes_into_its_data_dir(tmp_path):

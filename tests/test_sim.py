@@ -90,7 +90,7 @@ def test_candle_at_shape_and_formatting():
             float(c.l) <= min(float(c.o), float(c.c)) <= max(float(c.o), float(c.c)) <= float(c.h)
         )
         assert 60_000 < float(c.o) < 130_000  # BTC near 95k
-        assert c.n > 0 and c.L == c.f + c.n - 1
+        assert c.n > 0 and c.f + c.n - 1 == c.L
     # Spot prints 8 decimals (prices on a 0.01 tick), USD-M its own precision (0.1 tick, 0.001 lot).
     assert re.fullmatch(r"\d+\.\d{2}000000", spot.o) and re.fullmatch(r"\d+\.\d{8}", spot.v)
     assert re.fullmatch(r"\d+\.\d", usdm.o) and re.fullmatch(r"\d+\.\d{3}", usdm.v)
@@ -119,8 +119,8 @@ def test_candle_at_is_pure_across_processes():
     t0 = NOW - NOW % 60_000
     code = (
         "import json; from kline_tui.sim import candle_at;"
-        f"print(json.dumps([[getattr(candle_at(m, s, '1m', {t0} + k * 60_000), f) for f in {WIRE_FIELDS!r}]"
-        f" for m, s in {cases!r} for k in range(3)]))"
+        f"print(json.dumps([[getattr(candle_at(m, s, '1m', {t0} + k * 60_000), f)"
+        f" for f in {WIRE_FIELDS!r}] for m, s in {cases!r} for k in range(3)]))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run(
@@ -330,15 +330,15 @@ async def test_rate_limit_closes_the_connection(sim):
 async def test_server_pings_and_cuts_silent_clients():
     async with Simulator(extra_symbols=0, ping_interval_s=0.1) as sim:
         async with connect(ws_url(sim, Market.COINM, "/ws")) as polite:  # answers pings itself
-            async with aiohttp.ClientSession() as session:
-                async with session.ws_connect(
-                    ws_url(sim, Market.COINM, "/ws"), autoping=False
-                ) as mute:
-                    msg = await mute.receive(timeout=1)
-                    assert msg.type is aiohttp.WSMsgType.PING
-                    while not mute.closed:
-                        msg = await mute.receive(timeout=2)
-                    assert mute.close_code == 1008
+            async with (
+                aiohttp.ClientSession() as session,
+                session.ws_connect(ws_url(sim, Market.COINM, "/ws"), autoping=False) as mute,
+            ):
+                msg = await mute.receive(timeout=1)
+                assert msg.type is aiohttp.WSMsgType.PING
+                while not mute.closed:
+                    msg = await mute.receive(timeout=2)
+                assert mute.close_code == 1008
             await asyncio.sleep(0.1)
             assert polite.state.name == "OPEN"
         polite_rec, mute_rec = sim.stats[Market.COINM].connections
@@ -349,12 +349,12 @@ async def test_server_pings_and_cuts_silent_clients():
 
 
 async def test_fast_clock_delivers_every_close_in_order_and_exact():
-    async with Simulator(speed=60, extra_symbols=0) as sim:
-        async with (
-            connect(ws_url(sim, Market.USDM, "/ws/ethusdt@kline_1m")) as usdm,
-            connect(ws_url(sim, Market.SPOT, "/stream?streams=btcusdt@kline_1m")) as spot,
-        ):
-            usdm_frames, spot_frames = await asyncio.gather(collect(usdm, 4.6), collect(spot, 4.6))
+    async with (
+        Simulator(speed=60, extra_symbols=0) as sim,
+        connect(ws_url(sim, Market.USDM, "/ws/ethusdt@kline_1m")) as usdm,
+        connect(ws_url(sim, Market.SPOT, "/stream?streams=btcusdt@kline_1m")) as spot,
+    ):
+        usdm_frames, spot_frames = await asyncio.gather(collect(usdm, 4.6), collect(spot, 4.6))
     for market, symbol, events in (
         (Market.USDM, "ETHUSDT", usdm_frames),
         (Market.SPOT, "BTCUSDT", [f["data"] for f in spot_frames]),
@@ -470,7 +470,7 @@ async def test_rest_klines_paging_and_values(sim):
             and by_name["BTCUSD_PERP"]["contractStatus"] == "TRADING"
         )
         assert by_name["BTCUSD_261225"]["contractType"] == "CURRENT_QUARTER"
-        _, h, info = await get(s, rest + "/api/v3/exchangeInfo")
+        _, _, info = await get(s, rest + "/api/v3/exchangeInfo")
         assert info["timezone"] == "UTC" and any(x["status"] == "BREAK" for x in info["symbols"])
         assert {"symbol", "status", "baseAsset", "quoteAsset"} <= set(info["symbols"][0])
 
@@ -713,7 +713,8 @@ def _number_flaws(values) -> set[str]:
 
 
 def kline_flaws(event: dict, symbol: str, interval: Interval, now_ms: int) -> set[str]:
-    """What makes a kline event impossible, judged from the event alone (not from the simulator's code)."""
+    """What makes a kline event impossible, judged from the event alone (not from the
+    simulator's code)."""
     k, event_time = event["k"], event["E"]
     if any(abs(v) >= 2**63 for v in (event_time, k["t"], k["T"], k["n"], k["f"], k["L"])):
         return {"huge_int"}
@@ -790,9 +791,8 @@ async def test_poisoned_kline_frames_of_every_shape_beside_exact_real_ones(sim):
             assert_real(Market.USDM, symbol, event)
             real[stream] += 1
     assert seen == FLAWS
-    assert (
-        min(offsets) < -3_000_000 and max(offsets) > 3_000_000
-    )  # both ahead of and behind the clock
+    # both ahead of and behind the clock
+    assert min(offsets) < -3_000_000 and max(offsets) > 3_000_000
     assert real[a] >= 4 and real[b] >= 4  # the real frames still come, exact
     # Four before each real frame (the last four may still be on their way).
     assert (
@@ -913,9 +913,8 @@ async def test_slow_loris_handshakes(sim):
     sim.faults.set(Market.SPOT, handshake_delay_s=0.6)
     url = ws_url(sim, Market.SPOT, "/ws")
     started = time.monotonic()
-    _, writer = await asyncio.open_connection(
-        "127.0.0.1", sim.ports[Market.SPOT]
-    )  # TCP is accepted at once
+    _, writer = await asyncio.open_connection("127.0.0.1", sim.ports[Market.SPOT])
+    # TCP is accepted at once
     assert time.monotonic() - started < 0.3
     writer.close()
     async with connect(url):
@@ -928,9 +927,7 @@ async def test_slow_loris_handshakes(sim):
         waiting = asyncio.create_task(session.ws_connect(url))
         await asyncio.sleep(0.5)
         assert not waiting.done()
-        sim.faults.set(
-            Market.SPOT, handshake_delay_s=0
-        )  # lowering the switch answers held handshakes
+        sim.faults.set(Market.SPOT, handshake_delay_s=0)  # answers the held handshakes
         ws = await asyncio.wait_for(waiting, 1)
         await ws.close()
     async with connect(

@@ -131,9 +131,8 @@ def test_a_corrupt_file_at_resume_is_moved_aside_and_the_rest_is_read(tmp_path, 
         found = stored_series(data, [KEY])
     series = found[KEY]
     assert series.last == day_ms(DAY) + (2 * 1440 - 1) * 60_000
-    assert series.holes == [
-        (day_ms(DAY) + 300 * 60_000, day_ms(DAY) + 399 * 60_000)
-    ]  # fetched again
+    # fetched again
+    assert series.holes == [(day_ms(DAY) + 300 * 60_000, day_ms(DAY) + 399 * 60_000)]
     assert not bad.exists()
     assert [p.name for p in layout.quarantine_dir(data).iterdir()] == [
         f".{bad.relative_to(data).as_posix().replace('/', '__')}.corrupt"

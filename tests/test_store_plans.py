@@ -124,9 +124,8 @@ def test_a_plan_naming_a_place_outside_the_bucket_is_refused_not_followed(tmp_pa
     messages = run(data)
 
     assert snapshot(victim.parent) == before_victim  # nothing deleted, moved or added out there
-    assert canonical(scan(data).collect()).equals(
-        before_rows
-    )  # and the bucket was compacted as usual
+    # and the bucket was compacted as usual
+    assert canonical(scan(data).collect()).equals(before_rows)
     assert len(part_files(layout.partition_dir(data, USDM, M1, DAY))) == 1
     assert not planted.exists()
     assert any("refused" in m and planted.name in m for m in messages), messages

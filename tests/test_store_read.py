@@ -144,9 +144,8 @@ def test_duckdb_and_polars_read_the_compacted_dataset(dataset):
     duckdb = pytest.importorskip("duckdb")
     before = scan(dataset).collect()
     Compactor(dataset).run(None)
-    assert (
-        len(list(dataset.rglob("*.parquet"))) == len(buckets(dataset)) == 8
-    )  # one file per bucket
+    # one file per bucket
+    assert len(list(dataset.rglob("*.parquet"))) == len(buckets(dataset)) == 8
     assert same(scan(dataset).collect(), before)
     rows = duckdb.sql(
         "SELECT epoch_ms(open_time), close "
