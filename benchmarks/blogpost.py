@@ -22,7 +22,7 @@ TARGET = 100.0
 def _stored_frame(symbol: str):
     import polars as pl
 
-    from kline_tui.model import PARQUET_SCHEMA
+    from kline_tui.store.schema import PARQUET_SCHEMA
 
     i = pl.int_range(0, STORED, eager=True)
     price = 100.0 + (i % 997).cast(pl.Float64) / 10
@@ -48,7 +48,7 @@ def _stored_frame(symbol: str):
             pl.col("open_time").cast(pl.Datetime("ms", "UTC")),
             pl.col("close_time").cast(pl.Datetime("ms", "UTC")),
         )
-        .cast(PARQUET_SCHEMA)  # type: ignore[arg-type]
+        .cast(PARQUET_SCHEMA)
     )
 
 

@@ -29,7 +29,7 @@ WARMUP = 3
 def _template():
     import polars as pl
 
-    from kline_tui.model import PARQUET_SCHEMA
+    from kline_tui.store.schema import PARQUET_SCHEMA
 
     minutes = ROWS_PER_FILE // SYMBOLS
     sym = pl.Series("symbol", [f"S{i:04d}USDT" for i in range(1, SYMBOLS + 1)] * minutes)
@@ -57,7 +57,7 @@ def _template():
             pl.col("open_time").cast(pl.Datetime("ms", "UTC")),
             pl.col("close_time").cast(pl.Datetime("ms", "UTC")),
         )
-        .cast(PARQUET_SCHEMA)  # type: ignore[arg-type]
+        .cast(PARQUET_SCHEMA)
         .sort("symbol", "open_time")
     )
 

@@ -1,4 +1,4 @@
-"""The domain: markets, intervals, stream keys, candles and the Parquet schema.
+"""The domain: markets, intervals, stream keys and candles.
 
 Everything here is pure and cheap: no I/O, no asyncio, no Textual.
 """
@@ -10,14 +10,11 @@ import re
 from dataclasses import dataclass
 
 import msgspec
-import polars as pl
 
 __all__ = [
-    "CANDLE_COLUMNS",
     "EARLIEST_OPEN_MS",
     "FIXED_MS",
     "LATEST_MS",
-    "PARQUET_SCHEMA",
     "WEEK_ORIGIN_MS",
     "Candle",
     "CandleLike",
@@ -363,27 +360,3 @@ class Candle(
 
 # What the ledger, the sink and the charts take: a Candle or a subclass (the wire's WireKline).
 CandleLike = Candle
-
-
-_MS_UTC = pl.Datetime("ms", "UTC")
-
-# The on-disk contract (README, "The data on disk"). `market`, `interval` and `date` come from the path.
-PARQUET_SCHEMA: dict[str, pl.DataType] = {
-    "symbol": pl.String(),
-    "open_time": _MS_UTC,
-    "close_time": _MS_UTC,
-    "open": pl.Float64(),
-    "high": pl.Float64(),
-    "low": pl.Float64(),
-    "close": pl.Float64(),
-    "volume": pl.Float64(),
-    "quote_volume": pl.Float64(),
-    "taker_buy_volume": pl.Float64(),
-    "taker_buy_quote_volume": pl.Float64(),
-    "trades": pl.Int64(),
-    # Provenance: "ws" for a candle received live, "rest" for one backfilled from REST.
-    "source": pl.String(),
-}
-
-# The candle's own columns, in order: everything but the provenance.
-CANDLE_COLUMNS: tuple[str, ...] = tuple(PARQUET_SCHEMA)[:-1]

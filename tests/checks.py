@@ -6,7 +6,8 @@ import itertools
 
 import polars as pl
 
-from kline_tui.model import CANDLE_COLUMNS, PARQUET_SCHEMA, Interval, StreamKey
+from kline_tui.model import Interval, StreamKey
+from kline_tui.store.schema import CANDLE_COLUMNS, PARQUET_SCHEMA
 
 from .datasets import stream_rows
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import polars as pl
 
-from kline_tui.model import PARQUET_SCHEMA, Interval, Market, StreamKey
+from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.store import layout
+from kline_tui.store.schema import PARQUET_SCHEMA
 
 DAY = 86_400_000
 MINUTE = 60_000
@@ -54,7 +55,7 @@ def synthetic_rows(
                 source=pl.lit(source),
             )
         )
-    return pl.concat(frames).cast(PARQUET_SCHEMA)  # type: ignore[arg-type]
+    return pl.concat(frames).cast(PARQUET_SCHEMA)
 
 
 _seq = [0]

@@ -5,10 +5,11 @@ import logging
 
 import polars as pl
 
-from kline_tui.model import PARQUET_SCHEMA, Candle, StreamKey
+from kline_tui.model import Candle, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.sink import ParquetSink
 from kline_tui.store import parts
+from kline_tui.store.schema import PARQUET_SCHEMA
 
 T0 = 1_764_028_800_000  # 2025-11-25 00:00 UTC
 

@@ -8,10 +8,11 @@ from datetime import UTC, date, datetime
 import polars as pl
 import pytest
 
-from kline_tui.model import PARQUET_SCHEMA, Interval, Market, SpecError
+from kline_tui.model import Interval, Market, SpecError
 from kline_tui.store import layout
 from kline_tui.store.compact import Compactor
 from kline_tui.store.read import READ_ERRORS, READ_SCHEMA, buckets, scan
+from kline_tui.store.schema import PARQUET_SCHEMA
 
 from .datasets import DAY, day_ms, read_dataset, synthetic_rows, write_raw_part
 

@@ -206,8 +206,8 @@ async def test_quit_writes_every_closed_candle_the_ui_showed(sim, tmp_path):
         await pilot.press("q")
         await wait_until(lambda: app.return_code is not None, what="the app to exit")
     assert app.return_code == 0
-    from kline_tui.model import CANDLE_COLUMNS
     from kline_tui.sim import expected_candle
+    from kline_tui.store.schema import CANDLE_COLUMNS
 
     df = read_dataset(tmp_path / "data")
     for key in keys:

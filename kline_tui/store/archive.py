@@ -28,9 +28,10 @@ from pathlib import Path
 
 import polars as pl
 
-from kline_tui.model import PARQUET_SCHEMA, Interval, Market, SpecError, StreamKey
+from kline_tui.model import Interval, Market, SpecError, StreamKey
 from kline_tui.store.parts import write_parts
 from kline_tui.store.read import open_times
+from kline_tui.store.schema import PARQUET_SCHEMA
 
 __all__ = [
     "Archive",

@@ -72,7 +72,6 @@ from typing import Any
 
 import polars as pl
 
-from kline_tui.model import PARQUET_SCHEMA
 from kline_tui.store.layout import (
     LEGACY_STAGING,
     bookkeeping_dir,
@@ -84,6 +83,7 @@ from kline_tui.store.layout import (
 )
 from kline_tui.store.parts import encode
 from kline_tui.store.read import READ_ERRORS, Bucket, buckets, part_files, split_foreign
+from kline_tui.store.schema import PARQUET_SCHEMA
 
 __all__ = [
     "DEFAULT_GRACE_MS",

@@ -26,7 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kline_tui.model import PARQUET_SCHEMA, Interval, Market
+from kline_tui.model import Interval, Market
+from kline_tui.store.schema import PARQUET_SCHEMA
 
 __all__ = [
     "BUCKET_OF_INTERVAL",

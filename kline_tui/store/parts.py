@@ -23,8 +23,9 @@ from typing import IO, Any
 
 import polars as pl
 
-from kline_tui.model import PARQUET_SCHEMA, Interval, Market
+from kline_tui.model import Interval, Market
 from kline_tui.store import layout
+from kline_tui.store.schema import PARQUET_SCHEMA
 
 __all__ = [
     "NO_BUCKET",
@@ -58,7 +59,7 @@ def as_frame(rows: Rows) -> pl.DataFrame:
     """`rows` as a frame of exactly the dataset's columns and types. Raises (not OSError) when a
     value fits no column."""
     if isinstance(rows, pl.DataFrame):
-        return rows.select(list(PARQUET_SCHEMA)).cast(PARQUET_SCHEMA)  # type: ignore[arg-type]
+        return rows.select(list(PARQUET_SCHEMA)).cast(PARQUET_SCHEMA)
     return pl.DataFrame(rows, schema=PARQUET_SCHEMA, orient="row")
 
 

@@ -29,8 +29,9 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from kline_tui.model import PARQUET_SCHEMA, Interval, Market, SpecError, validate_symbol
+from kline_tui.model import Interval, Market, SpecError, validate_symbol
 from kline_tui.store.layout import BUCKET_OF_INTERVAL
+from kline_tui.store.schema import PARQUET_SCHEMA
 
 __all__ = [
     "READ_ERRORS",
