@@ -168,6 +168,7 @@ class MarketRest:
             self.stats.rest_calls += 1
             if request.path.endswith("/klines"):
                 self.stats.rest_kline_calls += 1
+                self.stats.kline_calls_by_symbol[request.query.get("symbol", "")[:40]] += 1
             faults = self.faults[self.market]
             if faults.rest_delay_s:
                 await asyncio.sleep(faults.rest_delay_s)

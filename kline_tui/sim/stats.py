@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -76,6 +77,8 @@ class MarketStats:
     handshakes_delayed: int = 0
     rest_calls: int = 0
     rest_kline_calls: int = 0  # calls of the klines path, answered or refused
+    # The same, by the symbol asked for (a bounded set: the market's universe and a few typos).
+    kline_calls_by_symbol: collections.Counter[str] = field(default_factory=collections.Counter)
     poison_rows_sent: int = 0
     rest_429: int = 0
     rest_418: int = 0
