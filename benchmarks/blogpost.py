@@ -22,33 +22,10 @@ TARGET = 100.0
 def _stored_frame(symbol: str):
     import polars as pl
 
-    from kline_tui.store.schema import PARQUET_SCHEMA
+    from benchmarks.common import synthetic_frame
 
-    i = pl.int_range(0, STORED, eager=True)
-    price = 100.0 + (i % 997).cast(pl.Float64) / 10
-    return (
-        pl.DataFrame(
-            {
-                "symbol": pl.repeat(symbol, STORED, eager=True),
-                "open_time": (T_START + i * MINUTE),
-                "close_time": (T_START + i * MINUTE + MINUTE - 1),
-                "open": price,
-                "high": price + 1,
-                "low": price - 1,
-                "close": price + 0.5,
-                "volume": price * 3,
-                "quote_volume": price * 300,
-                "taker_buy_volume": price,
-                "taker_buy_quote_volume": price * 100,
-                "trades": i % 500,
-                "source": pl.repeat("ws", STORED, eager=True),
-            }
-        )
-        .with_columns(
-            pl.col("open_time").cast(pl.Datetime("ms", "UTC")),
-            pl.col("close_time").cast(pl.Datetime("ms", "UTC")),
-        )
-        .cast(PARQUET_SCHEMA)
+    return synthetic_frame(
+        pl.repeat(symbol, STORED, eager=True), pl.int_range(0, STORED, eager=True), T_START
     )
 
 

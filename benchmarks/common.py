@@ -261,3 +261,35 @@ def machine() -> list[str]:
         "versions  " + ", ".join(f"{p} {ver(p)}" for p in pkgs),
         f"load avg  {load} (at start; the machine is shared, figures are noisy)",
     ]
+
+
+def synthetic_frame(symbols, minutes, t0_ms: int):  # -> pl.DataFrame
+    """Candles for benchmarks, in the dataset's schema: row i is `symbols[i]`'s candle opening
+    `minutes[i]` minutes after `t0_ms`, with prices that vary but need not mean anything."""
+    import polars as pl
+
+    from kline_tui.store.schema import PARQUET_SCHEMA
+
+    minute_ms = 60_000
+    n = len(symbols)
+    row = pl.int_range(0, n, eager=True)
+    price = 100.0 + (row % 997).cast(pl.Float64) / 10
+    return pl.DataFrame(
+        {
+            "symbol": symbols,
+            "open_time": (t0_ms + minutes * minute_ms).cast(pl.Datetime("ms", "UTC")),
+            "close_time": (t0_ms + minutes * minute_ms + minute_ms - 1).cast(
+                pl.Datetime("ms", "UTC")
+            ),
+            "open": price,
+            "high": price + 1,
+            "low": price - 1,
+            "close": price + 0.5,
+            "volume": price * 3,
+            "quote_volume": price * 300,
+            "taker_buy_volume": price,
+            "taker_buy_quote_volume": price * 100,
+            "trades": row % 500,
+            "source": pl.repeat("ws", n, eager=True),
+        }
+    ).cast(PARQUET_SCHEMA)

@@ -29,37 +29,12 @@ WARMUP = 3
 def _template():
     import polars as pl
 
-    from kline_tui.store.schema import PARQUET_SCHEMA
+    from benchmarks.common import synthetic_frame
 
     minutes = ROWS_PER_FILE // SYMBOLS
     sym = pl.Series("symbol", [f"S{i:04d}USDT" for i in range(1, SYMBOLS + 1)] * minutes)
     m = pl.int_range(0, ROWS_PER_FILE, eager=True) // SYMBOLS
-    price = 100.0 + (pl.int_range(0, ROWS_PER_FILE, eager=True) % 997).cast(pl.Float64) / 10
-    df = pl.DataFrame(
-        {
-            "symbol": sym,
-            "open_time": T0 + m * MINUTE,
-            "close_time": T0 + m * MINUTE + MINUTE - 1,
-            "open": price,
-            "high": price + 1,
-            "low": price - 1,
-            "close": price + 0.5,
-            "volume": price * 3,
-            "quote_volume": price * 300,
-            "taker_buy_volume": price,
-            "taker_buy_quote_volume": price * 100,
-            "trades": m * 7 % 500,
-            "source": pl.repeat("ws", ROWS_PER_FILE, eager=True),
-        }
-    )
-    return (
-        df.with_columns(
-            pl.col("open_time").cast(pl.Datetime("ms", "UTC")),
-            pl.col("close_time").cast(pl.Datetime("ms", "UTC")),
-        )
-        .cast(PARQUET_SCHEMA)
-        .sort("symbol", "open_time")
-    )
+    return synthetic_frame(sym, m, T0).sort("symbol", "open_time")
 
 
 def _grow(data: Path, template, have: int, want: int) -> int:
