@@ -200,3 +200,29 @@ async def test_a_frame_over_the_size_limit_is_refused_by_the_socket_and_nothing_
     reasons = " ".join(e.message for e in pipeline.events.recent)
     assert "too big" in reasons.lower() or "size" in reasons.lower(), reasons[-2000:]
     assert_exact_recording(read_dataset(tmp_path), [key], min_rows=5)
+
+
+async def test_a_429_on_the_websocket_handshake_waits_as_long_as_retry_after_says(sim, tmp_path):
+    """A rate-limited handshake is retried no sooner than the server's Retry-After, as REST
+    is: the reconnect backoff alone (here at most 1 s) would hammer a server that said 3 s."""
+    from kline_tui.retry import Backoff
+
+    key = StreamKey.parse("usdm:BTCUSDT:1m")
+    pipeline = Pipeline(
+        make_settings(sim, tmp_path, [str(key)], history=2), backoff=Backoff(0.2, 1.0)
+    )
+    await pipeline.start()
+    try:
+        stats = sim.stats[Market.USDM]
+        await wait_until(lambda: stats.connections_opened == 1, what="the first connection")
+        sim.faults.refuse_connections(60.0, Market.USDM, status=429, retry_after=3)
+        await sim.faults.drop(Market.USDM)
+        await wait_until(lambda: stats.handshakes_refused >= 1, what="a refused handshake")
+        await asyncio.sleep(2.5)
+        assert stats.handshakes_refused == 1, "retried before Retry-After ran out"
+        await wait_until(lambda: stats.handshakes_refused == 2, timeout=10, what="a retry")
+        conn = pipeline.hub.connections[0]
+        assert "429" in (conn.status.last_error or "")
+    finally:
+        sim.faults.reset()
+        await pipeline.stop()
