@@ -36,6 +36,8 @@ The hostile server, for clients that must survive a server that lies or attacks:
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import itertools
 import math
 import time
@@ -289,9 +291,13 @@ class Faults:
                 setattr(self._by_market[m], name, value)
 
     def reset(self) -> None:
-        """Turn every fault off."""
+        """Turn every fault off, in place: open connections hold their market's MarketFaults, so
+        replacing the object would leave them obeying the old switches."""
+        off = MarketFaults()
         for m in Market:
-            self._by_market[m] = MarketFaults()
+            for spec in dataclasses.fields(MarketFaults):
+                # Containers are copied, never shared between markets.
+                setattr(self._by_market[m], spec.name, copy.copy(getattr(off, spec.name)))
 
     def stall(
         self, seconds: float, market: Market | None = None, streams: Iterable[str] | None = None
