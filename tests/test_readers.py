@@ -14,9 +14,9 @@ from kline_tui.model import Candle, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.sink import ParquetSink
 from kline_tui.store import layout, scan
+from kline_tui.store.layout import quarantine
 from kline_tui.store.lock import DataDirLock
 from kline_tui.store.parts import write_parts
-from kline_tui.store.verify import quarantine
 
 from .datasets import synthetic_rows
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
-from kline_tui.model import Interval, Market, SpecError, StreamKey
+from kline_tui.model import WEEK_ORIGIN_MS, Interval, Market, SpecError, StreamKey
 from kline_tui.store.parts import write_parts
 from kline_tui.store.read import open_times
 from kline_tui.store.schema import PARQUET_SCHEMA
@@ -282,7 +282,7 @@ def _check_aligned(archive: Archive, frame: pl.DataFrame) -> None:
     if step is None:
         return
     epoch = pl.col("open_time").dt.epoch("ms")
-    origin = 4 * 86_400_000 if archive.key.interval is Interval.W1 else 0
+    origin = WEEK_ORIGIN_MS if archive.key.interval is Interval.W1 else 0
     misaligned = frame.filter((epoch - origin) % step != 0).height
     if misaligned:
         raise ArchiveError(

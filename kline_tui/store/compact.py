@@ -79,7 +79,6 @@ from kline_tui.store.layout import (
     is_dataset,
     lock_fd,
     part_name,
-    publishing,
 )
 from kline_tui.store.parts import encode
 from kline_tui.store.read import READ_ERRORS, Bucket, buckets, part_files, split_foreign
@@ -93,7 +92,6 @@ __all__ = [
     "Compactor",
     "compact_bucket",
     "merge_parts",
-    "publishing",
     "recover",
     "unreadable",
 ]

@@ -42,7 +42,6 @@ __all__ = [
     "fsync_dir",
     "is_dataset",
     "lock_fd",
-    "lock_path",
     "part_name",
     "partition_dir",
     "partition_root",
@@ -128,11 +127,6 @@ def quarantine_dir(data_dir: Path) -> Path:
 def dead_letter_dir(data_dir: Path) -> Path:
     """Where rows that cannot be stored are kept, as JSON lines."""
     return bookkeeping_dir(data_dir) / "dead-letters"
-
-
-def lock_path(data_dir: Path) -> Path:
-    """The recorder's lock file (see kline_tui.store.lock)."""
-    return bookkeeping_dir(data_dir) / ".lock"
 
 
 def lock_fd(data_dir: Path, name: str) -> int:

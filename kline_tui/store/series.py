@@ -13,7 +13,7 @@ import polars as pl
 from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.store.gaps import find_gaps
 from kline_tui.store.layout import quarantine, quarantine_dir
-from kline_tui.store.read import READ_ERRORS, buckets, part_files, split_foreign
+from kline_tui.store.read import READ_ERRORS, buckets, part_files, scan_files, split_foreign
 
 __all__ = ["StoredSeries", "stored_series"]
 
@@ -86,8 +86,10 @@ def _open_times(
         return None
 
     def read(paths: list[Path]) -> pl.DataFrame:
+        # scan_files, not a bare scan: files of an earlier version lack `source`, and a bare
+        # scan of old and new files together fails, sending every start to the slow path below.
         return (
-            pl.scan_parquet(paths)
+            scan_files(paths)
             .select("symbol", pl.col("open_time").dt.epoch("ms").alias("t"))
             .filter(pl.col("symbol").is_in(list(symbols)))
             .collect()

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from kline_tui.model import EARLIEST_OPEN_MS, LATEST_MS, SpecError, StreamKey
-from kline_tui.store.layout import bookkeeping_dir, fsync_dir
+from kline_tui.store.layout import bookkeeping_dir, publish
 
 __all__ = ["read_starts", "starts_path", "write_starts"]
 
@@ -63,17 +63,14 @@ def read_starts(data_dir: Path) -> dict[StreamKey, int]:
 
 
 def write_starts(data_dir: Path, starts: dict[StreamKey, int]) -> None:
-    """Replace the file atomically (write beside it, fsync, rename); raises OSError."""
+    """Replace the file atomically (layout.publish: fsync, rename, fsync the folder); raises
+    OSError."""
     path = starts_path(Path(data_dir))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".starts.{os.getpid()}.tmp")
     body = json.dumps({str(k): t for k, t in sorted(starts.items())}, separators=(",", ":"))
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        tmp.write_text(body, encoding="utf-8")
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)

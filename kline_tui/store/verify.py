@@ -30,7 +30,7 @@ from kline_tui.store.gaps import find_gaps
 from kline_tui.store.history import backfill
 from kline_tui.store.read import READ_ERRORS, Bucket, buckets, part_files, scan_files, split_foreign
 
-__all__ = ["StreamReport", "VerifyReport", "format_time", "quarantine", "repair", "verify_dataset"]
+__all__ = ["StreamReport", "VerifyReport", "format_time", "repair", "verify_dataset"]
 
 
 @dataclass(slots=True)
@@ -167,11 +167,6 @@ def verify_dataset(data_dir: Path, keys: Iterable[StreamKey] | None = None) -> V
     return report
 
 
-def quarantine(data_dir: Path, files: Iterable[Path], kind: str = "corrupt") -> list[Path]:
-    """Move files out of the dataset into `.kline-tui/quarantine/`, named so no reader sees them."""
-    return layout.quarantine(data_dir, files, kind)
-
-
 async def repair(
     data_dir: Path,
     report: VerifyReport,
@@ -185,10 +180,10 @@ async def repair(
     if report.unreadable or report.foreign:
         where = layout.quarantine_dir(data_dir)
         if report.unreadable:
-            moved = quarantine(data_dir, report.unreadable)
+            moved = layout.quarantine(data_dir, report.unreadable)
             say(f"moved {len(moved)} unreadable file(s) to {where}")
         if report.foreign:
-            moved = quarantine(data_dir, report.foreign, "foreign")
+            moved = layout.quarantine(data_dir, report.foreign, "foreign")
             say(f"moved {len(moved)} foreign file(s) to {where}")
         report = verify_dataset(data_dir, keys)
     for stream in report.streams.values():
