@@ -11,11 +11,20 @@ import asyncio
 import random
 from collections.abc import Awaitable, Callable
 
-__all__ = ["Backoff", "Spawn"]
+__all__ = ["Backoff", "Spawn", "plain_spawn"]
 
 # How a long-lived task is started: a name for reports and a coroutine function, called anew each
 # time the task is (re)started. The supervisor's `spawn` restarts it after a failure.
 Spawn = Callable[[str, Callable[[], Awaitable[None]]], "asyncio.Task[None]"]
+
+
+def plain_spawn(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+    """Start a task with no supervisor (what a component built alone, as in a unit test, uses)."""
+
+    async def once() -> None:
+        await run()
+
+    return asyncio.create_task(once(), name=name)
 
 
 class Backoff:

@@ -37,7 +37,7 @@ from kline_tui.config import Settings
 from kline_tui.model import StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import SPARK_LENGTH
-from kline_tui.recorder.pipeline import DEFAULT_STOP_TIMEOUT_S, Pipeline, StopReport, StreamRefused
+from kline_tui.recorder.pipeline import Pipeline, StopReport, StreamRefused
 from kline_tui.recorder.supervisor import Supervisor
 from kline_tui.retry import Backoff
 from kline_tui.store.series import stored_series
@@ -108,7 +108,7 @@ class Runtime:
 
     @property
     def stop_timeout_s(self) -> float:
-        return float(getattr(self.settings, "stop_timeout_s", DEFAULT_STOP_TIMEOUT_S))
+        return self.settings.stop_timeout_s
 
     # -- start ------------------------------------------------------------------------------------
 
@@ -155,6 +155,7 @@ class Runtime:
                 backoff=self.backoff,
                 supervisor=self.supervisor,
                 source="sim" if self.demo_speed is not None else None,
+                clock_rate=self.demo_speed,
             )
         keys = await self._start_pipeline(keys, leave_out_refused)
         self.started = True
@@ -323,6 +324,11 @@ class Runtime:
         if pipeline is None or report is None:
             return lines
         stats = pipeline.sink.stats
+        if not self.started:
+            why = f" ({self.stop_reason})" if self.stop_reason else ""
+            return [
+                (logging.INFO, f"stopped while starting{why}: {stats.rows_written} rows written")
+            ]
         done = (
             f"done in {report.seconds:.1f} s: {stats.rows_written} rows in "
             f"{stats.files_written} files under {self.settings.data_dir}"

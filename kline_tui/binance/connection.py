@@ -28,7 +28,7 @@ from kline_tui.binance import wire
 from kline_tui.binance.markets import MARKETS
 from kline_tui.binance.rest import retry_after_s
 from kline_tui.model import Market, StreamKey
-from kline_tui.retry import Backoff, Spawn
+from kline_tui.retry import Backoff, Spawn, plain_spawn
 from kline_tui.safe_text import safe_text
 
 __all__ = [
@@ -243,10 +243,7 @@ class Connection:
 
     def start(self, spawn: Spawn | None = None) -> asyncio.Task[None]:
         """Run the connection as a task; `spawn` (the supervisor's) restarts it if it fails."""
-        if spawn is None:
-            self._task = asyncio.create_task(self.run(), name=self.name)
-        else:
-            self._task = spawn(self.name, self.run)
+        self._task = (spawn or plain_spawn)(self.name, self.run)
         return self._task
 
     async def close(self, timeout_s: float = CLOSE_TIMEOUT_S) -> None:

@@ -224,14 +224,6 @@ def implausible_candle_times(open_time: int, close_time: int, interval: Interval
     """Why these can't be a candle's open and close times for `interval`, or None if they can."""
     if open_time < EARLIEST_OPEN_MS:
         return "open time before 2017"
-    step = FIXED_MS.get(interval)
-    if step is not None:
-        origin = WEEK_ORIGIN_MS if step == _WEEK_MS else 0
-        if (open_time - origin) % step:
-            return "open time not aligned to the interval"
-        if close_time != open_time + step - 1:
-            return "close time not the interval's"
-        return None
     if not interval.is_aligned(open_time):
         return "open time not aligned to the interval"
     if close_time != interval.close_time(open_time):

@@ -17,7 +17,7 @@ from kline_tui.model import StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import Hub, StreamStatus
 from kline_tui.recorder.ledger import Ledger, MissingRange
-from kline_tui.retry import Backoff, Spawn
+from kline_tui.retry import Backoff, Spawn, plain_spawn
 
 __all__ = ["Backfiller"]
 
@@ -57,10 +57,7 @@ class Backfiller:
         self._running: set[asyncio.Task[None]] = set()
 
     def start(self, spawn: Spawn | None = None) -> None:
-        if spawn is None:
-            self._task = asyncio.create_task(self._run(), name="backfill")
-        else:
-            self._task = spawn("backfill", self._run)
+        self._task = (spawn or plain_spawn)("backfill", self._run)
 
     async def close(self) -> None:
         """Stop fetching; what is still missing is fetched on the next start."""
@@ -86,7 +83,9 @@ class Backfiller:
                 task.add_done_callback(running.discard)
             await asyncio.sleep(0.25)
 
-    def _due(self) -> list[tuple[StreamKey, MissingRange]]:
+    def _due(self, grace: bool = True) -> list[tuple[StreamKey, MissingRange]]:
+        """The oldest missing range of each watched stream not being fetched, once its grace
+        period is over (or at once, without `grace`)."""
         if self.paused():
             return []
         now = time.monotonic()
@@ -96,7 +95,7 @@ class Backfiller:
             if key in self._busy or key in seen or key not in self.hub.streams:
                 continue
             for r in st.missing:
-                if now - r.since >= self.grace_s(key):
+                if not grace or now - r.since >= self.grace_s(key):
                     out.append((key, r))
                     seen.add(key)
                     break
@@ -109,12 +108,8 @@ class Backfiller:
         await self.close()  # the background loop and its fetches stop first: one fetcher only
         self._busy.clear()
         stored_before, stalled_rounds = self.backfilled, 0
-        while stalled_rounds < 3 and not self.paused():
-            due = [
-                (key, st.missing[0])
-                for key, st in self.ledger.streams.items()
-                if st.missing and key in self.hub.streams
-            ]
+        while stalled_rounds < 3:
+            due = self._due(grace=False)  # empty while paused: nowhere to put what is fetched
             if not due:
                 break
             before = sum(st.missing_count() for st in self.ledger.streams.values())

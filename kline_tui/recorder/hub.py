@@ -25,18 +25,17 @@ from dataclasses import dataclass, field
 
 from kline_tui.binance.connection import (
     CLOSE_TIMEOUT_S,
-    Backoff,
     ConnectBudget,
     Connection,
     ConnectionState,
     ConnectionStatus,
-    Spawn,
 )
 from kline_tui.binance.markets import Endpoints
 from kline_tui.binance.wire import WireKline
 from kline_tui.model import CandleLike, Market, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.ledger import Ledger
+from kline_tui.retry import Backoff, Spawn, plain_spawn
 
 __all__ = ["Hub", "StreamState", "StreamStatus"]
 
@@ -129,10 +128,7 @@ class Hub:
 
     def start(self) -> None:
         """Start the watchdog (connections start as streams are added)."""
-        if self.spawn is None:
-            self._watchdog = asyncio.create_task(self._watch(), name="watchdog")
-        else:
-            self._watchdog = self.spawn("watchdog", self._watch)
+        self._watchdog = (self.spawn or plain_spawn)("watchdog", self._watch)
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -161,9 +157,7 @@ class Hub:
                 conn.remove([key])
         for conn in [c for c in self.connections if not c.keys and not c.status.retiring]:
             # A connection left with nothing to carry is closed rather than kept idle.
-            self.events.info(
-                f"{conn.market.value} connection {conn.status.conn_id} closed: no streams left"
-            )
+            self.events.info(f"{conn.name} closed: no streams left")
             self._retire(conn)
         return removed
 
@@ -204,8 +198,7 @@ class Hub:
             new.silent_rotations = old.silent_rotations + 1
         self._successor[old] = new
         self.events.info(
-            f"{old.market.value} connection {old.status.conn_id}: replacing it ({reason}) "
-            f"with connection {new.status.conn_id}"
+            f"{old.name}: replacing it ({reason}) with connection {new.status.conn_id}"
         )
         self._assign(new, old.keys)
         new.start(self.spawn)
@@ -286,7 +279,7 @@ class Hub:
 
     def on_state(self, conn: Connection, message: str | None) -> None:
         st = conn.status
-        label = f"{conn.market.value} connection {st.conn_id}"
+        label = conn.name
         if st.state is ConnectionState.RECONNECTING:
             for key in conn.keys:
                 state = self.streams.get(key)
@@ -305,8 +298,7 @@ class Hub:
         if now - self._malformed_logged_at >= 5.0:  # a flood of garbage must not flood the log
             self._malformed_logged_at = now
             self.events.warning(
-                f"{conn.market.value} connection {conn.status.conn_id}: dropped a malformed frame "
-                f"({reason}); {self.malformed} so far"
+                f"{conn.name}: dropped a malformed frame ({reason}); {self.malformed} so far"
             )
 
     def on_implausible(self, conn: Connection, key: StreamKey, reason: str) -> None:
@@ -331,7 +323,7 @@ class Hub:
             if state is not None:
                 state.status = StreamStatus.ERROR
                 state.error = message
-        self.events.error(f"{conn.market.value} connection {conn.status.conn_id}: {message}")
+        self.events.error(f"{conn.name}: {message}")
 
     # -- watchdog, rotation ------------------------------------------------------------------
 
@@ -340,8 +332,7 @@ class Hub:
         for old, new in list(self._successor.items()):
             if new.fully_subscribed:
                 self.events.info(
-                    f"{old.market.value} connection {old.status.conn_id}: handed over to "
-                    f"connection {new.status.conn_id}, closing it"
+                    f"{old.name}: handed over to connection {new.status.conn_id}, closing it"
                 )
                 self._retire(old)
 

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from kline_tui.binance.wire import CLOCK_TOLERANCE_MS
 from kline_tui.model import EARLIEST_OPEN_MS, FIXED_MS, LATEST_MS, CandleLike, Market, StreamKey
 from kline_tui.recorder.events import EventLog
 
@@ -32,9 +33,9 @@ __all__ = ["AHEAD_TOLERANCE_MS", "MAX_JUMP_MS", "Ledger", "MissingRange", "Strea
 # How far past the last candle held a new open time may be: a recorder can be stopped for years,
 # not for decades, and no gap is ever fetched from further than this.
 MAX_JUMP_MS = 3653 * 24 * 3_600_000  # ten years
-# How far past the exchange's clock (when known) an open time may be: the clock lags the server
-# by the delay of its answers, far less than this.
-AHEAD_TOLERANCE_MS = 5 * 60_000
+# How far past the exchange's clock (when known) an open time may be: the tolerance the
+# connection applies to event times (the clock lags the server by its answers' delay, far less).
+AHEAD_TOLERANCE_MS = CLOCK_TOLERANCE_MS
 
 
 @dataclass(slots=True)
@@ -214,7 +215,11 @@ class Ledger:
         st = self.streams.get(key) or self.begin(key, None)
         iv = key.interval
         t = candle.open_time
-        if not self._plausible(st, t):
+        # The common case, the candle after the last one held, needs no check: it is on the
+        # grid and next to a plausible one (the connection refused the rest already).
+        step = FIXED_MS.get(iv)
+        is_next = st.last is not None and step is not None and t == st.last + step
+        if not is_next and not self._plausible(st, t):
             return False
         if st.last is None:
             self._start_history(st, t)

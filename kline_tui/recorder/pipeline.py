@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from kline_tui.binance.markets import DEFAULT_ENDPOINTS
 from kline_tui.binance.rest import RestClient, RestError
 from kline_tui.config import Settings
 from kline_tui.model import CandleLike, Market, StreamKey
@@ -31,11 +32,10 @@ from kline_tui.store.lock import DataDirLock
 from kline_tui.store.series import stored_series
 from kline_tui.store.starts import read_starts, write_starts
 
-__all__ = ["DEFAULT_STOP_TIMEOUT_S", "Pipeline", "StopReport", "StreamRefused"]
+__all__ = ["Pipeline", "StopReport", "StreamRefused"]
 
 COMPACT_EVERY_S = 600.0  # closed buckets are merged this often
 CLOCK_REFRESH_S = 60.0  # the exchange's time is asked this often
-DEFAULT_STOP_TIMEOUT_S = 15.0  # a stop ends within this, whatever the servers do
 # Of the stop deadline: what the first flush and the socket close may take at most, and what is
 # kept back for the last flush (the drain gets the rest).
 _FIRST_FLUSH_SHARE = 0.3
@@ -81,6 +81,7 @@ class Pipeline:
         supervisor: Supervisor | None = None,
         source: str | None = None,
         compact_every_s: float = COMPACT_EVERY_S,
+        clock_rate: float | None = None,
     ) -> None:
         self.settings = settings
         self.events = events or EventLog()
@@ -89,8 +90,13 @@ class Pipeline:
         # simulated rows can never pass for real ones).
         self.source = source
         self.compact_every_s = compact_every_s
-        self._clock_rate_known = False
         self.rest = RestClient(settings.endpoints, warn=self.events.warning)
+        # How fast the exchange's clock runs against the local one: 1 for Binance, the speed for
+        # the demo's simulator. None: measured at start if the endpoints are not Binance's (a
+        # simulator or a mirror started on its own), else 1.
+        self._clock_rate_known = clock_rate is not None
+        if clock_rate is not None:
+            self.rest.set_clock_rate(clock_rate)
         self.symbols = SymbolDirectory(self.rest)
         self.sink = ParquetSink(
             settings.data_dir,
@@ -213,10 +219,10 @@ class Pipeline:
         """Ask the server time of each market before the first frame, so events are checked
         against it from the start, and learn how fast the exchange's clock runs.
 
-        Binance's runs at the local clock's rate; a simulator's may run many times faster (the
-        demo, the tests). Two answers half a second apart tell which: within a quarter of 1 (the
-        network's jitter) it is 1, else the measured rate. A market that does not answer is
-        checked from its first REST answer on.
+        Binance's runs at the local clock's rate; a simulator's may run many times faster. When
+        the rate was not given and the endpoints are not Binance's, two answers half a second
+        apart tell it: within a quarter of 1 (the network's jitter) it is 1, else the measured
+        rate. A market that does not answer is checked from its first REST answer on.
         """
         markets = list(dict.fromkeys(k.market for k in keys))
         answers: dict[Market, tuple[int, float]] = {}
@@ -226,6 +232,9 @@ class Pipeline:
         if not answers or self._clock_rate_known:
             return
         market, (first, first_at) = next(iter(answers.items()))
+        if self.settings.endpoints[market] == DEFAULT_ENDPOINTS[market]:
+            self._clock_rate_known = True  # Binance itself: its clock is the local clock's pace
+            return
         await asyncio.sleep(0.5)
         with contextlib.suppress(RestError):
             second = await self.rest.server_time(market)
@@ -329,15 +338,18 @@ class Pipeline:
             if st is not None and st.last is not None and now is not None:
                 self.ledger.observe(key, key.interval.open_time_at(now))
 
-    async def stop(self, deadline_s: float = DEFAULT_STOP_TIMEOUT_S) -> StopReport:
+    async def stop(self, deadline_s: float | None = None) -> StopReport:
         """Stop within `deadline_s`, keeping everything received: write what is buffered first,
         close the sockets (aborting those whose server will not let go), fetch from REST every
         candle known to be missing (the drain), then write again.
 
-        Every step is bounded by its share of the deadline and runs whatever the steps before it
+        `deadline_s` is the settings' `stop_timeout_s` unless given. Every step is bounded by its
+        share of the deadline and runs whatever the steps before it
         raised; the last flush always runs. What could not be fetched is in the report, and the
         next start fetches it (it is a hole on disk).
         """
+        if deadline_s is None:
+            deadline_s = self.settings.stop_timeout_s
         started = time.monotonic()
         end = started + deadline_s
         report = StopReport()

@@ -34,9 +34,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kline_tui.config import RecorderConfig
 from kline_tui.model import CandleLike, Interval, Market, StreamKey
 from kline_tui.recorder.events import EventLog
-from kline_tui.retry import Spawn
+from kline_tui.retry import Spawn, plain_spawn
 from kline_tui.store import layout, parts
 from kline_tui.store.parts import Row
 
@@ -44,14 +45,11 @@ __all__ = ["DEFAULT_FLUSH_AGE_S", "DEFAULT_FLUSH_ROWS", "ParquetSink", "SinkStat
 
 log = logging.getLogger(__name__)
 
-# 50,000 rows is about 2 MB of Parquet: 2,000 1m streams fill it in 25 minutes, so the age bound
-# is what flushes in practice. A minute keeps a 5-stream desk at one small file per partition per
-# minute (compaction merges them) and bounds what a crash can lose to a minute, refetched on
-# restart.
-DEFAULT_FLUSH_ROWS = 50_000
-DEFAULT_FLUSH_AGE_S = 60.0
-# About 250 MB of buffered rows: four hours of 2,000 1m streams waiting for a disk to come back.
-DEFAULT_MAX_BUFFER_ROWS = 500_000
+# The config's defaults (config.RecorderConfig says why these sizes), for a sink built alone.
+_RECORDER = RecorderConfig()
+DEFAULT_FLUSH_ROWS = _RECORDER.flush_rows
+DEFAULT_FLUSH_AGE_S = _RECORDER.flush_age_s
+DEFAULT_MAX_BUFFER_ROWS = _RECORDER.max_buffer_rows
 # Below this much free space a write that fails for a reason Polars words its own way is taken for
 # a full disk, not for bad rows: holding rows is always safe, setting them aside is not.
 _FULL_BELOW_BYTES = 16 << 20
@@ -169,10 +167,7 @@ class ParquetSink:
 
     def start(self, spawn: Spawn | None = None) -> None:
         """Run `run()` as a task (through `spawn`, the supervisor's, when given) until `close()`."""
-        if spawn is None:
-            self._task = asyncio.create_task(self.run(), name="sink")
-        else:
-            self._task = spawn("sink", self.run)
+        self._task = (spawn or plain_spawn)("sink", self.run)
 
     async def run(self) -> None:
         """Flush by row count and by age, forever."""

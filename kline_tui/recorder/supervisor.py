@@ -22,16 +22,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from kline_tui.recorder.events import EventLog
-from kline_tui.retry import Spawn
 
-__all__ = ["Crash", "Spawn", "Supervisor", "plain_spawn"]
+__all__ = ["Crash", "Supervisor"]
 
 log = logging.getLogger("kline_tui")
-
-
-def plain_spawn(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
-    """An unsupervised task (components built alone, in unit tests, use this)."""
-    return asyncio.create_task(run(), name=name)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
