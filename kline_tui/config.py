@@ -37,7 +37,9 @@ __all__ = [
     "EndpointConfig",
     "EndpointsConfig",
     "RecorderConfig",
+    "ServiceConfig",
     "Settings",
+    "parse_listen",
     "config_table",
     "default_config_path",
     "default_data_dir",
@@ -77,6 +79,10 @@ _WS_URL = r"\Awss?://[^\s/]\S*\Z"
 _HTTP_URL = r"\Ahttps?://[^\s/]\S*\Z"
 # Something besides blanks, and no NUL, which no file system takes in a path.
 _FOLDER = r"\A[^\x00]*[^\s\x00][^\x00]*\Z"
+_FolderPathOrNone = (
+    Annotated[str, Meta(pattern=_FOLDER, extra={"accepts": "a file path as a non-empty string"})]
+    | None
+)
 
 
 class EndpointConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -164,6 +170,41 @@ class RecorderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     ] = 15.0
 
 
+# `[HOST:]PORT`, HOST a name, an IPv4 address or a bracketed IPv6 address; checked further by
+# `parse_listen` (the port's range).
+_LISTEN = r"\A(?:(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):)?[0-9]{1,5}\Z"
+DEFAULT_LISTEN_HOST = "127.0.0.1"
+
+
+class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`[service]`: the recorder's HTTP API (health, metrics, state, control), off unless asked."""
+
+    listen: Annotated[
+        Annotated[
+            str,
+            Meta(
+                pattern=_LISTEN,
+                extra={"accepts": 'an address like "127.0.0.1:8765" or a port like "8765"'},
+            ),
+        ]
+        | None,
+        Meta(
+            extra={"default": "unset: off"},
+            description="Serve the API on `[HOST:]PORT` (HOST defaults to 127.0.0.1); "
+            "`record --listen` overrides it. Off when unset."
+        ),
+    ] = None
+    token_file: Annotated[
+        _FolderPathOrNone,
+        Meta(
+            extra={"default": "unset"},
+            description="A file holding the API token. Without it (and without "
+            "`KLINE_TUI_TOKEN`) a token is generated into `token` beside the config file; an "
+            "address other than loopback needs one of the two."
+        ),
+    ] = None
+
+
 # `data_dir` is computed when the file leaves it out (`default_data_dir`), so said in words.
 _PLATFORM_DATA_DIR = "the platform's data folder (`~/.local/share/kline-tui/data` on Linux)"
 _FolderPath = Annotated[
@@ -195,6 +236,9 @@ class ConfigFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     recorder: Annotated[
         RecorderConfig, Meta(description="How rows are written and streams run.")
     ] = msgspec.field(default_factory=RecorderConfig)
+    service: Annotated[
+        ServiceConfig, Meta(description="The recorder's HTTP API, for `record`.")
+    ] = msgspec.field(default_factory=ServiceConfig)
 
 
 _DEFAULTS = ConfigFile()
@@ -241,6 +285,10 @@ class Settings:
     max_buffer_rows: int = _DEFAULTS.recorder.max_buffer_rows
     stop_timeout_s: float = _DEFAULTS.recorder.stop_timeout_s
     """Longest a stop may take, drain and flush included; past it sockets are aborted."""
+    listen: tuple[str, int] | None = None
+    """Where the service API listens (host, port), or None: off."""
+    token_file: Path | None = None
+    """The API token's file as the config names it (None: the environment, or generated)."""
 
     def with_streams(self, keys: list[StreamKey]) -> Settings:
         """The watch list plus `keys` (kept in order, without repeats)."""
@@ -299,8 +347,40 @@ def _settings_from(doc: dict[str, Any], path: Path) -> Settings:
         data_dir=_data_dir(config.data_dir, fail),
         watch=_watch(config.watch, fail),
         endpoints=_endpoints(config.endpoints),
+        listen=_listen(config.service.listen, fail),
+        token_file=_token_file(config.service.token_file, fail),
         **msgspec.structs.asdict(config.recorder),
     )
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """`[HOST:]PORT` as (host, port); HOST defaults to 127.0.0.1, brackets of an IPv6 address
+    are removed, port 0 picks a free port. Raises ValueError with a sentence."""
+    if not re.match(_LISTEN, text):
+        raise ValueError(f"{text!r} is not [HOST:]PORT (e.g. 127.0.0.1:8765 or 8765)")
+    host, _, port = text.rpartition(":")
+    number = int(port)
+    if number > 65535:
+        raise ValueError(f"port {number} is above 65535")
+    return (host.strip("[]") or DEFAULT_LISTEN_HOST, number)
+
+
+def _listen(text: str | None, fail: _Failure) -> tuple[str, int] | None:
+    if text is None:
+        return None
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise fail("service.listen", str(exc)) from None
+
+
+def _token_file(text: str | None, fail: _Failure) -> Path | None:
+    if text is None:
+        return None
+    try:
+        return Path(text).expanduser()
+    except RuntimeError as exc:
+        raise fail("service.token_file", f"cannot expand {text!r}: {exc}") from None
 
 
 def _with_endpoint_defaults(doc: dict[str, Any], fail: _Failure) -> dict[str, Any]:
