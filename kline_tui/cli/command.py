@@ -32,6 +32,8 @@ from kline_tui.config import (
 from kline_tui.model import SpecError, StreamKey
 from kline_tui.recorder.pipeline import StreamRefused
 from kline_tui.runtime import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from kline_tui.store.dataset import Dataset, DatasetError, open_dataset
+from kline_tui.store.folder import ParquetFolder
 from kline_tui.store.layout import is_dataset
 from kline_tui.store.lock import DataDirError
 
@@ -64,6 +66,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     SpecError,
     StreamRefused,
     DataDirError,
+    DatasetError,
     RestError,
 )
 """Errors a user can cause or fix, for every command; a command adds those of its own tool."""
@@ -180,12 +183,12 @@ def _report(err: Console, prog: str, message: str) -> int:
 # --- settings -------------------------------------------------------------------------------
 
 
-def _data_dir_option(args: argparse.Namespace) -> Path | None:
+def _data_dir_option(args: argparse.Namespace) -> str | None:
     if args.data_dir is None:
         return None
     if not str(args.data_dir).strip():
-        raise UsageError("--data-dir must name a folder")
-    return Path(args.data_dir).expanduser()
+        raise UsageError("--data-dir must name a folder or an object-store URL")
+    return str(args.data_dir)
 
 
 def stream_keys(specs: Iterable[str]) -> list[StreamKey]:
@@ -205,7 +208,8 @@ def recorder_settings(args: argparse.Namespace, *, headless: bool) -> Settings:
         # The demo, and a first run of the UI, start with the majors of the three markets.
         keys = stream_keys(DEFAULT_WATCH)
     if data_dir is not None:
-        settings = replace(settings, data_dir=data_dir)
+        settings = settings.with_data_dir(data_dir)
+    open_dataset(settings.storage)  # a refused format or URL ends here, before any socket
     settings = settings.with_streams(keys)
     if not settings.watch:
         raise UsageError(
@@ -227,15 +231,26 @@ def _demo_settings(config: Path | None) -> Settings:
     return replace(settings, data_dir=default_data_dir().with_name("demo-data"))
 
 
-def dataset_settings(args: argparse.Namespace) -> tuple[Settings, Path]:
-    """The settings of a dataset tool and the data directory it works on: `--data-dir`, else
-    the config's."""
+def dataset_settings(args: argparse.Namespace) -> tuple[Settings, Dataset]:
+    """The settings of a dataset tool and the dataset it works on: at `--data-dir`, else the
+    config's `data_dir`, in the config's format (a Parquet folder or a Delta table)."""
     settings = load_settings(args.config)
-    return settings, _data_dir_option(args) or settings.data_dir
+    where = _data_dir_option(args)
+    if where is not None:
+        settings = settings.with_data_dir(where)
+    return settings, open_dataset(settings.storage)
 
 
-def dataset_dir(data_dir: Path) -> Path:
-    """The data directory, if it is one a recorder wrote (tools never write into another folder)."""
+def dataset_dir(dataset: Dataset) -> Dataset:
+    """The dataset, if a recorder wrote it (tools never write into another folder or table)."""
+    if not isinstance(dataset, ParquetFolder):
+        if not dataset.exists():
+            raise UsageError(
+                f"no kline-tui dataset at {dataset.describe()}: pass --data-dir or set data_dir "
+                "in the config"
+            )
+        return dataset
+    data_dir = dataset.data_dir
     if not data_dir.is_dir():
         raise UsageError(
             f"no data directory at {data_dir}: pass --data-dir or set data_dir in the config"
@@ -245,4 +260,4 @@ def dataset_dir(data_dir: Path) -> Path:
         if not any(data_dir.iterdir()):
             what = "empty"
         raise UsageError(f"{data_dir} is {what}: pass the folder a recorder writes with --data-dir")
-    return data_dir
+    return dataset

@@ -45,9 +45,9 @@ def main(argv: list[str]) -> int:
 def _import(args: argparse.Namespace, err: Console) -> int:
     market = Market.parse(args.market) if args.market else None
     interval = Interval.parse(args.interval) if args.interval else None
-    _, data_dir = dataset_settings(args)
+    _, dataset = dataset_settings(args)
     results = import_archives(
-        data_dir, args.paths, market, args.symbol, interval, on_done=_print_done
+        dataset, args.paths, market, args.symbol, interval, on_done=_print_done
     )
     rows = sum(r.rows for r in results)
     new = sum(r.written for r in results)

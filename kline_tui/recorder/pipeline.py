@@ -27,10 +27,7 @@ from kline_tui.recorder.sink import ParquetSink
 from kline_tui.recorder.supervisor import Supervisor
 from kline_tui.recorder.symbols import SymbolDirectory
 from kline_tui.retry import Backoff
-from kline_tui.store.compact import Compactor
-from kline_tui.store.lock import DataDirLock
-from kline_tui.store.series import stored_series
-from kline_tui.store.starts import read_starts, write_starts
+from kline_tui.store.dataset import Dataset, open_dataset
 
 __all__ = ["Pipeline", "StopReport", "StreamRefused"]
 
@@ -82,8 +79,11 @@ class Pipeline:
         source: str | None = None,
         compact_every_s: float = COMPACT_EVERY_S,
         clock_rate: float | None = None,
+        dataset: Dataset | None = None,
     ) -> None:
         self.settings = settings
+        # Where rows go: the settings' storage (a Parquet folder or a Delta table) unless given.
+        self.dataset = dataset if dataset is not None else open_dataset(settings.storage)
         self.events = events or EventLog()
         self.supervisor = supervisor or Supervisor(self.events)
         # Provenance written for every row instead of ws/rest (`sim` for the demo's candles, so
@@ -99,7 +99,7 @@ class Pipeline:
             self.rest.set_clock_rate(clock_rate)
         self.symbols = SymbolDirectory(self.rest)
         self.sink = ParquetSink(
-            settings.data_dir,
+            self.dataset,
             self.events,
             flush_rows=settings.flush_rows,
             flush_age_s=settings.flush_age_s,
@@ -135,8 +135,7 @@ class Pipeline:
             paused=lambda: not self.recording,
             on_error=self.supervisor.report,
         )
-        self._lock = DataDirLock(settings.data_dir)
-        self.compactor = Compactor(settings.data_dir, self.events.emit)
+        self.compactor = self.dataset.compactor(self.events.emit)
         self._compacting: asyncio.Task[None] | None = None
         self.recording = True
         self._started = False
@@ -166,7 +165,9 @@ class Pipeline:
         keys = list(self.settings.watch if keys is None else keys)
         await self.check(keys)
         await self._learn_exchange_time(keys)
-        self._lock.acquire()  # raises DataDirError: another recorder, or an unusable folder
+        # Raises DataDirError (another recorder, an unusable folder) or DatasetError (a store
+        # that refuses us), before anything is subscribed.
+        await asyncio.to_thread(self.dataset.acquire)
         await self._resume(keys)
         spawn = self.supervisor.spawn
         self.sink.start(spawn)
@@ -176,7 +177,7 @@ class Pipeline:
         spawn("exchange clock", self._keep_exchange_time)
         self._started = True
         self.hub.add(keys)
-        self.events.info(f"watching {len(keys)} streams, recording to {self.settings.data_dir}")
+        self.events.info(f"watching {len(keys)} streams, recording to {self.dataset.describe()}")
 
     async def add(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
         """Validate and watch more streams; returns those that were not watched already."""
@@ -200,11 +201,11 @@ class Pipeline:
         if not self._starts_changed:
             return None
         self._starts_changed = False
-        snapshot, data_dir = dict(self._starts), self.settings.data_dir
+        snapshot, dataset = dict(self._starts), self.dataset
 
         def write() -> None:
             try:
-                write_starts(data_dir, snapshot)
+                dataset.write_starts(snapshot)
             except OSError:
                 self._starts_changed = True  # tried again at the next flush
                 raise
@@ -258,10 +259,9 @@ class Pipeline:
     async def _resume(self, keys: list[StreamKey]) -> None:
         """Tell the ledger where each stream's data on disk ends, so recording resumes there."""
         notes: list[str] = []  # files set aside as unreadable or foreign, said on this thread
-        data_dir = self.settings.data_dir
         if not self._starts:
-            self._starts = await asyncio.to_thread(read_starts, data_dir)
-        stored = await asyncio.to_thread(stored_series, data_dir, keys, notes.append, self._starts)
+            self._starts = await asyncio.to_thread(self.dataset.read_starts)
+        stored = await asyncio.to_thread(self.dataset.held, keys, notes.append, self._starts)
         for note in notes:
             self.events.warning(note)
         for key in keys:
@@ -393,7 +393,7 @@ class Pipeline:
                 await step("last flush", max(left(), 1.0), self.sink.close())
             report.unwritten = self.sink.stats.rows_buffered
             await step("stopping tasks", min(max(left(), 0.5), 2.0), self.supervisor.cancel_all())
-            self._lock.release()
+            self.dataset.release()
             await step("closing REST", min(max(left(), 0.2), 1.0), self.rest.close())
         report.missing = [
             (key, r.first, r.last)
