@@ -234,8 +234,11 @@ class DeltaDataset:
             return 0
         source = frame
         predicate = (
-            f"t.market = '{market.value}' AND t.interval = '{interval.path_label}' "
-            f"AND t.date = '{bucket}' AND t.symbol = s.symbol AND t.open_time = s.open_time"
+            # `interval` as a literal trips delta-rs' conflict checker, which re-parses the
+            # predicate (an SQL INTERVAL); matched on the source's column it still prunes, as
+            # the source holds one interval.
+            f"t.market = '{market.value}' AND t.\"date\" = '{bucket}' "
+            "AND t.interval = s.interval AND t.symbol = s.symbol AND t.open_time = s.open_time"
         )
 
         def merge() -> int:
@@ -475,7 +478,6 @@ class DeltaDataset:
         """Merge `starts` into the shared file (the earliest start of each stream wins: twins and
         shards write it too), with a conditional put retried when another writer got there
         first. Raises OSError."""
-        import obstore
         from obstore.exceptions import AlreadyExistsError, PreconditionError
 
         for _ in range(COMMIT_TRIES):
@@ -486,9 +488,8 @@ class DeltaDataset:
             if merged == held and etag is not None:
                 return
             body = json.dumps({str(k): t for k, t in sorted(merged.items())}).encode()
-            mode: Any = "create" if etag is None else {"e_tag": etag}
             try:
-                obstore.put(self._meta_store(), "starts.json", body, mode=mode)
+                self._put_if(self._meta_store(), "starts.json", body, etag)
                 return
             except (AlreadyExistsError, PreconditionError):
                 time.sleep(random.uniform(0, _BACKOFF_FIRST_S * 4))
@@ -496,6 +497,35 @@ class DeltaDataset:
             except Exception as exc:  # noqa: BLE001 - the store refused: the flush holds its rows
                 raise DatasetUnavailable(self._fail("cannot write the starts of", exc)) from None
         raise DatasetUnavailable(f"cannot write the starts of {self.describe()}: too many races")
+
+    def _put_if(self, store: Any, path: str, body: bytes, etag: str | None) -> None:
+        """Write `path` only if it is absent (`etag` None) or still the version `etag` names;
+        raises obstore's AlreadyExistsError or PreconditionError otherwise. A local folder has no
+        conditional update in object_store: there a file lock makes the check and the write one
+        step (one machine: every writer of a local table shares its lock)."""
+        import obstore
+        from obstore.exceptions import PreconditionError
+
+        if etag is None:
+            obstore.put(store, path, body, mode="create")
+            return
+        if not self._local:
+            obstore.put(store, path, body, mode={"e_tag": etag})
+            return
+        import fcntl
+
+        fd = os.open(Path(self.location) / _META / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                now = obstore.head(store, path).get("e_tag")
+            except FileNotFoundError:
+                now = None
+            if now != etag:
+                raise PreconditionError(f"{path} changed meanwhile")
+            obstore.put(store, path, body, mode="overwrite")
+        finally:
+            os.close(fd)  # closing drops the lock
 
     # -- compaction, verification ---------------------------------------------------------------
 
@@ -521,17 +551,9 @@ class DeltaDataset:
         return sorted(seen.values(), key=lambda b: (b.market.value, b.interval.value, b.label))
 
     def files_in(self, bucket: Bucket) -> int:
-        """How many data files the partition has now."""
-        table = self.table(fresh=False)
-        return len(
-            table.file_uris(
-                [
-                    ("market", "=", bucket.market.value),
-                    ("interval", "=", bucket.interval.path_label),
-                    ("date", "=", bucket.label),
-                ]
-            )
-        )
+        """How many data files the partition has now (in the snapshot last loaded)."""
+        folder = f"/{bucket.path.as_posix()}/"
+        return sum(folder in uri for uri in self.table(fresh=False).file_uris())
 
     def verify(self, keys: Iterable[StreamKey] | None = None) -> VerifyReport:
         """Per stream: first and last candle, count, gaps and duplicates, bucket by bucket."""
@@ -746,7 +768,7 @@ class DeltaCompactor:
             held = json.loads(bytes(got.bytes()).decode("utf-8"))
             if held.get("owner") != self.owner and float(held.get("until", 0)) > time.time():
                 return False
-            obstore.put(store, "compact.lease", body, mode={"e_tag": got.meta.get("e_tag")})
+            self.dataset._put_if(store, "compact.lease", body, got.meta.get("e_tag"))
             return True
         except (AlreadyExistsError, PreconditionError, NotFoundError):
             return False
