@@ -39,11 +39,11 @@ __all__ = [
     "RecorderConfig",
     "ServiceConfig",
     "Settings",
-    "parse_listen",
     "config_table",
     "default_config_path",
     "default_data_dir",
     "load_settings",
+    "parse_listen",
     "save_watch",
 ]
 
@@ -191,7 +191,7 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
         Meta(
             extra={"default": "unset: off"},
             description="Serve the API on `[HOST:]PORT` (HOST defaults to 127.0.0.1); "
-            "`record --listen` overrides it. Off when unset."
+            "`record --listen` overrides it. Off when unset.",
         ),
     ] = None
     token_file: Annotated[
@@ -200,7 +200,7 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             extra={"default": "unset"},
             description="A file holding the API token. Without it (and without "
             "`KLINE_TUI_TOKEN`) a token is generated into `token` beside the config file; an "
-            "address other than loopback needs one of the two."
+            "address other than loopback needs one of the two.",
         ),
     ] = None
 
