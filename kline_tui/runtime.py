@@ -118,7 +118,11 @@ class Runtime:
         return self._stop_requested
 
     async def start(
-        self, keys: Iterable[StreamKey] | None = None, *, leave_out_refused: bool = False
+        self,
+        keys: Iterable[StreamKey] | None = None,
+        *,
+        leave_out_refused: bool = False,
+        on_locked: Callable[[], None] | None = None,
     ) -> list[StreamKey]:
         """Start recording `keys` (the settings' watch list by default); returns those watched.
 
@@ -127,9 +131,12 @@ class Runtime:
         the event log, and an unreachable exchange is retried with backoff until it answers or a
         stop is requested. A stop requested meanwhile ends the start at once (the returned list
         is then empty and `started` False).
+
+        `on_locked`: take the data folder before the exchange is asked anything, then call it (a
+        service says it is up there: config valid, folder taken, whatever the exchange does).
         """
         keys = list(self.settings.watch if keys is None else keys)
-        attempt = asyncio.ensure_future(self._start(keys, leave_out_refused))
+        attempt = asyncio.ensure_future(self._start(keys, leave_out_refused, on_locked))
         stop = asyncio.ensure_future(self._stop_event().wait())
         try:
             await asyncio.wait([attempt, stop], return_when=asyncio.FIRST_COMPLETED)
@@ -141,7 +148,12 @@ class Runtime:
             return []
         return attempt.result()
 
-    async def _start(self, keys: list[StreamKey], leave_out_refused: bool) -> list[StreamKey]:
+    async def _start(
+        self,
+        keys: list[StreamKey],
+        leave_out_refused: bool,
+        on_locked: Callable[[], None] | None,
+    ) -> list[StreamKey]:
         settings = self.settings
         if self.demo_speed is not None:
             settings = await self._start_simulator(settings, keys)
@@ -157,6 +169,9 @@ class Runtime:
                 source="sim" if self.demo_speed is not None else None,
                 clock_rate=self.demo_speed,
             )
+        if on_locked is not None:
+            self.pipeline.lock()
+            on_locked()
         keys = await self._start_pipeline(keys, leave_out_refused)
         self.started = True
         if self.demo_speed is not None:

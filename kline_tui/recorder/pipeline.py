@@ -161,12 +161,18 @@ class Pipeline:
         if problems:
             raise StreamRefused(problems)
 
+    def lock(self) -> None:
+        """Take the data folder (raises DataDirError: another recorder, or an unusable folder).
+        `start` takes it after checking the streams; a service takes it before, so that it can
+        say it is up while the exchange is still out of reach."""
+        self._lock.acquire()
+
     async def start(self, keys: Iterable[StreamKey] | None = None) -> None:
         """Validate the streams (the settings' watch list by default), then start recording them."""
         keys = list(self.settings.watch if keys is None else keys)
         await self.check(keys)
         await self._learn_exchange_time(keys)
-        self._lock.acquire()  # raises DataDirError: another recorder, or an unusable folder
+        self.lock()
         await self._resume(keys)
         spawn = self.supervisor.spawn
         self.sink.start(spawn)

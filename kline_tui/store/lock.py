@@ -29,9 +29,16 @@ class DataDirLock:
         self.data_dir = Path(data_dir)
         self._fd: int | None = None
 
+    @property
+    def held(self) -> bool:
+        """This process holds the lock."""
+        return self._fd is not None
+
     def acquire(self) -> None:
-        """Take the lock, or raise DataDirError saying who holds it or why the folder is
-        unusable."""
+        """Take the lock (unless held already), or raise DataDirError saying who holds it or why
+        the folder is unusable."""
+        if self._fd is not None:
+            return
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             fd = layout.lock_fd(self.data_dir, "lock")
