@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from kline_tui.service import systemd
 from kline_tui.service.systemd import MIN_PING_PERIOD_S, STATUS_LIMIT, Notifier
 
 
@@ -107,6 +108,18 @@ def test_an_unusable_socket_name_is_ignored_and_logged_once(value, caplog):
     assert not notifier.status("x")
     assert notifier.watchdog_interval_s() is None
     assert len(caplog.records) == 1
+
+
+def test_a_platform_without_unix_sockets_ignores_the_socket(systemd_socket, monkeypatch, caplog):
+    caplog.set_level(logging.WARNING, logger="kline_tui")
+    monkeypatch.setattr(systemd, "_AF_UNIX", None)
+    receiver, path = systemd_socket
+    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "30000000"})
+    assert not notifier.enabled
+    assert not notifier.ready()
+    assert notifier.watchdog_interval_s() is None
+    assert len(caplog.records) == 1
+    assert received(receiver) == []
 
 
 def test_a_missing_socket_never_raises_and_is_logged_once(tmp_path, caplog):

@@ -42,6 +42,9 @@ __all__ = ["Notifier"]
 
 log = logging.getLogger(__name__)
 
+# Missing only on platforms without systemd (Windows before AF_UNIX support in Python).
+_AF_UNIX: int | None = getattr(socket, "AF_UNIX", None)
+
 # A STATUS= line is shown by `systemctl status`; systemd reads a notification of at most 4 KiB.
 STATUS_LIMIT = 1000
 # WATCHDOG_USEC and WATCHDOG_PID are decimal numbers; anything longer than this is not one
@@ -66,6 +69,8 @@ class Notifier:
         env = os.environ if environ is None else environ
         self._pid = os.getpid() if pid is None else pid
         self._address, problem = _socket_address(env.get("NOTIFY_SOCKET"))
+        if self._address is not None and _AF_UNIX is None:
+            self._address, problem = None, "NOTIFY_SOCKET is set, but this platform has no AF_UNIX"
         self._watchdog_s = _watchdog_interval(env, self._pid)
         self._socket: socket.socket | None = None
         self._warned = False
@@ -79,14 +84,14 @@ class Notifier:
 
     def notify(self, *fields: str) -> bool:
         """Send one datagram of `KEY=VALUE` fields (e.g. "READY=1", "STATUS=..."), one per line."""
-        if self._address is None:
+        family = _AF_UNIX
+        if self._address is None or family is None:
             return False
         data = "\n".join(fields).encode("utf-8", "replace")
         try:
             if self._socket is None:
-                self._socket = socket.socket(
-                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
-                )
+                # Not inherited by child processes (Python's default for every socket).
+                self._socket = socket.socket(family, socket.SOCK_DGRAM)
                 # A full receive queue (systemd busy or gone) must drop the message, not block
                 # the event loop that every stream and the API run on.
                 self._socket.setblocking(False)
