@@ -144,6 +144,9 @@ class Hub:
         self._gone: dict[Market, ConnectionTotals] = {}
         self._leaving: dict[int, ConnectionStatus] = {}
         self._watchdog: asyncio.Task[None] | None = None
+        # Called with each closed candle kept in a stream's `closed` (the service's events socket
+        # forwards them); a listener must be cheap and must not raise.
+        self.closed_listeners: list[Callable[[StreamKey, CandleLike], None]] = []
 
     def start(self) -> None:
         """Start the watchdog (connections start as streams are added)."""
@@ -299,6 +302,8 @@ class Hub:
         if kline.closed:
             if self.ledger.accept(key, kline):  # `recorded` counts what the sink took
                 state.closed.append(kline)
+                for listener in self.closed_listeners:
+                    listener(key, kline)
             else:
                 state.duplicates += 1
         else:
