@@ -8,7 +8,7 @@ middleware in front of textual-serve's routes:
 
 - the token, on any address other than loopback: `?token=...` once (it becomes an HttpOnly,
   SameSite=Strict cookie and leaves the address bar) or HTTP basic auth (any user name, the token
-  as password); wrong tokens are rate-limited per client;
+  as password); wrong tokens are rate-limited per client as the API's are (`service.auth`);
 - a cap on concurrent tabs, counted on the WebSocket that starts a process: one more gets a
   readable 503 page;
 - what a browser needs against other sites: a loopback server answers only to loopback host
@@ -31,11 +31,9 @@ import base64
 import hashlib
 import hmac
 import html
-import ipaddress
 import logging
+import math
 import shlex
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -44,12 +42,9 @@ from aiohttp import hdrs, web
 from textual_serve.server import Server
 from yarl import URL
 
-__all__ = [
-    "COOKIE",
-    "FailureLimiter",
-    "WebServer",
-    "is_loopback",
-]
+from kline_tui.service.auth import FailureLimiter, is_loopback
+
+__all__ = ["COOKIE", "WebServer"]
 
 log = logging.getLogger(__name__)
 
@@ -66,76 +61,6 @@ _STOP_TABS_S = 10.0
 """How long a stop waits for the tabs' processes to quit."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def is_loopback(host: str) -> bool:
-    """Whether `host` (a name or an address, IPv6 with or without brackets) is this machine only:
-    `localhost` or a loopback address. Any other name may resolve to anything."""
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-class FailureLimiter:
-    """Wrong tokens per client: `burst` of them at once, then one every `every_s` seconds.
-
-    A token bucket per client address (per /64 for IPv6, which hands out whole networks to one
-    machine), in a map of at most `max_clients` entries: the client that failed least recently
-    is forgotten first, so a flood of addresses costs memory no more than a few.
-    """
-
-    def __init__(
-        self,
-        burst: int = 5,
-        every_s: float = 12.0,
-        max_clients: int = 4096,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.burst = burst
-        self.every_s = every_s
-        self.max_clients = max_clients
-        self._clock = clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    @staticmethod
-    def client_key(remote: str | None) -> str:
-        """The key a client's failures count under: its address, or its /64 for IPv6."""
-        if not remote:
-            return "?"
-        try:
-            address = ipaddress.ip_address(remote)
-        except ValueError:
-            return remote
-        if isinstance(address, ipaddress.IPv6Address):
-            if address.ipv4_mapped is not None:
-                return str(address.ipv4_mapped)
-            return str(ipaddress.ip_network(f"{address}/64", strict=False))
-        return str(address)
-
-    def _tokens(self, key: str, now: float) -> float:
-        tokens, at = self._buckets.get(key, (float(self.burst), now))
-        return min(float(self.burst), tokens + (now - at) / self.every_s)
-
-    def retry_after(self, remote: str | None) -> float:
-        """Seconds until `remote` may try a token again; 0 when it may now."""
-        key = self.client_key(remote)
-        if key not in self._buckets:
-            return 0.0
-        tokens = self._tokens(key, self._clock())
-        return 0.0 if tokens >= 1 else (1 - tokens) * self.every_s
-
-    def failed(self, remote: str | None) -> None:
-        """Count one wrong token from `remote`."""
-        key = self.client_key(remote)
-        now = self._clock()
-        self._buckets[key] = (self._tokens(key, now) - 1, now)
-        self._buckets.move_to_end(key)
-        while len(self._buckets) > self.max_clients:
-            self._buckets.popitem(last=False)
 
 
 class WebServer(Server):
@@ -285,13 +210,13 @@ class WebServer(Server):
         password = _basic_password(request)
         if cookie is None and offered is None and password is None:
             return _needs_token(), None
-        wait = self.limiter.retry_after(request.remote)
-        if wait > 0:
+        wait = self.limiter.retry_after(_client(request))
+        if wait is not None:
             return _page(
                 429,
                 "Too many wrong tokens",
-                f"Too many wrong tokens from your address: try again in {wait:.0f} s.",
-                {hdrs.RETRY_AFTER: str(max(1, round(wait)))},
+                f"Too many wrong tokens from your address: try again in {math.ceil(wait)} s.",
+                {hdrs.RETRY_AFTER: str(max(1, math.ceil(wait)))},
             ), None
         if offered is not None:
             if not _same(offered, self.token):
@@ -304,7 +229,7 @@ class WebServer(Server):
         return self._wrong(request), None
 
     def _wrong(self, request: web.Request) -> web.StreamResponse:
-        self.limiter.failed(request.remote)
+        self.limiter.failed(_client(request))
         log.warning("wrong token from %s", request.remote)
         return _needs_token()
 
@@ -418,6 +343,11 @@ def _basic_password(request: web.Request) -> str | None:
     except (ValueError, UnicodeDecodeError):
         return ""
     return decoded.partition(":")[2]
+
+
+def _client(request: web.Request) -> str:
+    """Whom wrong tokens count against: the peer's address (a proxy's, behind one)."""
+    return request.remote or "?"
 
 
 def _same(offered: str, expected: str) -> bool:
