@@ -13,6 +13,7 @@ lock names its address), else to 127.0.0.1:8765. The token is `--token-file`'s, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -26,9 +27,7 @@ from kline_tui.config import DEFAULT_LISTEN_HOST, Settings
 __all__ = ["AttachTarget", "attach_target", "main", "parser"]
 
 DEFAULT_PORT = 8765
-TOKEN_ENV = "KLINE_TUI_TOKEN"
 _URL = re.compile(r"\Ahttps?://[^\s/?#]+/?\Z")
-_TOKEN_LIMIT = 512  # characters: a token file holding more is not a token file
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
         "--token-file",
         type=Path,
         metavar="FILE",
-        help=f"a file holding the API token (default: ${TOKEN_ENV}, else the recorder's own)",
+        help="a file holding the API token (default: $KLINE_TUI_TOKEN, else the recorder's own)",
     )
     return command
 
@@ -72,15 +71,19 @@ def main(argv: list[str]) -> int:
 
         return run_attached(settings, target.url, target.token)
 
-    return run(parser(), argv, body)
+    from kline_tui.service.auth import ServiceError
+
+    return run(parser(), argv, body, errors=(ServiceError,))
 
 
 def attach_target(
     settings: Settings, data_dir: Path, url: str | None, token_file: Path | None = None
 ) -> AttachTarget:
     """The recorder to attach to: `url`, else the one recording into `data_dir`, else the
-    default address; with the first token found (see the module's docstring)."""
+    default address; with the first token found (see the module's docstring). Raises
+    UsageError for a bad URL and TokenError for a `token_file` without a token."""
     from kline_tui.service.api import find_running
+    from kline_tui.service.auth import TOKEN_ENV, TokenError, generated_token_path, read_token
 
     running = find_running(data_dir)
     if url is None:
@@ -88,27 +91,14 @@ def attach_target(
     url = url.strip()
     if not _URL.match(url):
         raise UsageError(f"{url!r} is not a recorder's address (e.g. http://127.0.0.1:8765)")
+    url = url.rstrip("/")
     if token_file is not None:
-        token = _read_token(token_file)
-        if token is None:
-            raise UsageError(f"{token_file}: no token in it")
-        return AttachTarget(url.rstrip("/"), token)
-    token = os.environ.get(TOKEN_ENV, "").strip() or None
-    candidates: list[Path | None] = [Path(running.token_file)] if running is not None and running.token_file else []
-    candidates += [settings.token_file, settings.config_path.with_name("token")]
+        return AttachTarget(url, read_token(token_file))
+    if os.environ.get(TOKEN_ENV, "").strip():
+        return AttachTarget(url, os.environ[TOKEN_ENV].strip())
+    candidates = [Path(running.token_file)] if running is not None and running.token_file else []
+    candidates += [p for p in (settings.token_file, generated_token_path(settings)) if p]
     for path in candidates:
-        if token is not None:
-            break
-        token = _read_token(path)
-    return AttachTarget(url.rstrip("/"), token)
-
-
-def _read_token(path: Path | None) -> str | None:
-    """The token in `path`, or None when there is no readable, sensible token there."""
-    if path is None:
-        return None
-    try:
-        text = path.expanduser().read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError, RuntimeError):
-        return None
-    return text if 0 < len(text) <= _TOKEN_LIMIT and text.isprintable() else None
+        with contextlib.suppress(TokenError):
+            return AttachTarget(url, read_token(path))
+    return AttachTarget(url, None)  # the recorder answers 401, and the UI says so

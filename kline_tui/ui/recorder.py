@@ -321,10 +321,22 @@ class AttachedRecorder:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def add(self, keys: list[StreamKey]) -> list[StreamKey]:
-        return await self.client.add(keys)
+        added = await self.client.add(keys)
+        await self._mirrored(lambda: all(k in self.streams for k in added))
+        return added
 
     async def remove(self, keys: list[StreamKey]) -> list[StreamKey]:
-        return await self.client.remove(keys)
+        removed = await self.client.remove(keys)
+        await self._mirrored(lambda: not any(k in self.streams for k in removed))
+        return removed
+
+    async def _mirrored(self, done: Callable[[], bool]) -> None:
+        """Until the events socket has brought a change the API has answered (so the table can
+        select a stream just added), for at most a second: a slow socket only delays the rows."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                while not done():
+                    await asyncio.sleep(0.02)
 
     async def pause(self) -> None:
         await self.client.pause()
