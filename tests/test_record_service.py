@@ -4,6 +4,7 @@ bad settings refused in one line."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -68,18 +69,15 @@ def test_record_listen_serves_the_api_tells_systemd_and_counts_what_is_on_disk(t
     said: list[str] = []
 
     def heard(prefix: str) -> bool:
-        try:
+        with contextlib.suppress(TimeoutError):
             said.extend(listener.recv(4096).decode().split("\n"))
-        except TimeoutError:
-            pass
         return any(line.startswith(prefix) for line in said)
 
     try:
         _wait_for("READY=1", lambda: heard("READY=1"))
         service_file = data / ".kline-tui" / ".service.json"
-        url = _wait_for("the runtime file", lambda: service_file.exists()) and json.loads(
-            service_file.read_text()
-        )["url"]
+        _wait_for("the runtime file", service_file.exists)
+        url = json.loads(service_file.read_text())["url"]
 
         status, body = _get(f"{url}/healthz")
         assert status == 200, body
