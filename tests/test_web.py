@@ -15,6 +15,8 @@ import gc
 import json
 import re
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +28,7 @@ import pytest
 from kline_tui.cli.web import main
 from kline_tui.service.auth import FailureLimiter
 from kline_tui.ui.web import COOKIE, WebServer
-from tests.support import wait_until
+from tests.support import KLINE_TUI, env_for, wait_until
 
 TOKEN = "t0ken-for-the-web-test-7f3a9c"
 
@@ -382,31 +384,94 @@ async def assert_live_watch_table(driver, symbols: list[str]) -> None:
         await asyncio.sleep(0.5)
 
 
-def demo_command(tmp_path: Path) -> list[str]:
-    return [sys.executable, "-m", "kline_tui", "--demo", "--data-dir", str(tmp_path / "data")]
+def wait_for_line(log: Path, pattern: str, proc: subprocess.Popen, timeout: float = 30.0) -> str:
+    """The first match of `pattern` (its group 1) in the log file, once it is written."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log.read_text() if log.exists() else ""
+        if found := re.search(pattern, text):
+            return found.group(1)
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"no {pattern!r} in the log (exit {proc.poll()}):\n{text}")
+        time.sleep(0.1)
 
 
-@pytest.fixture
-def demo_env(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
-    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-
-
-async def test_browser_shows_the_live_watch_table(browser, tmp_path, demo_env):
-    server = WebServer(demo_command(tmp_path), host="127.0.0.1", port=0, max_tabs=2)
-    page = await server.start()
+@contextlib.contextmanager
+def kline_tui(args: list[str], env: dict[str, str], log: Path):
+    """`kline-tui ARGS` as a child, its output to `log`; stopped by SIGTERM at the end, which it
+    must answer by exiting 0."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([KLINE_TUI, *args], env=env, stdout=out, stderr=out)
     try:
-        await asyncio.to_thread(browser.get, page)
-        await assert_live_watch_table(browser, ["BTCUSDT"])
-        assert server.tabs == 1
+        yield proc
     finally:
-        await asyncio.to_thread(browser.get, "about:blank")
-        await server.stop()
-        collect_tabs()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        assert code == 0, f"kline-tui {args[0]} exited {code}:\n{log.read_text()}"
 
 
-async def test_browser_gets_in_with_the_token_in_the_address(browser, tmp_path, demo_env):
-    server = WebServer(demo_command(tmp_path), host="127.0.0.1", port=0, max_tabs=2, token=TOKEN)
+@pytest.fixture(scope="module")
+def recorder(tmp_path_factory):
+    """`kline-tui record --demo --listen` on a free loopback port, two streams, its API guarded
+    by TOKEN: (its URL, its config file, the environment it runs in, the data folder)."""
+    tmp = tmp_path_factory.mktemp("recorder")
+    env = env_for(tmp)
+    env.pop("KLINE_TUI_TOKEN", None)
+    config = tmp / "config.toml"
+    config.write_text("")
+    data = tmp / "data"
+    args = ["record", "--config", str(config), "--data-dir", str(data), "--demo"]
+    args += ["--listen", "127.0.0.1:0", "usdm:BTCUSDT:1m", "spot:ETHUSDT:1m"]
+    log = tmp / "record.log"
+    with kline_tui(args, dict(env, KLINE_TUI_TOKEN=TOKEN), log) as proc:
+        url = wait_for_line(log, r"service API on (http://\S+)", proc)
+        yield url, config, env, data
+
+
+def command_lines_holding(secret: str) -> list[str]:
+    """Every process's command line that holds `secret` (what `ps` would show)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if secret.encode() in cmdline.read_bytes():
+                found.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+def test_browser_shows_a_recorders_streams_live(browser, recorder, tmp_path):
+    """The whole chain: a recorder, `kline-tui web` (token from a file, the environment without
+    it), `kline-tui attach` in the tab, xterm.js in Chromium."""
+    url, config, env, data = recorder
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    args = ["web", url, "--config", str(config), "--data-dir", str(data)]
+    args += ["--listen", "127.0.0.1:0", "--token-file", str(token_file), "--max-tabs", "1"]
+    log = tmp_path / "web.log"
+    with kline_tui(args, env, log) as web:
+        page = wait_for_line(log, r"serving (http://\S+)", web)
+        browser.get(page)
+        # The events socket of the recorder takes the token only: a live table proves the tab's
+        # attach got it, through its environment since no command line holds it.
+        asyncio.run(assert_live_watch_table(browser, ["BTCUSDT", "ETHUSDT"]))
+        if Path("/proc/self/cmdline").exists():
+            assert command_lines_holding(TOKEN) == []
+        browser.get("about:blank")
+    assert "tab opened from 127.0.0.1 (1 of 1)" in log.read_text()
+
+
+async def test_browser_gets_in_with_the_token_in_the_address(
+    browser, recorder, tmp_path, monkeypatch
+):
+    url, config, env, _data = recorder
+    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME"):
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.setenv("KLINE_TUI_TOKEN", TOKEN)  # as `kline-tui web` passes it to its tabs
+    command = [sys.executable, "-m", "kline_tui", "attach", "--config", str(config), url]
+    server = WebServer(command, host="127.0.0.1", port=0, max_tabs=2, token=TOKEN)
     page = await server.start()
     try:
         await asyncio.to_thread(browser.get, page)  # refused: no terminal, no process
