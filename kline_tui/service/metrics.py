@@ -244,7 +244,7 @@ class RuntimeCollector:
         lag = GaugeMetricFamily(
             PREFIX + "event_lag_seconds",
             "The worst delay, among a market's live connections, between an event's exchange "
-            "time and its receipt (local clock; sampled twice a second).",
+            "time and its receipt (on the exchange clock as known here; sampled twice a second).",
             labels=["market"],
             unit="seconds",
         )
