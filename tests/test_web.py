@@ -16,6 +16,7 @@ import json
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -121,9 +122,9 @@ async def test_token_in_the_address_sets_a_strict_cookie_and_leaves_the_address(
             assert f'data-session-websocket-url="ws://127.0.0.1:{server.port}/ws"' in body
             assert 'data-font-size="20"' in body
             assert page.headers["X-Frame-Options"] == "DENY"
-        socket = await client.ws_connect("/ws")
+        tab = await client.ws_connect("/ws")
         await wait_until(lambda: notes(tmp_path / "tabs.jsonl"), what="the tab's process")
-        await socket.close()
+        await tab.close()
 
 
 def basic(user: str, password: str) -> dict[str, str]:
@@ -139,9 +140,9 @@ async def test_basic_auth_with_the_token_as_password(tmp_path):
             assert right.status == 200
             assert "textual-terminal" in await right.text()
             assert COOKIE in right.cookies  # the WebSocket then goes in by the cookie
-        socket = await client.ws_connect("/ws")
+        tab = await client.ws_connect("/ws")
         await wait_until(lambda: notes(tmp_path / "tabs.jsonl"), what="the tab's process")
-        await socket.close()
+        await tab.close()
 
 
 async def test_wrong_tokens_are_rate_limited_per_client(tmp_path):
@@ -187,9 +188,9 @@ async def test_tabs_are_capped_and_a_closed_tab_frees_its_place(tmp_path):
 async def test_stop_closes_every_tab(tmp_path):
     report = tmp_path / "tabs.jsonl"
     async with serving(tmp_path) as (server, client):
-        sockets = [await client.ws_connect("/ws") for _ in range(2)]
+        tabs = [await client.ws_connect("/ws") for _ in range(2)]
         # Read like a browser does, which answers the server's close at once.
-        readers = [asyncio.create_task(socket.receive()) for socket in sockets]
+        readers = [asyncio.create_task(tab.receive()) for tab in tabs]
         await wait_until(lambda: len(notes(report)) == 2, what="two tabs' processes")
         started = time.monotonic()
         await server.stop()
@@ -245,6 +246,16 @@ def test_an_empty_token_file_is_one_line(isolated, capsys, tmp_path):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "is empty" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_port_in_use_is_one_line(isolated, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["--listen", f"127.0.0.1:{port}", *isolated]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(
