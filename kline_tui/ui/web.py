@@ -172,7 +172,12 @@ class WebServer(Server):
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if not self._host_allowed(request):
-            return _page(421, "Wrong address", "This server answers to its loopback address only.")
+            return _page(
+                421,
+                "Wrong address",
+                "This server listens on loopback and answers to localhost or 127.0.0.1 only. "
+                "To reach it by another name, serve it on another address, with a token.",
+            )
         session_cookie: str | None = None
         if self.token is not None:
             refusal, session_cookie = self._authenticate(request)
