@@ -49,8 +49,8 @@ __all__ = ["COOKIE", "WebServer"]
 log = logging.getLogger(__name__)
 
 COOKIE = "kline_tui_web"
-"""The session cookie: a value derived from the token (the token itself never leaves the
-server), so a cookie that leaks does not open the recorder's API."""
+"""The session cookie: a value derived from the token, never the token itself, so a cookie
+that leaks does not open the recorder's API."""
 _COOKIE_CONTEXT = b"kline-tui web session 1"
 _TOKEN_QUERY = "token"
 # The terminal's size and font as the page asks for them, kept sane: each cell costs the tab's
@@ -153,7 +153,10 @@ class WebServer(Server):
         textual-serve writes them from one address fixed at start (`public_url`), which is wrong
         for a server on 0.0.0.0, on a port the system picked, or reached as `localhost` rather
         than 127.0.0.1 (the cookie would not follow the WebSocket there)."""
-        base = URL.build(scheme=request.scheme, authority=request.host)
+        try:
+            base = URL.build(scheme=request.scheme, authority=request.host)
+        except ValueError:
+            raise web.HTTPBadRequest(text="unreadable Host header") from None
         router = request.app.router
         socket = base.with_scheme("wss" if request.secure else "ws").join(
             router["websocket"].url_for()
