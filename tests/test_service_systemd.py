@@ -4,19 +4,25 @@ each test reads the datagrams the notifier sent."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import re
 import socket
 import sys
 import threading
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from kline_tui.binance.markets import Endpoints
 from kline_tui.service import systemd
 from kline_tui.service.systemd import MIN_PING_PERIOD_S, STATUS_LIMIT, Notifier
+
+from .support import KLINE_TUI, env_for, write_config
 
 
 @pytest.fixture
@@ -253,3 +259,109 @@ async def test_a_tiny_watchdog_interval_does_not_become_a_busy_loop(systemd_sock
         pinging.cancel()
         await asyncio.gather(pinging, return_exceptions=True)
     assert len(received(receiver)) <= 0.5 / MIN_PING_PERIOD_S + 1
+
+
+# -- `kline-tui record --listen` under a stand-in for systemd ----------------------------------
+
+
+class Systemd:
+    """What systemd sees of a service: the datagrams on its notify socket, in order."""
+
+    def __init__(self, receiver: socket.socket) -> None:
+        self.receiver = receiver
+        self.messages: list[str] = []
+
+    async def wait_for(self, prefix: str, timeout: float = 30.0) -> str:
+        """The first message (from the start) whose fields include one starting with `prefix`."""
+        loop = asyncio.get_running_loop()
+        self.receiver.setblocking(False)
+        async with asyncio.timeout(timeout):
+            while True:
+                for message in self.messages:
+                    if any(field.startswith(prefix) for field in message.split("\n")):
+                        return message
+                self.messages.append((await loop.sock_recv(self.receiver, 8192)).decode())
+
+    async def listen(self, seconds: float) -> None:
+        """Take in what arrives for `seconds`."""
+        loop = asyncio.get_running_loop()
+        self.receiver.setblocking(False)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while True:
+                    self.messages.append((await loop.sock_recv(self.receiver, 8192)).decode())
+
+
+def service_env(tmp_path: Path, notify: str) -> dict[str, str]:
+    env = env_for(tmp_path)
+    env.update(NOTIFY_SOCKET=notify, WATCHDOG_USEC="1000000")  # WatchdogSec=1: pings every 0.5 s
+    env.pop("WATCHDOG_PID", None)
+    env.pop("KLINE_TUI_TOKEN", None)
+    return env
+
+
+def healthz(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
+        return response.status
+
+
+async def test_record_tells_systemd_ready_status_watchdog_and_stopping(systemd_socket, tmp_path):
+    receiver, path = systemd_socket
+    systemd = Systemd(receiver)
+    proc = await asyncio.create_subprocess_exec(
+        KLINE_TUI, "record", "--demo", "--demo-speed", "60", "--listen", "127.0.0.1:0",
+        "--status-every", "1", "--data-dir", str(tmp_path / "data"), "usdm:BTCUSDT:1m",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env=service_env(tmp_path, path),
+    )  # fmt: skip
+    try:
+        ready = await systemd.wait_for("READY=1")
+        url = re.search(r"http://127\.0\.0\.1:\d+", ready)
+        assert url is not None, ready
+        # READY means the API answers: systemd may start what depends on it.
+        assert await asyncio.to_thread(healthz, url.group()) == 200
+        await systemd.wait_for("STATUS=streams ")
+        await systemd.wait_for("WATCHDOG=1")
+        assert systemd.messages[0] == ready  # nothing before READY
+        seen = len(systemd.messages)
+        await systemd.listen(2.2)
+        later = systemd.messages[seen:]
+        assert later.count("WATCHDOG=1") >= 3  # every 0.5 s
+        assert any(m.startswith("STATUS=streams ") for m in later)  # every second
+    finally:
+        proc.terminate()
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    stopping = await systemd.wait_for("STOPPING=1", timeout=1.0)
+    assert "STATUS=stopping (SIGTERM)" in stopping
+
+
+async def test_record_is_ready_while_the_exchange_cannot_be_reached(systemd_socket, tmp_path):
+    """READY does not wait for Binance: a start during an outage would otherwise time out and be
+    restarted in a loop by systemd, while the recorder can wait and retry by itself."""
+    receiver, path = systemd_socket
+    systemd = Systemd(receiver)
+    closed = "127.0.0.1:9"  # the discard port: nothing listens there
+    config = write_config(
+        tmp_path / "config.toml",
+        {"usdm": Endpoints(f"ws://{closed}/market", f"http://{closed}")},
+        data_dir=tmp_path / "data",
+        watch=["usdm:BTCUSDT:1m"],
+    )
+    proc = await asyncio.create_subprocess_exec(
+        KLINE_TUI, "record", "--config", str(config), "--listen", "127.0.0.1:0",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env=service_env(tmp_path, path),
+    )  # fmt: skip
+    try:
+        ready = await systemd.wait_for("READY=1", timeout=20)
+        url = re.search(r"http://127\.0\.0\.1:\d+", ready)
+        assert url is not None, ready
+        assert await asyncio.to_thread(healthz, url.group()) == 200  # starting is healthy
+        await systemd.wait_for("WATCHDOG=1")
+        assert proc.returncode is None
+    finally:
+        proc.terminate()
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    await systemd.wait_for("STOPPING=1", timeout=1.0)
