@@ -89,8 +89,13 @@ class Runtime:
         simulator_factory: Callable[[float], Any] | None = None,
         pipeline_factory: PipelineFactory | None = None,
         backoff: Backoff | None = None,
+        seed_history: bool = False,
     ) -> None:
         self.settings = settings
+        # Fill each stream's recent closed candles from REST at its start, for the charts of a UI
+        # that attaches to this recorder (a UI in this process asks for them itself).
+        self.seed_history = seed_history and keep_closed > 0
+        self._seeding: set[asyncio.Task[None]] = set()
         self.events = events or EventLog()
         self.demo_speed = demo_speed
         self.keep_closed = keep_closed
@@ -174,6 +179,7 @@ class Runtime:
             on_locked()
         keys = await self._start_pipeline(keys, leave_out_refused)
         self.started = True
+        self._seed(keys)
         if self.demo_speed is not None:
             self.events.info(
                 f"demo: a simulated Binance on 127.0.0.1 at {self.demo_speed:g}x speed; "
@@ -242,7 +248,18 @@ class Runtime:
     async def add(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
         """Validate and watch more streams; returns those not watched already. Raises
         StreamRefused (one sentence per refused stream) for symbols the exchange does not list."""
-        return await self._running().add(keys)
+        added = await self._running().add(keys)
+        self._seed(added)
+        return added
+
+    def _seed(self, keys: list[StreamKey]) -> None:
+        """Fill the streams' recent closed candles in the background (see `seed_history`)."""
+        pipeline = self.pipeline
+        if not self.seed_history or pipeline is None or not keys:
+            return
+        task = asyncio.ensure_future(pipeline.seed_history(keys, count=self.keep_closed))
+        self._seeding.add(task)  # held until done, so it is not collected midway
+        task.add_done_callback(self._seeding.discard)
 
     def remove(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
         """Stop watching streams; what they recorded stays on disk."""
@@ -305,6 +322,8 @@ class Runtime:
     async def _stop(self) -> StopReport:
         deadline = self.stop_timeout_s
         timer = _arm_hard_stop(deadline + HARD_STOP_GRACE_S)
+        for task in self._seeding:
+            task.cancel()  # display history only: nothing to keep
         try:
             if self.pipeline is not None:
                 self.report = await self.pipeline.stop(deadline)

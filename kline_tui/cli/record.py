@@ -112,6 +112,7 @@ async def _record(settings: Settings, args: argparse.Namespace, console: Console
         demo_speed=args.demo_speed if args.demo else None,
         # Nothing shows sparklines headless, unless a UI may attach and show them.
         keep_closed=SPARK_LENGTH if settings.listen else 0,
+        seed_history=settings.listen is not None,
     )
     if settings.listen is None:
         runtime.handle_signals()
