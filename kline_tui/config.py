@@ -29,7 +29,7 @@ from msgspec import Meta
 
 from kline_tui.binance.markets import DEFAULT_ENDPOINTS, Endpoints
 from kline_tui.model import Market, SpecError, StreamKey
-from kline_tui.store.dataset import StorageSpec, is_url
+from kline_tui.store.dataset import StorageSpec, is_url, local_bookkeeping
 
 __all__ = [
     "DEFAULT_WATCH",
@@ -335,7 +335,8 @@ class Settings:
     token_file: Path | None = None
     """The API token's file as the config names it (None: the environment, or generated)."""
     data_url: str | None = None
-    """`data_dir` when it is an object-store URL (`data_dir` then only names it for display)."""
+    """The dataset's object-store URL, when `data_dir` is one; `data_dir` is then a local folder
+    for what the remote table cannot hold (dead letters, the service's runtime file)."""
     storage_format: str | None = None
     """`parquet`, `delta`, or None: delta for a URL, else parquet (or what a folder holds)."""
     storage_options: tuple[tuple[str, str], ...] = ()
@@ -361,7 +362,7 @@ class Settings:
         """The settings with the dataset at `where`: a folder (`~` expanded) or a URL."""
         text = str(where)
         if is_url(text):
-            return replace(self, data_dir=Path(text), data_url=text)
+            return replace(self, data_dir=local_bookkeeping(text), data_url=text)
         return replace(self, data_dir=Path(text).expanduser(), data_url=None)
 
     def with_streams(self, keys: list[StreamKey]) -> Settings:
@@ -421,7 +422,7 @@ def _settings_from(doc: dict[str, Any], path: Path) -> Settings:
     return Settings(
         config_path=path,
         config_exists=True,
-        data_dir=Path(url) if url else _data_dir(config.data_dir, fail),
+        data_dir=local_bookkeeping(url) if url else _data_dir(config.data_dir, fail),
         data_url=url,
         storage_format=config.storage.format,
         storage_options=tuple(sorted(config.storage.options.items())),

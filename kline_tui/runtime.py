@@ -89,8 +89,13 @@ class Runtime:
         simulator_factory: Callable[[float], Any] | None = None,
         pipeline_factory: PipelineFactory | None = None,
         backoff: Backoff | None = None,
+        seed_history: bool = False,
     ) -> None:
         self.settings = settings
+        # Fill each stream's recent closed candles from REST at its start, for the charts of a UI
+        # that attaches to this recorder (a UI in this process asks for them itself).
+        self.seed_history = seed_history and keep_closed > 0
+        self._seeding: set[asyncio.Task[None]] = set()
         self.events = events or EventLog()
         self.demo_speed = demo_speed
         self.keep_closed = keep_closed
@@ -118,7 +123,11 @@ class Runtime:
         return self._stop_requested
 
     async def start(
-        self, keys: Iterable[StreamKey] | None = None, *, leave_out_refused: bool = False
+        self,
+        keys: Iterable[StreamKey] | None = None,
+        *,
+        leave_out_refused: bool = False,
+        on_locked: Callable[[], None] | None = None,
     ) -> list[StreamKey]:
         """Start recording `keys` (the settings' watch list by default); returns those watched.
 
@@ -127,9 +136,12 @@ class Runtime:
         the event log, and an unreachable exchange is retried with backoff until it answers or a
         stop is requested. A stop requested meanwhile ends the start at once (the returned list
         is then empty and `started` False).
+
+        `on_locked`: take the data folder before the exchange is asked anything, then call it (a
+        service says it is up there: config valid, folder taken, whatever the exchange does).
         """
         keys = list(self.settings.watch if keys is None else keys)
-        attempt = asyncio.ensure_future(self._start(keys, leave_out_refused))
+        attempt = asyncio.ensure_future(self._start(keys, leave_out_refused, on_locked))
         stop = asyncio.ensure_future(self._stop_event().wait())
         try:
             await asyncio.wait([attempt, stop], return_when=asyncio.FIRST_COMPLETED)
@@ -141,7 +153,12 @@ class Runtime:
             return []
         return attempt.result()
 
-    async def _start(self, keys: list[StreamKey], leave_out_refused: bool) -> list[StreamKey]:
+    async def _start(
+        self,
+        keys: list[StreamKey],
+        leave_out_refused: bool,
+        on_locked: Callable[[], None] | None,
+    ) -> list[StreamKey]:
         settings = self.settings
         if self.demo_speed is not None:
             settings = await self._start_simulator(settings, keys)
@@ -157,8 +174,12 @@ class Runtime:
                 source="sim" if self.demo_speed is not None else None,
                 clock_rate=self.demo_speed,
             )
+        if on_locked is not None:
+            self.pipeline.lock()
+            on_locked()
         keys = await self._start_pipeline(keys, leave_out_refused)
         self.started = True
+        self._seed(keys)
         if self.demo_speed is not None:
             self.events.info(
                 f"demo: a simulated Binance on 127.0.0.1 at {self.demo_speed:g}x speed; "
@@ -227,7 +248,18 @@ class Runtime:
     async def add(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
         """Validate and watch more streams; returns those not watched already. Raises
         StreamRefused (one sentence per refused stream) for symbols the exchange does not list."""
-        return await self._running().add(keys)
+        added = await self._running().add(keys)
+        self._seed(added)
+        return added
+
+    def _seed(self, keys: list[StreamKey]) -> None:
+        """Fill the streams' recent closed candles in the background (see `seed_history`)."""
+        pipeline = self.pipeline
+        if not self.seed_history or pipeline is None or not keys:
+            return
+        task = asyncio.ensure_future(pipeline.seed_history(keys, count=self.keep_closed))
+        self._seeding.add(task)  # held until done, so it is not collected midway
+        task.add_done_callback(self._seeding.discard)
 
     def remove(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
         """Stop watching streams; what they recorded stays on disk."""
@@ -290,6 +322,8 @@ class Runtime:
     async def _stop(self) -> StopReport:
         deadline = self.stop_timeout_s
         timer = _arm_hard_stop(deadline + HARD_STOP_GRACE_S)
+        for task in self._seeding:
+            task.cancel()  # display history only: nothing to keep
         try:
             if self.pipeline is not None:
                 self.report = await self.pipeline.stop(deadline)

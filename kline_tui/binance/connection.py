@@ -76,7 +76,9 @@ class ConnectionStatus:
     reconnects: int = 0
     frames: int = 0
     malformed: int = 0
-    lag_ms: float | None = None  # local receive time minus event time, of the latest event
+    # Receive time minus event time, of the latest event: the exchange's time (as its clock
+    # is known here) when known, else the local clock's.
+    lag_ms: float | None = None
     last_frame_at: float | None = None
     retiring: bool = False  # being replaced: carries on until its successor is live
     # (local monotonic time, frames so far), sampled twice a second: the rate over recent seconds
@@ -422,7 +424,10 @@ class Connection:
                     if now - last_mark >= 0.5:
                         last_mark = now
                         recent.append((now, status.frames))
-                        status.lag_ms = time.time() * 1000 - data.E
+                        # Against the exchange's clock where known, so a local clock that is off
+                        # (or a simulator's fast one) does not pass for lag.
+                        at = clock(market) if clock is not None else None
+                        status.lag_ms = (time.time() * 1000 if at is None else at) - data.E
                 else:
                     # serverShutdown: the server will close this connection soon. Keep reading
                     # while the hub opens a replacement (make before break).

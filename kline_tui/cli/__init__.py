@@ -1,10 +1,10 @@
 """The command line: `kline-tui` opens the terminal UI, `kline-tui COMMAND` runs one command.
 
-One module per command (`ui` for the UI, then `record`, `compact`, `verify`, `backfill` and
-`import_`), each with its parser and a `main(argv)` that returns the exit code. They share
-`command`: the common options, the settings they build, the errors a user can cause, and how
-those are reported (one line on stderr) and exit. A command's module is imported only when that
-command runs, so only the UI loads Textual.
+One module per command (`ui` for the UI, then `record`, `attach`, `web`, `compact`, `verify`,
+`backfill` and `import_`), each with its parser and a `main(argv)` that returns the exit code.
+They share `command`: the common options, the settings they build, the errors a user can cause,
+and how those are reported (one line on stderr) and exit. A command's module is imported only
+when that command runs, so only the faces (the UI, `attach`, `web`) load Textual.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ COMMANDS = {
     "record": Command(
         "record", "record closed candles headless, until SIGINT or SIGTERM (for servers)"
     ),
+    "attach": Command(
+        "attach", "open the UI on a running recorder (record --listen); it goes on when you quit"
+    ),
+    "web": Command("web", "serve the attach UI to a browser"),
     "compact": Command("compact", "merge closed buckets into one sorted file each"),
     "verify": Command(
         "verify", "check each stream: first and last candle, gaps, duplicates, unreadable files"

@@ -19,9 +19,9 @@ from kline_tui.binance.rest import RestClient
 from kline_tui.cli.command import (
     UsageError,
     command_parser,
-    dataset_settings,
     run,
     stream_keys,
+    tool_dataset,
 )
 from kline_tui.config import Settings
 from kline_tui.model import StreamKey
@@ -71,7 +71,7 @@ def _backfill(args: argparse.Namespace, err: Console) -> int:
     end = _end_of(args.end)
     if end is not None and start > end:
         raise UsageError(f"--from {args.start} is after --to {args.end}")
-    settings, dataset = dataset_settings(args)
+    settings, dataset = tool_dataset(args)
     for r in asyncio.run(_fetch(dataset, settings, keys, start, end, err)):
         print(
             f"{r.key}: {r.held_before + r.missing} candles {format_time(r.first)} to "

@@ -49,6 +49,7 @@ __all__ = [
     "recorder_settings",
     "run",
     "stream_keys",
+    "tool_dataset",
 ]
 
 
@@ -231,14 +232,24 @@ def _demo_settings(config: Path | None) -> Settings:
     return replace(settings, data_dir=default_data_dir().with_name("demo-data"))
 
 
-def dataset_settings(args: argparse.Namespace) -> tuple[Settings, Dataset]:
+def dataset_settings(args: argparse.Namespace) -> tuple[Settings, Path]:
+    """The settings of a tool and the data directory it works on: `--data-dir`, else the
+    config's (for an object-store URL, the local folder of its bookkeeping: see `Settings`)."""
+    settings = _tool_settings(args)
+    return settings, settings.data_dir
+
+
+def tool_dataset(args: argparse.Namespace) -> tuple[Settings, Dataset]:
     """The settings of a dataset tool and the dataset it works on: at `--data-dir`, else the
     config's `data_dir`, in the config's format (a Parquet folder or a Delta table)."""
+    settings = _tool_settings(args)
+    return settings, open_dataset(settings.storage)
+
+
+def _tool_settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config)
     where = _data_dir_option(args)
-    if where is not None:
-        settings = settings.with_data_dir(where)
-    return settings, open_dataset(settings.storage)
+    return settings if where is None else settings.with_data_dir(where)
 
 
 def dataset_dir(dataset: Dataset) -> Dataset:

@@ -8,7 +8,7 @@ import time
 from rich.console import Console
 from rich.markup import escape
 
-from kline_tui.cli.command import command_parser, dataset_dir, dataset_settings, run
+from kline_tui.cli.command import command_parser, dataset_dir, run, tool_dataset
 from kline_tui.runtime import EXIT_FAILED, EXIT_OK
 from kline_tui.store.compact import DEFAULT_GRACE_MS, CompactionError
 
@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
 
 
 def _compact(args: argparse.Namespace, err: Console) -> int:
-    _, dataset = dataset_settings(args)
+    _, dataset = tool_dataset(args)
     compactor = dataset_dir(dataset).compactor()
     now = None if args.all else int(time.time() * 1000)
     result = compactor.run(now, wait=False)

@@ -1,5 +1,8 @@
 """`kline-tui` without a command: the terminal UI, on the config's watch list and the streams named.
 
+When a recorder (`record --listen`) already records into the data folder, the UI attaches to it
+instead (as `kline-tui attach` does), adding the streams named.
+
 Textual is imported here only once the arguments and the settings are good, so no other command
 (and no mistake on the command line) ever loads it.
 """
@@ -16,6 +19,7 @@ from kline_tui.cli.command import (
     recorder_options,
     recorder_settings,
     run,
+    stream_keys,
 )
 
 __all__ = ["main", "parser"]
@@ -39,6 +43,15 @@ def main(argv: list[str]) -> int:
 
     def body(args: argparse.Namespace, err: Console) -> int:
         settings = recorder_settings(args, headless=False)
+        from kline_tui.service.api import find_running
+
+        if find_running(settings.data_dir) is not None:
+            # A recorder already records into this folder: show it rather than refuse.
+            from kline_tui.cli.attach import attach_target
+            from kline_tui.ui.app import run_attached
+
+            target = attach_target(settings, settings.data_dir, None)
+            return run_attached(settings, target.url, target.token, add=stream_keys(args.streams))
         from kline_tui.ui.app import run_app  # Textual is loaded only for the UI
 
         return run_app(settings, demo_speed=args.demo_speed if args.demo else None)

@@ -13,9 +13,9 @@ from kline_tui.binance.rest import RestClient
 from kline_tui.cli.command import (
     command_parser,
     dataset_dir,
-    dataset_settings,
     run,
     stream_keys,
+    tool_dataset,
 )
 from kline_tui.config import Settings
 from kline_tui.model import StreamKey
@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
 
 def _verify(args: argparse.Namespace, err: Console) -> int:
     keys = stream_keys(args.streams) or None
-    settings, dataset = dataset_settings(args)
+    settings, dataset = tool_dataset(args)
     dataset_dir(dataset)
     report = dataset.verify(keys)
     data_dir = Path(dataset.location)

@@ -41,10 +41,11 @@ class EventLog:
         """Call `callback` with every event from now on."""
         self._subscribers.append(callback)
 
-    def emit(self, level: int, message: str) -> None:
+    def emit(self, level: int, message: str, at: float | None = None) -> None:
         """Record one event (its message stripped of control characters and cut to
-        MESSAGE_LIMIT) and pass it to every subscriber."""
-        event = Event(time.time(), level, safe_text(message, MESSAGE_LIMIT))
+        MESSAGE_LIMIT) and pass it to every subscriber. `at` is when it happened (local wall
+        time; now by default: another process's events keep their own time)."""
+        event = Event(time.time() if at is None else at, level, safe_text(message, MESSAGE_LIMIT))
         self.recent.append(event)
         if level >= logging.ERROR:
             self.errors += 1

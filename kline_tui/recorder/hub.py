@@ -37,7 +37,7 @@ from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.ledger import Ledger
 from kline_tui.retry import Backoff, Spawn, plain_spawn
 
-__all__ = ["Hub", "StreamState", "StreamStatus"]
+__all__ = ["ConnectionTotals", "Hub", "StreamState", "StreamStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,21 @@ class StreamState:
     implausible: int = 0  # frames refused as impossible candles (never stored, never trusted)
     error: str | None = None
     conn_id: int | None = None
+
+
+@dataclass(slots=True)
+class ConnectionTotals:
+    """One market's connection counters since start, those of connections closed and replaced
+    included: they only grow, however often connections are replaced."""
+
+    frames: int = 0
+    malformed: int = 0
+    reconnects: int = 0
+
+    def add(self, status: ConnectionStatus) -> None:
+        self.frames += status.frames
+        self.malformed += status.malformed
+        self.reconnects += status.reconnects
 
 
 class Hub:
@@ -124,7 +139,14 @@ class Hub:
         self.rotations = 0
         self._malformed_logged_at = 0.0
         self._closing: set[asyncio.Future[None]] = set()
+        # Counters of connections closed for good, and the statuses of those still closing
+        # (folded in once their close ends), so that `connection_totals` never goes down.
+        self._gone: dict[Market, ConnectionTotals] = {}
+        self._leaving: dict[int, ConnectionStatus] = {}
         self._watchdog: asyncio.Task[None] | None = None
+        # Called with each closed candle kept in a stream's `closed` (the service's events socket
+        # forwards them); a listener must be cheap and must not raise.
+        self.closed_listeners: list[Callable[[StreamKey, CandleLike], None]] = []
 
     def start(self) -> None:
         """Start the watchdog (connections start as streams are added)."""
@@ -168,6 +190,24 @@ class Hub:
         task = asyncio.ensure_future(conn.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+        self._leave(conn, task)
+
+    def _leave(self, conn: Connection, closing: asyncio.Future[None]) -> None:
+        status = self._leaving[conn.status.conn_id] = conn.status
+        closing.add_done_callback(lambda _: self._fold(status))
+
+    def _fold(self, status: ConnectionStatus) -> None:
+        if self._leaving.pop(status.conn_id, None) is not None:
+            self._gone.setdefault(status.market, ConnectionTotals()).add(status)
+
+    def connection_totals(self) -> dict[Market, ConnectionTotals]:
+        """Frames, malformed frames and reconnects per market, of every connection ever opened."""
+        totals = {
+            m: ConnectionTotals(t.frames, t.malformed, t.reconnects) for m, t in self._gone.items()
+        }
+        for status in [*(c.status for c in self.connections), *self._leaving.values()]:
+            totals.setdefault(status.market, ConnectionTotals()).add(status)
+        return totals
 
     def _new_connection(self, market: Market) -> Connection:
         conn = Connection(
@@ -234,6 +274,8 @@ class Hub:
         closing: list[asyncio.Future[None]] = [
             asyncio.ensure_future(conn.close(timeout_s / 2)) for conn in conns
         ]
+        for conn, task in zip(conns, closing, strict=True):
+            self._leave(conn, task)
         closing += list(self._closing)
         if closing:
             await asyncio.wait(closing, timeout=timeout_s)
@@ -260,6 +302,8 @@ class Hub:
         if kline.closed:
             if self.ledger.accept(key, kline):  # `recorded` counts what the sink took
                 state.closed.append(kline)
+                for listener in self.closed_listeners:
+                    listener(key, kline)
             else:
                 state.duplicates += 1
         else:

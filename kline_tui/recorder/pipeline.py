@@ -160,14 +160,20 @@ class Pipeline:
         if problems:
             raise StreamRefused(problems)
 
+    def lock(self) -> None:
+        """Take the dataset: a folder's lock (raises DataDirError: another recorder, or an
+        unusable folder), a Delta table checked to take writes (raises DatasetError: a store
+        that refuses us); before anything is subscribed. `start` takes it after checking the
+        streams; a service takes it before, so that it can say it is up while the exchange is
+        still out of reach. Taking it again is a no-op."""
+        self.dataset.acquire()
+
     async def start(self, keys: Iterable[StreamKey] | None = None) -> None:
         """Validate the streams (the settings' watch list by default), then start recording them."""
         keys = list(self.settings.watch if keys is None else keys)
         await self.check(keys)
         await self._learn_exchange_time(keys)
-        # Raises DataDirError (another recorder, an unusable folder) or DatasetError (a store
-        # that refuses us), before anything is subscribed.
-        await asyncio.to_thread(self.dataset.acquire)
+        self.lock()
         await self._resume(keys)
         spawn = self.supervisor.spawn
         self.sink.start(spawn)

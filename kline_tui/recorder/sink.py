@@ -27,10 +27,12 @@ open time has no date bucket (before 1970, after 9999) goes there too.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import itertools
 import logging
+import operator
 import shutil
 import time
 from collections import defaultdict
@@ -62,6 +64,7 @@ _FULL_BELOW_BYTES = 16 << 20
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 Partition = tuple[Market, Interval, str | None]  # no bucket: the open time has no place on disk
+_source_of = operator.itemgetter(-1)  # a row's `source` column, its last
 
 
 @dataclass(slots=True)
@@ -74,12 +77,16 @@ class SinkStats:
     flushes: int = 0
     last_flush_at: float | None = None  # local wall time
     last_flush_ms: float | None = None  # how long the last flush took
+    flush_seconds: float = 0.0  # all flushes together (their count is `flushes`)
     errors: int = 0
     last_error: str | None = None
     failing: bool = False  # the last write failed: rows are held in memory, retried
     dropped: int = 0  # rows refused because the buffer was at its bound
     dead_letters: int = 0  # rows that cannot be stored, kept in the dead-letter file
     last_dead_letter: str | None = None  # why the latest one could not be stored
+    # Rows written by market and by the value of their `source` column, added per batch once
+    # its parts are on disk: the dataset's rows, counted without reading it.
+    written_by: dict[tuple[Market, str], int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -88,6 +95,7 @@ class _Outcome:
 
     written: int = 0
     files: int = 0
+    written_by: collections.Counter[tuple[Market, str]] = field(default_factory=collections.Counter)
     held: dict[Partition, list[Row]] = field(default_factory=dict)  # the disk refused these
     held_reason: str = ""
     disk_full: bool = False
@@ -225,7 +233,10 @@ class ParquetSink:
         elapsed_ms = (time.perf_counter() - started) * 1000
         self.stats.rows_written += outcome.written
         self.stats.files_written += outcome.files
+        for market_source, n in outcome.written_by.items():
+            self.stats.written_by[market_source] = self.stats.written_by.get(market_source, 0) + n
         self.stats.flushes += 1
+        self.stats.flush_seconds += elapsed_ms / 1000
         self.stats.last_flush_at = time.time()
         self.stats.last_flush_ms = elapsed_ms
         if outcome.written:
@@ -320,6 +331,8 @@ class ParquetSink:
                 continue
             outcome.written += stored
             outcome.files += 1
+            for source, n in collections.Counter(map(_source_of, chunk)).items():
+                outcome.written_by[market, source] += n
 
     def _set_aside(
         self, partition: Partition, rows: list[Row], reason: str, outcome: _Outcome

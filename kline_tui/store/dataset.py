@@ -47,6 +47,7 @@ __all__ = [
     "StorageSpec",
     "as_dataset",
     "is_url",
+    "local_bookkeeping",
     "open_dataset",
     "redact",
     "scan",
@@ -271,6 +272,15 @@ def open_dataset(spec: StorageSpec | str | Path) -> Dataset:
         spec.location if url else str(Path(spec.location.removeprefix("file://")).expanduser())
     )
     return DeltaDataset(location, spec.options, vacuum_retention_h=spec.vacuum_retention_h)
+
+
+def local_bookkeeping(url: str) -> Path:
+    """A local folder for what a remote dataset cannot hold (dead letters, a service's runtime
+    file): one per URL, under the platform's state folder."""
+    import platformdirs
+
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in url)[:120]
+    return platformdirs.user_state_path("kline-tui") / "remote" / safe
 
 
 def _holds_delta_log(location: str) -> bool:

@@ -53,7 +53,14 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 from kline_tui.model import EARLIEST_OPEN_MS, LATEST_MS, Interval, Market, SpecError, StreamKey
 from kline_tui.store import layout
 from kline_tui.store.compact import DEFAULT_GRACE_MS, SOURCE_RANK, CompactionResult
-from kline_tui.store.dataset import DatasetError, DatasetUnavailable, Events, TimeLike, redact
+from kline_tui.store.dataset import (
+    DatasetError,
+    DatasetUnavailable,
+    Events,
+    TimeLike,
+    local_bookkeeping,
+    redact,
+)
 from kline_tui.store.gaps import find_gaps
 from kline_tui.store.parts import NO_BUCKET, as_frame
 from kline_tui.store.read import READ_SCHEMA, Bucket, bucket_span, parse_time
@@ -285,7 +292,7 @@ class DeltaDataset:
     ) -> str:
         """Rows that cannot be stored, as JSON lines: beside the table when it is local, else in
         the platform's state folder (never in the table, which readers see)."""
-        folder = Path(self.location) if self._local else _local_bookkeeping(self.describe())
+        folder = Path(self.location) if self._local else local_bookkeeping(self.describe())
         path = layout.write_dead_letters(
             folder,
             f"market={market.value}/interval={interval.path_label}/date={bucket or '?'}",
@@ -844,11 +851,3 @@ def _many(value: Any, parse: Callable[[Any], _T]) -> list[_T] | None:
     if isinstance(value, (str, Market, Interval)):
         return [parse(value)]
     return [parse(v) for v in value]
-
-
-def _local_bookkeeping(where: str) -> Path:
-    """A local folder for what a remote table cannot hold (dead letters), one per URL."""
-    import platformdirs
-
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in where)[:120]
-    return platformdirs.user_state_path("kline-tui") / "delta" / safe

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kline_tui.store import layout
 
-__all__ = ["DataDirError", "DataDirLock"]
+__all__ = ["DataDirError", "DataDirLock", "lock_holder"]
 
 
 class DataDirError(Exception):
@@ -29,9 +29,16 @@ class DataDirLock:
         self.data_dir = Path(data_dir)
         self._fd: int | None = None
 
+    @property
+    def held(self) -> bool:
+        """This process holds the lock."""
+        return self._fd is not None
+
     def acquire(self) -> None:
-        """Take the lock, or raise DataDirError saying who holds it or why the folder is
-        unusable."""
+        """Take the lock (unless held already), or raise DataDirError saying who holds it or why
+        the folder is unusable."""
+        if self._fd is not None:
+            return
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             fd = layout.lock_fd(self.data_dir, "lock")
@@ -103,6 +110,60 @@ class DataDirLock:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock
             self._fd = None
+
+
+def lock_holder(data_dir: Path) -> int | None:
+    """The pid of the process holding `data_dir`'s recorder lock, or None when none does.
+
+    Read-only on Linux: the flock on the lock file's inode is looked up in /proc/locks, so a
+    recorder starting at that instant is never refused because of the look. Where there is no
+    /proc/locks, a shared lock is tried and dropped at once, and the pid is the one the holder
+    wrote into the file.
+    """
+    path = layout.bookkeeping_dir(Path(data_dir)) / ".lock"
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            table = fh.read(8 << 20)
+    except OSError:
+        return _probe(path)
+    device = (os.major(st.st_dev), os.minor(st.st_dev))
+    by_inode = None  # a match on the inode alone (overlay filesystems report other devices)
+    for line in table.splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 2563 fe:01:1835100 0 EOF" (waiters have "->" after "1:")
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK":
+            continue
+        try:
+            major, minor, inode = fields[5].split(":")
+            if int(inode) != st.st_ino:
+                continue
+            if (int(major, 16), int(minor, 16)) == device:
+                return int(fields[4])
+            by_inode = int(fields[4])
+        except ValueError:
+            continue
+    return by_inode
+
+
+def _probe(path: Path) -> int | None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode(errors="replace").strip()
+            return int(owner) if owner.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def _remove_if_empty(folder: Path) -> None:

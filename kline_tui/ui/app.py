@@ -1,9 +1,11 @@
-"""The kline-tui app: widgets wired to the runtime's state and events, repainted at 4 Hz.
+"""The kline-tui app: widgets wired to a recorder's state and events, repainted at 4 Hz.
 
-The runtime (`kline_tui.runtime`) owns the recorder's life: start with retries, the demo
-simulator, supervision, the bounded stop and the exit code. Its pipeline runs as asyncio tasks in
-Textual's own event loop; the app never waits on it and never repaints per message: a timer reads
-its state a few times a second and each widget redraws only what changed. Every long operation
+The recorder is either the runtime in this process (`kline_tui.runtime`, which owns its life:
+start with retries, the demo simulator, supervision, the bounded stop and the exit code; its
+pipeline runs as asyncio tasks in Textual's own event loop) or one running elsewhere that the app
+is attached to through its service API; `ui.recorder` gives both one face. The app never waits on
+it and never repaints per message: a timer reads its state a few times a second and each widget
+redraws only what changed. Every long operation
 runs as a worker, and `on_worker_state_changed` is the one place their failures end up: in the
 event log and as a notification, never as a traceback.
 """
@@ -14,7 +16,8 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import on
@@ -35,6 +38,7 @@ from kline_tui.recorder.pipeline import Pipeline
 from kline_tui.runtime import Runtime
 from kline_tui.ui import format as fmt
 from kline_tui.ui.commands import KeyCommands, PaletteBinding
+from kline_tui.ui.recorder import AttachedRecorder, LocalRecorder, Recorder
 from kline_tui.ui.screens.add_streams import AddStreamsScreen
 from kline_tui.ui.screens.details import DetailsScreen
 from kline_tui.ui.screens.help import HelpScreen
@@ -46,7 +50,7 @@ from kline_tui.ui.widgets.recording import RecordingPanel, RecordingView
 from kline_tui.ui.widgets.status_bar import Overview, StatusBar
 from kline_tui.ui.widgets.watch_table import Sort, WatchTable
 
-__all__ = ["REPAINT_HZ", "KlineApp", "run_app"]
+__all__ = ["REPAINT_HZ", "KlineApp", "run_app", "run_attached"]
 
 REPAINT_HZ = 4.0
 
@@ -188,22 +192,28 @@ class KlineApp(App[int]):
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         repaint_hz: float = REPAINT_HZ,
+        recorder: Recorder | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.demo_speed = demo_speed
-        self.save_watch_list = save_watch_list
         self.clock = clock
         self.wall_clock = wall_clock
         self.repaint_hz = repaint_hz
-        self.events = EventLog()
-        self.runtime = Runtime(
-            settings,
-            events=self.events,
-            demo_speed=demo_speed,
-            simulator_factory=simulator_factory,
-            pipeline_factory=pipeline_factory,
-        )
+        self.runtime: Runtime | None = None  # only when the recorder runs in this process
+        if recorder is None:
+            self.runtime = Runtime(
+                settings,
+                events=EventLog(),
+                demo_speed=demo_speed,
+                simulator_factory=simulator_factory,
+                pipeline_factory=pipeline_factory,
+            )
+            recorder = LocalRecorder(self.runtime)
+        self.recorder: Recorder = recorder
+        self.events = recorder.events
+        # An attached UI leaves the watch list to the recorder it shows.
+        self.save_watch_list = save_watch_list and not recorder.detaches
         self.watch_list = WatchListFile(settings.config_path, self._watched, self.events)
         self.running = False  # the pipeline started and is recording or watching
         self.hold_display = False  # tests freeze the screen to take deterministic snapshots
@@ -242,17 +252,17 @@ class KlineApp(App[int]):
 
     @property
     def pipeline(self) -> Pipeline | None:
-        return self.runtime.pipeline
+        """The pipeline, when the recorder runs in this process (tests look into it)."""
+        return self.runtime.pipeline if self.runtime is not None else None
 
     def _watched(self) -> list[StreamKey]:
-        return list(self.pipeline.hub.streams) if self.pipeline else []
+        return list(self.recorder.streams)
 
     def on_mount(self) -> None:
         self.table.focus()
         self.set_interval(1 / self.repaint_hz, self._tick, name="repaint")
-        self.run_worker(
-            self._start(), name="starting the recorder", group="pipeline", exit_on_error=False
-        )
+        what = "attaching to the recorder" if self.recorder.detaches else "starting the recorder"
+        self.run_worker(self._start(), name=what, group="pipeline", exit_on_error=False)
         self._tick()
 
     # -- start and quit: the runtime does the work, the app says what happens -------------------
@@ -269,13 +279,20 @@ class KlineApp(App[int]):
         keys = list(settings.watch)
         if not keys and (first_launch or self.demo_speed is not None):
             keys = [StreamKey.parse(s) for s in DEFAULT_WATCH]
-        config, data = fmt.short_path(settings.config_path), fmt.short_path(settings.data_dir)
-        self.events.info(f"config {config}; data {data}")
-        keys = await self.runtime.start(keys, leave_out_refused=True)
-        pipeline = self.pipeline
-        if not self.runtime.started or pipeline is None:
+        recorder = self.recorder
+        if not recorder.detaches:
+            config, data = fmt.short_path(settings.config_path), fmt.short_path(settings.data_dir)
+            self.events.info(f"config {config}; data {data}")
+        keys = await recorder.start(keys)
+        self.table.streams = recorder.streams
+        if recorder.detaches:
+            self.running = True  # the keys say so themselves while the recorder is unreachable
+            self._started.set()
+            self.refresh_bindings()
+            self._tick()
+            return
+        if not recorder.running:
             return  # a stop was asked for while starting
-        self.table.streams = pipeline.hub.streams
         self.running = True
         self._started.set()
         self.refresh_bindings()
@@ -288,7 +305,7 @@ class KlineApp(App[int]):
                 title="Empty watch list",
                 timeout=10,
             )
-        await pipeline.seed_history(keys)
+        await recorder.load_history(keys, count=60)
 
     async def _welcome(self, keys: list[StreamKey]) -> None:
         """A first launch: keep the watch list for the next one, and say where things live."""
@@ -305,7 +322,7 @@ class KlineApp(App[int]):
     async def shutdown_pipeline(self) -> None:
         """Stop the recorder within its deadline, writing everything buffered (idempotent)."""
         self.running = False
-        await self.runtime.stop()
+        await self.recorder.stop()
 
     async def on_unmount(self) -> None:
         # However the app ends, what was received is written.
@@ -315,16 +332,20 @@ class KlineApp(App[int]):
         if self._quitting:
             return
         self._quitting = True
-        buffered = self.pipeline.sink.stats.rows_buffered if self.pipeline else 0
-        self.notify(f"Writing {buffered:,} buffered rows, then exiting…", title="Quitting")
+        if self.recorder.detaches:
+            self.notify("Closing; the recorder goes on recording.", title="Quitting")
+        else:
+            stats = self.recorder.sink_stats
+            buffered = stats.rows_buffered if stats else 0
+            self.notify(f"Writing {buffered:,} buffered rows, then exiting…", title="Quitting")
         self.run_worker(self._quit(), name="quitting", group="quit", exit_on_error=False)
 
     async def _quit(self) -> None:
         try:
             await self.shutdown_pipeline()
         finally:
-            code = self.runtime.exit_code
-            problems = [line for level, line in self.runtime.summary() if level >= logging.WARNING]
+            code = self.recorder.exit_code
+            problems = [line for level, line in self.recorder.summary() if level >= logging.WARNING]
             message = "\n".join(f"kline-tui: {p}" for p in problems)
             self.exit(code, return_code=code, message=message or None)
 
@@ -341,7 +362,7 @@ class KlineApp(App[int]):
     # -- repaint ----------------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        if self.runtime.stop_requested and not self._quitting:
+        if self.recorder.stop_requested and not self._quitting:
             # A signal, or a task that kept failing: flush and leave, saying why.
             self.call_later(self.action_quit)
         if self.hold_display:
@@ -351,7 +372,7 @@ class KlineApp(App[int]):
         except Exception as exc:  # noqa: BLE001 - a drawing bug must not take the recorder down
             self._tick_errors += 1
             if self._tick_errors in (1, 10, 100):
-                self.runtime.supervisor.report(f"repaint ({self._tick_errors}x)", exc)
+                self.recorder.report(f"repaint ({self._tick_errors}x)", exc)
                 failure = f"{type(exc).__name__}: {exc}"
                 self.events.error(f"repaint failed ({self._tick_errors}x): {failure}")
 
@@ -359,7 +380,7 @@ class KlineApp(App[int]):
         """Redraw everything from the pipeline's state (the timer calls this at `repaint_hz`)."""
         self._show_events(reload_events)
         now = self.clock()
-        statuses = self.pipeline.hub.connection_status() if self.pipeline else []
+        statuses = self.recorder.connection_status()
         self.table.update_view()
         self.query_one("#connections", ConnectionsPanel).show(statuses, now)
         self.query_one("#recording", RecordingPanel).view = self._recording_view()
@@ -392,30 +413,32 @@ class KlineApp(App[int]):
             self.notify(f"{more} more warnings and errors: see the event log", severity="warning")
 
     def _recording_view(self) -> RecordingView:
-        pipeline, settings = self.pipeline, self.settings
+        recorder = self.recorder
         return RecordingView.of(
-            pipeline.sink.stats if pipeline else None,
-            recording=self.runtime.recording,
-            data_dir=settings.data_dir,
-            flush_rows=settings.flush_rows,
-            flush_age_s=settings.flush_age_s,
+            recorder.sink_stats,
+            recording=recorder.recording,
+            data_dir=Path(recorder.data_dir),
+            flush_rows=recorder.flush_rows,
+            flush_age_s=recorder.flush_age_s,
             now=self.wall_clock(),
         )
 
     def _overview(self, statuses: list[ConnectionStatus], now: float) -> Overview:
         table = self.table
         streams = table.streams.values()
-        mode = "" if self.demo_speed is None else f"demo {self.demo_speed:g}x"
+        mode = self.recorder.mode
+        if not self.recorder.detaches and not self.recorder.running:
+            mode = f"{mode} starting…".strip()
         return Overview(
             streams=len(streams),
             live=sum(1 for s in streams if s.status is StreamStatus.LIVE),
             connections=len(statuses),
             rate=round(sum(s.frames_per_s(now) for s in statuses)),
-            recording=self.runtime.recording,
+            recording=self.recorder.recording,
             shown=len(table.order),
             sort=table.sort_label,
             filter_text=table.filter_text,
-            mode=mode if self.pipeline else f"{mode} starting…".strip(),
+            mode=mode,
         )
 
     # -- which keys work now ----------------------------------------------------------------------
@@ -430,13 +453,14 @@ class KlineApp(App[int]):
         key's other action is the one that applies, as with pause and resume)."""
         if action in _TABLE_ACTIONS and screen is not self.screen_stack[0]:
             return False
+        running = self.running and self.recorder.running
         if action == "pause":
-            return self.runtime.recording if self.running else None
+            return self.recorder.recording if running else None
         if action == "resume":
-            return self.running and not self.runtime.recording
+            return running and not self.recorder.recording
         if action == "clear_filter":
             return bool(self.table.filter_text) or self.query_one("#filter").has_class("-visible")
-        if action in _PIPELINE_ACTIONS and not self.running:
+        if action in _PIPELINE_ACTIONS and not running:
             return None
         if action in ("remove", "details") and self.table.selected is None:
             return None
@@ -456,20 +480,20 @@ class KlineApp(App[int]):
         )
 
     async def _symbols_of(self, market: Market) -> list[str]:
-        assert self.pipeline is not None
-        symbols = await self.pipeline.symbols.symbols(market)
-        return [name for name, info in symbols.items() if info.tradable]
+        return await self.recorder.symbols(market)
 
     async def add_streams(self, keys: list[StreamKey]) -> list[StreamKey]:
         """Subscribe `keys` on the open connections; raises StreamRefused (shown by the dialog)."""
-        assert self.pipeline is not None
-        added = await self.runtime.add(keys)
+        added = await self.recorder.add(keys)
         if added:
             self.table.update_view()
             self.table.select(added[0])
             self.notify(f"Added {', '.join(str(k) for k in added)}", timeout=4)
+            # Charts start full: the streams' recent candles, where the recorder can fetch them.
             self.run_worker(
-                self.pipeline.seed_history(added), name="loading history", exit_on_error=False
+                self.recorder.load_history(added, count=60),
+                name="loading history",
+                exit_on_error=False,
             )
             self._save_watch_list()
         return added
@@ -478,9 +502,12 @@ class KlineApp(App[int]):
         key = self.table.selected
         if key is None or not self.running:
             return
-        self.runtime.remove([key])
+        self.run_worker(self._remove(key), name="removing a stream", exit_on_error=False)
+
+    async def _remove(self, key: StreamKey) -> None:
+        await self.recorder.remove([key])
         self.table.update_view()
-        where = fmt.short_path(self.settings.data_dir)
+        where = fmt.short_path(Path(self.recorder.data_dir))
         self.notify(f"Removed {key}; what it recorded stays in {where}", timeout=4)
         self._save_watch_list()
         self.refresh_bindings()
@@ -493,15 +520,16 @@ class KlineApp(App[int]):
 
     def action_pause(self) -> None:
         if self.running:
-            self.runtime.pause()
-            self.refresh_bindings()
-            self._tick()
+            self.run_worker(self._switch(self.recorder.pause()), name="pausing", group="pause")
 
     def action_resume(self) -> None:
         if self.running:
-            self.runtime.resume()
-            self.refresh_bindings()
-            self._tick()
+            self.run_worker(self._switch(self.recorder.resume()), name="resuming", group="pause")
+
+    async def _switch(self, change: Awaitable[None]) -> None:
+        await change
+        self.refresh_bindings()
+        self._tick()
 
     def action_flush(self) -> None:
         if self.running:
@@ -509,14 +537,14 @@ class KlineApp(App[int]):
 
     async def _flush_now(self) -> None:
         # Not `_flush`: Textual's App has one, called with `stderr=` whenever a print is flushed.
-        assert self.pipeline is not None
-        stats = self.pipeline.sink.stats
-        if not stats.rows_buffered:
+        stats = self.recorder.sink_stats
+        if stats is None or not stats.rows_buffered:
             self.notify("Nothing buffered: everything received is on disk.", timeout=4)
             return
-        written = await self.runtime.flush()
-        if written and not stats.failing:
-            where = fmt.short_path(self.settings.data_dir)
+        written = await self.recorder.flush()
+        stats = self.recorder.sink_stats
+        if written and stats is not None and not stats.failing:
+            where = fmt.short_path(Path(self.recorder.data_dir))
             self.notify(f"Flushed {written:,} rows to {where}", timeout=4)
         self._tick()
 
@@ -529,8 +557,7 @@ class KlineApp(App[int]):
             """The table's order as it is when stepping, not when the screen opened."""
             return list(self.table.order)
 
-        assert self.pipeline is not None
-        details = DetailsScreen(key, self.pipeline.hub.streams, listed, self._load_chart_history)
+        details = DetailsScreen(key, self.recorder.streams, listed, self._load_chart_history)
         self.push_screen(details, callback=self._details_closed)
 
     def _details_closed(self, key: StreamKey | None) -> None:
@@ -539,11 +566,11 @@ class KlineApp(App[int]):
 
     def _load_chart_history(self, key: StreamKey) -> None:
         """Fill the stream's recent candles as far back as they are kept, for a full chart."""
-        pipeline = self.pipeline
-        if self.running and pipeline is not None and key in pipeline.hub.streams:
-            count = pipeline.hub.streams[key].closed.maxlen or 120
+        streams = self.recorder.streams
+        if self.running and key in streams:
+            count = streams[key].closed.maxlen or 120
             self.run_worker(
-                pipeline.seed_history([key], count=count),
+                self.recorder.load_history([key], count=count),
                 name="loading history",
                 group="chart-history",
                 exclusive=True,
@@ -612,3 +639,15 @@ class KlineApp(App[int]):
 def run_app(settings: Settings, *, demo_speed: float | None = None) -> int:
     """Run the UI in this terminal until the user quits; returns the exit code (see ui.terminal)."""
     return run_in_terminal(KlineApp(settings, demo_speed=demo_speed))
+
+
+def run_attached(
+    settings: Settings, url: str, token: str | None, *, add: list[StreamKey] | None = None
+) -> int:
+    """Run the UI on the recorder at `url` until the user quits (the recorder goes on); `add`:
+    streams to add to it once attached."""
+    from kline_tui.service.client import RemoteRecorder
+
+    client = RemoteRecorder(url, token, EventLog())
+    recorder = AttachedRecorder(client, url, settings, add_on_attach=add)
+    return run_in_terminal(KlineApp(settings, recorder=recorder))

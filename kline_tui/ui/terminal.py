@@ -31,7 +31,7 @@ def run_in_terminal(app: KlineApp) -> int:
         # Restoring a terminal that is gone would block Textual's writer forever (and keep the
         # data folder locked): write what is buffered, then leave without touching it.
         await app.shutdown_pipeline()
-        os._exit(app.runtime.exit_code)
+        os._exit(app.recorder.exit_code)
 
     hanging_up: list[asyncio.Task[None]] = []  # held, so the task is not collected midway
 
@@ -39,8 +39,8 @@ def run_in_terminal(app: KlineApp) -> int:
         hanging_up.append(asyncio.ensure_future(hang_up()))
 
     async def main() -> None:
-        app.runtime.handle_signals(signals=(signal.SIGTERM,))
-        app.runtime.handle_signals(on_hang_up, signals=(signal.SIGHUP,))
+        app.recorder.handle_signals(signals=(signal.SIGTERM,))
+        app.recorder.handle_signals(on_hang_up, signals=(signal.SIGHUP,))
         try:
             await app.run_async()
         finally:
@@ -48,4 +48,4 @@ def run_in_terminal(app: KlineApp) -> int:
 
     asyncio.run(main())
     code = app.return_code
-    return app.runtime.exit_code if code is None else code
+    return app.recorder.exit_code if code is None else code

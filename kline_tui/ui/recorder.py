@@ -1,0 +1,387 @@
+"""The recorder as the UI sees it: one in this process, or one it is attached to over the API.
+
+The app draws and acts through `Recorder` and never asks which it has:
+
+- `LocalRecorder` runs the runtime in the app's own event loop (plain `kline-tui`): quitting
+  stops recording, after writing everything buffered.
+- `AttachedRecorder` reads a running recorder through its service API (`kline-tui attach`, or
+  plain `kline-tui` on a data folder a recorder already uses): the same streams, connections,
+  sink counters and events, kept by the events socket; the keys act on that recorder, and
+  quitting only closes the UI while the recorder goes on.
+
+Both hand the widgets the core's own types (`StreamState`, `ConnectionStatus`, `SinkStats`), so
+no widget has two ways to draw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Protocol
+
+from kline_tui.binance.connection import ConnectionStatus
+from kline_tui.config import Settings
+from kline_tui.model import Market, StreamKey
+from kline_tui.recorder.events import EventLog
+from kline_tui.recorder.hub import StreamState
+from kline_tui.recorder.sink import SinkStats
+from kline_tui.runtime import EXIT_INTERRUPTED, EXIT_OK, Runtime
+
+if TYPE_CHECKING:
+    from kline_tui.service.client import RemoteRecorder
+
+__all__ = ["AttachedRecorder", "LocalRecorder", "Recorder"]
+
+log = logging.getLogger("kline_tui")
+
+
+class Recorder(Protocol):
+    """What the UI reads from a recorder and asks of it."""
+
+    events: EventLog
+    streams: dict[StreamKey, StreamState]  # the live rows; the same dict for the app's life
+
+    @property
+    def running(self) -> bool:
+        """Started and answering: the keys that act on the recorder work."""
+        ...
+
+    @property
+    def recording(self) -> bool: ...
+
+    @property
+    def sink_stats(self) -> SinkStats | None: ...
+
+    @property
+    def data_dir(self) -> str: ...
+
+    @property
+    def flush_rows(self) -> int: ...
+
+    @property
+    def flush_age_s(self) -> float: ...
+
+    @property
+    def mode(self) -> str:
+        """A few words for the status bar: "demo 60x", "attached to ...", "" for a plain run."""
+        ...
+
+    @property
+    def detaches(self) -> bool:
+        """Quitting leaves the recorder running (attached), rather than stopping it."""
+        ...
+
+    @property
+    def stop_requested(self) -> bool: ...
+
+    @property
+    def exit_code(self) -> int: ...
+
+    def connection_status(self) -> list[ConnectionStatus]: ...
+
+    async def start(self, keys: list[StreamKey]) -> list[StreamKey]:
+        """Start (or attach); returns the streams watched. Returns once running, or once a stop
+        was asked for meanwhile."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop recording (local) or close the connection (attached); idempotent."""
+        ...
+
+    async def add(self, keys: list[StreamKey]) -> list[StreamKey]: ...
+
+    async def remove(self, keys: list[StreamKey]) -> list[StreamKey]: ...
+
+    async def pause(self) -> None: ...
+
+    async def resume(self) -> None: ...
+
+    async def flush(self) -> int: ...
+
+    async def symbols(self, market: Market) -> list[str]:
+        """The market's tradable symbols, for the add dialog."""
+        ...
+
+    async def load_history(self, keys: list[StreamKey], count: int) -> None:
+        """Fill the streams' recent closed candles (for charts), where the recorder can."""
+        ...
+
+    def summary(self) -> list[tuple[int, str]]:
+        """Lines to print when the UI has closed, as (logging level, line)."""
+        ...
+
+    def report(self, what: str, exc: BaseException) -> None:
+        """Log an unexpected failure of the UI's own (a repaint) once, with its traceback."""
+        ...
+
+    def handle_signals(
+        self,
+        first: Callable[[], None] | None = None,
+        *,
+        signals: Iterable[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
+    ) -> None: ...
+
+
+class LocalRecorder:
+    """The runtime, in the app's own loop: the UI is the recorder's face and its life."""
+
+    detaches = False
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.events = runtime.events
+        self.streams: dict[StreamKey, StreamState] = {}
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @property
+    def running(self) -> bool:
+        return self.runtime.started and self.runtime.pipeline is not None
+
+    @property
+    def recording(self) -> bool:
+        return self.runtime.recording
+
+    @property
+    def sink_stats(self) -> SinkStats | None:
+        pipeline = self.runtime.pipeline
+        return pipeline.sink.stats if pipeline is not None else None
+
+    @property
+    def data_dir(self) -> str:
+        return str(self.settings.data_dir)
+
+    @property
+    def flush_rows(self) -> int:
+        return self.settings.flush_rows
+
+    @property
+    def flush_age_s(self) -> float:
+        return self.settings.flush_age_s
+
+    @property
+    def mode(self) -> str:
+        speed = self.runtime.demo_speed
+        return "" if speed is None else f"demo {speed:g}x"
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.runtime.stop_requested
+
+    @property
+    def exit_code(self) -> int:
+        return self.runtime.exit_code
+
+    def connection_status(self) -> list[ConnectionStatus]:
+        pipeline = self.runtime.pipeline
+        return pipeline.hub.connection_status() if pipeline is not None else []
+
+    async def start(self, keys: list[StreamKey]) -> list[StreamKey]:
+        keys = await self.runtime.start(keys, leave_out_refused=True)
+        pipeline = self.runtime.pipeline
+        if self.runtime.started and pipeline is not None:
+            self.streams = pipeline.hub.streams
+        return keys
+
+    async def stop(self) -> None:
+        await self.runtime.stop()
+
+    async def add(self, keys: list[StreamKey]) -> list[StreamKey]:
+        return await self.runtime.add(keys)
+
+    async def remove(self, keys: list[StreamKey]) -> list[StreamKey]:
+        return self.runtime.remove(keys)
+
+    async def pause(self) -> None:
+        self.runtime.pause()
+
+    async def resume(self) -> None:
+        self.runtime.resume()
+
+    async def flush(self) -> int:
+        return await self.runtime.flush()
+
+    async def symbols(self, market: Market) -> list[str]:
+        pipeline = self.runtime.pipeline
+        assert pipeline is not None
+        symbols = await pipeline.symbols.symbols(market)
+        return [name for name, info in symbols.items() if info.tradable]
+
+    async def load_history(self, keys: list[StreamKey], count: int) -> None:
+        pipeline = self.runtime.pipeline
+        if pipeline is not None and self.running:
+            await pipeline.seed_history(keys, count=count)
+
+    def summary(self) -> list[tuple[int, str]]:
+        return self.runtime.summary()
+
+    def report(self, what: str, exc: BaseException) -> None:
+        self.runtime.supervisor.report(what, exc)
+
+    def handle_signals(
+        self,
+        first: Callable[[], None] | None = None,
+        *,
+        signals: Iterable[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
+    ) -> None:
+        self.runtime.handle_signals(first, signals=signals)
+
+
+class AttachedRecorder:
+    """A recorder in another process, read and steered through its service API."""
+
+    detaches = True
+
+    def __init__(
+        self,
+        client: RemoteRecorder,
+        url: str,
+        settings: Settings,
+        *,
+        add_on_attach: list[StreamKey] | None = None,
+    ) -> None:
+        self.client = client
+        self.url = url
+        self.settings = settings
+        self.add_on_attach = add_on_attach or []  # streams named on the command line
+        self.events = client.events
+        self.streams = client.streams
+        self._task: asyncio.Task[None] | None = None
+        self._stop_requested = False
+        self._reported: set[str] = set()
+
+    @property
+    def running(self) -> bool:
+        return self.client.connected
+
+    @property
+    def recording(self) -> bool:
+        return self.client.recording
+
+    @property
+    def sink_stats(self) -> SinkStats | None:
+        return self.client.sink if self.client.connected or self.client.sink.flushes else None
+
+    @property
+    def data_dir(self) -> str:
+        return self.client.server.data_dir if self.client.server else ""
+
+    @property
+    def flush_rows(self) -> int:
+        server = self.client.server
+        return server.flush_rows if server else self.settings.flush_rows
+
+    @property
+    def flush_age_s(self) -> float:
+        server = self.client.server
+        return server.flush_age_s if server else self.settings.flush_age_s
+
+    @property
+    def mode(self) -> str:
+        if self.client.connected:
+            server = self.client.server
+            demo = f", {server.demo}" if server is not None and server.demo else ""
+            return f"attached {self.url}{demo}"
+        return f"unreachable {self.url}"
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK
+
+    def connection_status(self) -> list[ConnectionStatus]:
+        return self.client.connections
+
+    async def start(self, keys: list[StreamKey]) -> list[StreamKey]:
+        """Connect (and keep reconnecting in the background); returns once the first snapshot
+        arrived, or at once when the recorder cannot be reached yet (the UI says so and the
+        client goes on trying)."""
+        self._task = asyncio.ensure_future(self.client.run())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await self.client.wait_connected()
+        if self.add_on_attach and self.client.connected:
+            await self.add([k for k in self.add_on_attach if k not in self.streams])
+        return list(self.streams)
+
+    async def stop(self) -> None:
+        await self.client.close()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def add(self, keys: list[StreamKey]) -> list[StreamKey]:
+        added = await self.client.add(keys)
+        await self._mirrored(lambda: all(k in self.streams for k in added))
+        return added
+
+    async def remove(self, keys: list[StreamKey]) -> list[StreamKey]:
+        removed = await self.client.remove(keys)
+        await self._mirrored(lambda: not any(k in self.streams for k in removed))
+        return removed
+
+    async def _mirrored(self, done: Callable[[], bool]) -> None:
+        """Until the events socket has brought a change the API has answered (so the table can
+        select a stream just added), for at most a second: a slow socket only delays the rows."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                while not done():
+                    await asyncio.sleep(0.02)
+
+    async def pause(self) -> None:
+        await self.client.pause()
+
+    async def resume(self) -> None:
+        await self.client.resume()
+
+    async def flush(self) -> int:
+        return await self.client.flush()
+
+    async def symbols(self, market: Market) -> list[str]:
+        return await self.client.symbols(market)
+
+    async def load_history(self, keys: list[StreamKey], count: int) -> None:
+        return None  # the snapshot carries each stream's recent closed candles already
+
+    def summary(self) -> list[tuple[int, str]]:
+        return [(logging.INFO, f"detached from {self.url}; the recorder goes on recording")]
+
+    def report(self, what: str, exc: BaseException) -> None:
+        kind = f"{what}: {type(exc).__name__}"
+        if kind not in self._reported:
+            self._reported.add(kind)
+            log.error("%s failed", what, exc_info=(type(exc), exc, exc.__traceback__))
+
+    def handle_signals(
+        self,
+        first: Callable[[], None] | None = None,
+        *,
+        signals: Iterable[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
+    ) -> None:
+        """The first signal closes the UI (the recorder goes on); a second one ends it at once."""
+        loop = asyncio.get_running_loop()
+        received: list[int] = []
+
+        def handler(sig: signal.Signals) -> None:
+            received.append(sig)
+            if len(received) == 1:
+                self._stop_requested = True
+                if first is not None:
+                    first()
+            else:
+                print("kline-tui: closed at once", file=sys.stderr, flush=True)
+                os._exit(EXIT_INTERRUPTED)
+
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, handler, sig)
