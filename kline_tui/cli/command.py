@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -48,6 +49,7 @@ __all__ = [
     "recorder_options",
     "recorder_settings",
     "run",
+    "shard_settings",
     "stream_keys",
     "tool_dataset",
 ]
@@ -218,6 +220,27 @@ def recorder_settings(args: argparse.Namespace, *, headless: bool) -> Settings:
             f"or list them under watch = [...] in {settings.config_path}"
         )
     return settings
+
+
+_SHARD = re.compile(r"\A\s*(\d{1,4})\s*/\s*(\d{1,4})\s*\Z")
+MAX_SHARDS = 1024
+
+
+def shard_settings(settings: Settings, text: str) -> Settings:
+    """The settings with only the streams of shard `I/N` (`--shard`) in the watch list.
+    UsageError for a malformed shard, or one that holds none of the streams."""
+    match = _SHARD.match(text)
+    if match is None:
+        raise UsageError(f"--shard {text!r}: write I/N, e.g. 2/3 for the second of three")
+    index, count = int(match[1]), int(match[2])
+    if not 1 <= count <= MAX_SHARDS or not 1 <= index <= count:
+        raise UsageError(f"--shard {text}: I must be from 1 to N, N from 1 to {MAX_SHARDS}")
+    mine = tuple(key for key in settings.watch if key.shard(count) == index)
+    if not mine:
+        raise UsageError(
+            f"shard {index}/{count} holds none of the {len(settings.watch)} streams watched"
+        )
+    return replace(settings, watch=mine)
 
 
 def _demo_settings(config: Path | None) -> Settings:

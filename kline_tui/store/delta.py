@@ -132,6 +132,7 @@ class DeltaDataset:
         self.stats = CommitStats()
         self._table: DeltaTable | None = None
         self._local = "://" not in self.location
+        self._acquired = False
 
     def __repr__(self) -> str:
         return f"DeltaDataset({self.describe()!r})"
@@ -200,7 +201,9 @@ class DeltaDataset:
 
     def acquire(self) -> None:
         """Check the store takes us (creating the table if it has none); DatasetError, one line,
-        if it does not (no bucket, no rights, unreachable)."""
+        if it does not (no bucket, no rights, unreachable). Taking it again is a no-op."""
+        if self._acquired:
+            return
         try:
             self._ensure_table()
             self._meta_store()  # the bookkeeping objects' store: refused options fail here too
@@ -209,6 +212,7 @@ class DeltaDataset:
                 self._fail("cannot use the Delta table at", exc)
                 + " (check the bucket, the credentials and [storage.options])"
             ) from None
+        self._acquired = True
 
     def release(self) -> None:
         """Nothing is held: many recorders write one table."""
