@@ -9,9 +9,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
-pytest.importorskip("deltalake")
-
 from deltalake import DeltaTable, write_deltalake
 
 from kline_tui.model import Interval, Market, StreamKey
