@@ -1,8 +1,8 @@
 """`python -m benchmarks [--quick] [--only NAME[,NAME]] [--json FILE]`: run the scenarios, print
 the table.
 
-Scenarios (in order): ingest, blogpost, fullmarket, flush, startup, profile, dataset. `dataset` is
-`benchmarks/dataset.py` (flush time as a recorded dataset grows, queries, compaction), run as a
+Scenarios (in order): ingest, blogpost, fullmarket, flush, delta, startup, profile, dataset.
+`dataset` is `benchmarks/dataset.py` (flush time as a recorded dataset grows, queries, compaction), run as a
 subprocess when that file exists; its output is shown as is.
 
 `--quick` shortens what can be shortened (the full-market runs last 60 s instead of 10 minutes,
@@ -26,12 +26,22 @@ from pathlib import Path
 
 from benchmarks.common import PY, REPO, Row, child_env, machine
 
-SCENARIOS = ("ingest", "blogpost", "fullmarket", "flush", "startup", "profile", "dataset")
+SCENARIOS = (
+    "ingest",
+    "blogpost",
+    "fullmarket",
+    "flush",
+    "delta",
+    "startup",
+    "profile",
+    "dataset",
+)
 MODULES = {
     "ingest": "benchmarks.ingest",
     "blogpost": "benchmarks.blogpost",
     "fullmarket": "benchmarks.fullmarket",
     "flush": "benchmarks.flush",
+    "delta": "benchmarks.delta",
     "startup": "benchmarks.startup",
     "profile": "benchmarks.profile",
 }

@@ -366,18 +366,57 @@ class DeltaDataset:
             lf = self._frame_of([market], [interval], symbols)
             if lf is None:
                 return out
-            frame = self._read(
-                lf.select("symbol", t=pl.col("open_time").dt.epoch("ms"))
-                .unique()
-                .sort("symbol", "t")
-            )
+            times = lf.select("symbol", t=pl.col("open_time").dt.epoch("ms"))
+            for symbol, last, holes in self._series(interval, times):
+                key = StreamKey(market, symbol, interval)
+                start = (starts or {}).get(key)
+                first = holes.pop()  # the first held open time, last of the list
+                if start is not None and start < first:
+                    holes.insert(0, (start, interval.prev_open(first)))
+                out[key] = StoredSeries(last, holes)
+        return out
+
+    def _series(
+        self, interval: Interval, times: pl.LazyFrame
+    ) -> Iterable[tuple[str, int, list[Any]]]:
+        """Per symbol: its last open time and its holes, with its first open time appended.
+
+        A fixed step (every interval but the week and the month) is checked in Polars, the holes
+        being where consecutive open times differ by more than the step: a resume of 2,000
+        streams on a 10M-row table reads its two columns and loops over the holes only."""
+        step = interval.ms
+        origin = interval.open_time_at(0) if step else None
+        if step is None or origin != 0 or interval is Interval.W1:
+            frame = self._read(times.unique().sort("symbol", "t"))
             for (symbol,), group in frame.group_by(["symbol"], maintain_order=True):
                 opens = group["t"].to_list()
-                key = StreamKey(market, str(symbol), interval)
-                start = (starts or {}).get(key)
-                first = start if start is not None and start < opens[0] else None
-                out[key] = StoredSeries(opens[-1], find_gaps(interval, opens, first=first))
-        return out
+                yield str(symbol), opens[-1], [*find_gaps(interval, opens), opens[0]]
+            return
+        aligned = times.select("symbol", t=pl.col("t") - pl.col("t") % step)
+        # One hash aggregation answers for every stream without a hole (the usual case): as
+        # many distinct open times as steps from its first to its last. Only the others are
+        # sorted, to find where their holes are.
+        ends = self._read(
+            aligned.group_by("symbol").agg(
+                first=pl.col("t").min(), last=pl.col("t").max(), n=pl.col("t").n_unique()
+            )
+        )
+        broken = ends.filter(pl.col("n") < (pl.col("last") - pl.col("first")) // step + 1)
+        holes: dict[str, list[Any]] = {}
+        if not broken.is_empty():
+            gaps = self._read(
+                aligned.filter(pl.col("symbol").is_in(broken["symbol"].to_list()))
+                .unique()
+                .sort("symbol", "t")
+                .with_columns(prev=pl.col("t").shift(1).over("symbol"))
+                .filter(pl.col("t") - pl.col("prev") > step)
+                .select("symbol", a=pl.col("prev") + step, b=pl.col("t") - step)
+                .sort("symbol", "a")
+            )
+            for symbol, a, b in gaps.iter_rows():
+                holes.setdefault(symbol, []).append((a, b))
+        for symbol, first, last, _ in ends.iter_rows():
+            yield symbol, last, [*holes.get(symbol, []), first]
 
     def open_times(
         self,
