@@ -2,8 +2,8 @@
 the table.
 
 Scenarios (in order): ingest, blogpost, fullmarket, flush, delta, startup, profile, dataset.
-`dataset` is `benchmarks/dataset.py` (flush time as a recorded dataset grows, queries, compaction), run as a
-subprocess when that file exists; its output is shown as is.
+`dataset` is `benchmarks/dataset.py` (flush time as a recorded dataset grows, queries,
+compaction), run as a subprocess when that file exists; its output is shown as is.
 
 `--quick` shortens what can be shortened (the full-market runs last 60 s instead of 10 minutes,
 fewer rounds and repeats); every figure is still measured.

@@ -288,3 +288,55 @@ def test_secrets_are_redacted_from_messages():
     )
     ds = DeltaDataset("s3://user:pw@bucket/klines", options)
     assert ds.describe() == "s3://bucket/klines"
+
+
+def test_held_on_month_and_week_streams_and_one_with_no_hole(tmp_path):
+    """The month and the week have no fixed step (or another origin): found the long way."""
+    ds = delta(tmp_path)
+    months = [day_ms(f"2024-{m:02d}-01") for m in (1, 2, 3, 5, 6)]
+    frame = synthetic_rows(["BTCUSDT"], H1, 0, 1).clear()
+    rows = [
+        (
+            "BTCUSDT",
+            t,
+            t + 1,
+            1.0,
+            2.0,
+            0.5,
+            1.5,
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+            1,
+            "rest",
+        )
+        for t in months
+    ]
+    ds.write_frame(
+        Market.SPOT,
+        Interval.MO1,
+        pl.concat([frame, pl.DataFrame(rows, schema=PARQUET_SCHEMA, orient="row")]),
+    )
+    week = StreamKey(Market.SPOT, "ETHUSDT", Interval.W1)
+    weeks = [day_ms("2024-01-01") + k * 7 * DAY for k in (0, 1, 3)]  # Mondays
+    ds.write_frame(
+        Market.SPOT,
+        Interval.W1,
+        pl.DataFrame(
+            [
+                ("ETHUSDT", t, t + 1, 1.0, 2.0, 0.5, 1.5, 1.0, 1.0, 1.0, 1.0, 1, "rest")
+                for t in weeks
+            ],
+            schema=PARQUET_SCHEMA,
+            orient="row",
+        ),
+    )
+    ds.write_frame(USDM, M1, synthetic_rows(["SOLUSDT"], M1, D1, 10))
+    month = StreamKey(Market.SPOT, "BTCUSDT", Interval.MO1)
+    sol = StreamKey(USDM, "SOLUSDT", M1)
+    held = ds.held([month, week, sol])
+    assert held[month].last == months[-1]
+    assert held[month].holes == [(day_ms("2024-04-01"), day_ms("2024-04-01"))]
+    assert held[week].holes == [(weeks[1] + 7 * DAY, weeks[1] + 7 * DAY)]
+    assert held[sol].last == D1 + 9 * MINUTE and held[sol].holes == []

@@ -20,6 +20,7 @@ dataset.scan(market="usdm", symbol="BTCUSDT", interval="1m").collect()
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -78,9 +79,11 @@ def is_url(location: str) -> bool:
 
 
 def redact(text: str, options: Mapping[str, str]) -> str:
-    """`text` with every secret-looking option value replaced by `***` (errors from a store may
-    quote the request that failed)."""
-    for key, value in options.items():
+    """`text` with every secret-looking value of the storage options, and of the object stores'
+    environment variables (`AWS_*`, `AZURE_*`, `GOOGLE_*`), replaced by `***` (errors from a
+    store may quote the request that failed)."""
+    from_env = {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "AZURE_", "GOOGLE_"))}
+    for key, value in {**from_env, **options}.items():
         if value and len(value) >= 4 and _secret_key(key):
             text = text.replace(value, "***")
     return text

@@ -93,6 +93,8 @@ COMMIT_TRIES = 12
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_CAP_S = 2.0
 LEASE_S = 15 * 60  # a compactor's lease; a dead compactor's is taken over after it
+# VACUUM lists every file of the table: after a compaction, else at most this often.
+VACUUM_EVERY_S = 3600.0
 _META = "_kline_tui"
 
 _T = TypeVar("_T")
@@ -689,6 +691,7 @@ class DeltaCompactor:
         self.grace_ms = grace_ms
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._lock = asyncio.Lock()
+        self._vacuumed_at: float | None = None
 
     async def run_once(self, now_ms: int) -> CompactionResult:
         """`run` off the event loop, not waiting for another compactor (it yields instead)."""
@@ -740,7 +743,10 @@ class DeltaCompactor:
                 if now_ms is not None and bucket.end_ms + self.grace_ms > now_ms:
                     continue
                 self._compact_one(bucket, force, result, report)
-            self._vacuum(report)
+            since = None if self._vacuumed_at is None else time.monotonic() - self._vacuumed_at
+            if result.buckets or since is None or since >= VACUUM_EVERY_S:
+                self._vacuum(report)
+                self._vacuumed_at = time.monotonic()
         finally:
             self._drop_lease()
         result.seconds = time.perf_counter() - started
