@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import queue
 import random
 import statistics
 import time
@@ -71,31 +72,8 @@ def _grow(location: str, have: int, want: int) -> None:
         )
 
 
-async def _flushes(dataset, first_minute: int, repeat: int) -> list[float]:
-    from kline_tui.model import Candle, Interval, Market, StreamKey
-    from kline_tui.recorder.events import EventLog
-    from kline_tui.recorder.sink import ParquetSink
-
-    keys = [StreamKey(Market.USDM, f"S{i:04d}USDT", Interval.M1) for i in range(1, SYMBOLS + 1)]
-    sink = ParquetSink(dataset, EventLog(), flush_rows=10**9, flush_age_s=10**6)
-    times = []
-    for r in range(repeat + WARMUP):
-        t = T0 + (first_minute + r) * MINUTE
-        for i, key in enumerate(keys):
-            p = 100.0 + i % 97
-            sink.add(
-                key,
-                Candle(t, t + MINUTE - 1, p, p + 1, p - 1, p + 0.5, 10.0, 1000.0, 5.0, 500.0, 42),
-            )
-        started = time.perf_counter()
-        assert await sink.flush()
-        if r >= WARMUP:
-            times.append((time.perf_counter() - started) * 1000)
-    await sink.close()
-    return times
-
-
 def flush_rows(quick: bool) -> list[Row]:
+    from benchmarks import flush
     from kline_tui.model import Interval, Market, StreamKey
     from kline_tui.store.delta import DeltaDataset
 
@@ -116,7 +94,7 @@ def flush_rows(quick: bool) -> list[Row]:
             _grow(location, have, level)
             grow_s += time.perf_counter() - started
             have = level
-            times = asyncio.run(_flushes(dataset, level // STORED_SYMBOLS + 10_000, repeat))
+            times = asyncio.run(flush._flushes(dataset, level // STORED_SYMBOLS + 10_000, repeat))
             out[level] = (statistics.median(times), _p(times, 0.95))
             started = time.perf_counter()
             held = DeltaDataset(location).held(keys)  # a fresh process's view: no cache
@@ -179,7 +157,7 @@ def _writer(location: str, who: int, kind: str, rounds: int, tick_s: float, star
     for r in range(rounds):
         wake = start_at + r * tick_s + rng.uniform(0, 0.05)
         time.sleep(max(0.0, wake - time.time()))
-        frame = synthetic_frame(symbols, pl.repeat(r, SYMBOLS, eager=True), T0)
+        frame = synthetic_frame(symbols, pl.repeat(r, SYMBOLS, dtype=pl.Int64, eager=True), T0)
         started = time.perf_counter()
         inserted += dataset.write_rows(Market.USDM, Interval.M1, "2026-01-01", frame)
         latencies.append((time.perf_counter() - started) * 1000)
@@ -207,7 +185,17 @@ def conflicts(quick: bool) -> list[Row]:
             ]
             for p in procs:
                 p.start()
-            results = [q.get(timeout=600) for _ in procs]
+            results = []
+            deadline = time.monotonic() + rounds * tick_s + 600
+            while len(results) < len(procs):
+                try:
+                    results.append(q.get(timeout=1.0))
+                except queue.Empty:
+                    dead = [p for p in procs if p.exitcode not in (None, 0)]
+                    if dead or time.monotonic() > deadline:
+                        for p in procs:
+                            p.kill()
+                        raise RuntimeError(f"a {kind} writer died or hung") from None
             for p in procs:
                 p.join(60)
             table = pl.read_delta(location)

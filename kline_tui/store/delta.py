@@ -50,7 +50,7 @@ import polars as pl
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-from kline_tui.model import EARLIEST_OPEN_MS, LATEST_MS, Interval, Market, SpecError, StreamKey
+from kline_tui.model import Interval, Market, SpecError, StreamKey
 from kline_tui.store import layout
 from kline_tui.store.compact import DEFAULT_GRACE_MS, SOURCE_RANK, CompactionResult
 from kline_tui.store.dataset import (
@@ -66,6 +66,7 @@ from kline_tui.store.parts import NO_BUCKET, as_frame
 from kline_tui.store.read import READ_SCHEMA, Bucket, bucket_span, parse_time
 from kline_tui.store.schema import PARQUET_SCHEMA
 from kline_tui.store.series import StoredSeries
+from kline_tui.store.starts import parse_starts
 
 if TYPE_CHECKING:
     from kline_tui.binance.rest import RestClient
@@ -96,6 +97,7 @@ LEASE_S = 15 * 60  # a compactor's lease; a dead compactor's is taken over after
 # VACUUM lists every file of the table: after a compaction, else at most this often.
 VACUUM_EVERY_S = 3600.0
 _META = "_kline_tui"
+_STARTS_MAX_BYTES = 64 * 1024 * 1024  # far beyond any watch list: a bigger object is not ours
 
 _T = TypeVar("_T")
 
@@ -507,6 +509,9 @@ class DeltaDataset:
         try:
             store = self._meta_store()
             got = obstore.get(store, "starts.json")
+            if int(got.meta.get("size", 0)) > _STARTS_MAX_BYTES:
+                log.warning("%s/%s/starts.json is too large to be ours", self.describe(), _META)
+                return {}, None
             raw = json.loads(bytes(got.bytes()).decode("utf-8"))
             etag = got.meta.get("e_tag")
         except (NotFoundError, FileNotFoundError):
@@ -514,17 +519,7 @@ class DeltaDataset:
         except Exception as exc:  # noqa: BLE001 - unreadable: the holes between rows still count
             log.warning("%s", self._fail("cannot read the starts of", exc))
             return {}, None
-        starts: dict[StreamKey, int] = {}
-        for spec, start in raw.items() if isinstance(raw, dict) else ():
-            if type(start) is not int or not EARLIEST_OPEN_MS <= start < LATEST_MS:
-                continue
-            try:
-                key = StreamKey.parse(spec)
-            except (SpecError, AttributeError):
-                continue
-            if key.interval.is_aligned(start):
-                starts[key] = start
-        return starts, etag
+        return parse_starts(raw), etag
 
     def write_starts(self, starts: Mapping[StreamKey, int]) -> None:
         """Merge `starts` into the shared file (the earliest start of each stream wins: twins and
