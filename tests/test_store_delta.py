@@ -340,3 +340,41 @@ def test_held_on_month_and_week_streams_and_one_with_no_hole(tmp_path):
     assert held[month].holes == [(day_ms("2024-04-01"), day_ms("2024-04-01"))]
     assert held[week].holes == [(weeks[1] + 7 * DAY, weeks[1] + 7 * DAY)]
     assert held[sol].last == D1 + 9 * MINUTE and held[sol].holes == []
+
+
+def test_compaction_beside_writers_of_the_same_bucket_loses_and_doubles_nothing(tmp_path):
+    """Late candles keep arriving in a closed bucket while it is compacted again and again: a
+    compaction that loses the race leaves the bucket for later, a writer that loses retries."""
+    ds = delta(tmp_path)
+    symbols = ["BTCUSDT", "ETHUSDT"]
+    ds.write_frame(USDM, M1, synthetic_rows(symbols, M1, D1, 10))
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def write() -> None:
+        writer = DeltaDataset(ds.location)
+        try:
+            for k in range(1, 15):
+                frame = synthetic_rows(symbols, M1, D1 + k * 10 * MINUTE, 10)
+                writer.write_frame(USDM, M1, frame)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    compactor = DeltaDataset(ds.location).compactor()
+    runs = []
+    while not done.is_set():
+        runs.append(compactor.run(None, wait=True))
+    thread.join(60)
+    runs.append(compactor.run(None))
+    assert not errors
+    assert not [f for r in runs for f in r.failed]  # a lost race is yielded, never a failure
+    assert sum(r.buckets for r in runs) >= 2
+    df = table_rows(ds)
+    assert canonical(df.select(list(PARQUET_SCHEMA))).equals(
+        canonical(synthetic_rows(symbols, M1, D1, 150))
+    )
+    assert ds.files_in(ds.partitions()[0]) == 1

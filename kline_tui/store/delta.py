@@ -37,6 +37,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -94,12 +95,20 @@ COMMIT_TRIES = 12
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_CAP_S = 2.0
 LEASE_S = 15 * 60  # a compactor's lease; a dead compactor's is taken over after it
+COMPACT_TRIES = 4  # a bucket's rewrite, tried again at once when a writer's commit came first
 # VACUUM lists every file of the table: after a compaction, else at most this often.
 VACUUM_EVERY_S = 3600.0
 _META = "_kline_tui"
 _STARTS_MAX_BYTES = 64 * 1024 * 1024  # far beyond any watch list: a bigger object is not ours
 
 _T = TypeVar("_T")
+
+
+def _compaction_race(exc: BaseException) -> bool:
+    """Whether a compaction's commit lost to a commit beside it. delta-rs checks a replace-where
+    against concurrent commits by parsing its predicate again, and `interval` then reads as
+    SQL's INTERVAL: that parse error, too, only ever happens when another commit came first."""
+    return _conflict(exc) or "sql parser error" in str(exc).lower()
 
 
 def _conflict(exc: BaseException) -> bool:
@@ -137,6 +146,9 @@ class DeltaDataset:
         self._table: DeltaTable | None = None
         self._local = "://" not in self.location
         self._acquired = False
+        # The DeltaTable object is shared by the sink's writer thread and the resume of a stream
+        # added while recording: one at a time (the compactor has a DeltaDataset of its own).
+        self._guard = threading.RLock()
 
     def __repr__(self) -> str:
         return f"DeltaDataset({self.describe()!r})"
@@ -172,11 +184,12 @@ class DeltaDataset:
 
     def table(self, fresh: bool = True) -> DeltaTable:
         """The table, brought up to its latest version when `fresh`. Raises TableNotFoundError."""
-        if self._table is None:
-            self._table = DeltaTable(self.location, storage_options=self._options())
-        elif fresh:
-            self._table.update_incremental()
-        return self._table
+        with self._guard:
+            if self._table is None:
+                self._table = DeltaTable(self.location, storage_options=self._options())
+            elif fresh:
+                self._table.update_incremental()
+            return self._table
 
     def _ensure_table(self) -> DeltaTable:
         """The table, created empty (with its partitioning) if there is none yet. Two creators
@@ -257,12 +270,13 @@ class DeltaDataset:
         )
 
         def merge() -> int:
-            table = self._ensure_table()
-            metrics = (
-                table.merge(source, predicate, source_alias="s", target_alias="t")
-                .when_not_matched_insert_all()
-                .execute()
-            )
+            with self._guard:
+                table = self._ensure_table()
+                metrics = (
+                    table.merge(source, predicate, source_alias="s", target_alias="t")
+                    .when_not_matched_insert_all()
+                    .execute()
+                )
             return int(metrics.get("num_target_rows_inserted", 0))
 
         return self._retrying("cannot write to", merge)
@@ -577,8 +591,10 @@ class DeltaDataset:
     # -- compaction, verification ---------------------------------------------------------------
 
     def compactor(self, events: Events | None = None) -> DeltaCompactor:
-        """The table's compactor: sorted rewrites of closed buckets, then VACUUM."""
-        return DeltaCompactor(self, events)
+        """The table's compactor: sorted rewrites of closed buckets, then VACUUM. It works on a
+        DeltaDataset of its own, so it never waits for the writer's table object nor holds it."""
+        own = DeltaDataset(self.location, self.options, vacuum_retention_h=self.vacuum_retention_h)
+        return DeltaCompactor(own, events)
 
     def partitions(self) -> list[Bucket]:
         """Every partition of the table with how it is labelled; `path` is its relative path."""
@@ -752,40 +768,58 @@ class DeltaCompactor:
     def _compact_one(
         self, bucket: Bucket, force: bool, result: CompactionResult, report: Events
     ) -> None:
+        """Rewrite one bucket, trying again at once a few times when a commit beside it wins the
+        race; past that the bucket is left for the next run (yielded, not failed)."""
         ds = self.dataset
-        try:
-            files = ds.files_in(bucket)
-            if files < (1 if force else 2):
+        delay = 0.2
+        for attempt in range(1, COMPACT_TRIES + 1):
+            try:
+                done = self._rewrite(bucket, force)
+            except Exception as exc:  # noqa: BLE001 - a race or a refusal: this bucket waits
+                if _compaction_race(exc) and attempt < COMPACT_TRIES:
+                    time.sleep(random.uniform(0, delay))
+                    delay *= 2
+                    continue
+                if _compaction_race(exc):
+                    result.yielded += 1
+                    report(logging.INFO, f"{bucket}: left for the next run (writers committed)")
+                else:
+                    why = ds._fail("in", exc)
+                    result.failed.append(f"{bucket}: {why}")
+                    report(logging.ERROR, f"cannot compact {bucket}: {why}")
                 return
-            where = (
-                f"market = '{bucket.market.value}' AND \"interval\" = "
-                f"'{bucket.interval.path_label}' AND \"date\" = '{bucket.label}'"
-            )
-            table = ds.table()
-            # The snapshot the overwrite commits against: a file added after it makes the commit
-            # conflict (and this bucket wait), never vanish.
-            frame = _read_partition(ds, bucket, table.version())
-            merged = _best_copies(frame.select(list(DELTA_SCHEMA)).cast(DELTA_SCHEMA))
-            write_deltalake(
-                table,
-                merged,
-                mode="overwrite",
-                predicate=where,
-                partition_by=PARTITIONS,
-                storage_options=ds._options(),
-            )
-        except Exception as exc:  # noqa: BLE001 - a conflict or a refusal: this bucket waits
-            why = "a writer committed to it meanwhile" if _conflict(exc) else ds._fail("in", exc)
-            result.failed.append(f"{bucket}: {why}")
-            report(
-                logging.INFO if _conflict(exc) else logging.ERROR,
-                f"{bucket}: left for later ({why})",
-            )
+            if done is not None:
+                files, rows_in, rows_out = done
+                result.buckets += 1
+                result.files_in += files
+                result.rows_in += rows_in
+                result.rows_out += rows_out
             return
-        result.buckets += 1
-        result.files_in += files
-        result.rows_in += frame.height
-        result.rows_out += merged.height
+
+    def _rewrite(self, bucket: Bucket, force: bool) -> tuple[int, int, int] | None:
+        """One attempt: (files, rows in, rows out), or None when there is nothing to do."""
+        ds = self.dataset
+        table = ds.table()
+        files = ds.files_in(bucket)
+        if files < (1 if force else 2):
+            return None
+        where = (
+            f"market = '{bucket.market.value}' AND \"interval\" = "
+            f"'{bucket.interval.path_label}' AND \"date\" = '{bucket.label}'"
+        )
+        # The snapshot the overwrite commits against: a file added after it makes the commit
+        # conflict (and the bucket wait), never vanish.
+        frame = _read_partition(ds, bucket, table.version())
+        merged = _best_copies(frame.select(list(DELTA_SCHEMA)).cast(DELTA_SCHEMA))
+        write_deltalake(
+            table,
+            merged,
+            mode="overwrite",
+            predicate=where,
+            partition_by=PARTITIONS,
+            storage_options=ds._options(),
+        )
+        return files, frame.height, merged.height
 
     def _vacuum(self, report: Events) -> None:
         try:
