@@ -378,3 +378,42 @@ def test_compaction_beside_writers_of_the_same_bucket_loses_and_doubles_nothing(
         canonical(synthetic_rows(symbols, M1, D1, 150))
     )
     assert ds.files_in(ds.partitions()[0]) == 1
+
+
+async def test_verify_repair_on_a_delta_table_fetches_gaps_and_drops_duplicates(sim, tmp_path):
+    """`kline-tui verify --repair` on a local Delta table: the gap fetched from the simulator's
+    REST through the MERGE, the duplicates a blind append left rewritten away."""
+    import asyncio
+
+    from kline_tui.cli.verify import main as verify_main
+
+    from .checks import assert_matches_simulator, contiguous
+    from .datasets import expected_frame
+    from .support import write_config
+
+    ds = delta(tmp_path)
+    key = StreamKey.parse("usdm:ETHUSDT:5m")
+    first = Interval.D1.open_time_at(sim.clock.now_ms()) - 2 * DAY
+    opens = [first + i * 300_000 for i in range(288)]
+    held = [t for i, t in enumerate(opens) if not 40 <= i < 45]
+    ds.write_frame(key.market, key.interval, expected_frame(key, held, "ws"))
+    write_deltalake(  # a blind append: 10 candles twice
+        ds.location,
+        expected_frame(key, opens[100:110], "rest")
+        .with_columns(
+            pl.col("open_time", "close_time").cast(pl.Datetime("us", "UTC")),
+            market=pl.lit("usdm"),
+            interval=pl.lit("5m"),
+            date=pl.col("open_time").dt.date(),
+        )
+        .select(list(DELTA_SCHEMA)),
+        mode="append",
+    )
+    cfg = write_config(tmp_path / "c.toml", sim.endpoints)
+    args = ["--data-dir", ds.location, "--config", str(cfg)]
+    assert await asyncio.to_thread(verify_main, args) == 1
+    assert await asyncio.to_thread(verify_main, ["--repair", *args]) == 0
+    df = table_rows(ds).with_columns(pl.col("date").cast(pl.Date))
+    got = assert_matches_simulator(df, key)
+    assert got == opens and contiguous(key.interval, got)
+    assert ds.verify().clean
