@@ -1,9 +1,9 @@
 """`python -m benchmarks [--quick] [--only NAME[,NAME]] [--json FILE]`: run the scenarios, print
 the table.
 
-Scenarios (in order): ingest, blogpost, fullmarket, flush, startup, profile, dataset. `dataset` is
-`benchmarks/dataset.py` (flush time as a recorded dataset grows, queries, compaction), run as a
-subprocess when that file exists; its output is shown as is.
+Scenarios (in order): ingest, blogpost, fullmarket, flush, startup, attach, profile, dataset.
+`dataset` is `benchmarks/dataset.py` (flush time as a recorded dataset grows, queries,
+compaction), run as a subprocess when that file exists; its output is shown as is.
 
 `--quick` shortens what can be shortened (the full-market runs last 60 s instead of 10 minutes,
 fewer rounds and repeats); every figure is still measured.
@@ -26,13 +26,14 @@ from pathlib import Path
 
 from benchmarks.common import PY, REPO, Row, child_env, machine
 
-SCENARIOS = ("ingest", "blogpost", "fullmarket", "flush", "startup", "profile", "dataset")
+SCENARIOS = ("ingest", "blogpost", "fullmarket", "flush", "startup", "attach", "profile", "dataset")
 MODULES = {
     "ingest": "benchmarks.ingest",
     "blogpost": "benchmarks.blogpost",
     "fullmarket": "benchmarks.fullmarket",
     "flush": "benchmarks.flush",
     "startup": "benchmarks.startup",
+    "attach": "benchmarks.attach",
     "profile": "benchmarks.profile",
 }
 
