@@ -91,6 +91,16 @@ async def test_health_names_stale_streams_and_a_failing_disk(sim, tmp_path):
         assert any("1 streams stale" in r for r in body["reasons"])
         assert any("No space left" in r for r in body["reasons"])
         pipeline.sink.stats.failing = False
+        state.status = StreamStatus.LIVE
+        # A loop that runs something long without yielding is not responsive.
+        time.sleep(1.3)
+        await asyncio.sleep(0.3)  # the monitor's sample after the block
+        status, body, _ = await call("GET", served.url + "/healthz", headers=None)
+        assert (status, body["status"]) == (503, "unhealthy")
+        assert body["reasons"] == [
+            f"the event loop was blocked for {body['loop_lag_ms'] / 1000:.1f} s"
+        ]
+        assert body["loop_lag_ms"] > 1000
 
 
 async def test_flush_writes_what_the_dataset_then_holds(sim, tmp_path):
@@ -459,6 +469,24 @@ async def test_a_client_that_never_reads_is_disconnected_and_memory_stays_flat(s
             assert isinstance(first, Snapshot) and len(first.streams) == 100
         warnings = [e.message for e in served.runtime.events.recent if "disconnected" in e.message]
         assert warnings and "too slow" in warnings[-1]
+
+
+async def test_a_client_that_answers_no_ping_is_closed_and_clients_are_capped(sim, tmp_path):
+    async with serve(sim, tmp_path, service={"heartbeat_s": 0.4, "max_clients": 1}) as served:
+        await live(served)
+        sock = await _never_reading_client(served.url)
+        loop = asyncio.get_running_loop()
+        try:
+            # A second client is refused while the first holds the only place.
+            status, body, _ = await call("GET", served.url + "/api/v1/events")
+            assert (status, body) == (503, {"error": "too many clients: 1 are attached already"})
+            # The first reads everything but never answers a ping: it is closed as dead.
+            started = time.monotonic()
+            while await loop.sock_recv(sock, 65536):
+                assert time.monotonic() - started < 5.0, "still open"
+            assert not served.service.feed.clients
+        finally:
+            sock.close()
 
 
 async def test_stop_closes_every_socket_with_a_reason(sim, tmp_path):
