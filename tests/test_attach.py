@@ -189,3 +189,38 @@ def test_attach_says_when_the_token_file_holds_no_token(tmp_path, capsys, conten
     code = attach.main(["--data-dir", str(tmp_path), "--token-file", str(bad)])
     assert code == 2
     assert "token file" in capsys.readouterr().err
+
+
+async def test_a_chart_opened_on_a_stream_added_while_attached_fills_with_its_history(
+    sim, tmp_path
+):
+    """The recorder fills an added stream's older candles from REST after the stream starts;
+    the UI already attached gets them too, not only a UI that attaches later."""
+    settings = make_settings(sim, tmp_path / "data", [str(BTC)], history=3)
+    runtime = Runtime(settings, backoff=Backoff(base=0.2, cap=1.0), seed_history=True)
+    service = Service(runtime, "127.0.0.1", 0, token=Token(TOKEN, "env"))
+    url = await service.start()
+    await runtime.start()
+    app = attached_app(url, Settings(tmp_path / "ui.toml", False))
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await app.wait_started()
+            await wait_until(lambda: app.table.order == [BTC], what="the row")
+            await pilot.press("a")
+            await wait_until(lambda: isinstance(app.screen, AddStreamsScreen), what="dialog")
+            # The history arrives well after the stream's first tick has gone out.
+            sim.faults.rest_delay_s = 0.5
+            await pilot.press(*"SOLUSDT", "enter")
+            assert runtime.pipeline is not None
+            held = runtime.pipeline.hub.streams
+
+            def same() -> bool:
+                mine = app.recorder.streams.get(SOL)
+                if SOL not in held or mine is None or len(held[SOL].closed) < 100:
+                    return False
+                return [c.open_time for c in mine.closed] == [c.open_time for c in held[SOL].closed]
+
+            await wait_until(same, timeout=20, what="the added stream's history in the UI")
+    finally:
+        await service.stop()
+        await runtime.stop()

@@ -356,6 +356,7 @@ class Feed:
         for event in list(runtime.events.recent)[-RECENT_EVENTS:]:
             self._on_event(event)
         runtime.events.subscribe(self._on_event)
+        runtime.history_listeners.append(self._on_history)
 
     # -- listeners (called by the hub and the event log, on the loop) -------------------------
 
@@ -367,6 +368,12 @@ class Feed:
         self.recent.append(row)
         if self.clients:
             self._events.append(row)
+
+    def _on_history(self, keys: list[StreamKey]) -> None:
+        """Older candles were filled in: the next tick sends these streams whole again (as
+        `added`, which a client applies in place), so charts already open fill too."""
+        for key in keys:
+            self._sent.pop(key, None)
 
     def _on_closed(self, key: StreamKey, candle: CandleLike) -> None:
         if self.clients:
