@@ -22,6 +22,7 @@ from kline_tui.service.client import RemoteRecorder
 from kline_tui.ui.app import KlineApp
 from kline_tui.ui.recorder import AttachedRecorder
 from kline_tui.ui.screens.add_streams import AddStreamsScreen
+from kline_tui.ui.widgets.recording import RecordingPanel
 
 from .service_support import TOKEN, USDM, live, serve
 from .support import make_settings, wait_until
@@ -124,6 +125,8 @@ async def test_the_attached_ui_lives_through_a_restart_of_the_recorder(sim, tmp_
             await wait_until(lambda: not app.recorder.running, what="the UI sees it gone")
             app.repaint()
             assert "unreachable" in app.recorder.mode
+            said = app.query_one("#recording", RecordingPanel).view.unreachable
+            assert said is not None and ("next try in" in said or "trying now" in said)
             assert app.table.order == [BTC]  # the rows stay, marked as not live
             assert app.recorder.streams[BTC].status is not StreamStatus.LIVE
             assert app.return_code is None  # still open
@@ -134,6 +137,8 @@ async def test_the_attached_ui_lives_through_a_restart_of_the_recorder(sim, tmp_
                 lambda: app.recorder.streams[BTC].status is StreamStatus.LIVE, what="live again"
             )
             assert "attached" in app.recorder.mode
+            app.repaint()
+            assert app.query_one("#recording", RecordingPanel).view.unreachable is None
     finally:
         await service.stop()
         await runtime.stop()
