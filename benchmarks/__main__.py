@@ -1,7 +1,8 @@
 """`python -m benchmarks [--quick] [--only NAME[,NAME]] [--json FILE]`: run the scenarios, print
 the table.
 
-Scenarios (in order): ingest, blogpost, fullmarket, flush, delta, startup, profile, dataset.
+Scenarios (in order): ingest, blogpost, fullmarket, flush, delta, startup, attach, profile,
+dataset.
 `dataset` is `benchmarks/dataset.py` (flush time as a recorded dataset grows, queries,
 compaction), run as a subprocess when that file exists; its output is shown as is.
 
@@ -33,6 +34,7 @@ SCENARIOS = (
     "flush",
     "delta",
     "startup",
+    "attach",
     "profile",
     "dataset",
 )
@@ -43,6 +45,7 @@ MODULES = {
     "flush": "benchmarks.flush",
     "delta": "benchmarks.delta",
     "startup": "benchmarks.startup",
+    "attach": "benchmarks.attach",
     "profile": "benchmarks.profile",
 }
 

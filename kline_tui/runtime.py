@@ -95,6 +95,9 @@ class Runtime:
         # Fill each stream's recent closed candles from REST at its start, for the charts of a UI
         # that attaches to this recorder (a UI in this process asks for them itself).
         self.seed_history = seed_history and keep_closed > 0
+        # Called with the streams whose older candles were just filled in (the service re-sends
+        # them to attached UIs).
+        self.history_listeners: list[Callable[[list[StreamKey]], None]] = []
         self._seeding: set[asyncio.Task[None]] = set()
         self.events = events or EventLog()
         self.demo_speed = demo_speed
@@ -259,7 +262,14 @@ class Runtime:
             return
         task = asyncio.ensure_future(pipeline.seed_history(keys, count=self.keep_closed))
         self._seeding.add(task)  # held until done, so it is not collected midway
-        task.add_done_callback(self._seeding.discard)
+
+        def seeded(task: asyncio.Task[None]) -> None:
+            self._seeding.discard(task)
+            if not task.cancelled():
+                for listener in self.history_listeners:
+                    listener(keys)
+
+        task.add_done_callback(seeded)
 
     def remove(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
         """Stop watching streams; what they recorded stays on disk."""

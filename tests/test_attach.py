@@ -22,6 +22,7 @@ from kline_tui.service.client import RemoteRecorder
 from kline_tui.ui.app import KlineApp
 from kline_tui.ui.recorder import AttachedRecorder
 from kline_tui.ui.screens.add_streams import AddStreamsScreen
+from kline_tui.ui.widgets.recording import RecordingPanel
 
 from .service_support import TOKEN, USDM, live, serve
 from .support import make_settings, wait_until
@@ -124,6 +125,8 @@ async def test_the_attached_ui_lives_through_a_restart_of_the_recorder(sim, tmp_
             await wait_until(lambda: not app.recorder.running, what="the UI sees it gone")
             app.repaint()
             assert "unreachable" in app.recorder.mode
+            said = app.query_one("#recording", RecordingPanel).view.unreachable
+            assert said is not None and ("next try in" in said or "trying now" in said)
             assert app.table.order == [BTC]  # the rows stay, marked as not live
             assert app.recorder.streams[BTC].status is not StreamStatus.LIVE
             assert app.return_code is None  # still open
@@ -134,6 +137,8 @@ async def test_the_attached_ui_lives_through_a_restart_of_the_recorder(sim, tmp_
                 lambda: app.recorder.streams[BTC].status is StreamStatus.LIVE, what="live again"
             )
             assert "attached" in app.recorder.mode
+            app.repaint()
+            assert app.query_one("#recording", RecordingPanel).view.unreachable is None
     finally:
         await service.stop()
         await runtime.stop()
@@ -189,3 +194,38 @@ def test_attach_says_when_the_token_file_holds_no_token(tmp_path, capsys, conten
     code = attach.main(["--data-dir", str(tmp_path), "--token-file", str(bad)])
     assert code == 2
     assert "token file" in capsys.readouterr().err
+
+
+async def test_a_chart_opened_on_a_stream_added_while_attached_fills_with_its_history(
+    sim, tmp_path
+):
+    """The recorder fills an added stream's older candles from REST after the stream starts;
+    the UI already attached gets them too, not only a UI that attaches later."""
+    settings = make_settings(sim, tmp_path / "data", [str(BTC)], history=3)
+    runtime = Runtime(settings, backoff=Backoff(base=0.2, cap=1.0), seed_history=True)
+    service = Service(runtime, "127.0.0.1", 0, token=Token(TOKEN, "env"))
+    url = await service.start()
+    await runtime.start()
+    app = attached_app(url, Settings(tmp_path / "ui.toml", False))
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await app.wait_started()
+            await wait_until(lambda: app.table.order == [BTC], what="the row")
+            await pilot.press("a")
+            await wait_until(lambda: isinstance(app.screen, AddStreamsScreen), what="dialog")
+            # The history arrives well after the stream's first tick has gone out.
+            sim.faults.rest_delay_s = 0.5
+            await pilot.press(*"SOLUSDT", "enter")
+            assert runtime.pipeline is not None
+            held = runtime.pipeline.hub.streams
+
+            def same() -> bool:
+                mine = app.recorder.streams.get(SOL)
+                if SOL not in held or mine is None or len(held[SOL].closed) < 100:
+                    return False
+                return [c.open_time for c in mine.closed] == [c.open_time for c in held[SOL].closed]
+
+            await wait_until(same, timeout=20, what="the added stream's history in the UI")
+    finally:
+        await service.stop()
+        await runtime.stop()

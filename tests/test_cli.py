@@ -130,6 +130,8 @@ def test_core_and_every_command_but_the_ui_never_import_textual(tmp_path):
 EVERY_COMMAND = {
     "": [],
     "record": [],
+    "attach": ["http://127.0.0.1:8765"],
+    "web": ["http://127.0.0.1:8765"],
     "compact": [],
     "verify": [],
     "backfill": ["usdm:BTCUSDT:1m", "--from", "2025-01-01"],

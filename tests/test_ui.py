@@ -419,6 +419,8 @@ async def test_first_launch_watches_defaults_and_says_where_things_live(sim, tmp
         assert {k.market for k in defaults} == set(Market)
         await wait_until(lambda: config.exists(), what="the config to be written")
         assert load_settings(config).watch == tuple(defaults)
+        # The welcome follows the save (the file exists a moment before the note is posted).
+        await wait_until(lambda: any("Config:" in n for n in notes), what="the welcome")
         welcome = [n for n in notes if "Config:" in n]
         assert welcome and str(config) in welcome[0] and str(tmp_path / "data") in welcome[0]
         await pilot.press("q")

@@ -30,6 +30,7 @@ import contextlib
 import logging
 import os
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -164,7 +165,10 @@ class Service:
 
     Every bound of the events socket is a parameter (tests make them small): `max_clients`
     sockets, each queueing at most `client_max_messages` messages and `client_max_bytes` bytes,
-    and `send_timeout_s` for one write; `update_hz` ticks a second.
+    and `send_timeout_s` for one write; `update_hz` ticks a second. `send_buffer_bytes` sets the
+    kernel's send buffer of each events socket (SO_SNDBUF); by default the system sizes it (Linux
+    grows it up to `net.ipv4.tcp_wmem`'s maximum, 4 MB, for a client that reads slowly: kernel
+    memory, bounded, and what a client far away needs to be served at full speed).
     """
 
     def __init__(
@@ -181,6 +185,7 @@ class Service:
         send_timeout_s: float = DEFAULT_SEND_TIMEOUT_S,
         update_hz: float = UPDATE_HZ,
         heartbeat_s: float = HEARTBEAT_S,
+        send_buffer_bytes: int | None = None,
         failures: FailureLimiter | None = None,
     ) -> None:
         check_listen(host, token)
@@ -195,6 +200,7 @@ class Service:
         self.client_max_bytes = client_max_bytes
         self.send_timeout_s = send_timeout_s
         self.heartbeat_s = heartbeat_s
+        self.send_buffer_bytes = send_buffer_bytes
         self.failures = failures or FailureLimiter()
         self.instance = secrets.token_hex(8)
         self.started_at = time.time()
@@ -408,6 +414,11 @@ class Service:
             heartbeat=self.heartbeat_s, compress=False, max_msg_size=4096, autoping=True
         )
         await ws.prepare(request)
+        if self.send_buffer_bytes is not None and request.transport is not None:
+            sock = request.transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
         client = ClientQueue(
             ws,
             request,
@@ -421,7 +432,9 @@ class Service:
                 pass  # a client has nothing to say on this socket; pings are answered by aiohttp
         finally:
             self.feed.leave(client)
-            await client.close(CLOSE_GOING_AWAY, "closed")
+            # Shielded: aiohttp cancels this handler when the peer goes, and the close (which
+            # frees the socket's buffers) must finish all the same.
+            await asyncio.shield(client.close(CLOSE_GOING_AWAY, "closed"))
         return ws
 
     async def _add(self, request: web.Request) -> web.Response:

@@ -24,6 +24,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -78,6 +81,8 @@ DEFAULT_MAX_MESSAGES = 4096  # a client's queue: messages...
 DEFAULT_MAX_BYTES = 8 << 20  # ...and bytes (about 8 s of 1,000 busy streams)
 DEFAULT_SEND_TIMEOUT_S = 30.0  # one message's write may take this long
 CLOSE_TIMEOUT_S = 2.0  # a close frame's wait, after which the socket is aborted
+SLOW_CLOSE_TIMEOUT_S = 1.0  # the same for a client too slow to take its messages
+TRIM_EVERY_S = 1.0  # freed memory is handed back to the system at most this often
 
 
 # -- the runtime's objects as messages -----------------------------------------------------------
@@ -175,6 +180,19 @@ def _signature(state: StreamState) -> tuple[Any, ...]:
     )
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, or None where the C library has none (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        function: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return function
+
+
 # -- one client ----------------------------------------------------------------------------------
 
 
@@ -205,6 +223,7 @@ class ClientQueue:
         self.backlog: collections.deque[bytes] = collections.deque()
         self.backlog_bytes = 0
         self.peak_backlog_bytes = 0
+        self.forced_bytes = 0  # queued past the bounds (the snapshot)
         self.sent_messages = 0
         self.sent_bytes = 0
         self.closed_reason: str | None = None
@@ -223,6 +242,8 @@ class ClientQueue:
             len(backlog) >= self.max_messages or self.backlog_bytes + len(data) > self.max_bytes
         ):
             return False
+        if force:
+            self.forced_bytes += len(data)
         backlog.append(data)
         self.backlog_bytes += len(data)
         if self.backlog_bytes > self.peak_backlog_bytes:
@@ -253,36 +274,51 @@ class ClientQueue:
         since = self.sending_since
         return since is not None and now - since > self.send_timeout_s
 
-    def close(self, code: int, reason: str) -> asyncio.Task[None]:
+    def close(
+        self, code: int, reason: str, timeout_s: float = CLOSE_TIMEOUT_S
+    ) -> asyncio.Task[None]:
         """Close with `code` and `reason` (a close frame, then the socket is aborted if it is not
-        closed within CLOSE_TIMEOUT_S); the queue is freed at once. Idempotent."""
+        closed within `timeout_s`); the queue is freed at once. Idempotent."""
         if self._closing is None:
             self.closed_reason = reason
             self.backlog.clear()
             self.backlog_bytes = 0
-            self._closing = asyncio.ensure_future(self._close(code, reason))
+            self._closing = asyncio.ensure_future(self._close(code, reason, timeout_s))
         return self._closing
 
-    async def _close(self, code: int, reason: str) -> None:
-        if self._writer is not None:
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+    async def _close(self, code: int, reason: str, timeout_s: float) -> None:
+        # The writer is left alone meanwhile: it may wait for the socket to drain, and aiohttp's
+        # close waits on the same future, which cancelling the writer would cancel for both.
         try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            async with asyncio.timeout(timeout_s):
                 await self.ws.close(code=code, message=reason.encode()[:120])
         except (TimeoutError, ConnectionError, RuntimeError):
             pass  # a socket that does not take the close frame is aborted below
-        # A close waits for a full write buffer to drain, which a client that never reads never
-        # lets happen: abort, which frees the buffer.
-        transport = self.request.transport
-        if transport is not None:
-            transport.abort()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # Not this task's cancellation: a drain future aiohttp shares was cancelled.
+        finally:
+            # A client that never reads never lets a full write buffer drain: abort, which
+            # frees it (after a clean close this does nothing).
+            transport = self.request.transport
+            if transport is not None:
+                transport.abort()
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.cancel()
+                # The writer's traceback holds the message it was writing and this queue:
+                # dropped here, it is freed now rather than by the next garbage collection.
+                await asyncio.gather(writer, return_exceptions=True)
+                del writer
 
     async def wait_closed(self) -> None:
-        """Until the writer ended (the socket closed) or the client was closed."""
-        tasks = [t for t in (self._writer, self._closing) if t is not None]
-        if tasks:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        """Until the client is closed: its socket ended, or `close` finished."""
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+        elif self._writer is not None:
+            await asyncio.wait([self._writer])
 
 
 # -- every client ------------------------------------------------------------------------------
@@ -315,9 +351,12 @@ class Feed:
         self._hooked: Any = None  # the hub whose closed candles we listen to
         self._task: asyncio.Task[None] | None = None
         self._stopped = False
+        self._trimmed_at = 0.0
+        self._trim: asyncio.TimerHandle | None = None
         for event in list(runtime.events.recent)[-RECENT_EVENTS:]:
             self._on_event(event)
         runtime.events.subscribe(self._on_event)
+        runtime.history_listeners.append(self._on_history)
 
     # -- listeners (called by the hub and the event log, on the loop) -------------------------
 
@@ -329,6 +368,12 @@ class Feed:
         self.recent.append(row)
         if self.clients:
             self._events.append(row)
+
+    def _on_history(self, keys: list[StreamKey]) -> None:
+        """Older candles were filled in: the next tick sends these streams whole again (as
+        `added`, which a client applies in place), so charts already open fill too."""
+        for key in keys:
+            self._sent.pop(key, None)
 
     def _on_closed(self, key: StreamKey, candle: CandleLike) -> None:
         if self.clients:
@@ -465,7 +510,29 @@ class Feed:
         self.clients.discard(client)
         self.slow_clients += 1
         self.runtime.events.warning(f"events client {client.peer} disconnected: {reason}")
-        client.close(CLOSE_TOO_SLOW, reason)
+        closing = client.close(CLOSE_TOO_SLOW, reason, SLOW_CLOSE_TIMEOUT_S)
+        closing.add_done_callback(lambda _: self._release_memory())
+
+    def _release_memory(self) -> None:
+        """Hand what a dropped client held back to the system, at most once every TRIM_EVERY_S.
+
+        glibc keeps freed heap memory for later: without this, the RSS of a recorder that
+        dropped slow clients would stay at its high-water mark, indistinguishable from a leak.
+        """
+        if self._trim is not None:
+            return
+        wait = self._trimmed_at + TRIM_EVERY_S - time.monotonic()
+        if wait > 0:
+            self._trim = asyncio.get_running_loop().call_later(wait, self._trim_now)
+        else:
+            self._trim_now()
+
+    def _trim_now(self) -> None:
+        self._trim = None
+        self._trimmed_at = time.monotonic()
+        trim = _malloc_trim()
+        if trim is not None:
+            trim(0)
 
     # -- clients -------------------------------------------------------------------------------
 
@@ -507,6 +574,9 @@ class Feed:
         """Close every client with `code` and `reason`, and stop ticking."""
         self._stopped = True
         self._unhook()
+        if self._trim is not None:
+            self._trim.cancel()
+            self._trim = None
         clients, self.clients = list(self.clients), set()
         if self._task is not None:
             self._task.cancel()

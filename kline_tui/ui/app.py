@@ -382,7 +382,12 @@ class KlineApp(App[int]):
         now = self.clock()
         statuses = self.recorder.connection_status()
         self.table.update_view()
-        self.query_one("#connections", ConnectionsPanel).show(statuses, now)
+        unreachable = self.recorder.unreachable
+        self.query_one("#connections", ConnectionsPanel).show(
+            statuses,
+            now,
+            empty=None if unreachable is None else "none: the recorder is unreachable",
+        )
         self.query_one("#recording", RecordingPanel).view = self._recording_view()
         self.query_one("#status", StatusBar).overview = self._overview(statuses, now)
         for screen in self.screen_stack:
@@ -417,10 +422,11 @@ class KlineApp(App[int]):
         return RecordingView.of(
             recorder.sink_stats,
             recording=recorder.recording,
-            data_dir=Path(recorder.data_dir),
+            data_dir=Path(recorder.data_dir or "(not known yet)"),
             flush_rows=recorder.flush_rows,
             flush_age_s=recorder.flush_age_s,
             now=self.wall_clock(),
+            unreachable=recorder.unreachable,
         )
 
     def _overview(self, statuses: list[ConnectionStatus], now: float) -> Overview:

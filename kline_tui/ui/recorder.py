@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
@@ -74,6 +75,11 @@ class Recorder(Protocol):
     @property
     def detaches(self) -> bool:
         """Quitting leaves the recorder running (attached), rather than stopping it."""
+        ...
+
+    @property
+    def unreachable(self) -> str | None:
+        """Why the recorder cannot be reached and when it is tried again; None while it can."""
         ...
 
     @property
@@ -131,6 +137,7 @@ class LocalRecorder:
     """The runtime, in the app's own loop: the UI is the recorder's face and its life."""
 
     detaches = False
+    unreachable = None
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -290,6 +297,18 @@ class AttachedRecorder:
             demo = f", {server.demo}" if server is not None and server.demo else ""
             return f"attached {self.url}{demo}"
         return f"unreachable {self.url}"
+
+    @property
+    def unreachable(self) -> str | None:
+        client = self.client
+        if client.connected:
+            return None
+        retry = client.next_attempt_at
+        if retry is None:
+            when = "trying now"
+        else:
+            when = f"next try in {max(0.0, retry - time.monotonic()):.0f} s"
+        return f"{when} ({client.last_error or 'connecting to ' + self.url})"
 
     @property
     def stop_requested(self) -> bool:

@@ -12,6 +12,8 @@ from textual.widgets import Static
 from kline_tui.binance.connection import ConnectionState, ConnectionStatus
 from kline_tui.ui import format as fmt
 
+_NO_CONNECTION_YET = "no connection yet: the watch list is empty or still being checked"
+
 __all__ = ["ConnectionsPanel", "connection_rows", "describe_state", "format_lag"]
 
 
@@ -75,6 +77,7 @@ class ConnectionsPanel(Static):
 
     rows: reactive[tuple[Row, ...]] = reactive(tuple)
     narrow: reactive[bool] = reactive(False)
+    empty: reactive[str] = reactive(_NO_CONNECTION_YET)  # what is said while there are none
 
     def on_resize(self) -> None:
         self.narrow = 0 < self.size.width < _NARROW_BELOW
@@ -85,8 +88,12 @@ class ConnectionsPanel(Static):
         reconnects, reason."""
         return [" ".join(cell for i, cell in enumerate(row) if i != 3) for row in self.rows]
 
-    def show(self, statuses: list[ConnectionStatus], now: float) -> None:
-        """Show the hub's connection statuses; `now` is the monotonic clock."""
+    def show(
+        self, statuses: list[ConnectionStatus], now: float, *, empty: str | None = None
+    ) -> None:
+        """Show the hub's connection statuses; `now` is the monotonic clock; `empty` is what
+        to say when there are none (by default: none yet)."""
+        self.empty = empty or _NO_CONNECTION_YET
         self.rows = connection_rows(statuses, now)
 
     def watch_rows(self) -> None:
@@ -95,11 +102,13 @@ class ConnectionsPanel(Static):
     def watch_narrow(self) -> None:
         self.update(self._table())
 
+    def watch_empty(self) -> None:
+        if not self.rows:
+            self.update(self._table())
+
     def _table(self) -> Table | Text:
         if not self.rows:
-            return Text(
-                "no connection yet: the watch list is empty or still being checked", style="dim"
-            )
+            return Text(self.empty, style="dim")
         narrow = self.narrow
         table = Table(
             box=None, padding=(0, 1), expand=True, show_edge=False, header_style="bold dim"

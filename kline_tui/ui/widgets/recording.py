@@ -30,6 +30,7 @@ class RecordingView:
     flush_every: str = ""
     errors: int = 0
     last_error: str | None = None
+    unreachable: str | None = None  # an attached UI's recorder cannot be reached: why, and when
 
     @classmethod
     def of(
@@ -41,6 +42,7 @@ class RecordingView:
         flush_rows: int,
         flush_age_s: float,
         now: float,
+        unreachable: str | None = None,
     ) -> RecordingView:
         """From the sink's stats; `now` is wall time (the sink stamps flushes with it)."""
         stats = stats or SinkStats()
@@ -56,6 +58,7 @@ class RecordingView:
             flush_every=f"every {fmt.duration(flush_age_s)} or {flush_rows:,} rows",
             errors=stats.errors,
             last_error=stats.last_error,
+            unreachable=unreachable,
         )
 
 
@@ -73,7 +76,11 @@ class RecordingPanel(Static):
 
 def _describe(v: RecordingView) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
-    if v.recording:
+    if v.unreachable is not None:
+        text.append("○ recorder unreachable", style="bold yellow")
+        text.append(f": {v.unreachable}")
+        text.append("\nthe figures below are the last it sent", style="dim")
+    elif v.recording:
         text.append("● recording", style="bold green")
         text.append(" closed candles to Parquet", style="dim")
     else:
