@@ -222,7 +222,8 @@ def test_vacuum_keeps_files_within_the_retention_and_the_bookkeeping(tmp_path):
     folder = Path(ds.location) / "market=usdm" / "interval=1m" / "date=2025-03-01"
     assert len(list(folder.glob("*.parquet"))) == 3  # replaced files kept for readers
     ds.vacuum_retention_h = 0
-    ds.compactor().run(None)
+    result = ds.compactor().run(None)
+    assert result.vacuumed == 2 and "vacuum deleted 2 file(s)" in result.summary()
     assert len(list(folder.glob("*.parquet"))) == 1
     assert ds.read_starts()  # `_kline_tui/` is not the table's: vacuum leaves it
     assert table_rows(ds).height == 10

@@ -756,7 +756,7 @@ class DeltaCompactor:
                 self._compact_one(bucket, force, result, report)
             since = None if self._vacuumed_at is None else time.monotonic() - self._vacuumed_at
             if result.buckets or since is None or since >= VACUUM_EVERY_S:
-                self._vacuum(report)
+                result.vacuumed = self._vacuum(report)
                 self._vacuumed_at = time.monotonic()
         finally:
             self._drop_lease()
@@ -821,7 +821,8 @@ class DeltaCompactor:
         )
         return files, frame.height, merged.height
 
-    def _vacuum(self, report: Events) -> None:
+    def _vacuum(self, report: Events) -> int | None:
+        """VACUUM past the retention; how many files it deleted (None when it failed)."""
         try:
             removed = self.dataset.table().vacuum(
                 retention_hours=int(self.dataset.vacuum_retention_h),
@@ -830,9 +831,10 @@ class DeltaCompactor:
             )
         except Exception as exc:  # noqa: BLE001 - vacuum is housekeeping: the next run tries again
             report(logging.WARNING, self.dataset._fail("VACUUM failed on", exc))
-            return
+            return None
         if removed:
             report(logging.INFO, f"vacuum removed {len(removed)} files older than the retention")
+        return len(removed)
 
     # -- the lease -------------------------------------------------------------------------------
 
