@@ -1,7 +1,8 @@
 """`python -m benchmarks [--quick] [--only NAME[,NAME]] [--json FILE]`: run the scenarios, print
 the table.
 
-Scenarios (in order): ingest, blogpost, fullmarket, flush, startup, attach, profile, dataset.
+Scenarios (in order): ingest, blogpost, fullmarket, flush, delta, startup, attach, profile,
+dataset.
 `dataset` is `benchmarks/dataset.py` (flush time as a recorded dataset grows, queries,
 compaction), run as a subprocess when that file exists; its output is shown as is.
 
@@ -26,12 +27,23 @@ from pathlib import Path
 
 from benchmarks.common import PY, REPO, Row, child_env, machine
 
-SCENARIOS = ("ingest", "blogpost", "fullmarket", "flush", "startup", "attach", "profile", "dataset")
+SCENARIOS = (
+    "ingest",
+    "blogpost",
+    "fullmarket",
+    "flush",
+    "delta",
+    "startup",
+    "attach",
+    "profile",
+    "dataset",
+)
 MODULES = {
     "ingest": "benchmarks.ingest",
     "blogpost": "benchmarks.blogpost",
     "fullmarket": "benchmarks.fullmarket",
     "flush": "benchmarks.flush",
+    "delta": "benchmarks.delta",
     "startup": "benchmarks.startup",
     "attach": "benchmarks.attach",
     "profile": "benchmarks.profile",

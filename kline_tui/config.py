@@ -29,6 +29,7 @@ from msgspec import Meta
 
 from kline_tui.binance.markets import DEFAULT_ENDPOINTS, Endpoints
 from kline_tui.model import Market, SpecError, StreamKey
+from kline_tui.store.dataset import StorageSpec, is_url, local_bookkeeping
 
 __all__ = [
     "DEFAULT_WATCH",
@@ -39,6 +40,7 @@ __all__ = [
     "RecorderConfig",
     "ServiceConfig",
     "Settings",
+    "StorageConfig",
     "config_table",
     "default_config_path",
     "default_data_dir",
@@ -205,6 +207,43 @@ class ServiceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     ] = None
 
 
+class StorageConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`[storage]`: the dataset's format, and how an object store is reached."""
+
+    format: Annotated[
+        Annotated[
+            str,
+            Meta(
+                pattern=r"\A(parquet|delta)\Z",
+                extra={"accepts": '"parquet" or "delta"'},
+            ),
+        ]
+        | None,
+        Meta(
+            extra={"default": "parquet for a path, delta for a URL"},
+            description="`parquet`: the hive-partitioned folder (a local path, one recorder). "
+            "`delta`: a Delta Lake table, local or on an object store, that any number of "
+            'recorders write exactly once (`pip install "kline-tui[delta]"`).',
+        ),
+    ] = None
+    options: Annotated[
+        dict[str, str],
+        Meta(
+            extra={"accepts": 'a table of strings, like aws_region = "us-east-1"'},
+            description="Storage options for delta-rs and Polars (region, endpoint, "
+            "credentials); the standard `AWS_*` environment variables work too. Never logged.",
+        ),
+    ] = msgspec.field(default_factory=dict)
+    vacuum_retention_h: Annotated[
+        float,
+        Meta(ge=0, le=100_000, extra={"unit": "hours"}),
+        Meta(
+            description="Delta: files a compaction replaced are deleted this long after, so "
+            "readers of an older version never lose a file under them."
+        ),
+    ] = 168.0
+
+
 # `data_dir` is computed when the file leaves it out (`default_data_dir`), so said in words.
 _PLATFORM_DATA_DIR = "the platform's data folder (`~/.local/share/kline-tui/data` on Linux)"
 _FolderPath = Annotated[
@@ -220,7 +259,10 @@ class ConfigFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     data_dir: Annotated[
         _FolderPath | None,
         Meta(extra={"default": _PLATFORM_DATA_DIR}),
-        Meta(description="Where the dataset is written; `~` stands for the home folder."),
+        Meta(
+            description="Where the dataset is written: a folder (`~` stands for the home "
+            "folder) or an object-store URL (`s3://bucket/prefix`, `gs://`, `az://`: Delta only)."
+        ),
     ] = None
     watch: Annotated[
         tuple[_StreamSpec, ...],
@@ -239,6 +281,9 @@ class ConfigFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     service: Annotated[
         ServiceConfig, Meta(description="The recorder's HTTP API, for `record`.")
     ] = msgspec.field(default_factory=ServiceConfig)
+    storage: Annotated[
+        StorageConfig, Meta(description="The dataset's format and object-store options.")
+    ] = msgspec.field(default_factory=StorageConfig)
 
 
 _DEFAULTS = ConfigFile()
@@ -289,6 +334,36 @@ class Settings:
     """Where the service API listens (host, port), or None: off."""
     token_file: Path | None = None
     """The API token's file as the config names it (None: the environment, or generated)."""
+    data_url: str | None = None
+    """The dataset's object-store URL, when `data_dir` is one; `data_dir` is then a local folder
+    for what the remote table cannot hold (dead letters, the service's runtime file)."""
+    storage_format: str | None = None
+    """`parquet`, `delta`, or None: delta for a URL, else parquet (or what a folder holds)."""
+    storage_options: tuple[tuple[str, str], ...] = ()
+    """Options for the object store (may hold secrets: never shown)."""
+    vacuum_retention_h: float = _DEFAULTS.storage.vacuum_retention_h
+
+    @property
+    def storage(self) -> StorageSpec:
+        """Where and how the dataset is stored, for `store.dataset.open_dataset`."""
+        return StorageSpec(
+            self.data_url or str(self.data_dir),
+            self.storage_format,
+            dict(self.storage_options),
+            self.vacuum_retention_h,
+        )
+
+    @property
+    def location(self) -> str:
+        """The dataset's place as the user wrote it: a folder or a URL."""
+        return self.data_url or str(self.data_dir)
+
+    def with_data_dir(self, where: str | Path) -> Settings:
+        """The settings with the dataset at `where`: a folder (`~` expanded) or a URL."""
+        text = str(where)
+        if is_url(text):
+            return replace(self, data_dir=local_bookkeeping(text), data_url=text)
+        return replace(self, data_dir=Path(text).expanduser(), data_url=None)
 
     def with_streams(self, keys: list[StreamKey]) -> Settings:
         """The watch list plus `keys` (kept in order, without repeats)."""
@@ -341,10 +416,17 @@ def _settings_from(doc: dict[str, Any], path: Path) -> Settings:
     except msgspec.ValidationError as exc:
         raise _explained(exc, doc, fail) from None
     _check_at_least(config, fail)
+    url = config.data_dir if config.data_dir is not None and is_url(config.data_dir) else None
+    if url is not None and config.storage.format == "parquet":
+        raise fail("storage.format", 'an object-store data_dir needs "delta"')
     return Settings(
         config_path=path,
         config_exists=True,
-        data_dir=_data_dir(config.data_dir, fail),
+        data_dir=local_bookkeeping(url) if url else _data_dir(config.data_dir, fail),
+        data_url=url,
+        storage_format=config.storage.format,
+        storage_options=tuple(sorted(config.storage.options.items())),
+        vacuum_retention_h=config.storage.vacuum_retention_h,
         watch=_watch(config.watch, fail),
         endpoints=_endpoints(config.endpoints),
         listen=_listen(config.service.listen, fail),

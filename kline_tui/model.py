@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import re
+import zlib
 from dataclasses import dataclass
 
 import msgspec
@@ -302,6 +303,11 @@ class StreamKey:
 
     def __str__(self) -> str:
         return f"{self.market.value}:{self.symbol}:{self.interval.value}"
+
+    def shard(self, count: int) -> int:
+        """The shard (1 to `count`) holding this stream: `zlib.crc32` of its canonical spec
+        (`str(key)`, UTF-8) modulo `count`, plus one (DESIGN.md, "Contracts": shards)."""
+        return zlib.crc32(str(self).encode("utf-8")) % count + 1
 
 
 # A candle as a row of the dataset, in CANDLE_COLUMNS order after `symbol`.

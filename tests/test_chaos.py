@@ -171,6 +171,7 @@ async def run_chaos(
     seconds: float,
     fault_every_s: float,
     seed: int,
+    storage: str = "parquet",
 ) -> tuple[ChaosReport, Path, object]:
     from kline_tui.sim import Simulator
 
@@ -184,6 +185,8 @@ async def run_chaos(
     async with Simulator(speed=speed, offset_ms=offset_h * 3_600_000) as sim:
         recorder = {"flush_age_s": 1, "history": 20, "reconnect_max_s": 4}
         write_config(config, sim.endpoints, data_dir=data, watch=watch, recorder=recorder)
+        if storage != "parquet":
+            config.write_text(config.read_text() + f'[storage]\nformat = "{storage}"\n')
         rec = Recorder(config, log)
         await rec.start()
         started_sim = sim.clock.now_ms()
@@ -214,7 +217,7 @@ async def run_chaos(
     files = sorted(data.rglob("*.parquet"))
     for path in files:
         pl.read_parquet(path)
-    df = read_dataset(data)
+    df = read_dataset(data) if storage == "parquet" else read_delta_table(data)
     assert_exact_recording(df, keys, min_rows=5)
     for key in keys:
         opens = stream_rows(df, key)["open_time"].dt.epoch("ms")
@@ -246,6 +249,12 @@ async def run_chaos(
     report.files = len(files)
     report.stats = stats
     return report, log, df
+
+
+def read_delta_table(location: Path) -> pl.DataFrame:
+    """A Delta table as the folder reads: the same columns, times in ms."""
+    df = pl.read_delta(str(location))
+    return df.with_columns(pl.col("open_time", "close_time").cast(pl.Datetime("ms", "UTC")))
 
 
 def _summary(report: ChaosReport, log: Path) -> str:
@@ -297,6 +306,27 @@ async def test_chaos_short(tmp_path, seed):
     )
     print(_summary(report, log))
     _assert_every_kill_landed(report, log)
+
+
+async def test_chaos_short_on_a_delta_table(tmp_path):
+    """The same faults, kill -9 included, with the recorder writing a local Delta table."""
+    watch = ["spot:BTCUSDT:1m", "usdm:BTCUSDT:1m", "usdm:SOLUSDT:1m", "coinm:BTCUSD_PERP:1m"]
+    seed = chaos_seeds(CI_SEEDS)[0]
+    print(f"chaos seed {seed} on Delta (KLINE_TUI_CHAOS_SEED={seed} replays it)")
+    report, log, df = await run_chaos(
+        tmp_path,
+        speed=60,
+        offset_h=1,
+        watch=watch,
+        seconds=25,
+        fault_every_s=1.5,
+        seed=seed,
+        storage="delta",
+    )
+    print(_summary(report, log))
+    _assert_every_kill_landed(report, log)
+    assert (tmp_path / "data" / "_delta_log").is_dir()
+    assert df.select("market", "interval", "symbol", "open_time").is_duplicated().sum() == 0
 
 
 @pytest.mark.slow

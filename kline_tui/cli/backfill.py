@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -20,13 +19,14 @@ from kline_tui.binance.rest import RestClient
 from kline_tui.cli.command import (
     UsageError,
     command_parser,
-    dataset_settings,
     run,
     stream_keys,
+    tool_dataset,
 )
 from kline_tui.config import Settings
 from kline_tui.model import StreamKey
 from kline_tui.runtime import EXIT_OK
+from kline_tui.store.dataset import Dataset
 from kline_tui.store.history import BackfillResult, backfill
 from kline_tui.store.read import parse_time
 from kline_tui.store.verify import format_time
@@ -71,8 +71,8 @@ def _backfill(args: argparse.Namespace, err: Console) -> int:
     end = _end_of(args.end)
     if end is not None and start > end:
         raise UsageError(f"--from {args.start} is after --to {args.end}")
-    settings, data_dir = dataset_settings(args)
-    for r in asyncio.run(_fetch(data_dir, settings, keys, start, end, err)):
+    settings, dataset = tool_dataset(args)
+    for r in asyncio.run(_fetch(dataset, settings, keys, start, end, err)):
         print(
             f"{r.key}: {r.held_before + r.missing} candles {format_time(r.first)} to "
             f"{format_time(r.last)}: {r.held_before} held, {r.written} fetched"
@@ -101,7 +101,7 @@ def _end_of(text: str | None) -> int | None:
 
 
 async def _fetch(
-    data_dir: Path,
+    data_dir: Dataset,
     settings: Settings,
     keys: list[StreamKey],
     start: int,
@@ -135,7 +135,7 @@ async def _check_symbols(rest: RestClient, keys: list[StreamKey]) -> None:
 
 
 async def _fetch_one(
-    data_dir: Path,
+    data_dir: Dataset,
     key: StreamKey,
     rest: RestClient,
     start: int,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +33,8 @@ from kline_tui.config import (
 from kline_tui.model import SpecError, StreamKey
 from kline_tui.recorder.pipeline import StreamRefused
 from kline_tui.runtime import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from kline_tui.store.dataset import Dataset, DatasetError, open_dataset
+from kline_tui.store.folder import ParquetFolder
 from kline_tui.store.layout import is_dataset
 from kline_tui.store.lock import DataDirError
 
@@ -46,7 +49,9 @@ __all__ = [
     "recorder_options",
     "recorder_settings",
     "run",
+    "shard_settings",
     "stream_keys",
+    "tool_dataset",
 ]
 
 
@@ -64,6 +69,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     SpecError,
     StreamRefused,
     DataDirError,
+    DatasetError,
     RestError,
 )
 """Errors a user can cause or fix, for every command; a command adds those of its own tool."""
@@ -180,12 +186,12 @@ def _report(err: Console, prog: str, message: str) -> int:
 # --- settings -------------------------------------------------------------------------------
 
 
-def _data_dir_option(args: argparse.Namespace) -> Path | None:
+def _data_dir_option(args: argparse.Namespace) -> str | None:
     if args.data_dir is None:
         return None
     if not str(args.data_dir).strip():
-        raise UsageError("--data-dir must name a folder")
-    return Path(args.data_dir).expanduser()
+        raise UsageError("--data-dir must name a folder or an object-store URL")
+    return str(args.data_dir)
 
 
 def stream_keys(specs: Iterable[str]) -> list[StreamKey]:
@@ -205,7 +211,8 @@ def recorder_settings(args: argparse.Namespace, *, headless: bool) -> Settings:
         # The demo, and a first run of the UI, start with the majors of the three markets.
         keys = stream_keys(DEFAULT_WATCH)
     if data_dir is not None:
-        settings = replace(settings, data_dir=data_dir)
+        settings = settings.with_data_dir(data_dir)
+    open_dataset(settings.storage)  # a refused format or URL ends here, before any socket
     settings = settings.with_streams(keys)
     if not settings.watch:
         raise UsageError(
@@ -213,6 +220,27 @@ def recorder_settings(args: argparse.Namespace, *, headless: bool) -> Settings:
             f"or list them under watch = [...] in {settings.config_path}"
         )
     return settings
+
+
+_SHARD = re.compile(r"\A\s*(\d{1,4})\s*/\s*(\d{1,4})\s*\Z")
+MAX_SHARDS = 1024
+
+
+def shard_settings(settings: Settings, text: str) -> Settings:
+    """The settings with only the streams of shard `I/N` (`--shard`) in the watch list.
+    UsageError for a malformed shard, or one that holds none of the streams."""
+    match = _SHARD.match(text)
+    if match is None:
+        raise UsageError(f"--shard {text!r}: write I/N, e.g. 2/3 for the second of three")
+    index, count = int(match[1]), int(match[2])
+    if not 1 <= count <= MAX_SHARDS or not 1 <= index <= count:
+        raise UsageError(f"--shard {text}: I must be from 1 to N, N from 1 to {MAX_SHARDS}")
+    mine = tuple(key for key in settings.watch if key.shard(count) == index)
+    if not mine:
+        raise UsageError(
+            f"shard {index}/{count} holds none of the {len(settings.watch)} streams watched"
+        )
+    return replace(settings, watch=mine)
 
 
 def _demo_settings(config: Path | None) -> Settings:
@@ -228,14 +256,35 @@ def _demo_settings(config: Path | None) -> Settings:
 
 
 def dataset_settings(args: argparse.Namespace) -> tuple[Settings, Path]:
-    """The settings of a dataset tool and the data directory it works on: `--data-dir`, else
-    the config's."""
+    """The settings of a tool and the data directory it works on: `--data-dir`, else the
+    config's (for an object-store URL, the local folder of its bookkeeping: see `Settings`)."""
+    settings = _tool_settings(args)
+    return settings, settings.data_dir
+
+
+def tool_dataset(args: argparse.Namespace) -> tuple[Settings, Dataset]:
+    """The settings of a dataset tool and the dataset it works on: at `--data-dir`, else the
+    config's `data_dir`, in the config's format (a Parquet folder or a Delta table)."""
+    settings = _tool_settings(args)
+    return settings, open_dataset(settings.storage)
+
+
+def _tool_settings(args: argparse.Namespace) -> Settings:
     settings = load_settings(args.config)
-    return settings, _data_dir_option(args) or settings.data_dir
+    where = _data_dir_option(args)
+    return settings if where is None else settings.with_data_dir(where)
 
 
-def dataset_dir(data_dir: Path) -> Path:
-    """The data directory, if it is one a recorder wrote (tools never write into another folder)."""
+def dataset_dir(dataset: Dataset) -> Dataset:
+    """The dataset, if a recorder wrote it (tools never write into another folder or table)."""
+    if not isinstance(dataset, ParquetFolder):
+        if not dataset.exists():
+            raise UsageError(
+                f"no kline-tui dataset at {dataset.describe()}: pass --data-dir or set data_dir "
+                "in the config"
+            )
+        return dataset
+    data_dir = dataset.data_dir
     if not data_dir.is_dir():
         raise UsageError(
             f"no data directory at {data_dir}: pass --data-dir or set data_dir in the config"
@@ -245,4 +294,4 @@ def dataset_dir(data_dir: Path) -> Path:
         if not any(data_dir.iterdir()):
             what = "empty"
         raise UsageError(f"{data_dir} is {what}: pass the folder a recorder writes with --data-dir")
-    return data_dir
+    return dataset

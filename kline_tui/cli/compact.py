@@ -8,9 +8,9 @@ import time
 from rich.console import Console
 from rich.markup import escape
 
-from kline_tui.cli.command import command_parser, dataset_dir, dataset_settings, run
+from kline_tui.cli.command import command_parser, dataset_dir, run, tool_dataset
 from kline_tui.runtime import EXIT_FAILED, EXIT_OK
-from kline_tui.store.compact import DEFAULT_GRACE_MS, CompactionError, Compactor
+from kline_tui.store.compact import DEFAULT_GRACE_MS, CompactionError
 
 __all__ = ["main", "parser"]
 
@@ -37,8 +37,8 @@ def main(argv: list[str]) -> int:
 
 
 def _compact(args: argparse.Namespace, err: Console) -> int:
-    _, data_dir = dataset_settings(args)
-    compactor = Compactor(dataset_dir(data_dir))
+    _, dataset = tool_dataset(args)
+    compactor = dataset_dir(dataset).compactor()
     now = None if args.all else int(time.time() * 1000)
     result = compactor.run(now, wait=False)
     if result.busy:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from kline_tui.cli.command import command_parser, dataset_settings, run
+from kline_tui.cli.command import command_parser, run, tool_dataset
 from kline_tui.model import Interval, Market
 from kline_tui.runtime import EXIT_OK
 from kline_tui.store.archive import ArchiveError, ImportResult, import_archives
@@ -45,9 +45,9 @@ def main(argv: list[str]) -> int:
 def _import(args: argparse.Namespace, err: Console) -> int:
     market = Market.parse(args.market) if args.market else None
     interval = Interval.parse(args.interval) if args.interval else None
-    _, data_dir = dataset_settings(args)
+    _, dataset = tool_dataset(args)
     results = import_archives(
-        data_dir, args.paths, market, args.symbol, interval, on_done=_print_done
+        dataset, args.paths, market, args.symbol, interval, on_done=_print_done
     )
     rows = sum(r.rows for r in results)
     new = sum(r.written for r in results)

@@ -28,6 +28,7 @@ from kline_tui.cli.command import (
     recorder_options,
     recorder_settings,
     run,
+    shard_settings,
 )
 from kline_tui.config import Settings, parse_listen
 from kline_tui.recorder.events import Event, EventLog
@@ -60,6 +61,12 @@ def parser() -> argparse.ArgumentParser:
         "defaults to 127.0.0.1 (default: the config's [service] listen, else off)",
     )
     command.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="record only shard I of N of the watch list (1-based; a stream's shard is the "
+        "crc32 of its spec modulo N, plus one): N recorders with one watch list fill one table",
+    )
+    command.add_argument(
         "--status-every",
         type=float,
         default=60.0,
@@ -74,6 +81,8 @@ def main(argv: list[str]) -> int:
 
     def body(args: argparse.Namespace, err: Console) -> int:
         settings = recorder_settings(args, headless=True)
+        if args.shard is not None:
+            settings = shard_settings(settings, args.shard)
         if args.listen is not None:
             try:
                 settings = replace(settings, listen=parse_listen(args.listen.strip()))

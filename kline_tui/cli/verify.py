@@ -13,15 +13,16 @@ from kline_tui.binance.rest import RestClient
 from kline_tui.cli.command import (
     command_parser,
     dataset_dir,
-    dataset_settings,
     run,
     stream_keys,
+    tool_dataset,
 )
 from kline_tui.config import Settings
 from kline_tui.model import StreamKey
 from kline_tui.runtime import EXIT_FAILED, EXIT_OK
 from kline_tui.store.compact import CompactionError
-from kline_tui.store.verify import VerifyReport, render, repair, verify_dataset
+from kline_tui.store.dataset import Dataset
+from kline_tui.store.verify import VerifyReport, render
 
 __all__ = ["main", "parser"]
 
@@ -56,16 +57,17 @@ def main(argv: list[str]) -> int:
 
 def _verify(args: argparse.Namespace, err: Console) -> int:
     keys = stream_keys(args.streams) or None
-    settings, data_dir = dataset_settings(args)
-    dataset_dir(data_dir)
-    report = verify_dataset(data_dir, keys)
+    settings, dataset = tool_dataset(args)
+    dataset_dir(dataset)
+    report = dataset.verify(keys)
+    data_dir = Path(dataset.location)
     if not report.streams and not report.unreadable and not report.foreign:
-        err.print(f"kline-tui verify: {escape(str(data_dir))} holds no candles yet")
+        err.print(f"kline-tui verify: {escape(dataset.describe())} holds no candles yet")
         return EXIT_FAILED
     _print(report, data_dir)
     if args.repair and not report.clean:
         print("repairing...")
-        report = asyncio.run(_repair(data_dir, report, settings, keys, err))
+        report = asyncio.run(_repair(dataset, report, settings, keys, err))
         _print(report, data_dir)
     print(
         "clean"
@@ -81,7 +83,7 @@ def _print(report: VerifyReport, data_dir: Path) -> None:
 
 
 async def _repair(
-    data_dir: Path,
+    dataset: Dataset,
     report: VerifyReport,
     settings: Settings,
     keys: list[StreamKey] | None,
@@ -89,6 +91,6 @@ async def _repair(
 ) -> VerifyReport:
     rest = RestClient(settings.endpoints, warn=lambda text: err.print(escape(text)))
     try:
-        return await repair(data_dir, report, rest, keys, say=print)
+        return await dataset.repair(report, rest, keys, say=print)
     finally:
         await rest.close()

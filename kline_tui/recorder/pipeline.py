@@ -27,10 +27,7 @@ from kline_tui.recorder.sink import ParquetSink
 from kline_tui.recorder.supervisor import Supervisor
 from kline_tui.recorder.symbols import SymbolDirectory
 from kline_tui.retry import Backoff
-from kline_tui.store.compact import Compactor
-from kline_tui.store.lock import DataDirLock
-from kline_tui.store.series import stored_series
-from kline_tui.store.starts import read_starts, write_starts
+from kline_tui.store.dataset import Dataset, open_dataset
 
 __all__ = ["Pipeline", "StopReport", "StreamRefused"]
 
@@ -82,8 +79,11 @@ class Pipeline:
         source: str | None = None,
         compact_every_s: float = COMPACT_EVERY_S,
         clock_rate: float | None = None,
+        dataset: Dataset | None = None,
     ) -> None:
         self.settings = settings
+        # Where rows go: the settings' storage (a Parquet folder or a Delta table) unless given.
+        self.dataset = dataset if dataset is not None else open_dataset(settings.storage)
         self.events = events or EventLog()
         self.supervisor = supervisor or Supervisor(self.events)
         # Provenance written for every row instead of ws/rest (`sim` for the demo's candles, so
@@ -99,7 +99,7 @@ class Pipeline:
             self.rest.set_clock_rate(clock_rate)
         self.symbols = SymbolDirectory(self.rest)
         self.sink = ParquetSink(
-            settings.data_dir,
+            self.dataset,
             self.events,
             flush_rows=settings.flush_rows,
             flush_age_s=settings.flush_age_s,
@@ -135,8 +135,7 @@ class Pipeline:
             paused=lambda: not self.recording,
             on_error=self.supervisor.report,
         )
-        self._lock = DataDirLock(settings.data_dir)
-        self.compactor = Compactor(settings.data_dir, self.events.emit)
+        self.compactor = self.dataset.compactor(self.events.emit)
         self._compacting: asyncio.Task[None] | None = None
         self.recording = True
         self._started = False
@@ -162,10 +161,12 @@ class Pipeline:
             raise StreamRefused(problems)
 
     def lock(self) -> None:
-        """Take the data folder (raises DataDirError: another recorder, or an unusable folder).
-        `start` takes it after checking the streams; a service takes it before, so that it can
-        say it is up while the exchange is still out of reach."""
-        self._lock.acquire()
+        """Take the dataset: a folder's lock (raises DataDirError: another recorder, or an
+        unusable folder), a Delta table checked to take writes (raises DatasetError: a store
+        that refuses us); before anything is subscribed. `start` takes it after checking the
+        streams; a service takes it before, so that it can say it is up while the exchange is
+        still out of reach. Taking it again is a no-op."""
+        self.dataset.acquire()
 
     async def start(self, keys: Iterable[StreamKey] | None = None) -> None:
         """Validate the streams (the settings' watch list by default), then start recording them."""
@@ -182,7 +183,7 @@ class Pipeline:
         spawn("exchange clock", self._keep_exchange_time)
         self._started = True
         self.hub.add(keys)
-        self.events.info(f"watching {len(keys)} streams, recording to {self.settings.data_dir}")
+        self.events.info(f"watching {len(keys)} streams, recording to {self.dataset.describe()}")
 
     async def add(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
         """Validate and watch more streams; returns those that were not watched already."""
@@ -206,11 +207,11 @@ class Pipeline:
         if not self._starts_changed:
             return None
         self._starts_changed = False
-        snapshot, data_dir = dict(self._starts), self.settings.data_dir
+        snapshot, dataset = dict(self._starts), self.dataset
 
         def write() -> None:
             try:
-                write_starts(data_dir, snapshot)
+                dataset.write_starts(snapshot)
             except OSError:
                 self._starts_changed = True  # tried again at the next flush
                 raise
@@ -264,10 +265,9 @@ class Pipeline:
     async def _resume(self, keys: list[StreamKey]) -> None:
         """Tell the ledger where each stream's data on disk ends, so recording resumes there."""
         notes: list[str] = []  # files set aside as unreadable or foreign, said on this thread
-        data_dir = self.settings.data_dir
         if not self._starts:
-            self._starts = await asyncio.to_thread(read_starts, data_dir)
-        stored = await asyncio.to_thread(stored_series, data_dir, keys, notes.append, self._starts)
+            self._starts = await asyncio.to_thread(self.dataset.read_starts)
+        stored = await asyncio.to_thread(self.dataset.held, keys, notes.append, self._starts)
         for note in notes:
             self.events.warning(note)
         for key in keys:
@@ -399,7 +399,7 @@ class Pipeline:
                 await step("last flush", max(left(), 1.0), self.sink.close())
             report.unwritten = self.sink.stats.rows_buffered
             await step("stopping tasks", min(max(left(), 0.5), 2.0), self.supervisor.cancel_all())
-            self._lock.release()
+            self.dataset.release()
             await step("closing REST", min(max(left(), 0.2), 1.0), self.rest.close())
         report.missing = [
             (key, r.first, r.last)

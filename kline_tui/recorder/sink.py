@@ -1,4 +1,4 @@
-"""The Parquet sink: buffers closed candles and writes them in batches, off the event loop.
+"""The sink: buffers closed candles and writes them to the dataset in batches, off the event loop.
 
 A batch is flushed when the buffer holds `flush_rows` rows or its oldest row is `flush_age_s`
 old, when asked (`flush()`), and on close. Each flush writes one part file per partition
@@ -6,9 +6,14 @@ old, when asked (`flush()`), and on close. Each flush writes one part file per p
 thread so the event loop never waits on the disk. A part appears under its final name only once
 complete.
 
+The dataset is any `kline_tui.store.dataset.Dataset`: a Parquet folder (one part file per
+partition and flush) or a Delta table (one MERGE per partition and flush, inserting only the
+candles the table lacks, so twins and restarts never store a candle twice).
+
 Two kinds of failure, told apart by where they happen. Rows are encoded to Parquet in memory,
 then written with plain file calls (`kline_tui.store.parts.write_part`, as every writer does),
-so the disk's refusal (full, read-only) surfaces as an OSError: the rows stay in the buffer and
+or committed to the table (whose refusals the Delta store raises as OSError), so the disk's
+refusal (full, read-only) surfaces as an OSError: the rows stay in the buffer and
 are retried until the disk takes them, nothing lost below `max_buffer_rows` (above it new rows
 are dropped, counted and reported; a restart finds the holes on disk and fetches them again).
 It is reported once when it starts and once when it ends, not at every retry. Anything else is
@@ -41,6 +46,7 @@ from kline_tui.model import CandleLike, Interval, Market, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.retry import Spawn, plain_spawn
 from kline_tui.store import layout, parts
+from kline_tui.store.dataset import Dataset, as_dataset
 from kline_tui.store.parts import Row
 
 __all__ = ["DEFAULT_FLUSH_AGE_S", "DEFAULT_FLUSH_ROWS", "ParquetSink", "SinkStats"]
@@ -95,7 +101,7 @@ class _Outcome:
     disk_full: bool = False
     dead: int = 0
     dead_reason: str = ""
-    dead_file: Path | None = None
+    dead_file: str | None = None
 
     def hold(self, partition: Partition, rows: list[Row], reason: str, full: bool) -> None:
         """Keep rows the disk refused, to be put back in the buffer and retried."""
@@ -109,7 +115,7 @@ class ParquetSink:
 
     def __init__(
         self,
-        data_dir: Path,
+        data_dir: Dataset | Path,
         events: EventLog,
         *,
         flush_rows: int = DEFAULT_FLUSH_ROWS,
@@ -117,7 +123,10 @@ class ParquetSink:
         max_buffer_rows: int = DEFAULT_MAX_BUFFER_ROWS,
         before_write: Callable[[], Callable[[], None] | None] | None = None,
     ) -> None:
-        self.data_dir = Path(data_dir)
+        self.dataset = as_dataset(data_dir)
+        # Where rows go, as logs and messages name it (a path, or a URL without secrets).
+        self.where = self.dataset.describe()
+        self.data_dir = Path(self.dataset.location) if self.dataset.format == "parquet" else None
         self.events = events
         self.flush_rows = flush_rows
         self.flush_age_s = flush_age_s
@@ -148,7 +157,7 @@ class ParquetSink:
             if now - self._dropped_logged_at >= 10.0:
                 self._dropped_logged_at = now
                 self.events.error(
-                    f"buffer full ({self.max_buffer_rows} rows) while {self.data_dir} refuses "
+                    f"buffer full ({self.max_buffer_rows} rows) while {self.where} refuses "
                     f"writes: {self.stats.dropped} rows dropped so far"
                 )
             return False
@@ -251,7 +260,7 @@ class ParquetSink:
             return False
         if self.stats.failing:
             self.events.info(
-                f"disk takes writes again: {outcome.written} rows written to {self.data_dir}"
+                f"disk takes writes again: {outcome.written} rows written to {self.where}"
             )
         self.stats.failing = False
         return True
@@ -261,10 +270,10 @@ class ParquetSink:
         if outcome.disk_full:
             return (
                 f"disk full: {held} rows held in memory (up to {self.max_buffer_rows}) and written "
-                f"when {self.data_dir} has room again; free some space ({outcome.held_reason})"
+                f"when {self.where} has room again; free some space ({outcome.held_reason})"
             )
         return (
-            f"could not write {held} rows to {self.data_dir}: {outcome.held_reason}; "
+            f"could not write {held} rows to {self.where}: {outcome.held_reason}; "
             "they stay buffered and will be retried"
         )
 
@@ -306,7 +315,7 @@ class ParquetSink:
         while pending:
             chunk = pending.pop()
             try:
-                parts.write_part(self.data_dir, market, interval, bucket, chunk)
+                stored = self.dataset.write_rows(market, interval, bucket, chunk)
             except Exception as exc:  # noqa: BLE001 - sorted below: the disk's fault or the rows'
                 full = self._disk_full(exc)
                 if full or isinstance(exc, OSError):
@@ -320,7 +329,7 @@ class ParquetSink:
                     half = len(chunk) // 2
                     pending += [chunk[half:], chunk[:half]]
                 continue
-            outcome.written += len(chunk)
+            outcome.written += stored
             outcome.files += 1
             for source, n in collections.Counter(map(_source_of, chunk)).items():
                 outcome.written_by[market, source] += n
@@ -329,7 +338,7 @@ class ParquetSink:
         self, partition: Partition, rows: list[Row], reason: str, outcome: _Outcome
     ) -> None:
         try:
-            outcome.dead_file = parts.set_aside(self.data_dir, *partition, rows, reason)
+            outcome.dead_file = self.dataset.set_aside(*partition, rows, reason)
         except OSError as exc:  # the disk refuses even this: hold them, try again later
             outcome.hold(partition, rows, _reason(exc), self._disk_full(exc))
             return
@@ -342,7 +351,7 @@ class ParquetSink:
             return True
         if any(f"[Errno {code}]" in str(exc) for code in _DISK_FULL_ERRNOS):
             return True
-        if isinstance(exc, OSError):
+        if isinstance(exc, OSError) or self.data_dir is None:
             return False
         try:
             return shutil.disk_usage(self.data_dir).free < _FULL_BELOW_BYTES

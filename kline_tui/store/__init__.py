@@ -1,11 +1,13 @@
-"""The dataset on disk: layout, reading (`scan`), compaction, verification, imports.
+"""The dataset: the storage interface (`dataset`), the Parquet folder and the Delta table behind
+it, reading (`scan`), compaction, verification, imports.
 
 ```python
 from kline_tui.store import scan
 lf = scan("~/klines", market="usdm", symbol="BTCUSDT", interval="1m", start="2026-11-01")
+lf = scan("s3://bucket/klines", symbol="BTCUSDT", storage_options={"aws_region": "eu-west-1"})
 ```
 """
 
-from kline_tui.store.read import scan
+from kline_tui.store.dataset import scan
 
 __all__ = ["scan"]

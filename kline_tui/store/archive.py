@@ -29,8 +29,7 @@ from pathlib import Path
 import polars as pl
 
 from kline_tui.model import WEEK_ORIGIN_MS, Interval, Market, SpecError, StreamKey
-from kline_tui.store.parts import write_parts
-from kline_tui.store.read import open_times
+from kline_tui.store.dataset import Dataset, as_dataset
 from kline_tui.store.schema import PARQUET_SCHEMA
 
 __all__ = [
@@ -292,23 +291,24 @@ def _check_aligned(archive: Archive, frame: pl.DataFrame) -> None:
 
 
 def import_archive(
-    data_dir: Path, archive: Archive, frame: pl.DataFrame | None = None
+    data_dir: Dataset | Path, archive: Archive, frame: pl.DataFrame | None = None
 ) -> ImportResult:
     """Write the archive's candles that the dataset lacks."""
+    dataset = as_dataset(data_dir)
     frame = read_archive(archive) if frame is None else frame
     if frame.is_empty():
         return ImportResult(archive, 0, 0)
     key = archive.key
     ms = pl.col("open_time").dt.epoch("ms")
     first, last = frame.select(first=ms.min(), last=ms.max()).row(0)
-    held = open_times(data_dir, key.market, key.symbol, key.interval, first, last)
+    held = dataset.open_times(key.market, key.symbol, key.interval, first, last)
     new = frame.filter(~ms.is_in(held)) if held else frame
-    write_parts(data_dir, key.market, key.interval, new)
+    dataset.write_frame(key.market, key.interval, new)
     return ImportResult(archive, frame.height, new.height)
 
 
 def import_archives(
-    data_dir: Path,
+    data_dir: Dataset | Path,
     paths: Iterable[Path],
     market: Market | None = None,
     symbol: str | None = None,
@@ -321,12 +321,13 @@ def import_archives(
     contents turn out malformed stops it there (the archives before it are imported: running
     the import again skips them).
     """
+    dataset = as_dataset(data_dir)
     archives = [identify(p, market, symbol, interval) for p in find_archives(paths)]
     for archive in archives:
         verify_checksum(archive.path)
     results = []
     for archive in archives:
-        result = import_archive(data_dir, archive)
+        result = import_archive(dataset, archive)
         results.append(result)
         if on_done:
             on_done(result)

@@ -142,6 +142,8 @@ class CompactionResult:
     recovered: int = 0  # interrupted compactions finished or undone
     failed: list[str] = field(default_factory=list)  # one sentence per bucket left as it was
     busy: bool = False  # another compaction held the data directory; nothing was done
+    yielded: int = 0  # buckets left for the next run because writers kept committing (Delta)
+    vacuumed: int | None = None  # files VACUUM deleted (Delta; None: it did not run)
     seconds: float = 0.0
 
     @property
@@ -162,6 +164,10 @@ class CompactionResult:
             )
         if self.recovered:
             text += f"; finished {self.recovered} interrupted compaction(s)"
+        if self.yielded:
+            text += f"; {self.yielded} bucket(s) left for the next run (writers committing)"
+        if self.vacuumed is not None:
+            text += f"; vacuum deleted {self.vacuumed} file(s) past the retention"
         if self.failed:
             text += f"; {len(self.failed)} bucket(s) left as they were"
         return text

@@ -2,7 +2,8 @@
 
 Backfill is resumable because it keeps no state of its own: it asks the dataset which candles of
 the range it holds, fetches only the missing runs, and writes each chunk as soon as it arrives
-(one part per bucket, atomically, through `kline_tui.store.parts`). Killed at any point, it loses
+(through the dataset's `write_frame`: one part per bucket, atomically, in a folder; one MERGE
+inserting only what the table lacks in a Delta table). Killed at any point, it loses
 at most the chunk in flight; run again, it starts from what is on disk. REST calls go through
 `RestClient`, which keeps the market's request-weight budget and honours Retry-After.
 """
@@ -19,9 +20,9 @@ import polars as pl
 from kline_tui.binance.markets import MARKETS
 from kline_tui.binance.rest import RestClient
 from kline_tui.model import Candle, Interval, StreamKey
+from kline_tui.store.dataset import Dataset, as_dataset
 from kline_tui.store.gaps import find_gaps
-from kline_tui.store.parts import as_frame, write_parts
-from kline_tui.store.read import open_times
+from kline_tui.store.parts import as_frame
 
 __all__ = ["BackfillResult", "backfill", "candles_frame", "first_open_at_or_after"]
 
@@ -66,7 +67,7 @@ async def first_open_at_or_after(rest: RestClient, key: StreamKey, t: int) -> in
 
 
 async def backfill(
-    data_dir: Path,
+    data_dir: Dataset | Path,
     key: StreamKey,
     rest: RestClient,
     first_open: int,
@@ -83,13 +84,14 @@ async def backfill(
     chunk (`chunk_candles`, by default ten pages), with the number of candle slots it covered.
     Raises RestError for a failed call.
     """
+    dataset = as_dataset(data_dir)
     first, last = await _closed_range(rest, key, first_open, last_open)
     result = BackfillResult(key, first, last, 0, 0)
-    gaps = await _plan(data_dir, result) if first <= last else []
+    gaps = await _plan(dataset, result) if first <= last else []
     if on_plan:
         on_plan(result)
     chunk = chunk_candles or MARKETS[key.market].klines_limit * _PAGES_PER_CHUNK
-    fetcher = _Fetcher(data_dir, rest, result, chunk, on_progress or (lambda n: None))
+    fetcher = _Fetcher(dataset, rest, result, chunk, on_progress or (lambda n: None))
     for a, b in gaps:
         await fetcher.fill(a, b)
     return result
@@ -107,11 +109,11 @@ async def _closed_range(
     return interval.open_at_or_after(first_open), last
 
 
-async def _plan(data_dir: Path, result: BackfillResult) -> list[tuple[int, int]]:
+async def _plan(dataset: Dataset, result: BackfillResult) -> list[tuple[int, int]]:
     """The runs of the range that the dataset lacks, counted into `result`."""
     key, interval = result.key, result.key.interval
     held = await asyncio.to_thread(
-        open_times, data_dir, key.market, key.symbol, interval, result.first, result.last
+        dataset.open_times, key.market, key.symbol, interval, result.first, result.last
     )
     gaps = find_gaps(interval, held, result.first, result.last)
     result.missing = sum(interval.count_between(a, b) for a, b in gaps)
@@ -123,7 +125,7 @@ async def _plan(data_dir: Path, result: BackfillResult) -> list[tuple[int, int]]
 class _Fetcher:
     """One backfill's fetching: where it writes, whom it asks, what it counts and reports."""
 
-    data_dir: Path
+    dataset: Dataset
     rest: RestClient
     result: BackfillResult
     chunk: int  # candles per REST round before writing
@@ -138,11 +140,12 @@ class _Fetcher:
             candles, _ = await self.rest.closed_klines(key.market, key.symbol, interval, start, end)
             if candles:
                 frame = candles_frame(key.symbol, candles, "rest")
-                files = await asyncio.to_thread(
-                    write_parts, self.data_dir, key.market, interval, frame
+                _, files = await asyncio.to_thread(
+                    self.dataset.write_frame, key.market, interval, frame
                 )
+                # Counted as fetched even where a writer beside stored them first: they are held.
                 self.result.written += len(candles)
-                self.result.files += len(files)
+                self.result.files += files
                 self.progress(interval.count_between(start, end))
                 start = interval.next_open(end)
                 continue

@@ -20,7 +20,7 @@ from pathlib import Path
 from kline_tui.model import EARLIEST_OPEN_MS, LATEST_MS, SpecError, StreamKey
 from kline_tui.store.layout import bookkeeping_dir, publish
 
-__all__ = ["read_starts", "starts_path", "write_starts"]
+__all__ = ["parse_starts", "read_starts", "starts_path", "write_starts"]
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,25 @@ def read_starts(data_dir: Path) -> dict[StreamKey, int]:
     except (OSError, ValueError) as exc:
         log.warning("cannot read %s (%s); ignored", path, exc)
         return {}
+    return parse_starts(raw)
+
+
+def parse_starts(raw: object) -> dict[StreamKey, int]:
+    """The starts a decoded JSON object names: entries that are not a stream spec and a plausible
+    aligned open time are ignored."""
     starts: dict[StreamKey, int] = {}
     if not isinstance(raw, dict):
         return starts
+    for spec, start in raw.items():
+        if type(start) is not int or not EARLIEST_OPEN_MS <= start < LATEST_MS:
+            continue
+        try:
+            key = StreamKey.parse(spec)
+        except (SpecError, AttributeError):
+            continue
+        if key.interval.is_aligned(start):
+            starts[key] = start
+    return starts
     for spec, start in raw.items():
         if type(start) is not int or not EARLIEST_OPEN_MS <= start < LATEST_MS:
             continue
