@@ -375,7 +375,7 @@ class Runtime:
             ]
         done = (
             f"done in {report.seconds:.1f} s: {stats.rows_written} rows in "
-            f"{stats.files_written} files under {self.settings.data_dir}"
+            f"{stats.files_written} files under {self.settings.location}"
         )
         if report.drained:
             done += f"; {report.drained} missing candles fetched before stopping"

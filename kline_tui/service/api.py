@@ -332,7 +332,7 @@ class Service:
             version=package_version(),
             instance=self.instance,
             pid=os.getpid(),
-            data_dir=str(settings.data_dir),
+            data_dir=settings.location,
             demo=None if speed is None else f"demo {speed:g}x",
             recording=runtime.recording,
             started=runtime.started,

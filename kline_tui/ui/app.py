@@ -17,7 +17,6 @@ import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import on
@@ -281,7 +280,7 @@ class KlineApp(App[int]):
             keys = [StreamKey.parse(s) for s in DEFAULT_WATCH]
         recorder = self.recorder
         if not recorder.detaches:
-            config, data = fmt.short_path(settings.config_path), fmt.short_path(settings.data_dir)
+            config, data = fmt.short_path(settings.config_path), fmt.short_path(settings.location)
             self.events.info(f"config {config}; data {data}")
         keys = await recorder.start(keys)
         self.table.streams = recorder.streams
@@ -314,7 +313,7 @@ class KlineApp(App[int]):
         self.notify(
             f"Watching {len(keys)} streams to start with; a adds more, d removes.\n"
             f"Config: {fmt.short_path(self.settings.config_path)}\n"
-            f"Data: {fmt.short_path(self.settings.data_dir)}",
+            f"Data: {fmt.short_path(self.settings.location)}",
             title="Welcome to kline-tui",
             timeout=20,
         )
@@ -422,11 +421,12 @@ class KlineApp(App[int]):
         return RecordingView.of(
             recorder.sink_stats,
             recording=recorder.recording,
-            data_dir=Path(recorder.data_dir or "(not known yet)"),
+            data_dir=recorder.data_dir or "(not known yet)",
             flush_rows=recorder.flush_rows,
             flush_age_s=recorder.flush_age_s,
             now=self.wall_clock(),
             unreachable=recorder.unreachable,
+            into=recorder.writes_into,
         )
 
     def _overview(self, statuses: list[ConnectionStatus], now: float) -> Overview:
@@ -513,7 +513,7 @@ class KlineApp(App[int]):
     async def _remove(self, key: StreamKey) -> None:
         await self.recorder.remove([key])
         self.table.update_view()
-        where = fmt.short_path(Path(self.recorder.data_dir))
+        where = fmt.short_path(self.recorder.data_dir)
         self.notify(f"Removed {key}; what it recorded stays in {where}", timeout=4)
         self._save_watch_list()
         self.refresh_bindings()
@@ -550,7 +550,7 @@ class KlineApp(App[int]):
         written = await self.recorder.flush()
         stats = self.recorder.sink_stats
         if written and stats is not None and not stats.failing:
-            where = fmt.short_path(Path(self.recorder.data_dir))
+            where = fmt.short_path(self.recorder.data_dir)
             self.notify(f"Flushed {written:,} rows to {where}", timeout=4)
         self._tick()
 
@@ -634,7 +634,7 @@ class KlineApp(App[int]):
     def action_help(self) -> None:
         settings = self.settings
         self.push_screen(
-            HelpScreen(fmt.short_path(settings.config_path), fmt.short_path(settings.data_dir))
+            HelpScreen(fmt.short_path(settings.config_path), fmt.short_path(settings.location))
         )
 
     async def wait_started(self) -> None:

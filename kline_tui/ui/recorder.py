@@ -83,6 +83,11 @@ class Recorder(Protocol):
         ...
 
     @property
+    def writes_into(self) -> str:
+        """What the rows are written into, in words: "Parquet", "a Delta table"."""
+        ...
+
+    @property
     def stop_requested(self) -> bool: ...
 
     @property
@@ -153,6 +158,12 @@ class LocalRecorder:
         return self.runtime.started and self.runtime.pipeline is not None
 
     @property
+    def writes_into(self) -> str:
+        pipeline = self.runtime.pipeline
+        delta = pipeline is not None and pipeline.dataset.format == "delta"
+        return "a Delta table" if delta else "Parquet"
+
+    @property
     def recording(self) -> bool:
         return self.runtime.recording
 
@@ -163,7 +174,7 @@ class LocalRecorder:
 
     @property
     def data_dir(self) -> str:
-        return str(self.settings.data_dir)
+        return self.settings.location
 
     @property
     def flush_rows(self) -> int:
@@ -267,6 +278,8 @@ class AttachedRecorder:
     @property
     def running(self) -> bool:
         return self.client.connected
+
+    writes_into = "its dataset"
 
     @property
     def recording(self) -> bool:

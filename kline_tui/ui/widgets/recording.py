@@ -31,6 +31,7 @@ class RecordingView:
     errors: int = 0
     last_error: str | None = None
     unreachable: str | None = None  # an attached UI's recorder cannot be reached: why, and when
+    into: str = "Parquet"  # what the rows are written into, in words
 
     @classmethod
     def of(
@@ -38,11 +39,12 @@ class RecordingView:
         stats: SinkStats | None,
         *,
         recording: bool,
-        data_dir: Path,
+        data_dir: Path | str,
         flush_rows: int,
         flush_age_s: float,
         now: float,
         unreachable: str | None = None,
+        into: str = "Parquet",
     ) -> RecordingView:
         """From the sink's stats; `now` is wall time (the sink stamps flushes with it)."""
         stats = stats or SinkStats()
@@ -59,6 +61,7 @@ class RecordingView:
             errors=stats.errors,
             last_error=stats.last_error,
             unreachable=unreachable,
+            into=into,
         )
 
 
@@ -82,7 +85,7 @@ def _describe(v: RecordingView) -> Text:
         text.append("\nthe figures below are the last it sent", style="dim")
     elif v.recording:
         text.append("● recording", style="bold green")
-        text.append(" closed candles to Parquet", style="dim")
+        text.append(f" closed candles to {v.into}", style="dim")
     else:
         text.append("⏸ paused", style="bold yellow")
         text.append(": the live view goes on, nothing is recorded (p resumes)")
