@@ -59,7 +59,7 @@ async def test_the_attached_ui_shows_the_recorder_and_its_keys_act_on_it(sim, tm
             await pilot.press(*"SOLUSDT", "enter")
             await wait_until(lambda: SOL in served.hub.streams, what="SOL on the recorder")
             await wait_until(lambda: SOL in table.order, what="SOL in the table")
-            assert table.selected == SOL
+            await wait_until(lambda: table.selected == SOL, what="SOL selected")
             await wait_until(
                 lambda: served.hub.streams[SOL].status is StreamStatus.LIVE, what="SOL live"
             )

@@ -295,7 +295,8 @@ def test_demo_rows_say_sim_and_a_second_fast_run_records(tmp_path):
     assert code == 0, err
     first = read_dataset(data)
     assert first.height > 0 and set(first["source"].unique()) == {"sim"}
-    code, err = _demo(tmp_path, data, 5)
+    # Longer: a loaded machine spends seconds starting before the first candle closes.
+    code, err = _demo(tmp_path, data, 8)
     assert code == 0, err
     second = read_dataset(data)
     newest = first["open_time"].max()

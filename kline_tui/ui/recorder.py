@@ -364,9 +364,9 @@ class AttachedRecorder:
 
     async def _mirrored(self, done: Callable[[], bool]) -> None:
         """Until the events socket has brought a change the API has answered (so the table can
-        select a stream just added), for at most a second: a slow socket only delays the rows."""
+        select a stream just added), for at most 3 s: a slow socket only delays the rows."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1.0):
+            async with asyncio.timeout(3.0):
                 while not done():
                     await asyncio.sleep(0.02)
 
