@@ -58,7 +58,7 @@ from kline_tui.store.dataset import (
     redact,
 )
 from kline_tui.store.gaps import find_gaps
-from kline_tui.store.parts import NO_BUCKET, as_frame
+from kline_tui.store.parts import NO_BUCKET, as_frame, set_aside
 from kline_tui.store.read import READ_SCHEMA, Bucket, bucket_span, parse_time
 from kline_tui.store.schema import PARQUET_SCHEMA
 from kline_tui.store.series import StoredSeries
@@ -301,13 +301,7 @@ class DeltaDataset:
         """Rows that cannot be stored, as JSON lines: beside the table when it is local, else in
         the platform's state folder (never in the table, which readers see)."""
         folder = Path(self.location) if self._local else local_bookkeeping(self.describe())
-        path = layout.write_dead_letters(
-            folder,
-            f"market={market.value}/interval={interval.path_label}/date={bucket or '?'}",
-            rows,
-            reason,
-        )
-        return str(path)
+        return str(set_aside(folder, market, interval, bucket, rows, reason))
 
     # -- reading ---------------------------------------------------------------------------------
 

@@ -66,16 +66,6 @@ def parse_starts(raw: object) -> dict[StreamKey, int]:
         if key.interval.is_aligned(start):
             starts[key] = start
     return starts
-    for spec, start in raw.items():
-        if type(start) is not int or not EARLIEST_OPEN_MS <= start < LATEST_MS:
-            continue
-        try:
-            key = StreamKey.parse(spec)
-        except (SpecError, AttributeError):
-            continue
-        if key.interval.is_aligned(start):
-            starts[key] = start
-    return starts
 
 
 def write_starts(data_dir: Path, starts: dict[StreamKey, int]) -> None:
