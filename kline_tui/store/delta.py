@@ -645,18 +645,11 @@ class DeltaDataset:
     ) -> VerifyReport:
         """Fetch the gaps from REST (through MERGE, as every writer) and rewrite the buckets
         holding duplicates; returns a fresh report."""
-        from kline_tui.store.history import backfill
-        from kline_tui.store.verify import format_time
+        from kline_tui.store.verify import fetch_gaps
 
         say = say or (lambda text: None)
         keys = None if keys is None else list(keys)
-        for stream in report.streams.values():
-            for a, b in stream.gaps:
-                result = await backfill(self, stream.key, rest, a, b)
-                say(
-                    f"{stream.key}: fetched {result.written} of {result.missing} missing candles "
-                    f"{format_time(a)} to {format_time(b)}"
-                )
+        await fetch_gaps(self, report, rest, say)
         dup = {b.path: b for s in report.streams.values() for b in s.dup_buckets}
         if dup:
             compacted = await asyncio.to_thread(

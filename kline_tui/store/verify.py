@@ -26,6 +26,7 @@ from kline_tui.binance.rest import RestClient
 from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.store import layout
 from kline_tui.store.compact import Compactor, unreadable
+from kline_tui.store.dataset import Dataset
 from kline_tui.store.gaps import find_gaps
 from kline_tui.store.history import backfill
 from kline_tui.store.read import READ_ERRORS, Bucket, buckets, part_files, scan_files, split_foreign
@@ -186,13 +187,7 @@ async def repair(
             moved = layout.quarantine(data_dir, report.foreign, "foreign")
             say(f"moved {len(moved)} foreign file(s) to {where}")
         report = verify_dataset(data_dir, keys)
-    for stream in report.streams.values():
-        for a, b in stream.gaps:
-            result = await backfill(data_dir, stream.key, rest, a, b)
-            say(
-                f"{stream.key}: fetched {result.written} of {result.missing} missing candles "
-                f"{format_time(a)} to {format_time(b)}"
-            )
+    await fetch_gaps(data_dir, report, rest, say)
     dup_buckets = {b.path: b for s in report.streams.values() for b in s.dup_buckets}
     if dup_buckets:
         compacted = Compactor(data_dir).run(None, only=dup_buckets.values(), force=True)
@@ -200,6 +195,20 @@ async def repair(
         for failure in compacted.failed:
             say(f"could not compact {failure}")
     return verify_dataset(data_dir, keys)
+
+
+async def fetch_gaps(
+    dataset: Dataset | Path, report: VerifyReport, rest: RestClient, say: Callable[[str], None]
+) -> None:
+    """Fetch every gap `report` names from REST into `dataset` (a folder or a table), saying
+    what each fetch got."""
+    for stream in report.streams.values():
+        for a, b in stream.gaps:
+            result = await backfill(dataset, stream.key, rest, a, b)
+            say(
+                f"{stream.key}: fetched {result.written} of {result.missing} missing candles "
+                f"{format_time(a)} to {format_time(b)}"
+            )
 
 
 def format_time(ms: int | None) -> str:
