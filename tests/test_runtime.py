@@ -360,7 +360,11 @@ async def test_the_runtime_alone_starts_adds_removes_pauses_flushes_and_stops(si
             lambda: ledgers[btc].accepted_ws >= 2 and not ledgers[btc].missing, what="btc live"
         )
         assert await runtime.add([eth, btc]) == [eth]
-        await wait_until(lambda: eth in ledgers and ledgers[eth].accepted_ws >= 2, what="eth live")
+        # Its history too: a backfill landing just after the flush would be left buffered.
+        await wait_until(
+            lambda: eth in ledgers and ledgers[eth].accepted_ws >= 2 and not ledgers[eth].missing,
+            what="eth live, its history fetched",
+        )
         assert await runtime.flush() > 0 and pipeline.sink.stats.rows_buffered == 0
         runtime.pause()
         assert not runtime.recording
