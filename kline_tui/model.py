@@ -21,9 +21,12 @@ __all__ = [
     "CandleLike",
     "CandleRow",
     "Interval",
+    "Kind",
     "Market",
     "SpecError",
     "StreamKey",
+    "parse_partition",
+    "partition_label",
     "validate_symbol",
 ]
 
@@ -250,6 +253,89 @@ FIXED_MS: dict[Interval, int] = {
     Interval.W1: 7 * _DAY,
 }
 
+
+class Kind(enum.StrEnum):
+    """What a kline series measures (DESIGN.md, "Contracts": the spec's optional fourth part).
+
+    `trade` is the exchange's trade klines (the default, never written in a spec); `mark`,
+    `index` and `premium` are the mark price, index price and premium index klines; the three
+    contract types are continuous contract klines, keyed by pair. See docs/binance-kline-kinds.md.
+    """
+
+    TRADE = "trade"
+    MARK = "mark"
+    INDEX = "index"
+    PREMIUM = "premium"
+    PERPETUAL = "perpetual"
+    CURRENT_QUARTER = "current_quarter"
+    NEXT_QUARTER = "next_quarter"
+
+    @classmethod
+    def parse(cls, text: str) -> Kind:
+        """Read a kind as the spec writes it (lower case; upper case is accepted)."""
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            raise SpecError(
+                f"unknown kline kind {text!r}: use one of {', '.join(k.value for k in cls)}"
+            ) from None
+
+    @property
+    def is_continuous(self) -> bool:
+        """Whether this is a continuous contract series (keyed by pair and contract type)."""
+        return self in _CONTINUOUS
+
+    @property
+    def contract_type(self) -> str | None:
+        """Binance's `contractType` for a continuous kind (`PERPETUAL`), else None."""
+        return self.value.upper() if self in _CONTINUOUS else None
+
+    @property
+    def keyed_by_pair(self) -> bool:
+        """Whether Binance keys this kind by pair (index, continuous) rather than by symbol."""
+        return self is Kind.INDEX or self in _CONTINUOUS
+
+    @property
+    def has_volume(self) -> bool:
+        """Whether candles of this kind carry volume, trades and taker fields (mark, index and
+        premium klines do not: those fields are null in the dataset)."""
+        return self is Kind.TRADE or self in _CONTINUOUS
+
+    def markets(self) -> tuple[Market, ...]:
+        """The markets that serve this kind: spot has only trade klines."""
+        if self is Kind.TRADE:
+            return tuple(Market)
+        return (Market.USDM, Market.COINM)
+
+    def has_stream(self, market: Market) -> bool:
+        """Whether Binance documents a WebSocket kline stream for this kind on `market` (otherwise
+        the recorder polls REST just after each close)."""
+        if self is Kind.TRADE or self in _CONTINUOUS:
+            return True
+        return market is Market.COINM and self in (Kind.MARK, Kind.INDEX)
+
+
+_CONTINUOUS = frozenset({Kind.PERPETUAL, Kind.CURRENT_QUARTER, Kind.NEXT_QUARTER})
+
+
+def partition_label(market: Market, kind: Kind = Kind.TRADE) -> str:
+    """The `market` partition value of a series: `usdm` for trade klines, `usdm-mark` for the
+    others (DESIGN.md, "Contracts": where a kind is stored)."""
+    return market.value if kind is Kind.TRADE else f"{market.value}-{kind.value}"
+
+
+def parse_partition(text: str) -> tuple[Market, Kind]:
+    """Read a `market` partition value (`usdm`, `usdm-mark`) back into its market and kind."""
+    name, sep, kind_text = text.partition("-")
+    market = Market(name)  # the exact value: no aliases in a folder name
+    if not sep:
+        return market, Kind.TRADE
+    kind = Kind(kind_text)
+    if kind is Kind.TRADE or market not in kind.markets():
+        raise ValueError(f"not a market partition: {text!r}")
+    return market, kind
+
+
 _SYMBOL_RE = re.compile(r"[A-Z0-9_]{1,40}")
 
 
@@ -264,35 +350,69 @@ def validate_symbol(text: str) -> str:
 
 @dataclass(frozen=True, slots=True, order=True)
 class StreamKey:
-    """One kline stream: a market, a symbol and an interval, written `usdm:BTCUSDT:1m`."""
+    """One kline stream: a market, a symbol (the pair for index and continuous kinds), an
+    interval and a kind, written `usdm:BTCUSDT:1m` (trade) or `usdm:BTCUSDT:1m:mark`."""
 
     market: Market
     symbol: str
     interval: Interval
+    kind: Kind = Kind.TRADE
 
     @classmethod
     def parse(cls, spec: str) -> StreamKey:
-        """Parse `market:SYMBOL:interval`, checking that the market offers the interval."""
+        """Parse `market:SYMBOL:interval[:kind]`, checking that the market offers the interval
+        and the kind."""
         parts = spec.strip().split(":")
-        if len(parts) != 3:
+        if len(parts) not in (3, 4):
             raise SpecError(
-                f"invalid stream {spec!r}: write market:SYMBOL:interval, e.g. usdm:BTCUSDT:1m"
+                f"invalid stream {spec!r}: write market:SYMBOL:interval[:kind], "
+                "e.g. usdm:BTCUSDT:1m or usdm:BTCUSDT:1m:mark"
             )
         return cls.of(*parts)
 
     @classmethod
-    def of(cls, market: str | Market, symbol: str, interval: str | Interval) -> StreamKey:
+    def of(
+        cls,
+        market: str | Market,
+        symbol: str,
+        interval: str | Interval,
+        kind: str | Kind = Kind.TRADE,
+    ) -> StreamKey:
         """Build a key from its parts, validating each."""
         m = market if isinstance(market, Market) else Market.parse(market)
         iv = interval if isinstance(interval, Interval) else Interval.parse(interval)
+        k = kind if isinstance(kind, Kind) else Kind.parse(kind)
         if iv not in m.intervals:
             raise SpecError(f"{m.value} has no {iv.value} interval (only spot offers 1s)")
-        return cls(m, validate_symbol(symbol), iv)
+        if m not in k.markets():
+            raise SpecError(f"{m.value} has no {k.value} klines (spot has only trade klines)")
+        return cls(m, validate_symbol(symbol), iv, k)
+
+    @property
+    def partition(self) -> str:
+        """The `market` partition value this stream is stored under (`usdm`, `usdm-mark`)."""
+        return partition_label(self.market, self.kind)
+
+    @property
+    def has_stream(self) -> bool:
+        """Whether the exchange pushes this stream over WebSocket (else it is polled over REST)."""
+        return self.kind.has_stream(self.market)
 
     @property
     def stream_name(self) -> str:
-        """The exchange's stream name, e.g. `btcusdt@kline_1m`."""
-        return f"{self.symbol.lower()}@kline_{self.interval.value}"
+        """The exchange's stream name: `btcusdt@kline_1m`, `btcusdt_perpetual@continuousKline_1h`,
+        `btcusd_perp@markPriceKline_1m` or `btcusd@indexPriceKline_1m`. Raises ValueError for a
+        kind with no stream on its market (see `has_stream`)."""
+        sym, iv, kind = self.symbol.lower(), self.interval.value, self.kind
+        if kind is Kind.TRADE:
+            return f"{sym}@kline_{iv}"
+        if not kind.has_stream(self.market):
+            raise ValueError(f"{self} has no WebSocket stream: it is polled over REST")
+        if kind.is_continuous:
+            return f"{sym}_{kind.value}@continuousKline_{iv}"
+        if kind is Kind.MARK:
+            return f"{sym}@markPriceKline_{iv}"
+        return f"{sym}@indexPriceKline_{iv}"
 
     @property
     def push_period_ms(self) -> int:
@@ -302,7 +422,8 @@ class StreamKey:
         return self.market.push_period_ms
 
     def __str__(self) -> str:
-        return f"{self.market.value}:{self.symbol}:{self.interval.value}"
+        base = f"{self.market.value}:{self.symbol}:{self.interval.value}"
+        return base if self.kind is Kind.TRADE else f"{base}:{self.kind.value}"
 
     def shard(self, count: int) -> int:
         """The shard (1 to `count`) holding this stream: `zlib.crc32` of its canonical spec
