@@ -231,7 +231,7 @@ def test_resume_and_starts_are_kept_per_kind(tmp_path):
 
 def test_compact_and_verify_a_mixed_folder(tmp_path, capsys):
     data = tmp_path / "data"
-    keys = [TRADE[0], *OTHERS[:4], OTHERS[6]]
+    keys = [TRADE[0], *OTHERS[:5], OTHERS[6], OTHERS[11]]  # current_quarter, next_quarter too
     want = {}
     folder = ParquetFolder(data)
     for key in keys:
