@@ -337,3 +337,72 @@ async def test_runtime_fires_on_the_simulators_prices_logs_it_and_posts_the_webh
     assert firing.message in messages
     assert receiver.bodies[0]["id"] == firing.id
     assert receiver.bodies[0]["fired_at"] == firing.fired_at
+
+
+# -- the service API ----------------------------------------------------------------------------
+
+
+async def test_api_adds_lists_mutes_deletes_and_sends_firings_to_an_attached_client(
+    sim, tmp_path: Path
+) -> None:
+    from kline_tui.service.client import RemoteError, RemoteRecorder
+
+    from .service_support import TOKEN, call, live, serve
+
+    async with serve(sim, tmp_path, [str(KEY)]) as served:
+        await live(served, [KEY])
+        base = served.url + "/api/v1/alerts"
+        status, body, _ = await call("POST", base, json={"stream": str(KEY), "rule": "x"})
+        assert status == 400 and "rule" in body["error"]
+        status, body, _ = await call(
+            "POST",
+            base,
+            json={"stream": "usdm:BTCUSDT:1m:mark", "rule": "volume_spike", "value": 2},
+        )
+        assert status == 400 and "no volume" in body["error"]
+        status, body, _ = await call("POST", base, headers=None, json={})
+        assert status == 401
+
+        client = RemoteRecorder(served.url, TOKEN)
+        fired: list[Firing] = []
+        client.alert_listeners.append(fired.append)
+        follow = asyncio.ensure_future(client.run())
+        try:
+            await client.wait_connected()
+            price = served.hub.streams[KEY].forming.close
+            ids = []
+            for rule, level in (("price_above", price * 1.0002), ("price_below", price * 0.9998)):
+                status, body, _ = await call(
+                    "POST",
+                    base,
+                    json={"stream": str(KEY), "rule": rule, "value": level, "cooldown_s": 0},
+                )
+                assert status == 201, body
+                ids.append(body["alert"]["id"])
+            status, body, _ = await call("GET", base)
+            assert [a["id"] for a in body["alerts"]] == ids
+            assert body["alerts"][0]["description"].startswith("price above")
+            await wait_until(lambda: len(client.alerts) == 2, what="the mirrored alerts")
+            await wait_until(lambda: fired, timeout=60, what="a firing on the events socket")
+            assert fired[0].alert in ids and fired[0].stream == str(KEY)
+            assert fired[0].id == firing_id(
+                str(KEY), fired[0].rule, fired[0].value, fired[0].open_time
+            )
+
+            muted = await client.mute_alert(ids[0], True)
+            assert muted.muted and served.runtime.alerts.alerts[ids[0]].muted
+            await wait_until(lambda: client.alerts[0].muted, what="the mute mirrored")
+            status, body, _ = await call("POST", f"{base}/{ids[0]}/mute", data=b"")
+            assert status == 200 and body["alert"]["muted"] is True
+            status, body, _ = await call("POST", f"{base}/{ids[0]}/mute", json={"muted": False})
+            assert body["alert"]["muted"] is False
+
+            deleted = await client.delete_alert(ids[1])
+            assert deleted.id == ids[1] and list(served.runtime.alerts.alerts) == [ids[0]]
+            with pytest.raises(RemoteError) as missing:
+                await client.delete_alert(ids[1])
+            assert missing.value.status == 404
+            await wait_until(lambda: len(client.alerts) == 1, what="the deletion mirrored")
+        finally:
+            await client.close()
+            follow.cancel()
