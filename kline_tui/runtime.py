@@ -286,7 +286,7 @@ class Runtime:
             self.supervisor.spawn("webhook", self.webhook.run)
 
     def _alert_fired(self, firing: Firing) -> None:
-        self.events.warning(firing.message)
+        self.events.info(firing.message)  # info: each face shows a firing its own way
 
     def add_alert(self, config: AlertConfig) -> Alert:
         """Add an alert (ValueError: one sentence, when it cannot work) and keep it in the
