@@ -406,3 +406,137 @@ async def test_api_adds_lists_mutes_deletes_and_sends_firings_to_an_attached_cli
         finally:
             await client.close()
             follow.cancel()
+
+
+# -- the UI ---------------------------------------------------------------------------------------
+
+
+def test_desktop_notifications_go_where_a_desktop_is_and_never_under_systemd() -> None:
+    from kline_tui.ui.notify import desktop_channel, osc_notification
+
+    found = {"notify-send": "/usr/bin/notify-send"}.get
+    assert desktop_channel({"VTE_VERSION": "7600"}, is_terminal=True) == "osc777"
+    assert desktop_channel({"TERM_PROGRAM": "iTerm.app"}, is_terminal=True) == "osc9"
+    assert desktop_channel({"DISPLAY": ":0"}, is_terminal=True, which=found) == "notify-send"
+    assert desktop_channel({"DISPLAY": ":0"}, is_terminal=True, which=lambda _: None) is None
+    systemd = {"VTE_VERSION": "7600", "INVOCATION_ID": "abc", "DISPLAY": ":0"}
+    assert desktop_channel(systemd, is_terminal=True, which=found) is None
+    assert desktop_channel({"JOURNAL_STREAM": "8:1"}, is_terminal=True, which=found) is None
+    assert desktop_channel({"VTE_VERSION": "7600"}, is_terminal=False) is None
+    # Text from a server cannot end the sequence early nor smuggle another one.
+    sequence = osc_notification("osc777", "t;x", "a\x1b]52;c;bad\x07b", tmux=False)
+    assert sequence.startswith("\x1b]777;notify;t,x;") and sequence.count("\x1b") == 2
+    assert "\x07" not in sequence
+    wrapped = osc_notification("osc9", "t", "b", tmux=True)
+    assert wrapped.startswith("\x1bPtmux;\x1b\x1b]9;") and wrapped.endswith("\x1b\\")
+
+
+async def test_alert_made_in_the_ui_fires_marks_the_row_rings_and_survives_a_restart(
+    sim, tmp_path: Path
+) -> None:
+    from textual.widgets import Input, Select
+
+    from kline_tui.ui.app import KlineApp
+    from kline_tui.ui.screens.alert_dialog import AlertDialog
+    from kline_tui.ui.screens.alerts import AlertsScreen
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'# mine\nwatch = ["{KEY}"]\n[recorder]\nflush_age_s = 1\n')
+
+    def settings():
+        return dataclasses.replace(
+            load_settings(config), endpoints=dict(sim.endpoints), data_dir=tmp_path / "data"
+        )
+
+    app = KlineApp(settings())
+    rings: list[int] = []
+    app.bell = lambda: rings.append(1)  # type: ignore[method-assign]
+    async with app.run_test(size=(160, 45)) as pilot:
+        await app.wait_started()
+        streams = app.recorder.streams
+        await wait_until(lambda: KEY in streams and streams[KEY].forming, what="a price")
+        app.table.select(KEY)
+        for rule, factor in (("price_above", 1.0002), ("price_below", 0.9998)):
+            await pilot.press("exclamation_mark")
+            assert isinstance(app.screen, AlertDialog)
+            dialog = app.screen
+            dialog.query_one("#alert-rule", Select).value = rule
+            await pilot.pause()
+            box = dialog.query_one("#alert-value", Input)
+            assert float(box.value) > 0  # the price, to start from
+            box.value = ""
+            level = streams[KEY].forming.close * factor
+            await pilot.press(*f"{level:.2f}", "enter")
+            await wait_until(lambda: not isinstance(app.screen, AlertDialog), what="saved")
+        assert [r.rule for r in app.recorder.alert_rows()] == ["price_above", "price_below"]
+
+        fired = lambda: any(r.fired for r in app.recorder.alert_rows())  # noqa: E731
+        await wait_until(fired, timeout=60, what="an alert firing")
+        await wait_until(lambda: rings, what="the bell")
+        app.repaint()
+        assert app.table.row_cells(KEY)["symbol"] == f"!{KEY.symbol}"
+        assert any(e.message.startswith(f"alert: {KEY}") for e in app.events.recent)
+        assert any(n.title == "Alert" for n in app._notifications)
+
+        # The list: mute the first, delete the second.
+        await pilot.press("L")
+        assert isinstance(app.screen, AlertsScreen)
+        await pilot.press("m")
+        await wait_until(lambda: app.recorder.alert_rows()[0].muted, what="muted")
+        await pilot.press("down", "d")
+        await wait_until(lambda: len(app.recorder.alert_rows()) == 1, what="deleted")
+        await pilot.press("escape")
+        await app.runtime.alerts_saved()
+    text = config.read_text()
+    assert text.startswith("# mine\n")
+    saved = load_settings(config).alerts
+    assert [(a.rule, a.muted) for a in saved] == [("price_above", True)]
+
+    again = KlineApp(settings())
+    async with again.run_test(size=(160, 45)):
+        await again.wait_started()
+        rows = again.recorder.alert_rows()
+        assert [(r.stream, r.rule, r.muted) for r in rows] == [(str(KEY), "price_above", True)]
+        assert rows[0].value == saved[0].value
+
+
+# -- headless -------------------------------------------------------------------------------------
+
+
+async def test_record_logs_firings_headless(sim, tmp_path: Path) -> None:
+    import signal
+
+    from .support import start_record, write_config
+
+    config = write_config(
+        tmp_path / "config.toml",
+        sim.endpoints,
+        data_dir=tmp_path / "data",
+        watch=[str(KEY)],
+        recorder={"history": 5},
+    )
+    # The 5 candles of history are missing until fetched: `missing` fires at once. A volume of
+    # a thousandth of the previous candle's fires on the second candle that closes live.
+    config.write_text(
+        config.read_text()
+        + f'[[alerts]]\nstream = "{KEY}"\nrule = "missing"\nvalue = 1\n'
+        + f'[[alerts]]\nstream = "{KEY}"\nrule = "volume_spike"\nvalue = 0.001\nwindow = 1\n'
+    )
+    process = await start_record(config)
+    assert process.stderr is not None
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(60):
+            while not (
+                any("candles missing" in line for line in seen)
+                and any("volume 0.001x" in line for line in seen)
+            ):
+                line = (await process.stderr.readline()).decode()
+                assert line, "".join(seen)
+                seen.append(line)
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest = await process.communicate()
+    assert process.returncode == 0, "".join(seen) + rest[1].decode()
+    assert any(f"alert: {KEY} 1+ candles missing" in line for line in seen)
+    assert any(f"alert: {KEY} volume 0.001x the mean of 1 candles at " in line for line in seen)
