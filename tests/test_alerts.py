@@ -540,3 +540,15 @@ async def test_record_logs_firings_headless(sim, tmp_path: Path) -> None:
     assert process.returncode == 0, "".join(seen) + rest[1].decode()
     assert any(f"alert: {KEY} 1+ candles missing" in line for line in seen)
     assert any(f"alert: {KEY} volume 0.001x the mean of 1 candles at " in line for line in seen)
+
+
+def test_the_engine_holds_a_bounded_number_of_alerts() -> None:
+    from kline_tui.config import MAX_ALERTS
+
+    engine = AlertEngine()
+    for i in range(MAX_ALERTS):
+        engine.add(AlertConfig(stream=str(KEY), rule="price_above", value=1000.0 + i))
+    engine.add(AlertConfig(stream=str(KEY), rule="price_above", value=1000.0, cooldown_s=1))
+    assert engine.alerts[next(iter(engine.alerts))].config.cooldown_s == 1  # the same alert
+    with pytest.raises(ValueError, match="delete some"):
+        engine.add(AlertConfig(stream=str(KEY), rule="price_below", value=1.0))

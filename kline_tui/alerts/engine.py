@@ -22,7 +22,7 @@ from typing import Protocol
 import msgspec
 
 from kline_tui.alerts.rules import Alert, Firing, Rule, firing_id
-from kline_tui.config import AlertConfig
+from kline_tui.config import MAX_ALERTS, AlertConfig
 from kline_tui.model import CandleLike, Market, StreamKey
 
 __all__ = ["AlertEngine", "LiveStream"]
@@ -71,6 +71,8 @@ class AlertEngine:
         whose cooldown and mute are then updated). Raises ValueError when it cannot work."""
         alert = Alert.of(config)
         known = self.alerts.get(alert.id)
+        if known is None and len(self.alerts) >= MAX_ALERTS:
+            raise ValueError(f"there are {MAX_ALERTS} alerts already: delete some first")
         if known is not None:
             known.config = config
         else:
