@@ -293,6 +293,8 @@ class Runtime:
         config file."""
         alert = self.alerts.add(config)
         self.events.info(f"alert added: {alert.key} {alert.describe()}")
+        if self.pipeline is not None and alert.key not in self.pipeline.hub.streams:
+            self.events.warning(f"alert on {alert.key}: not watched, judged once it is added")
         self._keep_alerts()
         return alert
 

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 from pathlib import Path
 
+import msgspec
 import pytest
 from aiohttp import web
 
@@ -552,3 +553,44 @@ def test_the_engine_holds_a_bounded_number_of_alerts() -> None:
     assert engine.alerts[next(iter(engine.alerts))].config.cooldown_s == 1  # the same alert
     with pytest.raises(ValueError, match="delete some"):
         engine.add(AlertConfig(stream=str(KEY), rule="price_below", value=1.0))
+
+
+async def test_an_attached_ui_shows_and_edits_the_recorders_alerts(sim, tmp_path: Path) -> None:
+    from kline_tui.service.client import RemoteRecorder
+    from kline_tui.ui.recorder import AttachedRecorder
+
+    from .service_support import TOKEN, serve
+
+    async with serve(sim, tmp_path, [str(KEY)]) as served:
+        attached = AttachedRecorder(
+            RemoteRecorder(served.url, TOKEN), served.url, served.runtime.settings
+        )
+        fired: list[Firing] = []
+        attached.on_alert(fired.append)
+        await attached.start([])
+        try:
+            with pytest.raises(ValueError, match="no volume"):
+                await attached.add_alert(
+                    AlertConfig(stream=f"{KEY}:mark", rule="volume_spike", value=2)
+                )
+            # A thousandth of the previous candle's volume: the second live close fires it.
+            spike = AlertConfig(stream=str(KEY), rule="volume_spike", value=0.001, window=1)
+            await attached.add_alert(spike)
+            await attached.add_alert(AlertConfig(stream=str(KEY), rule="stale", value=3600))
+            await wait_until(lambda: len(attached.alert_rows()) == 2, what="mirrored alerts")
+            await wait_until(lambda: fired, timeout=30, what="a firing sent to the attached UI")
+            assert fired[0].rule == "volume_spike" and fired[0].price is not None
+            assert any(e.message == fired[0].message for e in attached.events.recent)
+            await wait_until(lambda: attached.alert_rows()[0].fired >= 1, what="fired counted")
+            first, second = attached.alert_rows()
+            await attached.mute_alert(first.id, True)
+            await attached.delete_alert(second.id)
+            await wait_until(
+                lambda: [(r.id, r.muted) for r in attached.alert_rows()] == [(first.id, True)],
+                what="the edits mirrored",
+            )
+            assert [a.config for a in served.runtime.alerts.alerts.values()] == [
+                msgspec.structs.replace(spike, muted=True)
+            ]
+        finally:
+            await attached.stop()
