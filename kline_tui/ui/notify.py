@@ -84,7 +84,7 @@ class Notifier:
         self.app = app
         self.environ = os.environ if environ is None else environ
         if is_terminal is None:
-            stream = sys.__stdout__
+            stream = sys.__stderr__  # where Textual draws
             is_terminal = stream is not None and stream.isatty()
         self.channel = desktop_channel(self.environ, is_terminal=is_terminal, which=which)
         self.sent = 0  # desktop notifications sent
