@@ -32,11 +32,14 @@ from kline_tui.model import Market, SpecError, StreamKey
 from kline_tui.store.dataset import StorageSpec, is_url, local_bookkeeping
 
 __all__ = [
+    "ALERT_RULES",
     "DEFAULT_WATCH",
+    "AlertConfig",
     "ConfigError",
     "ConfigFile",
     "EndpointConfig",
     "EndpointsConfig",
+    "NotifyConfig",
     "RecorderConfig",
     "ServiceConfig",
     "Settings",
@@ -45,7 +48,9 @@ __all__ = [
     "default_config_path",
     "default_data_dir",
     "load_settings",
+    "parse_alert",
     "parse_listen",
+    "save_alerts",
     "save_watch",
 ]
 
@@ -244,6 +249,116 @@ class StorageConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     ] = 168.0
 
 
+ALERT_RULES: tuple[str, ...] = (
+    "price_above",
+    "price_below",
+    "change_pct",
+    "volume_spike",
+    "stale",
+    "missing",
+)
+"""The fixed kinds of alert (no expressions: README, "Alerts", says what each one means)."""
+# A bound on an alert's level: above any price or percent, and finite (NaN and inf are refused).
+MAX_ALERT_VALUE = 1e15
+MAX_ALERTS = 1000
+
+
+class AlertConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`[[alerts]]`: one alert on one stream (README, "Alerts")."""
+
+    stream: Annotated[
+        str,
+        Meta(
+            max_length=64,
+            extra={"accepts": 'a stream like "usdm:BTCUSDT:1m"', "default": "required"},
+        ),
+        Meta(description="The stream it watches, as `market:SYMBOL:interval[:kind]`."),
+    ]
+    rule: Annotated[
+        str,
+        Meta(
+            pattern=r"\A(" + "|".join(ALERT_RULES) + r")\Z",
+            extra={"accepts": ", ".join(ALERT_RULES), "default": "required"},
+        ),
+        Meta(description="What fires it (README, Alerts)."),
+    ]
+    value: Annotated[
+        float,
+        Meta(
+            ge=-MAX_ALERT_VALUE,
+            le=MAX_ALERT_VALUE,
+            extra={
+                "accepts": "a finite number in the rule's unit",
+                "unit": "the rule's unit",
+                "default": "required",
+            },
+        ),
+        Meta(
+            description="The price level; the percent for change_pct; the multiple for "
+            "volume_spike; seconds for stale; candles for missing."
+        ),
+    ]
+    window: Annotated[
+        int,
+        Meta(ge=1, le=1000, extra={"unit": "closed candles"}),
+        Meta(description="Closed candles change_pct and volume_spike look at."),
+    ] = 5
+    cooldown_s: Annotated[
+        float,
+        Meta(ge=0, le=30 * 86400, extra={"unit": "seconds of exchange time"}),
+        Meta(description="After a firing, the same alert stays quiet this long."),
+    ] = 300.0
+    muted: Annotated[
+        bool,
+        Meta(extra={"accepts": "true or false"}, description="Kept and tracked, never fires."),
+    ] = False
+
+
+def parse_alert(alert: AlertConfig) -> tuple[StreamKey, str]:
+    """The alert's stream and a sentence-less check of what its rule needs; raises ValueError
+    with one sentence when the alert cannot work (a stream spec that does not parse, a
+    volume_spike on a kind without volume, a level that makes no sense for the rule)."""
+    try:
+        key = StreamKey.parse(alert.stream)
+    except SpecError as exc:
+        raise ValueError(str(exc)) from None
+    if alert.rule == "volume_spike" and not key.kind.has_volume:
+        raise ValueError(f"{key.kind.value} klines have no volume: volume_spike cannot work")
+    if alert.rule in ("price_above", "price_below", "volume_spike", "stale") and alert.value <= 0:
+        raise ValueError(f"{alert.rule} needs a value above 0")
+    if alert.rule == "change_pct" and alert.value == 0:
+        raise ValueError("change_pct needs a percent other than 0 (negative: a fall)")
+    if alert.rule == "missing" and alert.value < 1:
+        raise ValueError("missing needs a value of at least 1 candle")
+    return key, alert.rule
+
+
+class NotifyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`[notify]`: where alerts are sent besides the screen and the event log."""
+
+    webhook: Annotated[
+        Annotated[
+            str,
+            Meta(pattern=_HTTP_URL, max_length=2000, extra={"accepts": "an http(s):// URL"}),
+        ]
+        | None,
+        Meta(
+            extra={"default": "unset: none"},
+            description="POST each firing as JSON (README, Alerts) to this URL.",
+        ),
+    ] = None
+    webhook_timeout_s: Annotated[
+        float,
+        Meta(gt=0, le=60, extra={"unit": "seconds"}),
+        Meta(description="Longest one webhook request may take."),
+    ] = 5.0
+    webhook_retries: Annotated[
+        int,
+        Meta(ge=0, le=10, extra={"unit": "retries"}),
+        Meta(description="Tries after the first, on a timeout, a refused connection or a 5xx."),
+    ] = 3
+
+
 # `data_dir` is computed when the file leaves it out (`default_data_dir`), so said in words.
 _PLATFORM_DATA_DIR = "the platform's data folder (`~/.local/share/kline-tui/data` on Linux)"
 _FolderPath = Annotated[
@@ -284,6 +399,14 @@ class ConfigFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     storage: Annotated[
         StorageConfig, Meta(description="The dataset's format and object-store options.")
     ] = msgspec.field(default_factory=StorageConfig)
+    alerts: Annotated[
+        tuple[AlertConfig, ...],
+        Meta(max_length=MAX_ALERTS, extra={"accepts": "a list of [[alerts]] tables"}),
+        Meta(description="Alerts on streams; the UI's alert dialog saves them here."),
+    ] = ()
+    notify: Annotated[NotifyConfig, Meta(description="Where alerts are sent.")] = msgspec.field(
+        default_factory=NotifyConfig
+    )
 
 
 _DEFAULTS = ConfigFile()
@@ -342,6 +465,10 @@ class Settings:
     storage_options: tuple[tuple[str, str], ...] = ()
     """Options for the object store (may hold secrets: never shown)."""
     vacuum_retention_h: float = _DEFAULTS.storage.vacuum_retention_h
+    alerts: tuple[AlertConfig, ...] = ()
+    """The alerts, each checked by `parse_alert`."""
+    notify: NotifyConfig = field(default_factory=NotifyConfig)
+    """Where alerts are sent besides the screen."""
 
     @property
     def storage(self) -> StorageSpec:
@@ -431,6 +558,8 @@ def _settings_from(doc: dict[str, Any], path: Path) -> Settings:
         endpoints=_endpoints(config.endpoints),
         listen=_listen(config.service.listen, fail),
         token_file=_token_file(config.service.token_file, fail),
+        alerts=_alerts(config.alerts, fail),
+        notify=config.notify,
         **msgspec.structs.asdict(config.recorder),
     )
 
@@ -510,6 +639,16 @@ def _watch(specs: tuple[str, ...], fail: _Failure) -> tuple[StreamKey, ...]:
     return tuple(dict.fromkeys(keys))
 
 
+def _alerts(alerts: tuple[AlertConfig, ...], fail: _Failure) -> tuple[AlertConfig, ...]:
+    """The alerts, each one able to work (`parse_alert`), without repeats."""
+    for i, alert in enumerate(alerts):
+        try:
+            parse_alert(alert)
+        except ValueError as exc:
+            raise fail(f"alerts[{i}]", str(exc)) from None
+    return tuple(dict.fromkeys(alerts))
+
+
 def _check_at_least(config: ConfigFile, fail: _Failure) -> None:
     """The one rule a field's own range cannot state: not below a sibling key (`at_least`)."""
     for key in _KEYS.values():
@@ -569,7 +708,16 @@ def _keys(struct: mi.StructType, prefix: str, defaults: msgspec.Struct) -> Itera
         if isinstance(key.type, mi.StructType):
             yield from _keys(key.type, f"{key.path}.", default)
         elif isinstance(key.type, (mi.ListType, mi.VarTupleType)):
-            yield _key(f"{key.path}[]", key.type.item_type, msgspec.NODEFAULT)
+            item = _key(f"{key.path}[]", key.type.item_type, msgspec.NODEFAULT)
+            yield item
+            if isinstance(item.type, mi.StructType):  # [[alerts]]: each key of its tables
+                yield from _table_keys(item.type, f"{item.path}.")
+
+
+def _table_keys(struct: mi.StructType, prefix: str) -> Iterator[_Key]:
+    """The keys of a table in a list of tables, with their declared defaults."""
+    for f in struct.fields:
+        yield _key(f"{prefix}{f.name}", f.type, f.default)
 
 
 _ROOT = _key("", mi.type_info(ConfigFile), _DEFAULTS)
@@ -645,12 +793,18 @@ def _unknown_key(doc: dict[str, Any], fail: _Failure) -> ConfigError:
 def _first_unknown(doc: dict[str, Any], table: _Key) -> tuple[_Key, str] | None:
     """The table (as the schema declares it) and name of the first unknown key, depth first."""
     for name, value in doc.items():
-        key = _KEYS.get(f"{table.path}.{name}".lstrip("."))
+        key = _KEYS.get(re.sub(r"\[\d+\]", "[]", f"{table.path}.{name}".lstrip(".")))
         if key is None:
             return table, name
         nested = isinstance(key.type, mi.StructType) and isinstance(value, dict)
         if nested and (found := _first_unknown(value, key)):
             return found
+        item = _KEYS.get(f"{key.path}[]")
+        if item is not None and isinstance(item.type, mi.StructType) and isinstance(value, list):
+            for i, table in enumerate(value):  # [[alerts]]: named by its index
+                numbered = replace(item, path=f"{key.path}[{i}]")
+                if isinstance(table, dict) and (found := _first_unknown(table, numbered)):
+                    return found
     return None
 
 
@@ -695,6 +849,32 @@ def save_watch(path: Path, keys: list[StreamKey]) -> None:
     doc["watch"] = watch
     target.parent.mkdir(parents=True, exist_ok=True)
     _replace_file(target, tomlkit.dumps(doc))
+
+
+def save_alerts(path: Path, alerts: list[AlertConfig]) -> None:
+    """Write the alerts as `[[alerts]]` tables into the config file, keeping the user's comments
+    and other keys; atomically, like `save_watch`."""
+    import tomlkit
+
+    target = Path(os.path.realpath(Path(path).expanduser()))
+    text = target.read_text(encoding="utf-8") if target.exists() else ""
+    doc = tomlkit.parse(text)
+    tables = tomlkit.aot()
+    for alert in alerts:
+        table = tomlkit.table()
+        for name, value in msgspec.structs.asdict(alert).items():
+            if name in ("stream", "rule", "value") or value != getattr(_ALERT_DEFAULTS, name):
+                table[name] = value
+        tables.append(table)
+    if alerts:
+        doc["alerts"] = tables
+    elif "alerts" in doc:
+        del doc["alerts"]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _replace_file(target, tomlkit.dumps(doc))
+
+
+_ALERT_DEFAULTS = AlertConfig(stream="", rule="stale", value=1.0)
 
 
 def _replace_file(target: Path, text: str) -> None:

@@ -32,9 +32,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from kline_tui.alerts.engine import AlertEngine
+from kline_tui.alerts.rules import Alert, Firing
+from kline_tui.alerts.webhook import WebhookSender
 from kline_tui.binance.rest import RestError
-from kline_tui.config import Settings
-from kline_tui.model import StreamKey
+from kline_tui.config import AlertConfig, Settings, save_alerts
+from kline_tui.model import Market, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import SPARK_LENGTH
 from kline_tui.recorder.pipeline import Pipeline, StopReport, StreamRefused
@@ -63,6 +66,8 @@ HARD_STOP_GRACE_S = 5.0
 # Start-up retries while the exchange cannot be reached (faces that go on with what they can).
 _START_RETRY_FIRST_S = 2.0
 _START_RETRY_CAP_S = 60.0
+ALERT_POLL_S = 0.25  # live prices, stale and missing are judged this often
+_WEBHOOK_DRAIN_S = 2.0  # of a stop: firings still queued for the webhook get this long
 
 log = logging.getLogger("kline_tui")
 
@@ -90,6 +95,7 @@ class Runtime:
         pipeline_factory: PipelineFactory | None = None,
         backoff: Backoff | None = None,
         seed_history: bool = False,
+        save_alerts: bool | None = None,
     ) -> None:
         self.settings = settings
         # Fill each stream's recent closed candles from REST at its start, for the charts of a UI
@@ -113,6 +119,15 @@ class Runtime:
         self.report: StopReport | None = None
         self._stop_requested: asyncio.Event | None = None
         self._stopping: asyncio.Task[StopReport] | None = None
+        # Alerts (README, "Alerts"): judged here, so they work headless; every face is told of
+        # each firing through `alerts.listeners`. Changes made through a face are written back
+        # to the config file (by default when there is one).
+        self.alerts = AlertEngine(settings.alerts)
+        self.alerts.listeners.append(self._alert_fired)
+        self.save_alerts = settings.config_exists if save_alerts is None else save_alerts
+        self.webhook: WebhookSender | None = None
+        self._saving: set[asyncio.Task[None]] = set()
+        self._saving_lock = asyncio.Lock()
 
     @property
     def stop_timeout_s(self) -> float:
@@ -177,6 +192,7 @@ class Runtime:
                 source="sim" if self.demo_speed is not None else None,
                 clock_rate=self.demo_speed,
             )
+        self._start_alerts(self.pipeline)
         if on_locked is not None:
             self.pipeline.lock()
             on_locked()
@@ -240,6 +256,86 @@ class Runtime:
                 for problem in refused.problems:
                     self.events.error(f"{problem}: left out of this session")
                 keys = good
+
+    # -- alerts -----------------------------------------------------------------------------------
+
+    def _start_alerts(self, pipeline: Pipeline) -> None:
+        """Feed the alerts from the pipeline: closed candles as the hub takes them, live prices,
+        the exchange's time and the ledger's gaps every ALERT_POLL_S; start the webhook."""
+        engine = self.alerts
+        pipeline.hub.closed_listeners.append(engine.on_closed)
+
+        def exchange_now(market: Market) -> int | None:
+            return pipeline.rest.clock(market).now_ms()
+
+        async def poll() -> None:
+            while True:
+                await asyncio.sleep(ALERT_POLL_S)
+                engine.poll(pipeline.hub.streams, exchange_now)
+
+        self.supervisor.spawn("alerts", poll)
+        notify = self.settings.notify
+        if notify.webhook is not None:
+            self.webhook = WebhookSender(
+                notify.webhook,
+                self.events.warning,
+                timeout_s=notify.webhook_timeout_s,
+                retries=notify.webhook_retries,
+            )
+            engine.listeners.append(self.webhook.send)
+            self.supervisor.spawn("webhook", self.webhook.run)
+
+    def _alert_fired(self, firing: Firing) -> None:
+        self.events.info(firing.message)  # info: each face shows a firing its own way
+
+    def add_alert(self, config: AlertConfig) -> Alert:
+        """Add an alert (ValueError: one sentence, when it cannot work) and keep it in the
+        config file."""
+        alert = self.alerts.add(config)
+        self.events.info(f"alert added: {alert.key} {alert.describe()}")
+        if self.pipeline is not None and alert.key not in self.pipeline.hub.streams:
+            self.events.warning(f"alert on {alert.key}: not watched, judged once it is added")
+        self._keep_alerts()
+        return alert
+
+    def mute_alert(self, alert_id: str, muted: bool) -> Alert | None:
+        """Mute or unmute an alert; None when there is no such alert."""
+        alert = self.alerts.mute(alert_id, muted)
+        if alert is not None:
+            done = "muted" if muted else "unmuted"
+            self.events.info(f"alert {done}: {alert.key} {alert.describe()}")
+            self._keep_alerts()
+        return alert
+
+    def remove_alert(self, alert_id: str) -> Alert | None:
+        """Delete an alert; None when there is no such alert."""
+        alert = self.alerts.remove(alert_id)
+        if alert is not None:
+            self.events.info(f"alert deleted: {alert.key} {alert.describe()}")
+            self._keep_alerts()
+        return alert
+
+    def _keep_alerts(self) -> None:
+        """Write the alerts into the config file, off the loop; a failure is logged."""
+        if not self.save_alerts:
+            return
+        path = self.settings.config_path
+
+        async def write() -> None:
+            async with self._saving_lock:  # one write at a time, each of the newest list
+                try:
+                    await asyncio.to_thread(save_alerts, path, self.alerts.configs())
+                except (OSError, ValueError) as exc:
+                    self.events.error(f"cannot save the alerts in {path}: {exc}")
+
+        task = asyncio.ensure_future(write())
+        self._saving.add(task)  # held until done, so it is not collected midway
+        task.add_done_callback(self._saving.discard)
+
+    async def alerts_saved(self) -> None:
+        """Until every change to the alerts is in the config file (tests, a face that quits)."""
+        while self._saving:
+            await asyncio.gather(*list(self._saving), return_exceptions=True)
 
     # -- what a face asks of a running recorder ---------------------------------------------------
 
@@ -335,6 +431,8 @@ class Runtime:
         for task in self._seeding:
             task.cancel()  # display history only: nothing to keep
         try:
+            if self.webhook is not None:
+                await self.webhook.drain(min(_WEBHOOK_DRAIN_S, deadline / 4))
             if self.pipeline is not None:
                 self.report = await self.pipeline.stop(deadline)
             else:

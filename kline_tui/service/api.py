@@ -40,6 +40,7 @@ import msgspec
 from aiohttp import web
 
 from kline_tui.binance.rest import RestError
+from kline_tui.config import AlertConfig
 from kline_tui.model import Market, SpecError, StreamKey
 from kline_tui.recorder.pipeline import StreamRefused
 from kline_tui.runtime import Runtime
@@ -58,6 +59,7 @@ from kline_tui.service.feed import (
     DEFAULT_SEND_TIMEOUT_S,
     ClientQueue,
     Feed,
+    alert_row,
 )
 from kline_tui.service.health import LoopMonitor, health
 from kline_tui.service.metrics import Metrics
@@ -67,8 +69,11 @@ from kline_tui.service.protocol import (
     UPDATE_HZ,
     AddedReply,
     AddStreams,
+    AlertReply,
+    AlertsReply,
     ErrorReply,
     FlushReply,
+    MuteAlert,
     RecordingReply,
     RefusedReply,
     RemovedReply,
@@ -99,6 +104,8 @@ STOP_TIMEOUT_S = 5.0
 
 _encoder = msgspec.json.Encoder()
 _add_decoder = msgspec.json.Decoder(AddStreams)
+_alert_decoder = msgspec.json.Decoder(AlertConfig)
+_mute_decoder = msgspec.json.Decoder(MuteAlert)
 
 
 class RunningService(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
@@ -232,6 +239,10 @@ class Service:
         app.router.add_post("/api/v1/resume", self._resume)
         app.router.add_post("/api/v1/flush", self._flush)
         app.router.add_get("/api/v1/symbols/{market}", self._symbols)
+        app.router.add_get("/api/v1/alerts", self._alerts)
+        app.router.add_post("/api/v1/alerts", self._add_alert)
+        app.router.add_post("/api/v1/alerts/{id}/mute", self._mute_alert)
+        app.router.add_delete("/api/v1/alerts/{id}", self._delete_alert)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
         await runner.setup()
         try:
@@ -505,6 +516,54 @@ class Service:
             ) from None
         names = sorted(name for name, info in symbols.items() if info.tradable)
         return _json(SymbolsReply(market, names))
+
+    # -- alerts ----------------------------------------------------------------------------------
+
+    async def _alerts(self, request: web.Request) -> web.Response:
+        self._running()
+        return _json(AlertsReply(self.feed.alert_rows()))
+
+    async def _add_alert(self, request: web.Request) -> web.Response:
+        runtime = self._running()
+        config = _decoded(_alert_decoder, await request.read())
+        try:
+            alert = runtime.add_alert(config)
+        except ValueError as exc:
+            raise _Refuse(400, str(exc)) from None
+        return _json(AlertReply(alert_row(alert)), 201)
+
+    async def _mute_alert(self, request: web.Request) -> web.Response:
+        runtime = self._running()
+        body = await request.read()
+        muted = _decoded(_mute_decoder, body).muted if body.strip() else True
+        alert = runtime.mute_alert(_alert_id(request), muted)
+        if alert is None:
+            raise _Refuse(404, "no such alert")
+        return _json(AlertReply(alert_row(alert)))
+
+    async def _delete_alert(self, request: web.Request) -> web.Response:
+        runtime = self._running()
+        alert = runtime.remove_alert(_alert_id(request))
+        if alert is None:
+            raise _Refuse(404, "no such alert")
+        return _json(AlertReply(alert_row(alert)))
+
+
+def _decoded(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+    """A request body, or a 400 saying what is wrong with it."""
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        raise _Refuse(400, f"bad request body: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise _Refuse(400, f"the request body is not JSON: {exc}") from None
+
+
+def _alert_id(request: web.Request) -> str:
+    alert_id = request.match_info["id"]
+    if len(alert_id) > 64:
+        raise _Refuse(404, "no such alert")
+    return alert_id
 
 
 def _http_sentence(request: web.Request, exc: web.HTTPException, body_limit: int) -> str:

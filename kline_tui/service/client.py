@@ -36,15 +36,17 @@ import contextlib
 import logging
 import time
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import aiohttp
 import msgspec
 
+from kline_tui.alerts.rules import Firing
 from kline_tui.binance.connection import ConnectionStatus
 from kline_tui.binance.wire import WireKline, candle_is_sane
+from kline_tui.config import AlertConfig
 from kline_tui.model import Candle, Market, SpecError, StreamKey, validate_symbol
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import StreamState, StreamStatus
@@ -58,15 +60,22 @@ from kline_tui.service.protocol import (
     Added,
     AddedReply,
     AddStreams,
+    AlertFired,
+    AlertReply,
+    AlertRow,
+    Alerts,
+    AlertsReply,
     CandleRow,
     Closed,
     ConnectionRow,
     ErrorReply,
     EventRow,
     Events,
+    FiringRow,
     FlushReply,
     FormingRow,
     Message,
+    MuteAlert,
     Recording,
     RecordingReply,
     RefusedReply,
@@ -156,6 +165,9 @@ class RemoteRecorder:
         self.sink = SinkStats()
         self.recording = True
         self.server: ServerFacts | None = None
+        # The recorder's alerts, and who is told of each firing it sends.
+        self.alerts: list[AlertRow] = []
+        self.alert_listeners: list[Callable[[Firing], None]] = []
         self.connected = False
         self.last_error: str | None = None
         self.next_attempt_at: float | None = None  # local monotonic time of the next try
@@ -321,6 +333,13 @@ class RemoteRecorder:
                 self.streams.pop(self._key(spec), None)
         elif isinstance(message, Snapshot):
             self._snapshot(message, now)
+        elif isinstance(message, Alerts):
+            self.alerts = [_alert(row) for row in message.alerts]
+        elif isinstance(message, AlertFired):
+            for fired in message.firings:
+                firing = _firing(fired)
+                for listener in self.alert_listeners:
+                    listener(firing)
 
     def _snapshot(self, snapshot: Snapshot, now: float) -> None:
         """Replace the mirror's contents (objects kept) with the recorder's state."""
@@ -332,6 +351,7 @@ class RemoteRecorder:
         for key in [k for k in self.streams if k not in keep]:
             del self.streams[key]
         self._emit(snapshot.events)
+        self.alerts = [_alert(row) for row in snapshot.alerts]
         self.snapshots += 1
         self.attempt = 0
         self.last_error = None
@@ -480,8 +500,50 @@ class RemoteRecorder:
                 symbols.append(validate_symbol(name))
         return symbols
 
+    async def list_alerts(self) -> list[AlertRow]:
+        """The recorder's alerts (also kept in `alerts` by the events socket)."""
+        reply = self._reply(await self._call("GET", "/api/v1/alerts"), AlertsReply)
+        return [_alert(row) for row in reply.alerts]
+
+    async def add_alert(self, config: AlertConfig) -> AlertRow:
+        """Add an alert on the recorder (RemoteError 400: it cannot work, with why)."""
+        data = await self._call("POST", "/api/v1/alerts", msgspec.json.encode(config))
+        return _alert(self._reply(data, AlertReply).alert)
+
+    async def mute_alert(self, alert_id: str, muted: bool) -> AlertRow:
+        """Mute or unmute an alert of the recorder (RemoteError 404: no such alert)."""
+        path = f"/api/v1/alerts/{urllib.parse.quote(alert_id, safe='')}/mute"
+        data = await self._call("POST", path, msgspec.json.encode(MuteAlert(muted)))
+        return _alert(self._reply(data, AlertReply).alert)
+
+    async def delete_alert(self, alert_id: str) -> AlertRow:
+        """Delete an alert of the recorder (RemoteError 404: no such alert)."""
+        path = f"/api/v1/alerts/{urllib.parse.quote(alert_id, safe='')}"
+        return _alert(self._reply(await self._call("DELETE", path), AlertReply).alert)
+
 
 # -- rows into the core's types --------------------------------------------------------------------
+
+
+def _alert(row: AlertRow) -> AlertRow:
+    """An alert as the recorder sent it, its text made safe for a terminal."""
+    row.description = safe_text(row.description, 200)
+    row.id = safe_text(row.id, 64)
+    return row
+
+
+def _firing(row: FiringRow) -> Firing:
+    return Firing(
+        id=safe_text(row.id, 200),
+        alert=safe_text(row.alert, 64),
+        stream=safe_text(row.stream, 64),
+        rule=safe_text(row.rule, 32),
+        value=row.value,
+        price=row.price,
+        open_time=row.open_time,
+        fired_at=row.fired_at,
+        message=safe_text(row.message, 300),
+    )
 
 
 def _candle(row: CandleRow) -> Candle | None:

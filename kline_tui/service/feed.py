@@ -35,6 +35,7 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
+from kline_tui.alerts.rules import Alert, Firing
 from kline_tui.binance.connection import ConnectionStatus
 from kline_tui.model import CandleLike, StreamKey
 from kline_tui.recorder.events import Event
@@ -47,11 +48,15 @@ from kline_tui.service.protocol import (
     MAX_CLOSED,
     UPDATE_HZ,
     Added,
+    AlertFired,
+    AlertRow,
+    Alerts,
     Closed,
     ClosedCandle,
     ConnectionRow,
     EventRow,
     Events,
+    FiringRow,
     Recording,
     Removed,
     Rows,
@@ -67,7 +72,9 @@ __all__ = [
     "RECENT_EVENTS",
     "ClientQueue",
     "Feed",
+    "alert_row",
     "connection_row",
+    "firing_row",
     "sink_row",
     "stream_row",
     "stream_snapshot",
@@ -162,6 +169,28 @@ def sink_row(stats: SinkStats) -> SinkRow:
         dead_letters=stats.dead_letters,
         last_dead_letter=stats.last_dead_letter,
     )
+
+
+def alert_row(alert: Alert) -> AlertRow:
+    """An alert as the API lists it."""
+    config = alert.config
+    return AlertRow(
+        id=alert.id,
+        stream=str(alert.key),
+        rule=alert.rule.value,
+        value=config.value,
+        window=config.window,
+        cooldown_s=config.cooldown_s,
+        muted=config.muted,
+        description=alert.describe(),
+        fired=alert.fired,
+        last_fired_at=alert.last_fired_at,
+    )
+
+
+def firing_row(firing: Firing) -> FiringRow:
+    """A firing as the events socket sends it (the webhook's body, field for field)."""
+    return FiringRow(**firing.body())  # type: ignore[arg-type]
 
 
 def _signature(state: StreamState) -> tuple[Any, ...]:
@@ -346,6 +375,8 @@ class Feed:
         self._sent: dict[StreamKey, tuple[StreamState, tuple[Any, ...]]] = {}
         self._closed: list[tuple[StreamKey, CandleLike]] = []
         self._events: list[EventRow] = []
+        self._firings: list[FiringRow] = []
+        self._alerts_version = runtime.alerts.version
         self._recording = runtime.recording
         self._status_at = 0.0
         self._hooked: Any = None  # the hub whose closed candles we listen to
@@ -357,6 +388,7 @@ class Feed:
             self._on_event(event)
         runtime.events.subscribe(self._on_event)
         runtime.history_listeners.append(self._on_history)
+        runtime.alerts.listeners.append(self._on_fired)
 
     # -- listeners (called by the hub and the event log, on the loop) -------------------------
 
@@ -368,6 +400,14 @@ class Feed:
         self.recent.append(row)
         if self.clients:
             self._events.append(row)
+
+    def _on_fired(self, firing: Firing) -> None:
+        if self.clients and not self._stopped:
+            self._firings.append(firing_row(firing))
+
+    def alert_rows(self) -> list[AlertRow]:
+        """Every alert of the runtime, as the API lists them."""
+        return [alert_row(alert) for alert in self.runtime.alerts.alerts.values()]
 
     def _on_history(self, keys: list[StreamKey]) -> None:
         """Older candles were filled in: the next tick sends these streams whole again (as
@@ -411,6 +451,7 @@ class Feed:
             connections=[connection_row(c, now) for c in pipeline.hub.connection_status()],
             sink=sink_row(pipeline.sink.stats),
             events=list(self.recent),
+            alerts=self.alert_rows(),
         )
 
     def _status(self, now: float) -> Status | None:
@@ -479,6 +520,12 @@ class Feed:
         if self.runtime.recording != self._recording:
             self._recording = self.runtime.recording
             messages.append(Recording(self._recording))
+        if self.runtime.alerts.version != self._alerts_version:
+            self._alerts_version = self.runtime.alerts.version
+            messages.append(Alerts(self.alert_rows()))
+        firings, self._firings = self._firings, []
+        if firings:
+            messages.append(AlertFired(firings))
         if now - self._status_at >= STATUS_EVERY_S:
             self._status_at = now
             status = self._status(now)

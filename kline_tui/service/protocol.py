@@ -11,14 +11,20 @@ HTTP (`kline_tui.service.api`):
     POST /api/v1/pause, /resume        RecordingReply
     POST /api/v1/flush                 FlushReply
     GET  /api/v1/symbols/{market}      SymbolsReply
+    GET  /api/v1/alerts                AlertsReply
+    POST /api/v1/alerts                AlertConfig (an [[alerts]] table) -> AlertReply, 201
+    POST /api/v1/alerts/{id}/mute      MuteAlert -> AlertReply (404: no such alert)
+    DELETE /api/v1/alerts/{id}         AlertReply (404: no such alert)
     any error                          ErrorReply: {"error": "one sentence"}
 
 The events socket sends text frames, each one JSON object whose `type` names it (a tagged
 union, `Message`): first a `snapshot`, then, at most `UPDATE_HZ` times a second, what changed
 since the last tick, in this order: `removed` and `added` streams, `closed` candles, `events`,
 `rows` (the forming candle and counters of every stream that changed, coalesced: a stream that
-updated twenty times since the last tick is one row), `recording` when it flips, and about once a
-second `status` (connections, sink, server facts). Each tick's messages are encoded once and the
+updated twenty times since the last tick is one row), `recording` when it flips, `alerts` (the
+whole list, small) when one was added, muted, deleted or fired, `alert` with the firings since
+the last tick (never dropped), and about once a second `status` (connections, sink, server
+facts). Each tick's messages are encoded once and the
 same bytes go to every client. Closed candles and events are never coalesced nor dropped: a client
 too slow to take them is disconnected instead (close code `CLOSE_TOO_SLOW`).
 
@@ -61,6 +67,11 @@ __all__ = [
     "AddStreams",
     "Added",
     "AddedReply",
+    "AlertFired",
+    "AlertReply",
+    "AlertRow",
+    "Alerts",
+    "AlertsReply",
     "CandleRow",
     "Closed",
     "ClosedCandle",
@@ -68,10 +79,12 @@ __all__ = [
     "ErrorReply",
     "EventRow",
     "Events",
+    "FiringRow",
     "FlushReply",
     "FormingRow",
     "Health",
     "Message",
+    "MuteAlert",
     "Recording",
     "RecordingReply",
     "RefusedReply",
@@ -106,6 +119,8 @@ MAX_TEXT = 1_000  # characters of a message or an error (the event log's own lim
 MAX_PATH = 4_096
 MAX_SYMBOLS = 20_000
 MAX_ADD = 5_000  # streams one POST /api/v1/streams may add
+MAX_ALERTS = 1_000  # alerts of one recorder (config.MAX_ALERTS)
+MAX_FIRINGS = 10_000  # firings in one `alert` message
 
 
 @functools.cache
@@ -224,6 +239,38 @@ class ClosedCandle(msgspec.Struct, array_like=True):
     candle: CandleRow
 
 
+AlertId = Annotated[str, Meta(max_length=64)]
+
+
+class AlertRow(msgspec.Struct, kw_only=True):
+    """One alert of the recorder: its `[[alerts]]` table, its id and what it did."""
+
+    id: AlertId
+    stream: Spec
+    rule: Annotated[str, Meta(max_length=32)]
+    value: float
+    window: Annotated[int, Meta(ge=1, le=1000)]
+    cooldown_s: Annotated[float, Meta(ge=0)]
+    muted: bool
+    description: Text  # the rule in words
+    fired: Count  # since the recorder started
+    last_fired_at: int | None  # exchange time (ms)
+
+
+class FiringRow(msgspec.Struct, kw_only=True):
+    """One firing, as the webhook's body has it (README, "Alerts")."""
+
+    id: Text
+    alert: AlertId
+    stream: Spec
+    rule: Annotated[str, Meta(max_length=32)]
+    value: float
+    price: float | None
+    open_time: int
+    fired_at: int
+    message: Text
+
+
 # -- the events socket -------------------------------------------------------------------------
 
 
@@ -235,6 +282,9 @@ class Snapshot(msgspec.Struct, tag="snapshot", tag_field="type", kw_only=True):
     connections: Annotated[list[ConnectionRow], Meta(max_length=MAX_CONNECTIONS)]
     sink: SinkRow
     events: Annotated[list[EventRow], Meta(max_length=MAX_EVENTS)]  # the latest, oldest first
+    alerts: Annotated[list[AlertRow], Meta(max_length=MAX_ALERTS)] = msgspec.field(
+        default_factory=list
+    )
 
 
 class Rows(msgspec.Struct, tag="rows", tag_field="type"):
@@ -281,7 +331,21 @@ class Status(msgspec.Struct, tag="status", tag_field="type", kw_only=True):
     sink: SinkRow
 
 
-Message = Snapshot | Rows | Closed | Events | Added | Removed | Recording | Status
+class Alerts(msgspec.Struct, tag="alerts", tag_field="type"):
+    """The recorder's alerts, all of them, after one was added, muted, deleted or fired."""
+
+    alerts: Annotated[list[AlertRow], Meta(max_length=MAX_ALERTS)]
+
+
+class AlertFired(msgspec.Struct, tag="alert", tag_field="type"):
+    """Alerts that fired since the last tick, in order (never dropped)."""
+
+    firings: Annotated[list[FiringRow], Meta(max_length=MAX_FIRINGS)]
+
+
+Message = (
+    Snapshot | Rows | Closed | Events | Added | Removed | Recording | Status | Alerts | AlertFired
+)
 
 
 # -- HTTP bodies -------------------------------------------------------------------------------
@@ -318,6 +382,24 @@ class SymbolsReply(msgspec.Struct):
 
     market: Market
     symbols: Annotated[list[Annotated[str, Meta(max_length=40)]], Meta(max_length=MAX_SYMBOLS)]
+
+
+class AlertsReply(msgspec.Struct):
+    """GET /api/v1/alerts."""
+
+    alerts: Annotated[list[AlertRow], Meta(max_length=MAX_ALERTS)]
+
+
+class AlertReply(msgspec.Struct):
+    """The alert added, muted or deleted."""
+
+    alert: AlertRow
+
+
+class MuteAlert(msgspec.Struct, forbid_unknown_fields=True):
+    """POST /api/v1/alerts/{id}/mute: `{"muted": false}` unmutes; an empty body mutes."""
+
+    muted: bool = True
 
 
 class ErrorReply(msgspec.Struct):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -28,17 +29,22 @@ from textual.widget import Widget
 from textual.widgets import Footer, Input
 from textual.worker import Worker, WorkerState
 
+from kline_tui.alerts.rules import Firing
 from kline_tui.binance.connection import ConnectionStatus
-from kline_tui.config import DEFAULT_WATCH, Settings
+from kline_tui.config import DEFAULT_WATCH, AlertConfig, Settings
 from kline_tui.model import Interval, Market, StreamKey
 from kline_tui.recorder.events import Event, EventLog
 from kline_tui.recorder.hub import StreamStatus
 from kline_tui.recorder.pipeline import Pipeline
 from kline_tui.runtime import Runtime
+from kline_tui.service.protocol import AlertRow
 from kline_tui.ui import format as fmt
 from kline_tui.ui.commands import KeyCommands, PaletteBinding
+from kline_tui.ui.notify import Notifier
 from kline_tui.ui.recorder import AttachedRecorder, LocalRecorder, Recorder
 from kline_tui.ui.screens.add_streams import AddStreamsScreen
+from kline_tui.ui.screens.alert_dialog import AlertDialog
+from kline_tui.ui.screens.alerts import AlertsScreen
 from kline_tui.ui.screens.details import DetailsScreen
 from kline_tui.ui.screens.help import HelpScreen
 from kline_tui.ui.terminal import run_in_terminal
@@ -52,14 +58,25 @@ from kline_tui.ui.widgets.watch_table import Sort, WatchTable
 __all__ = ["REPAINT_HZ", "KlineApp", "run_app", "run_attached"]
 
 REPAINT_HZ = 4.0
+ALERT_MARK_S = 300.0  # a row stays marked this long after its alert fired
 
 
 PipelineFactory = Callable[[Settings, EventLog], Pipeline]
 
 # Actions on the main screen's table: off while another screen covers it.
-_TABLE_ACTIONS = {"remove", "details", "filter", "sort", "sort_by", "reverse_sort", "clear_filter"}
+_TABLE_ACTIONS = {
+    "remove",
+    "details",
+    "filter",
+    "sort",
+    "sort_by",
+    "reverse_sort",
+    "clear_filter",
+    "new_alert",
+    "alerts",
+}
 # Actions that need the recorder running.
-_PIPELINE_ACTIONS = {"add", "remove", "pause", "resume", "flush"}
+_PIPELINE_ACTIONS = {"add", "remove", "pause", "resume", "flush", "new_alert", "alerts"}
 # Warnings and errors shown as notifications per repaint; the rest are summed up in one.
 _LOUD_EVENTS_SHOWN = 3
 
@@ -163,6 +180,23 @@ class KlineApp(App[int]):
             tooltip="Show every stream again",
         ),
         PaletteBinding(
+            "exclamation_mark",
+            "new_alert",
+            "Alert",
+            id="new-alert",
+            command="New alert",
+            tooltip="Make an alert on the selected stream: a price level, a move, a spike, "
+            "silence or a gap",
+        ),
+        PaletteBinding(
+            "L",
+            "alerts",
+            "Alerts",
+            id="alerts",
+            command="Alerts",
+            tooltip="List the alerts: mute, edit or delete them",
+        ),
+        PaletteBinding(
             "question_mark",
             "help",
             "Help",
@@ -207,6 +241,7 @@ class KlineApp(App[int]):
                 demo_speed=demo_speed,
                 simulator_factory=simulator_factory,
                 pipeline_factory=pipeline_factory,
+                save_alerts=save_watch_list,  # the UI keeps what it makes in the config
             )
             recorder = LocalRecorder(self.runtime)
         self.recorder: Recorder = recorder
@@ -221,6 +256,10 @@ class KlineApp(App[int]):
         self._quitting = False
         self._started = asyncio.Event()
         self._tick_errors = 0
+        # Alerts: how a firing is shown, and the rows marked (until a local monotonic time).
+        self.notifier = Notifier(self)
+        self.alerted: dict[StreamKey, float] = {}
+        recorder.on_alert(self._alert_fired)
 
     # -- layout -------------------------------------------------------------------------------
 
@@ -380,6 +419,7 @@ class KlineApp(App[int]):
         self._show_events(reload_events)
         now = self.clock()
         statuses = self.recorder.connection_status()
+        self.table.marked = {key for key, until in self.alerted.items() if until > now}
         self.table.update_view()
         unreachable = self.recorder.unreachable
         self.query_one("#connections", ConnectionsPanel).show(
@@ -390,7 +430,7 @@ class KlineApp(App[int]):
         self.query_one("#recording", RecordingPanel).view = self._recording_view()
         self.query_one("#status", StatusBar).overview = self._overview(statuses, now)
         for screen in self.screen_stack:
-            if isinstance(screen, DetailsScreen):
+            if isinstance(screen, DetailsScreen | AlertsScreen):
                 screen.update_view()
 
     def _show_events(self, reload: bool) -> None:
@@ -468,7 +508,7 @@ class KlineApp(App[int]):
             return bool(self.table.filter_text) or self.query_one("#filter").has_class("-visible")
         if action in _PIPELINE_ACTIONS and not running:
             return None
-        if action in ("remove", "details") and self.table.selected is None:
+        if action in ("remove", "details", "new_alert") and self.table.selected is None:
             return None
         return True
 
@@ -636,6 +676,62 @@ class KlineApp(App[int]):
         self.push_screen(
             HelpScreen(fmt.short_path(settings.config_path), fmt.short_path(settings.location))
         )
+
+    # -- alerts -----------------------------------------------------------------------------------
+
+    def _alert_fired(self, firing: Firing) -> None:
+        """A firing (the recorder's loop is the app's): mark the row, ring, toast, notify."""
+        with contextlib.suppress(ValueError):
+            self.alerted[StreamKey.parse(firing.stream)] = self.clock() + ALERT_MARK_S
+        self.notifier.alert(firing)
+
+    def action_new_alert(self) -> None:
+        key = self.table.selected
+        if key is None or not self.running:
+            return
+        state = self.recorder.streams.get(key)
+        price = state.forming.close if state is not None and state.forming is not None else None
+        self.push_screen(AlertDialog(key, self._save_alert, price=price))
+
+    async def _save_alert(self, config: AlertConfig, replacing: str | None = None) -> None:
+        """Add an alert (ValueError: why it cannot work), after deleting the one it edits."""
+        if replacing is not None:
+            await self.recorder.delete_alert(replacing)
+        await self.recorder.add_alert(config)
+        self.notify(f"Alert saved: {config.stream} {config.rule} {config.value:g}", timeout=4)
+
+    def action_alerts(self) -> None:
+        self.push_screen(
+            AlertsScreen(
+                self.recorder.alert_rows,
+                mute=self._mute_alert,
+                edit=self._edit_alert,
+                delete=self._delete_alert,
+            )
+        )
+
+    def _mute_alert(self, row: AlertRow) -> None:
+        self.run_worker(
+            self.recorder.mute_alert(row.id, not row.muted),
+            name="muting an alert",
+            exit_on_error=False,
+        )
+
+    def _delete_alert(self, row: AlertRow) -> None:
+        self.run_worker(
+            self.recorder.delete_alert(row.id), name="deleting an alert", exit_on_error=False
+        )
+
+    def _edit_alert(self, row: AlertRow) -> None:
+        try:
+            key = StreamKey.parse(row.stream)
+        except ValueError:
+            return
+
+        async def save(config: AlertConfig) -> None:
+            await self._save_alert(config, replacing=row.id)
+
+        self.push_screen(AlertDialog(key, save, editing=row))
 
     async def wait_started(self) -> None:
         """Wait until the pipeline has started (for tests and scripts)."""

@@ -25,13 +25,17 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
+from kline_tui.alerts.rules import Firing
 from kline_tui.binance.connection import ConnectionStatus
-from kline_tui.config import Settings
+from kline_tui.config import AlertConfig, Settings
 from kline_tui.model import Market, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import StreamState
 from kline_tui.recorder.sink import SinkStats
 from kline_tui.runtime import EXIT_INTERRUPTED, EXIT_OK, Runtime
+from kline_tui.service.client import RemoteError
+from kline_tui.service.feed import alert_row
+from kline_tui.service.protocol import AlertRow
 
 if TYPE_CHECKING:
     from kline_tui.service.client import RemoteRecorder
@@ -125,6 +129,23 @@ class Recorder(Protocol):
     def summary(self) -> list[tuple[int, str]]:
         """Lines to print when the UI has closed, as (logging level, line)."""
         ...
+
+    def alert_rows(self) -> list[AlertRow]:
+        """The recorder's alerts and what they did, in the order they were made."""
+        ...
+
+    def on_alert(self, callback: Callable[[Firing], None]) -> None:
+        """Call `callback` (on the app's loop) with each firing from now on."""
+        ...
+
+    async def add_alert(self, config: AlertConfig) -> None:
+        """Add an alert, kept in the recorder's config; raises ValueError (one sentence) when it
+        cannot work."""
+        ...
+
+    async def mute_alert(self, alert_id: str, muted: bool) -> None: ...
+
+    async def delete_alert(self, alert_id: str) -> None: ...
 
     def report(self, what: str, exc: BaseException) -> None:
         """Log an unexpected failure of the UI's own (a repaint) once, with its traceback."""
@@ -239,6 +260,21 @@ class LocalRecorder:
 
     def summary(self) -> list[tuple[int, str]]:
         return self.runtime.summary()
+
+    def alert_rows(self) -> list[AlertRow]:
+        return [alert_row(alert) for alert in self.runtime.alerts.alerts.values()]
+
+    def on_alert(self, callback: Callable[[Firing], None]) -> None:
+        self.runtime.alerts.listeners.append(callback)
+
+    async def add_alert(self, config: AlertConfig) -> None:
+        self.runtime.add_alert(config)
+
+    async def mute_alert(self, alert_id: str, muted: bool) -> None:
+        self.runtime.mute_alert(alert_id, muted)
+
+    async def delete_alert(self, alert_id: str) -> None:
+        self.runtime.remove_alert(alert_id)
 
     def report(self, what: str, exc: BaseException) -> None:
         self.runtime.supervisor.report(what, exc)
@@ -387,6 +423,26 @@ class AttachedRecorder:
 
     def summary(self) -> list[tuple[int, str]]:
         return [(logging.INFO, f"detached from {self.url}; the recorder goes on recording")]
+
+    def alert_rows(self) -> list[AlertRow]:
+        return self.client.alerts
+
+    def on_alert(self, callback: Callable[[Firing], None]) -> None:
+        self.client.alert_listeners.append(callback)
+
+    async def add_alert(self, config: AlertConfig) -> None:
+        try:
+            await self.client.add_alert(config)
+        except RemoteError as exc:
+            if exc.status == 400:
+                raise ValueError(str(exc).partition("/api/v1/alerts: ")[2] or str(exc)) from None
+            raise
+
+    async def mute_alert(self, alert_id: str, muted: bool) -> None:
+        await self.client.mute_alert(alert_id, muted)
+
+    async def delete_alert(self, alert_id: str) -> None:
+        await self.client.delete_alert(alert_id)
 
     def report(self, what: str, exc: BaseException) -> None:
         kind = f"{what}: {type(exc).__name__}"

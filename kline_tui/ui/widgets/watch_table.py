@@ -202,6 +202,8 @@ class WatchTable(ScrollView, can_focus=True):
         # For measuring: bumped on every change a key makes, copied when a line is painted.
         self.generation = 0
         self.painted_generation = 0
+        # Streams whose alert fired lately (the app keeps it): their symbol is marked with "!".
+        self.marked: set[StreamKey] = set()
 
     # -- what the app calls -------------------------------------------------------------------
 
@@ -461,7 +463,11 @@ class WatchTable(ScrollView, can_focus=True):
         texts = dict(zip(("last", "change", "high", "low", "volume", "trades"), cells, strict=True))
         texts.update(
             market=(key.market.value, muted),
-            symbol=(key.symbol, base),
+            symbol=(
+                (f"!{key.symbol}", base + self._style("warning"))
+                if key in self.marked
+                else (key.symbol, base)
+            ),
             interval=(key.interval.value, base),
             spark=(spark, sign_style[spark_sign]),
             recorded=(fmt.compact(state.recorded), base),

@@ -1,0 +1,202 @@
+"""The alert engine: every alert of a runtime, fed by its hub, firing to listeners.
+
+    engine = AlertEngine(settings.alerts)
+    engine.listeners.append(on_firing)          # the event log, the webhook, the faces
+    hub.closed_listeners.append(engine.on_closed)
+    engine.poll(hub.streams, exchange_now)      # a few times a second: prices, stale, missing
+
+Crossings are judged on the live price each poll (the latest forming update of the stream; the
+updates between two polls are coalesced, as the UI's are); change_pct and volume_spike on each
+closed candle as the hub takes it; stale and missing on each poll against the exchange's clock
+and the ledger's count. A listener is called on the event loop and must not block (the webhook
+queues its request).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Protocol
+
+import msgspec
+
+from kline_tui.alerts.rules import Alert, Firing, Rule, firing_id
+from kline_tui.config import MAX_ALERTS, AlertConfig
+from kline_tui.model import CandleLike, Market, StreamKey
+
+__all__ = ["AlertEngine", "LiveStream"]
+
+log = logging.getLogger(__name__)
+
+MAX_FIRINGS = 200  # the recent firings kept for the faces
+
+
+class LiveStream(Protocol):
+    """What the engine reads of a stream's live state (the hub's `StreamState`)."""
+
+    @property
+    def forming(self) -> CandleLike | None: ...
+
+    @property
+    def event_time(self) -> int | None: ...
+
+    @property
+    def updates(self) -> int: ...
+
+    @property
+    def backfill(self) -> int: ...
+
+
+class AlertEngine:
+    """Every alert of one runtime, keyed by id, and what they fired."""
+
+    def __init__(self, configs: Iterable[AlertConfig] = ()) -> None:
+        self.alerts: dict[str, Alert] = {}
+        self._by_key: dict[StreamKey, list[Alert]] = collections.defaultdict(list)
+        self.listeners: list[Callable[[Firing], None]] = []
+        # Called after any add, mute or delete (the runtime saves the config; the feed re-sends).
+        self.change_listeners: list[Callable[[], None]] = []
+        self.recent: collections.deque[Firing] = collections.deque(maxlen=MAX_FIRINGS)
+        self.version = 0  # bumped by every change and firing: the faces redraw on it
+        self._seen_updates: dict[StreamKey, int] = {}
+        self._silent_since: dict[StreamKey, int] = {}  # exchange time a never-heard stream began
+        for config in configs:
+            self.add(config, announce=False)
+
+    # -- the set of alerts --------------------------------------------------------------------
+
+    def add(self, config: AlertConfig, *, announce: bool = True) -> Alert:
+        """Add an alert (or return the one with the same id: same stream, rule, value, window,
+        whose cooldown and mute are then updated). Raises ValueError when it cannot work."""
+        alert = Alert.of(config)
+        known = self.alerts.get(alert.id)
+        if known is None and len(self.alerts) >= MAX_ALERTS:
+            raise ValueError(f"there are {MAX_ALERTS} alerts already: delete some first")
+        if known is not None:
+            known.config = config
+        else:
+            self.alerts[alert.id] = alert
+            self._by_key[alert.key].append(alert)
+        self._changed(announce)
+        return known or alert
+
+    def remove(self, alert_id: str) -> Alert | None:
+        """Delete an alert; returns it, or None when there is no such alert."""
+        alert = self.alerts.pop(alert_id, None)
+        if alert is not None:
+            siblings = self._by_key[alert.key]
+            siblings.remove(alert)
+            if not siblings:
+                del self._by_key[alert.key]
+            self._changed(True)
+        return alert
+
+    def mute(self, alert_id: str, muted: bool) -> Alert | None:
+        """Mute or unmute an alert; returns it, or None when there is no such alert."""
+        alert = self.alerts.get(alert_id)
+        if alert is not None and alert.muted != muted:
+            alert.config = _with(alert.config, muted=muted)
+            self._changed(True)
+        return alert
+
+    def configs(self) -> list[AlertConfig]:
+        """The alerts as the config file holds them, in the order they were made."""
+        return [alert.config for alert in self.alerts.values()]
+
+    def _changed(self, announce: bool) -> None:
+        self.version += 1
+        if announce:
+            for listener in self.change_listeners:
+                listener()
+
+    @property
+    def keys(self) -> set[StreamKey]:
+        """The streams some alert watches."""
+        return set(self._by_key)
+
+    # -- what the pipeline feeds in -----------------------------------------------------------
+
+    def on_price(self, key: StreamKey, price: float, open_time: int, at_ms: int) -> None:
+        """A live price of `key` (the forming candle's close) at exchange time `at_ms`."""
+        for alert in self._by_key.get(key, ()):
+            if alert.rule.is_crossing and alert.check(alert.crossed(price), at_ms):
+                self._fire(alert, price, open_time, at_ms)
+
+    def on_closed(self, key: StreamKey, candle: CandleLike) -> None:
+        """A closed candle of `key` as the hub took it (never one twice, in order)."""
+        for alert in self._by_key.get(key, ()):
+            if not alert.rule.on_closed:
+                continue
+            condition = alert.closed(candle)
+            at_ms = candle.close_time + 1
+            if condition is not None and alert.check(condition, at_ms):
+                self._fire(alert, candle.close, candle.open_time, at_ms)
+
+    def on_time(
+        self, key: StreamKey, last_event: int | None, missing: int, now_ms: int, price: float | None
+    ) -> None:
+        """The exchange's time now, the stream's last event time (None: never heard) and the
+        candles the ledger knows missing: for stale and missing."""
+        alerts = self._by_key.get(key, ())
+        if not alerts:
+            return
+        if last_event is None:
+            last_event = self._silent_since.setdefault(key, now_ms)
+        open_time = key.interval.open_time_at(now_ms)
+        for alert in alerts:
+            if alert.rule is Rule.STALE:
+                condition = now_ms - last_event >= alert.value * 1000
+            elif alert.rule is Rule.MISSING:
+                condition = missing >= alert.value
+            else:
+                continue
+            if alert.check(condition, now_ms):
+                self._fire(alert, price, open_time, now_ms)
+
+    def poll(
+        self,
+        streams: Mapping[StreamKey, LiveStream],
+        exchange_now: Callable[[Market], int | None],
+    ) -> None:
+        """One round over the watched streams that have alerts: live prices (only of streams
+        that updated since the last round), then stale and missing."""
+        for key in list(self._by_key):
+            state = streams.get(key)
+            if state is None:
+                continue  # not watched (now): nothing to judge
+            forming = state.forming
+            price = forming.close if forming is not None else None
+            if forming is not None and self._seen_updates.get(key) != state.updates:
+                self._seen_updates[key] = state.updates
+                at_ms = state.event_time if state.event_time is not None else forming.close_time
+                self.on_price(key, forming.close, forming.open_time, at_ms)
+            now_ms = exchange_now(key.market)
+            if now_ms is not None:
+                self.on_time(key, state.event_time, state.backfill, now_ms, price)
+
+    def _fire(self, alert: Alert, price: float | None, open_time: int, at_ms: int) -> None:
+        stream, rule = str(alert.key), alert.rule.value
+        shown = "" if price is None else f" at {price:g}"
+        firing = Firing(
+            id=firing_id(stream, rule, alert.value, open_time),
+            alert=alert.id,
+            stream=stream,
+            rule=rule,
+            value=alert.value,
+            price=price,
+            open_time=open_time,
+            fired_at=at_ms,
+            message=f"alert: {stream} {alert.describe()}{shown}",
+        )
+        self.recent.append(firing)
+        self.version += 1
+        for listener in self.listeners:
+            try:
+                listener(firing)
+            except Exception:  # one face's bug must not silence the others
+                log.exception("alert listener failed")
+
+
+def _with(config: AlertConfig, **changes: object) -> AlertConfig:
+    return msgspec.structs.replace(config, **changes)

@@ -1,0 +1,188 @@
+"""One alert: its rule (a fixed kind, never an expression), its state, and when it fires.
+
+Every rule is edge-triggered: it fires when its condition becomes true, and is armed again only
+once the condition has been false. A firing inside the alert's cooldown (measured in exchange
+time, from the previous firing) is skipped, and the alert waits for the condition to clear again.
+
+- `price_above` / `price_below`: the live (forming) price crosses the level. The first price seen
+  only arms the alert (a level already passed when the alert is made is not a crossing).
+- `change_pct`: over the last `window` closed candles, from the open of the oldest to the close
+  of the newest, the price moved by at least `value` percent (a negative value: fell by at least
+  that much).
+- `volume_spike`: the newest closed candle's volume is at least `value` times the mean volume of
+  the `window` closed candles before it.
+- `stale`: no update of the stream for `value` seconds of exchange time.
+- `missing`: the ledger knows at least `value` closed candles of the stream missing (a gap, or a
+  new stream's history, not fetched yet).
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import hashlib
+from dataclasses import dataclass, field
+
+from kline_tui.config import AlertConfig, parse_alert
+from kline_tui.model import CandleLike, StreamKey
+
+__all__ = ["Alert", "Firing", "Rule", "alert_id", "firing_id"]
+
+
+class Rule(enum.StrEnum):
+    """The kinds of alert (config's `ALERT_RULES`)."""
+
+    PRICE_ABOVE = "price_above"
+    PRICE_BELOW = "price_below"
+    CHANGE_PCT = "change_pct"
+    VOLUME_SPIKE = "volume_spike"
+    STALE = "stale"
+    MISSING = "missing"
+
+    @property
+    def is_crossing(self) -> bool:
+        """Evaluated on the live price, and fires only on a crossing."""
+        return self in (Rule.PRICE_ABOVE, Rule.PRICE_BELOW)
+
+    @property
+    def on_closed(self) -> bool:
+        """Evaluated on closed candles (else on live updates or on the exchange's time)."""
+        return self in (Rule.CHANGE_PCT, Rule.VOLUME_SPIKE)
+
+    def describe(self, value: float, window: int) -> str:
+        """The rule in words, for the event log and the list screen."""
+        return {
+            Rule.PRICE_ABOVE: f"price above {value:g}",
+            Rule.PRICE_BELOW: f"price below {value:g}",
+            Rule.CHANGE_PCT: f"change of {value:+g}% over {window} candles",
+            Rule.VOLUME_SPIKE: f"volume {value:g}x the mean of {window} candles",
+            Rule.STALE: f"no update for {value:g} s",
+            Rule.MISSING: f"{value:g}+ candles missing",
+        }[self]
+
+
+def alert_id(config: AlertConfig) -> str:
+    """A short id, the same for the same stream, rule, value and window in any process (so an
+    attached UI, the API and a twin recorder name an alert alike)."""
+    text = f"{config.stream}|{config.rule}|{config.value!r}|{config.window}"
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def firing_id(stream: str, rule: str, value: float, open_time: int) -> str:
+    """The id of one firing: stream, rule, level and the candle's open time. Two recorders of
+    the same stream (twins) give the same id, so a receiver drops the second copy."""
+    return f"{stream}/{rule}/{value:g}/{open_time}"
+
+
+@dataclass(frozen=True, slots=True)
+class Firing:
+    """One firing of an alert. Times are exchange times in ms."""
+
+    id: str
+    alert: str  # the alert's id
+    stream: str
+    rule: str
+    value: float
+    price: float | None  # the last price known when it fired
+    open_time: int  # of the candle it fired on
+    fired_at: int
+    message: str
+
+    def body(self) -> dict[str, object]:
+        """The webhook's JSON body (README, "Alerts"; DESIGN.md, "Contracts")."""
+        return {
+            "id": self.id,
+            "alert": self.alert,
+            "stream": self.stream,
+            "rule": self.rule,
+            "value": self.value,
+            "price": self.price,
+            "open_time": self.open_time,
+            "fired_at": self.fired_at,
+            "message": self.message,
+        }
+
+
+@dataclass(slots=True)
+class Alert:
+    """An alert and its state. `check` is given the condition and says whether to fire."""
+
+    config: AlertConfig
+    key: StreamKey
+    rule: Rule
+    id: str
+    armed: bool | None = None  # None: no observation yet (crossings need a side to start from)
+    last_fired_at: int | None = None
+    fired: int = 0  # firings since this process started
+    skipped: int = 0  # conditions met within the cooldown
+    closes: collections.deque[CandleLike] = field(default_factory=collections.deque)
+
+    @classmethod
+    def of(cls, config: AlertConfig) -> Alert:
+        """Build one from its config; raises ValueError (one sentence) when it cannot work."""
+        key, rule = parse_alert(config)
+        return cls(config, key, Rule(rule), alert_id(config))
+
+    @property
+    def muted(self) -> bool:
+        return self.config.muted
+
+    @property
+    def value(self) -> float:
+        return self.config.value
+
+    def describe(self) -> str:
+        return self.rule.describe(self.config.value, self.config.window)
+
+    def check(self, condition: bool, at_ms: int) -> bool:
+        """Feed the condition's truth at exchange time `at_ms`; True when the alert fires."""
+        if not condition:
+            self.armed = True
+            return False
+        if self.armed is None and self.rule.is_crossing:
+            self.armed = False  # the first price is past the level already: not a crossing
+            return False
+        if self.armed is False:
+            return False  # fired (or skipped) and not cleared since
+        self.armed = False
+        cooldown = self.config.cooldown_s * 1000
+        if self.last_fired_at is not None and at_ms - self.last_fired_at < cooldown:
+            self.skipped += 1
+            return False
+        if self.muted:
+            return False
+        self.last_fired_at = at_ms
+        self.fired += 1
+        return True
+
+    # -- conditions ---------------------------------------------------------------------------
+
+    def crossed(self, price: float) -> bool:
+        """price_above / price_below: the price is past the level."""
+        if self.rule is Rule.PRICE_ABOVE:
+            return price > self.config.value
+        return price < self.config.value
+
+    def closed(self, candle: CandleLike) -> bool | None:
+        """Take a closed candle (change_pct, volume_spike); the condition, or None while fewer
+        candles than the rule needs have closed."""
+        window = self.config.window
+        need = window if self.rule is Rule.CHANGE_PCT else window + 1
+        closes = self.closes
+        if closes and candle.open_time <= closes[-1].open_time:
+            return None  # a late or repeated close: the series only moves forward
+        closes.append(candle)
+        while len(closes) > need:
+            closes.popleft()
+        if len(closes) < need:
+            return None
+        if self.rule is Rule.CHANGE_PCT:
+            first = closes[0].open
+            if not first > 0:
+                return None
+            change = (candle.close - first) / first * 100
+            value = self.config.value
+            return change >= value if value > 0 else change <= value
+        before = list(closes)[:-1]
+        mean = sum(c.volume for c in before) / len(before)
+        return mean > 0 and candle.volume >= self.config.value * mean

@@ -1,0 +1,596 @@
+"""Alerts: the rules' semantics on made-up sequences, the engine fed by the simulator in a
+runtime, the webhook against a test server on loopback, the config round trip, the service API,
+`record` logging a firing headless, and the UI's dialog, list and persistence."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import msgspec
+import pytest
+from aiohttp import web
+
+from kline_tui.alerts.engine import AlertEngine
+from kline_tui.alerts.rules import Firing, firing_id
+from kline_tui.alerts.webhook import WebhookSender
+from kline_tui.config import AlertConfig, ConfigError, NotifyConfig, load_settings, save_alerts
+from kline_tui.model import Candle, StreamKey
+from kline_tui.runtime import Runtime
+
+from .support import make_settings, wait_until
+
+KEY = StreamKey.parse("usdm:BTCUSDT:1m")
+MINUTE = 60_000
+
+
+def engine_with(**alert: object) -> tuple[AlertEngine, list[Firing]]:
+    engine = AlertEngine([AlertConfig(stream=str(KEY), **alert)])  # type: ignore[arg-type]
+    fired: list[Firing] = []
+    engine.listeners.append(fired.append)
+    return engine, fired
+
+
+def feed_prices(engine: AlertEngine, prices: list[float], step_ms: int = 1000) -> None:
+    for i, price in enumerate(prices):
+        at = 10 * MINUTE + i * step_ms
+        engine.on_price(KEY, price, at - at % MINUTE, at)
+
+
+def candle(i: int, open_: float, close: float, volume: float = 1.0) -> Candle:
+    t = 100 * MINUTE + i * MINUTE
+    return Candle(
+        t,
+        t + MINUTE - 1,
+        open_,
+        max(open_, close),
+        min(open_, close),
+        close,
+        volume,
+        volume * close,
+        0.0,
+        0.0,
+        1,
+    )
+
+
+# -- rules --------------------------------------------------------------------------------------
+
+
+def test_price_above_fires_once_per_crossing_and_rearms() -> None:
+    engine, fired = engine_with(rule="price_above", value=100.0, cooldown_s=0)
+    feed_prices(engine, [99, 99.5, 100.5, 101, 102, 99, 98, 100.1, 100.2])
+    assert [f.price for f in fired] == [100.5, 100.1]
+    first = fired[0]
+    assert first.fired_at == 10 * MINUTE + 2000
+    assert first.open_time == 10 * MINUTE
+    assert first.id == firing_id(str(KEY), "price_above", 100.0, 10 * MINUTE)
+
+
+def test_price_already_past_the_level_is_not_a_crossing() -> None:
+    engine, fired = engine_with(rule="price_below", value=100.0, cooldown_s=0)
+    feed_prices(engine, [95, 94, 96])
+    assert fired == []
+    feed_prices(engine, [101, 99])
+    assert [f.price for f in fired] == [99]
+
+
+def test_cooldown_skips_crossings_in_exchange_time() -> None:
+    engine, fired = engine_with(rule="price_above", value=100.0, cooldown_s=5)
+    # Crossings at 1 s, 3 s (within 5 s: skipped), 7 s (fires again).
+    feed_prices(engine, [99, 101, 99, 101, 99, 99, 99, 101])
+    assert [f.fired_at - 10 * MINUTE for f in fired] == [1000, 7000]
+    assert engine.alerts[next(iter(engine.alerts))].skipped == 1
+
+
+def test_muted_alert_never_fires_and_unmutes() -> None:
+    engine, fired = engine_with(rule="price_above", value=100.0, cooldown_s=0, muted=True)
+    feed_prices(engine, [99, 101, 99, 101])
+    assert fired == []
+    alert_id = next(iter(engine.alerts))
+    engine.mute(alert_id, False)
+    feed_prices(engine, [99, 101])
+    assert len(fired) == 1
+
+
+def test_change_pct_over_a_window_of_closed_candles() -> None:
+    engine, fired = engine_with(rule="change_pct", value=2.0, window=3, cooldown_s=0)
+    engine.on_closed(KEY, candle(0, 100, 100.5))
+    engine.on_closed(KEY, candle(1, 100.5, 101))
+    assert fired == []  # fewer than 3 candles
+    engine.on_closed(KEY, candle(2, 101, 102.5))  # 100 -> 102.5: +2.5 %
+    assert len(fired) == 1 and fired[0].price == 102.5
+    engine.on_closed(KEY, candle(3, 102.5, 103))  # 100.5 -> 103: still past: no new firing
+    engine.on_closed(KEY, candle(3, 102.5, 103))  # a repeated close is ignored
+    engine.on_closed(KEY, candle(4, 103, 101))  # 101 -> 101: cleared, armed again
+    engine.on_closed(KEY, candle(5, 101, 104))  # 102.5 -> 104: +1.5 %: not enough
+    engine.on_closed(KEY, candle(6, 104, 106))  # 103 -> 106: +2.9 %
+    assert len(fired) == 2 and fired[1].open_time == candle(6, 0, 0).open_time
+
+
+def test_negative_change_pct_is_a_fall() -> None:
+    engine, fired = engine_with(rule="change_pct", value=-1.0, window=2, cooldown_s=0)
+    engine.on_closed(KEY, candle(0, 100, 101))
+    engine.on_closed(KEY, candle(1, 101, 99.5))  # +-0.5 %
+    engine.on_closed(KEY, candle(2, 99.5, 98.8))  # 101 -> 98.8: -2.2 %
+    assert [f.price for f in fired] == [98.8]
+
+
+def test_volume_spike_against_the_mean_of_the_window_before() -> None:
+    engine, fired = engine_with(rule="volume_spike", value=3.0, window=2, cooldown_s=0)
+    for i, volume in enumerate([10, 20, 44, 46, 200]):
+        engine.on_closed(KEY, candle(i, 100, 100, volume))
+    # 44 < 3 x 15; 46 < 3 x 32; 200 >= 3 x 45
+    assert [f.open_time for f in fired] == [candle(4, 0, 0).open_time]
+
+
+def test_stale_in_exchange_time_and_missing_from_the_ledger() -> None:
+    engine = AlertEngine(
+        [
+            AlertConfig(stream=str(KEY), rule="stale", value=30, cooldown_s=0),
+            AlertConfig(stream=str(KEY), rule="missing", value=2, cooldown_s=0),
+        ]
+    )
+    fired: list[Firing] = []
+    engine.listeners.append(fired.append)
+    t0 = 50 * MINUTE
+    engine.on_time(KEY, t0, 0, t0 + 29_000, 1.0)
+    assert fired == []
+    engine.on_time(KEY, t0, 1, t0 + 30_000, 1.0)
+    engine.on_time(KEY, t0, 1, t0 + 40_000, 1.0)  # still stale: once
+    assert [f.rule for f in fired] == ["stale"]
+    engine.on_time(KEY, t0 + 41_000, 3, t0 + 41_000, 1.0)  # heard again; 3 missing
+    assert [f.rule for f in fired] == ["stale", "missing"]
+    engine.on_time(KEY, t0 + 41_000, 0, t0 + 80_000, 1.0)  # stale again, gap filled
+    assert [f.rule for f in fired] == ["stale", "missing", "stale"]
+
+
+@pytest.mark.parametrize(
+    ("alert", "problem"),
+    [
+        ({"stream": "usdm:BTCUSDT:1m:mark", "rule": "volume_spike", "value": 3}, "no volume"),
+        ({"stream": "usdm:BTCUSDT:7m", "rule": "stale", "value": 3}, "7m"),
+        ({"stream": "usdm:BTCUSDT:1m", "rule": "price_above", "value": -1}, "above 0"),
+        ({"stream": "usdm:BTCUSDT:1m", "rule": "eval", "value": 1}, "price_above"),
+        (
+            {"stream": "usdm:BTCUSDT:1m", "rule": "stale", "value": 1, "x": 1},
+            "alerts[0].x: unknown key",
+        ),
+        ({"stream": "usdm:BTCUSDT:1m", "rule": "stale", "value": float("inf")}, "finite"),
+    ],
+)
+def test_config_refuses_alerts_that_cannot_work(tmp_path: Path, alert, problem) -> None:
+    import tomlkit
+
+    doc = tomlkit.document()
+    tables = tomlkit.aot()
+    table = tomlkit.table()
+    for name, value in alert.items():
+        table[name] = value
+    tables.append(table)
+    doc["alerts"] = tables
+    path = tmp_path / "config.toml"
+    path.write_text(tomlkit.dumps(doc))
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert "alerts[0]" in str(caught.value) and problem in str(caught.value)
+
+
+def test_alerts_saved_into_the_config_keep_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('# mine\nwatch = ["usdm:BTCUSDT:1m"]\n[notify]\nwebhook = "http://x/y"\n')
+    alerts = [
+        AlertConfig(stream="usdm:BTCUSDT:1m", rule="price_above", value=100_000.5),
+        AlertConfig(
+            stream="usdm:BTCUSDT:1m:mark", rule="change_pct", value=-2, window=9, muted=True
+        ),
+    ]
+    save_alerts(path, alerts)
+    text = path.read_text()
+    assert text.startswith("# mine\n") and "[[alerts]]" in text
+    settings = load_settings(path)
+    assert settings.alerts == tuple(alerts)
+    assert settings.notify.webhook == "http://x/y"
+    save_alerts(path, [])
+    assert load_settings(path).alerts == () and "[[alerts]]" not in path.read_text()
+
+
+# -- the webhook ----------------------------------------------------------------------------------
+
+
+class Receiver:
+    """A webhook receiver on loopback: answers each POST with the next of `answers` (a status,
+    or "slow": no answer within the sender's timeout), then 200; keeps every body."""
+
+    def __init__(self, answers: list[int | str] | None = None) -> None:
+        self.answers = list(answers or [])
+        self.bodies: list[dict[str, object]] = []
+        self.headers: list[dict[str, str]] = []
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _post(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.bodies.append(body)
+        self.headers.append(dict(request.headers))
+        answer = self.answers.pop(0) if self.answers else 200
+        if answer == "slow":
+            await asyncio.sleep(5)
+            answer = 200
+        return web.Response(status=int(answer), text="")
+
+    async def __aenter__(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/hook", self._post)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.url = f"http://{host}:{port}/hook"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+def a_firing(open_time: int = 5 * MINUTE) -> Firing:
+    stream, rule = str(KEY), "price_above"
+    return Firing(
+        id=firing_id(stream, rule, 100.0, open_time),
+        alert="abc",
+        stream=stream,
+        rule=rule,
+        value=100.0,
+        price=100.5,
+        open_time=open_time,
+        fired_at=open_time + 1234,
+        message="alert: x",
+    )
+
+
+async def test_webhook_retries_a_500_and_a_timeout_then_delivers_the_documented_body() -> None:
+    warnings: list[str] = []
+    async with Receiver([500, "slow"]) as receiver:
+        sender = WebhookSender(
+            receiver.url, warnings.append, timeout_s=0.5, retries=3, retry_first_s=0.05
+        )
+        task = asyncio.ensure_future(sender.run())
+        try:
+            sender.send(a_firing())
+            await wait_until(lambda: sender.sent == 1, timeout=20, what="the webhook delivered")
+        finally:
+            task.cancel()
+    assert len(receiver.bodies) == 3  # a 500, a timeout, then the delivery
+    body = receiver.bodies[-1]
+    assert body == {
+        "id": "usdm:BTCUSDT:1m/price_above/100/300000",
+        "alert": "abc",
+        "stream": "usdm:BTCUSDT:1m",
+        "rule": "price_above",
+        "value": 100.0,
+        "price": 100.5,
+        "open_time": 300000,
+        "fired_at": 301234,
+        "message": "alert: x",
+    }
+    assert receiver.headers[-1]["Idempotency-Key"] == body["id"]
+    assert warnings == []
+
+
+async def test_webhook_gives_up_in_the_event_log_and_goes_on() -> None:
+    warnings: list[str] = []
+    async with Receiver([503, 503, 400]) as receiver:
+        sender = WebhookSender(receiver.url, warnings.append, retries=1, retry_first_s=0.01)
+        task = asyncio.ensure_future(sender.run())
+        try:
+            sender.send(a_firing(MINUTE))  # 503, 503: given up
+            sender.send(a_firing(2 * MINUTE))  # 400: refused, not tried again
+            sender.send(a_firing(3 * MINUTE))  # delivered
+            await wait_until(lambda: sender.sent == 1, timeout=20, what="the third delivered")
+        finally:
+            task.cancel()
+    assert [b["open_time"] for b in receiver.bodies] == [MINUTE, MINUTE, 2 * MINUTE, 3 * MINUTE]
+    assert sender.failed == 2
+    assert ["HTTP 503" in warnings[0], "HTTP 400" in warnings[1]] == [True, True]
+
+
+# -- in a runtime, against the simulator ------------------------------------------------------
+
+
+async def test_runtime_fires_on_the_simulators_prices_logs_it_and_posts_the_webhook(
+    sim, tmp_path: Path
+) -> None:
+    async with Receiver() as receiver:
+        settings = make_settings(sim, tmp_path, [str(KEY)], history=2)
+        settings = dataclasses.replace(
+            settings, notify=NotifyConfig(webhook=receiver.url, webhook_timeout_s=2.0)
+        )
+        runtime = Runtime(settings, keep_closed=0)
+        fired: list[Firing] = []
+        runtime.alerts.listeners.append(fired.append)
+        messages: list[str] = []
+        runtime.events.subscribe(lambda e: messages.append(e.message))
+        await runtime.start()
+        try:
+            hub = runtime.pipeline.hub  # type: ignore[union-attr]
+            await wait_until(lambda: hub.streams[KEY].forming is not None, what="a price")
+            price = hub.streams[KEY].forming.close  # type: ignore[union-attr]
+            # A narrow band around the price: the simulated market leaves it one way or the
+            # other within seconds of its fast clock.
+            for rule, level in (("price_above", price * 1.0002), ("price_below", price * 0.9998)):
+                runtime.add_alert(AlertConfig(stream=str(KEY), rule=rule, value=level))
+            await wait_until(lambda: fired, timeout=60, what="an alert firing")
+            await wait_until(lambda: receiver.bodies, timeout=20, what="the webhook's POST")
+        finally:
+            await runtime.stop()
+    firing = fired[0]
+    assert firing.price is not None
+    if firing.rule == "price_above":
+        assert firing.price > firing.value
+    else:
+        assert firing.price < firing.value
+    # Exchange time: the simulator runs an hour ahead of the local clock.
+    assert abs(firing.fired_at - sim.clock.now_ms()) < 120_000
+    assert firing.open_time == KEY.interval.open_time_at(firing.fired_at)
+    assert firing.message in messages
+    assert receiver.bodies[0]["id"] == firing.id
+    assert receiver.bodies[0]["fired_at"] == firing.fired_at
+
+
+# -- the service API ----------------------------------------------------------------------------
+
+
+async def test_api_adds_lists_mutes_deletes_and_sends_firings_to_an_attached_client(
+    sim, tmp_path: Path
+) -> None:
+    from kline_tui.service.client import RemoteError, RemoteRecorder
+
+    from .service_support import TOKEN, call, live, serve
+
+    async with serve(sim, tmp_path, [str(KEY)]) as served:
+        await live(served, [KEY])
+        base = served.url + "/api/v1/alerts"
+        status, body, _ = await call("POST", base, json={"stream": str(KEY), "rule": "x"})
+        assert status == 400 and "rule" in body["error"]
+        status, body, _ = await call(
+            "POST",
+            base,
+            json={"stream": "usdm:BTCUSDT:1m:mark", "rule": "volume_spike", "value": 2},
+        )
+        assert status == 400 and "no volume" in body["error"]
+        status, body, _ = await call("POST", base, headers=None, json={})
+        assert status == 401
+
+        client = RemoteRecorder(served.url, TOKEN)
+        fired: list[Firing] = []
+        client.alert_listeners.append(fired.append)
+        follow = asyncio.ensure_future(client.run())
+        try:
+            await client.wait_connected()
+            price = served.hub.streams[KEY].forming.close
+            ids = []
+            for rule, level in (("price_above", price * 1.0002), ("price_below", price * 0.9998)):
+                status, body, _ = await call(
+                    "POST",
+                    base,
+                    json={"stream": str(KEY), "rule": rule, "value": level, "cooldown_s": 0},
+                )
+                assert status == 201, body
+                ids.append(body["alert"]["id"])
+            status, body, _ = await call("GET", base)
+            assert [a["id"] for a in body["alerts"]] == ids
+            assert body["alerts"][0]["description"].startswith("price above")
+            await wait_until(lambda: len(client.alerts) == 2, what="the mirrored alerts")
+            await wait_until(lambda: fired, timeout=60, what="a firing on the events socket")
+            assert fired[0].alert in ids and fired[0].stream == str(KEY)
+            assert fired[0].id == firing_id(
+                str(KEY), fired[0].rule, fired[0].value, fired[0].open_time
+            )
+
+            muted = await client.mute_alert(ids[0], True)
+            assert muted.muted and served.runtime.alerts.alerts[ids[0]].muted
+            await wait_until(lambda: client.alerts[0].muted, what="the mute mirrored")
+            status, body, _ = await call("POST", f"{base}/{ids[0]}/mute", data=b"")
+            assert status == 200 and body["alert"]["muted"] is True
+            status, body, _ = await call("POST", f"{base}/{ids[0]}/mute", json={"muted": False})
+            assert body["alert"]["muted"] is False
+
+            deleted = await client.delete_alert(ids[1])
+            assert deleted.id == ids[1] and list(served.runtime.alerts.alerts) == [ids[0]]
+            with pytest.raises(RemoteError) as missing:
+                await client.delete_alert(ids[1])
+            assert missing.value.status == 404
+            await wait_until(lambda: len(client.alerts) == 1, what="the deletion mirrored")
+        finally:
+            await client.close()
+            follow.cancel()
+
+
+# -- the UI ---------------------------------------------------------------------------------------
+
+
+def test_desktop_notifications_go_where_a_desktop_is_and_never_under_systemd() -> None:
+    from kline_tui.ui.notify import desktop_channel, osc_notification
+
+    found = {"notify-send": "/usr/bin/notify-send"}.get
+    assert desktop_channel({"VTE_VERSION": "7600"}, is_terminal=True) == "osc777"
+    assert desktop_channel({"TERM_PROGRAM": "iTerm.app"}, is_terminal=True) == "osc9"
+    assert desktop_channel({"DISPLAY": ":0"}, is_terminal=True, which=found) == "notify-send"
+    assert desktop_channel({"DISPLAY": ":0"}, is_terminal=True, which=lambda _: None) is None
+    systemd = {"VTE_VERSION": "7600", "INVOCATION_ID": "abc", "DISPLAY": ":0"}
+    assert desktop_channel(systemd, is_terminal=True, which=found) is None
+    assert desktop_channel({"JOURNAL_STREAM": "8:1"}, is_terminal=True, which=found) is None
+    assert desktop_channel({"VTE_VERSION": "7600"}, is_terminal=False) is None
+    # Text from a server cannot end the sequence early nor smuggle another one.
+    sequence = osc_notification("osc777", "t;x", "a\x1b]52;c;bad\x07b", tmux=False)
+    assert sequence.startswith("\x1b]777;notify;t,x;") and sequence.count("\x1b") == 2
+    assert "\x07" not in sequence
+    wrapped = osc_notification("osc9", "t", "b", tmux=True)
+    assert wrapped.startswith("\x1bPtmux;\x1b\x1b]9;") and wrapped.endswith("\x1b\\")
+
+
+async def test_alert_made_in_the_ui_fires_marks_the_row_rings_and_survives_a_restart(
+    sim, tmp_path: Path
+) -> None:
+    from textual.widgets import Input, Select
+
+    from kline_tui.ui.app import KlineApp
+    from kline_tui.ui.screens.alert_dialog import AlertDialog
+    from kline_tui.ui.screens.alerts import AlertsScreen
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'# mine\nwatch = ["{KEY}"]\n[recorder]\nflush_age_s = 1\n')
+
+    def settings():
+        return dataclasses.replace(
+            load_settings(config), endpoints=dict(sim.endpoints), data_dir=tmp_path / "data"
+        )
+
+    app = KlineApp(settings())
+    rings: list[int] = []
+    app.bell = lambda: rings.append(1)  # type: ignore[method-assign]
+    async with app.run_test(size=(160, 45)) as pilot:
+        await app.wait_started()
+        streams = app.recorder.streams
+        await wait_until(lambda: KEY in streams and streams[KEY].forming, what="a price")
+        app.table.select(KEY)
+        for rule, factor in (("price_above", 1.0002), ("price_below", 0.9998)):
+            await pilot.press("exclamation_mark")
+            assert isinstance(app.screen, AlertDialog)
+            dialog = app.screen
+            dialog.query_one("#alert-rule", Select).value = rule
+            await pilot.pause()
+            box = dialog.query_one("#alert-value", Input)
+            assert float(box.value) > 0  # the price, to start from
+            box.value = ""
+            level = streams[KEY].forming.close * factor
+            await pilot.press(*f"{level:.2f}", "enter")
+            await wait_until(lambda: not isinstance(app.screen, AlertDialog), what="saved")
+        assert [r.rule for r in app.recorder.alert_rows()] == ["price_above", "price_below"]
+
+        fired = lambda: any(r.fired for r in app.recorder.alert_rows())  # noqa: E731
+        await wait_until(fired, timeout=60, what="an alert firing")
+        await wait_until(lambda: rings, what="the bell")
+        app.repaint()
+        assert app.table.row_cells(KEY)["symbol"] == f"!{KEY.symbol}"
+        assert any(e.message.startswith(f"alert: {KEY}") for e in app.events.recent)
+        assert any(n.title == "Alert" for n in app._notifications)
+
+        # The list: mute the first, delete the second.
+        await pilot.press("L")
+        assert isinstance(app.screen, AlertsScreen)
+        await pilot.press("m")
+        await wait_until(lambda: app.recorder.alert_rows()[0].muted, what="muted")
+        await pilot.press("down", "d")
+        await wait_until(lambda: len(app.recorder.alert_rows()) == 1, what="deleted")
+        await pilot.press("escape")
+        await app.runtime.alerts_saved()
+    text = config.read_text()
+    assert text.startswith("# mine\n")
+    saved = load_settings(config).alerts
+    assert [(a.rule, a.muted) for a in saved] == [("price_above", True)]
+
+    again = KlineApp(settings())
+    async with again.run_test(size=(160, 45)):
+        await again.wait_started()
+        rows = again.recorder.alert_rows()
+        assert [(r.stream, r.rule, r.muted) for r in rows] == [(str(KEY), "price_above", True)]
+        assert rows[0].value == saved[0].value
+
+
+# -- headless -------------------------------------------------------------------------------------
+
+
+async def test_record_logs_firings_headless(sim, tmp_path: Path) -> None:
+    import signal
+
+    from .support import start_record, write_config
+
+    config = write_config(
+        tmp_path / "config.toml",
+        sim.endpoints,
+        data_dir=tmp_path / "data",
+        watch=[str(KEY)],
+        recorder={"history": 5},
+    )
+    # The 5 candles of history are missing until fetched: `missing` fires at once. A volume of
+    # a thousandth of the previous candle's fires on the second candle that closes live.
+    config.write_text(
+        config.read_text()
+        + f'[[alerts]]\nstream = "{KEY}"\nrule = "missing"\nvalue = 1\n'
+        + f'[[alerts]]\nstream = "{KEY}"\nrule = "volume_spike"\nvalue = 0.001\nwindow = 1\n'
+    )
+    process = await start_record(config)
+    assert process.stderr is not None
+    seen: list[str] = []
+    try:
+        async with asyncio.timeout(60):
+            while not (
+                any("candles missing" in line for line in seen)
+                and any("volume 0.001x" in line for line in seen)
+            ):
+                line = (await process.stderr.readline()).decode()
+                assert line, "".join(seen)
+                seen.append(line)
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest = await process.communicate()
+    assert process.returncode == 0, "".join(seen) + rest[1].decode()
+    assert any(f"alert: {KEY} 1+ candles missing" in line for line in seen)
+    assert any(f"alert: {KEY} volume 0.001x the mean of 1 candles at " in line for line in seen)
+
+
+def test_the_engine_holds_a_bounded_number_of_alerts() -> None:
+    from kline_tui.config import MAX_ALERTS
+
+    engine = AlertEngine()
+    for i in range(MAX_ALERTS):
+        engine.add(AlertConfig(stream=str(KEY), rule="price_above", value=1000.0 + i))
+    engine.add(AlertConfig(stream=str(KEY), rule="price_above", value=1000.0, cooldown_s=1))
+    assert engine.alerts[next(iter(engine.alerts))].config.cooldown_s == 1  # the same alert
+    with pytest.raises(ValueError, match="delete some"):
+        engine.add(AlertConfig(stream=str(KEY), rule="price_below", value=1.0))
+
+
+async def test_an_attached_ui_shows_and_edits_the_recorders_alerts(sim, tmp_path: Path) -> None:
+    from kline_tui.service.client import RemoteRecorder
+    from kline_tui.ui.recorder import AttachedRecorder
+
+    from .service_support import TOKEN, serve
+
+    async with serve(sim, tmp_path, [str(KEY)]) as served:
+        attached = AttachedRecorder(
+            RemoteRecorder(served.url, TOKEN), served.url, served.runtime.settings
+        )
+        fired: list[Firing] = []
+        attached.on_alert(fired.append)
+        await attached.start([])
+        try:
+            with pytest.raises(ValueError, match="no volume"):
+                await attached.add_alert(
+                    AlertConfig(stream=f"{KEY}:mark", rule="volume_spike", value=2)
+                )
+            # A thousandth of the previous candle's volume: the second live close fires it.
+            spike = AlertConfig(stream=str(KEY), rule="volume_spike", value=0.001, window=1)
+            await attached.add_alert(spike)
+            await attached.add_alert(AlertConfig(stream=str(KEY), rule="stale", value=3600))
+            await wait_until(lambda: len(attached.alert_rows()) == 2, what="mirrored alerts")
+            await wait_until(lambda: fired, timeout=30, what="a firing sent to the attached UI")
+            assert fired[0].rule == "volume_spike" and fired[0].price is not None
+            assert any(e.message == fired[0].message for e in attached.events.recent)
+            await wait_until(lambda: attached.alert_rows()[0].fired >= 1, what="fired counted")
+            first, second = attached.alert_rows()
+            await attached.mute_alert(first.id, True)
+            await attached.delete_alert(second.id)
+            await wait_until(
+                lambda: [(r.id, r.muted) for r in attached.alert_rows()] == [(first.id, True)],
+                what="the edits mirrored",
+            )
+            assert [a.config for a in served.runtime.alerts.alerts.values()] == [
+                msgspec.structs.replace(spike, muted=True)
+            ]
+        finally:
+            await attached.stop()
