@@ -356,9 +356,11 @@ async def check_the_view(app: KlineApp, pilot, want: pl.DataFrame) -> None:
     await pilot.press("g", *when, "enter")
     hour = Interval.H1.open_time_at(target)
     await wait_until(
-        lambda: screen.view is not None
-        and screen.view.bars
-        and screen.view.bars[screen.view.cursor].open_time == hour,
+        lambda: (
+            screen.view is not None
+            and screen.view.bars
+            and screen.view.bars[screen.view.cursor].open_time == hour
+        ),
         what="the date jumped to",
     )
     # end: live again, the crosshair on the forming hour.
