@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from kline_tui.model import Interval
+from kline_tui.store.schema import CANDLE_COLUMNS, PARQUET_SCHEMA
 
 __all__ = [
     "BUCKETS_SCHEMA",
@@ -39,15 +40,7 @@ CANDLES_SCHEMA = pl.Schema(
     {
         "open_time": pl.Int64(),
         "close_time": pl.Int64(),
-        "open": pl.Float64(),
-        "high": pl.Float64(),
-        "low": pl.Float64(),
-        "close": pl.Float64(),
-        "volume": pl.Float64(),
-        "quote_volume": pl.Float64(),
-        "taker_buy_volume": pl.Float64(),
-        "taker_buy_quote_volume": pl.Float64(),
-        "trades": pl.Int64(),
+        **{name: PARQUET_SCHEMA[name] for name in CANDLE_COLUMNS[3:]},  # open ... trades
     }
 )
 # Buckets: the same columns and how many candles each one holds.
@@ -108,9 +101,7 @@ def resample(frame: pl.DataFrame, target: Interval) -> pl.DataFrame:
         # a plain loop's, the exchange's. Null, not zero, when no candle of the bucket has the
         # field (mark, index, premium).
         *(
-            pl.when(pl.col(c).count() > 0)
-            .then(pl.col(c).fill_null(0).cum_sum().last())
-            .alias(c)
+            pl.when(pl.col(c).count() > 0).then(pl.col(c).fill_null(0).cum_sum().last()).alias(c)
             for c in _SUMMED
         ),
         pl.len().alias("candles"),
