@@ -397,3 +397,48 @@ async def test_the_attached_details_view_reads_the_dataset_through_the_api(sim, 
             await check_the_view(app, pilot, want)
             await pilot.press("escape", "q")
             await wait_until(lambda: app.return_code is not None, what="the UI to close")
+
+
+async def test_the_volume_pane_is_left_out_for_kinds_without_volume():
+    from textual.app import App, ComposeResult
+
+    from kline_tui.store.resample import Bar
+
+    class ChartApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield CandleChart()
+
+    shown = [
+        Bar(
+            i * MINUTE,
+            i * MINUTE + MINUTE - 1,
+            100.0 + i,
+            102.0 + i,
+            99.0 + i,
+            101.0 + i,
+            volume,
+            None,
+            1,
+        )
+        for i, volume in enumerate([300.0, 600.0, 100.0, 1200.0, 50.0])
+    ]
+    app = ChartApp()
+    async with app.run_test(size=(60, 20)) as pilot:
+        chart = app.query_one(CandleChart)
+
+        def lines() -> list[str]:
+            chart._lines = None
+            return [chart.render_line(y).text for y in range(chart.size.height)]
+
+        chart.show(shown, Interval.M1, cursor=1, volume=True)
+        await pilot.pause()
+        with_volume = lines()
+        assert any(f"┤ {fmt.compact(1200.0)}" in line for line in with_volume)  # its scale
+        assert "▁" in "".join(with_volume)  # the smallest volumes, in eighths
+        assert with_volume[-1].count(" 00:01 ") == 1  # the crosshair's time on the axis
+
+        chart.show(shown, Interval.M1, cursor=1, volume=False)  # mark, index, premium
+        await pilot.pause()
+        without = lines()
+        assert not any(fmt.compact(1200.0) in line for line in without)
+        assert "▁" not in "".join(without)

@@ -10,6 +10,7 @@ forming one) that the app hands every repaint. Both are resampled together
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
@@ -56,6 +57,7 @@ _STATUS_STYLE = {
 MAX_HISTORY_ROWS = 1_000_000
 # The fewest candles asked for in one read, however narrow the chart.
 MIN_READ = 500
+RETRY_S = 10.0  # a read that failed is tried again after this long
 
 
 class HistoryReader(Protocol):
@@ -167,6 +169,7 @@ class DetailsScreen(Screen[StreamKey]):
         self.at_first = False  # the dataset holds nothing older than what is loaded
         self._loading: str | None = None
         self._history_error: str | None = None
+        self._failed_at = 0.0  # monotonic time of the last failed read
         self._right: int | None = None  # open time of the newest bucket shown; None: live
         self._cross: int | None = None  # open time of the crosshair's bucket; None: newest
         self._cache: tuple[object, ...] | None = None
@@ -364,6 +367,7 @@ class DetailsScreen(Screen[StreamKey]):
                 if generation == self._generation:
                     self._loading = None
                     self._history_error = safe_text(str(exc) or type(exc).__name__, 200)
+                    self._failed_at = time.monotonic()
                     self.update_view()
                 return
             if generation == self._generation:
@@ -410,8 +414,10 @@ class DetailsScreen(Screen[StreamKey]):
 
     def _want_history(self, view: _View, capacity: int) -> None:
         """Read more of the dataset when the view nears an end of what is loaded."""
-        if self._loading is not None or self._reader is None or self._history_error:
+        if self._loading is not None or self._reader is None:
             return
+        if self._history_error and time.monotonic() - self._failed_at < RETRY_S:
+            return  # said in the readout; tried again in a while (an attached recorder back)
         if self._loaded_from is None:
             self._load("older", end_ms=self._loaded_to, newest_first=True)
         elif not self.at_first and view.left < capacity:
