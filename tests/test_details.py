@@ -370,6 +370,11 @@ async def check_the_view(app: KlineApp, pilot, want: pl.DataFrame) -> None:
     view = screen.view
     assert view is not None and view.right == view.count - 1
     assert view.bars[view.cursor].open_time == Interval.H1.open_time_at(NOW)
+    # The live forming candle joined the newest hour: 14:00, 14:01, 14:02 recorded, 14:03 live.
+    newest, live_candle = view.bars[-1], app.recorder.streams[BTC].forming
+    assert live_candle is not None and newest.forming and newest.candles == 4
+    assert newest.close == live_candle.close and newest.high >= live_candle.high
+    assert newest.open == by_open[Interval.H1.open_time_at(NOW)]["open"]
 
 
 @FROZEN

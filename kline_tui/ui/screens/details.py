@@ -173,6 +173,8 @@ class DetailsScreen(Screen[StreamKey]):
         self._right: int | None = None  # open time of the newest bucket shown; None: live
         self._cross: int | None = None  # open time of the crosshair's bucket; None: newest
         self._cache: tuple[object, ...] | None = None
+        self._history_cache: tuple[int, Interval] | None = None
+        self._history_buckets = resample(self._history, self.timeframe)
         self._closed_frame = empty_candles()
         self._buckets = resample(self._closed_frame, self.timeframe)
         self._shown_buckets = self._buckets  # with the forming candle, as last drawn
@@ -448,33 +450,40 @@ class DetailsScreen(Screen[StreamKey]):
         self._want_history(view, capacity)
 
     def _all_buckets(self, state: StreamState | None) -> tuple[pl.DataFrame, int | None]:
-        """Every bucket of the loaded history and, at the live edge, the live candles; and
-        the open time of the forming bucket, if there is one."""
+        """Every bucket of the loaded history and, at the live edge, of the live candles; and
+        the open time of the forming bucket, if there is one.
+
+        The history is resampled once per read and timeframe; live candles newer than it join
+        the newest buckets only, and the forming candle its own bucket only, so a repaint costs
+        the same however much history is loaded."""
+        history, timeframe = self._history, self.timeframe
+        if self._history_cache != (self._history_version, timeframe):
+            self._history_buckets = resample(history, timeframe)
+            self._history_cache = (self._history_version, timeframe)
         live = self._loaded_to is None
-        closed = list(state.closed) if state is not None and live else []
-        memory_key = (len(closed), closed[0].open_time, closed[-1].open_time) if closed else ()
-        key = (self._history_version, memory_key, self.timeframe, live)
+        newest = int(history["open_time"][-1]) if len(history) else None
+        closed = [
+            c
+            for c in (state.closed if state is not None and live else ())
+            if newest is None or c.open_time > newest
+        ]
+        key = (self._history_cache, len(closed), closed[-1].open_time if closed else None)
         if key != self._cache:
-            frame = self._history
-            if closed:
-                newer = pl.DataFrame(
-                    [c.as_row() for c in closed], schema=CANDLES_SCHEMA, orient="row"
-                )
-                frame = pl.concat([frame, newer]).unique("open_time", keep="last").sort("open_time")
-            self._closed_frame = frame
-            self._buckets = resample(frame, self.timeframe)
             self._cache = key
+            if closed:
+                newer = _frame([c.as_row() for c in closed])
+                self._closed_frame = pl.concat([history, newer])
+                self._buckets = with_forming(history, self._history_buckets, newer, timeframe)
+            else:
+                self._closed_frame, self._buckets = history, self._history_buckets
         forming = state.forming if state is not None and live else None
-        newest = int(self._closed_frame["open_time"][-1]) if len(self._closed_frame) else None
-        if (
-            forming is None
-            or forming.closed
-            or (newest is not None and forming.open_time <= newest)
-        ):
+        if closed:
+            newest = closed[-1].open_time
+        if forming is None or forming.closed or (newest or 0) >= forming.open_time:
             return self._buckets, None
-        row = pl.DataFrame([forming.as_row()], schema=CANDLES_SCHEMA, orient="row")
-        buckets = with_forming(self._closed_frame, self._buckets, row, self.timeframe)
-        return buckets, self.timeframe.open_time_at(forming.open_time)
+        row = _frame([forming.as_row()])
+        buckets = with_forming(self._closed_frame, self._buckets, row, timeframe)
+        return buckets, timeframe.open_time_at(forming.open_time)
 
     def _view(self, buckets: pl.DataFrame, forming_from: int | None, capacity: int) -> _View:
         opens = buckets["open_time"]
