@@ -177,6 +177,7 @@ async def _details_with_a_recorded_day(app: KlineApp, pilot, keys: tuple[str, ..
             await asyncio.sleep(0.02)
         await pilot.pause()
     screen.update_view()
+    await pilot.wait_for_scheduled_animations()  # the table scrolled to the crosshair's row
     await pilot.pause(0.1)
 
 
