@@ -32,16 +32,15 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
-import polars as pl
 from aiohttp import web
 
 from kline_tui.binance.rest import RestError
-from kline_tui.model import EARLIEST_OPEN_MS, LATEST_MS, Market, SpecError, StreamKey
+from kline_tui.model import Market, SpecError, StreamKey
 from kline_tui.recorder.pipeline import StreamRefused
 from kline_tui.runtime import Runtime
 from kline_tui.safe_text import safe_text
@@ -53,6 +52,7 @@ from kline_tui.service.auth import (
     check_listen,
     is_loopback,
 )
+from kline_tui.service.candles import CANDLE_READS, QueryError, parse_query, read_reply
 from kline_tui.service.feed import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_MESSAGES,
@@ -64,12 +64,10 @@ from kline_tui.service.health import LoopMonitor, health
 from kline_tui.service.metrics import Metrics
 from kline_tui.service.protocol import (
     CLOSE_GOING_AWAY,
-    MAX_CANDLES_PAGE,
     MAX_SPEC,
     UPDATE_HZ,
     AddedReply,
     AddStreams,
-    CandlesReply,
     ErrorReply,
     FlushReply,
     RecordingReply,
@@ -80,9 +78,7 @@ from kline_tui.service.protocol import (
     package_version,
 )
 from kline_tui.store import layout
-from kline_tui.store.candle_pages import read_page
 from kline_tui.store.lock import lock_holder
-from kline_tui.store.read import parse_time
 
 __all__ = [
     "RUNTIME_FILE",
@@ -101,7 +97,6 @@ BODY_LIMIT = 64 * 1024
 MAX_CLIENTS = 32
 HEARTBEAT_S = 20.0  # a ping this often; a client that does not answer within half is closed
 STOP_TIMEOUT_S = 5.0
-CANDLE_READS = 2  # dataset reads for GET /api/v1/candles at once (threads kept from the sink)
 
 _encoder = msgspec.json.Encoder()
 _add_decoder = msgspec.json.Decoder(AddStreams)
@@ -232,6 +227,7 @@ class Service:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/v1/state", self._state)
+        app.router.add_get("/api/v1/candles", self._candles)
         app.router.add_get("/api/v1/events", self._events)
         app.router.add_post("/api/v1/streams", self._add)
         app.router.add_delete("/api/v1/streams/{spec}", self._remove)
@@ -239,7 +235,6 @@ class Service:
         app.router.add_post("/api/v1/resume", self._resume)
         app.router.add_post("/api/v1/flush", self._flush)
         app.router.add_get("/api/v1/symbols/{market}", self._symbols)
-        app.router.add_get("/api/v1/candles", self._candles)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
         await runner.setup()
         try:
@@ -414,6 +409,21 @@ class Service:
         self._running()
         return _json(self.feed.snapshot())
 
+    async def _candles(self, request: web.Request) -> web.Response:
+        """A page of one stream's recorded candles (`service.candles`), read in a thread."""
+        runtime = self._running()
+        try:
+            query = parse_query(request.query)
+        except QueryError as exc:
+            raise _Refuse(400, str(exc)) from None
+        pipeline = runtime.pipeline
+        assert pipeline is not None
+        try:
+            reply = await read_reply(pipeline.dataset, query, self._candle_reads)
+        except OSError as exc:
+            raise _Refuse(503, f"the dataset cannot be read now: {exc}") from None
+        return _json(reply)
+
     async def _events(self, request: web.Request) -> web.StreamResponse:
         self._running()
         if len(self.feed.clients) >= self.max_clients:
@@ -513,88 +523,6 @@ class Service:
             ) from None
         names = sorted(name for name, info in symbols.items() if info.tradable)
         return _json(SymbolsReply(market, names))
-
-    async def _candles(self, request: web.Request) -> web.Response:
-        """A page of one stream's recorded candles, read in a thread (never in the loop)."""
-        runtime = self._running()
-        query = _candles_query(request.query)
-        pipeline = runtime.pipeline
-        assert pipeline is not None
-        async with self._candle_reads:
-            try:
-                page = await asyncio.to_thread(
-                    read_page,
-                    pipeline.dataset,
-                    query.key,
-                    start_ms=query.start_ms,
-                    end_ms=query.end_ms,
-                    limit=query.limit,
-                    newest_first=query.newest_first,
-                )
-            except (OSError, pl.exceptions.PolarsError) as exc:
-                raise _Refuse(503, f"the dataset cannot be read now: {exc}") from None
-        rows = list(page.frame.iter_rows())
-        return _json(CandlesReply(str(query.key), rows, page.next_ms))
-
-
-class _CandlesQuery(msgspec.Struct, frozen=True):
-    key: StreamKey
-    start_ms: int | None
-    end_ms: int | None
-    limit: int
-    newest_first: bool
-
-
-_CANDLES_PARAMS = frozenset({"stream", "start", "end", "limit", "order"})
-
-
-def _candles_query(query: Mapping[str, str]) -> _CandlesQuery:
-    """GET /api/v1/candles's parameters, each bounded; _Refuse(400) saying which is wrong."""
-    unknown = sorted(set(query) - _CANDLES_PARAMS)
-    if unknown:
-        raise _Refuse(
-            400,
-            f"unknown parameter {safe_text(unknown[0], 40)!r}: use stream, "
-            "start, end, limit, order",
-        )
-    spec = query.get("stream")
-    if not spec:
-        raise _Refuse(400, "stream is required, e.g. stream=usdm:BTCUSDT:1m")
-    if len(spec) > MAX_SPEC:
-        raise _Refuse(400, "that is not a stream spec (too long)")
-    try:
-        key = StreamKey.parse(spec)
-    except SpecError as exc:
-        raise _Refuse(400, str(exc)) from None
-    start_ms, end_ms = _time_param(query, "start"), _time_param(query, "end")
-    if start_ms is not None and end_ms is not None and end_ms <= start_ms:
-        raise _Refuse(400, "end must be after start")
-    text = query.get("limit", "500")
-    if not (text.isascii() and text.isdigit() and 1 <= int(text[:6]) <= MAX_CANDLES_PAGE):
-        raise _Refuse(400, f"limit must be a whole number from 1 to {MAX_CANDLES_PAGE}")
-    order = query.get("order", "asc")
-    if order not in ("asc", "desc"):
-        raise _Refuse(400, "order must be asc or desc")
-    return _CandlesQuery(key, start_ms, end_ms, int(text), order == "desc")
-
-
-def _time_param(query: Mapping[str, str], name: str) -> int | None:
-    """A time parameter: epoch ms, or an ISO date or time (UTC), from 2017 to 2100."""
-    text = query.get(name)
-    if text is None:
-        return None
-    text = text.strip()[:40]
-    try:
-        ms = int(text) if text.isascii() and text.isdigit() else parse_time(text)
-    except (ValueError, OverflowError):
-        ms = None
-    if ms is None or not EARLIEST_OPEN_MS <= ms <= LATEST_MS:
-        raise _Refuse(
-            400,
-            f"{name} must be epoch milliseconds or a UTC date/time such as 2026-11-25T16:30, "
-            "from 2017 to 2100",
-        )
-    return ms
 
 
 def _http_sentence(request: web.Request, exc: web.HTTPException, body_limit: int) -> str:

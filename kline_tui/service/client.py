@@ -34,7 +34,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import math
 import time
 import urllib.parse
 from collections.abc import Iterable
@@ -46,31 +45,21 @@ import msgspec
 
 from kline_tui.binance.connection import ConnectionStatus
 from kline_tui.binance.wire import WireKline, candle_is_sane
-from kline_tui.model import (
-    EARLIEST_OPEN_MS,
-    LATEST_MS,
-    Candle,
-    Kind,
-    Market,
-    SpecError,
-    StreamKey,
-    validate_symbol,
-)
+from kline_tui.model import Candle, Market, SpecError, StreamKey, validate_symbol
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import StreamState, StreamStatus
 from kline_tui.recorder.pipeline import StreamRefused
 from kline_tui.recorder.sink import SinkStats
 from kline_tui.retry import Backoff
 from kline_tui.safe_text import safe_text
+from kline_tui.service.candles import MAX_CANDLES_PAGE, CandlesReply, HistoryRow, accepted
 from kline_tui.service.protocol import (
-    MAX_CANDLES_PAGE,
     MAX_CLOSED,
     MAX_STREAMS,
     Added,
     AddedReply,
     AddStreams,
     CandleRow,
-    CandlesReply,
     Closed,
     ConnectionRow,
     ErrorReply,
@@ -78,7 +67,6 @@ from kline_tui.service.protocol import (
     Events,
     FlushReply,
     FormingRow,
-    HistoryRow,
     Message,
     Recording,
     RecordingReply,
@@ -469,6 +457,32 @@ class RemoteRecorder:
             self.streams.pop(key, None)
         return removed
 
+    async def candles(
+        self,
+        key: StreamKey,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = MAX_CANDLES_PAGE,
+        newest_first: bool = False,
+    ) -> tuple[list[HistoryRow], int | None]:
+        """One page of the candles the recorder's dataset holds of `key` opening in
+        [start_ms, end_ms) (see `service.candles`): the rows, oldest first, each open time
+        once, only sane ones within the range asked; and the next page's cursor, None at the
+        end."""
+        params = {"stream": str(key), "limit": str(max(1, min(limit, MAX_CANDLES_PAGE)))}
+        if start_ms is not None:
+            params["start"] = str(start_ms)
+        if end_ms is not None:
+            params["end"] = str(end_ms)
+        if newest_first:
+            params["order"] = "desc"
+        data = await self._call("GET", "/api/v1/candles?" + urllib.parse.urlencode(params))
+        try:
+            return accepted(self._reply(data, CandlesReply), key.kind, start_ms, end_ms)
+        except ValueError as exc:
+            raise RemoteError(f"the recorder's reply cannot be read: {exc}") from None
+
     async def pause(self) -> None:
         """Pause recording (the live view goes on)."""
         reply = self._reply(await self._call("POST", "/api/v1/pause"), RecordingReply)
@@ -493,57 +507,8 @@ class RemoteRecorder:
                 symbols.append(validate_symbol(name))
         return symbols
 
-    async def candles(
-        self,
-        key: StreamKey,
-        *,
-        start_ms: int | None = None,
-        end_ms: int | None = None,
-        limit: int = MAX_CANDLES_PAGE,
-        newest_first: bool = False,
-    ) -> tuple[list[HistoryRow], int | None]:
-        """One page of the candles the recorder's dataset holds of `key` opening in
-        [start_ms, end_ms) (see `protocol.CandlesReply`): the rows, oldest first, each open time
-        once, only sane ones within the range asked; and the next page's cursor, None at the end.
-        """
-        params = {"stream": str(key), "limit": str(max(1, min(limit, MAX_CANDLES_PAGE)))}
-        if start_ms is not None:
-            params["start"] = str(start_ms)
-        if end_ms is not None:
-            params["end"] = str(end_ms)
-        if newest_first:
-            params["order"] = "desc"
-        data = await self._call("GET", "/api/v1/candles?" + urllib.parse.urlencode(params))
-        reply = self._reply(data, CandlesReply)
-        lo = start_ms if start_ms is not None else EARLIEST_OPEN_MS
-        hi = end_ms if end_ms is not None else LATEST_MS
-        rows: dict[int, HistoryRow] = {}
-        for row in reply.candles:
-            if lo <= row[0] < hi and _history_is_sane(row, key.kind):
-                rows.setdefault(row[0], row)
-        cursor = reply.next
-        if cursor is not None and not lo <= cursor <= hi:
-            raise RemoteError("the recorder's reply cannot be read: its cursor is out of range")
-        return [rows[t] for t in sorted(rows)], cursor
-
 
 # -- rows into the core's types --------------------------------------------------------------------
-
-
-def _history_is_sane(row: HistoryRow, kind: Kind) -> bool:
-    """A recorded candle that can be real: finite, low <= open/close <= high, no negative
-    volume, a close after the open; prices below zero only for the premium index."""
-    open_time, close_time, o, h, lo, c = row[:6]
-    volumes = [v for v in row[6:] if v is not None]
-    return (
-        lo <= o <= h
-        and lo <= c <= h
-        and (lo >= 0.0 or kind is Kind.PREMIUM)
-        and math.isfinite(lo + h)
-        and all(v >= 0 for v in volumes)
-        and math.isfinite(sum(volumes))
-        and close_time > open_time
-    )
 
 
 def _candle(row: CandleRow) -> Candle | None:

@@ -5,13 +5,13 @@ HTTP (`kline_tui.service.api`):
     GET  /healthz                      Health                 200 ok / starting, 503 otherwise
     GET  /metrics                      Prometheus text        (`kline_tui.service.metrics`)
     GET  /api/v1/state                 Snapshot
+    GET  /api/v1/candles?stream=...    candles.CandlesReply: a page of recorded candles
     GET  /api/v1/events                WebSocket of Message: a Snapshot, then the changes
     POST /api/v1/streams               AddStreams -> AddedReply       (422: RefusedReply)
     DELETE /api/v1/streams/{spec}      RemovedReply
     POST /api/v1/pause, /resume        RecordingReply
     POST /api/v1/flush                 FlushReply
     GET  /api/v1/symbols/{market}      SymbolsReply
-    GET  /api/v1/candles?stream=...    CandlesReply: recorded candles, a page (see CandlesReply)
     any error                          ErrorReply: {"error": "one sentence"}
 
 The events socket sends text frames, each one JSON object whose `type` names it (a tagged
@@ -56,7 +56,6 @@ __all__ = [
     "CLOSE_GOING_AWAY",
     "CLOSE_TOO_SLOW",
     "MAX_ADD",
-    "MAX_CANDLES_PAGE",
     "MAX_SPEC",
     "PROTOCOL",
     "UPDATE_HZ",
@@ -64,7 +63,6 @@ __all__ = [
     "Added",
     "AddedReply",
     "CandleRow",
-    "CandlesReply",
     "Closed",
     "ClosedCandle",
     "ConnectionRow",
@@ -74,7 +72,6 @@ __all__ = [
     "FlushReply",
     "FormingRow",
     "Health",
-    "HistoryRow",
     "Message",
     "Recording",
     "RecordingReply",
@@ -110,7 +107,6 @@ MAX_TEXT = 1_000  # characters of a message or an error (the event log's own lim
 MAX_PATH = 4_096
 MAX_SYMBOLS = 20_000
 MAX_ADD = 5_000  # streams one POST /api/v1/streams may add
-MAX_CANDLES_PAGE = 1_500  # candles one GET /api/v1/candles returns at most
 
 
 @functools.cache
@@ -129,21 +125,6 @@ Count = Annotated[int, Meta(ge=0)]
 # The dataset's columns after `symbol` (model.CandleRow); FormingRow adds the closed flag.
 CandleRow = tuple[int, int, float, float, float, float, float, float, float, float, int]
 FormingRow = tuple[int, int, float, float, float, float, float, float, float, float, int, bool]
-# A recorded candle as the dataset holds it: the volume fields and trades are null for the kinds
-# that have none (mark, index and premium klines).
-HistoryRow = tuple[
-    int,
-    int,
-    float,
-    float,
-    float,
-    float,
-    float | None,
-    float | None,
-    float | None,
-    float | None,
-    int | None,
-]
 
 
 class ServerFacts(msgspec.Struct, kw_only=True):
@@ -338,20 +319,6 @@ class SymbolsReply(msgspec.Struct):
 
     market: Market
     symbols: Annotated[list[Annotated[str, Meta(max_length=40)]], Meta(max_length=MAX_SYMBOLS)]
-
-
-class CandlesReply(msgspec.Struct):
-    """GET /api/v1/candles?stream=SPEC[&start=T][&end=T][&limit=N][&order=asc|desc]: at most
-    `limit` (1 to MAX_CANDLES_PAGE, 500 by default) candles of the stream that the dataset holds
-    opening in [start, end) (epoch ms or an ISO date/time in UTC), oldest first; with
-    `order=desc` the newest of them (still listed oldest first). `next` is the cursor of the
-    following page: pass it as `start` (asc) or as `end` (desc), the other parameters unchanged;
-    null when there is no more. Candles still in the recorder's buffer are not in the dataset
-    yet: the events socket brings them."""
-
-    stream: Spec
-    candles: Annotated[list[HistoryRow], Meta(max_length=MAX_CANDLES_PAGE)]
-    next: int | None
 
 
 class ErrorReply(msgspec.Struct):

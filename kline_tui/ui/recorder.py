@@ -34,7 +34,7 @@ from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import StreamState
 from kline_tui.recorder.sink import SinkStats
 from kline_tui.runtime import EXIT_INTERRUPTED, EXIT_OK, Runtime
-from kline_tui.service.protocol import MAX_CANDLES_PAGE, HistoryRow
+from kline_tui.service.candles import MAX_CANDLES_PAGE, HistoryRow
 from kline_tui.store.candle_pages import MAX_PAGE, CandlePage, read_page
 from kline_tui.store.dataset import Dataset, open_dataset
 from kline_tui.store.resample import CANDLES_SCHEMA
