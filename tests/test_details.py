@@ -447,3 +447,46 @@ async def test_the_volume_pane_is_left_out_for_kinds_without_volume():
         without = lines()
         assert not any(fmt.compact(1200.0) in line for line in without)
         assert "▁" not in "".join(without)
+
+
+@FROZEN
+async def test_paging_forward_from_the_first_candle_keeps_a_bounded_history(
+    sim, tmp_path, monkeypatch
+):
+    from kline_tui.ui.screens import details
+
+    monkeypatch.setattr(details, "MAX_HISTORY_ROWS", 700)  # a day is 1,440: the far side goes
+    data = tmp_path / "data"
+    await record_a_day(sim, data)
+    want = recorded(data)["open_time"].to_list()
+    app = KlineApp(make_settings(sim, data, [str(BTC)], history=0, flush_age_s=600.0))
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = await open_details(app, pilot)
+        await pilot.press("home")
+        await wait_until(
+            lambda: screen._loading is None and screen.view is not None and screen.view.bars,
+            what="the first page",
+        )
+        assert screen.query_one(CandleChart).bars[0].open_time == FIRST
+        seen: list[int] = []
+        for _ in range(200):
+            view = screen.view
+            assert view is not None and len(screen._history) <= 700
+            seen += [b.open_time for b in view.bars if b.open_time not in seen]
+            if screen._loaded_to is None and view.right == view.count - 1:
+                break
+            await pilot.press("pagedown")
+            await wait_until(lambda: screen._loading is None, what="the next page")
+            await pilot.pause()
+        else:
+            raise AssertionError("never came back to live")
+        assert seen == sorted(seen) and set(want) <= set(seen)  # in order, nothing skipped
+        # The oldest rows were let go of on the way: going back reads them again.
+        assert not screen.at_first
+        # A date that is not one is said, and the view stays.
+        await pilot.press("g", *"yesterday", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, DetailsScreen)
+        assert any("Not a date" in str(n.message) for n in app._notifications)
+        await pilot.press("escape")  # closes the box, not the view
+        assert isinstance(app.screen, DetailsScreen)
