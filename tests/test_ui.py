@@ -366,10 +366,11 @@ async def test_enter_shows_details_and_question_mark_lists_every_key(sim, tmp_pa
         assert "Remove stream" not in palette(app)  # the table is covered
         await pilot.pause(0.3)
         chart = app.screen.query_one(CandleChart)
-        assert chart.closed and chart.render_line(0).cell_length == chart.size.width
+        assert chart.bars and chart.render_line(0).cell_length == chart.size.width
         candles = app.screen.query_one("#details-candles")
         app.screen.update_view()  # candles close every second at 60x: compare with the same moment
-        assert candles.row_count == len(streams[selected].closed) > 0
+        view = app.screen.view
+        assert view is not None and candles.row_count == len(view.bars) > 0  # the chart's
         await pilot.press("right_square_bracket")
         assert app.screen.key == table.order[1]
         await pilot.press("escape")

@@ -151,6 +151,47 @@ def test_details_view(app, snap_compare):
         assert app.screen.key == StreamKey.parse("usdm:BTCUSDT:1m")
         app.screen.update_view()
         await pilot.pause(0.1)
-        assert app.screen.query_one(CandleChart).closed
+        assert app.screen.query_one(CandleChart).bars
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+async def _details_with_a_recorded_day(app: KlineApp, pilot, keys: tuple[str, ...]) -> None:
+    """usdm:BTCUSDT:1m's last day written into the dataset (a backfill from the simulator),
+    then its details view open once every read of the dataset is in."""
+    from kline_tui.store.history import backfill
+
+    await settle(app)
+    key = StreamKey.parse("usdm:BTCUSDT:1m")
+    pipeline = app.pipeline
+    last = key.interval.open_time_at(START_MS) - 60_000
+    await backfill(pipeline.dataset, key, pipeline.rest, last - 1439 * 60_000, last)
+    await pilot.press("down", "down", "down", "enter")
+    screen = app.screen
+    assert isinstance(screen, DetailsScreen) and screen.key == key
+    for name in keys:
+        await pilot.press(name)
+        deadline = time.monotonic() + 20
+        while screen._loading is not None:  # the dataset read in a worker
+            assert time.monotonic() < deadline, "the dataset was not read"
+            await asyncio.sleep(0.02)
+        await pilot.pause()
+    screen.update_view()
+    await pilot.wait_for_scheduled_animations()  # the table scrolled to the crosshair's row
+    await pilot.pause(0.1)
+
+
+def test_details_view_as_1h_with_crosshair_at_80x24(app, snap_compare):
+    async def run_before(pilot) -> None:
+        await _details_with_a_recorded_day(app, pilot, ("4", "left", "left", "left"))
+        assert isinstance(app.screen, DetailsScreen) and app.screen.timeframe.value == "1h"
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
+
+
+def test_details_view_back_at_the_first_recorded_candle_at_200x60(app, snap_compare):
+    async def run_before(pilot) -> None:
+        await _details_with_a_recorded_day(app, pilot, ("home", "2", "right"))
+        assert isinstance(app.screen, DetailsScreen) and app.screen.at_first
+
+    assert snap_compare(app, terminal_size=(200, 60), run_before=run_before)

@@ -53,6 +53,7 @@ from kline_tui.service.auth import (
     check_listen,
     is_loopback,
 )
+from kline_tui.service.candles import CANDLE_READS, QueryError, parse_query, read_reply
 from kline_tui.service.feed import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_MESSAGES,
@@ -220,6 +221,7 @@ class Service:
         self._tasks: list[asyncio.Task[None]] = []
         self._runtime_file: Path | None = None
         self._stopping = False
+        self._candle_reads = asyncio.Semaphore(CANDLE_READS)
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -232,6 +234,7 @@ class Service:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/api/v1/state", self._state)
+        app.router.add_get("/api/v1/candles", self._candles)
         app.router.add_get("/api/v1/events", self._events)
         app.router.add_post("/api/v1/streams", self._add)
         app.router.add_delete("/api/v1/streams/{spec}", self._remove)
@@ -416,6 +419,21 @@ class Service:
     async def _state(self, request: web.Request) -> web.Response:
         self._running()
         return _json(self.feed.snapshot())
+
+    async def _candles(self, request: web.Request) -> web.Response:
+        """A page of one stream's recorded candles (`service.candles`), read in a thread."""
+        runtime = self._running()
+        try:
+            query = parse_query(request.query)
+        except QueryError as exc:
+            raise _Refuse(400, str(exc)) from None
+        pipeline = runtime.pipeline
+        assert pipeline is not None
+        try:
+            reply = await read_reply(pipeline.dataset, query, self._candle_reads)
+        except OSError as exc:
+            raise _Refuse(503, f"the dataset cannot be read now: {exc}") from None
+        return _json(reply)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         self._running()

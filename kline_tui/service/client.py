@@ -54,6 +54,7 @@ from kline_tui.recorder.pipeline import StreamRefused
 from kline_tui.recorder.sink import SinkStats
 from kline_tui.retry import Backoff
 from kline_tui.safe_text import safe_text
+from kline_tui.service.candles import MAX_CANDLES_PAGE, CandlesReply, HistoryRow, accepted
 from kline_tui.service.protocol import (
     MAX_CLOSED,
     MAX_STREAMS,
@@ -475,6 +476,32 @@ class RemoteRecorder:
             removed.append(key)
             self.streams.pop(key, None)
         return removed
+
+    async def candles(
+        self,
+        key: StreamKey,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = MAX_CANDLES_PAGE,
+        newest_first: bool = False,
+    ) -> tuple[list[HistoryRow], int | None]:
+        """One page of the candles the recorder's dataset holds of `key` opening in
+        [start_ms, end_ms) (see `service.candles`): the rows, oldest first, each open time
+        once, only sane ones within the range asked; and the next page's cursor, None at the
+        end."""
+        params = {"stream": str(key), "limit": str(max(1, min(limit, MAX_CANDLES_PAGE)))}
+        if start_ms is not None:
+            params["start"] = str(start_ms)
+        if end_ms is not None:
+            params["end"] = str(end_ms)
+        if newest_first:
+            params["order"] = "desc"
+        data = await self._call("GET", "/api/v1/candles?" + urllib.parse.urlencode(params))
+        try:
+            return accepted(self._reply(data, CandlesReply), key.kind, start_ms, end_ms)
+        except ValueError as exc:
+            raise RemoteError(f"the recorder's reply cannot be read: {exc}") from None
 
     async def pause(self) -> None:
         """Pause recording (the live view goes on)."""

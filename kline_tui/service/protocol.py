@@ -5,6 +5,7 @@ HTTP (`kline_tui.service.api`):
     GET  /healthz                      Health                 200 ok / starting, 503 otherwise
     GET  /metrics                      Prometheus text        (`kline_tui.service.metrics`)
     GET  /api/v1/state                 Snapshot
+    GET  /api/v1/candles?stream=...    candles.CandlesReply: a page of recorded candles
     GET  /api/v1/events                WebSocket of Message: a Snapshot, then the changes
     POST /api/v1/streams               AddStreams -> AddedReply       (422: RefusedReply)
     DELETE /api/v1/streams/{spec}      RemovedReply

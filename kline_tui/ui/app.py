@@ -603,7 +603,9 @@ class KlineApp(App[int]):
             """The table's order as it is when stepping, not when the screen opened."""
             return list(self.table.order)
 
-        details = DetailsScreen(key, self.recorder.streams, listed, self._load_chart_history)
+        details = DetailsScreen(
+            key, self.recorder.streams, listed, self._load_chart_history, self.recorder.read_candles
+        )
         self.push_screen(details, callback=self._details_closed)
 
     def _details_closed(self, key: StreamKey | None) -> None:

@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
+import polars as pl
+
 from kline_tui.alerts.rules import Firing
 from kline_tui.binance.connection import ConnectionStatus
 from kline_tui.config import AlertConfig, Settings
@@ -33,9 +35,13 @@ from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import StreamState
 from kline_tui.recorder.sink import SinkStats
 from kline_tui.runtime import EXIT_INTERRUPTED, EXIT_OK, Runtime
+from kline_tui.service.candles import MAX_CANDLES_PAGE, HistoryRow
 from kline_tui.service.client import RemoteError
 from kline_tui.service.feed import alert_row
 from kline_tui.service.protocol import AlertRow
+from kline_tui.store.candle_pages import MAX_PAGE, CandlePage, read_page
+from kline_tui.store.dataset import Dataset, open_dataset
+from kline_tui.store.resample import CANDLES_SCHEMA
 
 if TYPE_CHECKING:
     from kline_tui.service.client import RemoteRecorder
@@ -126,6 +132,21 @@ class Recorder(Protocol):
         """Fill the streams' recent closed candles (for charts), where the recorder can."""
         ...
 
+    async def read_candles(
+        self,
+        key: StreamKey,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 1500,
+        newest_first: bool = False,
+    ) -> CandlePage:
+        """Candles of `key` the dataset holds opening in [start_ms, end_ms), at most `limit`:
+        the oldest, or the newest when `newest_first` (see `store.candle_pages.read_page`).
+        Read off the event loop. Raises OSError, RemoteError or a Polars error when the dataset
+        cannot be read."""
+        ...
+
     def summary(self) -> list[tuple[int, str]]:
         """Lines to print when the UI has closed, as (logging level, line)."""
         ...
@@ -169,6 +190,7 @@ class LocalRecorder:
         self.runtime = runtime
         self.events = runtime.events
         self.streams: dict[StreamKey, StreamState] = {}
+        self._dataset: Dataset | None = None
 
     @property
     def settings(self) -> Settings:
@@ -257,6 +279,32 @@ class LocalRecorder:
         pipeline = self.runtime.pipeline
         if pipeline is not None and self.running:
             await pipeline.seed_history(keys, count=count)
+
+    async def read_candles(
+        self,
+        key: StreamKey,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 1500,
+        newest_first: bool = False,
+    ) -> CandlePage:
+        pipeline = self.runtime.pipeline
+        if pipeline is not None:
+            dataset = pipeline.dataset
+        else:  # not started (or stopped): the dataset is read all the same
+            if self._dataset is None:
+                self._dataset = open_dataset(self.settings.storage)
+            dataset = self._dataset
+        return await asyncio.to_thread(
+            read_page,
+            dataset,
+            key,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            limit=min(limit, MAX_PAGE),
+            newest_first=newest_first,
+        )
 
     def summary(self) -> list[tuple[int, str]]:
         return self.runtime.summary()
@@ -420,6 +468,43 @@ class AttachedRecorder:
 
     async def load_history(self, keys: list[StreamKey], count: int) -> None:
         return None  # the snapshot carries each stream's recent closed candles already
+
+    async def read_candles(
+        self,
+        key: StreamKey,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 1500,
+        newest_first: bool = False,
+    ) -> CandlePage:
+        """Through the API, a page of at most MAX_CANDLES_PAGE at a time."""
+        limit = max(1, min(limit, MAX_PAGE))
+        pages: list[list[HistoryRow]] = []
+        got, cursor = 0, None
+        while got < limit:
+            rows, cursor = await self.client.candles(
+                key,
+                start_ms=start_ms,
+                end_ms=end_ms,
+                limit=min(MAX_CANDLES_PAGE, limit - got),
+                newest_first=newest_first,
+            )
+            pages.append(rows)
+            got += len(rows)
+            if cursor is None or not rows:
+                break
+            # The cursor must move the way the pages go, or a server could keep us here.
+            if newest_first and (end_ms is None or cursor < end_ms):
+                end_ms = cursor
+            elif not newest_first and (start_ms is None or cursor > start_ms):
+                start_ms = cursor
+            else:
+                break
+        ordered = [row for page in (reversed(pages) if newest_first else pages) for row in page]
+        frame = pl.DataFrame(ordered, schema=CANDLES_SCHEMA, orient="row")
+        frame = frame.unique("open_time", keep="first").sort("open_time")
+        return CandlePage(frame, cursor)
 
     def summary(self) -> list[tuple[int, str]]:
         return [(logging.INFO, f"detached from {self.url}; the recorder goes on recording")]

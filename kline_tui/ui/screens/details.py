@@ -1,24 +1,48 @@
-"""Details of one stream: a candlestick chart and a table of its recent closed candles."""
+"""Details of one stream: a candlestick chart with volume and a crosshair, at the stream's own
+interval or a longer one, scrolling back through everything the dataset holds.
+
+What is shown is built from two sources: the dataset, read a page at a time through the
+recorder (`Recorder.read_candles`: a thread in this process, the service API when attached) as
+the view nears the oldest candle loaded, and the live state (the recent closed candles and the
+forming one) that the app hands every repaint. Both are resampled together
+(`store.resample`), so the forming candle joins the newest bucket of a longer timeframe.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import ClassVar
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
 
+import polars as pl
 from rich.text import Text
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.reactive import var
 from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Footer, Input, Static
 
-from kline_tui.model import StreamKey
+from kline_tui.model import EARLIEST_OPEN_MS, LATEST_MS, CandleRow, Interval, StreamKey
 from kline_tui.recorder.hub import StreamState, StreamStatus
+from kline_tui.safe_text import safe_text
+from kline_tui.store.candle_pages import CandlePage, empty_candles
+from kline_tui.store.read import parse_time
+from kline_tui.store.resample import (
+    CANDLES_SCHEMA,
+    TIMEFRAMES,
+    Bar,
+    bars,
+    resample,
+    timeframes_of,
+    with_forming,
+)
 from kline_tui.ui import format as fmt
 from kline_tui.ui.widgets.candle_chart import CandleChart
 from kline_tui.ui.widgets.candle_table import CandleTable
 
-__all__ = ["DetailsScreen"]
+__all__ = ["DetailsScreen", "HistoryReader"]
 
 _STATUS_STYLE = {
     StreamStatus.LIVE: "green",
@@ -28,12 +52,47 @@ _STATUS_STYLE = {
     StreamStatus.ERROR: "bold red",
 }
 
+# Candles of the dataset kept in memory at most (about 100 bytes each): scrolling on past
+# them lets go of the far side, which is read again if the view comes back.
+MAX_HISTORY_ROWS = 1_000_000
+# The fewest candles asked for in one read, however narrow the chart.
+MIN_READ = 500
+RETRY_S = 10.0  # a read that failed is tried again after this long
+
+
+class HistoryReader(Protocol):
+    """`Recorder.read_candles`: a page of a stream's recorded candles, read off the loop."""
+
+    def __call__(
+        self,
+        key: StreamKey,
+        *,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        limit: int = 1500,
+        newest_first: bool = False,
+    ) -> Awaitable[CandlePage]: ...
+
+
+@dataclass(slots=True)
+class _View:
+    """What one repaint shows: the bars that fit, where the crosshair is, and the positions
+    (in all buckets) of the first and last shown."""
+
+    bars: list[Bar]
+    cursor: int
+    left: int
+    right: int
+    count: int  # buckets in all
+
 
 class DetailsScreen(Screen[StreamKey]):
-    """The chart and recent candles of `key`; `[` and `]` step through the streams as listed.
+    """The chart and candles of `key`; `[` and `]` step through the streams as listed.
 
     Dismisses with the stream shown last, so the table can select it.
     """
+
+    CSS_PATH = "details.tcss"
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding(
@@ -53,10 +112,34 @@ class DetailsScreen(Screen[StreamKey]):
             id="details-next",
             tooltip="Next stream in the list",
         ),
+        Binding(
+            "t", "cycle_timeframe(1)", "Timeframe", id="details-timeframe", tooltip="Longer candles"
+        ),
+        Binding(
+            "T",
+            "cycle_timeframe(-1)",
+            "Shorter timeframe",
+            show=False,
+            id="details-timeframe-back",
+            tooltip="Shorter candles",
+        ),
+        Binding("g", "goto", "Go to date", id="details-goto", tooltip="Jump to a date (UTC)"),
+        Binding("left", "cross(-1)", "Older candle", show=False, tooltip="Crosshair left"),
+        Binding("right", "cross(1)", "Newer candle", show=False, tooltip="Crosshair right"),
+        Binding("pageup,shift+left", "page(-1)", "Page back", show=False),
+        Binding("pagedown,shift+right", "page(1)", "Page forward", show=False),
+        Binding("home", "first", "First recorded candle", show=False),
+        Binding("end", "live", "Back to live", show=False),
+        Binding("0", "timeframe('own')", "Own interval", show=False),
+        *(
+            Binding(str(n), f"timeframe('{t.value}')", f"Show as {t.value}", show=False)
+            for n, t in enumerate(TIMEFRAMES, start=1)
+        ),
     ]
 
-    # The two lines above the chart; drawn again only when their text changed.
+    # The lines above the chart; drawn again only when their text changed.
     headline: var[Text] = var(Text, init=False)
+    readout: var[Text] = var(Text, init=False)
 
     def __init__(
         self,
@@ -64,6 +147,7 @@ class DetailsScreen(Screen[StreamKey]):
         streams: dict[StreamKey, StreamState],
         listed: Callable[[], list[StreamKey]],
         shown: Callable[[StreamKey], None] | None = None,
+        history: HistoryReader | None = None,
     ) -> None:
         super().__init__()
         self.key = key
@@ -71,20 +155,56 @@ class DetailsScreen(Screen[StreamKey]):
         self._listed = listed
         # Told which stream is shown, to load its history.
         self._shown = shown or (lambda key: None)
+        self._reader = history
+        self.timeframe = key.interval
+        self._reset()
+
+    def _reset(self) -> None:
+        """Forget the history of the stream shown before (another stream, a jump)."""
+        self._generation = getattr(self, "_generation", 0) + 1
+        self._history = empty_candles()
+        self._history_version = 0
+        self._loaded_from: int | None = None  # first open time the loaded rows cover
+        self._loaded_to: int | None = None  # end (exclusive) of what is loaded; None: now
+        self.at_first = False  # the dataset holds nothing older than what is loaded
+        self._loading: str | None = None
+        self._history_error: str | None = None
+        self._failed_at = 0.0  # monotonic time of the last failed read
+        self._right: int | None = None  # open time of the newest bucket shown; None: live
+        self._cross: int | None = None  # open time of the crosshair's bucket; None: newest
+        self._cache: tuple[object, ...] | None = None
+        self._history_cache: tuple[int, Interval] | None = None
+        self._history_buckets = resample(self._history, self.timeframe)
+        self._closed_frame = empty_candles()
+        self._buckets = resample(self._closed_frame, self.timeframe)
+        self._shown_buckets = self._buckets  # with the forming candle, as last drawn
+        self.view: _View | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="details-title")
+        yield Static(id="details-readout")
+        yield Input(placeholder="YYYY-MM-DD[ HH:MM] (UTC), enter to go", id="details-goto-input")
         yield CandleChart(id="details-chart")
         table = CandleTable(id="details-candles")
-        table.border_title = "Recent closed candles (newest first, times UTC)"
+        table.can_focus = False  # the crosshair's keys move its cursor
         yield table
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one(CandleChart).focus()
         self._shown(self.key)
         self.update_view()
 
+    def on_resize(self) -> None:
+        self.update_view()
+
+    # -- actions ----------------------------------------------------------------------------
+
     def action_back(self) -> None:
+        box = self.query_one("#details-goto-input", Input)
+        if box.has_class("-visible"):
+            self._close_goto()
+            return
         self.dismiss(self.key)
 
     def action_step(self, step: int) -> None:
@@ -93,32 +213,341 @@ class DetailsScreen(Screen[StreamKey]):
             return
         index = keys.index(self.key) if self.key in keys else -step
         self.key = keys[(index + step) % len(keys)]
+        self.timeframe = self.key.interval
+        self._reset()
         self._shown(self.key)
         self.update_view()
+
+    def action_cycle_timeframe(self, step: int) -> None:
+        choices = timeframes_of(self.key.interval)
+        index = choices.index(self.timeframe) if self.timeframe in choices else 0
+        self._set_timeframe(choices[(index + step) % len(choices)])
+
+    def action_timeframe(self, name: str) -> None:
+        target = self.key.interval if name == "own" else Interval(name)
+        if target not in timeframes_of(self.key.interval):
+            self.notify(
+                f"A {self.key.interval.value} stream cannot be shown as {target.value}: "
+                f"choose one of {', '.join(t.value for t in timeframes_of(self.key.interval))}",
+                severity="warning",
+                timeout=4,
+            )
+            return
+        self._set_timeframe(target)
+
+    def _set_timeframe(self, target: Interval) -> None:
+        if target is self.timeframe:
+            return
+        self.timeframe = target
+        # The same moment stays under the crosshair and at the right edge.
+        if self._cross is not None:
+            self._cross = target.open_time_at(self._cross)
+            # The crosshair in the middle, whatever the new candles' width.
+            capacity = self.query_one(CandleChart).capacity
+            self._right = target.shift(self._cross, capacity // 2)
+        elif self._right is not None:
+            self._right = target.open_time_at(self._right)
+        self.update_view()
+
+    def action_cross(self, step: int) -> None:
+        view = self.view
+        if view is None or not view.count:
+            return
+        index = max(0, min(view.count - 1, view.left + view.cursor + step))
+        right = view.right
+        if index > right:
+            right = index
+        elif index < view.left:  # past the left edge: the view follows
+            right -= view.left - index
+        self._place(index, right)
+
+    def action_page(self, step: int) -> None:
+        view = self.view
+        if view is None or not view.count:
+            return
+        capacity = self.query_one(CandleChart).capacity
+        right = view.right + step * capacity
+        right = max(min(view.count - 1, capacity - 1), min(view.count - 1, right))
+        cross = max(0, min(right, view.left + view.cursor + step * capacity))
+        self._place(cross, right)
+
+    def action_first(self) -> None:
+        """The oldest candle the dataset holds: loaded when it is not yet."""
+        if self.at_first and self._loaded_from is not None:
+            self._right = self._cross = None
+            self._place_first()
+            return
+        self._reset()
+        self._right = self._cross = EARLIEST_OPEN_MS  # until the first page is in
+        self._load("first", start_ms=None, end_ms=None, newest_first=False)
+
+    def action_live(self) -> None:
+        if self._loaded_to is not None:
+            self._reset()
+        self._right = self._cross = None
+        self.update_view()
+
+    def action_goto(self) -> None:
+        box = self.query_one("#details-goto-input", Input)
+        box.value = ""
+        box.add_class("-visible")
+        box.focus()
+
+    def _close_goto(self) -> None:
+        box = self.query_one("#details-goto-input", Input)
+        box.remove_class("-visible")
+        self.query_one(CandleChart).focus()
+
+    @on(Input.Submitted, "#details-goto-input")
+    def _goto_submitted(self, event: Input.Submitted) -> None:
+        text = event.value.strip()
+        try:
+            at = parse_time(text[:40])
+        except ValueError:
+            at = None
+        if at is None or not EARLIEST_OPEN_MS <= at < LATEST_MS:
+            self.notify(
+                f"Not a date: {safe_text(text, 40)!r}; write 2026-11-25 or 2026-11-25 16:30 (UTC)",
+                severity="warning",
+                timeout=5,
+            )
+            return
+        self._close_goto()
+        self.jump_to(at)
+
+    def jump_to(self, at: int) -> None:
+        """Show the candle containing the instant `at` (ms, UTC) under the crosshair."""
+        self._reset()
+        bucket = self.timeframe.open_time_at(at)
+        capacity = self.query_one(CandleChart).capacity
+        end = self.timeframe.shift(bucket, max(1, capacity // 2))
+        self._cross, self._right = bucket, self.timeframe.prev_open(end)
+        self._loaded_to = end
+        self._load("jump", start_ms=None, end_ms=end, newest_first=True)
+
+    # -- positions --------------------------------------------------------------------------
+
+    def _place(self, cross: int, right: int) -> None:
+        """The crosshair on bucket `cross` and the view's right edge at bucket `right`
+        (indexes into every bucket); the right edge at the newest live bucket follows live."""
+        buckets = self._shown_buckets["open_time"]
+        count = len(buckets)
+        if not count:
+            return
+        right = max(0, min(count - 1, right))
+        cross = max(0, min(right, cross))
+        live = self._loaded_to is None and right == count - 1
+        self._right = None if live else int(buckets[right])
+        self._cross = None if live and cross == right else int(buckets[cross])
+        self.update_view()
+
+    def _place_first(self) -> None:
+        capacity = self.query_one(CandleChart).capacity
+        self._place(0, capacity - 1)
+
+    # -- history ----------------------------------------------------------------------------
+
+    def _read_size(self) -> int:
+        """Candles to ask for in one read: two screens of the timeframe's buckets."""
+        own, shown = self.key.interval.ms, self.timeframe.ms
+        ratio = shown // own if own and shown else 1
+        capacity = self.query_one(CandleChart).capacity
+        return max(MIN_READ, min(200_000, 2 * capacity * ratio))
+
+    def _load(self, why: str, **query: int | bool | None) -> None:
+        if self._reader is None:
+            return
+        self._loading = why
+        self._history_error = None
+        reader, key, generation = self._reader, self.key, self._generation
+        limit = self._read_size()
+
+        async def read() -> None:
+            try:
+                page = await reader(key, limit=limit, **query)  # type: ignore[arg-type]
+            except Exception as exc:  # noqa: BLE001 - any failure to read is said, never raised
+                if generation == self._generation:
+                    self._loading = None
+                    self._history_error = safe_text(str(exc) or type(exc).__name__, 200)
+                    self._failed_at = time.monotonic()
+                    self.update_view()
+                return
+            if generation == self._generation:
+                self._merge(why, page)
+
+        self.run_worker(read(), group="details-history", exclusive=True, exit_on_error=False)
+
+    def _merge(self, why: str, page: CandlePage) -> None:
+        frame = page.frame.cast(CANDLES_SCHEMA)
+        older = why in ("older", "jump")
+        merged = pl.concat([frame, self._history] if older else [self._history, frame])
+        self._history = merged.unique("open_time", keep="first").sort("open_time")
+        if older:
+            # Read newest first: the next page ends where this one began.
+            self.at_first = page.next_ms is None
+            self._loaded_from = page.next_ms if page.next_ms is not None else EARLIEST_OPEN_MS
+        else:
+            if why == "first":
+                self.at_first = True
+                self._loaded_from = EARLIEST_OPEN_MS
+            self._loaded_to = page.next_ms  # None: everything up to now is in
+        self._trim(older)
+        self._history_version += 1
+        self._loading = None
+        if why == "first":
+            self._cache = None
+            self.update_view()
+            self._place_first()
+            return
+        self.update_view()
+
+    def _trim(self, older: bool) -> None:
+        """Let go of the far side of what is loaded beyond MAX_HISTORY_ROWS."""
+        extra = len(self._history) - MAX_HISTORY_ROWS
+        if extra <= 0:
+            return
+        if older:
+            self._loaded_to = int(self._history["open_time"][MAX_HISTORY_ROWS])
+            self._history = self._history.head(MAX_HISTORY_ROWS)
+        else:
+            self._history = self._history.tail(MAX_HISTORY_ROWS)
+            self._loaded_from = int(self._history["open_time"][0])
+            self.at_first = False
+
+    def _want_history(self, view: _View, capacity: int) -> None:
+        """Read more of the dataset when the view nears an end of what is loaded."""
+        if self._loading is not None or self._reader is None:
+            return
+        if self._history_error and time.monotonic() - self._failed_at < RETRY_S:
+            return  # said in the readout; tried again in a while (an attached recorder back)
+        if self._loaded_from is None:
+            self._load("older", end_ms=self._loaded_to, newest_first=True)
+        elif not self.at_first and view.left < capacity:
+            self._load("older", end_ms=self._loaded_from, newest_first=True)
+        elif self._loaded_to is not None and view.right > view.count - 1 - capacity:
+            self._load("newer", start_ms=self._loaded_to, newest_first=False)
+
+    # -- drawing ----------------------------------------------------------------------------
 
     def update_view(self) -> None:
         """Redraw from the stream's live state (the app calls this at its repaint rate)."""
         if not self.is_mounted:
             return
         state = self._streams.get(self.key)
-        self.headline = _headline(self.key, state)
-        closed = list(state.closed) if state is not None else []
-        forming = state.forming if state is not None else None
-        if forming is not None and forming.closed:
-            forming = None  # the newest update closed its candle: it is in `closed`
-        self.query_one(CandleChart).show(closed, forming, self.key.interval)
-        if state is not None:  # a stream no longer watched keeps its last candles listed
-            self.query_one(CandleTable).show(closed, self.key.interval)
+        self.headline = _headline(self.key, self.timeframe, state)
+        chart = self.query_one(CandleChart)
+        capacity = chart.capacity
+        buckets, forming_from = self._all_buckets(state)
+        self._shown_buckets = buckets
+        view = self._view(buckets, forming_from, capacity)
+        self.view = view
+        volume = self.key.kind.has_volume
+        chart.show(view.bars, self.timeframe, cursor=view.cursor, volume=volume)
+        self.query_one(CandleTable).show(
+            view.bars, self.timeframe, cursor=view.cursor, volume=volume
+        )
+        self.readout = self._readout(view)
+        self._want_history(view, capacity)
+
+    def _all_buckets(self, state: StreamState | None) -> tuple[pl.DataFrame, int | None]:
+        """Every bucket of the loaded history and, at the live edge, of the live candles; and
+        the open time of the forming bucket, if there is one.
+
+        The history is resampled once per read and timeframe; live candles newer than it join
+        the newest buckets only, and the forming candle its own bucket only, so a repaint costs
+        the same however much history is loaded."""
+        history, timeframe = self._history, self.timeframe
+        if self._history_cache != (self._history_version, timeframe):
+            self._history_buckets = resample(history, timeframe)
+            self._history_cache = (self._history_version, timeframe)
+        live = self._loaded_to is None
+        newest = int(history["open_time"][-1]) if len(history) else None
+        closed = [
+            c
+            for c in (state.closed if state is not None and live else ())
+            if newest is None or c.open_time > newest
+        ]
+        key = (self._history_cache, len(closed), closed[-1].open_time if closed else None)
+        if key != self._cache:
+            self._cache = key
+            if closed:
+                newer = _frame([c.as_row() for c in closed])
+                self._closed_frame = pl.concat([history, newer])
+                self._buckets = with_forming(history, self._history_buckets, newer, timeframe)
+            else:
+                self._closed_frame, self._buckets = history, self._history_buckets
+        forming = state.forming if state is not None and live else None
+        if closed:
+            newest = closed[-1].open_time
+        if forming is None or forming.closed or (newest or 0) >= forming.open_time:
+            return self._buckets, None
+        row = _frame([forming.as_row()])
+        buckets = with_forming(self._closed_frame, self._buckets, row, timeframe)
+        return buckets, timeframe.open_time_at(forming.open_time)
+
+    def _view(self, buckets: pl.DataFrame, forming_from: int | None, capacity: int) -> _View:
+        opens = buckets["open_time"]
+        count = len(opens)
+        if not count:
+            return _View([], 0, 0, -1, 0)
+        if self._right is None:
+            right = count - 1
+        else:
+            right = max(0, int(opens.search_sorted(self._right, side="right")) - 1)
+            right = max(right, min(count - 1, capacity - 1))  # a full screen when there is one
+        left = max(0, right - capacity + 1)
+        if self._cross is None:
+            cross = right
+        else:
+            cross = int(opens.search_sorted(self._cross, side="right")) - 1
+            cross = max(left, min(right, cross))
+        shown = bars(buckets.slice(left, right - left + 1), forming_from)
+        return _View(shown, cross - left, left, right, count)
+
+    def _readout(self, view: _View) -> Text:
+        """The crosshair's candle, then where the history stands."""
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(f" {self.timeframe.value} ", style="bold reverse")
+        if view.bars:
+            bar = view.bars[view.cursor]
+            text.append(f" {fmt.candle_time(bar.open_time, self.timeframe.ms)} ", style="bold")
+            text.append(f"O {fmt.price(bar.open)} H {fmt.price(bar.high)} ")
+            text.append(f"L {fmt.price(bar.low)} C {fmt.price(bar.close)} ")
+            change, sign = fmt.change_pct(bar.close, bar.open)
+            text.append(change, style={1: "green", -1: "red"}.get(sign, ""))
+            if self.key.kind.has_volume:
+                text.append(f" V {fmt.compact(bar.volume)}")
+            if self.timeframe is not self.key.interval:
+                text.append(f" ({bar.candles} x {self.key.interval.value})", style="dim")
+            if bar.forming:
+                text.append(" forming", style="yellow")
+        text.append("  ")
+        if self._history_error:
+            text.append(f"history: {self._history_error}", style="red")
+        elif self._loading is not None:
+            text.append("reading the dataset…", style="yellow")
+        elif self.at_first and view.count and view.left == 0:
+            text.append("◂ first recorded candle", style="dim")
+        return text
 
     def watch_headline(self, text: Text) -> None:
         self.query_one("#details-title", Static).update(text)
 
+    def watch_readout(self, text: Text) -> None:
+        self.query_one("#details-readout", Static).update(text)
 
-def _headline(key: StreamKey, state: StreamState | None) -> Text:
+
+def _frame(rows: list[CandleRow]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=CANDLES_SCHEMA, orient="row")
+
+
+def _headline(key: StreamKey, timeframe: Interval, state: StreamState | None) -> Text:
     """The stream, its forming candle, then its state and counters."""
     text = Text(no_wrap=True, overflow="ellipsis")
-    text.append(f" {key.market.value} ", style="bold reverse")
+    text.append(f" {key.partition} ", style="bold reverse")
     text.append(f" {key.symbol} {key.interval.value}", style="bold")
+    if timeframe is not key.interval:
+        text.append(f" as {timeframe.value}", style="bold")
     if state is None:
         text.append("  no longer watched", style="yellow")
         return text
@@ -128,7 +557,8 @@ def _headline(key: StreamKey, state: StreamState | None) -> Text:
         text.append(f"   last {fmt.price(k.close)} ", style="bold")
         text.append(f"{change} vs open", style={1: "green", -1: "red"}.get(sign, ""))
         text.append(f"   O {fmt.price(k.open)}  H {fmt.price(k.high)}  L {fmt.price(k.low)}")
-        text.append(f"   vol {fmt.compact(k.volume)}  trades {fmt.compact(k.trades)}")
+        if key.kind.has_volume:
+            text.append(f"   vol {fmt.compact(k.volume)}  trades {fmt.compact(k.trades)}")
     text.append("\n ")
     text.append(state.status.value, style=_STATUS_STYLE.get(state.status, "dim"))
     text.append(

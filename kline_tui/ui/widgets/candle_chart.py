@@ -3,6 +3,8 @@
 Each candle takes two columns (a body and a gap); each text row holds two price steps, upper
 and lower half, so bodies and wicks have twice the terminal's vertical resolution. A price axis
 on the right marks round prices and the last price; a time axis below marks open times in UTC.
+Below the prices, a volume pane draws each candle's volume in eighth blocks (for streams that
+have volume); a crosshair marks one candle, its time on the axis and its close on the scale.
 """
 
 from __future__ import annotations
@@ -25,11 +27,20 @@ __all__ = ["CandleChart", "nice_step"]
 
 
 class CandleLike(Protocol):
-    open_time: int
-    open: float
-    high: float
-    low: float
-    close: float
+    @property
+    def open_time(self) -> int: ...
+    @property
+    def open(self) -> float: ...
+    @property
+    def high(self) -> float: ...
+    @property
+    def low(self) -> float: ...
+    @property
+    def close(self) -> float: ...
+    @property
+    def volume(self) -> float | None: ...
+    @property
+    def forming(self) -> bool: ...
 
 
 AXIS_WIDTH = 13  # "┤" and a price label
@@ -37,7 +48,9 @@ CANDLE_STEP = 2  # columns per candle: the body and a gap
 
 Cell = tuple[str, Style]  # a character and its style
 Label = tuple[str, Style]  # a price on the axis and its style
-Styles = dict[str, Style]  # by component name: up, down, forming, axis, grid, last
+Styles = dict[str, Style]  # by component name: up, down, forming, axis, grid, last, cross
+_COMPONENTS = ("up", "down", "forming", "axis", "grid", "last", "cross")
+_EIGHTHS = " ▁▂▃▄▅▆▇█"
 
 
 def nice_step(span: float, count: int) -> float:
@@ -108,46 +121,55 @@ _BODY = {(True, True): "█", (True, False): "▀", (False, True): "▄"}
 _WICK = {(True, True): "│", (True, False): "╵", (False, True): "╷"}
 
 
-class CandleChart(Widget):
-    """Recent candles of one stream; the forming one, if given, is drawn last.
+class CandleChart(Widget, can_focus=True):
+    """Candles of one stream, oldest first (the caller picks which: `capacity` fit), a volume
+    pane below them and a crosshair on one of them.
 
     `show()` sets the reactives; the chart is drawn again (once, at its next paint) only when
     they changed, so the app may call it at every repaint.
     """
 
-    COMPONENT_CLASSES: ClassVar[set[str]] = {
-        "candle-chart--up",
-        "candle-chart--down",
-        "candle-chart--forming",
-        "candle-chart--axis",
-        "candle-chart--grid",
-        "candle-chart--last",
-    }
+    COMPONENT_CLASSES: ClassVar[set[str]] = {f"candle-chart--{name}" for name in _COMPONENTS}
 
-    closed: reactive[tuple[CandleLike, ...]] = reactive(tuple)
-    forming: reactive[CandleLike | None] = reactive(None)
+    bars: reactive[tuple[CandleLike, ...]] = reactive(tuple)
     interval: reactive[Interval] = reactive(Interval.M1)
+    cursor: reactive[int | None] = reactive(None)
+    volume: reactive[bool] = reactive(True)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._lines: list[Strip] | None = None  # drawn at the first paint after a change
 
+    @property
+    def capacity(self) -> int:
+        """How many candles fit the plot's width now."""
+        return max(1, (self.size.width - AXIS_WIDTH) // CANDLE_STEP)
+
     def show(
-        self, closed: Sequence[CandleLike], forming: CandleLike | None, interval: Interval
+        self,
+        bars: Sequence[CandleLike],
+        interval: Interval,
+        *,
+        cursor: int | None = None,
+        volume: bool = True,
     ) -> None:
-        """Draw these candles (oldest first) and the forming one, when it is newer."""
-        self.closed = tuple(closed)
-        newer = forming is not None and (not closed or forming.open_time > closed[-1].open_time)
-        self.forming = forming if newer else None
+        """Draw these candles (oldest first; the newest that fit), with the crosshair on
+        `bars[cursor]`, and a volume pane when `volume`."""
+        self.bars = tuple(bars)
         self.interval = interval
+        self.cursor = cursor
+        self.volume = volume
 
-    def watch_closed(self) -> None:
-        self._lines = None
-
-    def watch_forming(self) -> None:
+    def watch_bars(self) -> None:
         self._lines = None
 
     def watch_interval(self) -> None:
+        self._lines = None
+
+    def watch_cursor(self) -> None:
+        self._lines = None
+
+    def watch_volume(self) -> None:
         self._lines = None
 
     def on_resize(self) -> None:
@@ -167,37 +189,45 @@ class CandleChart(Widget):
     # -- drawing ----------------------------------------------------------------------------
 
     def _draw(self) -> list[Strip]:
-        """The whole chart: grid, candles, price axis on the right, time axis below."""
+        """The whole chart: grid, candles, volume, price axis on the right, time axis below."""
         width, height = self.size
         style = self._styles()
-        plot_w, plot_h = max(0, width - AXIS_WIDTH), max(1, height - 1)
+        plot_w = max(0, width - AXIS_WIDTH)
         candles = self._visible(plot_w)
         if not candles or plot_w < CANDLE_STEP or height < 3:
             return self._waiting(width, height, style)
+        with_volume = self.volume and height >= 10
+        volume_h = max(2, (height - 1) // 5) if with_volume else 0
+        plot_h = max(1, height - 1 - volume_h)
         scale = PriceScale(candles, plot_h)
         canvas = Canvas(width, height, self.rich_style)
         labels = self._grid(canvas, scale, plot_w, style)
         last = candles[-1].close
         labels[scale.row(last)] = (fmt.price(last), style["last"])
         x0 = plot_w - len(candles) * CANDLE_STEP  # the newest candle ends at the axis
+        cursor = self.cursor
+        cross = candles[cursor] if cursor is not None and 0 <= cursor < len(candles) else None
+        if cross is not None and cross is not candles[-1]:
+            labels[scale.row(cross.close)] = (fmt.price(cross.close), style["cross"])
         self._bodies_and_wicks(canvas, candles, scale, x0, style)
         self._price_axis(canvas, labels, plot_w, plot_h, style)
-        self._time_axis(canvas, candles, x0, plot_w, style)
+        if volume_h:
+            self._volume(canvas, candles, plot_h, volume_h, x0, plot_w, style)
+        if cross is not None and cursor is not None:
+            self._crosshair(canvas, x0 + cursor * CANDLE_STEP, plot_h + volume_h, style)
+        self._time_axis(canvas, candles, x0, plot_w, style, cursor)
         return canvas.strips()
 
     def _styles(self) -> Styles:
         base = self.rich_style
         return {
             name: base + self.get_component_rich_style(f"candle-chart--{name}", partial=True)
-            for name in ("up", "down", "forming", "axis", "grid", "last")
+            for name in _COMPONENTS
         }
 
     def _visible(self, plot_w: int) -> list[CandleLike]:
-        """The newest candles that fit the plot's width, the forming one last."""
-        candles = list(self.closed)
-        if self.forming is not None:
-            candles.append(self.forming)
-        return candles[-max(1, plot_w // CANDLE_STEP) :]
+        """The newest candles that fit the plot's width."""
+        return list(self.bars[-max(1, plot_w // CANDLE_STEP) :])
 
     def _waiting(self, width: int, height: int, style: Styles) -> list[Strip]:
         base = self.rich_style
@@ -223,12 +253,8 @@ class CandleChart(Widget):
         self, canvas: Canvas, candles: list[CandleLike], scale: PriceScale, x0: int, style: Styles
     ) -> None:
         """Bodies in half blocks and wicks in box lines, one candle every CANDLE_STEP columns."""
-        forming = self.forming
         for i, c in enumerate(candles):
-            if c is forming:
-                s = style["forming"]
-            else:
-                s = style["up"] if c.close >= c.open else style["down"]
+            s = _candle_style(c, style)
             body = (scale.half_row(max(c.open, c.close)), scale.half_row(min(c.open, c.close)))
             wick = (scale.half_row(c.high), scale.half_row(c.low))
             for row in range(wick[0] // 2, wick[1] // 2 + 1):
@@ -252,20 +278,75 @@ class CandleChart(Widget):
             canvas.put(row, plot_w, "┤", style["axis"])
             canvas.put(row, plot_w + 1, f" {text} "[: AXIS_WIDTH - 1], label_style)
 
-    def _time_axis(
-        self, canvas: Canvas, candles: list[CandleLike], x0: int, plot_w: int, style: Styles
+    def _volume(
+        self,
+        canvas: Canvas,
+        candles: list[CandleLike],
+        top: int,
+        rows: int,
+        x0: int,
+        plot_w: int,
+        style: Styles,
     ) -> None:
-        """The bottom row: a time every ~16 columns, on a candle, counted from the newest."""
+        """Each candle's volume as a bar in eighth blocks, scaled to the largest one shown."""
+        most = max((c.volume or 0.0 for c in candles), default=0.0)
+        for row in range(top, top + rows):
+            canvas.put(row, plot_w, "│", style["axis"])
+        canvas.put(top, plot_w, "┤", style["axis"])
+        canvas.put(top, plot_w + 1, f" {fmt.compact(most)} "[: AXIS_WIDTH - 1], style["axis"])
+        if most <= 0 or not math.isfinite(most):
+            return
+        for i, c in enumerate(candles):
+            eighths = round((c.volume or 0.0) / most * rows * 8)
+            s = _candle_style(c, style)
+            for k in range(rows):  # from the bottom row up
+                fill = min(8, max(0, eighths - 8 * k))
+                if fill:
+                    canvas.put(top + rows - 1 - k, x0 + i * CANDLE_STEP, _EIGHTHS[fill], s)
+
+    @staticmethod
+    def _crosshair(canvas: Canvas, x: int, rows: int, style: Styles) -> None:
+        """A dotted line down the marked candle's column, where nothing else is drawn."""
+        for row in range(rows):
+            char, _ = canvas.cells[row][x]
+            if char in (" ", "┈"):
+                canvas.put(row, x, "┆", style["cross"])
+
+    def _time_axis(
+        self,
+        canvas: Canvas,
+        candles: list[CandleLike],
+        x0: int,
+        plot_w: int,
+        style: Styles,
+        cursor: int | None = None,
+    ) -> None:
+        """The bottom row: a time every ~16 columns, on a candle, counted from the newest; the
+        crosshair's candle's time over them."""
         row = canvas.height - 1
         canvas.fill(row, 0, plot_w, "─", style["axis"])
         canvas.put(row, plot_w, "┘", style["axis"])
+        marked: tuple[int, str] | None = None  # the crosshair's label: where, what
+        if cursor is not None and 0 <= cursor < len(candles):
+            text = f" {_time_label(candles[cursor].open_time, self.interval)} "
+            x = max(0, min(plot_w - len(text), x0 + cursor * CANDLE_STEP - len(text) // 2))
+            marked = (x, text)
         every = max(1, 16 // CANDLE_STEP)
         for i in range(len(candles) - 1, -1, -every):
             text = _time_label(candles[i].open_time, self.interval)
             x = x0 + i * CANDLE_STEP
-            if x >= 0 and x + len(text) <= plot_w:
+            clear = marked is None or x + len(text) < marked[0] or x > marked[0] + len(marked[1])
+            if x >= 0 and x + len(text) <= plot_w and clear:
                 canvas.put(row, x, text, style["axis"])
         canvas.put(row, plot_w + 1, " UTC"[: AXIS_WIDTH - 1], style["axis"])
+        if marked is not None and len(marked[1]) <= plot_w:
+            canvas.put(row, marked[0], marked[1], style["cross"] + Style(reverse=True))
+
+
+def _candle_style(c: CandleLike, style: Styles) -> Style:
+    if c.forming:
+        return style["forming"]
+    return style["up"] if c.close >= c.open else style["down"]
 
 
 def _strip(row: list[Cell]) -> Strip:

@@ -1,0 +1,157 @@
+"""Candles of one stream shown at a longer interval: `1m` rows as 5m, 15m, 1h, 4h or 1d candles.
+
+Pure Polars, no I/O. Frames here hold one stream's candles in `CANDLES_SCHEMA` (times as epoch
+milliseconds, volumes null for kinds without volume), oldest first, each open time once. A bucket
+is aggregated as the exchange would: first open, highest high, lowest low, last close, summed
+volumes and trades (in order; null when every candle in it has none, as mark price klines), and the
+bucket's own close time. `group_by_dynamic` windows are aligned to the epoch in UTC (Mondays for
+the week), the exchange's grid, and a bucket is emitted whenever a candle falls in it, so the
+newest, still forming bucket is included; `candles` counts what each bucket holds.
+
+```python
+buckets = resample(frame, Interval.H1)
+buckets = with_forming(frame, buckets, forming_frame, Interval.H1)  # the live candle joins in
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from kline_tui.model import Interval
+from kline_tui.store.schema import CANDLE_COLUMNS, PARQUET_SCHEMA
+
+__all__ = [
+    "BUCKETS_SCHEMA",
+    "CANDLES_SCHEMA",
+    "MAX_RATIO",
+    "TIMEFRAMES",
+    "Bar",
+    "bars",
+    "resample",
+    "timeframes_of",
+    "with_forming",
+]
+
+# One stream's candles: the dataset's columns without `symbol` and `source`, times in epoch ms.
+CANDLES_SCHEMA = pl.Schema(
+    {
+        "open_time": pl.Int64(),
+        "close_time": pl.Int64(),
+        **{name: PARQUET_SCHEMA[name] for name in CANDLE_COLUMNS[3:]},  # open ... trades
+    }
+)
+# Buckets: the same columns and how many candles each one holds.
+BUCKETS_SCHEMA = pl.Schema({**CANDLES_SCHEMA, "candles": pl.UInt32()})
+
+# The longer intervals a stream can be shown at.
+TIMEFRAMES = (Interval.M1, Interval.M5, Interval.M15, Interval.H1, Interval.H4, Interval.D1)
+# At most this many candles in one bucket (a day of minutes): a `1s` stream stops at 15m, so a
+# screen of buckets never needs millions of rows.
+MAX_RATIO = 1440
+
+_SUMMED = ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume", "trades")
+
+
+def timeframes_of(interval: Interval) -> tuple[Interval, ...]:
+    """The intervals a stream of `interval` can be shown at: its own, then each of TIMEFRAMES
+    that is a whole multiple of it, at most MAX_RATIO times longer."""
+    own = interval.ms
+    if own is None:
+        return (interval,)
+    longer = tuple(
+        t
+        for t in TIMEFRAMES
+        if (ms := t.ms) is not None and ms > own and ms % own == 0 and ms // own <= MAX_RATIO
+    )
+    return (interval, *longer)
+
+
+def _every(target: Interval) -> str:
+    ms = target.ms
+    if ms is None:
+        raise ValueError("the month is not a fixed interval: it cannot be a timeframe")
+    return f"{ms}ms"
+
+
+def resample(frame: pl.DataFrame, target: Interval) -> pl.DataFrame:
+    """`frame` (CANDLES_SCHEMA, ascending, each open time once) as buckets of `target`
+    (BUCKETS_SCHEMA), oldest first; the newest bucket holds whatever candles it has so far."""
+    if frame.is_empty():
+        return pl.DataFrame(schema=BUCKETS_SCHEMA)
+    step = target.ms
+    every = _every(target)
+    timed = frame.with_columns(_t=pl.from_epoch("open_time", time_unit="ms"))
+    grouped = timed.group_by_dynamic(
+        "_t",
+        every=every,
+        period=every,
+        closed="left",
+        label="left",
+        start_by="monday" if target is Interval.W1 else "window",
+    ).agg(
+        pl.col("open").first(),
+        pl.col("high").max(),
+        pl.col("low").min(),
+        pl.col("close").last(),
+        # Summed in order, oldest first (a running sum, not Polars' pairwise `sum`), so a bucket's
+        # volume is the same float however it is computed: the forming bucket's at each update,
+        # a plain loop's, the exchange's. Null, not zero, when no candle of the bucket has the
+        # field (mark, index, premium).
+        *(
+            pl.when(pl.col(c).count() > 0).then(pl.col(c).fill_null(0).cum_sum().last()).alias(c)
+            for c in _SUMMED
+        ),
+        pl.len().alias("candles"),
+    )
+    opens = pl.col("_t").dt.epoch("ms")
+    return grouped.select(
+        open_time=opens,
+        close_time=opens + (step or 0) - 1,
+        **{c: pl.col(c) for c in list(CANDLES_SCHEMA)[2:]},
+        candles=pl.col("candles"),
+    ).cast(BUCKETS_SCHEMA)
+
+
+def with_forming(
+    closed: pl.DataFrame, buckets: pl.DataFrame, forming: pl.DataFrame, target: Interval
+) -> pl.DataFrame:
+    """`buckets` (= `resample(closed, target)`) with the live forming candle(s) `forming` joined
+    into the newest bucket, or opening a new one: only that bucket is aggregated again, so the
+    live candle costs the same at every update whatever the history."""
+    if forming.is_empty():
+        return buckets
+    first = int(forming["open_time"].min())  # type: ignore[arg-type]
+    start = target.open_time_at(first)
+    tail = pl.concat(
+        [closed.filter(pl.col("open_time") >= start, pl.col("open_time") < first), forming]
+    )
+    return pl.concat([buckets.filter(pl.col("open_time") < start), resample(tail, target)])
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    """One candle as a chart draws it: a stream's own candle or a bucket of them."""
+
+    open_time: int
+    close_time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float | None
+    trades: int | None
+    candles: int  # candles of the stream in it
+    forming: bool = False
+
+
+def bars(buckets: pl.DataFrame, forming_from: int | None = None) -> list[Bar]:
+    """Rows of BUCKETS_SCHEMA as Bars; those opening at or after `forming_from` are forming."""
+    return [
+        Bar(t, ct, o, h, lo, c, v, n, count, forming_from is not None and t >= forming_from)
+        for t, ct, o, h, lo, c, v, n, count in buckets.select(
+            "open_time", "close_time", "open", "high", "low", "close", "volume", "trades", "candles"
+        ).iter_rows()
+    ]
