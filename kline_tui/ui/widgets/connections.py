@@ -47,7 +47,7 @@ def format_lag(lag_ms: float | None) -> str:
 # One line of the panel, as shown: market, id, state, its style, streams, rate, lag,
 # reconnects, reason.
 Row = tuple[str, str, str, str, str, str, str, str, str]
-# Below this width only the market, id, state, rate and lag are shown.
+# Below this width only the market, state, rate and lag are shown.
 _NARROW_BELOW = 76
 
 
@@ -114,7 +114,8 @@ class ConnectionsPanel(Static):
             box=None, padding=(0, 1), expand=True, show_edge=False, header_style="bold dim"
         )
         table.add_column("Market", no_wrap=True)
-        table.add_column("Conn", no_wrap=True)
+        if not narrow:
+            table.add_column("Conn", no_wrap=True)
         table.add_column("State", no_wrap=True, overflow="ellipsis")
         if not narrow:
             table.add_column("Streams", justify="right", no_wrap=True)
@@ -124,7 +125,11 @@ class ConnectionsPanel(Static):
             table.add_column("Reconn.", justify="right", no_wrap=True)
             table.add_column("Last reason", ratio=1, no_wrap=True, overflow="ellipsis", style="dim")
         for market, conn, state, style, streams, rate, lag, reconnects, reason in self.rows:
-            cells: list[str | Text] = [market, conn, Text(state, style=style)]
-            cells += [rate, lag] if narrow else [streams, rate, lag, reconnects, reason]
+            if narrow:  # "connected 1m23s" reads "up 1m23s": the state word stays whole
+                state = state.replace("connected ", "up ").replace("reconnecting", "retry")
+                cells: list[str | Text] = [market, Text(state, style=style), rate, lag]
+            else:
+                cells = [market, conn, Text(state, style=style), streams, rate, lag]
+                cells += [reconnects, reason]
             table.add_row(*cells)
         return table
