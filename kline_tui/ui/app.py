@@ -32,7 +32,7 @@ from textual.worker import Worker, WorkerState
 
 from kline_tui.binance.connection import ConnectionState, ConnectionStatus
 from kline_tui.config import DEFAULT_WATCH, Settings, UiConfig, save_ui
-from kline_tui.model import Interval, Market, StreamKey
+from kline_tui.model import Interval, Kind, Market, StreamKey
 from kline_tui.recorder.events import Event, EventLog
 from kline_tui.recorder.hub import StreamState
 from kline_tui.recorder.pipeline import Pipeline
@@ -538,6 +538,7 @@ class KlineApp(App[int]):
                 self._symbols_of,
                 market=selected.market if selected else Market.USDM,
                 interval=selected.interval if selected else Interval.M1,
+                kind=selected.kind if selected else Kind.TRADE,
             )
         )
 

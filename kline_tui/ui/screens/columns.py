@@ -67,6 +67,9 @@ class ColumnsScreen(ModalScreen[tuple[str, ...] | None]):
                 id="columns-hint",
             )
 
+    def on_mount(self) -> None:
+        self.query_one("#columns-list", SelectionList).highlighted = 0
+
     def _selections(self) -> list[Selection[str]]:
         return [
             Selection(

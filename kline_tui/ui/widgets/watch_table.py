@@ -45,6 +45,7 @@ __all__ = [
     "fit_columns",
     "receiving",
     "state_label",
+    "symbol_cell",
 ]
 
 SPARK_CANDLES = 60  # closed candles a sparkline spans at full width
@@ -611,7 +612,7 @@ class WatchTable(ScrollView, can_focus=True):
         texts = dict(zip(("last", "change", "high", "low", "volume", "trades"), cells, strict=True))
         texts.update(
             market=(key.market.value, muted),
-            symbol=(_symbol_cell(key), base),
+            symbol=(symbol_cell(key), base),
             interval=(key.interval.value, base),
             spark=(spark, sign_style[spark_sign]),
             recorded=(fmt.compact(state.recorded), base),
@@ -685,7 +686,7 @@ def state_label(state: StreamState, placeholder: str | None = None, *, paused: b
     return state.status.value
 
 
-def _symbol_cell(key: StreamKey) -> str:
+def symbol_cell(key: StreamKey) -> str:
     """The symbol, with its kind as a short tag (`BTCUSDT·mark`); trade klines have none."""
     tag = fmt.kind_tag(key.kind.value)
     return f"{key.symbol}·{tag}" if tag else key.symbol
