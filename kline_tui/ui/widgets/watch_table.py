@@ -81,6 +81,8 @@ COLUMN_IDS = tuple(c.id for c in COLUMNS)
 _BY_ID = {c.id: c for c in COLUMNS}
 REQUIRED = ("symbol", "state")  # shown whatever the layout says
 SPARK_MIN, SPARK_MAX = 8, SPARK_CANDLES
+# Longer lists than this are re-sorted at every LONG_LIST_EVERYth repaint only.
+LONG_LIST, LONG_LIST_EVERY = 1000, 4
 # Where the width runs short these columns go first, in this order; the symbol, the last price
 # and the state stay. Compact mode leaves out the first five whatever the width.
 _DROPPED_FIRST = (
@@ -288,6 +290,9 @@ class WatchTable(ScrollView, can_focus=True):
         self.columns = COLUMNS  # those shown: fewer on a narrow terminal
         self._spark_width = SPARK_MIN
         self._styles: dict[str, Style] = {}
+        self._groups: dict[tuple[StreamKey, Group], tuple[int, str]] = {}
+        self._ticks = 0
+        self._sorted_streams = 0  # how many streams the order was made from
         # For measuring: bumped on every change a key makes, copied when a line is painted.
         self.generation = 0
         self.painted_generation = 0
@@ -307,9 +312,19 @@ class WatchTable(ScrollView, can_focus=True):
         return self.sort.label + (" (reversed)" if self.reverse else "")
 
     def update_view(self) -> None:
-        """Re-read the streams: new order, price directions, then repaint what is on screen."""
+        """Re-read the streams: new order, price directions, then repaint what is on screen.
+
+        A long list is re-sorted at every `LONG_LIST_EVERY`th call only (a second at 4 Hz:
+        5,000 rows take tens of ms), unless streams came or went; keys re-sort at once."""
+        self._ticks += 1
+        long_list = len(self.streams) > LONG_LIST
+        if (
+            not long_list
+            or self._ticks % LONG_LIST_EVERY == 0
+            or len(self.streams) != self._sorted_streams
+        ):
+            self._reorder()
         self._track_directions()
-        self._reorder()
         self.refresh()
 
     def select(self, key: StreamKey) -> None:
@@ -381,9 +396,14 @@ class WatchTable(ScrollView, can_focus=True):
         return out
 
     def _reorder(self) -> None:
-        position = {k: i for i, k in enumerate(self.streams)}
+        self._sorted_streams = len(self.streams)
         states = self._matches()
-        states.sort(key=self.sort.key_func(position), reverse=self.reverse)
+        if self.sort is Sort.LIST:  # the streams' own order: nothing to sort
+            if self.reverse:
+                states.reverse()
+        else:
+            position = {k: i for i, k in enumerate(self.streams)}
+            states.sort(key=self.sort.key_func(position), reverse=self.reverse)
         if self.group is Group.NONE:
             self.order = [s.key for s in states]
             self.lines = list(self.order)
@@ -401,8 +421,16 @@ class WatchTable(ScrollView, can_focus=True):
     def _group_lines(self, states: list[StreamState]) -> None:
         """Order and lines grouped: each group in the sorted order within, groups by name."""
         groups: dict[tuple[int, str], list[StreamState]] = {}
+        cache = self._groups
+        if len(cache) > 2 * len(self.streams) + 64:
+            cache.clear()  # of streams long gone
+        group = self.group
         for state in states:
-            groups.setdefault(_group_of(state.key, self.group), []).append(state)
+            key = state.key
+            of = cache.get((key, group))
+            if of is None:
+                of = cache[(key, group)] = _group_of(key, group)
+            groups.setdefault(of, []).append(state)
         order: list[StreamKey] = []
         lines: list[StreamKey | GroupLine] = []
         for (_, name), members in sorted(groups.items(), key=lambda item: item[0]):
@@ -419,8 +447,14 @@ class WatchTable(ScrollView, can_focus=True):
             self.virtual_size = size
 
     def _track_directions(self) -> None:
-        direction = self._direction
-        for key, state in self.streams.items():
+        """Whether each shown row's price last moved up or down (only shown rows: a row scrolled
+        into view starts without a direction)."""
+        direction, streams = self._direction, self.streams
+        top = int(self.scroll_y)
+        for key in self.lines[top : top + self._rows_visible() + 1]:
+            state = streams.get(key) if not isinstance(key, GroupLine) else None
+            if state is None:
+                continue
             k = state.forming
             if k is None:
                 continue
