@@ -452,7 +452,9 @@ class WatchTable(ScrollView, can_focus=True):
         direction, streams = self._direction, self.streams
         top = int(self.scroll_y)
         for key in self.lines[top : top + self._rows_visible() + 1]:
-            state = streams.get(key) if not isinstance(key, GroupLine) else None
+            if isinstance(key, GroupLine):
+                continue
+            state = streams.get(key)
             if state is None:
                 continue
             k = state.forming
