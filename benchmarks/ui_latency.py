@@ -278,8 +278,9 @@ def run(quick: bool) -> list:
             [
                 f"keys: {big['samples']} of {big['keys']} shown ({big['missed']} not within 2 s), "
                 f"{big['live']}/{big['streams']} streams live, {big['msgs_per_s']:,.0f} msg/s "
-                f"into the hub, over {big['seconds']:.0f} s; baseline {base['samples']} keys, "
-                f"p50 {base['p50_ms']:.0f} ms"
+                f"into the hub, over {big['seconds']:.0f} s; longest garbage collection "
+                f"{big['gc_max_ms']:.0f} ms ({big['gc_ms_total']:.0f} ms in all); baseline "
+                f"{base['samples']} keys, p50 {base['p50_ms']:.0f} ms"
             ],
         ),
         Row(
