@@ -499,6 +499,7 @@ class KlineApp(App[int]):
             # Live is what receives live events, a stream whose backfill runs beside included.
             live=0 if placeholder else sum(1 for s in streams if receiving(s)),
             connected=sum(1 for s in statuses if s.state is ConnectionState.LIVE),
+            unreachable=self.recorder.unreachable is not None,
             connections=len(statuses),
             rate=round(sum(s.frames_per_s(now) for s in statuses)),
             recording=self.recorder.recording,

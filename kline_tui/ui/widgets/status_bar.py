@@ -19,6 +19,7 @@ class Overview:
     live: int = 0  # streams whose live events arrive
     connections: int = 0
     connected: int = 0  # connections that are open and live
+    unreachable: bool = False  # an attached UI's recorder cannot be reached
     rate: int = 0  # messages per second, rounded as shown
     recording: bool = True
     shown: int = 0  # rows the filter lets through
@@ -46,7 +47,9 @@ def _line(o: Overview) -> Text:
     text.append(" ")
     # Recording only while something is connected: a recorder that waits for the exchange, or
     # whose every connection is down, records nothing, whatever it means to do.
-    if not o.recording:
+    if o.unreachable:
+        text.append("○ recorder unreachable", style="bold yellow")
+    elif not o.recording:
         text.append("⏸ paused: live, not recording", style="bold yellow")
     elif o.connected:
         text.append("● recording", style="green")
