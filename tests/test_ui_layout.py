@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from kline_tui.binance.connection import ConnectionStatus
 from kline_tui.binance.markets import Endpoints
 from kline_tui.config import UI_COLUMNS, Settings, UiConfig, load_settings
 from kline_tui.model import Kind, Market, StreamKey
@@ -18,6 +19,7 @@ from kline_tui.ui import format as fmt
 from kline_tui.ui.app import KlineApp
 from kline_tui.ui.screens.add_streams import AddStreamsScreen, kinds_of, pairs_of
 from kline_tui.ui.screens.columns import ColumnsScreen
+from kline_tui.ui.widgets.connections import connection_rows
 from kline_tui.ui.widgets.status_bar import StatusBar
 from kline_tui.ui.widgets.watch_table import (
     COLUMN_IDS,
@@ -245,6 +247,12 @@ async def test_lag_is_measured_on_the_exchange_clock_not_the_local_one(sim, tmp_
             assert status.lag_ms is not None and abs(status.lag_ms) < 30_000, status
     finally:
         await pipeline.stop()
+
+
+def test_a_lag_on_a_fast_clock_is_shown_in_real_time():
+    status = ConnectionStatus(conn_id=1, market=Market.USDM, lag_ms=-3_000.0)
+    assert connection_rows([status], 0.0, clock_rate=60.0)[0][6] == "-50 ms"
+    assert connection_rows([status], 0.0)[0][6] == "-3.0 s"
 
 
 async def test_paused_says_live_and_not_recording(sim, tmp_path):

@@ -442,6 +442,7 @@ class KlineApp(App[int]):
             statuses,
             now,
             empty=None if unreachable is None else "none: the recorder is unreachable",
+            clock_rate=self.demo_speed or 1.0,
         )
         connected = any(s.state is ConnectionState.LIVE for s in statuses)
         self.query_one("#recording", RecordingPanel).view = self._recording_view(connected)

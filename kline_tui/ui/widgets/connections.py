@@ -51,8 +51,13 @@ Row = tuple[str, str, str, str, str, str, str, str, str]
 _NARROW_BELOW = 76
 
 
-def connection_rows(statuses: list[ConnectionStatus], now: float) -> tuple[Row, ...]:
-    """The panel's lines from the hub's connection statuses; `now` is the monotonic clock."""
+def connection_rows(
+    statuses: list[ConnectionStatus], now: float, clock_rate: float = 1.0
+) -> tuple[Row, ...]:
+    """The panel's lines from the hub's connection statuses; `now` is the monotonic clock.
+
+    `clock_rate` is how fast the exchange's clock runs (the demo's speed): a lag measured on a
+    clock 60 times fast is shown in real time, a delay a person can judge."""
     return tuple(
         (
             s.market.value,
@@ -60,7 +65,7 @@ def connection_rows(statuses: list[ConnectionStatus], now: float) -> tuple[Row, 
             *describe_state(s, now),
             f"{s.streams:,}",
             f"{s.frames_per_s(now):,.0f}",
-            format_lag(s.lag_ms),
+            format_lag(None if s.lag_ms is None else s.lag_ms / clock_rate),
             f"{s.reconnects}",
             s.last_error or "",
         )
@@ -89,12 +94,17 @@ class ConnectionsPanel(Static):
         return [" ".join(cell for i, cell in enumerate(row) if i != 3) for row in self.rows]
 
     def show(
-        self, statuses: list[ConnectionStatus], now: float, *, empty: str | None = None
+        self,
+        statuses: list[ConnectionStatus],
+        now: float,
+        *,
+        empty: str | None = None,
+        clock_rate: float = 1.0,
     ) -> None:
         """Show the hub's connection statuses; `now` is the monotonic clock; `empty` is what
-        to say when there are none (by default: none yet)."""
+        to say when there are none (by default: none yet); `clock_rate` as `connection_rows`."""
         self.empty = empty or _NO_CONNECTION_YET
-        self.rows = connection_rows(statuses, now)
+        self.rows = connection_rows(statuses, now, clock_rate)
 
     def watch_rows(self) -> None:
         self.update(self._table())
