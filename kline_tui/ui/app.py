@@ -380,6 +380,9 @@ class KlineApp(App[int]):
     async def on_unmount(self) -> None:
         # However the app ends, what was received is written.
         await self.shutdown_pipeline()
+        # What the start froze is the collector's again: another app in this process (tests,
+        # scripts) must not keep this one's cycles for ever.
+        gc.unfreeze()
 
     async def action_quit(self) -> None:
         if self._quitting:
