@@ -1,7 +1,7 @@
 """`python -m benchmarks [--quick] [--only NAME[,NAME]] [--json FILE]`: run the scenarios, print
 the table.
 
-Scenarios (in order): ingest, blogpost, fullmarket, flush, delta, startup, attach, profile,
+Scenarios (in order): ingest, blogpost, fullmarket, flush, delta, startup, attach, ui, profile,
 dataset.
 `dataset` is `benchmarks/dataset.py` (flush time as a recorded dataset grows, queries,
 compaction), run as a subprocess when that file exists; its output is shown as is.
@@ -35,6 +35,7 @@ SCENARIOS = (
     "delta",
     "startup",
     "attach",
+    "ui",
     "profile",
     "dataset",
 )
@@ -46,6 +47,7 @@ MODULES = {
     "delta": "benchmarks.delta",
     "startup": "benchmarks.startup",
     "attach": "benchmarks.attach",
+    "ui": "benchmarks.ui_latency",
     "profile": "benchmarks.profile",
 }
 

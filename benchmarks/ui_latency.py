@@ -1,6 +1,15 @@
-"""Closed candle -> on screen, measured inside the app (run as its own process by `fullmarket`).
+"""Closed candle -> on screen, and key -> on screen, measured inside the app.
 
-    python -m benchmarks.ui_latency --config C --seconds 60
+    python -m benchmarks.ui_latency --config C --seconds 60          (run by `fullmarket`)
+    python -m benchmarks.ui_latency --config C --seconds 60 --keys   (run by this module's `run`)
+
+Scenario 7 (`run`, `python -m benchmarks --only ui`): 5,000 streams (spot 2,000, USD-M 2,000,
+COIN-M 1,000, all 1m, from the simulator's symbols) at the simulator's full rate (spot pushes every
+2 s, futures every 250 ms: about 13,000 messages/s); keys pressed every 250 ms (moves, pages,
+sorts, groups); each key's time from being sent to the frame that shows it (the table's
+`generation`, bumped by the key, painted: see `watch_table`), its p95 against 100 ms, and the
+process's CPU (the UI and the pipeline it runs: one process) as % of a core. Printed beside a
+baseline: the same keys on the 8 default streams.
 
 Runs the real `KlineApp` under Textual's Pilot (`run_test(headless=True)`, 200x60) against the
 simulator named in the config (another process). Three hooks, all instance attributes, nothing
@@ -21,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import statistics
 import sys
@@ -39,13 +49,7 @@ async def _measure(config: Path, seconds: float, warmup: float) -> dict:
     async with app.run_test(headless=True, size=(200, 60)):
         await app.wait_started()
         hub, table = app.pipeline.hub, app.table
-        deadline = time.monotonic() + 60
-        while sum(s.status is StreamStatus.LIVE for s in hub.streams.values()) < 0.98 * len(
-            hub.streams
-        ):
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.2)
+        await _wait_live(app, hub, 60.0)
         await asyncio.sleep(warmup)
         # key -> arrival (perf_counter) of the oldest closed candle not yet painted
         pending: dict = {}
@@ -55,7 +59,7 @@ async def _measure(config: Path, seconds: float, warmup: float) -> dict:
 
         def visible() -> set:
             top = int(table.scroll_offset.y)
-            return set(table.order[top : top + table._rows_visible()])
+            return set(table.lines[top : top + table._rows_visible()])
 
         shown = visible()
         shown_at = time.monotonic()
@@ -80,8 +84,8 @@ async def _measure(config: Path, seconds: float, warmup: float) -> dict:
             strip = render_line(y)
             if y > 0 and pending:
                 row = int(table.scroll_offset.y) + y - 1
-                if row < len(table.order) and table.order[row] in pending:
-                    painted.add(table.order[row])
+                if row < len(table.lines) and table.lines[row] in pending:
+                    painted.add(table.lines[row])
             return strip
 
         def hooked_display(screen, renderable):
@@ -126,13 +130,178 @@ async def _measure(config: Path, seconds: float, warmup: float) -> dict:
     }
 
 
+# Moves, pages, sorts and groups: each changes what the table shows.
+KEYS = ("down", "down", "pagedown", "s", "up", "g", "home", "S", "end", "g", "pageup", "g", "s")
+
+
+async def _wait_live(app, hub, timeout: float = 90.0) -> None:
+    from kline_tui.recorder.hub import StreamStatus
+
+    deadline = time.monotonic() + timeout
+    while sum(s.status is StreamStatus.LIVE for s in hub.streams.values()) < 0.98 * len(
+        hub.streams
+    ):
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.2)
+
+
+def _send_key(app, key: str) -> None:
+    """A key as the terminal's driver hands it over, without Pilot's waits for an idle app
+    (which a loaded app seldom is)."""
+    from textual import events
+
+    event = events.Key(key, key if len(key) == 1 else None)
+    event.set_sender(app)
+    app._driver.send_message(event)
+
+
+async def _measure_keys(config: Path, seconds: float, warmup: float) -> dict:
+    """Keys pressed every 250 ms: each one's time until a frame shows what it changed."""
+    import gc
+
+    from kline_tui.config import load_settings
+    from kline_tui.recorder.hub import StreamStatus
+    from kline_tui.ui.app import KlineApp
+
+    app = KlineApp(load_settings(config), save_watch_list=False)
+    latencies: list[float] = []
+    missed = 0
+    pauses: list[float] = []  # garbage collections, the longest ones stop everything
+    started: list[float] = []
+
+    def collected(phase: str, _info: dict) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            pauses.append(time.perf_counter() - started[0])
+
+    async with app.run_test(headless=True, size=(200, 60)):
+        await app.wait_started()
+        hub, table = app.pipeline.hub, app.table
+        await _wait_live(app, hub)
+        gc.callbacks.append(collected)
+        await asyncio.sleep(warmup)
+        display, clock = app._display, time.perf_counter
+        waiting: list[tuple[int, float]] = []  # (the generation the key makes, sent at)
+
+        def hooked_display(screen, renderable):
+            display(screen, renderable)
+            if waiting and table.painted_generation >= waiting[0][0]:
+                latencies.append(clock() - waiting.pop()[1])
+
+        app._display = hooked_display
+        cpu0, t0 = time.process_time(), time.monotonic()
+        n = 0
+        while time.monotonic() - t0 < seconds:
+            key = KEYS[n % len(KEYS)]
+            n += 1
+            waiting[:] = [(table.generation + 1, clock())]
+            _send_key(app, key)
+            deadline = time.monotonic() + 2.0
+            while waiting and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+            if waiting:
+                missed += 1
+                waiting.clear()
+            await asyncio.sleep(0.25)
+        elapsed = time.monotonic() - t0
+        cpu = (time.process_time() - cpu0) / elapsed * 100
+        rate = sum(c.frames_per_s() for c in hub.connection_status())
+        live = sum(s.status is StreamStatus.LIVE for s in hub.streams.values())
+        states = collections.Counter(s.status.value for s in hub.streams.values())
+        app._display = display
+        gc.callbacks.remove(collected)
+        await app.shutdown_pipeline()
+    ms = sorted(x * 1000 for x in latencies)
+    return {
+        "states": dict(states),
+        "gc_max_ms": max(pauses, default=0.0) * 1000,
+        "gc_ms_total": sum(pauses) * 1000,
+        "samples": len(ms),
+        "keys": n,
+        "missed": missed,
+        "p50_ms": ms[len(ms) // 2] if ms else None,
+        "p95_ms": ms[min(len(ms) - 1, int(0.95 * len(ms)))] if ms else None,
+        "max_ms": ms[-1] if ms else None,
+        "cpu_pct": cpu,
+        "msgs_per_s": rate,
+        "streams": len(hub.streams),
+        "live": live,
+        "seconds": elapsed,
+    }
+
+
+COUNTS_5000 = {"spot": 2000, "usdm": 2000, "coinm": 1000}
+KEY_P95_MS = 100.0
+
+
+def five_thousand() -> list[str]:
+    """5,000 1m streams from the simulator's symbols (its majors first, then synthetic ones)."""
+    from kline_tui.model import Market
+    from kline_tui.sim.universe import universe
+
+    streams = []
+    for market, count in COUNTS_5000.items():
+        symbols = [s for s, info in universe(Market(market), 2000).items() if info.trading]
+        assert len(symbols) >= count, (market, len(symbols))
+        streams += [f"{market}:{s}:1m" for s in symbols[:count]]
+    return streams
+
+
+def run(quick: bool) -> list:
+    """Scenario 7: key -> screen with 5,000 streams, beside the 8 default streams."""
+    from benchmarks.common import Children, Row, child_result, temp_dir, verdict
+    from benchmarks.fullmarket import start_sim, write_config
+    from kline_tui.config import DEFAULT_WATCH
+
+    seconds = 30.0 if quick else 120.0
+    results = {}
+    with temp_dir("ui-keys") as root, Children() as children:
+        _sim, endpoints = start_sim(children)
+        for name, watch in (("baseline", list(DEFAULT_WATCH)), ("5000", five_thousand())):
+            config = write_config(root / f"{name}.toml", root / f"data-{name}", endpoints, watch)
+            cmd = [sys.executable, "-m", "benchmarks.ui_latency", "--config", str(config)]
+            cmd += ["--seconds", str(seconds), "--keys"]
+            results[name] = child_result(children, f"ui keys {name}", cmd, seconds + 240)
+    base, big = results["baseline"], results["5000"]
+    if not big.get("samples"):
+        return [Row("7 UI, 5,000 streams: key on screen", "no sample", "", "FAIL", [str(big)])]
+    p95 = big["p95_ms"]
+    return [
+        Row(
+            "7 UI, 5,000 streams: key on screen",
+            f"p50 {big['p50_ms']:.0f} / p95 {p95:.0f} / max {big['max_ms']:.0f} ms "
+            f"(baseline, 8 streams: p95 {base['p95_ms']:.0f} ms)",
+            f"p95 <= {KEY_P95_MS:.0f} ms",
+            verdict(p95 <= KEY_P95_MS, f"{p95 / KEY_P95_MS:.2f}x of budget"),
+            [
+                f"keys: {big['samples']} of {big['keys']} shown ({big['missed']} not within 2 s), "
+                f"{big['live']}/{big['streams']} streams live, {big['msgs_per_s']:,.0f} msg/s "
+                f"into the hub, over {big['seconds']:.0f} s; longest garbage collection "
+                f"{big['gc_max_ms']:.0f} ms ({big['gc_ms_total']:.0f} ms in all); baseline "
+                f"{base['samples']} keys, p50 {base['p50_ms']:.0f} ms"
+            ],
+        ),
+        Row(
+            "7 UI, 5,000 streams: CPU while keys are pressed",
+            f"{big['cpu_pct']:.0f}% of a core (baseline, 8 streams: {base['cpu_pct']:.0f}%)",
+            "",
+            "info",
+            ["CPU: the app's process, which runs the UI and the pipeline (ingest included)"],
+        ),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.ui_latency")
     p.add_argument("--config", type=Path, required=True)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--warmup", type=float, default=10.0)
+    p.add_argument("--keys", action="store_true", help="key -> screen instead of candle -> screen")
     args = p.parse_args(argv)
-    result = asyncio.run(_measure(args.config, args.seconds, args.warmup))
+    measure = _measure_keys if args.keys else _measure
+    result = asyncio.run(measure(args.config, args.seconds, args.warmup))
     print("result " + json.dumps(result), flush=True)
     return 0
 

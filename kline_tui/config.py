@@ -44,6 +44,7 @@ __all__ = [
     "ServiceConfig",
     "Settings",
     "StorageConfig",
+    "UiConfig",
     "config_table",
     "default_config_path",
     "default_data_dir",
@@ -51,6 +52,7 @@ __all__ = [
     "parse_alert",
     "parse_listen",
     "save_alerts",
+    "save_ui",
     "save_watch",
 ]
 
@@ -359,6 +361,76 @@ class NotifyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     ] = 3
 
 
+# The watch table's columns, by id, in their default order (the UI's `watch_table.COLUMNS` has
+# the same ids: a test holds them together). `symbol` and `state` are always shown.
+UI_COLUMNS: tuple[str, ...] = (
+    "market",
+    "symbol",
+    "interval",
+    "last",
+    "change",
+    "high",
+    "low",
+    "volume",
+    "trades",
+    "spark",
+    "recorded",
+    "state",
+)
+_UiColumn = Annotated[
+    str,
+    Meta(
+        pattern=r"\A(" + "|".join(UI_COLUMNS) + r")\Z",
+        extra={"accepts": "column ids: " + ", ".join(UI_COLUMNS)},
+    ),
+]
+
+
+class UiConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`[ui]`: how the terminal UI lays out its table; the UI saves it when changed."""
+
+    columns: Annotated[
+        tuple[_UiColumn, ...],
+        Meta(max_length=len(UI_COLUMNS) * 2),
+        Meta(
+            extra={"accepts": 'a list of column ids like ["symbol", "last", "state"]'},
+            description="The watch table's columns, in order (`c` in the UI chooses them); "
+            "symbol and state are always shown. Ids: " + ", ".join(UI_COLUMNS) + ".",
+        ),
+    ] = UI_COLUMNS
+    group: Annotated[
+        Annotated[
+            str,
+            Meta(
+                pattern=r"\A(none|market|symbol)\Z",
+                extra={"accepts": '"none", "market" or "symbol"'},
+            ),
+        ],
+        Meta(description="Rows grouped under a line per market or per symbol (`g` cycles)."),
+    ] = "none"
+    compact: Annotated[
+        bool,
+        Meta(
+            extra={"accepts": "true or false"},
+            description="Compact mode for small terminals: the table takes the screen, the "
+            "panels below it are hidden (`z` toggles).",
+        ),
+    ] = False
+    theme: Annotated[
+        Annotated[
+            str,
+            Meta(
+                pattern=r"\A[a-z0-9][a-z0-9_-]{0,39}\Z",
+                extra={"accepts": 'a Textual theme name like "textual-dark"'},
+            ),
+        ],
+        Meta(
+            description="The colour theme (the command palette's Change theme); an unknown "
+            "name falls back to the default with a line in the event log."
+        ),
+    ] = "textual-dark"
+
+
 # `data_dir` is computed when the file leaves it out (`default_data_dir`), so said in words.
 _PLATFORM_DATA_DIR = "the platform's data folder (`~/.local/share/kline-tui/data` on Linux)"
 _FolderPath = Annotated[
@@ -406,6 +478,9 @@ class ConfigFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     ] = ()
     notify: Annotated[NotifyConfig, Meta(description="Where alerts are sent.")] = msgspec.field(
         default_factory=NotifyConfig
+    )
+    ui: Annotated[UiConfig, Meta(description="The terminal UI's layout and theme.")] = (
+        msgspec.field(default_factory=UiConfig)
     )
 
 
@@ -469,6 +544,8 @@ class Settings:
     """The alerts, each checked by `parse_alert`."""
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     """Where alerts are sent besides the screen."""
+    ui: UiConfig = field(default_factory=UiConfig)
+    """The terminal UI's layout and theme (`[ui]`)."""
 
     @property
     def storage(self) -> StorageSpec:
@@ -560,6 +637,7 @@ def _settings_from(doc: dict[str, Any], path: Path) -> Settings:
         token_file=_token_file(config.service.token_file, fail),
         alerts=_alerts(config.alerts, fail),
         notify=config.notify,
+        ui=config.ui,
         **msgspec.structs.asdict(config.recorder),
     )
 
@@ -875,6 +953,24 @@ def save_alerts(path: Path, alerts: list[AlertConfig]) -> None:
 
 
 _ALERT_DEFAULTS = AlertConfig(stream="", rule="stale", value=1.0)
+
+
+def save_ui(path: Path, ui: UiConfig) -> None:
+    """Write the `[ui]` table into the config file like `save_watch`: the user's comments and
+    other keys stay, the file is replaced atomically."""
+    import tomlkit
+
+    target = Path(os.path.realpath(Path(path).expanduser()))
+    text = target.read_text(encoding="utf-8") if target.exists() else ""
+    doc = tomlkit.parse(text)
+    table = doc.get("ui")
+    if not isinstance(table, dict):
+        table = tomlkit.table()
+        doc["ui"] = table
+    for name, value in msgspec.structs.asdict(ui).items():
+        table[name] = list(value) if isinstance(value, tuple) else value
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _replace_file(target, tomlkit.dumps(doc))
 
 
 def _replace_file(target: Path, text: str) -> None:

@@ -128,6 +128,9 @@ class Runtime:
         self.webhook: WebhookSender | None = None
         self._saving: set[asyncio.Task[None]] = set()
         self._saving_lock = asyncio.Lock()
+        # While a start waits for the exchange: why it failed last, and when it is tried again.
+        self._start_failure: str | None = None
+        self._start_retry_at: float | None = None
 
     @property
     def stop_timeout_s(self) -> float:
@@ -238,7 +241,9 @@ class Runtime:
         delay = _START_RETRY_FIRST_S
         while True:
             try:
+                self._start_retry_at = None
                 await pipeline.start(keys)
+                self._start_failure = None
                 return keys
             except StreamRefused as refused:
                 if not leave_out_refused:
@@ -250,6 +255,8 @@ class Runtime:
                         f"cannot reach the exchange to check the watch list ({exc}); "
                         f"retrying in {delay:.0f} s"
                     )
+                    self._start_failure = str(exc)
+                    self._start_retry_at = time.monotonic() + delay
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, _START_RETRY_CAP_S)
                     continue
@@ -336,6 +343,19 @@ class Runtime:
         """Until every change to the alerts is in the config file (tests, a face that quits)."""
         while self._saving:
             await asyncio.gather(*list(self._saving), return_exceptions=True)
+
+    def offline(self) -> tuple[str, float | None] | None:
+        """While the start waits for an exchange it cannot reach: why (the latest failure) and
+        when it is tried next (local monotonic seconds, None if not known); else None."""
+        pipeline = self.pipeline
+        if self.started or pipeline is None:
+            return None
+        rest = pipeline.rest
+        reason = rest.unreachable or self._start_failure
+        if reason is None:
+            return None
+        retry_at = rest.retry_at if rest.retry_at is not None else self._start_retry_at
+        return reason, retry_at
 
     # -- what a face asks of a running recorder ---------------------------------------------------
 

@@ -1,9 +1,15 @@
 """Make the README's screenshots: the real app, in demo mode, against the built-in simulator.
 
-    python screenshots/make.py            # writes screenshots/{main,add,details}.svg
+    python screenshots/make.py                  # every shot: screenshots/<name>.svg
+    python screenshots/make.py grouped details  # only these
 
 The simulator's exchange clock starts at a fixed instant and runs in real time, so the pictures
 show the same market every time while prices, rates and sparklines are live.
+
+Each picture is a `Shot` in `SHOTS`, taken in that order on one running app, from the main screen
+(the table in its default layout, the cursor on the fourth row) and back to it: a feature adds
+its picture with `@shot("name")` on an `async def (app, pilot) -> None` that brings the screen to
+what it shows; `make` saves the SVG after it and presses escape until the main screen is back.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kline_tui.config import Settings
 from kline_tui.model import StreamKey
@@ -21,6 +30,7 @@ from kline_tui.recorder.hub import StreamStatus
 from kline_tui.ui.app import KlineApp
 from kline_tui.ui.screens.add_streams import AddStreamsScreen
 from kline_tui.ui.screens.details import DetailsScreen
+from kline_tui.ui.widgets.watch_table import Group
 
 HERE = Path(__file__).resolve().parent
 SIZE = (160, 45)
@@ -45,6 +55,59 @@ def simulator(speed: float):
     return Simulator(speed=speed, start_ms=START_MS)
 
 
+Setup = Callable[[KlineApp, Any], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One picture: `screenshots/<name>.svg`, after `setup` brought the app to it."""
+
+    name: str
+    setup: Setup
+
+
+SHOTS: list[Shot] = []
+
+
+def shot(name: str) -> Callable[[Setup], Setup]:
+    """Register `setup` as the picture `name` (taken in the order registered)."""
+
+    def register(setup: Setup) -> Setup:
+        SHOTS.append(Shot(name, setup))
+        return setup
+
+    return register
+
+
+@shot("main")
+async def _main(app: KlineApp, pilot: Any) -> None:
+    """The watch table, connections, recording and the event log."""
+
+
+@shot("grouped")
+async def _grouped(app: KlineApp, pilot: Any) -> None:
+    """Rows grouped by market, each under a heading with its count of live streams."""
+    app.table.group = Group.MARKET
+    app.table.update_view()
+
+
+@shot("add")
+async def _add(app: KlineApp, pilot: Any) -> None:
+    await pilot.press("a")
+    assert isinstance(app.screen, AddStreamsScreen)
+    dialog = app.screen
+    await until(lambda: dialog.suggester.symbols, what="the symbol list")
+    await pilot.press(*"adausdt, dot")
+
+
+@shot("details")
+async def _details(app: KlineApp, pilot: Any) -> None:
+    await pilot.press("enter")
+    assert isinstance(app.screen, DetailsScreen)
+    await pilot.pause(0.6)  # its full history arrives from REST
+    app.screen.update_view()
+
+
 async def until(predicate, timeout: float = 30.0, what: str = "the app") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -53,7 +116,11 @@ async def until(predicate, timeout: float = 30.0, what: str = "the app") -> None
         await asyncio.sleep(0.05)
 
 
-async def make(out: Path) -> list[Path]:
+async def make(out: Path, names: list[str] | None = None) -> list[Path]:
+    """Take the shots named (all by default) into `out`; returns the files written."""
+    unknown = set(names or ()) - {s.name for s in SHOTS}
+    if unknown:
+        raise SystemExit(f"make.py: no such shot: {', '.join(sorted(unknown))}")
     work = Path(tempfile.gettempdir()) / "kline-tui-demo"  # shown on screen: a tidy name
     shutil.rmtree(work, ignore_errors=True)
     settings = Settings(
@@ -62,7 +129,7 @@ async def make(out: Path) -> list[Path]:
         data_dir=work / "demo-data",
         watch=tuple(StreamKey.parse(s) for s in WATCH),
     )
-    app = KlineApp(settings, demo_speed=1.0, simulator_factory=simulator)
+    app = KlineApp(settings, demo_speed=1.0, simulator_factory=simulator, save_watch_list=False)
     made = []
     try:
         async with app.run_test(size=SIZE) as pilot:
@@ -81,30 +148,23 @@ async def make(out: Path) -> list[Path]:
             )
             await asyncio.sleep(6)  # a few seconds of trading: rates, colours, a flush
             await pilot.press("down", "down", "down")
-            # The exchange clock was set to a fixed past instant, so "lag" would show that offset
-            # rather than a network delay: show a typical loopback figure instead.
-            app.hold_display = True
-            for status in app.pipeline.hub.connection_status():
-                status.lag_ms = 3.0
-            app.repaint()
-            await pilot.pause(0.3)
-            made.append(Path(app.save_screenshot("main.svg", path=out)))
-
-            await pilot.press("a")
-            assert isinstance(app.screen, AddStreamsScreen)
-            await until(lambda: app.screen.suggester.symbols, what="the symbol list")
-            await pilot.press(*"adausdt, dot")
-            await pilot.pause(0.3)
-            made.append(Path(app.save_screenshot("add.svg", path=out)))
-            await pilot.press("escape")
-
-            await pilot.press("enter")
-            assert isinstance(app.screen, DetailsScreen)
-            await pilot.pause(0.6)  # its full history arrives from REST
-            app.screen.update_view()
-            await pilot.pause(0.1)
-            made.append(Path(app.save_screenshot("details.svg", path=out)))
-            await pilot.press("escape", "q")
+            for taken in SHOTS:
+                if names and taken.name not in names:
+                    continue
+                await taken.setup(app, pilot)
+                # The exchange clock was set to a fixed past instant, so "lag" would show that
+                # offset rather than a network delay: show a typical loopback figure instead.
+                app.hold_display = True
+                for status in app.pipeline.hub.connection_status():
+                    status.lag_ms = 3.0
+                app.repaint()
+                await pilot.pause(0.3)
+                made.append(Path(app.save_screenshot(f"{taken.name}.svg", path=out)))
+                app.hold_display = False
+                while len(app.screen_stack) > 1:
+                    await pilot.press("escape")
+                app.table.group = Group.NONE
+            await pilot.press("q")
             await until(lambda: app.return_code is not None, what="the app to quit")
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -112,7 +172,7 @@ async def make(out: Path) -> list[Path]:
 
 
 def main() -> int:
-    for path in asyncio.run(make(HERE)):
+    for path in asyncio.run(make(HERE, sys.argv[1:] or None)):
         print(path.relative_to(HERE.parent))
     return 0
 

@@ -1,4 +1,6 @@
-"""Snapshots of the main screen, the add dialog and the details view (pytest-textual-snapshot).
+"""Snapshots of the main screen, the add dialog and the details view (pytest-textual-snapshot);
+the main screen (plain, grouped by market, compact), the add dialog and help also at 80x24 and
+200x60, where no state word may be cut.
 
 The app runs in demo mode against a simulator whose exchange clock is frozen at a fixed instant,
 so prices, histories and sparklines are the same on every run. What still depends on the machine
@@ -22,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from kline_tui.binance.connection import Connection
-from kline_tui.config import Settings
+from kline_tui.config import Settings, UiConfig
 from kline_tui.model import StreamKey
 from kline_tui.recorder.events import Event
 from kline_tui.recorder.hub import StreamStatus
@@ -32,6 +34,7 @@ from kline_tui.ui.screens.details import DetailsScreen
 from kline_tui.ui.widgets.candle_chart import CandleChart
 
 SIZE = (160, 45)
+SMALL, LARGE = (80, 24), (200, 60)
 START_MS = 1_795_010_597_000  # 2026-11-18 14:03:17 UTC: the frozen exchange clock
 CLOCK = 10_000.0  # the app's monotonic clock, frozen
 WALL = START_MS / 1000  # the app's wall clock, frozen
@@ -57,6 +60,10 @@ def frozen_simulator(speed: float):
 
 @pytest.fixture
 def app(monkeypatch) -> KlineApp:
+    yield from _app(monkeypatch, UiConfig())
+
+
+def _app(monkeypatch, ui: UiConfig):
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     # Connection ids count per process: start them at 1 whatever ran before.
@@ -71,6 +78,7 @@ def app(monkeypatch) -> KlineApp:
         # No history to record: a backfill that ends before the screen is pinned (or not, on a
         # loaded machine) would change the "recorded" counts from one run to the next.
         history=0,
+        ui=ui,
     )
     yield KlineApp(
         settings,
@@ -195,3 +203,55 @@ def test_details_view_back_at_the_first_recorded_candle_at_200x60(app, snap_comp
         assert isinstance(app.screen, DetailsScreen) and app.screen.at_first
 
     assert snap_compare(app, terminal_size=(200, 60), run_before=run_before)
+
+
+LAYOUTS = {
+    "plain": UiConfig(),
+    "grouped": UiConfig(group="market"),
+    "compact": UiConfig(compact=True),
+}
+
+
+@pytest.fixture(params=list(LAYOUTS))
+def laid_out(request, monkeypatch) -> KlineApp:
+    yield from _app(monkeypatch, LAYOUTS[request.param])
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x60"])
+def test_main_screen_layouts(laid_out, size, snap_compare):
+    async def run_before(pilot) -> None:
+        await settle(laid_out)
+        await pilot.press("down", "down", "down")
+        await pilot.pause()
+        table = laid_out.table
+        states = {"live", "subscribing", "waiting"}
+        for key in table.order:
+            cells = table.row_cells(key)
+            assert cells is not None and cells["state"] in states, cells  # whole, never cut
+
+    assert snap_compare(laid_out, terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x60"])
+def test_add_dialog_sizes(app, size, snap_compare):
+    async def run_before(pilot) -> None:
+        await settle(app)
+        await pilot.press("a")
+        dialog = app.screen
+        assert isinstance(dialog, AddStreamsScreen)
+        while not dialog.suggester.symbols:
+            await asyncio.sleep(0.02)
+        await pilot.press(*"btcusdt")
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x60"])
+def test_help_sizes(app, size, snap_compare):
+    async def run_before(pilot) -> None:
+        await settle(app)
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)

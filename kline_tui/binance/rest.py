@@ -181,6 +181,11 @@ class RestClient:
         # endpoints of a mirror or a simulator need not.
         self._clocks = {market: ExchangeClock(rate=clock_rate) for market in Market}
         self.rejected_rows = 0  # kline rows dropped as impossible, over all calls
+        # The latest failure to reach a server (None once one answered), and when that request
+        # is tried again (local monotonic seconds): a face says the exchange cannot be reached
+        # from the first refused attempt, not after the retries are spent.
+        self.unreachable: str | None = None
+        self.retry_at: float | None = None
         self._rejected_streams: set[tuple[Market, str, Interval]] = set()  # told once each
 
     def clock(self, market: Market) -> ExchangeClock:
@@ -225,10 +230,15 @@ class RestClient:
                     retry_after = retry_after_s(resp.headers.get("Retry-After"))
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 reason = safe_text(str(exc) or type(exc).__name__)
+                self.unreachable = f"{what}: {reason}"
                 if attempt == self.retries:
+                    self.retry_at = None
                     raise RestError(f"{what}: {reason}") from None
-                await asyncio.sleep(_backoff(attempt))
+                delay = _backoff(attempt)
+                self.retry_at = time.monotonic() + delay
+                await asyncio.sleep(delay)
                 continue
+            self.unreachable = self.retry_at = None
             if status == 200:
                 return body
             code, msg = _error_of(body)

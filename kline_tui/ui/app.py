@@ -15,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import gc
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from textual import on
@@ -26,15 +29,15 @@ from textual.binding import BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Input
+from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
 from kline_tui.alerts.rules import Firing
-from kline_tui.binance.connection import ConnectionStatus
-from kline_tui.config import DEFAULT_WATCH, AlertConfig, Settings
-from kline_tui.model import Interval, Market, StreamKey
+from kline_tui.binance.connection import ConnectionState, ConnectionStatus
+from kline_tui.config import DEFAULT_WATCH, AlertConfig, Settings, UiConfig, save_ui
+from kline_tui.model import Interval, Kind, Market, StreamKey
 from kline_tui.recorder.events import Event, EventLog
-from kline_tui.recorder.hub import StreamStatus
+from kline_tui.recorder.hub import StreamState
 from kline_tui.recorder.pipeline import Pipeline
 from kline_tui.runtime import Runtime
 from kline_tui.service.protocol import AlertRow
@@ -45,6 +48,7 @@ from kline_tui.ui.recorder import AttachedRecorder, LocalRecorder, Recorder
 from kline_tui.ui.screens.add_streams import AddStreamsScreen
 from kline_tui.ui.screens.alert_dialog import AlertDialog
 from kline_tui.ui.screens.alerts import AlertsScreen
+from kline_tui.ui.screens.columns import ColumnsScreen
 from kline_tui.ui.screens.details import DetailsScreen
 from kline_tui.ui.screens.help import HelpScreen
 from kline_tui.ui.terminal import run_in_terminal
@@ -53,7 +57,7 @@ from kline_tui.ui.widgets.connections import ConnectionsPanel
 from kline_tui.ui.widgets.event_log import EventLogPanel
 from kline_tui.ui.widgets.recording import RecordingPanel, RecordingView
 from kline_tui.ui.widgets.status_bar import Overview, StatusBar
-from kline_tui.ui.widgets.watch_table import Sort, WatchTable
+from kline_tui.ui.widgets.watch_table import Group, Sort, WatchTable, receiving
 
 __all__ = ["REPAINT_HZ", "KlineApp", "run_app", "run_attached"]
 
@@ -74,6 +78,9 @@ _TABLE_ACTIONS = {
     "clear_filter",
     "new_alert",
     "alerts",
+    "group",
+    "columns",
+    "compact",
 }
 # Actions that need the recorder running.
 _PIPELINE_ACTIONS = {"add", "remove", "pause", "resume", "flush", "new_alert", "alerts"}
@@ -197,6 +204,30 @@ class KlineApp(App[int]):
             tooltip="List the alerts: mute, edit or delete them",
         ),
         PaletteBinding(
+            "g",
+            "group",
+            "Group",
+            id="group",
+            command="Group rows: next way",
+            tooltip="Group the rows by market, by symbol, or not at all (saved in the config)",
+        ),
+        PaletteBinding(
+            "c",
+            "columns",
+            "Columns",
+            id="columns",
+            command="Choose columns",
+            tooltip="Choose the table's columns and their order (saved in the config)",
+        ),
+        PaletteBinding(
+            "z",
+            "compact",
+            "Compact",
+            id="compact",
+            command="Compact mode",
+            tooltip="Compact mode for small terminals: the table takes the screen (saved)",
+        ),
+        PaletteBinding(
             "question_mark",
             "help",
             "Help",
@@ -260,11 +291,13 @@ class KlineApp(App[int]):
         self.notifier = Notifier(self)
         self.alerted: dict[StreamKey, float] = {}
         recorder.on_alert(self._alert_fired)
+        self._ui_lock = asyncio.Lock()
 
     # -- layout -------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
+        yield Static("", id="banner")
         yield Input(
             placeholder="filter: words to match (e.g. usdm btc, or stale); "
             "enter keeps it, esc clears",
@@ -297,6 +330,8 @@ class KlineApp(App[int]):
         return list(self.recorder.streams)
 
     def on_mount(self) -> None:
+        self._apply_ui(self.settings.ui)
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
         self.table.focus()
         self.set_interval(1 / self.repaint_hz, self._tick, name="repaint")
         what = "attaching to the recorder" if self.recorder.detaches else "starting the recorder"
@@ -321,7 +356,14 @@ class KlineApp(App[int]):
         if not recorder.detaches:
             config, data = fmt.short_path(settings.config_path), fmt.short_path(settings.location)
             self.events.info(f"config {config}; data {data}")
+        if not recorder.detaches:
+            # The watch list shows at once, "checking" until the exchange has answered (or
+            # "offline" while it cannot be reached), rather than an empty table.
+            self.table.placeholder = "checking"
+            self.table.streams = {key: StreamState(key) for key in keys}
+            self._tick()
         keys = await recorder.start(keys)
+        self.table.placeholder = None
         self.table.streams = recorder.streams
         if recorder.detaches:
             self.running = True  # the keys say so themselves while the recorder is unreachable
@@ -344,6 +386,10 @@ class KlineApp(App[int]):
                 timeout=10,
             )
         await recorder.load_history(keys, count=60)
+        # What the start built (modules, every stream's state and history) lives as long as the
+        # app: kept out of the collector's full passes, which with thousands of streams stopped
+        # the screen for a few hundred ms at a time (benchmarks: ui).
+        gc.freeze()
 
     async def _welcome(self, keys: list[StreamKey]) -> None:
         """A first launch: keep the watch list for the next one, and say where things live."""
@@ -365,6 +411,9 @@ class KlineApp(App[int]):
     async def on_unmount(self) -> None:
         # However the app ends, what was received is written.
         await self.shutdown_pipeline()
+        # What the start froze is the collector's again: another app in this process (tests,
+        # scripts) must not keep this one's cycles for ever.
+        gc.unfreeze()
 
     async def action_quit(self) -> None:
         if self._quitting:
@@ -420,14 +469,18 @@ class KlineApp(App[int]):
         now = self.clock()
         statuses = self.recorder.connection_status()
         self.table.marked = {key for key, until in self.alerted.items() if until > now}
+        self._show_offline(now)
+        self.table.paused = not self.recorder.recording
         self.table.update_view()
         unreachable = self.recorder.unreachable
         self.query_one("#connections", ConnectionsPanel).show(
             statuses,
             now,
             empty=None if unreachable is None else "none: the recorder is unreachable",
+            clock_rate=self.demo_speed or 1.0,
         )
-        self.query_one("#recording", RecordingPanel).view = self._recording_view()
+        connected = any(s.state is ConnectionState.LIVE for s in statuses)
+        self.query_one("#recording", RecordingPanel).view = self._recording_view(connected)
         self.query_one("#status", StatusBar).overview = self._overview(statuses, now)
         for screen in self.screen_stack:
             if isinstance(screen, DetailsScreen | AlertsScreen):
@@ -456,7 +509,7 @@ class KlineApp(App[int]):
             more = len(loud) - _LOUD_EVENTS_SHOWN
             self.notify(f"{more} more warnings and errors: see the event log", severity="warning")
 
-    def _recording_view(self) -> RecordingView:
+    def _recording_view(self, connected: bool = True) -> RecordingView:
         recorder = self.recorder
         return RecordingView.of(
             recorder.sink_stats,
@@ -467,6 +520,7 @@ class KlineApp(App[int]):
             now=self.wall_clock(),
             unreachable=recorder.unreachable,
             into=recorder.writes_into,
+            connected=connected or recorder.detaches,
         )
 
     def _overview(self, statuses: list[ConnectionStatus], now: float) -> Overview:
@@ -475,9 +529,13 @@ class KlineApp(App[int]):
         mode = self.recorder.mode
         if not self.recorder.detaches and not self.recorder.running:
             mode = f"{mode} starting…".strip()
+        placeholder = table.placeholder is not None
         return Overview(
             streams=len(streams),
-            live=sum(1 for s in streams if s.status is StreamStatus.LIVE),
+            # Live is what receives live events, a stream whose backfill runs beside included.
+            live=0 if placeholder else sum(1 for s in streams if receiving(s)),
+            connected=sum(1 for s in statuses if s.state is ConnectionState.LIVE),
+            unreachable=self.recorder.unreachable is not None,
             connections=len(statuses),
             rate=round(sum(s.frames_per_s(now) for s in statuses)),
             recording=self.recorder.recording,
@@ -522,6 +580,7 @@ class KlineApp(App[int]):
                 self._symbols_of,
                 market=selected.market if selected else Market.USDM,
                 interval=selected.interval if selected else Interval.M1,
+                kind=selected.kind if selected else Kind.TRADE,
             )
         )
 
@@ -672,6 +731,95 @@ class KlineApp(App[int]):
     def action_reverse_sort(self) -> None:
         self.table.reverse_sort()
         self._tick()
+
+    # -- layout: grouping, columns, compact mode and theme, kept in the config's [ui] ----------
+
+    def _apply_ui(self, ui: UiConfig) -> None:
+        table = self.table
+        table.chosen = ui.columns
+        table.group = Group(ui.group)
+        table.compact = ui.compact
+        self.screen.set_class(ui.compact, "-compact")
+        if ui.theme != self.theme:
+            if ui.theme in self.available_themes:
+                self.theme = ui.theme
+            else:
+                self.events.warning(f"unknown theme {ui.theme!r} in the config: using {self.theme}")
+
+    @property
+    def ui_config(self) -> UiConfig:
+        """The layout as it is now, as the config's `[ui]` table holds it."""
+        table = self.table
+        return UiConfig(
+            columns=table.chosen,
+            group=table.group.value,
+            compact=table.compact,
+            theme=self.theme,
+        )
+
+    def _save_ui(self) -> None:
+        ui = self.ui_config
+        if ui == self.settings.ui:
+            return
+        self.settings = replace(self.settings, ui=ui)
+        if self.save_watch_list:
+            self.run_worker(self._write_ui(ui), name="saving the layout", exit_on_error=False)
+
+    async def _write_ui(self, ui: UiConfig) -> None:
+        async with self._ui_lock:  # one at a time, each writing the newest layout
+            if ui != self.settings.ui:
+                return  # a newer change follows, with its own save
+            path = self.settings.config_path
+            try:
+                await asyncio.to_thread(save_ui, path, ui)
+            except OSError as exc:
+                self.events.error(f"could not save the layout to {path}: {exc}")
+
+    def _theme_changed(self, _theme: object) -> None:
+        self._save_ui()
+
+    def action_group(self) -> None:
+        self.table.cycle_group()
+        self.notify(f"Rows grouped by {self.table.group.value}", timeout=2)
+        self._save_ui()
+        self._tick()
+
+    def action_columns(self) -> None:
+        self.push_screen(ColumnsScreen(self.table.chosen), callback=self._columns_chosen)
+
+    def _columns_chosen(self, chosen: tuple[str, ...] | None) -> None:
+        if chosen is not None:
+            self.table.chosen = chosen
+            self._save_ui()
+            self._tick()
+
+    def action_compact(self) -> None:
+        table = self.table
+        table.compact = not table.compact
+        self.screen_stack[0].set_class(table.compact, "-compact")
+        self._save_ui()
+        self._tick()
+
+    # -- an exchange that cannot be reached --------------------------------------------------
+
+    def _show_offline(self, now: float) -> None:
+        """The banner and the rows' state while the start waits for an unreachable exchange."""
+        offline = self.runtime.offline() if self.runtime is not None else None
+        banner = self.query_one("#banner", Static)
+        if offline is None:
+            if self.table.placeholder == "offline":
+                self.table.placeholder = "checking"
+            banner.set_class(False, "-visible")
+            return
+        reason, retry_at = offline
+        self.table.placeholder = "offline"
+        wait = None if retry_at is None else retry_at - now
+        when = f"next try in {math.ceil(wait)} s" if wait is not None and wait >= 0.5 else "trying"
+        # The first line fits 80 columns whole; the reason below it may be cut.
+        banner.update(
+            f"⚠ The exchange cannot be reached · {when} · no network? kline-tui --demo\n{reason}"
+        )
+        banner.set_class(True, "-visible")
 
     def action_help(self) -> None:
         settings = self.settings

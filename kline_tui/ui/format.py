@@ -11,7 +11,9 @@ __all__ = [
     "change_pct",
     "clock_time",
     "compact",
+    "count4",
     "duration",
+    "kind_tag",
     "price",
     "short_path",
 ]
@@ -59,6 +61,40 @@ def compact(value: float | int | None, decimals: int = 2) -> str:
     if isinstance(value, int) or float(value).is_integer():
         return f"{int(value)}"
     return f"{value:.{decimals}f}"
+
+
+def count4(value: int) -> str:
+    """A count in at most four characters, for cells that must never be cut: 999, 1.2K, 12K,
+    123K, 1.2M."""
+    magnitude = abs(value)
+    if magnitude < 1000:
+        return str(value)
+    for size, unit in _UNITS:
+        if magnitude >= size:
+            scaled = value / size
+            if abs(scaled) < 9.95:
+                return f"{scaled:.1f}{unit}"
+            if abs(scaled) < 999.5:
+                return f"{scaled:.0f}{unit}"
+            return f"{value / 1e12:.0f}T" if size == 1e12 else f"1{_NEXT_UNIT[unit]}"
+    return str(value)
+
+
+_NEXT_UNIT = {"B": "T", "M": "B", "K": "M"}
+# A kind after the symbol in a cell: short, since the symbol column is narrow.
+_KIND_TAGS = {
+    "mark": "mark",
+    "index": "idx",
+    "premium": "prem",
+    "perpetual": "perp",
+    "current_quarter": "cq",
+    "next_quarter": "nq",
+}
+
+
+def kind_tag(kind: str) -> str:
+    """A kline kind as a short tag after the symbol (`mark`, `perp`); empty for trade klines."""
+    return _KIND_TAGS.get(kind, "")
 
 
 def duration(seconds: float | None) -> str:

@@ -1,4 +1,5 @@
-"""The add dialog: a market, an interval and symbols, checked before anything subscribes."""
+"""The add dialog: a market, an interval, a kind of kline and symbols (or pairs), checked before
+anything subscribes."""
 
 from __future__ import annotations
 
@@ -14,10 +15,10 @@ from textual.screen import ModalScreen
 from textual.suggester import Suggester
 from textual.widgets import Button, Input, Label, Select, Static
 
-from kline_tui.model import Interval, Market, SpecError, StreamKey
+from kline_tui.model import Interval, Kind, Market, SpecError, StreamKey
 from kline_tui.recorder.pipeline import StreamRefused
 
-__all__ = ["AddStreamsScreen", "SymbolSuggester", "parse_symbols"]
+__all__ = ["AddStreamsScreen", "SymbolSuggester", "kinds_of", "pairs_of", "parse_symbols"]
 
 _SEPARATORS = re.compile(r"[\s,;]+")
 
@@ -25,6 +26,28 @@ _SEPARATORS = re.compile(r"[\s,;]+")
 def parse_symbols(text: str) -> list[str]:
     """The symbols typed, in order, without repeats: `btcusdt, ethusdt` -> [BTCUSDT, ETHUSDT]."""
     return list(dict.fromkeys(s.upper() for s in _SEPARATORS.split(text.strip()) if s))
+
+
+def kinds_of(market: Market) -> list[Kind]:
+    """The kinds of kline `market` offers: spot only trade klines, futures every kind."""
+    return [kind for kind in Kind if market in kind.markets()]
+
+
+def pairs_of(symbols: list[str]) -> list[str]:
+    """The pairs of a futures market's symbols, which index and continuous klines are keyed by:
+    Binance names a contract after its pair (`BTCUSDT`, `BTCUSDT_250328`, `BTCUSD_PERP`)."""
+    return sorted({symbol.split("_")[0] for symbol in symbols})
+
+
+_KIND_WORDS = {
+    Kind.TRADE: "trade",
+    Kind.MARK: "mark price",
+    Kind.INDEX: "index price (pair)",
+    Kind.PREMIUM: "premium index",
+    Kind.PERPETUAL: "perpetual (pair)",
+    Kind.CURRENT_QUARTER: "current quarter (pair)",
+    Kind.NEXT_QUARTER: "next quarter (pair)",
+}
 
 
 class SymbolSuggester(Suggester):
@@ -70,12 +93,15 @@ class AddStreamsScreen(ModalScreen[list[StreamKey] | None]):
         *,
         market: Market = Market.USDM,
         interval: Interval = Interval.M1,
+        kind: Kind = Kind.TRADE,
     ) -> None:
         super().__init__()
         self._add = add
         self._load_symbols = load_symbols
         self._market = market
         self._interval = interval if interval in market.intervals else Interval.M1
+        self._kind = kind if market in kind.markets() else Kind.TRADE
+        self._symbols: list[str] = []  # the market's symbols, once loaded
         self.suggester = SymbolSuggester()
 
     def compose(self) -> ComposeResult:
@@ -95,6 +121,15 @@ class AddStreamsScreen(ModalScreen[list[StreamKey] | None]):
                     value=self._interval,
                     allow_blank=False,
                     id="add-interval",
+                )
+            with Horizontal(classes="add-row"):
+                yield Label("Kind", classes="add-label")
+                yield Select(
+                    [(_KIND_WORDS[k], k) for k in kinds_of(self._market)],
+                    value=self._kind,
+                    allow_blank=False,
+                    disabled=len(kinds_of(self._market)) == 1,
+                    id="add-kind",
                 )
             with Horizontal(classes="add-row"):
                 yield Label("Symbols", classes="add-label")
@@ -127,6 +162,12 @@ class AddStreamsScreen(ModalScreen[list[StreamKey] | None]):
         assert isinstance(interval, Interval)
         return interval
 
+    @property
+    def kind(self) -> Kind:
+        kind = self.query_one("#add-kind", Select).value
+        assert isinstance(kind, Kind)
+        return kind
+
     def show_error(self, message: str) -> None:
         error = self.query_one("#add-error", Static)
         error.update(message)
@@ -140,8 +181,18 @@ class AddStreamsScreen(ModalScreen[list[StreamKey] | None]):
         current = intervals.value
         intervals.set_options([(i.value, i) for i in market.intervals])
         intervals.value = current if current in market.intervals else Interval.M1
+        kinds = self.query_one("#add-kind", Select)
+        kind = kinds.value
+        offered = kinds_of(market)
+        kinds.set_options([(_KIND_WORDS[k], k) for k in offered])
+        kinds.value = kind if kind in offered else Kind.TRADE
+        kinds.disabled = len(offered) == 1
         self.show_error("")
         self._reload_symbols(market)
+
+    @on(Select.Changed, "#add-kind")
+    def _kind_changed(self) -> None:
+        self._suggest()
 
     @work(exclusive=True, group="symbols", exit_on_error=False)
     async def _reload_symbols(self, market: Market) -> None:
@@ -153,10 +204,24 @@ class AddStreamsScreen(ModalScreen[list[StreamKey] | None]):
         except Exception as exc:  # noqa: BLE001 - shown in the dialog; the check on add still runs
             hint.update(f"cannot load {market.value} symbols for completion: {exc}")
             return
-        self.suggester.symbols = sorted(symbols, key=lambda s: (len(s), s))
-        hint.update(
-            f"{len(symbols):,} symbols trade on {market.value}. Several at once: separate them "
-            "with spaces or commas; → accepts a suggestion; enter adds."
+        self._symbols = list(symbols)
+        self._suggest()
+
+    def _suggest(self) -> None:
+        """Suggestions and the hint for the market's symbols, or its pairs for a kind keyed by
+        pair (index and continuous klines)."""
+        if not self._symbols:
+            return
+        by_pair = self.kind.keyed_by_pair
+        names = pairs_of(self._symbols) if by_pair else self._symbols
+        self.suggester.symbols = sorted(names, key=lambda s: (len(s), s))
+        what = "pairs" if by_pair else "symbols"
+        coinm = self.market is Market.COINM
+        example = ("BTCUSD ETHUSD" if by_pair else "BTCUSD_PERP") if coinm else "BTCUSDT ETHUSDT"
+        self.query_one("#add-symbols", Input).placeholder = f"e.g. {example}"
+        self.query_one("#add-hint", Static).update(
+            f"{len(names):,} {what} trade on {self.market.value}. Several at once: separate "
+            "them with spaces or commas; → accepts a suggestion; enter adds."
         )
 
     @on(Input.Submitted, "#add-symbols")
@@ -167,7 +232,7 @@ class AddStreamsScreen(ModalScreen[list[StreamKey] | None]):
             self.show_error("Type at least one symbol, e.g. BTCUSDT.")
             return
         try:
-            keys = [StreamKey.of(self.market, s, self.interval) for s in symbols]
+            keys = [StreamKey.of(self.market, s, self.interval, self.kind) for s in symbols]
         except SpecError as exc:
             self.show_error(f"{str(exc)[:1].upper()}{str(exc)[1:]}.")
             return

@@ -19,18 +19,29 @@ __all__ = ["HelpScreen"]
 
 _COLUMNS = (
     ("Mkt", "market: spot, usdm (USDS-M futures) or coinm (COIN-M futures)"),
+    (
+        "Symbol",
+        "the symbol, or the pair of index and continuous klines; a kind other than trade "
+        "klines follows as a tag: ·mark, ·idx (index), ·prem (premium), ·perp, ·cq, ·nq "
+        "(current and next quarter)",
+    ),
     ("Int", "kline interval (1m is a minute, 1M a month)"),
     ("Last", "price of the latest update; green when it last moved up, red when down"),
     ("vs open", "change of the last price from the open of the current (forming) candle"),
     ("High/Low", "of the current candle"),
-    ("Volume", "of the current candle, in the base asset (contracts on coinm)"),
+    (
+        "Volume",
+        "of the current candle, in the base asset (contracts on coinm); blank for mark, index "
+        "and premium klines, which have none",
+    ),
     ("Trades", "in the current candle"),
     (f"Last {SPARK_CANDLES} closes", "closes of the recent closed candles, newest right"),
     ("Rec", "closed candles of this stream recorded this session"),
     (
         "State",
-        "subscribing, waiting (no data yet), live, stale (silent), reconnecting, backfilling, "
-        "error",
+        "checking or offline (the exchange has not answered yet), subscribing, waiting (no data "
+        "yet), live (also while paused: not recording), stale (silent), reconnecting, backfill N "
+        "(candles still to fetch), error",
     ),
 )
 
@@ -92,7 +103,10 @@ class HelpScreen(ModalScreen[None]):
             "command palette: every action by name",
         )
         table.add_row("", "")
-        table.add_row(Text("Columns", style="bold underline"), "click a header to sort by it")
+        table.add_row(
+            Text("Columns", style="bold underline"),
+            "click a header to sort by it; c chooses them, g groups the rows, z is compact",
+        )
         for name, what in _COLUMNS:
             table.add_row(name, what)
         return table

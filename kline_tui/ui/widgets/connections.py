@@ -47,12 +47,17 @@ def format_lag(lag_ms: float | None) -> str:
 # One line of the panel, as shown: market, id, state, its style, streams, rate, lag,
 # reconnects, reason.
 Row = tuple[str, str, str, str, str, str, str, str, str]
-# Below this width only the market, id, state, rate and lag are shown.
+# Below this width only the market, state, rate and lag are shown.
 _NARROW_BELOW = 76
 
 
-def connection_rows(statuses: list[ConnectionStatus], now: float) -> tuple[Row, ...]:
-    """The panel's lines from the hub's connection statuses; `now` is the monotonic clock."""
+def connection_rows(
+    statuses: list[ConnectionStatus], now: float, clock_rate: float = 1.0
+) -> tuple[Row, ...]:
+    """The panel's lines from the hub's connection statuses; `now` is the monotonic clock.
+
+    `clock_rate` is how fast the exchange's clock runs (the demo's speed): a lag measured on a
+    clock 60 times fast is shown in real time, a delay a person can judge."""
     return tuple(
         (
             s.market.value,
@@ -60,7 +65,7 @@ def connection_rows(statuses: list[ConnectionStatus], now: float) -> tuple[Row, 
             *describe_state(s, now),
             f"{s.streams:,}",
             f"{s.frames_per_s(now):,.0f}",
-            format_lag(s.lag_ms),
+            format_lag(None if s.lag_ms is None else s.lag_ms / clock_rate),
             f"{s.reconnects}",
             s.last_error or "",
         )
@@ -89,12 +94,17 @@ class ConnectionsPanel(Static):
         return [" ".join(cell for i, cell in enumerate(row) if i != 3) for row in self.rows]
 
     def show(
-        self, statuses: list[ConnectionStatus], now: float, *, empty: str | None = None
+        self,
+        statuses: list[ConnectionStatus],
+        now: float,
+        *,
+        empty: str | None = None,
+        clock_rate: float = 1.0,
     ) -> None:
         """Show the hub's connection statuses; `now` is the monotonic clock; `empty` is what
-        to say when there are none (by default: none yet)."""
+        to say when there are none (by default: none yet); `clock_rate` as `connection_rows`."""
         self.empty = empty or _NO_CONNECTION_YET
-        self.rows = connection_rows(statuses, now)
+        self.rows = connection_rows(statuses, now, clock_rate)
 
     def watch_rows(self) -> None:
         self.update(self._table())
@@ -114,7 +124,8 @@ class ConnectionsPanel(Static):
             box=None, padding=(0, 1), expand=True, show_edge=False, header_style="bold dim"
         )
         table.add_column("Market", no_wrap=True)
-        table.add_column("Conn", no_wrap=True)
+        if not narrow:
+            table.add_column("Conn", no_wrap=True)
         table.add_column("State", no_wrap=True, overflow="ellipsis")
         if not narrow:
             table.add_column("Streams", justify="right", no_wrap=True)
@@ -124,7 +135,11 @@ class ConnectionsPanel(Static):
             table.add_column("Reconn.", justify="right", no_wrap=True)
             table.add_column("Last reason", ratio=1, no_wrap=True, overflow="ellipsis", style="dim")
         for market, conn, state, style, streams, rate, lag, reconnects, reason in self.rows:
-            cells: list[str | Text] = [market, conn, Text(state, style=style)]
-            cells += [rate, lag] if narrow else [streams, rate, lag, reconnects, reason]
+            if narrow:  # "connected 1m23s" reads "up 1m23s": the state word stays whole
+                state = state.replace("connected ", "up ").replace("reconnecting", "retry")
+                cells: list[str | Text] = [market, Text(state, style=style), rate, lag]
+            else:
+                cells = [market, conn, Text(state, style=style), streams, rate, lag]
+                cells += [reconnects, reason]
             table.add_row(*cells)
         return table

@@ -32,6 +32,7 @@ class RecordingView:
     last_error: str | None = None
     unreachable: str | None = None  # an attached UI's recorder cannot be reached: why, and when
     into: str = "Parquet"  # what the rows are written into, in words
+    connected: bool = True  # some connection is live: without one nothing arrives to record
 
     @classmethod
     def of(
@@ -45,6 +46,7 @@ class RecordingView:
         now: float,
         unreachable: str | None = None,
         into: str = "Parquet",
+        connected: bool = True,
     ) -> RecordingView:
         """From the sink's stats; `now` is wall time (the sink stamps flushes with it)."""
         stats = stats or SinkStats()
@@ -62,6 +64,7 @@ class RecordingView:
             last_error=stats.last_error,
             unreachable=unreachable,
             into=into,
+            connected=connected,
         )
 
 
@@ -83,6 +86,9 @@ def _describe(v: RecordingView) -> Text:
         text.append("○ recorder unreachable", style="bold yellow")
         text.append(f": {v.unreachable}")
         text.append("\nthe figures below are the last it sent", style="dim")
+    elif v.recording and not v.connected:
+        text.append("○ not recording", style="bold red")
+        text.append(": nothing is connected, nothing arrives", style="dim")
     elif v.recording:
         text.append("● recording", style="bold green")
         text.append(f" closed candles to {v.into}", style="dim")

@@ -16,8 +16,10 @@ class Overview:
     """What the status bar says, in the units it prints (so an unchanged line compares equal)."""
 
     streams: int = 0
-    live: int = 0
+    live: int = 0  # streams whose live events arrive
     connections: int = 0
+    connected: int = 0  # connections that are open and live
+    unreachable: bool = False  # an attached UI's recorder cannot be reached
     rate: int = 0  # messages per second, rounded as shown
     recording: bool = True
     shown: int = 0  # rows the filter lets through
@@ -39,17 +41,25 @@ class StatusBar(Static):
 
 
 def _line(o: Overview) -> Text:
+    # What is recorded comes first, so a narrow terminal cuts the details, never that.
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append(" kline-tui ", style="bold reverse")
-    if o.mode:
-        text.append(f" {o.mode} ", style="bold")
-    text.append(f"  {o.streams:,} streams", style="bold")
-    text.append(f" ({o.live:,} live)")
-    text.append(f" · {o.connections} connections · {o.rate:,} msg/s · ")
-    if o.recording:
+    text.append(" ")
+    # Recording only while something is connected: a recorder that waits for the exchange, or
+    # whose every connection is down, records nothing, whatever it means to do.
+    if o.unreachable:
+        text.append("○ recorder unreachable", style="bold yellow")
+    elif not o.recording:
+        text.append("⏸ paused: live, not recording", style="bold yellow")
+    elif o.connected:
         text.append("● recording", style="green")
     else:
-        text.append("⏸ paused", style="bold yellow")
+        text.append("○ not recording: nothing connected", style="bold red")
+    if o.mode:
+        text.append(f" · {o.mode}", style="bold")
+    text.append(f" · {o.streams:,} streams", style="bold")
+    text.append(f" ({o.live:,} live)")
+    text.append(f" · {o.connections} connections · {o.rate:,} msg/s")
     text.append(f" · sorted by {o.sort}", style="dim")
     if o.filter_text:
         text.append(" · filter ")

@@ -3,8 +3,12 @@
 A DataTable with 1,000 rows and thousands of `update_cell` calls a second spends its time on
 bookkeeping nobody sees. This table keeps no cells: each repaint it reads the streams' state for
 the rows on screen only (the Line API), so its cost follows the terminal's height, not the watch
-list's length. The order of the rows (filter, then sort) is recomputed on each tick and at once
-on a key that changes it.
+list's length. The order of the rows (filter, then sort, then groups) is recomputed on each tick
+and at once on a key that changes it.
+
+Its layout (which columns, in what order; rows grouped by market or symbol; compact) comes from
+the config's `[ui]` table. Columns that do not fit the width are left out, the least useful
+first, so the symbol and the state are never cut: a state word is at most 13 characters.
 """
 
 from __future__ import annotations
@@ -24,12 +28,25 @@ from textual.reactive import var
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from kline_tui.model import StreamKey
+from kline_tui.model import Market, StreamKey
 from kline_tui.recorder.hub import StreamState, StreamStatus
 from kline_tui.ui import format as fmt
 from kline_tui.ui.widgets.sparkline import sparkline
 
-__all__ = ["COLUMNS", "SPARK_CANDLES", "Column", "Sort", "WatchTable", "fit_columns"]
+__all__ = [
+    "COLUMNS",
+    "COLUMN_IDS",
+    "SPARK_CANDLES",
+    "Column",
+    "Group",
+    "GroupLine",
+    "Sort",
+    "WatchTable",
+    "fit_columns",
+    "receiving",
+    "state_label",
+    "symbol_cell",
+]
 
 SPARK_CANDLES = 60  # closed candles a sparkline spans at full width
 
@@ -47,7 +64,7 @@ class Column:
 
 COLUMNS: tuple[Column, ...] = (
     Column("market", "Mkt", 5, sort="symbol"),
-    Column("symbol", "Symbol", 14, sort="symbol"),
+    Column("symbol", "Symbol", 16, sort="symbol"),
     Column("interval", "Int", 3, sort="symbol"),
     Column("last", "Last", 12, right=True),
     Column("change", "vs open", 8, right=True, sort="change"),
@@ -57,25 +74,83 @@ COLUMNS: tuple[Column, ...] = (
     Column("trades", "Trades", 7, right=True, sort="trades"),
     Column("spark", f"Last {SPARK_CANDLES} closes", 0),
     Column("recorded", "Rec", 7, right=True, sort="recorded"),
-    Column("state", "State", 12, sort="state"),
+    # The longest state word is 13 wide ("backfill 123K", "reconnecting"): never cut.
+    Column("state", "State", 13, sort="state"),
 )
-SPARK_MIN, SPARK_MAX = 16, SPARK_CANDLES
-# On a narrow terminal these columns go first, in this order, so the sparkline and state stay.
-_DROPPED_FIRST = ("high", "low", "trades", "volume")
+COLUMN_IDS = tuple(c.id for c in COLUMNS)
+_BY_ID = {c.id: c for c in COLUMNS}
+REQUIRED = ("symbol", "state")  # shown whatever the layout says
+SPARK_MIN, SPARK_MAX = 8, SPARK_CANDLES
+# Longer lists than this are re-sorted at every LONG_LIST_EVERYth repaint only.
+LONG_LIST, LONG_LIST_EVERY = 1000, 4
+# Where the width runs short these columns go first, in this order; the symbol, the last price
+# and the state stay. Compact mode leaves out the first five whatever the width.
+_DROPPED_FIRST = (
+    "high",
+    "low",
+    "trades",
+    "volume",
+    "recorded",
+    "spark",
+    "market",
+    "interval",
+    "change",
+)
+_COMPACT_DROPS = _DROPPED_FIRST[:5]
 
 
 def _fixed_width(columns: tuple[Column, ...]) -> int:
     return sum(c.width for c in columns) + len(columns) + 1  # a space before each, one after
 
 
-def fit_columns(width: int) -> tuple[tuple[Column, ...], int]:
-    """The columns that fit `width` cells and the sparkline's width."""
-    columns = COLUMNS
+def _needed(columns: tuple[Column, ...]) -> int:
+    spark = SPARK_MIN if any(c.id == "spark" for c in columns) else 0
+    return _fixed_width(columns) + spark
+
+
+def fit_columns(
+    width: int, chosen: tuple[str, ...] = COLUMN_IDS, *, compact: bool = False
+) -> tuple[tuple[Column, ...], int]:
+    """The chosen columns (ids, in order; symbol and state added when missing) that fit `width`
+    cells, and the sparkline's width."""
+    ids = [i for i in dict.fromkeys(chosen) if i in _BY_ID]
+    for required in REQUIRED:
+        if required not in ids:
+            ids.insert(0 if required == "symbol" else len(ids), required)
+    if compact:
+        ids = [i for i in ids if i not in _COMPACT_DROPS]
+    columns = tuple(_BY_ID[i] for i in ids)
     for column_id in _DROPPED_FIRST:
-        if _fixed_width(columns) + SPARK_MIN <= width:
+        if _needed(columns) <= width:
             break
         columns = tuple(c for c in columns if c.id != column_id)
     return columns, max(SPARK_MIN, min(SPARK_MAX, width - _fixed_width(columns)))
+
+
+class Group(enum.Enum):
+    """How rows are grouped: `g` cycles through these, in this order."""
+
+    NONE = "none"
+    MARKET = "market"
+    SYMBOL = "symbol"
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLine:
+    """A group's heading line: its name, how many of its streams are shown and how many live."""
+
+    name: str
+    streams: int
+    live: int
+
+
+def _group_of(key: StreamKey, group: Group) -> tuple[int, str]:
+    """The group a stream falls in, as a sort key and a name."""
+    if group is Group.MARKET:
+        return list(Market).index(key.market), key.market.value
+    # By the traded pair: BTCUSD_PERP, its quarterlies and its index share the group BTCUSD.
+    name = key.symbol.split("_")[0]
+    return 0, name
 
 
 # Worst first: sorting by state brings what needs attention to the top.
@@ -125,7 +200,12 @@ class Sort(enum.Enum):
         if self is Sort.LIST:
             return lambda s: position[s.key]
         if self is Sort.SYMBOL:
-            return lambda s: (s.key.symbol, s.key.market.value, s.key.interval.ms or 0)
+            return lambda s: (
+                s.key.symbol,
+                s.key.market.value,
+                s.key.interval.ms or 0,
+                s.key.kind.value,
+            )
         if self is Sort.CHANGE:
             return lambda s: _missing_last(_change(s), d)
         if self is Sort.VOLUME:
@@ -167,6 +247,7 @@ class WatchTable(ScrollView, can_focus=True):
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "watch-table--header",
         "watch-table--header-sorted",
+        "watch-table--group",
         "watch-table--cursor",
         "watch-table--up",
         "watch-table--down",
@@ -186,11 +267,21 @@ class WatchTable(ScrollView, can_focus=True):
     filter_text: var[str] = var("", init=False)
     sort: var[Sort] = var(Sort.LIST, init=False)
     reverse: var[bool] = var(False, init=False)
+    # The layout: the `[ui]` table's columns, grouping and compact mode.
+    chosen: var[tuple[str, ...]] = var(COLUMN_IDS, init=False)
+    group: var[Group] = var(Group.NONE, init=False)
+    compact: var[bool] = var(False, init=False)
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.streams: dict[StreamKey, StreamState] = {}
-        self.order: list[StreamKey] = []
+        self.order: list[StreamKey] = []  # the streams shown, top to bottom
+        self.lines: list[StreamKey | GroupLine] = []  # the rows drawn: streams and group headings
+        self._line_of: dict[StreamKey, int] = {}
+        # A word shown as every stream's state while the recorder has not started them
+        # ("checking", "offline"); `paused`: recording is paused, so no backfill is under way.
+        self.placeholder: str | None = None
+        self.paused = False
         self.cursor = 0
         self._index: dict[StreamKey, int] = {}
         self._cursor_key: StreamKey | None = None
@@ -199,6 +290,9 @@ class WatchTable(ScrollView, can_focus=True):
         self.columns = COLUMNS  # those shown: fewer on a narrow terminal
         self._spark_width = SPARK_MIN
         self._styles: dict[str, Style] = {}
+        self._groups: dict[tuple[StreamKey, Group], tuple[int, str]] = {}
+        self._ticks = 0
+        self._sorted_streams = 0  # how many streams the order was made from
         # For measuring: bumped on every change a key makes, copied when a line is painted.
         self.generation = 0
         self.painted_generation = 0
@@ -220,9 +314,19 @@ class WatchTable(ScrollView, can_focus=True):
         return self.sort.label + (" (reversed)" if self.reverse else "")
 
     def update_view(self) -> None:
-        """Re-read the streams: new order, price directions, then repaint what is on screen."""
+        """Re-read the streams: new order, price directions, then repaint what is on screen.
+
+        A long list is re-sorted at every `LONG_LIST_EVERY`th call only (a second at 4 Hz:
+        5,000 rows take tens of ms), unless streams came or went; keys re-sort at once."""
+        self._ticks += 1
+        long_list = len(self.streams) > LONG_LIST
+        if (
+            not long_list
+            or self._ticks % LONG_LIST_EVERY == 0
+            or len(self.streams) != self._sorted_streams
+        ):
+            self._reorder()
         self._track_directions()
-        self._reorder()
         self.refresh()
 
     def select(self, key: StreamKey) -> None:
@@ -254,6 +358,20 @@ class WatchTable(ScrollView, can_focus=True):
     def watch_filter_text(self) -> None:
         self._rearranged()
 
+    def watch_group(self) -> None:
+        self._rearranged()
+
+    def watch_chosen(self) -> None:
+        self._fit()
+
+    def watch_compact(self) -> None:
+        self._fit()
+
+    def cycle_group(self) -> None:
+        """Group by the next way of the cycle: none, market, symbol."""
+        groups = list(Group)
+        self.group = groups[(groups.index(self.group) + 1) % len(groups)]
+
     def _rearranged(self) -> None:
         # At once, not at the next repaint: the key that changed the order is answered in the
         # frame it was pressed in.
@@ -271,17 +389,30 @@ class WatchTable(ScrollView, can_focus=True):
         out = []
         for s in states:
             key = s.key
-            hay = f"{key.market.value}:{key.symbol.lower()}:{key.interval.value} {s.status.value}"
+            hay = (
+                f"{key.market.value}:{key.symbol.lower()}:{key.interval.value}:{key.kind.value} "
+                f"{s.status.value}"
+            )
             if all(t in hay for t in terms):
                 out.append(s)
         return out
 
     def _reorder(self) -> None:
-        position = {k: i for i, k in enumerate(self.streams)}
+        self._sorted_streams = len(self.streams)
         states = self._matches()
-        states.sort(key=self.sort.key_func(position), reverse=self.reverse)
-        self.order = [s.key for s in states]
+        if self.sort is Sort.LIST:  # the streams' own order: nothing to sort
+            if self.reverse:
+                states.reverse()
+        else:
+            position = {k: i for i, k in enumerate(self.streams)}
+            states.sort(key=self.sort.key_func(position), reverse=self.reverse)
+        if self.group is Group.NONE:
+            self.order = [s.key for s in states]
+            self.lines = list(self.order)
+        else:
+            self._group_lines(states)
         self._index = {k: i for i, k in enumerate(self.order)}
+        self._line_of = {k: i for i, k in enumerate(self.lines) if not isinstance(k, GroupLine)}
         if self._cursor_key in self._index:
             self.cursor = self._index[self._cursor_key]
         else:
@@ -289,14 +420,45 @@ class WatchTable(ScrollView, can_focus=True):
             self._cursor_key = self.selected
         self._fit_virtual_size()
 
+    def _group_lines(self, states: list[StreamState]) -> None:
+        """Order and lines grouped: each group in the sorted order within, groups by name."""
+        groups: dict[tuple[int, str], list[StreamState]] = {}
+        cache = self._groups
+        if len(cache) > 2 * len(self.streams) + 64:
+            cache.clear()  # of streams long gone
+        group = self.group
+        for state in states:
+            key = state.key
+            of = cache.get((key, group))
+            if of is None:
+                of = cache[(key, group)] = _group_of(key, group)
+            groups.setdefault(of, []).append(state)
+        order: list[StreamKey] = []
+        lines: list[StreamKey | GroupLine] = []
+        for (_, name), members in sorted(groups.items(), key=lambda item: item[0]):
+            live = sum(1 for s in members if s.status in _RECEIVING)
+            lines.append(GroupLine(name, len(members), live))
+            keys = [s.key for s in members]
+            order += keys
+            lines += keys
+        self.order, self.lines = order, lines
+
     def _fit_virtual_size(self) -> None:
-        size = Size(_fixed_width(self.columns) + self._spark_width, len(self.order) + 1)
+        size = Size(_fixed_width(self.columns) + self._spark_width, len(self.lines) + 1)
         if size != self.virtual_size:
             self.virtual_size = size
 
     def _track_directions(self) -> None:
-        direction = self._direction
-        for key, state in self.streams.items():
+        """Whether each shown row's price last moved up or down (only shown rows: a row scrolled
+        into view starts without a direction)."""
+        direction, streams = self._direction, self.streams
+        top = int(self.scroll_y)
+        for key in self.lines[top : top + self._rows_visible() + 1]:
+            if isinstance(key, GroupLine):
+                continue
+            state = streams.get(key)
+            if state is None:
+                continue
             k = state.forming
             if k is None:
                 continue
@@ -330,10 +492,13 @@ class WatchTable(ScrollView, can_focus=True):
     def _scroll_to_cursor(self) -> None:
         top = int(self.scroll_y)
         rows = self._rows_visible()
-        if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False, immediate=True)
-        elif self.cursor >= top + rows:
-            self.scroll_to(y=self.cursor - rows + 1, animate=False, immediate=True)
+        line = self._line_of.get(self._cursor_key, self.cursor) if self._cursor_key else 0
+        if line - 1 < top and line > 0 and isinstance(self.lines[line - 1], GroupLine):
+            line -= 1  # the group's heading comes into view with its first stream
+        if line < top:
+            self.scroll_to(y=line, animate=False, immediate=True)
+        elif line >= top + rows:
+            self.scroll_to(y=line - rows + 1, animate=False, immediate=True)
 
     def action_cursor_up(self) -> None:
         self._move_to(self.cursor - 1)
@@ -362,11 +527,14 @@ class WatchTable(ScrollView, can_focus=True):
             if column is not None and column.sort is not None:
                 self.set_sort(Sort[column.sort.upper()])
             return
-        row = int(self.scroll_y) + offset.y - 1
-        if row < len(self.order):
-            self._move_to(row)
+        line = int(self.scroll_y) + offset.y - 1
+        if line < len(self.lines):
+            key = self.lines[line]
+            if isinstance(key, GroupLine):
+                return
+            self._move_to(self._index[key])
             if event.chain >= 2:
-                self.post_message(self.Activated(self.order[row]))
+                self.post_message(self.Activated(key))
 
     def _column_at(self, x: int) -> Column | None:
         left = 1
@@ -378,7 +546,11 @@ class WatchTable(ScrollView, can_focus=True):
         return None
 
     def on_resize(self, event: events.Resize) -> None:
-        self.columns, self._spark_width = fit_columns(self.scrollable_content_region.width)
+        self._fit()
+
+    def _fit(self) -> None:
+        width = self.scrollable_content_region.width
+        self.columns, self._spark_width = fit_columns(width, self.chosen, compact=self.compact)
         self._spark_cache.clear()
         self._fit_virtual_size()
         self._scroll_to_cursor()
@@ -405,14 +577,19 @@ class WatchTable(ScrollView, can_focus=True):
         if y == 0:
             segments = self._header(base)
         else:
-            row = scroll_y + y - 1
-            if row >= len(self.order):
+            line = scroll_y + y - 1
+            if line >= len(self.lines):
                 return Strip.blank(width, base)
-            state = self.streams.get(self.order[row])
+            key = self.lines[line]
+            if isinstance(key, GroupLine):
+                segments = self._group_heading(key, base + self._style("group"))
+                strip = Strip(segments).crop(0, width)
+                return strip.extend_cell_length(width, base + self._style("group"))
+            state = self.streams.get(key)
             if state is None:
                 return Strip.blank(width, base)
-            row_base = base + self._style("cursor") if row == self.cursor else base
-            segments = self._row(state, row_base)
+            selected = self._index.get(key) == self.cursor
+            segments = self._row(state, base + self._style("cursor") if selected else base)
         strip = Strip(segments)
         return strip.crop(scroll_x, scroll_x + width).extend_cell_length(width, base)
 
@@ -432,6 +609,10 @@ class WatchTable(ScrollView, can_focus=True):
             segments.append(Segment(" ", style))
         return segments
 
+    def _group_heading(self, group: GroupLine, style: Style) -> list[Segment]:
+        streams = "stream" if group.streams == 1 else "streams"
+        return [Segment(f" ▾ {group.name} · {group.streams} {streams}, {group.live} live", style)]
+
     def _row(self, state: StreamState, base: Style) -> list[Segment]:
         key = state.key
         k = state.forming
@@ -441,18 +622,24 @@ class WatchTable(ScrollView, can_focus=True):
         direction = self._direction.get(key, (0.0, 0))[1]
         if k is not None:
             change, sign = fmt.change_pct(k.close, k.open)
+            has_volume = key.kind.has_volume
             cells = [
                 (fmt.price(k.close), sign_style[direction]),
                 (change, sign_style[sign]),
                 (fmt.price(k.high), base),
                 (fmt.price(k.low), base),
-                (fmt.compact(k.volume), base),
-                (fmt.compact(k.trades), base),
+                (fmt.compact(k.volume) if has_volume else "", base),
+                (fmt.compact(k.trades) if has_volume else "", base),
             ]
         else:
             cells = [("—", muted)] * 6
         spark, spark_sign = self._spark(state)
         status = state.status
+        label = state_label(state, self.placeholder, paused=self.paused)
+        if self.placeholder is not None:
+            status = StreamStatus.ERROR if self.placeholder == "offline" else StreamStatus.WAITING
+        elif self.paused and status is StreamStatus.BACKFILLING:
+            status = StreamStatus.LIVE
         status_style = {
             StreamStatus.LIVE: base + self._style("live"),
             StreamStatus.STALE: base + self._style("warning"),
@@ -464,14 +651,14 @@ class WatchTable(ScrollView, can_focus=True):
         texts.update(
             market=(key.market.value, muted),
             symbol=(
-                (f"!{key.symbol}", base + self._style("warning"))
+                (f"!{symbol_cell(key)}", base + self._style("warning"))
                 if key in self.marked
-                else (key.symbol, base)
+                else (symbol_cell(key), base)
             ),
             interval=(key.interval.value, base),
             spark=(spark, sign_style[spark_sign]),
             recorded=(fmt.compact(state.recorded), base),
-            state=(_state_label(state), status_style),
+            state=(label, status_style),
         )
         segments = [Segment(" ", base)]
         for column in self.columns:
@@ -518,8 +705,30 @@ class WatchTable(ScrollView, can_focus=True):
         return result
 
 
-def _state_label(state) -> str:
-    """The State cell: the status, with the candles still to fetch while backfilling."""
-    if state.status is StreamStatus.BACKFILLING and state.backfill:
-        return f"backfill {fmt.compact(state.backfill)}"
+# Statuses of a stream whose live events arrive (a backfill runs beside them).
+_RECEIVING = frozenset({StreamStatus.LIVE, StreamStatus.BACKFILLING})
+
+
+def receiving(state: StreamState) -> bool:
+    """Whether the stream's live events arrive: live, or live while older candles are fetched."""
+    return state.status in _RECEIVING
+
+
+def state_label(state: StreamState, placeholder: str | None = None, *, paused: bool = False) -> str:
+    """The State cell, at most 13 characters: the status, with the candles still to fetch while
+    backfilling (a paused recorder fetches nothing: its streams are live); `placeholder` stands
+    for every state while the recorder has not started ("checking", "offline")."""
+    if placeholder is not None:
+        return placeholder
+    if state.status is StreamStatus.BACKFILLING:
+        if paused:
+            return StreamStatus.LIVE.value
+        if state.backfill:
+            return f"backfill {fmt.count4(state.backfill)}"
     return state.status.value
+
+
+def symbol_cell(key: StreamKey) -> str:
+    """The symbol, with its kind as a short tag (`BTCUSDT·mark`); trade klines have none."""
+    tag = fmt.kind_tag(key.kind.value)
+    return f"{key.symbol}·{tag}" if tag else key.symbol
