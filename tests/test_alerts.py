@@ -15,7 +15,14 @@ from aiohttp import web
 from kline_tui.alerts.engine import AlertEngine
 from kline_tui.alerts.rules import Firing, firing_id
 from kline_tui.alerts.webhook import WebhookSender
-from kline_tui.config import AlertConfig, ConfigError, NotifyConfig, load_settings, save_alerts
+from kline_tui.config import (
+    AlertConfig,
+    ConfigError,
+    NotifyConfig,
+    Settings,
+    load_settings,
+    save_alerts,
+)
 from kline_tui.model import Candle, StreamKey
 from kline_tui.runtime import Runtime
 
@@ -266,7 +273,7 @@ async def test_webhook_retries_a_500_and_a_timeout_then_delivers_the_documented_
     assert len(receiver.bodies) == 3  # a 500, a timeout, then the delivery
     body = receiver.bodies[-1]
     assert body == {
-        "id": "usdm:BTCUSDT:1m/price_above/100/300000",
+        "id": "usdm:BTCUSDT:1m/price_above/100.0/300000",
         "alert": "abc",
         "stream": "usdm:BTCUSDT:1m",
         "rule": "price_above",
@@ -594,3 +601,148 @@ async def test_an_attached_ui_shows_and_edits_the_recorders_alerts(sim, tmp_path
             ]
         finally:
             await attached.stop()
+
+
+# -- the review's fixes ---------------------------------------------------------------------------
+
+
+def bare_settings(tmp_path: Path) -> Settings:
+    """Settings of a runtime that is never started."""
+    return Settings(
+        config_path=tmp_path / "absent.toml",
+        config_exists=False,
+        data_dir=tmp_path / "data",
+        watch=(KEY,),
+    )
+
+
+def test_ids_keep_the_exact_level_and_name_the_stream_canonically() -> None:
+    from kline_tui.alerts.rules import alert_id
+
+    # Levels 6 significant digits cannot tell apart are two alerts: two firing ids.
+    assert firing_id(str(KEY), "price_above", 104250.0, MINUTE) != firing_id(
+        str(KEY), "price_above", 104250.4, MINUTE
+    )
+    typed = AlertConfig(stream="usdm:btcusdt:1m", rule="price_above", value=104250.4)
+    canonical = AlertConfig(stream="usdm:BTCUSDT:1m", rule="price_above", value=104250.4)
+    assert alert_id(typed) == alert_id(canonical)
+
+
+def test_change_pct_on_a_negative_series_is_of_the_opens_magnitude() -> None:
+    premium = StreamKey.parse("usdm:BTCUSDT:1m:premium")
+    engine = AlertEngine(
+        [
+            AlertConfig(stream=str(premium), rule="change_pct", value=40, window=2, cooldown_s=0),
+            AlertConfig(stream=str(premium), rule="change_pct", value=-40, window=2, cooldown_s=0),
+        ]
+    )
+    fired: list[Firing] = []
+    engine.listeners.append(fired.append)
+    engine.on_closed(premium, candle(0, -0.0010, -0.0008))
+    engine.on_closed(premium, candle(1, -0.0008, -0.0005))  # -0.0010 -> -0.0005: +50 %
+    assert [f.value for f in fired] == [40]
+    engine.on_closed(premium, candle(2, -0.0005, -0.0011))  # -0.0008 -> -0.0011: -37.5 %
+    engine.on_closed(premium, candle(3, -0.0011, -0.0009))  # -0.0005 -> -0.0009: -80 %
+    assert [f.value for f in fired] == [40, -40]
+    # A window opening at exactly 0 has no percent: not judged (the series stays armed).
+    engine.on_closed(premium, candle(4, 0.0, -0.0011))  # -0.0011 -> -0.0011: 0 %, cleared
+    engine.on_closed(premium, candle(5, 0.0004, 0.0009))  # 0 -> 0.0009: no percent of 0
+    assert len(fired) == 2
+
+
+def test_twins_polling_at_different_moments_give_stale_and_missing_the_same_ids() -> None:
+    configs = [
+        AlertConfig(stream=str(KEY), rule="stale", value=30, cooldown_s=0),
+        AlertConfig(stream=str(KEY), rule="missing", value=2, cooldown_s=0),
+    ]
+    last_event = 50 * MINUTE + 45_000  # silent from 50:45; 30 s later is 51:15
+    first_missing = 48 * MINUTE
+    ids = []
+    for polled_at in (51 * MINUTE + 15_000, 52 * MINUTE + 5_000):  # two minutes apart
+        engine = AlertEngine(configs)
+        fired: list[Firing] = []
+        engine.listeners.append(fired.append)
+        engine.on_time(KEY, last_event, 3, polled_at, 1.0, first_missing)
+        assert [f.rule for f in fired] == ["stale", "missing"]
+        assert [f.open_time for f in fired] == [51 * MINUTE, first_missing]
+        ids.append([f.id for f in fired])
+    assert ids[0] == ids[1]
+
+
+def test_watch_list_and_alerts_saved_at_once_both_land(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    import kline_tui.config as config_module
+    from kline_tui.config import save_watch
+
+    path = tmp_path / "config.toml"
+    path.write_text("# mine\n")
+    first_writing, second_started = threading.Event(), threading.Event()
+    replace_file = config_module._replace_file
+
+    def slow_replace(target: Path, text: str) -> None:
+        if not second_started.is_set():
+            # The first writer holds on while the second begins; without one lock for both,
+            # the second reads the file before this write lands and then writes over it.
+            first_writing.set()
+            second_started.wait(5)
+            time.sleep(0.3)
+        replace_file(target, text)
+
+    monkeypatch.setattr(config_module, "_replace_file", slow_replace)
+    alert = AlertConfig(stream=str(KEY), rule="stale", value=60.0)
+
+    def alerts_later() -> None:
+        second_started.set()
+        save_alerts(path, [alert])
+
+    first = threading.Thread(target=save_watch, args=(path, [KEY]))
+    first.start()
+    assert first_writing.wait(10)
+    second = threading.Thread(target=alerts_later)
+    second.start()
+    first.join(10)
+    second.join(10)
+    settings = load_settings(path)
+    assert settings.alerts == (alert,)
+    assert [str(k) for k in settings.watch] == [str(KEY)]
+
+
+async def test_a_burst_of_alert_changes_is_one_pending_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kline_tui.runtime as runtime_module
+
+    path = tmp_path / "config.toml"
+    path.write_text("# mine\n")
+    settings = dataclasses.replace(bare_settings(tmp_path), config_path=path)
+    writes: list[int] = []
+
+    def counting(target: Path, alerts: list[AlertConfig]) -> None:
+        writes.append(len(alerts))
+        save_alerts(target, alerts)
+
+    monkeypatch.setattr(runtime_module, "save_alerts", counting)
+    runtime = Runtime(settings, save_alerts=True)
+    for i in range(50):
+        runtime.add_alert(AlertConfig(stream=str(KEY), rule="price_above", value=100.0 + i))
+    await runtime.alerts_saved()
+    assert len(writes) <= 2 and writes[-1] == 50
+    assert len(load_settings(path).alerts) == 50
+
+
+async def test_the_webhook_drain_sends_what_is_queued_after_its_task_stopped() -> None:
+    warnings: list[str] = []
+    async with Receiver() as receiver:
+        sender = WebhookSender(receiver.url, warnings.append, timeout_s=5.0)
+        task = asyncio.ensure_future(sender.run())
+        await asyncio.sleep(0)
+        task.cancel()  # as the stop's pipeline.stop cancels every supervised task
+        await asyncio.gather(task, return_exceptions=True)
+        sender.send(a_firing())  # fired while the pipeline stopped
+        await sender.drain(10.0)
+    assert [b["id"] for b in receiver.bodies] == [a_firing().id] and sender.sent == 1
+    assert warnings == []
