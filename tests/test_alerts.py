@@ -669,6 +669,173 @@ def test_twins_polling_at_different_moments_give_stale_and_missing_the_same_ids(
     assert ids[0] == ids[1]
 
 
+def test_an_attached_client_drops_alert_rows_that_cannot_be_real() -> None:
+    from kline_tui.service.client import RemoteRecorder
+    from kline_tui.service.protocol import AlertRow, Alerts
+
+    def row(id_: str, stream: str = str(KEY), **changes: object) -> AlertRow:
+        fields: dict[str, object] = {
+            "id": id_,
+            "stream": stream,
+            "rule": "price_above",
+            "value": 1.0,
+            "window": 5,
+            "cooldown_s": 0.0,
+            "muted": False,
+            "description": "price above 1",
+            "fired": 0,
+            "last_fired_at": None,
+        }
+        fields.update(changes)
+        return AlertRow(**fields)  # type: ignore[arg-type]
+
+    client = RemoteRecorder("http://127.0.0.1:9", "token")
+    client._apply(
+        Alerts(
+            [
+                row("a", "usdm:btcusdt:1m", last_fired_at=10**20, description="x\x1b[2J[/]y"),
+                row("b", "not a stream\x1b]0;t\x07"),
+                row("a"),  # the same id twice: the table keys rows by it
+                row("c", rule="price_above\x1b[31m", last_fired_at=-5),
+            ]
+        )
+    )
+    assert [r.id for r in client.alerts] == ["a", "c"]
+    assert client.alerts_dropped == 2
+    first, second = client.alerts
+    assert first.stream == str(KEY) and first.last_fired_at is None
+    assert first.description == "x[/]y" and second.rule == "price_above"
+    assert second.last_fired_at is None
+
+
+async def test_server_text_is_never_read_as_markup_by_the_alert_screens() -> None:
+    from textual.app import App
+    from textual.widgets import DataTable, Static
+
+    from kline_tui.service.client import RemoteError
+    from kline_tui.service.protocol import AlertRow
+    from kline_tui.ui.notify import Notifier
+    from kline_tui.ui.screens.alert_dialog import AlertDialog
+    from kline_tui.ui.screens.alerts import AlertsScreen
+
+    hostile = "[/] [link=x]y[/link] [bold"
+    rows = [
+        AlertRow(
+            id="a",
+            stream=str(KEY),
+            rule="price_above",
+            value=1.0,
+            window=5,
+            cooldown_s=0.0,
+            muted=False,
+            description=hostile,
+            fired=1,
+            last_fired_at=MINUTE,
+        )
+    ]
+
+    async def refuse(config: AlertConfig) -> None:
+        raise RemoteError(hostile, 502)
+
+    app: App[None] = App()
+    async with app.run_test() as pilot:
+        notifier = Notifier(app, environ={}, is_terminal=False)
+        notifier.alert(dataclasses.replace(a_firing(), message=hostile))
+        await pilot.pause()
+        assert [n.message for n in app._notifications] == [hostile]
+
+        screen = AlertsScreen(lambda: rows, mute=print, edit=print, delete=print)
+        await app.push_screen(screen)
+        await pilot.pause()
+        cells = screen.query_one("#alerts-table", DataTable).get_row_at(0)
+        assert [str(c) for c in cells[:2]] == [str(KEY), hostile]
+        screen.dismiss(None)
+        await pilot.pause()
+
+        dialog = AlertDialog(KEY, refuse, price=100.0)
+        await app.push_screen(dialog)
+        await pilot.pause()
+        await pilot.click("#alert-ok")
+        error = dialog.query_one("#alert-error", Static)
+        await wait_until(lambda: "-visible" in error.classes, what="the error shown")
+        await pilot.pause()
+        assert hostile in str(error.render())
+
+
+async def test_a_burst_of_firings_is_told_once_and_notify_send_is_capped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from textual.app import App
+
+    from kline_tui.ui.notify import MAX_NOTIFY_SEND, Notifier
+
+    go, shown = tmp_path / "go", tmp_path / "shown"
+    script = tmp_path / "notify-send"
+    script.write_text(
+        f'#!/bin/sh\nwhile [ ! -e "{go}" ]; do sleep 0.02; done\necho "$2" >> "{shown}"\n'
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    app: App[None] = App()
+    async with app.run_test() as pilot:
+        notifier = Notifier(
+            app, environ={"DISPLAY": ":0"}, is_terminal=True, which=lambda _: str(script)
+        )
+        assert notifier.channel == "notify-send"
+        for i in range(5):  # one poll's firings: one toast, one notification
+            notifier.alert(a_firing(i * MINUTE))
+        await pilot.pause()
+        assert [n.title for n in app._notifications] == ["5 alerts fired"]
+        for i in range(MAX_NOTIFY_SEND + 1):  # one each; beyond the cap, toasts only
+            notifier.alert(a_firing(i * MINUTE))
+            await pilot.pause()
+        assert len(app._notifications) == MAX_NOTIFY_SEND + 2
+        assert notifier.skipped == 2
+        go.touch()
+        await wait_until(lambda: notifier.sent == MAX_NOTIFY_SEND, what="the notifications")
+    titles = shown.read_text().splitlines()  # in the order the processes ended
+    assert sorted(titles) == ["kline-tui: 5 alerts fired", "kline-tui: alert", "kline-tui: alert"]
+
+
+async def test_editing_an_alert_adds_before_deleting_and_keeps_an_unchanged_ones_state(
+    tmp_path: Path,
+) -> None:
+    from types import SimpleNamespace
+
+    from kline_tui.ui.app import KlineApp
+
+    runtime = Runtime(bare_settings(tmp_path), save_alerts=False)
+
+    async def add(config: AlertConfig) -> None:
+        runtime.add_alert(config)
+
+    async def delete(alert_id: str) -> None:
+        runtime.remove_alert(alert_id)
+
+    app = SimpleNamespace(
+        recorder=SimpleNamespace(add_alert=add, delete_alert=delete),
+        notify=lambda *args, **kwargs: None,
+    )
+    old = runtime.add_alert(AlertConfig(stream=str(KEY), rule="price_above", value=100.0))
+    old.last_fired_at, old.armed = 5 * MINUTE, False
+    # The same alert with another cooldown: updated in place, its state kept.
+    same = AlertConfig(stream=str(KEY), rule="price_above", value=100.0, cooldown_s=5)
+    await KlineApp._save_alert(app, same, replacing=old.id)  # type: ignore[arg-type]
+    assert list(runtime.alerts.alerts.values()) == [old]
+    assert old.config.cooldown_s == 5 and old.last_fired_at == 5 * MINUTE and old.armed is False
+    # An edit that cannot work leaves the old alert there.
+    with pytest.raises(ValueError):
+        bad = AlertConfig(stream=f"{KEY}:mark", rule="volume_spike", value=2.0)
+        await KlineApp._save_alert(app, bad, replacing=old.id)  # type: ignore[arg-type]
+    assert list(runtime.alerts.alerts) == [old.id]
+    # Another level: the new one added, the old one gone.
+    other = AlertConfig(stream=str(KEY), rule="price_above", value=101.0)
+    await KlineApp._save_alert(app, other, replacing=old.id)  # type: ignore[arg-type]
+    assert [a.config for a in runtime.alerts.alerts.values()] == [other]
+
+
 def test_watch_list_and_alerts_saved_at_once_both_land(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
