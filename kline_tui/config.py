@@ -16,11 +16,12 @@ import json
 import os
 import re
 import secrets
+import threading
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec
 
 import msgspec
 import msgspec.inspect as mi
@@ -907,7 +908,22 @@ def config_table() -> str:
 
 # -- writing the watch list ----------------------------------------------------------------------
 
+# Every read-modify-write of the config file holds this lock: the watch list and the alerts are
+# saved from different threads, and each must read what the other last wrote.
+_CONFIG_WRITE = threading.Lock()
+_P = ParamSpec("_P")
 
+
+def _one_writer(save: Callable[_P, None]) -> Callable[_P, None]:
+    @functools.wraps(save)
+    def locked(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        with _CONFIG_WRITE:
+            save(*args, **kwargs)
+
+    return locked
+
+
+@_one_writer
 def save_watch(path: Path, keys: list[StreamKey]) -> None:
     """Write the watch list into the config file, keeping the user's comments and other keys.
 
@@ -929,6 +945,7 @@ def save_watch(path: Path, keys: list[StreamKey]) -> None:
     _replace_file(target, tomlkit.dumps(doc))
 
 
+@_one_writer
 def save_alerts(path: Path, alerts: list[AlertConfig]) -> None:
     """Write the alerts as `[[alerts]]` tables into the config file, keeping the user's comments
     and other keys; atomically, like `save_watch`."""
@@ -955,6 +972,7 @@ def save_alerts(path: Path, alerts: list[AlertConfig]) -> None:
 _ALERT_DEFAULTS = AlertConfig(stream="", rule="stale", value=1.0)
 
 
+@_one_writer
 def save_ui(path: Path, ui: UiConfig) -> None:
     """Write the `[ui]` table into the config file like `save_watch`: the user's comments and
     other keys stay, the file is replaced atomically."""

@@ -126,8 +126,8 @@ class Runtime:
         self.alerts.listeners.append(self._alert_fired)
         self.save_alerts = settings.config_exists if save_alerts is None else save_alerts
         self.webhook: WebhookSender | None = None
-        self._saving: set[asyncio.Task[None]] = set()
-        self._saving_lock = asyncio.Lock()
+        self._alerts_dirty = False  # changed since the writer last read them
+        self._alerts_writer: asyncio.Task[None] | None = None  # at most one, writing the newest
         # While a start waits for the exchange: why it failed last, and when it is tried again.
         self._start_failure: str | None = None
         self._start_retry_at: float | None = None
@@ -275,10 +275,14 @@ class Runtime:
         def exchange_now(market: Market) -> int | None:
             return pipeline.rest.clock(market).now_ms()
 
+        def first_missing(key: StreamKey) -> int | None:
+            ledger = pipeline.ledger.streams.get(key)
+            return ledger.missing[0].first if ledger is not None and ledger.missing else None
+
         async def poll() -> None:
             while True:
                 await asyncio.sleep(ALERT_POLL_S)
-                engine.poll(pipeline.hub.streams, exchange_now)
+                engine.poll(pipeline.hub.streams, exchange_now, first_missing)
 
         self.supervisor.spawn("alerts", poll)
         notify = self.settings.notify
@@ -323,26 +327,27 @@ class Runtime:
         return alert
 
     def _keep_alerts(self) -> None:
-        """Write the alerts into the config file, off the loop; a failure is logged."""
+        """Write the alerts into the config file, off the loop; a failure is logged. Changes
+        coming faster than the file is written mark it dirty: one writer, the newest list."""
         if not self.save_alerts:
             return
+        self._alerts_dirty = True
+        if self._alerts_writer is None or self._alerts_writer.done():
+            self._alerts_writer = asyncio.ensure_future(self._write_alerts())
+
+    async def _write_alerts(self) -> None:
         path = self.settings.config_path
-
-        async def write() -> None:
-            async with self._saving_lock:  # one write at a time, each of the newest list
-                try:
-                    await asyncio.to_thread(save_alerts, path, self.alerts.configs())
-                except (OSError, ValueError) as exc:
-                    self.events.error(f"cannot save the alerts in {path}: {exc}")
-
-        task = asyncio.ensure_future(write())
-        self._saving.add(task)  # held until done, so it is not collected midway
-        task.add_done_callback(self._saving.discard)
+        while self._alerts_dirty:
+            self._alerts_dirty = False
+            try:
+                await asyncio.to_thread(save_alerts, path, self.alerts.configs())
+            except (OSError, ValueError) as exc:
+                self.events.error(f"cannot save the alerts in {path}: {exc}")
 
     async def alerts_saved(self) -> None:
         """Until every change to the alerts is in the config file (tests, a face that quits)."""
-        while self._saving:
-            await asyncio.gather(*list(self._saving), return_exceptions=True)
+        if self._alerts_writer is not None:
+            await asyncio.shield(self._alerts_writer)
 
     def offline(self) -> tuple[str, float | None] | None:
         """While the start waits for an exchange it cannot reach: why (the latest failure) and
@@ -450,13 +455,15 @@ class Runtime:
         timer = _arm_hard_stop(deadline + HARD_STOP_GRACE_S)
         for task in self._seeding:
             task.cancel()  # display history only: nothing to keep
+        started = time.monotonic()
         try:
-            if self.webhook is not None:
-                await self.webhook.drain(min(_WEBHOOK_DRAIN_S, deadline / 4))
             if self.pipeline is not None:
                 self.report = await self.pipeline.stop(deadline)
             else:
                 self.report = StopReport()
+            if self.webhook is not None:  # after the last flush: what is written comes first
+                left = deadline - (time.monotonic() - started)
+                await self.webhook.drain(max(0.0, min(_WEBHOOK_DRAIN_S, left)))
             if self.sim is not None:
                 try:
                     async with asyncio.timeout(2.0):

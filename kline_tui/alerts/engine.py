@@ -134,21 +134,38 @@ class AlertEngine:
                 self._fire(alert, candle.close, candle.open_time, at_ms)
 
     def on_time(
-        self, key: StreamKey, last_event: int | None, missing: int, now_ms: int, price: float | None
+        self,
+        key: StreamKey,
+        last_event: int | None,
+        missing: int,
+        now_ms: int,
+        price: float | None,
+        first_missing: int | None = None,
     ) -> None:
         """The exchange's time now, the stream's last event time (None: never heard) and the
-        candles the ledger knows missing: for stale and missing."""
+        candles the ledger knows missing (`first_missing`: the open time of the oldest, when
+        known): for stale and missing.
+
+        A firing's candle comes from the data, never from the moment of the poll, so twin
+        recorders polling at different moments give it the same id: for stale, the candle in
+        which the silence reached its length; for missing, the first missing candle (else the
+        candle of the last event)."""
         alerts = self._by_key.get(key, ())
         if not alerts:
             return
         if last_event is None:
             last_event = self._silent_since.setdefault(key, now_ms)
-        open_time = key.interval.open_time_at(now_ms)
+        interval = key.interval
         for alert in alerts:
             if alert.rule is Rule.STALE:
-                condition = now_ms - last_event >= alert.value * 1000
+                silent_until = last_event + int(alert.value * 1000)
+                condition = now_ms >= silent_until
+                open_time = interval.open_time_at(silent_until)
             elif alert.rule is Rule.MISSING:
                 condition = missing >= alert.value
+                open_time = interval.open_time_at(
+                    last_event if first_missing is None else first_missing
+                )
             else:
                 continue
             if alert.check(condition, now_ms):
@@ -158,9 +175,11 @@ class AlertEngine:
         self,
         streams: Mapping[StreamKey, LiveStream],
         exchange_now: Callable[[Market], int | None],
+        first_missing: Callable[[StreamKey], int | None] = lambda key: None,
     ) -> None:
         """One round over the watched streams that have alerts: live prices (only of streams
-        that updated since the last round), then stale and missing."""
+        that updated since the last round), then stale and missing (`first_missing`: the open
+        time of a stream's oldest missing candle, as the ledger knows it)."""
         for key in list(self._by_key):
             state = streams.get(key)
             if state is None:
@@ -173,7 +192,9 @@ class AlertEngine:
                 self.on_price(key, forming.close, forming.open_time, at_ms)
             now_ms = exchange_now(key.market)
             if now_ms is not None:
-                self.on_time(key, state.event_time, state.backfill, now_ms, price)
+                missing = state.backfill
+                first = first_missing(key) if missing else None
+                self.on_time(key, state.event_time, missing, now_ms, price, first)
 
     def _fire(self, alert: Alert, price: float | None, open_time: int, at_ms: int) -> None:
         stream, rule = str(alert.key), alert.rule.value

@@ -8,7 +8,8 @@ time, from the previous firing) is skipped, and the alert waits for the conditio
   only arms the alert (a level already passed when the alert is made is not a crossing).
 - `change_pct`: over the last `window` closed candles, from the open of the oldest to the close
   of the newest, the price moved by at least `value` percent (a negative value: fell by at least
-  that much).
+  that much). The percent is of the open's magnitude, so a series that is negative (a premium
+  index) rises when it goes towards and past 0; a window whose open is 0 is not judged.
 - `volume_spike`: the newest closed candle's volume is at least `value` times the mean volume of
   the `window` closed candles before it.
 - `stale`: no update of the stream for `value` seconds of exchange time.
@@ -24,7 +25,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from kline_tui.config import AlertConfig, parse_alert
-from kline_tui.model import CandleLike, StreamKey
+from kline_tui.model import CandleLike, SpecError, StreamKey
 
 __all__ = ["Alert", "Firing", "Rule", "alert_id", "firing_id"]
 
@@ -63,15 +64,21 @@ class Rule(enum.StrEnum):
 
 def alert_id(config: AlertConfig) -> str:
     """A short id, the same for the same stream, rule, value and window in any process (so an
-    attached UI, the API and a twin recorder name an alert alike)."""
-    text = f"{config.stream}|{config.rule}|{config.value!r}|{config.window}"
+    attached UI, the API and a twin recorder name an alert alike). The stream is hashed in its
+    canonical spelling, so `usdm:btcusdt:1m` and `usdm:BTCUSDT:1m` are one alert."""
+    try:
+        stream = str(StreamKey.parse(config.stream))
+    except SpecError:
+        stream = config.stream  # cannot work anyway (parse_alert refuses it): any stable id
+    text = f"{stream}|{config.rule}|{config.value!r}|{config.window}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def firing_id(stream: str, rule: str, value: float, open_time: int) -> str:
     """The id of one firing: stream, rule, level and the candle's open time. Two recorders of
-    the same stream (twins) give the same id, so a receiver drops the second copy."""
-    return f"{stream}/{rule}/{value:g}/{open_time}"
+    the same stream (twins) give the same id, so a receiver drops the second copy. The level is
+    written exactly (`repr`): levels 104250.0 and 104250.4 are two alerts, two ids."""
+    return f"{stream}/{rule}/{value!r}/{open_time}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,9 +185,9 @@ class Alert:
             return None
         if self.rule is Rule.CHANGE_PCT:
             first = closes[0].open
-            if not first > 0:
+            if not abs(first) > 0:  # 0 (or NaN): no percent of it
                 return None
-            change = (candle.close - first) / first * 100
+            change = (candle.close - first) / abs(first) * 100
             value = self.config.value
             return change >= value if value > 0 else change <= value
         before = list(closes)[:-1]

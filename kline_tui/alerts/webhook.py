@@ -48,8 +48,7 @@ class WebhookSender:
         self.dropped = 0  # firings dropped because the queue was full
         self._queue: collections.deque[Firing] = collections.deque()
         self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._posting = asyncio.Lock()  # `run` and `drain` never post the same firing twice
 
     def send(self, firing: Firing) -> None:
         """Queue a firing (never blocks)."""
@@ -59,31 +58,42 @@ class WebhookSender:
             if self.dropped in (1, 10, 100, 1000):
                 self.warn(f"webhook: {self.dropped} alerts dropped, the receiver is not keeping up")
         self._queue.append(firing)
-        self._idle.clear()
         self._wake.set()
 
     async def run(self) -> None:
         """Post what is queued, forever (cancel to stop)."""
-        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with self._session() as session:
             while True:
                 if not self._queue:
-                    self._idle.set()
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                firing = self._queue[0]
-                await self._post(session, firing)
-                if self._queue and self._queue[0] is firing:
-                    self._queue.popleft()
+                await self._post_first(session)
 
     async def drain(self, timeout_s: float) -> None:
-        """Wait until the queue is empty, for at most `timeout_s` (a stop's last chance)."""
+        """Post what is still queued, for at most `timeout_s` (a stop's last chance, after the
+        stop has cancelled `run`)."""
+        if not self._queue:
+            return
         try:
             async with asyncio.timeout(timeout_s):
-                await self._idle.wait()
+                async with self._session() as session:
+                    while self._queue:
+                        await self._post_first(session)
         except TimeoutError:
             self.warn(f"webhook: {len(self._queue)} alerts not sent before stopping")
+
+    def _session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+
+    async def _post_first(self, session: aiohttp.ClientSession) -> None:
+        async with self._posting:
+            if not self._queue:
+                return
+            firing = self._queue[0]
+            await self._post(session, firing)
+            if self._queue and self._queue[0] is firing:
+                self._queue.popleft()
 
     async def _post(self, session: aiohttp.ClientSession, firing: Firing) -> None:
         body = msgspec.json.encode(firing.body())

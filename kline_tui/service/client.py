@@ -125,6 +125,7 @@ class MirroredConnection(ConnectionStatus):
 
 
 _T = TypeVar("_T")
+_LATEST_MS = 253_402_300_799_999  # 9999-12-31 23:59:59.999 UTC: the last instant a date shows
 
 
 class _Lost(Exception):
@@ -168,6 +169,7 @@ class RemoteRecorder:
         self.server: ServerFacts | None = None
         # The recorder's alerts, and who is told of each firing it sends.
         self.alerts: list[AlertRow] = []
+        self.alerts_dropped = 0  # alert rows refused: a stream that is none, an id twice
         self.alert_listeners: list[Callable[[Firing], None]] = []
         self.connected = False
         self.last_error: str | None = None
@@ -335,7 +337,7 @@ class RemoteRecorder:
         elif isinstance(message, Snapshot):
             self._snapshot(message, now)
         elif isinstance(message, Alerts):
-            self.alerts = [_alert(row) for row in message.alerts]
+            self.alerts = self._alert_rows(message.alerts)
         elif isinstance(message, AlertFired):
             for fired in message.firings:
                 firing = _firing(fired)
@@ -352,7 +354,7 @@ class RemoteRecorder:
         for key in [k for k in self.streams if k not in keep]:
             del self.streams[key]
         self._emit(snapshot.events)
-        self.alerts = [_alert(row) for row in snapshot.alerts]
+        self.alerts = self._alert_rows(snapshot.alerts)
         self.snapshots += 1
         self.attempt = 0
         self.last_error = None
@@ -530,32 +532,58 @@ class RemoteRecorder:
     async def list_alerts(self) -> list[AlertRow]:
         """The recorder's alerts (also kept in `alerts` by the events socket)."""
         reply = self._reply(await self._call("GET", "/api/v1/alerts"), AlertsReply)
-        return [_alert(row) for row in reply.alerts]
+        return self._alert_rows(reply.alerts)
 
     async def add_alert(self, config: AlertConfig) -> AlertRow:
         """Add an alert on the recorder (RemoteError 400: it cannot work, with why)."""
         data = await self._call("POST", "/api/v1/alerts", msgspec.json.encode(config))
-        return _alert(self._reply(data, AlertReply).alert)
+        return self._one_alert(self._reply(data, AlertReply).alert)
 
     async def mute_alert(self, alert_id: str, muted: bool) -> AlertRow:
         """Mute or unmute an alert of the recorder (RemoteError 404: no such alert)."""
         path = f"/api/v1/alerts/{urllib.parse.quote(alert_id, safe='')}/mute"
         data = await self._call("POST", path, msgspec.json.encode(MuteAlert(muted)))
-        return _alert(self._reply(data, AlertReply).alert)
+        return self._one_alert(self._reply(data, AlertReply).alert)
 
     async def delete_alert(self, alert_id: str) -> AlertRow:
         """Delete an alert of the recorder (RemoteError 404: no such alert)."""
         path = f"/api/v1/alerts/{urllib.parse.quote(alert_id, safe='')}"
-        return _alert(self._reply(await self._call("DELETE", path), AlertReply).alert)
+        return self._one_alert(self._reply(await self._call("DELETE", path), AlertReply).alert)
+
+    def _alert_rows(self, rows: Iterable[AlertRow]) -> list[AlertRow]:
+        """The rows that can be real, each id once; the rest dropped and counted."""
+        kept: dict[str, AlertRow] = {}
+        for row in rows:
+            safe = _alert(row)
+            if safe is None or safe.id in kept:
+                self.alerts_dropped += 1
+            else:
+                kept[safe.id] = safe
+        return list(kept.values())
+
+    def _one_alert(self, row: AlertRow) -> AlertRow:
+        safe = _alert(row)
+        if safe is None:
+            self.alerts_dropped += 1
+            raise RemoteError("the recorder answered with an alert that cannot be real")
+        return safe
 
 
 # -- rows into the core's types --------------------------------------------------------------------
 
 
-def _alert(row: AlertRow) -> AlertRow:
-    """An alert as the recorder sent it, its text made safe for a terminal."""
+def _alert(row: AlertRow) -> AlertRow | None:
+    """An alert as the recorder sent it, its text made safe for a terminal and its times
+    bounded; None when its stream is not a stream spec."""
+    try:
+        row.stream = str(StreamKey.parse(row.stream))
+    except SpecError:
+        return None
     row.description = safe_text(row.description, 200)
     row.id = safe_text(row.id, 64)
+    row.rule = safe_text(row.rule, 32)
+    if row.last_fired_at is not None and not 0 <= row.last_fired_at <= _LATEST_MS:
+        row.last_fired_at = None  # a date no clock can show: not shown
     return row
 
 

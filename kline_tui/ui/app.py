@@ -32,7 +32,7 @@ from textual.widget import Widget
 from textual.widgets import Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
-from kline_tui.alerts.rules import Firing
+from kline_tui.alerts.rules import Firing, alert_id
 from kline_tui.binance.connection import ConnectionState, ConnectionStatus
 from kline_tui.config import DEFAULT_WATCH, AlertConfig, Settings, UiConfig, save_ui
 from kline_tui.model import Interval, Kind, Market, StreamKey
@@ -844,10 +844,12 @@ class KlineApp(App[int]):
         self.push_screen(AlertDialog(key, self._save_alert, price=price))
 
     async def _save_alert(self, config: AlertConfig, replacing: str | None = None) -> None:
-        """Add an alert (ValueError: why it cannot work), after deleting the one it edits."""
-        if replacing is not None:
-            await self.recorder.delete_alert(replacing)
+        """Add an alert (ValueError: why it cannot work), then delete the one it edits: only
+        once the add worked, and only when it is another alert (the same id is updated in
+        place, keeping its state)."""
         await self.recorder.add_alert(config)
+        if replacing is not None and replacing != alert_id(config):
+            await self.recorder.delete_alert(replacing)
         self.notify(f"Alert saved: {config.stream} {config.rule} {config.value:g}", timeout=4)
 
     def action_alerts(self) -> None:

@@ -22,9 +22,16 @@ from textual.app import App
 from kline_tui.alerts.rules import Firing
 from kline_tui.safe_text import safe_text
 
-__all__ = ["NOTIFY_SEND_TIMEOUT_S", "Notifier", "desktop_channel", "osc_notification"]
+__all__ = [
+    "MAX_NOTIFY_SEND",
+    "NOTIFY_SEND_TIMEOUT_S",
+    "Notifier",
+    "desktop_channel",
+    "osc_notification",
+]
 
 NOTIFY_SEND_TIMEOUT_S = 5.0
+MAX_NOTIFY_SEND = 3  # notify-send processes at once; a firing beyond them has its toast only
 _OSC9_TERMINALS = ("iTerm.app", "WarpTerminal")
 _OSC777_TERMINALS = ("WezTerm", "ghostty")
 
@@ -88,19 +95,40 @@ class Notifier:
             is_terminal = stream is not None and stream.isatty()
         self.channel = desktop_channel(self.environ, is_terminal=is_terminal, which=which)
         self.sent = 0  # desktop notifications sent
+        self.skipped = 0  # desktop notifications not sent: MAX_NOTIFY_SEND were under way
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: list[Firing] = []  # the firings of this turn of the loop
 
     def alert(self, firing: Firing) -> None:
-        """Ring, show a toast and send the desktop notification (never waits for it)."""
+        """Ring, show a toast and send the desktop notification (never waits for it). The
+        firings of one turn of the event loop (one poll of the recorder, one message of an
+        attached one) are told once together: "N alerts fired"."""
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._tell)
+        self._pending.append(firing)
+
+    def _tell(self) -> None:
+        firings, self._pending = self._pending, []
+        if not firings:
+            return
+        if len(firings) == 1:
+            title, body = "Alert", firings[0].message
+        else:
+            title = f"{len(firings)} alerts fired"
+            body = f"{firings[-1].message} (and {len(firings) - 1} more: see the event log)"
         self.app.bell()
-        self.app.notify(firing.message, title="Alert", severity="warning", timeout=15)
-        self.desktop("kline-tui alert", firing.message)
+        # markup=False: the message holds what a recorder (perhaps a remote one) sent.
+        self.app.notify(body, title=title, severity="warning", timeout=15, markup=False)
+        self.desktop(f"kline-tui: {title.lower()}", body)
 
     def desktop(self, title: str, body: str) -> None:
         channel = self.channel
         if channel is None:
             return
         if channel == "notify-send":
+            if len(self._tasks) >= MAX_NOTIFY_SEND:
+                self.skipped += 1
+                return
             task = asyncio.ensure_future(self._notify_send(title, body))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)

@@ -88,7 +88,7 @@ class AlertDialog(ModalScreen[AlertConfig | None]):
                     id="alert-cooldown",
                 )
             yield Static(_HINTS[rule], id="alert-hint")
-            yield Static("", id="alert-error")
+            yield Static("", id="alert-error", markup=False)  # may quote the recorder
             with Horizontal(id="alert-buttons"):
                 yield Button("Cancel", id="alert-cancel-button")
                 yield Button("Save", variant="primary", id="alert-ok")

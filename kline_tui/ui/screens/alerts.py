@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from typing import ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -20,7 +21,12 @@ _COLUMNS = ("Stream", "Rule", "Cooldown", "State", "Fired", "Last fired (UTC)")
 
 
 def _last_fired(ms: int | None) -> str:
-    return "—" if ms is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+    if ms is None:
+        return "—"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+    except (OverflowError, OSError, ValueError):  # no such date (the client bounds it anyway)
+        return "?"
 
 
 class AlertsScreen(ModalScreen[None]):
@@ -52,7 +58,7 @@ class AlertsScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="alerts-box") as box:
             box.border_title = "Alerts"
-            table: DataTable[str] = DataTable(id="alerts-table", cursor_type="row")
+            table: DataTable[Text] = DataTable(id="alerts-table", cursor_type="row")
             table.add_columns(*_COLUMNS)
             yield table
             yield Static("", id="alerts-empty")
@@ -82,15 +88,16 @@ class AlertsScreen(ModalScreen[None]):
         cursor = table.cursor_row
         table.clear()
         for row in rows:
-            table.add_row(
+            cells = (
                 row.stream,
                 row.description,
                 f"{row.cooldown_s:g} s",
                 "muted" if row.muted else "on",
                 str(row.fired),
                 _last_fired(row.last_fired_at),
-                key=row.id,
             )
+            # Text, never a str: a str cell is read as markup, and these come from the recorder.
+            table.add_row(*(Text(cell) for cell in cells), key=row.id)
         if rows:
             table.move_cursor(row=min(cursor, len(rows) - 1))
         self.query_one("#alerts-empty", Static).update(
