@@ -477,7 +477,7 @@ class KlineApp(App[int]):
             statuses,
             now,
             empty=None if unreachable is None else "none: the recorder is unreachable",
-            clock_rate=self.demo_speed or 1.0,
+            clock_rate=self._clock_rates(),
         )
         connected = any(s.state is ConnectionState.LIVE for s in statuses)
         self.query_one("#recording", RecordingPanel).view = self._recording_view(connected)
@@ -485,6 +485,15 @@ class KlineApp(App[int]):
         for screen in self.screen_stack:
             if isinstance(screen, DetailsScreen | AlertsScreen):
                 screen.update_view()
+
+    def _clock_rates(self) -> dict[Market, float]:
+        """How fast each market's exchange clock runs, as its REST clock knows it (a simulator's
+        speed, given or measured): lag is measured in exchange ms. Empty for an attached UI,
+        whose recorder sends lag in real ms already."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            return {}
+        return {market: pipeline.rest.clock(market).rate for market in Market}
 
     def _show_events(self, reload: bool) -> None:
         log = self.query_one("#events", EventLogPanel)
