@@ -518,7 +518,7 @@ class KlineApp(App[int]):
             more = len(loud) - _LOUD_EVENTS_SHOWN
             self.notify(f"{more} more warnings and errors: see the event log", severity="warning")
 
-    def _recording_view(self, connected: bool = True) -> RecordingView:
+    def _recording_view(self, connected: bool) -> RecordingView:
         recorder = self.recorder
         return RecordingView.of(
             recorder.sink_stats,
@@ -529,7 +529,8 @@ class KlineApp(App[int]):
             now=self.wall_clock(),
             unreachable=recorder.unreachable,
             into=recorder.writes_into,
-            connected=connected or recorder.detaches,
+            # The attached recorder mirrors its connections' states: the truth either way.
+            connected=connected,
         )
 
     def _overview(self, statuses: list[ConnectionStatus], now: float) -> Overview:
