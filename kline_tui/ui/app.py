@@ -388,7 +388,9 @@ class KlineApp(App[int]):
         await recorder.load_history(keys, count=60)
         # What the start built (modules, every stream's state and history) lives as long as the
         # app: kept out of the collector's full passes, which with thousands of streams stopped
-        # the screen for a few hundred ms at a time (benchmarks: ui).
+        # the screen for a few hundred ms at a time (benchmarks: ui). Collected first: cyclic
+        # garbage still pending when frozen would be kept for ever.
+        gc.collect()
         gc.freeze()
 
     async def _welcome(self, keys: list[StreamKey]) -> None:
@@ -409,11 +411,13 @@ class KlineApp(App[int]):
         await self.recorder.stop()
 
     async def on_unmount(self) -> None:
-        # However the app ends, what was received is written.
-        await self.shutdown_pipeline()
-        # What the start froze is the collector's again: another app in this process (tests,
-        # scripts) must not keep this one's cycles for ever.
-        gc.unfreeze()
+        try:
+            # However the app ends, what was received is written.
+            await self.shutdown_pipeline()
+        finally:
+            # What the start froze is the collector's again, even when the stop failed: another
+            # app in this process (tests, scripts) must not keep this one's cycles for ever.
+            gc.unfreeze()
 
     async def action_quit(self) -> None:
         if self._quitting:
