@@ -277,8 +277,10 @@ class KlineApp(App[int]):
             recorder = LocalRecorder(self.runtime)
         self.recorder: Recorder = recorder
         self.events = recorder.events
-        # An attached UI leaves the watch list to the recorder it shows.
+        # An attached UI leaves the watch list to the recorder it shows; its layout (`[ui]`) is
+        # its own, kept in its own config whether attached or not.
         self.save_watch_list = save_watch_list and not recorder.detaches
+        self.save_layout = save_watch_list
         self.watch_list = WatchListFile(settings.config_path, self._watched, self.events)
         self.running = False  # the pipeline started and is recording or watching
         self.hold_display = False  # tests freeze the screen to take deterministic snapshots
@@ -776,7 +778,7 @@ class KlineApp(App[int]):
         if ui == self.settings.ui:
             return
         self.settings = replace(self.settings, ui=ui)
-        if self.save_watch_list:
+        if self.save_layout:
             self.run_worker(self._write_ui(ui), name="saving the layout", exit_on_error=False)
 
     async def _write_ui(self, ui: UiConfig) -> None:
