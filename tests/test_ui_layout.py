@@ -9,27 +9,36 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from textual.app import App, ComposeResult
 
-from kline_tui.binance.connection import ConnectionStatus
+from kline_tui.binance.connection import ConnectionState, ConnectionStatus
 from kline_tui.binance.markets import Endpoints
 from kline_tui.config import UI_COLUMNS, Settings, UiConfig, load_settings
 from kline_tui.model import Kind, Market, StreamKey
 from kline_tui.recorder.hub import StreamState, StreamStatus
+from kline_tui.retry import Backoff
+from kline_tui.service.client import RemoteRecorder
+from kline_tui.service.feed import connection_row
 from kline_tui.ui import format as fmt
 from kline_tui.ui.app import KlineApp
+from kline_tui.ui.recorder import AttachedRecorder
 from kline_tui.ui.screens.add_streams import AddStreamsScreen, kinds_of, pairs_of
 from kline_tui.ui.screens.columns import ColumnsScreen
-from kline_tui.ui.widgets.connections import connection_rows
-from kline_tui.ui.widgets.status_bar import StatusBar
+from kline_tui.ui.widgets.connections import ConnectionsPanel, connection_rows, format_lag
+from kline_tui.ui.widgets.recording import RecordingPanel
+from kline_tui.ui.widgets.status_bar import Overview, StatusBar
 from kline_tui.ui.widgets.watch_table import (
     COLUMN_IDS,
+    LONG_LIST,
     Group,
     GroupLine,
+    WatchTable,
     fit_columns,
     state_label,
     symbol_cell,
 )
 
+from .service_support import TOKEN, live, serve
 from .support import fast_pipeline, wait_until
 
 WATCH = ["spot:BTCUSDT:1m", "usdm:BTCUSDT:1m", "usdm:ETHUSDT:1m", "coinm:BTCUSD_PERP:1m"]
@@ -318,3 +327,153 @@ def test_the_table_tags_a_kind_after_the_symbol_and_shows_no_volume_without_one(
     assert symbol_cell(mark) == "BTCUSD_PERP·mark"
     assert symbol_cell(perp) == "BTCUSDT·perp"
     assert symbol_cell(KEYS[0]) == "BTCUSDT"
+
+
+# -- the reviewer's findings: lag in real time on both faces, the panels agree with the header --
+
+
+def _shown_lags(app: KlineApp) -> dict[tuple[str, str], str]:
+    """The connections panel's lag cell of each connection, by (market, "#id")."""
+    rows = app.query_one("#connections", ConnectionsPanel).rows
+    return {(row[0], row[1]): row[6] for row in rows}
+
+
+def _real_lag_s(cell: str) -> float:
+    """A lag cell ("-50 ms", "3.9 s") in seconds; longer spans count as an hour."""
+    number, _, unit = cell.partition(" ")
+    if unit == "ms":
+        return float(number) / 1000
+    if unit == "s":
+        return float(number)
+    return 3600.0
+
+
+def test_the_recorder_sends_lag_in_real_time():
+    status = ConnectionStatus(conn_id=1, market=Market.USDM, lag_ms=-3_000.0)
+    assert connection_row(status, 0.0, 60.0).lag_ms == -50.0
+    assert connection_row(status, 0.0).lag_ms == -3_000.0
+    assert connection_row(replace(status, lag_ms=None), 0.0, 60.0).lag_ms is None
+    # Per market: a mapping of rates, as the app passes the markets' clocks; none known: 1.
+    rates = {Market.USDM: 60.0}
+    assert connection_rows([status], 0.0, clock_rate=rates)[0][6] == "-50 ms"
+    assert connection_rows([status], 0.0, clock_rate={})[0][6] == "-3.0 s"
+
+
+async def test_a_local_ui_on_a_fast_clock_shows_lag_in_real_time(sim, tmp_path):
+    # The default simulator: 60x and an hour ahead; no demo speed given, so the pipeline
+    # measures the rate from two server times, and the panel must divide by what it measured.
+    app = config_app(sim, tmp_path)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await app.wait_started()
+        pipeline = app.pipeline
+        assert pipeline is not None
+        statuses = pipeline.hub.connection_status
+        await wait_until(
+            lambda: len(statuses()) == 3 and all(s.lag_ms is not None for s in statuses()),
+            what="lag on every connection",
+        )
+        app.repaint()
+        shown = _shown_lags(app)
+        for status in statuses():
+            rate = pipeline.rest.clock(status.market).rate
+            assert 30 < rate < 120, rate  # measured: about the simulator's 60x
+            assert status.lag_ms is not None
+            cell = shown[(status.market.value, f"#{status.conn_id}")]
+            assert cell == format_lag(status.lag_ms / rate)
+            assert abs(_real_lag_s(cell)) < 5, (cell, status.lag_ms)
+        await pilot.press("q")
+        await wait_until(lambda: app.return_code is not None, what="the app to exit")
+
+
+def _recording_text(app: KlineApp) -> str:
+    return str(app.query_one("#recording", RecordingPanel).render())
+
+
+async def test_an_attached_ui_shows_real_lag_the_truth_when_disconnected_and_saves_its_layout(
+    sim, tmp_path
+):
+    ui_config = tmp_path / "ui.toml"
+    async with serve(sim, tmp_path / "data") as served:
+        await live(served)
+        client = RemoteRecorder(served.url, TOKEN, backoff=Backoff(base=0.1, cap=0.5))
+        settings = Settings(ui_config, False)
+        app = KlineApp(settings, recorder=AttachedRecorder(client, served.url, settings))
+        async with app.run_test(size=(200, 60)) as pilot:
+            await app.wait_started()
+            mirrored = app.recorder.connection_status
+            await wait_until(
+                lambda: mirrored() and all(s.lag_ms is not None for s in mirrored()),
+                what="the recorder's lag",
+            )
+            # The recorder's 60x clock: it sends lag in real ms (what it measured, over the
+            # rate its clock measured), and the UI shows it as it comes.
+            pipeline = served.runtime.pipeline
+            assert pipeline is not None
+            sent = {c.conn_id: c.lag_ms for c in served.service.feed.snapshot().connections}
+            for status in pipeline.hub.connection_status():
+                assert status.lag_ms is not None
+                rate = pipeline.rest.clock(status.market).rate
+                assert 30 < rate < 120 and sent[status.conn_id] == status.lag_ms / rate
+            app.repaint()
+            for cell in _shown_lags(app).values():
+                assert abs(_real_lag_s(cell)) < 5, cell
+            assert "● recording" in _recording_text(app)
+
+            # The layout is the UI's own: saved to its own config, attached or not.
+            await pilot.press("g")
+            await wait_until(
+                lambda: ui_config.exists() and load_settings(ui_config).ui.group == "market",
+                what="the layout in the UI's config",
+            )
+
+            # Every connection of the recorder down: the panel agrees with the header.
+            sim.faults.refuse_connections(60)
+            await sim.faults.drop()
+            await wait_until(
+                lambda: mirrored() and all(s.state is not ConnectionState.LIVE for s in mirrored()),
+                what="the recorder's connections down",
+            )
+            app.repaint()
+            assert "not recording: nothing connected" in _status(app)
+            text = _recording_text(app)
+            assert "not recording" in text and "● recording" not in text, text
+            sim.faults.reset()
+            await pilot.press("q")
+            await wait_until(lambda: app.return_code is not None, what="the UI closed")
+
+
+async def test_paused_claims_live_only_while_something_is_connected():
+    async with _TableApp().run_test(size=SMALL) as pilot:
+        bar, panel = StatusBar(), RecordingPanel()
+        await pilot.app.mount(bar, panel)
+        bar.overview = Overview(recording=False, connected=2, connections=2)
+        assert "paused: live, not recording" in str(bar.render())
+        bar.overview = Overview(recording=False, connected=0, connections=2)
+        line = str(bar.render())
+        assert "paused: nothing connected" in line and "live," not in line
+        panel.view = replace(panel.view, recording=False, connected=True)
+        assert "live view goes on" in str(panel.render())
+        panel.view = replace(panel.view, recording=False, connected=False)
+        text = str(panel.render())
+        assert "paused" in text and "live view goes on" not in text
+
+
+class _TableApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield WatchTable(id="watch")
+
+
+async def test_a_long_list_drops_a_stream_removed_as_another_came_at_once():
+    app = _TableApp()
+    async with app.run_test(size=SMALL):
+        table = app.query_one(WatchTable)
+        keys = [StreamKey.parse(f"usdm:S{i}USDT:1m") for i in range(LONG_LIST + 2)]
+        table.streams = {k: StreamState(k) for k in keys[:-1]}
+        table.update_view()
+        assert table.order == keys[:-1]
+        # One removed, one added between two repaints: the count is as it was.
+        del table.streams[keys[0]]
+        table.streams[keys[-1]] = StreamState(keys[-1])
+        table.update_view()
+        assert keys[0] not in table.order and keys[0] not in table.lines
+        assert table.order[-1] == keys[-1]

@@ -28,6 +28,7 @@ import ctypes
 import ctypes.util
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,6 +41,7 @@ from kline_tui.binance.connection import ConnectionStatus
 from kline_tui.model import CandleLike, StreamKey
 from kline_tui.recorder.events import Event
 from kline_tui.recorder.hub import StreamState
+from kline_tui.recorder.pipeline import Pipeline
 from kline_tui.recorder.sink import SinkStats
 from kline_tui.runtime import Runtime
 from kline_tui.safe_text import safe_text
@@ -131,9 +133,14 @@ def _age(now: float, then: float | None) -> float | None:
     return None if then is None else round(now - then, 3)
 
 
-def connection_row(status: ConnectionStatus, now: float) -> ConnectionRow:
-    """A connection's status with its monotonic times as ages and durations."""
+def connection_row(status: ConnectionStatus, now: float, clock_rate: float = 1.0) -> ConnectionRow:
+    """A connection's status with its monotonic times as ages and durations, and its lag in
+    real ms: measured in exchange ms, it is divided by `clock_rate`, how fast the market's
+    exchange clock runs (a simulator's speed), so a client sees the lag a person can judge."""
     due = status.next_attempt_at
+    lag = status.lag_ms
+    if lag is not None and math.isfinite(clock_rate) and clock_rate > 0:
+        lag /= clock_rate
     return ConnectionRow(
         conn_id=status.conn_id,
         market=status.market,
@@ -146,11 +153,16 @@ def connection_row(status: ConnectionStatus, now: float) -> ConnectionRow:
         reconnects=status.reconnects,
         frames=status.frames,
         malformed=status.malformed,
-        lag_ms=status.lag_ms,
+        lag_ms=lag,
         last_frame_age_s=_age(now, status.last_frame_at),
         retiring=status.retiring,
         frames_per_s=round(status.frames_per_s(now), 2),
     )
+
+
+def _connection_rows(pipeline: Pipeline, now: float) -> list[ConnectionRow]:
+    clock = pipeline.rest.clock
+    return [connection_row(c, now, clock(c.market).rate) for c in pipeline.hub.connection_status()]
 
 
 def sink_row(stats: SinkStats) -> SinkRow:
@@ -448,7 +460,7 @@ class Feed:
         return Snapshot(
             server=self.facts(),
             streams=[stream_snapshot(s, now) for s in pipeline.hub.streams.values()],
-            connections=[connection_row(c, now) for c in pipeline.hub.connection_status()],
+            connections=_connection_rows(pipeline, now),
             sink=sink_row(pipeline.sink.stats),
             events=list(self.recent),
             alerts=self.alert_rows(),
@@ -460,7 +472,7 @@ class Feed:
             return None
         return Status(
             server=self.facts(),
-            connections=[connection_row(c, now) for c in pipeline.hub.connection_status()],
+            connections=_connection_rows(pipeline, now),
             sink=sink_row(pipeline.sink.stats),
         )
 

@@ -277,8 +277,10 @@ class KlineApp(App[int]):
             recorder = LocalRecorder(self.runtime)
         self.recorder: Recorder = recorder
         self.events = recorder.events
-        # An attached UI leaves the watch list to the recorder it shows.
+        # An attached UI leaves the watch list to the recorder it shows; its layout (`[ui]`) is
+        # its own, kept in its own config whether attached or not.
         self.save_watch_list = save_watch_list and not recorder.detaches
+        self.save_layout = save_watch_list
         self.watch_list = WatchListFile(settings.config_path, self._watched, self.events)
         self.running = False  # the pipeline started and is recording or watching
         self.hold_display = False  # tests freeze the screen to take deterministic snapshots
@@ -388,7 +390,9 @@ class KlineApp(App[int]):
         await recorder.load_history(keys, count=60)
         # What the start built (modules, every stream's state and history) lives as long as the
         # app: kept out of the collector's full passes, which with thousands of streams stopped
-        # the screen for a few hundred ms at a time (benchmarks: ui).
+        # the screen for a few hundred ms at a time (benchmarks: ui). Collected first: cyclic
+        # garbage still pending when frozen would be kept for ever.
+        gc.collect()
         gc.freeze()
 
     async def _welcome(self, keys: list[StreamKey]) -> None:
@@ -409,11 +413,13 @@ class KlineApp(App[int]):
         await self.recorder.stop()
 
     async def on_unmount(self) -> None:
-        # However the app ends, what was received is written.
-        await self.shutdown_pipeline()
-        # What the start froze is the collector's again: another app in this process (tests,
-        # scripts) must not keep this one's cycles for ever.
-        gc.unfreeze()
+        try:
+            # However the app ends, what was received is written.
+            await self.shutdown_pipeline()
+        finally:
+            # What the start froze is the collector's again, even when the stop failed: another
+            # app in this process (tests, scripts) must not keep this one's cycles for ever.
+            gc.unfreeze()
 
     async def action_quit(self) -> None:
         if self._quitting:
@@ -477,7 +483,7 @@ class KlineApp(App[int]):
             statuses,
             now,
             empty=None if unreachable is None else "none: the recorder is unreachable",
-            clock_rate=self.demo_speed or 1.0,
+            clock_rate=self._clock_rates(),
         )
         connected = any(s.state is ConnectionState.LIVE for s in statuses)
         self.query_one("#recording", RecordingPanel).view = self._recording_view(connected)
@@ -485,6 +491,15 @@ class KlineApp(App[int]):
         for screen in self.screen_stack:
             if isinstance(screen, DetailsScreen | AlertsScreen):
                 screen.update_view()
+
+    def _clock_rates(self) -> dict[Market, float]:
+        """How fast each market's exchange clock runs, as its REST clock knows it (a simulator's
+        speed, given or measured): lag is measured in exchange ms. Empty for an attached UI,
+        whose recorder sends lag in real ms already."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            return {}
+        return {market: pipeline.rest.clock(market).rate for market in Market}
 
     def _show_events(self, reload: bool) -> None:
         log = self.query_one("#events", EventLogPanel)
@@ -509,7 +524,7 @@ class KlineApp(App[int]):
             more = len(loud) - _LOUD_EVENTS_SHOWN
             self.notify(f"{more} more warnings and errors: see the event log", severity="warning")
 
-    def _recording_view(self, connected: bool = True) -> RecordingView:
+    def _recording_view(self, connected: bool) -> RecordingView:
         recorder = self.recorder
         return RecordingView.of(
             recorder.sink_stats,
@@ -520,7 +535,8 @@ class KlineApp(App[int]):
             now=self.wall_clock(),
             unreachable=recorder.unreachable,
             into=recorder.writes_into,
-            connected=connected or recorder.detaches,
+            # The attached recorder mirrors its connections' states: the truth either way.
+            connected=connected,
         )
 
     def _overview(self, statuses: list[ConnectionStatus], now: float) -> Overview:
@@ -762,7 +778,7 @@ class KlineApp(App[int]):
         if ui == self.settings.ui:
             return
         self.settings = replace(self.settings, ui=ui)
-        if self.save_watch_list:
+        if self.save_layout:
             self.run_worker(self._write_ui(ui), name="saving the layout", exit_on_error=False)
 
     async def _write_ui(self, ui: UiConfig) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 from rich.table import Table
 from rich.text import Text
@@ -10,6 +11,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from kline_tui.binance.connection import ConnectionState, ConnectionStatus
+from kline_tui.model import Market
 from kline_tui.ui import format as fmt
 
 _NO_CONNECTION_YET = "no connection yet: the watch list is empty or still being checked"
@@ -51,13 +53,25 @@ Row = tuple[str, str, str, str, str, str, str, str, str]
 _NARROW_BELOW = 76
 
 
+# How fast each market's exchange clock runs against the local one: one rate for all, or per market.
+ClockRate = float | Mapping[Market, float]
+
+
+def _real_lag(status: ConnectionStatus, clock_rate: ClockRate) -> float | None:
+    if status.lag_ms is None:
+        return None
+    rate = clock_rate if isinstance(clock_rate, float | int) else clock_rate.get(status.market, 1.0)
+    return status.lag_ms / rate if math.isfinite(rate) and rate > 0 else status.lag_ms
+
+
 def connection_rows(
-    statuses: list[ConnectionStatus], now: float, clock_rate: float = 1.0
+    statuses: list[ConnectionStatus], now: float, clock_rate: ClockRate = 1.0
 ) -> tuple[Row, ...]:
     """The panel's lines from the hub's connection statuses; `now` is the monotonic clock.
 
-    `clock_rate` is how fast the exchange's clock runs (the demo's speed): a lag measured on a
-    clock 60 times fast is shown in real time, a delay a person can judge."""
+    `clock_rate` is how fast the exchange's clock runs, as the market's clock measured it (a
+    simulator's speed): a lag measured in exchange ms on a clock 60 times fast is shown in real
+    time, a delay a person can judge. An attached UI's lags come in real time already (1)."""
     return tuple(
         (
             s.market.value,
@@ -65,7 +79,7 @@ def connection_rows(
             *describe_state(s, now),
             f"{s.streams:,}",
             f"{s.frames_per_s(now):,.0f}",
-            format_lag(None if s.lag_ms is None else s.lag_ms / clock_rate),
+            format_lag(_real_lag(s, clock_rate)),
             f"{s.reconnects}",
             s.last_error or "",
         )
@@ -99,7 +113,7 @@ class ConnectionsPanel(Static):
         now: float,
         *,
         empty: str | None = None,
-        clock_rate: float = 1.0,
+        clock_rate: ClockRate = 1.0,
     ) -> None:
         """Show the hub's connection statuses; `now` is the monotonic clock; `empty` is what
         to say when there are none (by default: none yet); `clock_rate` as `connection_rows`."""

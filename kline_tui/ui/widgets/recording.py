@@ -92,9 +92,12 @@ def _describe(v: RecordingView) -> Text:
     elif v.recording:
         text.append("● recording", style="bold green")
         text.append(f" closed candles to {v.into}", style="dim")
-    else:
+    elif v.connected:
         text.append("⏸ paused", style="bold yellow")
         text.append(": the live view goes on, nothing is recorded (p resumes)")
+    else:
+        text.append("⏸ paused", style="bold yellow")
+        text.append(": nothing is connected, nothing arrives (p resumes)")
     text.append("\ndata ")
     text.append(v.data_dir, style="bold")
     text.append("\nbuffered ")

@@ -50,7 +50,11 @@ def _line(o: Overview) -> Text:
     if o.unreachable:
         text.append("○ recorder unreachable", style="bold yellow")
     elif not o.recording:
-        text.append("⏸ paused: live, not recording", style="bold yellow")
+        # "live" only while something is connected: paused and offline, nothing arrives.
+        if o.connected:
+            text.append("⏸ paused: live, not recording", style="bold yellow")
+        else:
+            text.append("⏸ paused: nothing connected", style="bold yellow")
     elif o.connected:
         text.append("● recording", style="green")
     else:

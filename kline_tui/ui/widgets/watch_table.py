@@ -292,7 +292,9 @@ class WatchTable(ScrollView, can_focus=True):
         self._styles: dict[str, Style] = {}
         self._groups: dict[tuple[StreamKey, Group], tuple[int, str]] = {}
         self._ticks = 0
-        self._sorted_streams = 0  # how many streams the order was made from
+        # The streams the order was made from: a stream added and another removed between two
+        # sorts leave the count as it was, not the set (compared in 0.7 ms at 5,000 streams).
+        self._sorted_keys: set[StreamKey] = set()
         # For measuring: bumped on every change a key makes, copied when a line is painted.
         self.generation = 0
         self.painted_generation = 0
@@ -317,13 +319,14 @@ class WatchTable(ScrollView, can_focus=True):
         """Re-read the streams: new order, price directions, then repaint what is on screen.
 
         A long list is re-sorted at every `LONG_LIST_EVERY`th call only (a second at 4 Hz:
-        5,000 rows take tens of ms), unless streams came or went; keys re-sort at once."""
+        5,000 rows take tens of ms), unless streams came or went (even as many as went, so the
+        count alone would not tell); keys re-sort at once."""
         self._ticks += 1
         long_list = len(self.streams) > LONG_LIST
         if (
             not long_list
             or self._ticks % LONG_LIST_EVERY == 0
-            or len(self.streams) != self._sorted_streams
+            or self.streams.keys() != self._sorted_keys
         ):
             self._reorder()
         self._track_directions()
@@ -398,7 +401,7 @@ class WatchTable(ScrollView, can_focus=True):
         return out
 
     def _reorder(self) -> None:
-        self._sorted_streams = len(self.streams)
+        self._sorted_keys = set(self.streams)
         states = self._matches()
         if self.sort is Sort.LIST:  # the streams' own order: nothing to sort
             if self.reverse:
