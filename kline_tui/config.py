@@ -49,6 +49,7 @@ __all__ = [
     "config_table",
     "default_config_path",
     "default_data_dir",
+    "explain_alert_error",
     "load_settings",
     "parse_alert",
     "parse_listen",
@@ -854,6 +855,17 @@ def _explained(exc: msgspec.ValidationError, doc: dict[str, Any], fail: _Failure
     if key is None or not path:  # not expected from a TOML document; still one line
         return fail(path or "(top level)", _shown(message))
     return fail(path, f"expected {_accepts(key)}")
+
+
+def explain_alert_error(exc: msgspec.ValidationError) -> str:
+    """msgspec's finding on an `AlertConfig` built from a form, as one sentence in the config's
+    own terms (`window: expected a whole number of closed candles from 1 to 1000`)."""
+    where = _WHERE.search(str(exc))
+    name = where["path"].lstrip(".") if where else ""
+    key = _KEYS.get(f"alerts[].{name}") if name else None
+    if key is None:
+        return _shown(str(exc))
+    return f"{name.replace('_s', '')}: expected {_accepts(key)}"
 
 
 def _unknown_key(doc: dict[str, Any], fail: _Failure) -> ConfigError:

@@ -915,3 +915,22 @@ async def test_the_webhook_drain_sends_what_is_queued_after_its_task_stopped() -
         await sender.drain(10.0)
     assert [b["id"] for b in receiver.bodies] == [a_firing().id] and sender.sent == 1
     assert warnings == []
+
+
+@pytest.mark.parametrize(
+    ("typed", "said"),
+    [
+        ({"window": 12731}, "window: expected a whole number of closed candles from 1 to 1000"),
+        ({"cooldown_s": -1.0}, "cooldown: expected a number of seconds of exchange time from 0"),
+        ({"value": float("nan")}, "value: expected a finite number"),
+    ],
+)
+def test_a_form_value_out_of_range_is_told_in_the_configs_words(typed, said):
+    from kline_tui.config import explain_alert_error
+
+    with pytest.raises(msgspec.ValidationError) as caught:
+        msgspec.convert(
+            {"stream": "usdm:BTCUSDT:1m", "rule": "price_above", "value": 1.0, **typed},
+            AlertConfig,
+        )
+    assert explain_alert_error(caught.value).startswith(said)

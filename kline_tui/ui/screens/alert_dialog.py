@@ -13,7 +13,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
-from kline_tui.config import ALERT_RULES, AlertConfig, parse_alert
+from kline_tui.config import ALERT_RULES, AlertConfig, explain_alert_error, parse_alert
 from kline_tui.model import StreamKey
 from kline_tui.service.client import RemoteError
 from kline_tui.service.protocol import AlertRow
@@ -137,7 +137,7 @@ class AlertDialog(ModalScreen[AlertConfig | None]):
                 AlertConfig,
             )
         except msgspec.ValidationError as exc:
-            raise ValueError(str(exc).replace("$.", "")) from None
+            raise ValueError(explain_alert_error(exc)) from None
         parse_alert(config)
         return config
 
