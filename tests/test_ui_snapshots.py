@@ -97,7 +97,7 @@ def _app(monkeypatch, ui: UiConfig):
     shutil.rmtree(DATA_DIR.parent, ignore_errors=True)
 
 
-async def settle(app: KlineApp, timeout: float = 20.0) -> None:
+async def settle(app: KlineApp, timeout: float = 60.0) -> None:
     """Wait until every stream is live with its history, then pin what depends on the machine."""
     await app.wait_started()
     streams = app.pipeline.hub.streams
@@ -402,3 +402,34 @@ async def test_alerts_list_shows_the_columns_that_fit_whole_as_the_terminal_resi
         while not app.recorder.alert_rows()[1].muted:
             assert time.monotonic() < deadline, "not muted"
             await pilot.pause(0.05)
+
+
+async def test_details_readout_at_80x24_leaves_out_volume_before_cutting_a_state_word(app):
+    async with app.run_test(size=SMALL) as pilot:
+        await _details_with_a_recorded_day(app, pilot, ("4",))
+        screen = app.screen
+        assert isinstance(screen, DetailsScreen)
+        width = screen.query_one("#details-readout").size.width
+
+        def readout() -> str:
+            screen.update_view()
+            plain = screen.readout.plain.rstrip()
+            assert len(plain) <= width and "…" not in plain, plain  # nothing cut
+            return plain
+
+        # The crosshair on the forming hour, the day's first hour on screen too: no room to
+        # say so, so it is left out rather than cut.
+        assert readout().endswith(" forming")
+        assert " C " in readout() and "(60 x 1m)" not in readout()  # the extras go first
+        await pilot.press("home")
+        deadline = time.monotonic() + 20
+        while not (screen.at_first and screen._loading is None):
+            assert time.monotonic() < deadline, "never reached the first recorded candle"
+            await pilot.press("pageup")
+            await pilot.pause(0.05)
+        assert readout().endswith("◂ first")  # in short, where the words do not fit
+        await pilot.resize_terminal(*LARGE)
+        await pilot.pause(0.2)
+        width = screen.query_one("#details-readout").size.width
+        wide = readout()  # everything: the day's first hour is a partial one
+        assert re.search(r" V \S+ \(\d+ x 1m\)  ◂ first recorded candle$", wide), wide
