@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kline_tui.config import Settings
+from kline_tui.config import AlertConfig, Settings
 from kline_tui.model import StreamKey
 from kline_tui.recorder.hub import StreamStatus
 from kline_tui.ui.app import KlineApp
 from kline_tui.ui.screens.add_streams import AddStreamsScreen
+from kline_tui.ui.screens.alerts import AlertsScreen
 from kline_tui.ui.screens.details import DetailsScreen
 from kline_tui.ui.widgets.watch_table import Group
 
@@ -106,6 +107,66 @@ async def _details(app: KlineApp, pilot: Any) -> None:
     assert isinstance(app.screen, DetailsScreen)
     await pilot.pause(0.6)  # its full history arrives from REST
     app.screen.update_view()
+
+
+@shot("alerts")
+async def _alerts(app: KlineApp, pilot: Any) -> None:
+    """An alert that fired: the row marked `!`, the event-log line and the toast."""
+    key = app.table.selected
+    assert key is not None
+    streams = app.recorder.streams
+    await until(lambda: streams[key].forming is not None, what="a price")
+    price = streams[key].forming.close  # type: ignore[union-attr]
+    # A narrow band around the price: the simulated market leaves it one way or the other
+    # within seconds, so one of the two fires (a price already past a level never does).
+    for rule, level in (("price_above", price * 1.0001), ("price_below", price * 0.9999)):
+        await app.recorder.add_alert(AlertConfig(stream=str(key), rule=rule, value=round(level, 1)))
+    for spec, rule, value, muted in (
+        ("usdm:ETHUSDT:1m", "change_pct", -1.5, False),
+        ("spot:SOLUSDT:1s", "volume_spike", 4.0, False),
+        ("usdm:XRPUSDT:15m", "stale", 120.0, True),
+    ):
+        await app.recorder.add_alert(AlertConfig(stream=spec, rule=rule, value=value, muted=muted))
+    await until(
+        lambda: any(r.fired for r in app.recorder.alert_rows()), timeout=120, what="a firing"
+    )
+    app.repaint()
+
+
+@shot("alerts-list")
+async def _alerts_list(app: KlineApp, pilot: Any) -> None:
+    """The alerts screen (`L`): what each alert watches, whether it is muted, what it did."""
+    if not app.recorder.alert_rows():
+        await _alerts(app, pilot)
+    await pilot.press("L")
+    assert isinstance(app.screen, AlertsScreen)
+    fired = next(i for i, r in enumerate(app.recorder.alert_rows()) if r.fired)
+    await pilot.press(*["down"] * fired)  # the cursor on the alert that fired
+    app.screen.update_view()
+
+
+@shot("details-1h")
+async def _details_resampled(app: KlineApp, pilot: Any) -> None:
+    """Three recorded days of 1m candles shown as 1h, with volume and the crosshair's readout."""
+    from kline_tui.store.history import backfill
+
+    key = app.table.selected
+    pipeline = app.pipeline
+    assert key is not None and pipeline is not None
+    forming = app.recorder.streams[key].forming
+    assert forming is not None
+    await app.recorder.flush()  # what the app recorded is on disk before the backfill looks
+    last = key.interval.prev_open(forming.open_time)
+    first = key.interval.shift(last, -3 * 1440 + 1)  # three days: a screen of hours
+    await backfill(pipeline.dataset, key, pipeline.rest, first, last)
+    await pilot.press("enter")
+    screen = app.screen
+    assert isinstance(screen, DetailsScreen)
+    for name in ("4", "left", "left", "left"):
+        await pilot.press(name)
+        await until(lambda: screen._loading is None, what="the dataset read")
+    screen.update_view()
+    await pilot.pause(0.3)
 
 
 async def until(predicate, timeout: float = 30.0, what: str = "the app") -> None:

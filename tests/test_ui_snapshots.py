@@ -1,6 +1,7 @@
 """Snapshots of the main screen, the add dialog and the details view (pytest-textual-snapshot);
-the main screen (plain, grouped by market, compact), the add dialog and help also at 80x24 and
-200x60, where no state word may be cut.
+the main screen (plain, grouped by market, compact), the add dialog, help, the alert dialog, the
+alerts list and the columns screen also at 80x24 and 200x60, where no state word may be cut and
+every field and button must be inside the screen.
 
 The app runs in demo mode against a simulator whose exchange clock is frozen at a fixed instant,
 so prices, histories and sparklines are the same on every run. What still depends on the machine
@@ -24,14 +25,18 @@ from pathlib import Path
 import pytest
 
 from kline_tui.binance.connection import Connection
-from kline_tui.config import Settings, UiConfig
+from kline_tui.config import AlertConfig, Settings, UiConfig
 from kline_tui.model import StreamKey
 from kline_tui.recorder.events import Event
 from kline_tui.recorder.hub import StreamStatus
 from kline_tui.ui.app import KlineApp
 from kline_tui.ui.screens.add_streams import AddStreamsScreen
+from kline_tui.ui.screens.alert_dialog import AlertDialog
+from kline_tui.ui.screens.alerts import AlertsScreen
+from kline_tui.ui.screens.columns import ColumnsScreen
 from kline_tui.ui.screens.details import DetailsScreen
 from kline_tui.ui.widgets.candle_chart import CandleChart
+from kline_tui.ui.widgets.watch_table import COLUMNS
 
 SIZE = (160, 45)
 SMALL, LARGE = (80, 24), (200, 60)
@@ -92,7 +97,7 @@ def _app(monkeypatch, ui: UiConfig):
     shutil.rmtree(DATA_DIR.parent, ignore_errors=True)
 
 
-async def settle(app: KlineApp, timeout: float = 20.0) -> None:
+async def settle(app: KlineApp, timeout: float = 60.0) -> None:
     """Wait until every stream is live with its history, then pin what depends on the machine."""
     await app.wait_started()
     streams = app.pipeline.hub.streams
@@ -255,3 +260,176 @@ def test_help_sizes(app, size, snap_compare):
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+def assert_on_screen(app: KlineApp, *selectors: str) -> None:
+    """Each widget is shown, whole, inside the terminal (not just somewhere in the picture)."""
+    screen = app.screen
+    for selector in selectors:
+        widget = screen.query_one(selector)
+        region = widget.region
+        assert widget.display and region.width > 0 and region.height > 0, (selector, region)
+        assert screen.region.contains_region(region), (selector, region, screen.region)
+
+
+ALERT_FIELDS = (
+    "#alert-rule",
+    "#alert-value",
+    "#alert-window",
+    "#alert-cooldown",
+    "#alert-hint",
+    "#alert-cancel-button",
+    "#alert-ok",
+)
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x60"])
+def test_alert_dialog_sizes(app, size, snap_compare):
+    async def run_before(pilot) -> None:
+        await settle(app)
+        await pilot.press("down", "down", "down", "exclamation_mark")
+        dialog = app.screen
+        assert isinstance(dialog, AlertDialog) and dialog.key == StreamKey.parse("usdm:BTCUSDT:1m")
+        await pilot.pause(0.2)
+        assert_on_screen(app, *ALERT_FIELDS)
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+async def test_alert_dialog_at_80x24_keeps_its_buttons_with_the_longest_hint_and_an_error(app):
+    from textual.widgets import Input, Select
+
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app)
+        await pilot.press("down", "down", "down", "exclamation_mark")
+        dialog = app.screen
+        assert isinstance(dialog, AlertDialog)
+        dialog.query_one("#alert-rule", Select).value = "change_pct"  # a two-line hint
+        await pilot.pause()
+        dialog.query_one("#alert-window", Input).value = "0"
+        await pilot.click("#alert-ok")
+        await pilot.pause(0.2)
+        error = dialog.query_one("#alert-error")
+        assert "window" in str(error.render()).lower()
+        assert_on_screen(app, *ALERT_FIELDS, "#alert-error")
+
+
+async def _some_alerts(app: KlineApp) -> None:
+    for spec, rule, value, muted in (
+        ("usdm:BTCUSDT:1m", "price_above", 100_000.0, False),
+        ("usdm:ETHUSDT:1m", "change_pct", -1.5, False),
+        ("spot:SOLUSDT:1s", "volume_spike", 4.0, False),
+        ("coinm:BTCUSD_PERP:1m", "stale", 120.0, True),
+    ):
+        await app.recorder.add_alert(AlertConfig(stream=spec, rule=rule, value=value, muted=muted))
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x60"])
+def test_alerts_list_sizes(app, size, snap_compare):
+    from textual.widgets import DataTable
+
+    async def run_before(pilot) -> None:
+        await settle(app)
+        await _some_alerts(app)
+        await pilot.press("L")
+        assert isinstance(app.screen, AlertsScreen)
+        await pilot.pause(0.2)
+        app.screen.update_view()
+        await pilot.pause()
+        assert_on_screen(app, "#alerts-box", "#alerts-table")
+        table = app.screen.query_one("#alerts-table", DataTable)
+        titles = [str(c.label) for c in table.columns.values()]
+        # Stream, rule and state always; the rest only whole; all of them on a wide screen.
+        assert titles[:3] == ["Stream", "Rule", "State"], titles
+        if size == LARGE:
+            assert len(titles) == 6, titles
+        widths = sum(c.get_render_width(table) for c in table.columns.values())
+        assert widths <= table.scrollable_content_region.width, (titles, widths)
+        assert table.row_count == 4
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["80x24", "200x60"])
+def test_columns_screen_sizes(app, size, snap_compare):
+    from textual.widgets import SelectionList
+
+    async def run_before(pilot) -> None:
+        await settle(app)
+        await pilot.press("c")
+        assert isinstance(app.screen, ColumnsScreen)
+        await pilot.pause(0.2)
+        assert_on_screen(app, "#columns-dialog", "#columns-list", "#columns-hint")
+        options = app.screen.query_one("#columns-list", SelectionList)
+        # Every column's line shows at once: nothing to scroll to.
+        assert options.option_count == len(COLUMNS)
+        assert options.virtual_size.height <= options.scrollable_content_region.height
+
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+async def test_alerts_list_shows_the_columns_that_fit_whole_as_the_terminal_resizes(app):
+    from textual.widgets import DataTable
+
+    def titles() -> list[str]:
+        table = app.screen.query_one("#alerts-table", DataTable)
+        widths = sum(c.get_render_width(table) for c in table.columns.values())
+        assert widths <= table.scrollable_content_region.width  # none cut
+        assert table.row_count == 4  # every alert, whatever the width
+        return [str(c.label) for c in table.columns.values()]
+
+    async def resized(pilot, size: tuple[int, int], count: int) -> None:
+        await pilot.resize_terminal(*size)
+        deadline = time.monotonic() + 10
+        while len(titles()) != count:
+            assert time.monotonic() < deadline, titles()
+            await pilot.pause(0.05)
+
+    everything = ["Stream", "Rule", "State", "Fired", "Last fired (UTC)", "Cooldown"]
+    async with app.run_test(size=SMALL) as pilot:
+        await settle(app)
+        await _some_alerts(app)
+        await pilot.press("L")
+        assert isinstance(app.screen, AlertsScreen)
+        await resized(pilot, SMALL, 4)
+        assert titles() == everything[:4]
+        await resized(pilot, LARGE, 6)
+        assert titles() == everything
+        await resized(pilot, (110, 30), 5)
+        assert titles() == everything[:5]
+        await pilot.press("down", "m")  # the keys still act on the alert under the cursor
+        deadline = time.monotonic() + 10
+        while not app.recorder.alert_rows()[1].muted:
+            assert time.monotonic() < deadline, "not muted"
+            await pilot.pause(0.05)
+
+
+async def test_details_readout_at_80x24_leaves_out_volume_before_cutting_a_state_word(app):
+    async with app.run_test(size=SMALL) as pilot:
+        await _details_with_a_recorded_day(app, pilot, ("4",))
+        screen = app.screen
+        assert isinstance(screen, DetailsScreen)
+        width = screen.query_one("#details-readout").size.width
+
+        def readout() -> str:
+            screen.update_view()
+            plain = screen.readout.plain.rstrip()
+            assert len(plain) <= width and "…" not in plain, plain  # nothing cut
+            return plain
+
+        # The crosshair on the forming hour, the day's first hour on screen too: no room to
+        # say so, so it is left out rather than cut.
+        assert readout().endswith(" forming")
+        assert " C " in readout() and "(60 x 1m)" not in readout()  # the extras go first
+        await pilot.press("home")
+        deadline = time.monotonic() + 20
+        while not (screen.at_first and screen._loading is None):
+            assert time.monotonic() < deadline, "never reached the first recorded candle"
+            await pilot.press("pageup")
+            await pilot.pause(0.05)
+        assert readout().endswith("◂ first")  # in short, where the words do not fit
+        await pilot.resize_terminal(*LARGE)
+        await pilot.pause(0.2)
+        width = screen.query_one("#details-readout").size.width
+        wide = readout()  # everything: the day's first hour is a partial one
+        assert re.search(r" V \S+ \(\d+ x 1m\)  ◂ first recorded candle$", wide), wide

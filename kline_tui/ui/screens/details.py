@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 import polars as pl
+from rich.cells import cell_len
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -505,9 +506,13 @@ class DetailsScreen(Screen[StreamKey]):
         return _View(shown, cross - left, left, right, count)
 
     def _readout(self, view: _View) -> Text:
-        """The crosshair's candle, then where the history stands."""
+        """The crosshair's candle, then where the history stands. Too wide for the line, the
+        volume and the count of candles per bucket are left out (the count first), and where
+        the history stands is said in short or not at all, rather than a word being cut."""
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(f" {self.timeframe.value} ", style="bold reverse")
+        extras: list[Text] = []
+        status = Text()
         if view.bars:
             bar = view.bars[view.cursor]
             text.append(f" {fmt.candle_time(bar.open_time, self.timeframe.ms)} ", style="bold")
@@ -516,19 +521,39 @@ class DetailsScreen(Screen[StreamKey]):
             change, sign = fmt.change_pct(bar.close, bar.open)
             text.append(change, style={1: "green", -1: "red"}.get(sign, ""))
             if self.key.kind.has_volume:
-                text.append(f" V {fmt.compact(bar.volume)}")
+                extras.append(Text(f" V {fmt.compact(bar.volume)}"))
             if self.timeframe is not self.key.interval:
-                text.append(f" ({bar.candles} x {self.key.interval.value})", style="dim")
+                extras.append(Text(f" ({bar.candles} x {self.key.interval.value})", style="dim"))
             if bar.forming:
-                text.append(" forming", style="yellow")
-        text.append("  ")
-        if self._history_error:
-            text.append(f"history: {self._history_error}", style="red")
-        elif self._loading is not None:
-            text.append("reading the dataset…", style="yellow")
-        elif self.at_first and view.count and view.left == 0:
-            text.append("◂ first recorded candle", style="dim")
+                status.append(" forming", style="yellow")
+        status.append("  ")
+        width = self.query_one("#details-readout", Static).size.width
+        history = self._history_status(view)
+        if history is not None:
+            words, short, style = history
+            room = width - text.cell_len - status.cell_len if width else cell_len(words)
+            if cell_len(words) <= room:
+                status.append(words, style=style)
+            elif cell_len(short) <= room or style == "red":  # an error is never left out
+                status.append(short, style=style)
+            # else left out: the chart shows it, a cut word would not
+        need = text.cell_len + cell_len(status.plain.rstrip())
+        while extras and width and need + sum(e.cell_len for e in extras) > width:
+            extras.pop()
+        for extra in extras:
+            text.append_text(extra)
+        text.append_text(status)
         return text
+
+    def _history_status(self, view: _View) -> tuple[str, str, str] | None:
+        """Where the history stands, in words and in short (for a narrow line), and its style."""
+        if self._history_error:
+            return f"history: {self._history_error}", "history: error", "red"
+        if self._loading is not None:
+            return "reading the dataset…", "reading…", "yellow"
+        if self.at_first and view.count and view.left == 0:
+            return "◂ first recorded candle", "◂ first", "dim"
+        return None
 
     def watch_headline(self, text: Text) -> None:
         self.query_one("#details-title", Static).update(text)
