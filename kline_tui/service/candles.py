@@ -50,6 +50,8 @@ __all__ = [
 MAX_CANDLES_PAGE = 1_500  # candles one reply holds at most
 CANDLE_READS = 2  # dataset reads at once, so the sink's writes keep their threads
 _PARAMS = frozenset({"stream", "start", "end", "limit", "order"})
+_MAX_TIME_TEXT = 40  # characters of an ISO date or time parameter
+_MAX_TRADES = 2**53  # more trades than any candle has, and exact as a float
 
 # A recorded candle as the dataset holds it (the dataset's columns after `symbol`): the volume
 # fields and trades are null for the kinds that have none (mark, index and premium klines).
@@ -102,7 +104,13 @@ def parse_query(query: Mapping[str, str]) -> CandlesQuery:
     if start_ms is not None and end_ms is not None and end_ms <= start_ms:
         raise QueryError("end must be after start")
     text = query.get("limit", "500")
-    if not (text.isascii() and text.isdigit() and 1 <= int(text[:6]) <= MAX_CANDLES_PAGE):
+    # At most four digits before `int` (1500 has four): no leading-zero padding, no huge number.
+    if not (
+        0 < len(text) <= len(str(MAX_CANDLES_PAGE))
+        and text.isascii()
+        and text.isdigit()
+        and 1 <= int(text) <= MAX_CANDLES_PAGE
+    ):
         raise QueryError(f"limit must be a whole number from 1 to {MAX_CANDLES_PAGE}")
     order = query.get("order", "asc")
     if order not in ("asc", "desc"):
@@ -115,11 +123,17 @@ def _time(query: Mapping[str, str], name: str) -> int | None:
     text = query.get(name)
     if text is None:
         return None
-    text = text.strip()[:40]
-    try:
-        ms = int(text) if text.isascii() and text.isdigit() else parse_time(text)
-    except (ValueError, OverflowError):
-        ms = None
+    text = text.strip()
+    ms: int | None = None
+    # Bounded before parsing: epoch ms up to 2100 has 13 digits, an ISO time fewer than 40
+    # characters; anything longer is refused whole, never cut to something that parses.
+    if text.isascii() and text.isdigit():
+        ms = int(text) if len(text) <= len(str(LATEST_MS)) else None
+    elif len(text) <= _MAX_TIME_TEXT:
+        try:
+            ms = parse_time(text)
+        except (ValueError, OverflowError):
+            ms = None
     if ms is None or not EARLIEST_OPEN_MS <= ms <= LATEST_MS:
         raise QueryError(
             f"{name} must be epoch milliseconds or a UTC date/time such as 2026-11-25T16:30, "
@@ -167,16 +181,19 @@ def accepted(
 
 
 def _is_sane(row: HistoryRow, kind: Kind) -> bool:
-    """Finite, low <= open/close <= high, no negative volume, a close after the open; prices
-    below zero only for the premium index."""
+    """Finite, low <= open/close <= high, no negative volume, a close after the open and both
+    from 2017 to 2100, trades from 0 to 2**53; prices below zero only for the premium index.
+    Every int is bounded here, so the rows kept fit the Int64 columns of a frame."""
     open_time, close_time, o, h, lo, c = row[:6]
-    volumes = [v for v in row[6:] if v is not None]
+    trades = row[10]
+    volumes = [v for v in row[6:10] if v is not None]
     return (
-        lo <= o <= h
+        EARLIEST_OPEN_MS <= open_time < close_time <= LATEST_MS
+        and (trades is None or 0 <= trades <= _MAX_TRADES)
+        and lo <= o <= h
         and lo <= c <= h
         and (lo >= 0.0 or kind is Kind.PREMIUM)
         and math.isfinite(lo + h)
         and all(v >= 0 for v in volumes)
         and math.isfinite(sum(volumes))
-        and close_time > open_time
     )
