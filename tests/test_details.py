@@ -695,3 +695,60 @@ def test_the_api_refuses_padded_or_huge_numbers_and_drops_rows_that_cannot_be():
     assert rows == [good, later] and cursor is None  # the rest of the page is kept
     frame = pl.DataFrame(rows, schema=CANDLES_SCHEMA, orient="row")  # fits the frame
     assert frame["open_time"].to_list() == [FIRST, FIRST + 9 * MINUTE]
+
+
+@FROZEN
+async def test_reads_and_timeframes_are_merged_and_resampled_off_the_loop(
+    sim, tmp_path, monkeypatch
+):
+    import threading
+
+    from kline_tui.ui.screens import details
+
+    monkeypatch.setattr(details, "INLINE_RESAMPLE_ROWS", 100)  # a day is 1,440
+    on_loop: list[tuple[str, int]] = []
+
+    def watched(name, fn):
+        def call(frame, *args, **kwargs):
+            if len(frame) > 100 and threading.current_thread() is threading.main_thread():
+                on_loop.append((name, len(frame)))
+            return fn(frame, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(details, "resample", watched("resample", details.resample))
+    monkeypatch.setattr(details, "rebucket", watched("rebucket", details.rebucket))
+    data = tmp_path / "data"
+    await record_a_day(sim, data)
+    want = recorded(data)
+    app = KlineApp(make_settings(sim, data, [str(BTC)], history=0, flush_age_s=600.0))
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = await open_details(app, pilot)
+        seen = await scroll_to_first(screen, pilot)
+        assert set(want["open_time"].to_list()) <= set(seen)
+        assert len(screen._history) > 100
+        await pilot.press("4")  # 1h: resampled in a thread, then shown
+        hours = {b["open_time"]: b for b in loop_aggregate(want.to_dicts(), 3_600_000)}
+        await wait_until(
+            lambda: (
+                screen.view is not None
+                and len(screen.view.bars) > 1
+                and screen.view.bars[0].open_time == Interval.H1.open_time_at(FIRST)
+            ),
+            what="the hours",
+        )
+        for bar in screen.view.bars[:-1]:
+            assert (bar.open, bar.close, bar.volume, bar.candles) == (
+                hours[bar.open_time]["open"],
+                hours[bar.open_time]["close"],
+                hours[bar.open_time]["volume"],
+                hours[bar.open_time]["candles"],
+            )
+        await pilot.press("end")
+        await wait_until(lambda: screen._loading is None, what="live history")
+        await pilot.press("0", "4", "pageup", "pageup")
+        await wait_until(lambda: screen._loading is None, what="the page")
+        await pilot.pause()
+        assert on_loop == []  # no merge or resample of the history on the event loop
+        await pilot.press("escape", "q")
+        await wait_until(lambda: app.return_code is not None, what="the app to quit")

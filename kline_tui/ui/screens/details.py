@@ -618,8 +618,13 @@ def _merged(base: _Loaded, page: CandlePage, why: str, own: Interval, cap: int) 
     frame = page.frame.cast(CANDLES_SCHEMA)
     older = why in ("older", "jump")
     history = base.history
-    merged = pl.concat([frame, history] if older else [history, frame])
-    merged = merged.unique("open_time", keep="first").sort("open_time")
+    parts = [frame, history] if older else [history, frame]
+    merged = pl.concat(parts)
+    joined = all(len(p) for p in parts) and parts[0]["open_time"][-1] < parts[1]["open_time"][0]
+    if not joined:  # the page overlaps what is loaded (both are sorted, each time once)
+        merged = merged.unique("open_time", keep="first").sort("open_time")
+    elif merged.n_chunks() > 16:  # page after page appended: one chunk again, here in the thread
+        merged = merged.rechunk()
     loaded_from, loaded_to, at_first = base.loaded_from, base.loaded_to, base.at_first
     if older:
         # Read newest first: the next page ends where this one began.
