@@ -662,7 +662,7 @@ async def test_month_week_and_3_day_streams_open_in_the_details_view(sim, tmp_pa
         await wait_until(lambda: app.return_code is not None, what="the app to quit")
 
 
-def test_the_api_refuses_padded_or_huge_numbers_and_drops_rows_that_cannot_be():
+def test_the_api_refuses_padded_or_huge_numbers_and_drops_rows_that_cannot_be(caplog):
     from kline_tui.service.candles import CandlesReply, QueryError, accepted, parse_query
 
     stream = str(BTC)
@@ -693,6 +693,7 @@ def test_the_api_refuses_padded_or_huge_numbers_and_drops_rows_that_cannot_be():
     reply = CandlesReply(stream, [good, *hostile, later], None)
     rows, cursor = accepted(reply, BTC.kind, None, None)
     assert rows == [good, later] and cursor is None  # the rest of the page is kept
+    assert "dropped 5 candle(s) of usdm:BTCUSDT:1m" in caplog.text  # counted
     frame = pl.DataFrame(rows, schema=CANDLES_SCHEMA, orient="row")  # fits the frame
     assert frame["open_time"].to_list() == [FIRST, FIRST + 9 * MINUTE]
 

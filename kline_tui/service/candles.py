@@ -19,6 +19,7 @@ both live here, beside the reply's shape.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ __all__ = [
     "parse_query",
     "read_reply",
 ]
+
+log = logging.getLogger(__name__)
 
 MAX_CANDLES_PAGE = 1_500  # candles one reply holds at most
 CANDLE_READS = 2  # dataset reads at once, so the sink's writes keep their threads
@@ -167,16 +170,26 @@ def accepted(
     reply: CandlesReply, kind: Kind, start_ms: int | None, end_ms: int | None
 ) -> tuple[list[HistoryRow], int | None]:
     """What a client keeps of a reply to its query [start_ms, end_ms): the rows that can be real
-    and open in that range, each open time once, oldest first; and the cursor. Raises
+    and open in that range, each open time once, oldest first; and the cursor. The others are
+    counted in a warning and dropped, the rest of the page kept. Raises
     ValueError for a cursor outside the range (a server that would keep the client paging)."""
     lo = start_ms if start_ms is not None else EARLIEST_OPEN_MS
     hi = end_ms if end_ms is not None else LATEST_MS
     if reply.next is not None and not lo <= reply.next <= hi:
         raise ValueError("its cursor is out of the range asked for")
     kept: dict[int, HistoryRow] = {}
+    dropped = 0
     for row in reply.candles:
         if lo <= row[0] < hi and _is_sane(row, kind):
             kept.setdefault(row[0], row)
+        else:
+            dropped += 1
+    if dropped:
+        log.warning(
+            "dropped %d candle(s) of %s in the recorder's reply that cannot be real",
+            dropped,
+            safe_text(reply.stream, 60),
+        )
     return [kept[t] for t in sorted(kept)], reply.next
 
 
