@@ -597,9 +597,13 @@ def test_buckets_brought_up_to_date_equal_buckets_made_afresh():
     from kline_tui.store.resample import rebucket
 
     for target in (Interval.M1, Interval.M5, Interval.H1, Interval.H4, Interval.D1):
-        for a, b, keep_from, keep_to in [(3000, 4000, 0, 9000), (500, 9000, 1200, 9000)]:
+        for a, b, keep_from, keep_to in [
+            (3000, 4000, 0, 9000),  # a page in the middle
+            (500, 9000, 1200, 9000),  # newer rows in, the oldest let go of
+            (0, 800, 0, 7000),  # older rows in, the newest let go of
+        ]:
             # Rows [a, b) were read in; then the far side was let go of.
-            before = pl.concat([frame.slice(0, a), frame.slice(b)]).slice(keep_from)
+            before = pl.concat([frame.slice(0, a), frame.slice(b)])
             after = frame.slice(keep_from, keep_to - keep_from)
             made = rebucket(
                 after,

@@ -6,6 +6,11 @@ recorder (`Recorder.read_candles`: a thread in this process, the service API whe
 the view nears the oldest candle loaded, and the live state (the recent closed candles and the
 forming one) that the app hands every repaint. Both are resampled together
 (`store.resample`), so the forming candle joins the newest bucket of a longer timeframe.
+
+Work that grows with the history (merging a page in, resampling it) runs in a thread and is
+swapped in on the loop; a page's buckets are made again only where the page landed. A key press
+or a repaint costs binary searches and the buckets on screen, however much is loaded. A stream
+shown at its own interval is not resampled at all, so a month (`1M`) stream is shown too.
 """
 
 from __future__ import annotations
