@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -490,3 +491,269 @@ async def test_paging_forward_from_the_first_candle_keeps_a_bounded_history(
         assert any("Not a date" in str(n.message) for n in app._notifications)
         await pilot.press("escape")  # closes the box, not the view
         assert isinstance(app.screen, DetailsScreen)
+
+
+# -- bounded reads, month streams, work off the loop --------------------------------------------
+
+
+def write_with_a_hole(data: Path, key: StreamKey, count: int, hole_at: int, hole: int) -> list[int]:
+    """`count` candles of `key` every interval from 2025-01-01, the last `count - hole_at` of
+    them `hole` ms later (a hole in the data); their open times."""
+    from kline_tui.store.schema import PARQUET_SCHEMA
+
+    step = key.interval.ms
+    assert step is not None
+    opens = [1_735_689_600_000 + i * step + (hole if i >= hole_at else 0) for i in range(count)]
+    t = pl.Series(opens, dtype=pl.Int64)
+    frame = pl.DataFrame(
+        {
+            "symbol": key.symbol,
+            "open_time": pl.from_epoch(t, "ms").dt.replace_time_zone("UTC"),
+            "close_time": pl.from_epoch(t + step - 1, "ms").dt.replace_time_zone("UTC"),
+            "open": 1.0,
+            "high": 2.0,
+            "low": 0.5,
+            "close": pl.Series(range(count), dtype=pl.Float64),
+            "volume": 1.0,
+            "quote_volume": 1.0,
+            "taker_buy_volume": 0.5,
+            "taker_buy_quote_volume": 0.5,
+            "trades": 3,
+            "source": "rest",
+        }
+    ).cast(PARQUET_SCHEMA)
+    dataset = open_dataset(data)
+    dataset.acquire()
+    try:
+        dataset.write_frame(key.market, key.interval, frame)
+    finally:
+        dataset.release()
+    return opens
+
+
+def test_a_page_holds_only_what_it_needs_whatever_the_open_side_or_a_hole(tmp_path, monkeypatch):
+    opens = write_with_a_hole(tmp_path / "data", BTC, 3000, 2900, 30 * DAY)
+    dataset = open_dataset(tmp_path / "data")
+    collected: list[int] = []
+    collect = pl.LazyFrame.collect
+
+    def counting(self, *args, **kwargs):
+        frame = collect(self, *args, **kwargs)
+        collected.append(frame.height)
+        return frame
+
+    monkeypatch.setattr(pl.LazyFrame, "collect", counting)
+    in_hole = opens[2899] + 10 * DAY
+    cases: list[tuple[dict[str, Any], list[int], int | None]] = [  # query, rows, cursor
+        ({"newest_first": True}, opens[-100:], opens[-100]),
+        ({"newest_first": True, "end_ms": 4_102_444_800_000}, opens[-100:], opens[-100]),
+        ({"newest_first": True, "end_ms": in_hole}, opens[2800:2900], opens[2800]),
+        ({"newest_first": True, "end_ms": opens[2950]}, opens[2851:2950], opens[2851]),
+        ({}, opens[:100], opens[100]),
+        ({"start_ms": in_hole}, opens[2900:3000], None),
+        ({"start_ms": opens[2850]}, opens[2850:2950], opens[2950]),
+    ]
+    for query, want, cursor in cases:
+        collected.clear()
+        limit = len(want)
+        page = read_page(dataset, BTC, limit=limit, **query)
+        assert page.frame["open_time"].to_list() == want, query
+        assert page.next_ms == cursor, query
+        # No read held more rows than the page and the one that tells there are more.
+        assert collected and max(collected) <= limit + 1, (query, collected)
+    # Paged back from the open side: every candle once, in order, across the hole.
+    seen: list[int] = []
+    end = None
+    while True:
+        page = read_page(dataset, BTC, end_ms=end, limit=700, newest_first=True)
+        seen = page.frame["open_time"].to_list() + seen
+        if page.next_ms is None:
+            break
+        end = page.next_ms
+    assert seen == opens
+
+
+def test_buckets_brought_up_to_date_equal_buckets_made_afresh():
+    import random
+
+    rng = random.Random(7)
+    opens = sorted(rng.sample(range(0, 20 * 1440), 9000))  # minutes with holes
+    frame = pl.DataFrame(
+        {
+            "open_time": [t * MINUTE for t in opens],
+            "close_time": [t * MINUTE + MINUTE - 1 for t in opens],
+            "open": [float(t % 97) for t in opens],
+            "high": [float(t % 97) + 3 for t in opens],
+            "low": [float(t % 97) - 3 for t in opens],
+            "close": [float(t % 89) for t in opens],
+            "volume": [float(t % 7) for t in opens],
+            "quote_volume": [1.0] * len(opens),
+            "taker_buy_volume": [0.5] * len(opens),
+            "taker_buy_quote_volume": [0.5] * len(opens),
+            "trades": [t % 5 for t in opens],
+        },
+        schema=CANDLES_SCHEMA,
+    )
+    from kline_tui.store.resample import rebucket
+
+    for target in (Interval.M1, Interval.M5, Interval.H1, Interval.H4, Interval.D1):
+        for a, b, keep_from, keep_to in [
+            (3000, 4000, 0, 9000),  # a page in the middle
+            (500, 9000, 1200, 9000),  # newer rows in, the oldest let go of
+            (0, 800, 0, 7000),  # older rows in, the newest let go of
+        ]:
+            # Rows [a, b) were read in; then the far side was let go of.
+            before = pl.concat([frame.slice(0, a), frame.slice(b)])
+            after = frame.slice(keep_from, keep_to - keep_from)
+            made = rebucket(
+                after,
+                resample(before, target, own=Interval.M1),
+                target,
+                int(frame["open_time"][a]),
+                int(frame["open_time"][b - 1]) + 1,
+                own=Interval.M1,
+            )
+            assert made.to_dicts() == resample(after, target, own=Interval.M1).to_dicts()
+
+
+@pytest.mark.simulator(speed=0, start_ms=NOW)
+async def test_month_week_and_3_day_streams_open_in_the_details_view(sim, tmp_path):
+    keys = ["usdm:BTCUSDT:1M", "usdm:BTCUSDT:1w", "usdm:BTCUSDT:3d"]
+    data = tmp_path / "data"
+    app = KlineApp(make_settings(sim, data, keys, history=30, flush_age_s=600.0))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await app.wait_started()
+        month = StreamKey.parse(keys[0])
+        await wait_until(
+            lambda: (
+                app.table.selected is not None
+                and all(app.recorder.streams.get(StreamKey.parse(k)) for k in keys)
+                and all(app.recorder.streams[StreamKey.parse(k)].closed for k in keys)
+            ),
+            what="the streams' recent candles",
+        )
+        app.table.select(month)
+        await pilot.press("enter")
+        await wait_until(lambda: isinstance(app.screen, DetailsScreen), what="the details view")
+        screen = app.screen
+        assert isinstance(screen, DetailsScreen)
+        shown: set[StreamKey] = set()
+        for _ in range(len(keys)):
+            await wait_until(
+                lambda: screen.view is not None and len(screen.view.bars) > 5,
+                what=f"candles of {screen.key}",
+            )
+            view = screen.view
+            assert view is not None
+            # The newest closed candle is shown, at the stream's own interval.
+            newest = screen._streams[screen.key].closed[-1]
+            assert newest.open_time in {b.open_time for b in view.bars}
+            assert all(b.candles == 1 for b in view.bars)  # its own candles, not buckets
+            assert "cannot show" not in screen.readout.plain
+            await pilot.press("t", "T", "right", "pageup", "home", "end")
+            await pilot.pause()
+            assert isinstance(app.screen, DetailsScreen)
+            shown.add(screen.key)
+            await pilot.press("right_square_bracket")
+        assert {StreamKey.parse(k) for k in keys} <= shown
+        # A timeframe the candles cannot be put in is said on the readout, never raised.
+        screen.key = StreamKey.parse(keys[1])
+        screen.timeframe = Interval.MO1
+        screen._cache = None
+        screen.update_view()
+        assert "cannot show as 1M" in screen.readout.plain
+        await pilot.press("escape", "q")
+        await wait_until(lambda: app.return_code is not None, what="the app to quit")
+
+
+def test_the_api_refuses_padded_or_huge_numbers_and_drops_rows_that_cannot_be(caplog):
+    from kline_tui.service.candles import CandlesReply, QueryError, accepted, parse_query
+
+    stream = str(BTC)
+    for bad in [
+        {"limit": "00015000"},
+        {"limit": "01500"},
+        {"limit": "9" * 4300},
+        {"limit": ""},
+        {"start": "0" * 20 + "1735689600000"},
+        {"start": "9" * 4300},
+        {"end": "2026-11-25T16:30" + " " * 10 + "x" * 30},
+        {"end": "2026-11-25T16:30:00.000000000000000000000000000000000000000"},
+    ]:
+        with pytest.raises(QueryError):
+            parse_query({"stream": stream, **bad})
+    query = parse_query({"stream": stream, "limit": "1500", "start": "1735689600000"})
+    assert (query.limit, query.start_ms) == (1500, 1_735_689_600_000)
+
+    good = (FIRST, FIRST + MINUTE - 1, 1.0, 2.0, 0.5, 1.5, 1.0, 1.0, 0.5, 0.5, 3)
+    hostile = [
+        (FIRST + MINUTE, 2**64 - 1, *good[2:]),  # a close time past any Int64
+        (FIRST + 2 * MINUTE, 4_102_444_800_001, *good[2:]),  # closes after 2100
+        (FIRST + 3 * MINUTE, FIRST + 4 * MINUTE - 1, *good[2:10], 2**64 - 1),  # trades
+        (FIRST + 4 * MINUTE, FIRST + 5 * MINUTE - 1, *good[2:10], -1),
+        (FIRST + 5 * MINUTE, FIRST + 6 * MINUTE - 1, *good[2:10], 10**30),
+    ]
+    later = (FIRST + 9 * MINUTE, FIRST + 10 * MINUTE - 1, *good[2:])
+    reply = CandlesReply(stream, [good, *hostile, later], None)
+    rows, cursor = accepted(reply, BTC.kind, None, None)
+    assert rows == [good, later] and cursor is None  # the rest of the page is kept
+    assert "dropped 5 candle(s) of usdm:BTCUSDT:1m" in caplog.text  # counted
+    frame = pl.DataFrame(rows, schema=CANDLES_SCHEMA, orient="row")  # fits the frame
+    assert frame["open_time"].to_list() == [FIRST, FIRST + 9 * MINUTE]
+
+
+@FROZEN
+async def test_reads_and_timeframes_are_merged_and_resampled_off_the_loop(
+    sim, tmp_path, monkeypatch
+):
+    import threading
+
+    from kline_tui.ui.screens import details
+
+    monkeypatch.setattr(details, "INLINE_RESAMPLE_ROWS", 100)  # a day is 1,440
+    on_loop: list[tuple[str, int]] = []
+
+    def watched(name, fn):
+        def call(frame, *args, **kwargs):
+            if len(frame) > 100 and threading.current_thread() is threading.main_thread():
+                on_loop.append((name, len(frame)))
+            return fn(frame, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(details, "resample", watched("resample", details.resample))
+    monkeypatch.setattr(details, "rebucket", watched("rebucket", details.rebucket))
+    data = tmp_path / "data"
+    await record_a_day(sim, data)
+    want = recorded(data)
+    app = KlineApp(make_settings(sim, data, [str(BTC)], history=0, flush_age_s=600.0))
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = await open_details(app, pilot)
+        seen = await scroll_to_first(screen, pilot)
+        assert set(want["open_time"].to_list()) <= set(seen)
+        assert len(screen._history) > 100
+        await pilot.press("4")  # 1h: resampled in a thread, then shown
+        hours = {b["open_time"]: b for b in loop_aggregate(want.to_dicts(), 3_600_000)}
+        await wait_until(
+            lambda: (
+                screen.view is not None
+                and len(screen.view.bars) > 1
+                and screen.view.bars[0].open_time == Interval.H1.open_time_at(FIRST)
+            ),
+            what="the hours",
+        )
+        for bar in screen.view.bars[:-1]:
+            assert (bar.open, bar.close, bar.volume, bar.candles) == (
+                hours[bar.open_time]["open"],
+                hours[bar.open_time]["close"],
+                hours[bar.open_time]["volume"],
+                hours[bar.open_time]["candles"],
+            )
+        await pilot.press("end")
+        await wait_until(lambda: screen._loading is None, what="live history")
+        await pilot.press("0", "4", "pageup", "pageup")
+        await wait_until(lambda: screen._loading is None, what="the page")
+        await pilot.pause()
+        assert on_loop == []  # no merge or resample of the history on the event loop
+        await pilot.press("escape", "q")
+        await wait_until(lambda: app.return_code is not None, what="the app to quit")

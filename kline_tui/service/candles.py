@@ -19,6 +19,7 @@ both live here, beside the reply's shape.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,9 +48,13 @@ __all__ = [
     "read_reply",
 ]
 
+log = logging.getLogger(__name__)
+
 MAX_CANDLES_PAGE = 1_500  # candles one reply holds at most
 CANDLE_READS = 2  # dataset reads at once, so the sink's writes keep their threads
 _PARAMS = frozenset({"stream", "start", "end", "limit", "order"})
+_MAX_TIME_TEXT = 40  # characters of an ISO date or time parameter
+_MAX_TRADES = 2**53  # more trades than any candle has, and exact as a float
 
 # A recorded candle as the dataset holds it (the dataset's columns after `symbol`): the volume
 # fields and trades are null for the kinds that have none (mark, index and premium klines).
@@ -102,7 +107,13 @@ def parse_query(query: Mapping[str, str]) -> CandlesQuery:
     if start_ms is not None and end_ms is not None and end_ms <= start_ms:
         raise QueryError("end must be after start")
     text = query.get("limit", "500")
-    if not (text.isascii() and text.isdigit() and 1 <= int(text[:6]) <= MAX_CANDLES_PAGE):
+    # At most four digits before `int` (1500 has four): no leading-zero padding, no huge number.
+    if not (
+        0 < len(text) <= len(str(MAX_CANDLES_PAGE))
+        and text.isascii()
+        and text.isdigit()
+        and 1 <= int(text) <= MAX_CANDLES_PAGE
+    ):
         raise QueryError(f"limit must be a whole number from 1 to {MAX_CANDLES_PAGE}")
     order = query.get("order", "asc")
     if order not in ("asc", "desc"):
@@ -115,11 +126,17 @@ def _time(query: Mapping[str, str], name: str) -> int | None:
     text = query.get(name)
     if text is None:
         return None
-    text = text.strip()[:40]
-    try:
-        ms = int(text) if text.isascii() and text.isdigit() else parse_time(text)
-    except (ValueError, OverflowError):
-        ms = None
+    text = text.strip()
+    ms: int | None = None
+    # Bounded before parsing: epoch ms up to 2100 has 13 digits, an ISO time fewer than 40
+    # characters; anything longer is refused whole, never cut to something that parses.
+    if text.isascii() and text.isdigit():
+        ms = int(text) if len(text) <= len(str(LATEST_MS)) else None
+    elif len(text) <= _MAX_TIME_TEXT:
+        try:
+            ms = parse_time(text)
+        except (ValueError, OverflowError):
+            ms = None
     if ms is None or not EARLIEST_OPEN_MS <= ms <= LATEST_MS:
         raise QueryError(
             f"{name} must be epoch milliseconds or a UTC date/time such as 2026-11-25T16:30, "
@@ -153,30 +170,43 @@ def accepted(
     reply: CandlesReply, kind: Kind, start_ms: int | None, end_ms: int | None
 ) -> tuple[list[HistoryRow], int | None]:
     """What a client keeps of a reply to its query [start_ms, end_ms): the rows that can be real
-    and open in that range, each open time once, oldest first; and the cursor. Raises
+    and open in that range, each open time once, oldest first; and the cursor. The others are
+    counted in a warning and dropped, the rest of the page kept. Raises
     ValueError for a cursor outside the range (a server that would keep the client paging)."""
     lo = start_ms if start_ms is not None else EARLIEST_OPEN_MS
     hi = end_ms if end_ms is not None else LATEST_MS
     if reply.next is not None and not lo <= reply.next <= hi:
         raise ValueError("its cursor is out of the range asked for")
     kept: dict[int, HistoryRow] = {}
+    dropped = 0
     for row in reply.candles:
         if lo <= row[0] < hi and _is_sane(row, kind):
             kept.setdefault(row[0], row)
+        else:
+            dropped += 1
+    if dropped:
+        log.warning(
+            "dropped %d candle(s) of %s in the recorder's reply that cannot be real",
+            dropped,
+            safe_text(reply.stream, 60),
+        )
     return [kept[t] for t in sorted(kept)], reply.next
 
 
 def _is_sane(row: HistoryRow, kind: Kind) -> bool:
-    """Finite, low <= open/close <= high, no negative volume, a close after the open; prices
-    below zero only for the premium index."""
+    """Finite, low <= open/close <= high, no negative volume, a close after the open and both
+    from 2017 to 2100, trades from 0 to 2**53; prices below zero only for the premium index.
+    Every int is bounded here, so the rows kept fit the Int64 columns of a frame."""
     open_time, close_time, o, h, lo, c = row[:6]
-    volumes = [v for v in row[6:] if v is not None]
+    trades = row[10]
+    volumes = [v for v in row[6:10] if v is not None]
     return (
-        lo <= o <= h
+        EARLIEST_OPEN_MS <= open_time < close_time <= LATEST_MS
+        and (trades is None or 0 <= trades <= _MAX_TRADES)
+        and lo <= o <= h
         and lo <= c <= h
         and (lo >= 0.0 or kind is Kind.PREMIUM)
         and math.isfinite(lo + h)
         and all(v >= 0 for v in volumes)
         and math.isfinite(sum(volumes))
-        and close_time > open_time
     )

@@ -10,11 +10,14 @@ page.next_ms              # where the next page starts (ascending) or ends (newe
 It reads through the `Dataset` protocol's `scan` with the stream's key (kind included), so it
 does not know where the rows live. A page is found in windows of time that widen by four each
 round, from about one page's span: a year of minutes is not read to find the 500 candles before
-an instant, and a stream with holes still gets full pages. Blocking: call it in a thread.
+an instant, and a stream with holes still gets full pages. An empty window (an open side, a
+hole) jumps to the nearest held candle, and each window keeps only the rows the page still
+needs, so memory is bounded by the page. Blocking: call it in a thread.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,44 +72,108 @@ def read_page(
         return CandlePage(empty_candles(), None)
     step = key.interval.ms or 31 * 86_400_000
     span = step * (limit + 1)
-    while True:
-        if newest_first:
-            a, b = max(lo, hi - span), hi
-        else:
-            a, b = lo, min(hi, lo + span)
-        frame = _read(dataset, key, a, b)
-        whole = (a == lo) if newest_first else (b == hi)
-        if len(frame) > limit or whole:
+    # Windows walk away from the bounded side (`hi` newest first, `lo` oldest first), each
+    # adjoining the last and keeping only what the page still needs (the top-k is done in the
+    # query, so memory stays bounded by the page however wide a window is). An empty window
+    # jumps to the nearest held candle beyond it: an open side (2100, 2017) or a hole in the
+    # data costs one look at the open times, not a window over the whole history.
+    pieces: list[pl.DataFrame] = []
+    got, edge = 0, hi if newest_first else lo
+    while got <= limit:
+        a, b = (max(lo, edge - span), edge) if newest_first else (edge, min(hi, edge + span))
+        piece = _read(dataset, key, a, b, limit + 1 - got, newest_first)
+        pieces.append(piece)
+        got += len(piece)
+        if got > limit or (a == lo if newest_first else b == hi):
             break
-        span *= _WIDEN
+        edge = a if newest_first else b
+        if len(piece):
+            span *= _WIDEN
+            continue
+        nearest = _nearest(dataset, key, lo, edge, hi, newest_first)
+        if nearest is None:
+            break
+        edge = nearest + 1 if newest_first else nearest
+        span = step * (limit + 1 - got)
+    frame = pl.concat(pieces).unique("open_time", keep="first").sort("open_time")
+    # `got` counts rows as read: more than `limit` means the dataset holds more that way (a
+    # duplicated open time can make the page shorter, never skip a candle).
+    more = got > limit
     if newest_first:
         page = frame.tail(limit)
-        return CandlePage(page, int(page["open_time"][0]) if len(frame) > limit else None)
+        return CandlePage(page, int(page["open_time"][0]) if more and len(page) else None)
     page = frame.head(limit)
-    return CandlePage(page, int(frame["open_time"][limit]) if len(frame) > limit else None)
+    if not more or not len(page):
+        return CandlePage(page, None)
+    cursor = (
+        int(frame["open_time"][limit]) if len(frame) > limit else int(page["open_time"][-1]) + 1
+    )
+    return CandlePage(page, cursor)
 
 
-def _read(dataset: Dataset, key: StreamKey, start_ms: int, end_ms: int) -> pl.DataFrame:
-    """The stream's candles opening in [start_ms, end_ms), oldest first, each once."""
+def _nearest(
+    dataset: Dataset, key: StreamKey, lo: int, edge: int, hi: int, newest_first: bool
+) -> int | None:
+    """The open time of the held candle nearest `edge` on the far side: the newest before it
+    (newest first) or the oldest from it on; None when there is none in [lo, hi)."""
+    a, b = (lo, edge) if newest_first else (edge, hi)
+    if a >= b:
+        return None
+    found = _collect(
+        dataset,
+        key,
+        a,
+        b,
+        lambda lf: lf.select(
+            (pl.col("open_time").max() if newest_first else pl.col("open_time").min()).dt.epoch(
+                "ms"
+            )
+        ),
+    )
+    value = found.item() if found.height else None
+    return int(value) if value is not None else None
+
+
+def _read(
+    dataset: Dataset, key: StreamKey, start_ms: int, end_ms: int, limit: int, newest_first: bool
+) -> pl.DataFrame:
+    """At most `limit` rows of the stream opening in [start_ms, end_ms), the newest of them or
+    the oldest, in CANDLES_SCHEMA (not yet deduplicated)."""
+    return _collect(
+        dataset,
+        key,
+        start_ms,
+        end_ms,
+        lambda lf: (
+            lf.select(
+                pl.col("open_time").dt.epoch("ms"),
+                pl.col("close_time").dt.epoch("ms"),
+                *list(CANDLES_SCHEMA)[2:],
+            )
+            .sort("open_time", descending=newest_first)
+            .head(limit)
+        ),
+    ).cast(CANDLES_SCHEMA)
+
+
+def _collect(
+    dataset: Dataset,
+    key: StreamKey,
+    start_ms: int,
+    end_ms: int,
+    query: Callable[[pl.LazyFrame], pl.LazyFrame],
+) -> pl.DataFrame:
+    """`query` on the stream's rows opening in [start_ms, end_ms), run by the streaming
+    engine (its memory bounded by what the query keeps, not by the rows it reads)."""
     # The kind goes to `scan` only when it is not trade: the same call reads a dataset of any
     # version, and a kind's rows live wherever the dataset keeps them.
     by_kind: dict[str, Any] = {} if key.kind is Kind.TRADE else {"kind": key.kind}
     for attempt in range(_ATTEMPTS):
         lf = dataset.scan(key.market, key.symbol, key.interval, start_ms, end_ms, **by_kind)
         try:
-            frame = (
-                lf.select(
-                    pl.col("open_time").dt.epoch("ms"),
-                    pl.col("close_time").dt.epoch("ms"),
-                    *list(CANDLES_SCHEMA)[2:],
-                )
-                .unique("open_time", keep="first")
-                .sort("open_time")
-                .collect()
-            )
+            return query(lf).collect(engine="streaming")
         except READ_ERRORS:
             if attempt == _ATTEMPTS - 1:
                 raise
             continue
-        return frame.cast(CANDLES_SCHEMA)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -30,6 +30,7 @@ __all__ = [
     "TIMEFRAMES",
     "Bar",
     "bars",
+    "rebucket",
     "resample",
     "timeframes_of",
     "with_forming",
@@ -76,9 +77,14 @@ def _every(target: Interval) -> str:
     return f"{ms}ms"
 
 
-def resample(frame: pl.DataFrame, target: Interval) -> pl.DataFrame:
+def resample(frame: pl.DataFrame, target: Interval, *, own: Interval | None = None) -> pl.DataFrame:
     """`frame` (CANDLES_SCHEMA, ascending, each open time once) as buckets of `target`
-    (BUCKETS_SCHEMA), oldest first; the newest bucket holds whatever candles it has so far."""
+    (BUCKETS_SCHEMA), oldest first; the newest bucket holds whatever candles it has so far.
+    At the stream's own interval (`target is own`) each candle is its bucket: nothing is
+    aggregated, so a month (`1M`) stream, whose interval is not fixed, is shown too. Raises
+    ValueError for the month as a longer timeframe."""
+    if target is own:
+        return frame.with_columns(candles=pl.lit(1, pl.UInt32())).cast(BUCKETS_SCHEMA)
     if frame.is_empty():
         return pl.DataFrame(schema=BUCKETS_SCHEMA)
     step = target.ms
@@ -115,20 +121,67 @@ def resample(frame: pl.DataFrame, target: Interval) -> pl.DataFrame:
     ).cast(BUCKETS_SCHEMA)
 
 
+def _rows_in(frame: pl.DataFrame, start: int, end: int) -> pl.DataFrame:
+    """The rows of `frame` (ascending open times) opening in [start, end): a slice, no copy."""
+    opens = frame["open_time"]
+    i = int(opens.search_sorted(start, side="left"))
+    j = int(opens.search_sorted(end, side="left"))
+    return frame.slice(i, max(0, j - i))
+
+
 def with_forming(
-    closed: pl.DataFrame, buckets: pl.DataFrame, forming: pl.DataFrame, target: Interval
+    closed: pl.DataFrame,
+    buckets: pl.DataFrame,
+    forming: pl.DataFrame,
+    target: Interval,
+    *,
+    own: Interval | None = None,
 ) -> pl.DataFrame:
     """`buckets` (= `resample(closed, target)`) with the live forming candle(s) `forming` joined
-    into the newest bucket, or opening a new one: only that bucket is aggregated again, so the
-    live candle costs the same at every update whatever the history."""
+    into the newest bucket, or opening a new one: only that bucket is aggregated again, and the
+    rest is found by binary search, so the live candle costs the same at every update whatever
+    the history."""
     if forming.is_empty():
         return buckets
     first = int(forming["open_time"].min())  # type: ignore[arg-type]
     start = target.open_time_at(first)
-    tail = pl.concat(
-        [closed.filter(pl.col("open_time") >= start, pl.col("open_time") < first), forming]
-    )
-    return pl.concat([buckets.filter(pl.col("open_time") < start), resample(tail, target)])
+    tail = pl.concat([_rows_in(closed, start, first), forming])
+    return pl.concat([_rows_in(buckets, -(2**62), start), resample(tail, target, own=own)])
+
+
+def rebucket(
+    frame: pl.DataFrame,
+    buckets: pl.DataFrame,
+    target: Interval,
+    start: int,
+    end: int,
+    *,
+    own: Interval | None = None,
+) -> pl.DataFrame:
+    """`buckets` of an earlier state of `frame` brought up to date, once rows opening in
+    [start, end) were added to it and rows were let go of at either end: only the buckets of
+    those rows and the frame's first and last buckets are aggregated again, so a page read
+    costs the page, not the history. Equals `resample(frame, target, own=own)`."""
+    if target is own or frame.is_empty() or buckets.is_empty():
+        return resample(frame, target, own=own)
+    opens = frame["open_time"]
+    first, last = int(opens[0]), int(opens[-1])
+    spans: list[tuple[int, int]] = []
+    for a, b in sorted([(start, end), (first, first + 1), (last, last + 1)]):
+        if a >= b:
+            continue
+        lo, hi = target.open_time_at(a), target.next_open(target.open_time_at(b - 1))
+        if spans and lo <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], hi))
+        else:
+            spans.append((lo, hi))
+    kept = _rows_in(buckets, target.open_time_at(first), last + 1)
+    parts = [_rows_in(kept, -(2**62), spans[0][0])]
+    for n, (lo, hi) in enumerate(spans):
+        parts.append(resample(_rows_in(frame, lo, hi), target))
+        after = spans[n + 1][0] if n + 1 < len(spans) else 2**62
+        parts.append(_rows_in(kept, hi, after))
+    return pl.concat(parts).rechunk()
 
 
 @dataclass(frozen=True, slots=True)

@@ -502,9 +502,8 @@ class AttachedRecorder:
             else:
                 break
         ordered = [row for page in (reversed(pages) if newest_first else pages) for row in page]
-        frame = pl.DataFrame(ordered, schema=CANDLES_SCHEMA, orient="row")
-        frame = frame.unique("open_time", keep="first").sort("open_time")
-        return CandlePage(frame, cursor)
+        # Up to MAX_PAGE rows of Python tuples into a frame: in a thread, not on the UI's loop.
+        return CandlePage(await asyncio.to_thread(_page_frame, ordered), cursor)
 
     def summary(self) -> list[tuple[int, str]]:
         return [(logging.INFO, f"detached from {self.url}; the recorder goes on recording")]
@@ -558,3 +557,10 @@ class AttachedRecorder:
         for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, handler, sig)
+
+
+def _page_frame(rows: list[HistoryRow]) -> pl.DataFrame:
+    """Rows a recorder sent (each sane, see `service.candles.accepted`) as a page's frame:
+    CANDLES_SCHEMA, oldest first, each open time once."""
+    frame = pl.DataFrame(rows, schema=CANDLES_SCHEMA, orient="row")
+    return frame.unique("open_time", keep="first").sort("open_time")

@@ -6,10 +6,16 @@ recorder (`Recorder.read_candles`: a thread in this process, the service API whe
 the view nears the oldest candle loaded, and the live state (the recent closed candles and the
 forming one) that the app hands every repaint. Both are resampled together
 (`store.resample`), so the forming candle joins the newest bucket of a longer timeframe.
+
+Work that grows with the history (merging a page in, resampling it) runs in a thread and is
+swapped in on the loop; a page's buckets are made again only where the page landed. A key press
+or a repaint costs binary searches and the buckets on screen, however much is loaded. A stream
+shown at its own interval is not resampled at all, so a month (`1M`) stream is shown too.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +41,7 @@ from kline_tui.store.resample import (
     TIMEFRAMES,
     Bar,
     bars,
+    rebucket,
     resample,
     timeframes_of,
     with_forming,
@@ -59,6 +66,9 @@ MAX_HISTORY_ROWS = 1_000_000
 # The fewest candles asked for in one read, however narrow the chart.
 MIN_READ = 500
 RETRY_S = 10.0  # a read that failed is tried again after this long
+# History up to this many rows is resampled on the event loop when the timeframe changes (a few
+# milliseconds, no flicker); more is resampled in a thread while the view shows the live candles.
+INLINE_RESAMPLE_ROWS = 20_000
 
 
 class HistoryReader(Protocol):
@@ -175,9 +185,13 @@ class DetailsScreen(Screen[StreamKey]):
         self._cross: int | None = None  # open time of the crosshair's bucket; None: newest
         self._cache: tuple[object, ...] | None = None
         self._history_cache: tuple[int, Interval] | None = None
-        self._history_buckets = resample(self._history, self.timeframe)
+        self._resampling: tuple[int, int, Interval] | None = None  # in a thread now
+        self._resample_failed: str | None = None  # why that resample failed (not tried again)
+        self._resample_error: str | None = None
+        own = self.key.interval
+        self._history_buckets = resample(self._history, self.timeframe, own=own)
         self._closed_frame = empty_candles()
-        self._buckets = resample(self._closed_frame, self.timeframe)
+        self._buckets = resample(self._closed_frame, self.timeframe, own=own)
         self._shown_buckets = self._buckets  # with the forming candle, as last drawn
         self.view: _View | None = None
 
@@ -366,6 +380,22 @@ class DetailsScreen(Screen[StreamKey]):
         async def read() -> None:
             try:
                 page = await reader(key, limit=limit, **query)  # type: ignore[arg-type]
+                if generation != self._generation:
+                    return
+                # The merge and the resample are O(history): done in a thread, swapped in here.
+                cache, version = self._history_cache, self._history_version
+                made = cache is not None and cache[0] == version  # the buckets of this history
+                base = _Loaded(
+                    self._history,
+                    self._history_buckets if made else None,
+                    cache[1] if cache is not None and made else self.timeframe,
+                    self._loaded_from,
+                    self._loaded_to,
+                    self.at_first,
+                )
+                merged = await asyncio.to_thread(
+                    _merged, base, page, why, key.interval, MAX_HISTORY_ROWS
+                )
             except Exception as exc:  # noqa: BLE001 - any failure to read is said, never raised
                 if generation == self._generation:
                     self._loading = None
@@ -373,27 +403,20 @@ class DetailsScreen(Screen[StreamKey]):
                     self._failed_at = time.monotonic()
                     self.update_view()
                 return
-            if generation == self._generation:
-                self._merge(why, page)
+            if generation == self._generation and version == self._history_version:
+                self._swap_in(why, merged)
 
         self.run_worker(read(), group="details-history", exclusive=True, exit_on_error=False)
 
-    def _merge(self, why: str, page: CandlePage) -> None:
-        frame = page.frame.cast(CANDLES_SCHEMA)
-        older = why in ("older", "jump")
-        merged = pl.concat([frame, self._history] if older else [self._history, frame])
-        self._history = merged.unique("open_time", keep="first").sort("open_time")
-        if older:
-            # Read newest first: the next page ends where this one began.
-            self.at_first = page.next_ms is None
-            self._loaded_from = page.next_ms if page.next_ms is not None else EARLIEST_OPEN_MS
-        else:
-            if why == "first":
-                self.at_first = True
-                self._loaded_from = EARLIEST_OPEN_MS
-            self._loaded_to = page.next_ms  # None: everything up to now is in
-        self._trim(older)
+    def _swap_in(self, why: str, merged: _Loaded) -> None:
+        """What a read brought (merged in a thread), in place of what was loaded."""
+        self._history = merged.history
+        self._loaded_from, self._loaded_to = merged.loaded_from, merged.loaded_to
+        self.at_first = merged.at_first
         self._history_version += 1
+        if merged.buckets is not None:
+            self._history_buckets = merged.buckets
+            self._history_cache = (self._history_version, merged.timeframe)
         self._loading = None
         if why == "first":
             self._cache = None
@@ -401,19 +424,6 @@ class DetailsScreen(Screen[StreamKey]):
             self._place_first()
             return
         self.update_view()
-
-    def _trim(self, older: bool) -> None:
-        """Let go of the far side of what is loaded beyond MAX_HISTORY_ROWS."""
-        extra = len(self._history) - MAX_HISTORY_ROWS
-        if extra <= 0:
-            return
-        if older:
-            self._loaded_to = int(self._history["open_time"][MAX_HISTORY_ROWS])
-            self._history = self._history.head(MAX_HISTORY_ROWS)
-        else:
-            self._history = self._history.tail(MAX_HISTORY_ROWS)
-            self._loaded_from = int(self._history["open_time"][0])
-            self.at_first = False
 
     def _want_history(self, view: _View, capacity: int) -> None:
         """Read more of the dataset when the view nears an end of what is loaded."""
@@ -438,7 +448,14 @@ class DetailsScreen(Screen[StreamKey]):
         self.headline = _headline(self.key, self.timeframe, state)
         chart = self.query_one(CandleChart)
         capacity = chart.capacity
-        buckets, forming_from = self._all_buckets(state)
+        try:
+            buckets, forming_from = self._all_buckets(state)
+            self._resample_error = None
+        except (ValueError, pl.exceptions.PolarsError) as exc:
+            # Candles that cannot be bucketed (a timeframe the interval does not fit) are said
+            # on the readout; the app goes on.
+            self._resample_error = safe_text(str(exc) or type(exc).__name__, 200)
+            buckets, forming_from = self._shown_buckets.clear(), None
         self._shown_buckets = buckets
         view = self._view(buckets, forming_from, capacity)
         self.view = view
@@ -457,10 +474,20 @@ class DetailsScreen(Screen[StreamKey]):
         The history is resampled once per read and timeframe; live candles newer than it join
         the newest buckets only, and the forming candle its own bucket only, so a repaint costs
         the same however much history is loaded."""
-        history, timeframe = self._history, self.timeframe
+        history, timeframe, own = self._history, self.timeframe, self.key.interval
         if self._history_cache != (self._history_version, timeframe):
-            self._history_buckets = resample(history, timeframe)
-            self._history_cache = (self._history_version, timeframe)
+            if len(history) > INLINE_RESAMPLE_ROWS:
+                self._resample_later()
+                # Until the thread is done: the live candles alone, never a stale timeframe.
+                history = empty_candles()
+            else:
+                self._history_buckets = resample(history, timeframe, own=own)
+                self._history_cache = (self._history_version, timeframe)
+        history_buckets = (
+            self._history_buckets
+            if self._history_cache == (self._history_version, timeframe)
+            else resample(history, timeframe, own=own)
+        )
         live = self._loaded_to is None
         newest = int(history["open_time"][-1]) if len(history) else None
         closed = [
@@ -468,23 +495,58 @@ class DetailsScreen(Screen[StreamKey]):
             for c in (state.closed if state is not None and live else ())
             if newest is None or c.open_time > newest
         ]
-        key = (self._history_cache, len(closed), closed[-1].open_time if closed else None)
+        key = (
+            self._history_cache,
+            self._history_version,
+            timeframe,
+            len(closed),
+            closed[-1].open_time if closed else None,
+        )
         if key != self._cache:
             self._cache = key
             if closed:
                 newer = _frame([c.as_row() for c in closed])
                 self._closed_frame = pl.concat([history, newer])
-                self._buckets = with_forming(history, self._history_buckets, newer, timeframe)
+                self._buckets = with_forming(history, history_buckets, newer, timeframe, own=own)
             else:
-                self._closed_frame, self._buckets = history, self._history_buckets
+                self._closed_frame, self._buckets = history, history_buckets
         forming = state.forming if state is not None and live else None
         if closed:
             newest = closed[-1].open_time
         if forming is None or forming.closed or (newest or 0) >= forming.open_time:
             return self._buckets, None
         row = _frame([forming.as_row()])
-        buckets = with_forming(self._closed_frame, self._buckets, row, timeframe)
+        buckets = with_forming(self._closed_frame, self._buckets, row, timeframe, own=own)
         return buckets, timeframe.open_time_at(forming.open_time)
+
+    def _resample_later(self) -> None:
+        """Resample the loaded history at the timeframe shown, in a thread (once per version
+        and timeframe); the view is drawn again when it is in."""
+        wanted = (self._generation, self._history_version, self.timeframe)
+        if self._resampling == wanted:
+            if self._resample_failed:
+                raise ValueError(self._resample_failed)
+            return
+        self._resampling, self._resample_failed = wanted, None
+        history, own = self._history, self.key.interval
+
+        async def work() -> None:
+            buckets: pl.DataFrame | None = None
+            try:
+                buckets = await asyncio.to_thread(resample, history, wanted[2], own=own)
+            except Exception as exc:  # noqa: BLE001 - said in the readout, never raised
+                if self._resampling == wanted:  # kept: not tried again
+                    self._resample_failed = safe_text(str(exc) or type(exc).__name__, 200)
+            else:
+                if self._resampling == wanted:
+                    self._resampling = None
+            current = (self._generation, self._history_version, self.timeframe)
+            if buckets is not None and wanted == current:
+                self._history_buckets = buckets
+                self._history_cache = (wanted[1], wanted[2])
+            self.update_view()
+
+        self.run_worker(work(), group="details-resample", exclusive=True, exit_on_error=False)
 
     def _view(self, buckets: pl.DataFrame, forming_from: int | None, capacity: int) -> _View:
         opens = buckets["open_time"]
@@ -547,8 +609,13 @@ class DetailsScreen(Screen[StreamKey]):
 
     def _history_status(self, view: _View) -> tuple[str, str, str] | None:
         """Where the history stands, in words and in short (for a narrow line), and its style."""
+        if self._resample_error:
+            words = f"cannot show as {self.timeframe.value}: {self._resample_error}"
+            return words, f"cannot show as {self.timeframe.value}", "red"
         if self._history_error:
             return f"history: {self._history_error}", "history: error", "red"
+        if self._resampling is not None and not self._resample_failed:
+            return "resampling…", "resampling…", "yellow"
         if self._loading is not None:
             return "reading the dataset…", "reading…", "yellow"
         if self.at_first and view.count and view.left == 0:
@@ -560,6 +627,58 @@ class DetailsScreen(Screen[StreamKey]):
 
     def watch_readout(self, text: Text) -> None:
         self.query_one("#details-readout", Static).update(text)
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """What is loaded of the dataset: the rows, their buckets at `timeframe` (None: not made),
+    the range covered and whether the first recorded candle is in."""
+
+    history: pl.DataFrame
+    buckets: pl.DataFrame | None
+    timeframe: Interval
+    loaded_from: int | None
+    loaded_to: int | None
+    at_first: bool
+
+
+def _merged(base: _Loaded, page: CandlePage, why: str, own: Interval, cap: int) -> _Loaded:
+    """`base` with a page read for `why` ("older", "jump", "newer", "first") joined in, at most
+    `cap` rows kept (the far side let go of), and the buckets brought up to date for only what
+    changed. O(history): run in a thread."""
+    frame = page.frame.cast(CANDLES_SCHEMA)
+    older = why in ("older", "jump")
+    history = base.history
+    parts = [frame, history] if older else [history, frame]
+    merged = pl.concat(parts)
+    joined = all(len(p) for p in parts) and parts[0]["open_time"][-1] < parts[1]["open_time"][0]
+    if not joined:  # the page overlaps what is loaded (both are sorted, each time once)
+        merged = merged.unique("open_time", keep="first").sort("open_time")
+    elif merged.n_chunks() > 16:  # page after page appended: one chunk again, here in the thread
+        merged = merged.rechunk()
+    loaded_from, loaded_to, at_first = base.loaded_from, base.loaded_to, base.at_first
+    if older:
+        # Read newest first: the next page ends where this one began.
+        at_first = page.next_ms is None
+        loaded_from = page.next_ms if page.next_ms is not None else EARLIEST_OPEN_MS
+    else:
+        if why == "first":
+            at_first, loaded_from = True, EARLIEST_OPEN_MS
+        loaded_to = page.next_ms  # None: everything up to now is in
+    if len(merged) > cap:  # let go of the far side of what is loaded
+        if older:
+            loaded_to = int(merged["open_time"][cap])
+            merged = merged.head(cap)
+        else:
+            merged = merged.tail(cap)
+            loaded_from, at_first = int(merged["open_time"][0]), False
+    if base.buckets is not None and len(frame):
+        opens = frame["open_time"]
+        start, end = int(opens[0]), int(opens[-1]) + 1
+        buckets = rebucket(merged, base.buckets, base.timeframe, start, end, own=own)
+    else:
+        buckets = resample(merged, base.timeframe, own=own)
+    return _Loaded(merged, buckets, base.timeframe, loaded_from, loaded_to, at_first)
 
 
 def _frame(rows: list[CandleRow]) -> pl.DataFrame:
