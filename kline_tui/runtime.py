@@ -38,6 +38,7 @@ from kline_tui.model import StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import SPARK_LENGTH
 from kline_tui.recorder.pipeline import Pipeline, StopReport, StreamRefused
+from kline_tui.recorder.poller import within_budget
 from kline_tui.recorder.supervisor import Supervisor
 from kline_tui.retry import Backoff
 from kline_tui.store.series import stored_series
@@ -229,6 +230,7 @@ class Runtime:
                     raise
                 try:
                     good = [k for k in keys if not await pipeline.symbols.problems([k])]
+                    good = within_budget(good)  # polled streams past the budget's share
                 except RestError as exc:
                     self.events.error(
                         f"cannot reach the exchange to check the watch list ({exc}); "

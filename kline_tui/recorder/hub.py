@@ -164,7 +164,11 @@ class Hub:
                 )
                 added[key.market].append(key)
         for market, market_keys in added.items():
-            self._place(market, market_keys)
+            # Kinds with no WebSocket stream are polled over REST (recorder.poller): they have
+            # a live state here, and no connection.
+            streamed = [k for k in market_keys if k.has_stream]
+            if streamed:
+                self._place(market, streamed)
         return [k for ks in added.values() for k in ks]
 
     def remove(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
