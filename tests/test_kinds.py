@@ -1,0 +1,375 @@
+"""Every kind of kline on the client side: the frames, the REST endpoints, the spec checks, the
+polling budget, and (against the simulator) a recording of every kind, exact and gap-free."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from aiohttp import web
+
+from kline_tui.binance import wire
+from kline_tui.binance.rest import SymbolInfo
+from kline_tui.model import Interval, Kind, Market, StreamKey
+from kline_tui.recorder.poller import budget_problem, poll_capacity, within_budget
+from kline_tui.recorder.symbols import key_problem
+
+from .test_rest import NOW, T0, M, row, serve
+
+# -- frames (docs/binance-kline-kinds.md, 1a) ------------------------------------------------------
+
+K_FIELDS = (
+    '"t":1719765480000,"T":1719765539999,"i":"1m","f":1,"L":2,"o":"{o}","c":"{c}","h":"{h}",'
+    '"l":"{l}","v":"{v}","n":60,"x":{x},"q":"{v}","V":"{v}","Q":"{v}","B":"0"'
+)
+
+
+def frame(stream: str, event: str, top: str, k: str) -> str:
+    return f'{{"stream":"{stream}","data":{{"e":"{event}","E":1719765539838,{top},"k":{{{k}}}}}}}'
+
+
+def k_fields(*, s: str | None = None, o="100", h="101", lo="99", c="100.5", v="0", x="false"):
+    fields = K_FIELDS.format(o=o, c=c, h=h, l=lo, v=v, x=x)
+    return fields if s is None else f'"s":"{s}",{fields}'
+
+
+def continuous(ct="PERPETUAL", **k):
+    return frame(
+        "btcusdt_perpetual@continuousKline_1m",
+        "continuous_kline",
+        f'"ps":"BTCUSDT","ct":"{ct}"',
+        k_fields(**{"v": "12.5", **k}),
+    )
+
+
+def mark(**k):
+    return frame(
+        "btcusd_perp@markPriceKline_1m",
+        "markPrice_kline",
+        '"ps":"BTCUSD"',
+        k_fields(s="BTCUSD_PERP", **k),
+    )
+
+
+def index(**k):
+    return frame(
+        "btcusd@indexPriceKline_1m", "indexPrice_kline", '"ps":"BTCUSD"', k_fields(s="0", **k)
+    )
+
+
+def test_continuous_event_is_keyed_by_pair_and_contract_type():
+    msg = wire.decode(continuous(x="true"))
+    assert isinstance(msg, wire.Envelope) and isinstance(msg.data, wire.ContinuousKlineEvent)
+    k, symbol, kind = msg.data.series()
+    assert (symbol, kind, k.symbol, k.interval, k.closed) == (
+        "BTCUSDT",
+        Kind.PERPETUAL,
+        "BTCUSDT",
+        "1m",
+        True,
+    )
+    assert (k.open, k.high, k.low, k.close, k.volume, k.trades) == (100, 101, 99, 100.5, 12.5, 60)
+    stream = StreamKey.parse("usdm:BTCUSDT:1m:perpetual").stream_name
+    assert msg.stream == stream
+    for ct, kind in [
+        ("CURRENT_QUARTER", Kind.CURRENT_QUARTER),
+        ("NEXT_QUARTER", Kind.NEXT_QUARTER),
+    ]:
+        assert wire.decode(continuous(ct=ct)).data.series()[2] is kind
+
+
+def test_mark_event_is_keyed_by_its_symbol_and_index_by_its_pair():
+    k, symbol, kind = wire.decode(mark()).data.series()
+    assert (symbol, kind, k.symbol) == ("BTCUSD_PERP", Kind.MARK, "BTCUSD_PERP")
+    k, symbol, kind = wire.decode(index()).data.series()
+    assert (symbol, kind, k.symbol) == ("BTCUSD", Kind.INDEX, "BTCUSD")  # `k.s` is "0"
+    assert (k.volume, k.quote_volume, k.taker_buy_volume, k.taker_buy_quote_volume) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        (continuous(ct="TRADIFI_PERPETUAL"), "unknown contract type"),
+        (continuous(lo="-1"), "impossible"),  # trade rules
+        (continuous(h="99.5"), "impossible"),  # high below the close
+        (mark(v="1"), "impossible"),  # a volume: not the frame we think it is
+        (mark(lo="0", o="0"), "impossible"),  # prices are positive
+        (mark(h="NaN"), "impossible"),
+        (index(v="0.5"), "impossible"),
+        (index(o="102"), "impossible"),  # open above the high
+        (index(h="Infinity"), "impossible"),
+    ],
+)
+def test_impossible_kind_frames_are_malformed_never_raised(text, why):
+    msg = wire.decode(text)
+    assert isinstance(msg, wire.Malformed) and why in msg.reason
+
+
+@pytest.mark.parametrize(
+    "kind, values, sane",
+    [
+        (Kind.PREMIUM, (-0.0005, -0.0004, -0.0006, -0.00045), True),
+        (Kind.PREMIUM, (0.0002, 0.0003, 0.0001, 0.0002), True),  # positive: no sign rule
+        (Kind.PREMIUM, (0.01, 0.06, 0.01, 0.02), False),  # past the default bound
+        (Kind.PREMIUM, (0.0, 0.0, float("nan"), 0.0), False),
+        (Kind.PREMIUM, (0.001, 0.0005, 0.0, 0.0002), False),  # open above the high
+        (Kind.MARK, (100.0, 101.0, 99.0, 100.0), True),
+        (Kind.INDEX, (-1.0, 1.0, -2.0, 0.0), False),
+    ],
+)
+def test_premium_mark_and_index_values(kind, values, sane):
+    from kline_tui.model import Candle
+
+    o, h, lo, c = values
+    candle = Candle(T0, T0 + M - 1, o, h, lo, c, 0.0, 0.0, 0.0, 0.0, 60)
+    assert wire.kind_is_sane(candle, kind) is sane
+    # A larger bound (the config's premium_bound) takes a larger premium.
+    if kind is Kind.PREMIUM and values[1] == 0.06:
+        assert wire.kind_is_sane(candle, kind, premium_bound=0.1)
+
+
+# -- REST endpoints (docs/binance-kline-kinds.md, 1b) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec, path, params",
+    [
+        ("usdm:BTCUSDT:1m:mark", "/fapi/v1/markPriceKlines", {"symbol": "BTCUSDT"}),
+        ("usdm:BTCUSDT:1m:index", "/fapi/v1/indexPriceKlines", {"pair": "BTCUSDT"}),
+        ("usdm:BTCUSDT:1m:premium", "/fapi/v1/premiumIndexKlines", {"symbol": "BTCUSDT"}),
+        (
+            "usdm:BTCUSDT:1m:perpetual",
+            "/fapi/v1/continuousKlines",
+            {"pair": "BTCUSDT", "contractType": "PERPETUAL"},
+        ),
+        ("coinm:BTCUSD_PERP:1m:mark", "/dapi/v1/markPriceKlines", {"symbol": "BTCUSD_PERP"}),
+        ("coinm:BTCUSD:1m:index", "/dapi/v1/indexPriceKlines", {"pair": "BTCUSD"}),
+        ("coinm:BTCUSD_PERP:1m:premium", "/dapi/v1/premiumIndexKlines", {"symbol": "BTCUSD_PERP"}),
+        (
+            "coinm:BTCUSD:1m:next_quarter",
+            "/dapi/v1/continuousKlines",
+            {"pair": "BTCUSD", "contractType": "NEXT_QUARTER"},
+        ),
+        ("usdm:BTCUSDT:1m", "/fapi/v1/klines", {"symbol": "BTCUSDT"}),
+    ],
+)
+async def test_each_kind_asks_its_endpoint_with_its_key_and_weight(spec, path, params):
+    key = StreamKey.parse(spec)
+    asked: list[dict[str, str]] = []
+    volume = "1" if key.kind.has_volume else "0"
+
+    def answer(request: web.Request) -> web.Response:
+        asked.append(dict(request.query))
+        prices = {"o": "-0.0004", "h": "-0.0003", "lo": "-0.0005", "c": "-0.00045"}
+        rows = [
+            row(T0 + i * M, v=volume, **(prices if key.kind is Kind.PREMIUM else {}))
+            for i in range(3)
+        ]
+        if not key.kind.has_volume:
+            for r in rows:
+                r[7] = r[9] = r[10] = "0"
+        return web.json_response(rows)
+
+    async with serve({path: answer, path.rsplit("/", 1)[0] + "/time": {"serverTime": NOW}}) as rest:
+        weights: list[int] = []
+        get = rest._get
+
+        async def charged(market, path, params, weight):
+            weights.append(weight)
+            return await get(market, path, params, weight)
+
+        rest._get = charged
+        candles = await rest.klines(key.market, key.symbol, key.interval, limit=3, kind=key.kind)
+        await rest.klines(key.market, key.symbol, key.interval, limit=1500, kind=key.kind)
+    assert weights == [1, 10]  # the trade klines' table: limit < 100 weighs 1, > 1000 weighs 10
+    assert [c.open_time for c in candles] == [T0, T0 + M, T0 + 2 * M]
+    assert asked[0] == {**params, "interval": "1m", "limit": "3"}
+    assert rest.rejected_rows == 0
+
+
+async def test_rows_are_checked_by_the_rules_of_their_kind():
+    def premium(request: web.Request) -> web.Response:
+        return web.json_response(
+            [
+                [
+                    T0,
+                    "-0.0004",
+                    "-0.0003",
+                    "-0.0005",
+                    "-0.0004",
+                    "0",
+                    T0 + M - 1,
+                    "0",
+                    12,
+                    "0",
+                    "0",
+                    "0",
+                ],
+                [
+                    T0 + M,
+                    "0.0001",
+                    "0.0002",
+                    "0.0001",
+                    "0.0002",
+                    "0",
+                    T0 + 2 * M - 1,
+                    "0",
+                    12,
+                    "0",
+                    "0",
+                    "0",
+                ],
+                [
+                    T0 + 2 * M,
+                    "0.1",
+                    "0.2",
+                    "0.1",
+                    "0.1",
+                    "0",
+                    T0 + 3 * M - 1,
+                    "0",
+                    12,
+                    "0",
+                    "0",
+                    "0",
+                ],
+                [
+                    T0 + 3 * M,
+                    "-0.0004",
+                    "-0.0003",
+                    "-0.0005",
+                    "-0.0004",
+                    "7",
+                    T0 + 4 * M - 1,
+                    "0",
+                    12,
+                    "0",
+                    "0",
+                    "0",
+                ],
+            ]
+        )
+
+    def mark_rows(request: web.Request) -> web.Response:
+        return web.json_response(
+            [
+                [T0, "10", "11", "9", "10", "0", T0 + M - 1, "0", 60, "0", "0", "0"],
+                [T0 + M, "10", "11", "9", "10", "3", T0 + 2 * M - 1, "0", 60, "0", "0", "0"],
+                [T0 + 2 * M, "0", "11", "0", "10", "0", T0 + 3 * M - 1, "0", 60, "0", "0", "0"],
+            ]
+        )
+
+    routes = {"/fapi/v1/premiumIndexKlines": premium, "/fapi/v1/markPriceKlines": mark_rows}
+    async with serve(routes) as rest:
+        got = await rest.klines(Market.USDM, "BTCUSDT", Interval.M1, kind=Kind.PREMIUM)
+        assert [c.open_time for c in got] == [T0, T0 + M]  # 0.2 is past the bound; a volume
+        rest.premium_bound = 0.5
+        got = await rest.klines(Market.USDM, "BTCUSDT", Interval.M1, kind=Kind.PREMIUM)
+        assert [c.open_time for c in got] == [T0, T0 + M, T0 + 2 * M]
+        got = await rest.klines(Market.USDM, "BTCUSDT", Interval.M1, kind=Kind.MARK)
+        assert [c.open_time for c in got] == [T0]
+        assert rest.rejected_rows == 2 + 1 + 2
+        assert any("usdm:BTCUSDT:1m:premium" in w for w in rest.warnings)
+        assert any("usdm:BTCUSDT:1m:mark" in w for w in rest.warnings)
+
+
+async def test_coinm_kinds_page_within_the_window_and_the_page_size():
+    """A range of more rows than a page is asked page by page, each span no longer than a page
+    holds (COIN-M answers the newest rows of a longer span) nor than 200 days."""
+    asked: list[tuple[int, int]] = []
+    now = T0 + 5000 * M + 30_000
+
+    def answer(request: web.Request) -> web.Response:
+        start, end = int(request.query["startTime"]), int(request.query["endTime"])
+        asked.append((start, end))
+        limit = int(request.query["limit"])
+        first = max(start, end - (limit - 1) * M)  # the newest rows, as COIN-M answers
+        first -= (first - T0) % M
+        rows = [
+            [t, "10", "11", "9", "10", "0", t + M - 1, "0", 60, "0", "0", "0"]
+            for t in range(first, min(end, now) + 1, M)
+        ]
+        return web.json_response(rows)
+
+    routes = {"/dapi/v1/indexPriceKlines": answer, "/dapi/v1/time": {"serverTime": now}}
+    async with serve(routes) as rest:
+        candles, _ = await rest.closed_klines(
+            Market.COINM, "BTCUSD", Interval.M1, T0, T0 + 4000 * M, kind=Kind.INDEX
+        )
+    assert [c.open_time for c in candles] == [T0 + i * M for i in range(4001)]
+    assert all((end - start) // M + 1 <= 1500 for start, end in asked)
+
+
+# -- specs against exchangeInfo (docs/binance-kline-kinds.md, 4) ----------------------------------
+
+LISTED = {
+    "BTCUSD_PERP": SymbolInfo("BTCUSD_PERP", "TRADING", 100.0, "BTCUSD", "PERPETUAL"),
+    "BTCUSD_261225": SymbolInfo("BTCUSD_261225", "TRADING", 100.0, "BTCUSD", "CURRENT_QUARTER"),
+    "ETHUSD_PERP": SymbolInfo("ETHUSD_PERP", "TRADING", 10.0, "ETHUSD", "PERPETUAL"),
+    "ETHUSD_270326": SymbolInfo("ETHUSD_270326", "PENDING_TRADING", 10.0, "ETHUSD", "NEXT_QUARTER"),
+}
+
+
+@pytest.mark.parametrize(
+    "spec, problem",
+    [
+        ("coinm:BTCUSD_PERP:1m:mark", None),
+        ("coinm:BTCUSD_PERP:1m:premium", None),
+        ("coinm:BTCUSD:1m:index", None),
+        ("coinm:BTCUSD:1m:perpetual", None),
+        ("coinm:BTCUSD:1m:current_quarter", None),
+        ("coinm:BTCUSD:1m:next_quarter", "no trading NEXT_QUARTER contract of pair BTCUSD"),
+        ("coinm:ETHUSD:1m:next_quarter", "no trading NEXT_QUARTER contract of pair ETHUSD"),
+        ("coinm:BTCUSD:1m:mark", "unknown symbol BTCUSD on coinm"),  # mark is keyed by symbol
+        ("coinm:BTCUSD_PERP:1m:index", "unknown pair BTCUSD_PERP on coinm"),  # index by pair
+        ("coinm:XRPUSD:1m:perpetual", "unknown pair XRPUSD on coinm"),
+    ],
+)
+def test_specs_are_checked_by_symbol_or_by_pair_and_contract_type(spec, problem):
+    got = key_problem(StreamKey.parse(spec), LISTED)
+    assert (got is None) if problem is None else (got is not None and problem in got), got
+
+
+def test_a_listed_but_not_trading_contract_still_has_its_history():
+    key = StreamKey.parse("coinm:ETHUSD:1m:next_quarter")
+    assert key_problem(key, LISTED, trading=False) is None
+
+
+# -- the polling budget ---------------------------------------------------------------------------
+
+
+def polled(n: int, market: str = "usdm", kind: str = "mark") -> list[StreamKey]:
+    return [StreamKey.parse(f"{market}:S{i:04d}USDT:1m:{kind}") for i in range(n)]
+
+
+def test_polled_streams_share_half_the_futures_budget():
+    # One poll of 3 rows weighs 1; at a shared close every polled stream polls in one minute:
+    # half of 2,400 a minute is 1,200 streams, USD-M and COIN-M together (one budget).
+    assert poll_capacity(Market.USDM) == poll_capacity(Market.COINM) == 1200
+    assert budget_problem(polled(1200)) is None
+    line = budget_problem(polled(1201))
+    assert line is not None and "1201 streams" in line and "at most 1200 such streams fit" in line
+    mixed = polled(600) + polled(601, "coinm", "premium")
+    assert "at most 1200" in (budget_problem(mixed) or "")
+    # Streamed kinds cost no polls: trade, continuous, COIN-M mark and index.
+    streamed = [StreamKey.parse(f"coinm:S{i:04d}USD:1m:index") for i in range(3000)]
+    assert budget_problem(polled(1200) + streamed) is None
+    assert len(within_budget(polled(1300) + streamed)) == 1200 + 3000
+
+
+def test_every_spec_of_the_brief_parses_with_its_stream_or_its_poll():
+    table = {
+        "usdm:BTCUSDT:1m:mark": None,
+        "coinm:BTCUSD:1m:index": "btcusd@indexPriceKline_1m",
+        "usdm:BTCUSDT:1h:perpetual": "btcusdt_perpetual@continuousKline_1h",
+        "coinm:BTCUSD:1m:next_quarter": "btcusd_next_quarter@continuousKline_1m",
+        "usdm:BTCUSDT:1m:premium": None,
+        "coinm:BTCUSD_PERP:1m:mark": "btcusd_perp@markPriceKline_1m",
+    }
+    for spec, stream in table.items():
+        key = StreamKey.parse(spec)
+        assert str(key) == spec
+        assert key.has_stream is (stream is not None)
+        if stream is not None:
+            assert key.stream_name == stream
+    assert json.dumps(sorted(table))  # the specs are plain text a config can hold
