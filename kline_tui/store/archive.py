@@ -301,9 +301,9 @@ def import_archive(
     key = archive.key
     ms = pl.col("open_time").dt.epoch("ms")
     first, last = frame.select(first=ms.min(), last=ms.max()).row(0)
-    held = dataset.open_times(key.market, key.symbol, key.interval, first, last)
+    held = dataset.open_times(key.market, key.symbol, key.interval, first, last, key.kind)
     new = frame.filter(~ms.is_in(held)) if held else frame
-    dataset.write_frame(key.market, key.interval, new)
+    dataset.write_frame(key.market, key.interval, new, key.kind)
     return ImportResult(archive, frame.height, new.height)
 
 

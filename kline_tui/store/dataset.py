@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import polars as pl
 
-from kline_tui.model import Interval, Market, StreamKey
+from kline_tui.model import Interval, Kind, Market, StreamKey
 
 if TYPE_CHECKING:
     from kline_tui.binance.rest import RestClient
@@ -45,6 +45,7 @@ __all__ = [
     "Dataset",
     "DatasetError",
     "DatasetUnavailable",
+    "KindLike",
     "StorageSpec",
     "as_dataset",
     "is_url",
@@ -61,6 +62,8 @@ OBJECT_STORE_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss
 
 Events = Callable[[int, str], None]
 TimeLike = datetime | date | str | int | None
+# `scan`'s kind: one (a Kind or its name), several, or None for every kind.
+KindLike = str | Kind | Iterable[str | Kind] | None
 
 
 class DatasetError(Exception):
@@ -150,17 +153,26 @@ class Dataset(Protocol):
         """Let go of what `acquire` took."""
         ...
 
-    def write_rows(self, market: Market, interval: Interval, bucket: str, rows: Rows) -> int:
-        """Store `rows` (all in the bucket `bucket`) in one commit or file; returns the rows it
-        added. An OSError when the store refuses (nothing stored); any other exception when the
-        rows cannot be encoded."""
+    def write_rows(
+        self,
+        market: Market,
+        interval: Interval,
+        bucket: str,
+        rows: Rows,
+        kind: Kind = Kind.TRADE,
+    ) -> int:
+        """Store `rows` (all in the bucket `bucket`, of streams of the kind `kind`) in one
+        commit or file; returns the rows it added. A kind without volume is stored with NULL
+        volume fields. An OSError when the store refuses (nothing stored); any other exception
+        when the rows cannot be encoded."""
         ...
 
     def write_frame(
-        self, market: Market, interval: Interval, frame: pl.DataFrame
+        self, market: Market, interval: Interval, frame: pl.DataFrame, kind: Kind = Kind.TRADE
     ) -> tuple[int, int]:
-        """Store a frame of the dataset's columns (any buckets) that the dataset lacks; rows no
-        bucket can hold go to the dead letters. Returns (rows added, files or commits)."""
+        """Store a frame of the dataset's columns (any buckets, one kind) that the dataset
+        lacks; rows no bucket can hold go to the dead letters. Returns (rows added, files or
+        commits)."""
         ...
 
     def set_aside(
@@ -170,6 +182,7 @@ class Dataset(Protocol):
         bucket: str | None,
         rows: Iterable[Row],
         reason: str,
+        kind: Kind = Kind.TRADE,
     ) -> str:
         """Keep rows that cannot be stored in the dead letters; returns where. OSError when even
         that is refused."""
@@ -192,6 +205,7 @@ class Dataset(Protocol):
         interval: Interval,
         start_ms: int | None = None,
         end_ms: int | None = None,
+        kind: Kind = Kind.TRADE,
     ) -> list[int]:
         """The open times held of one stream within [start_ms, end_ms], ascending, each once."""
         ...
@@ -229,8 +243,10 @@ class Dataset(Protocol):
         interval: str | Interval | Iterable[str | Interval] | None = None,
         start: TimeLike = None,
         end: TimeLike = None,
+        kind: KindLike = Kind.TRADE,
     ) -> pl.LazyFrame:
-        """The rows as a LazyFrame: `market`, `interval`, then the file columns (see
+        """The rows of the kind(s) `kind` (None: every kind) as a LazyFrame: `market` (the
+        partition value, `usdm-mark` for a kind), `interval`, then the file columns (see
         `store.read.scan`)."""
         ...
 
@@ -301,14 +317,18 @@ def scan(
     start: TimeLike = None,
     end: TimeLike = None,
     *,
+    kind: KindLike = Kind.TRADE,
     storage_options: Mapping[str, str] | None = None,
 ) -> pl.LazyFrame:
     """The dataset at `data_dir` (a folder, a local Delta table or an object-store URL) as a
     LazyFrame of `market`, `interval` and the file columns, filtered as asked: `start`
-    inclusive, `end` exclusive on `open_time` (see `store.read.scan`). `storage_options` go to
-    the object store (credentials, region, endpoint)."""
+    inclusive, `end` exclusive on `open_time` (see `store.read.scan`). `kind` is trade klines
+    unless asked: a Kind or its name (`"mark"`), several, or None for every kind; the `market`
+    column then tells them apart (`usdm`, `usdm-mark`), and every kind has the same columns
+    (NULL where a kind has no such field). `storage_options` go to the object store
+    (credentials, region, endpoint)."""
     spec = StorageSpec(str(data_dir), None, dict(storage_options or {}))
-    return open_dataset(spec).scan(market, symbol, interval, start, end)
+    return open_dataset(spec).scan(market, symbol, interval, start, end, kind)
 
 
 def as_dataset(where: Dataset | Path | str) -> Dataset:

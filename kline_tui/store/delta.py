@@ -9,6 +9,9 @@ once by any number of recorders (DESIGN.md, "Contracts": Delta table).
 Columns: the Parquet folder's (`symbol`, `open_time`, `close_time` as Delta's microsecond UTC
 timestamps holding whole milliseconds, the prices and volumes, `trades`, `source`) plus the
 partition columns `market`, `interval` (`1mo` for the month) and `date` (the bucket's first day).
+`market` holds the stream's partition label, naming its kind as the folder's `market=` does
+(`usdm`, `usdm-mark`: `model.partition_label`); the volume fields of mark, index and premium
+klines are NULL.
 
 Exactly once. Every write (the sink's flush, `backfill`, `import`, `verify --repair`) is one
 MERGE on (market, interval, symbol, open_time), its predicate naming the partition's literal
@@ -46,20 +49,28 @@ import polars as pl
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
-from kline_tui.model import Interval, Market, SpecError, StreamKey
+from kline_tui.model import Interval, Kind, Market, StreamKey, parse_partition, partition_label
 from kline_tui.store import layout
 from kline_tui.store.compact import SOURCE_RANK
 from kline_tui.store.dataset import (
     DatasetError,
     DatasetUnavailable,
     Events,
+    KindLike,
     TimeLike,
     local_bookkeeping,
     redact,
 )
 from kline_tui.store.gaps import find_gaps
 from kline_tui.store.parts import NO_BUCKET, as_frame, set_aside
-from kline_tui.store.read import READ_SCHEMA, Bucket, bucket_span, parse_time
+from kline_tui.store.read import (
+    READ_SCHEMA,
+    Bucket,
+    bucket_span,
+    kinds_of,
+    parse_time,
+    partition_labels,
+)
 from kline_tui.store.schema import PARQUET_SCHEMA
 from kline_tui.store.series import StoredSeries
 from kline_tui.store.starts import parse_starts
@@ -239,11 +250,19 @@ class DeltaDataset:
             return result
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def write_rows(self, market: Market, interval: Interval, bucket: str, rows: Rows) -> int:
-        """MERGE `rows` (one bucket) into the table, inserting only the candles it does not hold;
-        returns how many it inserted. OSError when the store refuses; any other exception when the
-        rows cannot be encoded (nothing was sent)."""
-        frame = _delta_frame(as_frame(rows), market, interval, bucket)
+    def write_rows(
+        self,
+        market: Market,
+        interval: Interval,
+        bucket: str,
+        rows: Rows,
+        kind: Kind = Kind.TRADE,
+    ) -> int:
+        """MERGE `rows` (one bucket of one kind) into the table, inserting only the candles it
+        does not hold; returns how many it inserted. OSError when the store refuses; any other
+        exception when the rows cannot be encoded (nothing was sent)."""
+        label = partition_label(market, kind)
+        frame = _delta_frame(as_frame(rows, kind), label, interval, bucket)
         if frame.is_empty():
             return 0
         source = frame
@@ -251,7 +270,7 @@ class DeltaDataset:
             # `interval` as a literal trips delta-rs' conflict checker, which re-parses the
             # predicate (an SQL INTERVAL); matched on the source's column it still prunes, as
             # the source holds one interval.
-            f"t.market = '{market.value}' AND t.\"date\" = '{bucket}' "
+            f"t.market = '{label}' AND t.\"date\" = '{bucket}' "
             "AND t.interval = s.interval AND t.symbol = s.symbol AND t.open_time = s.open_time"
         )
 
@@ -268,13 +287,13 @@ class DeltaDataset:
         return self._retrying("cannot write to", merge)
 
     def write_frame(
-        self, market: Market, interval: Interval, frame: pl.DataFrame
+        self, market: Market, interval: Interval, frame: pl.DataFrame, kind: Kind = Kind.TRADE
     ) -> tuple[int, int]:
         """One MERGE per bucket; rows without a bucket go to the dead letters. Returns (rows
         inserted, commits)."""
         if frame.is_empty():
             return 0, 0
-        frame = as_frame(frame)
+        frame = as_frame(frame, kind)
         epoch = pl.col("open_time").dt.epoch("ms")
         placeable = epoch.is_between(0, layout.END_MS - 1).fill_null(False)
         homeless = frame.filter(~placeable)
@@ -282,11 +301,11 @@ class DeltaDataset:
             as_ms = homeless.with_columns(
                 open_time=epoch, close_time=pl.col("close_time").dt.epoch("ms")
             )
-            self.set_aside(market, interval, None, as_ms.iter_rows(), NO_BUCKET)
+            self.set_aside(market, interval, None, as_ms.iter_rows(), NO_BUCKET, kind)
         labelled = frame.filter(placeable).with_columns(_b=_bucket_expr(interval))
         rows = commits = 0
         for (bucket,), part in sorted(labelled.partition_by("_b", as_dict=True).items()):
-            rows += self.write_rows(market, interval, str(bucket), part.drop("_b"))
+            rows += self.write_rows(market, interval, str(bucket), part.drop("_b"), kind)
             commits += 1
         return rows, commits
 
@@ -297,11 +316,12 @@ class DeltaDataset:
         bucket: str | None,
         rows: Iterable[Row],
         reason: str,
+        kind: Kind = Kind.TRADE,
     ) -> str:
         """Rows that cannot be stored, as JSON lines: beside the table when it is local, else in
         the platform's state folder (never in the table, which readers see)."""
         folder = Path(self.location) if self._local else local_bookkeeping(self.describe())
-        return str(set_aside(folder, market, interval, bucket, rows, reason))
+        return str(set_aside(folder, market, interval, bucket, rows, reason, kind))
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -310,19 +330,19 @@ class DeltaDataset:
 
     def _frame_of(
         self,
-        markets: Iterable[Market] | None,
+        labels: Iterable[str] | None,
         intervals: Iterable[Interval] | None,
         symbols: Iterable[str] | None,
         start_ms: int | None = None,
         end_ms: int | None = None,
     ) -> pl.LazyFrame | None:
         """The table filtered on its partitions first (so only those files are read), or None
-        when there is no table yet."""
+        when there is no table yet. `labels` are `market` partition values (`usdm-mark`)."""
         if not self.exists():
             return None
         lf = self._lazy()
-        if markets is not None:
-            lf = lf.filter(pl.col("market").is_in([m.value for m in markets]))
+        if labels is not None:
+            lf = lf.filter(pl.col("market").is_in(list(labels)))
         if intervals is not None:
             ivs = list(intervals)
             lf = lf.filter(pl.col("interval").is_in([i.path_label for i in ivs]))
@@ -354,19 +374,19 @@ class DeltaDataset:
         report: Callable[[str], None] | None = None,
         starts: Mapping[StreamKey, int] | None = None,
     ) -> dict[StreamKey, StoredSeries]:
-        """Each stream's newest open time and holes, from one query per market and interval
-        reading only `symbol` and `open_time` of that partition's files."""
-        by_folder: dict[tuple[Market, Interval], set[str]] = {}
+        """Each stream's newest open time and holes, from one query per market, kind and
+        interval reading only `symbol` and `open_time` of that partition's files."""
+        by_folder: dict[tuple[Market, Kind, Interval], set[str]] = {}
         for key in keys:
-            by_folder.setdefault((key.market, key.interval), set()).add(key.symbol)
+            by_folder.setdefault((key.market, key.kind, key.interval), set()).add(key.symbol)
         out: dict[StreamKey, StoredSeries] = {}
-        for (market, interval), symbols in by_folder.items():
-            lf = self._frame_of([market], [interval], symbols)
+        for (market, kind, interval), symbols in by_folder.items():
+            lf = self._frame_of([partition_label(market, kind)], [interval], symbols)
             if lf is None:
                 return out
             times = lf.select("symbol", t=pl.col("open_time").dt.epoch("ms"))
             for symbol, last, holes in self._series(interval, times):
-                key = StreamKey(market, symbol, interval)
+                key = StreamKey(market, symbol, interval, kind)
                 start = (starts or {}).get(key)
                 first = holes.pop()  # the first held open time, last of the list
                 if start is not None and start < first:
@@ -423,9 +443,11 @@ class DeltaDataset:
         interval: Interval,
         start_ms: int | None = None,
         end_ms: int | None = None,
+        kind: Kind = Kind.TRADE,
     ) -> list[int]:
         """The open times held of one stream within [start_ms, end_ms], from its partitions."""
-        lf = self._frame_of([market], [interval], [symbol], start_ms, end_ms)
+        label = partition_label(market, kind)
+        lf = self._frame_of([label], [interval], [symbol], start_ms, end_ms)
         if lf is None:
             return []
         frame = self._read(lf.select(t=pl.col("open_time").dt.epoch("ms")).unique().sort("t"))
@@ -438,9 +460,11 @@ class DeltaDataset:
         interval: str | Interval | Iterable[str | Interval] | None = None,
         start: TimeLike = None,
         end: TimeLike = None,
+        kind: KindLike = Kind.TRADE,
     ) -> pl.LazyFrame:
-        """The table as `store.read.scan` gives a folder: `market`, `interval`, then the file
-        columns (times in ms, as the folder's), filtered; partitions pruned by delta-rs."""
+        """The table as `store.read.scan` gives a folder: `market` (its partition value, which
+        names the kind), `interval`, then the file columns (times in ms, as the folder's),
+        filtered; partitions pruned by delta-rs."""
         from kline_tui.model import validate_symbol
 
         markets = _many(market, lambda m: m if isinstance(m, Market) else Market.parse(m))
@@ -448,7 +472,11 @@ class DeltaDataset:
         symbols = _many(symbol, validate_symbol)
         start_ms, end_ms = parse_time(start), parse_time(end)
         lf = self._frame_of(
-            markets, intervals, symbols, start_ms, None if end_ms is None else end_ms - 1
+            partition_labels(markets, kinds_of(kind)),
+            intervals,
+            symbols,
+            start_ms,
+            None if end_ms is None else end_ms - 1,
         )
         if lf is None:
             return pl.LazyFrame(schema=READ_SCHEMA)
@@ -587,13 +615,13 @@ class DeltaDataset:
             if m is None or i is None or d is None or (m, i, d) in seen:
                 continue
             try:
-                market, interval = Market.parse(m), Interval.parse(i)
+                (market, kind), interval = parse_partition(m), Interval.parse(i)
                 start, end = bucket_span(interval, d)
-            except (SpecError, ValueError):
+            except ValueError:  # SpecError is one
                 continue
             path = Path(f"market={m}/interval={i}/date={d}")
-            seen[(m, i, d)] = Bucket(market, interval, d, path, start, end)
-        return sorted(seen.values(), key=lambda b: (b.market.value, b.interval.value, b.label))
+            seen[(m, i, d)] = Bucket(market, interval, d, path, start, end, kind)
+        return sorted(seen.values(), key=lambda b: (b.partition, b.interval.value, b.label))
 
     def files_in(self, bucket: Bucket) -> int:
         """How many data files the partition has now (in the snapshot last loaded)."""
@@ -608,10 +636,10 @@ class DeltaDataset:
         report = VerifyReport()
         for key in keys or []:
             report.streams[key] = StreamReport(key)
-        markets = None if keys is None else {k.market for k in keys}
+        labels = None if keys is None else {k.partition for k in keys}
         intervals = None if keys is None else {k.interval for k in keys}
         symbols = None if keys is None else {k.symbol for k in keys}
-        lf = self._frame_of(markets, intervals, symbols)
+        lf = self._frame_of(labels, intervals, symbols)
         if lf is None:
             return report
         wanted = None if keys is None else set(keys)
@@ -622,17 +650,16 @@ class DeltaDataset:
         )
         for m, i, d, symbol, rows, times in per.iter_rows():
             try:
-                market, interval = Market.parse(m), Interval.parse(i)
-            except SpecError:
+                (market, kind), interval = parse_partition(m), Interval.parse(i)
+            except ValueError:  # an unknown market= value: not a stream of ours
                 continue
-            key = StreamKey(market, symbol, interval)
+            key = StreamKey(market, symbol, interval, kind)
             if wanted is not None and key not in wanted:
                 continue
             label = d.isoformat() if isinstance(d, date) else str(d)
             start, end = bucket_span(interval, label)
-            bucket = Bucket(
-                market, interval, label, Path(f"market={m}/interval={i}/date={label}"), start, end
-            )
+            path = Path(f"market={m}/interval={i}/date={label}")
+            bucket = Bucket(market, interval, label, path, start, end, kind)
             report.streams.setdefault(key, StreamReport(key)).add_bucket(bucket, rows, times)
         return report
 
@@ -674,14 +701,13 @@ def best_copies(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _delta_frame(
-    frame: pl.DataFrame, market: Market, interval: Interval, bucket: str
-) -> pl.DataFrame:
-    """Rows of one bucket in the table's columns, each candle once (the best copy)."""
+def _delta_frame(frame: pl.DataFrame, label: str, interval: Interval, bucket: str) -> pl.DataFrame:
+    """Rows of one bucket (of the partition `label`, `usdm-mark`) in the table's columns, each
+    candle once (the best copy)."""
     frame = frame.with_columns(
         open_time=pl.col("open_time").cast(_US_UTC),
         close_time=pl.col("close_time").cast(_US_UTC),
-        market=pl.lit(market.value, pl.String()),
+        market=pl.lit(label, pl.String()),
         interval=pl.lit(interval.path_label, pl.String()),
         date=pl.lit(date.fromisoformat(bucket), pl.Date()),
     )
@@ -702,6 +728,6 @@ def _us_literal(ms: int) -> pl.Expr:
 def _many(value: Any, parse: Callable[[Any], _T]) -> list[_T] | None:
     if value is None:
         return None
-    if isinstance(value, (str, Market, Interval)):
+    if isinstance(value, (str, Market, Interval, Kind)):
         return [parse(value)]
     return [parse(v) for v in value]

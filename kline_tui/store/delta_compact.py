@@ -169,7 +169,7 @@ class DeltaCompactor:
         if files < (1 if force else 2):
             return None
         where = (
-            f"market = '{bucket.market.value}' AND \"interval\" = "
+            f"market = '{bucket.partition}' AND \"interval\" = "
             f"'{bucket.interval.path_label}' AND \"date\" = '{bucket.label}'"
         )
         # The snapshot the overwrite commits against: a file added after it makes the commit
@@ -244,7 +244,7 @@ def _read_partition(ds: DeltaDataset, bucket: Bucket, version: int) -> pl.DataFr
     return (
         pl.scan_delta(ds.location, version=version, storage_options=ds.storage_options())
         .filter(
-            (pl.col("market") == bucket.market.value)
+            (pl.col("market") == bucket.partition)
             & (pl.col("interval") == bucket.interval.path_label)
             & (pl.col("date") == date.fromisoformat(bucket.label))
         )

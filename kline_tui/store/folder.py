@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
-from kline_tui.model import Interval, Market, StreamKey
+from kline_tui.model import Interval, Kind, Market, StreamKey
 from kline_tui.store import layout, parts, read, starts
 from kline_tui.store.compact import Compactor
-from kline_tui.store.dataset import Events, TimeLike
+from kline_tui.store.dataset import Events, KindLike, TimeLike
 from kline_tui.store.lock import DataDirLock
 from kline_tui.store.series import StoredSeries, stored_series
 
@@ -59,18 +59,25 @@ class ParquetFolder:
         """Drop the lock."""
         self._lock.release()
 
-    def write_rows(self, market: Market, interval: Interval, bucket: str, rows: Rows) -> int:
+    def write_rows(
+        self,
+        market: Market,
+        interval: Interval,
+        bucket: str,
+        rows: Rows,
+        kind: Kind = Kind.TRADE,
+    ) -> int:
         """Publish `rows` as one part file of the bucket; returns how many rows it holds."""
         count = rows.height if isinstance(rows, pl.DataFrame) else len(rows)
-        parts.write_part(self.data_dir, market, interval, bucket, rows)
+        parts.write_part(self.data_dir, market, interval, bucket, rows, kind)
         return count
 
     def write_frame(
-        self, market: Market, interval: Interval, frame: pl.DataFrame
+        self, market: Market, interval: Interval, frame: pl.DataFrame, kind: Kind = Kind.TRADE
     ) -> tuple[int, int]:
         """One part per bucket; rows without a bucket go to the dead letters. Returns (rows,
         files) written."""
-        written = parts.write_parts(self.data_dir, market, interval, frame)
+        written = parts.write_parts(self.data_dir, market, interval, frame, kind)
         return (frame.height - _homeless(frame), len(written)) if written else (0, 0)
 
     def set_aside(
@@ -80,9 +87,10 @@ class ParquetFolder:
         bucket: str | None,
         rows: Iterable[Row],
         reason: str,
+        kind: Kind = Kind.TRADE,
     ) -> str:
         """Append to the dead-letter file in `.kline-tui/dead-letters/`; returns its path."""
-        return str(parts.set_aside(self.data_dir, market, interval, bucket, rows, reason))
+        return str(parts.set_aside(self.data_dir, market, interval, bucket, rows, reason, kind))
 
     def held(
         self,
@@ -100,9 +108,10 @@ class ParquetFolder:
         interval: Interval,
         start_ms: int | None = None,
         end_ms: int | None = None,
+        kind: Kind = Kind.TRADE,
     ) -> list[int]:
         """`read.open_times` on the folder."""
-        return read.open_times(self.data_dir, market, symbol, interval, start_ms, end_ms)
+        return read.open_times(self.data_dir, market, symbol, interval, start_ms, end_ms, kind)
 
     def read_starts(self) -> dict[StreamKey, int]:
         """`.kline-tui/.starts.json`."""
@@ -141,9 +150,10 @@ class ParquetFolder:
         interval: str | Interval | Iterable[str | Interval] | None = None,
         start: TimeLike = None,
         end: TimeLike = None,
+        kind: KindLike = Kind.TRADE,
     ) -> pl.LazyFrame:
         """`read.scan` on the folder."""
-        return read.scan(self.data_dir, market, symbol, interval, start, end)
+        return read.scan(self.data_dir, market, symbol, interval, start, end, kind)
 
 
 def _homeless(frame: pl.DataFrame) -> int:

@@ -6,20 +6,28 @@ the range it holds, fetches only the missing runs, and writes each chunk as soon
 inserting only what the table lacks in a Delta table). Killed at any point, it loses
 at most the chunk in flight; run again, it starts from what is on disk. REST calls go through
 `RestClient`, which keeps the market's request-weight budget and honours Retry-After.
+
+Everything is keyed by the StreamKey, kind included: a mark stream's rows are read from and
+written to its own partition (`market=usdm-mark`), with NULL volume fields. The candles of a kind
+other than trade are asked of the client with `kind=` (`RestClient.klines` and `closed_klines`
+taking the key's kind, the per-kind endpoints of docs/binance-kline-kinds.md); a client without
+that keyword is refused with a RestError rather than asked for trade klines in their place.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from kline_tui.binance.markets import MARKETS
-from kline_tui.binance.rest import RestClient
-from kline_tui.model import Candle, Interval, StreamKey
+from kline_tui.binance.rest import RestClient, RestError
+from kline_tui.model import Candle, Interval, Kind, StreamKey
 from kline_tui.store.dataset import Dataset, as_dataset
 from kline_tui.store.gaps import find_gaps
 from kline_tui.store.parts import as_frame
@@ -30,9 +38,24 @@ __all__ = ["BackfillResult", "backfill", "candles_frame", "first_open_at_or_afte
 _PAGES_PER_CHUNK = 10
 
 
-def candles_frame(symbol: str, candles: Iterable[Candle], source: str) -> pl.DataFrame:
-    """Candles of one symbol as rows of the dataset's schema."""
-    return as_frame([(symbol, *c.as_row(), source) for c in candles])
+def candles_frame(
+    symbol: str, candles: Iterable[Candle], source: str, kind: Kind = Kind.TRADE
+) -> pl.DataFrame:
+    """Candles of one symbol (of the kind `kind`: NULL volume fields where it has none) as rows
+    of the dataset's schema."""
+    return as_frame([(symbol, *c.as_row(), source) for c in candles], kind)
+
+
+def _kind_args(rest: RestClient, key: StreamKey) -> dict[str, Any]:
+    """The keyword naming the kind to the REST client's klines calls: none for trade klines;
+    `kind=` for the others, or a RestError when the client cannot fetch them (it must never be
+    asked for trade klines in their place)."""
+    if key.kind is Kind.TRADE:
+        return {}
+    for call in (rest.klines, rest.closed_klines):
+        if "kind" not in inspect.signature(call).parameters:
+            raise RestError(f"{key}: this REST client cannot fetch {key.kind.value} klines")
+    return {"kind": key.kind}
 
 
 @dataclass(slots=True)
@@ -62,7 +85,9 @@ def _chunk_end(interval: Interval, start: int, candles: int, last: int) -> int:
 
 async def first_open_at_or_after(rest: RestClient, key: StreamKey, t: int) -> int | None:
     """The open time of the exchange's first candle opening at or after `t`, or None."""
-    page = await rest.klines(key.market, key.symbol, key.interval, start_ms=t, limit=1)
+    page = await rest.klines(
+        key.market, key.symbol, key.interval, start_ms=t, limit=1, **_kind_args(rest, key)
+    )
     return page[0].open_time if page else None
 
 
@@ -85,6 +110,7 @@ async def backfill(
     Raises RestError for a failed call.
     """
     dataset = as_dataset(data_dir)
+    _kind_args(rest, key)  # before any call: a client that cannot fetch the kind says so now
     first, last = await _closed_range(rest, key, first_open, last_open)
     result = BackfillResult(key, first, last, 0, 0)
     gaps = await _plan(dataset, result) if first <= last else []
@@ -113,7 +139,7 @@ async def _plan(dataset: Dataset, result: BackfillResult) -> list[tuple[int, int
     """The runs of the range that the dataset lacks, counted into `result`."""
     key, interval = result.key, result.key.interval
     held = await asyncio.to_thread(
-        dataset.open_times, key.market, key.symbol, interval, result.first, result.last
+        dataset.open_times, key.market, key.symbol, interval, result.first, result.last, key.kind
     )
     gaps = find_gaps(interval, held, result.first, result.last)
     result.missing = sum(interval.count_between(a, b) for a, b in gaps)
@@ -137,11 +163,13 @@ class _Fetcher:
         start = a
         while start <= b:
             end = _chunk_end(interval, start, self.chunk, b)
-            candles, _ = await self.rest.closed_klines(key.market, key.symbol, interval, start, end)
+            candles, _ = await self.rest.closed_klines(
+                key.market, key.symbol, interval, start, end, **_kind_args(self.rest, key)
+            )
             if candles:
-                frame = candles_frame(key.symbol, candles, "rest")
+                frame = candles_frame(key.symbol, candles, "rest", key.kind)
                 _, files = await asyncio.to_thread(
-                    self.dataset.write_frame, key.market, interval, frame
+                    self.dataset.write_frame, key.market, interval, frame, key.kind
                 )
                 # Counted as fetched even where a writer beside stored them first: they are held.
                 self.result.written += len(candles)

@@ -1,11 +1,16 @@
 """Where rows live in the data directory (a contract: users and other tools read it).
 
     <data_dir>/market=usdm/interval=1m/date=2026-11-25/part-<UTC time>-<seq>-<uuid>.parquet
+    <data_dir>/market=usdm-mark/interval=1m/date=2026-11-25/part-...parquet   (a kind's rows)
     <data_dir>/.kline-tui/          the bookkeeping: locks, staging, quarantine, dead letters
 
 The `date` bucket is the first day of the period a part file covers, chosen per interval so that a
 compacted bucket is neither tiny nor huge: a day up to 30m candles (1,440 rows a day per symbol for
 1m, 86,400 for 1s), a month for 1h to 12h, a year for 1d and longer.
+
+The `market=` value is the stream's partition label (`model.partition_label`): the market alone
+for trade klines, `<market>-<kind>` for the other kinds (`usdm-mark`, `coinm-next_quarter`), so
+every file keeps the same columns and the same depth (DESIGN.md, "Contracts").
 
 Everything that is not a part file lives in the one hidden folder `.kline-tui/`, and every file
 in it has a name that starts with a dot and does not end in `.parquet`: the `**/*.parquet` globs
@@ -26,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kline_tui.model import Interval, Market
+from kline_tui.model import Interval, Kind, Market, partition_label
 from kline_tui.store.schema import PARQUET_SCHEMA
 
 __all__ = [
@@ -87,14 +92,19 @@ def bucket_of(interval: Interval, open_time_ms: int) -> str | None:
     return f"{dt.year:04d}-01-01"
 
 
-def partition_root(data_dir: Path, market: Market, interval: Interval) -> Path:
-    """The folder holding every date bucket of one market and interval."""
-    return data_dir / f"market={market.value}" / f"interval={interval.path_label}"
+def partition_root(
+    data_dir: Path, market: Market, interval: Interval, kind: Kind = Kind.TRADE
+) -> Path:
+    """The folder holding every date bucket of one market, kind and interval."""
+    label = partition_label(market, kind)
+    return data_dir / f"market={label}" / f"interval={interval.path_label}"
 
 
-def partition_dir(data_dir: Path, market: Market, interval: Interval, bucket: str) -> Path:
-    """The folder of one partition (market, interval and bucket are validated values)."""
-    return partition_root(data_dir, market, interval) / f"date={bucket}"
+def partition_dir(
+    data_dir: Path, market: Market, interval: Interval, bucket: str, kind: Kind = Kind.TRADE
+) -> Path:
+    """The folder of one partition (market, kind, interval and bucket are validated values)."""
+    return partition_root(data_dir, market, interval, kind) / f"date={bucket}"
 
 
 def part_name(seq: int, now: datetime | None = None) -> str:

@@ -6,13 +6,16 @@ df = scan("~/klines", market="usdm", symbol="BTCUSDT", interval="1m",
           start="2026-11-25", end="2026-11-26").collect()
 ```
 The same rows as `pl.scan_parquet(f"{data_dir}/**/*.parquet", hive_partitioning=True)` with the
-filters applied, but the folders are pruned before any file is listed: only the `market=` and
-`interval=` folders asked for are walked, and only the `date=` buckets whose period overlaps
-[start, end) are scanned. Within a file, row groups are skipped by their statistics (compacted
-files are sorted by symbol, so a one-symbol query reads a small part of them).
+filters applied (the `market` column holds the folder's value: `usdm` for trade klines,
+`usdm-mark` for the mark klines of USD-M, see `model.partition_label`), but the folders are
+pruned before any file is listed: only the `market=` and `interval=` folders asked for are
+walked, and only the `date=` buckets whose period overlaps [start, end) are scanned. Within a
+file, row groups are skipped by their statistics (compacted files are sorted by symbol, so a
+one-symbol query reads a small part of them).
 
 Files that are not the dataset's (another schema: a foreign Parquet dropped in a bucket) are
-skipped; `kline-tui verify` names them. The files are listed when `scan` is called. A
+skipped; `kline-tui verify` names them. A `market=` folder that is no market and kind is
+ignored. The files are listed when `scan` is called. A
 compaction that runs between `scan` and `collect` replaces the files of a bucket: `collect` then
 fails with a missing file, never returns a row twice or misses one; scan again.
 """
@@ -29,7 +32,15 @@ from typing import Any, TypeVar
 
 import polars as pl
 
-from kline_tui.model import Interval, Market, SpecError, validate_symbol
+from kline_tui.model import (
+    Interval,
+    Kind,
+    Market,
+    SpecError,
+    parse_partition,
+    partition_label,
+    validate_symbol,
+)
 from kline_tui.store.layout import BUCKET_OF_INTERVAL
 from kline_tui.store.schema import PARQUET_SCHEMA
 
@@ -40,10 +51,12 @@ __all__ = [
     "bucket_span",
     "buckets",
     "foreign_reason",
+    "kinds_of",
     "ms_literal",
     "open_times",
     "parse_time",
     "part_files",
+    "partition_labels",
     "scan",
     "scan_files",
     "split_foreign",
@@ -68,7 +81,8 @@ READ_SCHEMA: dict[str, pl.DataType] = {
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
-    """One `date=` folder: a market, an interval and the period [start_ms, end_ms) it holds."""
+    """One `date=` folder: a market and kind, an interval and the period [start_ms, end_ms) it
+    holds."""
 
     market: Market
     interval: Interval
@@ -76,9 +90,15 @@ class Bucket:
     path: Path
     start_ms: int
     end_ms: int
+    kind: Kind = Kind.TRADE
+
+    @property
+    def partition(self) -> str:
+        """The `market=` value of the bucket's folder (`usdm`, `usdm-mark`)."""
+        return partition_label(self.market, self.kind)
 
     def __str__(self) -> str:
-        return f"{self.market.value}/{self.interval.path_label}/{self.label}"
+        return f"{self.partition}/{self.interval.path_label}/{self.label}"
 
 
 def bucket_span(interval: Interval, label: str) -> tuple[int, int]:
@@ -115,22 +135,27 @@ def buckets(
     intervals: Iterable[Interval] | None = None,
     start_ms: int | None = None,
     end_ms: int | None = None,
+    kinds: Iterable[Kind] | None = None,
 ) -> list[Bucket]:
-    """The `date=` folders of the dataset, oldest first per market and interval, limited to the
-    markets and intervals given and to the periods overlapping [start_ms, end_ms).
+    """The `date=` folders of the dataset, oldest first per market, kind and interval, limited
+    to the markets, kinds (None: every kind) and intervals given and to the periods overlapping
+    [start_ms, end_ms).
 
-    Folders whose names are not a known market, interval or date are ignored.
+    Folders whose names are not a known market and kind, interval or date are ignored.
     """
     root = Path(data_dir).expanduser()
     want_markets = None if markets is None else {Market(m) for m in markets}
+    want_kinds = None if kinds is None else {Kind(k) for k in kinds}
     want_intervals = None if intervals is None else {Interval(i) for i in intervals}
     out: list[Bucket] = []
     for market_text, market_dir in _subdirs(root, "market"):
         try:
-            market = Market.parse(market_text)
-        except SpecError:
+            market, kind = parse_partition(market_text)
+        except ValueError:
             continue
         if want_markets is not None and market not in want_markets:
+            continue
+        if want_kinds is not None and kind not in want_kinds:
             continue
         for interval_text, interval_dir in _subdirs(market_dir, "interval"):
             try:
@@ -148,7 +173,7 @@ def buckets(
                     continue
                 if end_ms is not None and b_start >= end_ms:
                     continue
-                out.append(Bucket(market, interval, label, path, b_start, b_end))
+                out.append(Bucket(market, interval, label, path, b_start, b_end, kind))
     return out
 
 
@@ -250,9 +275,29 @@ def _many(value: Any, parse: Callable[[Any], _T]) -> list[_T] | None:
     """One value or several, each parsed, as a list; None stays None."""
     if value is None:
         return None
-    if isinstance(value, (str, Market, Interval)):
+    if isinstance(value, (str, Market, Interval, Kind)):
         return [parse(value)]
     return [parse(v) for v in value]
+
+
+def partition_labels(
+    markets: Iterable[Market] | None, kinds: Iterable[Kind] | None
+) -> list[str] | None:
+    """The `market` partition values of the markets and kinds given (None: all of them) that
+    exist (spot has only trade klines), sorted; None when neither limits anything."""
+    if markets is None and kinds is None:
+        return None
+    want_markets = list(Market) if markets is None else list(markets)
+    want_kinds = list(Kind) if kinds is None else list(kinds)
+    return sorted(
+        {partition_label(m, k) for m in want_markets for k in want_kinds if m in k.markets()}
+    )
+
+
+def kinds_of(kind: str | Kind | Iterable[str | Kind] | None) -> list[Kind] | None:
+    """`scan`'s `kind` argument as a list of kinds (None: every kind). Raises SpecError for an
+    unknown kind."""
+    return _many(kind, lambda k: k if isinstance(k, Kind) else Kind.parse(k))
 
 
 def scan(
@@ -262,33 +307,39 @@ def scan(
     interval: str | Interval | Iterable[str | Interval] | None = None,
     start: datetime | date | str | int | None = None,
     end: datetime | date | str | int | None = None,
+    kind: str | Kind | Iterable[str | Kind] | None = Kind.TRADE,
 ) -> pl.LazyFrame:
     """The dataset's rows as a LazyFrame: `market`, `interval`, then the file columns.
 
-    Each filter is optional and takes one value or several. `start` is inclusive and `end`
-    exclusive, on `open_time`; they take a datetime (naive = UTC), a date, an ISO string or epoch
-    ms. `interval` accepts `1M` or `1mo`; the returned `interval` column holds the folder's name
-    (`1mo` for the month), as a plain hive read gives it. Raises SpecError for an unknown market,
-    interval or symbol spelling and ValueError for an unreadable time.
+    Each filter is optional and takes one value or several. `kind` is `trade` unless asked
+    (a Kind or its name, several, or None for every kind); the returned `market` column holds
+    the folder's value, which names the kind (`usdm`, `usdm-mark`: `model.partition_label`), as
+    a plain hive read gives it. `start` is inclusive and `end` exclusive, on `open_time`; they
+    take a datetime (naive = UTC), a date, an ISO string or epoch ms. `interval` accepts `1M` or
+    `1mo`; the returned `interval` column holds the folder's name (`1mo` for the month). Every
+    kind has the same columns: those a kind lacks (the volume fields of mark, index and premium
+    klines) are NULL. Raises SpecError for an unknown market, kind, interval or symbol spelling
+    and ValueError for an unreadable time.
     """
     markets = _many(market, lambda m: m if isinstance(m, Market) else Market.parse(m))
+    kinds = kinds_of(kind)
     intervals = _many(interval, lambda i: i if isinstance(i, Interval) else Interval.parse(i))
     symbols = _many(symbol, validate_symbol)
     start_ms, end_ms = parse_time(start), parse_time(end)
 
-    by_folder: dict[tuple[Market, Interval], list[Path]] = {}
-    for bucket in buckets(data_dir, markets, intervals, start_ms, end_ms):
+    by_folder: dict[tuple[str, Interval], list[Path]] = {}
+    for bucket in buckets(data_dir, markets, intervals, start_ms, end_ms, kinds):
         files, _ = split_foreign(part_files(bucket.path))
         if files:
-            by_folder.setdefault((bucket.market, bucket.interval), []).extend(files)
+            by_folder.setdefault((bucket.partition, bucket.interval), []).extend(files)
     if not by_folder:
         return pl.LazyFrame(schema=READ_SCHEMA)
 
     frames = [
         scan_files(files).with_columns(
-            market=pl.lit(m.value, pl.String()), interval=pl.lit(i.path_label, pl.String())
+            market=pl.lit(label, pl.String()), interval=pl.lit(i.path_label, pl.String())
         )
-        for (m, i), files in by_folder.items()
+        for (label, i), files in by_folder.items()
     ]
     lf = pl.concat(frames, how="vertical") if len(frames) > 1 else frames[0]
     lf = lf.select(list(READ_SCHEMA))
@@ -328,14 +379,20 @@ def open_times(
     interval: Interval,
     start_ms: int | None = None,
     end_ms: int | None = None,
+    kind: Kind = Kind.TRADE,
 ) -> list[int]:
-    """The open times (epoch ms, ascending, each once) the dataset holds of one stream within
-    [start_ms, end_ms]. Unreadable and foreign files are skipped (`kline-tui verify` reports
-    them)."""
+    """The open times (epoch ms, ascending, each once) the dataset holds of one stream (of the
+    kind `kind`) within [start_ms, end_ms]. Unreadable and foreign files are skipped
+    (`kline-tui verify` reports them)."""
     files, _ = split_foreign(
         f
         for b in buckets(
-            data_dir, [market], [interval], start_ms, None if end_ms is None else end_ms + 1
+            data_dir,
+            [market],
+            [interval],
+            start_ms,
+            None if end_ms is None else end_ms + 1,
+            [kind],
         )
         for f in part_files(b.path)
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import polars as pl
 
-from kline_tui.model import Interval, Market, StreamKey
+from kline_tui.model import Interval, Kind, Market, StreamKey
 from kline_tui.store.gaps import find_gaps
 from kline_tui.store.layout import quarantine, quarantine_dir
 from kline_tui.store.read import READ_ERRORS, buckets, part_files, scan_files, split_foreign
@@ -50,17 +50,17 @@ def stored_series(
     else logged.
     """
     report = report or log.warning
-    by_folder: dict[tuple[Market, Interval], set[str]] = defaultdict(set)
+    by_folder: dict[tuple[Market, Kind, Interval], set[str]] = defaultdict(set)
     for key in keys:
-        by_folder[(key.market, key.interval)].add(key.symbol)
+        by_folder[(key.market, key.kind, key.interval)].add(key.symbol)
     out: dict[StreamKey, StoredSeries] = {}
-    for (market, interval), symbols in by_folder.items():
-        times = _open_times(Path(data_dir), market, interval, symbols, report)
+    for (market, kind, interval), symbols in by_folder.items():
+        times = _open_times(Path(data_dir), market, kind, interval, symbols, report)
         if times is None:
             continue
         for (symbol,), group in times.group_by(["symbol"]):
             opens = group["t"].unique().sort().to_list()
-            key = StreamKey(market, symbol, interval)
+            key = StreamKey(market, symbol, interval, kind)
             start = (starts or {}).get(key)
             first = start if start is not None and start < opens[0] else None
             out[key] = StoredSeries(opens[-1], find_gaps(interval, opens, first=first))
@@ -70,13 +70,16 @@ def stored_series(
 def _open_times(
     data_dir: Path,
     market: Market,
+    kind: Kind,
     interval: Interval,
     symbols: set[str],
     report: Callable[[str], None],
 ) -> pl.DataFrame | None:
-    """(symbol, t) of the rows of `symbols` in the files of one market and interval; foreign
-    files are skipped and unreadable ones quarantined, each told to `report`."""
-    listed = [f for b in buckets(data_dir, [market], [interval]) for f in part_files(b.path)]
+    """(symbol, t) of the rows of `symbols` in the files of one market, kind and interval;
+    foreign files are skipped and unreadable ones quarantined, each told to `report`."""
+    listed = [
+        f for b in buckets(data_dir, [market], [interval], kinds=[kind]) for f in part_files(b.path)
+    ]
     files, foreign = split_foreign(listed)
     for path, why in foreign.items():
         report(

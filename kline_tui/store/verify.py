@@ -23,7 +23,7 @@ from pathlib import Path
 import polars as pl
 
 from kline_tui.binance.rest import RestClient
-from kline_tui.model import Interval, Market, StreamKey
+from kline_tui.model import Interval, Kind, Market, StreamKey
 from kline_tui.store import layout
 from kline_tui.store.compact import Compactor, unreadable
 from kline_tui.store.dataset import Dataset
@@ -86,12 +86,14 @@ class VerifyReport:
         )
 
 
-def _selection(keys: Iterable[StreamKey] | None) -> dict[tuple[Market, Interval], set[str] | None]:
-    if keys is None:
-        return {}
-    wanted: dict[tuple[Market, Interval], set[str] | None] = {}
-    for key in keys:
-        wanted.setdefault((key.market, key.interval), set()).add(key.symbol)  # type: ignore[union-attr]
+_Folder = tuple[Market, Kind, Interval]
+
+
+def _selection(keys: Iterable[StreamKey] | None) -> dict[_Folder, set[str]]:
+    """The symbols wanted per market, kind and interval."""
+    wanted: dict[_Folder, set[str]] = {}
+    for key in keys or ():
+        wanted.setdefault((key.market, key.kind, key.interval), set()).add(key.symbol)
     return wanted
 
 
@@ -144,13 +146,15 @@ def verify_dataset(data_dir: Path, keys: Iterable[StreamKey] | None = None) -> V
     report = VerifyReport()
     for key in keys or []:
         report.streams[key] = StreamReport(key)
-    markets = None if keys is None else {m for m, _ in wanted}
-    intervals = None if keys is None else {i for _, i in wanted}
-    for bucket in buckets(data_dir, markets, intervals):
-        if keys is not None and (bucket.market, bucket.interval) not in wanted:
+    markets = None if keys is None else {m for m, _, _ in wanted}
+    kinds = None if keys is None else {k for _, k, _ in wanted}
+    intervals = None if keys is None else {i for _, _, i in wanted}
+    for bucket in buckets(data_dir, markets, intervals, kinds=kinds):
+        folder = (bucket.market, bucket.kind, bucket.interval)
+        if keys is not None and folder not in wanted:
             continue
         frame = _read_bucket(bucket.path, report)
-        symbols = wanted.get((bucket.market, bucket.interval))
+        symbols = wanted.get(folder)
         if symbols is not None:
             frame = frame.filter(pl.col("symbol").is_in(list(symbols)))
         if frame.is_empty():
@@ -161,7 +165,7 @@ def verify_dataset(data_dir: Path, keys: Iterable[StreamKey] | None = None) -> V
             .sort("symbol")
         )
         for symbol, rows, times in per_symbol.iter_rows():
-            key = StreamKey(bucket.market, symbol, bucket.interval)
+            key = StreamKey(bucket.market, symbol, bucket.interval, bucket.kind)
             report.streams.setdefault(key, StreamReport(key)).add_bucket(bucket, rows, times)
     report.unreadable = sorted(set(report.unreadable))
     report.foreign = {p: report.foreign[p] for p in sorted(report.foreign) if p.exists()}
