@@ -11,6 +11,18 @@ symbol's typical flow.
 A candle without trades has o = h = l = c = the previous close. To keep that pure, whether a
 candle trades is itself a hash, and every 16th candle of an interval is forced to trade, so the
 previous close is at most 16 hashes away.
+
+Every kind of kline (`model.Kind`) is a pure function too; pass `kind=` to the public functions
+or use `stream_candle(key, open_time)`:
+
+- continuous (`perpetual`, `current_quarter`, `next_quarter`, keyed by pair): exactly the trade
+  candle of the contract holding that type (`universe.contract_symbol`; no quarterly roll).
+- `mark` (symbol) and `index` (pair: follows the pair's perpetual, less its basis): the trade
+  price model times a hashed wobble of a few hundredths of a percent; `premium` (symbol): a
+  hashed wobble around -0.0003, between -0.0008 and +0.0002. These sample their value
+  `_KIND_SAMPLES` times per candle (open = the first sample, close = the last one seen, high and
+  low over the samples), print it with 8 decimals, send "0" for every volume field and count
+  one "basic data" per second in `n` (60 for a whole minute).
 """
 
 from __future__ import annotations
@@ -21,10 +33,21 @@ from functools import lru_cache
 
 import msgspec
 
-from kline_tui.model import Candle, Interval, Market
-from kline_tui.sim.universe import SymbolInfo, symbol_info
+from kline_tui.model import Candle, Interval, Kind, Market, StreamKey
+from kline_tui.sim.universe import SymbolInfo, contract_symbol, symbol_info
 
-__all__ = ["WireCandle", "candle_at", "expected_candle", "forming_at", "kline_event", "price_at"]
+__all__ = [
+    "WireCandle",
+    "candle_at",
+    "expected_candle",
+    "final_for",
+    "forming_at",
+    "forming_for",
+    "kind_source",
+    "kline_event",
+    "price_at",
+    "stream_candle",
+]
 
 _MASK64 = (1 << 64) - 1
 _GOLDEN = 0x9E3779B97F4A7C15
@@ -314,41 +337,102 @@ def _plan(market: Market, symbol: str, interval: Interval, open_time: int) -> _P
     )
 
 
-def _plan_for(market: Market | str, symbol: str, interval: Interval | str, open_time: int) -> _Plan:
+def kind_source(
+    market: Market | str, symbol: str, kind: Kind | str = Kind.TRADE
+) -> SymbolInfo | None:
+    """The contract whose prices a series of `kind` keyed by `symbol` follows, or None if the
+    market has no such series: the symbol itself for trade, mark and premium klines, the pair's
+    perpetual for index klines, the contract holding the type for continuous klines.
+
+    Its `onboard_date` is where the series starts and its `trading` whether it streams.
+    """
+    market, kind = Market(market), Kind(kind)
+    if market not in kind.markets():
+        return None
+    if kind in (Kind.TRADE, Kind.MARK, Kind.PREMIUM):
+        info = symbol_info(market, symbol)
+        if info is None or (kind is not Kind.TRADE and info.contract_type is None):
+            return None
+        return info
+    contract_type = "PERPETUAL" if kind is Kind.INDEX else kind.contract_type
+    assert contract_type is not None
+    holder = contract_symbol(market, symbol, contract_type)
+    return None if holder is None else symbol_info(market, holder)
+
+
+def _source_symbol(market: Market, symbol: str, kind: Kind) -> str:
+    info = kind_source(market, symbol, kind)
+    if info is None:
+        raise ValueError(f"{market.value} has no {kind.value} klines for {symbol!r}")
+    return info.symbol
+
+
+def _checked(
+    market: Market | str, interval: Interval | str, open_time: int, kind: Kind | str
+) -> tuple[Market, Interval, Kind]:
     iv = Interval(interval)
     if not iv.is_aligned(open_time):
         raise ValueError(f"{open_time} is not the open time of a {iv.value} candle")
-    return _plan(Market(market), symbol, iv, open_time)
+    return Market(market), iv, Kind(kind)
 
 
 def candle_at(
-    market: Market | str, symbol: str, interval: Interval | str, open_time: int
+    market: Market | str,
+    symbol: str,
+    interval: Interval | str,
+    open_time: int,
+    kind: Kind | str = Kind.TRADE,
 ) -> WireCandle:
     """The final (closed) candle opening at `open_time`, exactly as the simulator sends it.
 
-    Pure and deterministic: the same arguments give the same candle in any process. Raises
-    ValueError for a symbol the market does not have or an unaligned open time.
+    Pure and deterministic: the same arguments give the same candle in any process. `symbol` is
+    what Binance keys `kind` by (the pair for index and continuous klines). Raises ValueError
+    for a series the market does not have or an unaligned open time.
     """
-    return _plan_for(market, symbol, interval, open_time).final
+    m, iv, k = _checked(market, interval, open_time, kind)
+    if k is Kind.TRADE:
+        _model(m, symbol)  # the unknown symbol's error
+    return final_for(m, symbol, iv, open_time, k)
+
+
+def stream_candle(key: StreamKey, open_time: int) -> WireCandle:
+    """`candle_at` for a stream key (`StreamKey.parse("coinm:BTCUSD:1m:index")`)."""
+    return candle_at(key.market, key.symbol, key.interval, open_time, key.kind)
 
 
 def expected_candle(
-    market: Market | str, symbol: str, interval: Interval | str, open_time: int
+    market: Market | str,
+    symbol: str,
+    interval: Interval | str,
+    open_time: int,
+    kind: Kind | str = Kind.TRADE,
 ) -> Candle:
-    """`candle_at` parsed to floats: what a recorder should have stored for this candle."""
-    return candle_at(market, symbol, interval, open_time).to_candle()
+    """`candle_at` parsed to floats: what a recorder should have stored for this candle.
+
+    For mark, index and premium klines the volume fields parse to 0.0 and `trades` is the count
+    of basic data; a recorder stores those fields as null (DESIGN.md, "Contracts").
+    """
+    return candle_at(market, symbol, interval, open_time, kind).to_candle()
 
 
 def forming_at(
-    market: Market | str, symbol: str, interval: Interval | str, open_time: int, now_ms: int
+    market: Market | str,
+    symbol: str,
+    interval: Interval | str,
+    open_time: int,
+    now_ms: int,
+    kind: Kind | str = Kind.TRADE,
 ) -> WireCandle:
     """The candle opening at `open_time` as it stands at exchange time `now_ms`.
 
     Its open is the final open; close, high and low follow the candle's price path so far and
-    never leave the final high/low; trades and volumes grow with time. At or after the close
-    time it is the final candle.
+    never leave the final high/low; trades (basic data) and volumes grow with time. At or after
+    the close time it is the final candle.
     """
-    return _forming(_plan_for(market, symbol, interval, open_time), now_ms)
+    m, iv, k = _checked(market, interval, open_time, kind)
+    if k is Kind.TRADE:
+        _model(m, symbol)
+    return forming_for(m, symbol, iv, open_time, now_ms, k)
 
 
 def _forming(plan: _Plan, now_ms: int) -> WireCandle:
@@ -371,16 +455,136 @@ def _forming(plan: _Plan, now_ms: int) -> WireCandle:
 
 
 def forming_for(
-    market: Market, symbol: str, interval: Interval, open_time: int, now_ms: int
+    market: Market,
+    symbol: str,
+    interval: Interval,
+    open_time: int,
+    now_ms: int,
+    kind: Kind = Kind.TRADE,
 ) -> WireCandle:
-    """`forming_at` for callers that already hold Market/Interval members and aligned times
+    """`forming_at` for callers that already hold Market/Interval/Kind members and aligned times
     (the push loop): skips the argument checks."""
-    return _forming(_plan(market, symbol, interval, open_time), now_ms)
+    if kind is Kind.TRADE:
+        return _forming(_plan(market, symbol, interval, open_time), now_ms)
+    if kind.is_continuous:
+        holder = _source_symbol(market, symbol, kind)
+        return _forming(_plan(market, holder, interval, open_time), now_ms)
+    return _kind_forming(_kind_plan(market, symbol, interval, open_time, kind), now_ms)
 
 
-def final_for(market: Market, symbol: str, interval: Interval, open_time: int) -> WireCandle:
+def final_for(
+    market: Market, symbol: str, interval: Interval, open_time: int, kind: Kind = Kind.TRADE
+) -> WireCandle:
     """`candle_at` without the argument checks, for the push loop and REST."""
-    return _plan(market, symbol, interval, open_time).final
+    if kind is Kind.TRADE:
+        return _plan(market, symbol, interval, open_time).final
+    if kind.is_continuous:
+        holder = _source_symbol(market, symbol, kind)
+        return _plan(market, holder, interval, open_time).final
+    return _kind_plan(market, symbol, interval, open_time, kind).final
+
+
+# -- mark, index and premium klines -------------------------------------------------------------
+
+_KIND_DECIMALS = 8  # Binance prints mark, index and premium values with 8 decimals
+_KIND_SCALE = 10**_KIND_DECIMALS
+_KIND_SAMPLES = 12  # values sampled per candle (every 5 s in a minute)
+_KIND_OCTAVES_MS = (30_000, 450_000)
+_MARK_SWING = 0.0004  # relative: the mark strays at most this far from the trade price
+_INDEX_SWING = 0.0003
+_PREMIUM_MID = -0.0003  # premium = _PREMIUM_MID + _PREMIUM_SWING * wobble: mostly negative
+_PREMIUM_SWING = 0.0005
+_KIND_SALT = {Kind.MARK: 101, Kind.INDEX: 202, Kind.PREMIUM: 303}
+
+
+def _wobble(seed: int, salt: int, t: int) -> float:
+    """Smooth hashed noise in [-1, 1]: two octaves of value noise, equally weighted."""
+    total = 0.0
+    for k, period in enumerate(_KIND_OCTAVES_MS):
+        i = t // period
+        s = (t - i * period) / period
+        s = s * s * (3.0 - 2.0 * s)
+        a = _u(seed, salt + k, i)
+        b = _u(seed, salt + k, i + 1)
+        total += 2.0 * (a + (b - a) * s) - 1.0
+    return total / len(_KIND_OCTAVES_MS)
+
+
+_raw_price_ticks = _price_ticks.__wrapped__  # samples are not worth a slot in the trade cache
+
+
+def _kind_value(m: _Model, kind: Kind, t: int) -> int:
+    """The value of a mark, index or premium series at instant t, in units of 1e-8."""
+    info = m.info
+    if kind is Kind.PREMIUM:
+        return round(
+            (_PREMIUM_MID + _PREMIUM_SWING * _wobble(info.flow_seed, 303, t)) * _KIND_SCALE
+        )
+    price = _raw_price_ticks(info.market, info.symbol, t) / m.price_scale
+    if kind is Kind.MARK:
+        return round(price * (1.0 + _MARK_SWING * _wobble(info.flow_seed, 101, t)) * _KIND_SCALE)
+    # Index: the spot index the perpetual tracks, so its basis comes off.
+    wobble = _INDEX_SWING * _wobble(info.price_seed ^ 0x5A5A, 202, t)
+    return round(price * math.exp(-info.basis) * (1.0 + wobble) * _KIND_SCALE)
+
+
+def _fmt_signed(units: int) -> str:
+    text = _fmt_fixed(abs(units), 1, _KIND_DECIMALS)
+    return f"-{text}" if units < 0 else text
+
+
+@dataclass(frozen=True, slots=True)
+class _KindPlan:
+    """One mark, index or premium candle: its samples (times, values) and its final form."""
+
+    t: int
+    next_t: int
+    times: tuple[int, ...]
+    values: tuple[int, ...]
+    final: WireCandle
+
+
+def _kind_wire(
+    plan_t: int, next_t: int, times: tuple[int, ...], values: tuple[int, ...], n: int
+) -> WireCandle:
+    return WireCandle(
+        t=plan_t,
+        T=next_t - 1,
+        o=_fmt_signed(values[0]),
+        h=_fmt_signed(max(values)),
+        l=_fmt_signed(min(values)),
+        c=_fmt_signed(values[-1]),
+        v="0",
+        q="0",
+        V="0",
+        Q="0",
+        n=n,
+        f=plan_t,  # Binance's examples carry times in the ignored f/L
+        L=times[-1],
+    )
+
+
+@lru_cache(maxsize=1 << 14)
+def _kind_plan(
+    market: Market, symbol: str, interval: Interval, open_time: int, kind: Kind
+) -> _KindPlan:
+    m = _model(market, _source_symbol(market, symbol, kind))
+    t, next_t = open_time, interval.next_open(open_time)
+    span = next_t - t
+    count = max(1, min(_KIND_SAMPLES, span // 1000))
+    step = span // count
+    times = tuple(t + k * step for k in range(count))
+    values = tuple(_kind_value(m, kind, at) for at in times)
+    final = _kind_wire(t, next_t, times, values, max(1, span // 1000))
+    return _KindPlan(t, next_t, times, values, final)
+
+
+def _kind_forming(plan: _KindPlan, now_ms: int) -> WireCandle:
+    if now_ms >= plan.next_t - 1:
+        return plan.final
+    seen = max(1, sum(1 for at in plan.times if at <= now_ms))
+    n = max(1, min(plan.final.n, (now_ms - plan.t) // 1000 + 1))
+    return _kind_wire(plan.t, plan.next_t, plan.times[:seen], plan.values[:seen], n)
 
 
 def kline_event(

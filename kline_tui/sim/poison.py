@@ -32,7 +32,7 @@ from decimal import Decimal
 
 import msgspec
 
-from kline_tui.model import Interval, Market
+from kline_tui.model import Interval, Kind, Market
 from kline_tui.sim.candles import WireCandle, forming_for, kline_event
 
 __all__ = ["POISON_HOURS", "POISON_KINDS", "REST_POISON_KINDS", "poison_event", "poison_row"]
@@ -171,11 +171,18 @@ _ROW_FIELDS = ("t", "o", "h", "l", "c", "v", "T", "q", "n", "V", "Q")
 
 
 def poison_row(
-    kind: str, market: Market, symbol: str, interval: Interval, now_ms: int, rng: random.Random
+    kind: str,
+    market: Market,
+    symbol: str,
+    interval: Interval,
+    now_ms: int,
+    rng: random.Random,
+    series: Kind = Kind.TRADE,
 ) -> list:
-    """A REST klines row of shape `kind` (`REST_POISON_KINDS`) for `symbol` and `interval`."""
+    """A REST klines row of shape `kind` (`REST_POISON_KINDS`) for `symbol` and `interval` of a
+    `series` kind (its key: the pair for index and continuous klines)."""
     current = interval.open_time_at(now_ms)
-    real = forming_for(market, symbol, interval, current, now_ms)
+    real = forming_for(market, symbol, interval, current, now_ms, series)
     closed_t = interval.prev_open(current)
     if kind == "unaligned":
         candle = _bogus(real, closed_t + 7, current + 6)

@@ -1,5 +1,13 @@
 """The REST side of one simulated market: time, exchangeInfo and klines, with request weights.
 
+Futures markets also serve the other kinds of klines (`KIND_PATHS`): continuous contract
+(`pair`, `contractType`), mark price (`symbol`), index price (`pair`) and premium index
+(`symbol`) klines, with the klines weights and limits. On COIN-M the continuous, mark and index
+paths follow Binance's documented window rule: `endTime - startTime` at most 200 days, a missing
+end is `startTime` + 200 days (capped at now), a missing start `endTime` - 200 days, and the
+*newest* `limit` rows of that window are returned. Every other klines path (COIN-M premium, whose
+page states no rule, included) pages forward from `startTime` as `/klines` does.
+
 Weight is counted per pool per real wall-clock minute (Binance resets at the minute), so USD-M
 and COIN-M, which share the futures pool, spend one budget. Over budget a call gets HTTP 429
 with Retry-After; a client that keeps calling through the penalty gets HTTP 418, banned.
@@ -17,15 +25,26 @@ import msgspec
 from aiohttp import web
 
 from kline_tui.binance.markets import MARKETS, kline_weight
-from kline_tui.model import Interval, Market
-from kline_tui.sim.candles import final_for, forming_for
+from kline_tui.model import Interval, Kind, Market
+from kline_tui.sim.candles import final_for, forming_for, kind_source
 from kline_tui.sim.clock import SimClock
 from kline_tui.sim.faults import Faults
 from kline_tui.sim.poison import poison_row
 from kline_tui.sim.stats import MarketStats
-from kline_tui.sim.universe import SymbolInfo
+from kline_tui.sim.universe import CONTRACT_TYPES, SymbolInfo
 
-__all__ = ["MarketRest", "WeightPool", "klines_open_times"]
+__all__ = ["KIND_PATHS", "MarketRest", "WeightPool", "klines_open_times", "window_open_times"]
+
+KIND_PATHS = {
+    "continuousKlines": "pair",
+    "markPriceKlines": "symbol",
+    "indexPriceKlines": "pair",
+    "premiumIndexKlines": "symbol",
+}
+"""The futures klines paths besides `/klines`, with the parameter each is keyed by."""
+_KLINE_PATHS = frozenset(("klines", *KIND_PATHS))
+# The COIN-M paths whose pages document the newest-rows window rule.
+_NEWEST_FIRST = frozenset(("continuousKlines", "markPriceKlines", "indexPriceKlines"))
 
 WEIGHT_HEADER = "X-MBX-USED-WEIGHT-1M"
 _JSON = "application/json;charset=UTF-8"
@@ -106,6 +125,33 @@ def klines_open_times(
     return times
 
 
+def window_open_times(
+    interval: Interval,
+    start: int | None,
+    end: int | None,
+    limit: int,
+    now_ms: int,
+    first_open: int,
+    window_ms: int,
+) -> list[int]:
+    """Open times a COIN-M continuous, mark or index klines call returns, ascending.
+
+    Binance's documented rule: with only `start`, the end is `start + window_ms` (capped at
+    now); with only `end`, the start is `end - window_ms`; of the candles opening in that
+    range, the newest `limit` are returned. Neither: the latest `limit`.
+    """
+    if start is not None and end is None:
+        end = min(start + window_ms, now_ms)
+    elif end is not None and start is None:
+        start = end - window_ms
+    if start is not None:
+        first = interval.open_time_at(start)
+        if first < start:
+            first = interval.next_open(first)
+        first_open = max(first_open, first)
+    return klines_open_times(interval, None, end, limit, now_ms, first_open)
+
+
 class _BadRequest(Exception):
     def __init__(self, code: int, msg: str) -> None:
         super().__init__(msg)
@@ -158,6 +204,11 @@ class MarketRest:
             self._wrap(lambda r: self.spec.exchange_info_weight, self._exchange_info),
         )
         app.router.add_get(f"{p}/klines", self._wrap(self._klines_weight, self._klines))
+        if self.market is not Market.SPOT:
+            for name in KIND_PATHS:
+                app.router.add_get(
+                    f"{p}/{name}", self._wrap(self._klines_weight, self._kind_klines)
+                )
 
     def _wrap(
         self,
@@ -166,9 +217,11 @@ class MarketRest:
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             self.stats.rest_calls += 1
-            if request.path.endswith("/klines"):
+            path = request.path.rsplit("/", 1)[-1]
+            if path in _KLINE_PATHS:
                 self.stats.rest_kline_calls += 1
-                self.stats.kline_calls_by_symbol[request.query.get("symbol", "")[:40]] += 1
+                key = KIND_PATHS.get(path, "symbol")
+                self.stats.kline_calls_by_symbol[request.query.get(key, "")[:40]] += 1
             faults = self.faults[self.market]
             if faults.rest_delay_s:
                 await asyncio.sleep(faults.rest_delay_s)
@@ -245,56 +298,98 @@ class MarketRest:
         return kline_weight(self.market, limit)
 
     async def _klines(self, request: web.Request) -> web.Response:
-        q = request.query
-        symbol = q.get("symbol")
-        if not symbol:
-            raise _BadRequest(
-                -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
-            )
-        interval_text = q.get("interval")
-        if not interval_text:
-            raise _BadRequest(
-                -1102, "Mandatory parameter 'interval' was not sent, was empty/null, or malformed."
-            )
+        symbol = _mandatory(request, "symbol")
+        interval_text = _mandatory(request, "interval")
         info = self.symbols.get(symbol)
         if info is None:
             raise _BadRequest(-1121, "Invalid symbol.")
+        interval = self._interval(interval_text)
+        return self._rows(request, symbol, interval, Kind.TRADE, info, newest_first=False)
+
+    async def _kind_klines(self, request: web.Request) -> web.Response:
+        """continuousKlines, markPriceKlines, indexPriceKlines and premiumIndexKlines."""
+        path = request.path.rsplit("/", 1)[-1]
+        param = KIND_PATHS[path]
+        key = _mandatory(request, param)
+        if path == "continuousKlines":
+            contract_type = _mandatory(request, "contractType")
+            if contract_type not in CONTRACT_TYPES:
+                raise _BadRequest(
+                    -1100,
+                    "Illegal characters found in parameter 'contractType'; legal range is "
+                    f"'{', '.join(CONTRACT_TYPES)}'.",
+                )
+            kind = Kind(contract_type.lower())
+        else:
+            kind = {
+                "markPriceKlines": Kind.MARK,
+                "indexPriceKlines": Kind.INDEX,
+                "premiumIndexKlines": Kind.PREMIUM,
+            }[path]
+        interval_text = _mandatory(request, "interval")
+        source = kind_source(self.market, key, kind)
+        if source is None or source.symbol not in self.symbols:
+            raise _BadRequest(-1121, "Invalid symbol.")
+        interval = self._interval(interval_text)
+        newest = self.market is Market.COINM and path in _NEWEST_FIRST
+        return self._rows(request, key, interval, kind, source, newest_first=newest)
+
+    def _interval(self, text: str) -> Interval:
         try:
-            interval = Interval(interval_text)
+            interval = Interval(text)
         except ValueError:
             raise _BadRequest(-1120, "Invalid interval.") from None
         if interval not in self.market.intervals:
             raise _BadRequest(-1120, "Invalid interval.")
+        return interval
+
+    def _rows(
+        self,
+        request: web.Request,
+        symbol: str,
+        interval: Interval,
+        kind: Kind,
+        source: SymbolInfo,
+        newest_first: bool,
+    ) -> web.Response:
+        """The klines answer for one series: `symbol` is its key, `source` the contract it
+        follows (its onboard date is the first candle served)."""
         limit = _int_param(request, "limit")
         limit = 500 if limit is None else limit
         if not 1 <= limit <= self.spec.klines_limit:
             raise _BadRequest(-1130, "Data sent for parameter 'limit' is not valid.")
         start, end = _int_param(request, "startTime"), _int_param(request, "endTime")
+        window = self.spec.max_window_ms
         if start is not None and end is not None:
             if start > end:
                 raise _BadRequest(-1023, "Start time is greater than end time.")
-            window = self.spec.max_window_ms
             if window is not None and end - start > window:
                 raise _BadRequest(-1127, "More than 200 days between startTime and endTime.")
         now = self.clock.now_ms()
         current = interval.open_time_at(now)
+        if newest_first and window is not None:
+            times = window_open_times(interval, start, end, limit, now, source.onboard_date, window)
+        else:
+            times = klines_open_times(interval, start, end, limit, now, source.onboard_date)
         rows = []
-        for t in klines_open_times(interval, start, end, limit, now, info.onboard_date):
+        for t in times:
             c = (
-                forming_for(self.market, symbol, interval, t, now)
+                forming_for(self.market, symbol, interval, t, now, kind)
                 if t == current
-                else final_for(self.market, symbol, interval, t)
+                else final_for(self.market, symbol, interval, t, kind)
             )
             rows.append([c.t, c.o, c.h, c.l, c.c, c.v, c.T, c.q, c.n, c.V, c.Q, "0"])
-        return _json(self._poisoned(rows, symbol, interval, now))
+        return _json(self._poisoned(rows, symbol, interval, now, kind))
 
-    def _poisoned(self, rows: list[list], symbol: str, interval: Interval, now: int) -> list[list]:
+    def _poisoned(
+        self, rows: list[list], symbol: str, interval: Interval, now: int, kind: Kind
+    ) -> list[list]:
         """`rows` with impossible rows mixed in at random places, when that switch is on."""
         poison = self.faults[self.market].rest_poison
         if poison is None or not poison.applies(symbol):
             return rows
         bad = [
-            poison_row(poison.next_kind(), self.market, symbol, interval, now, self.rng)
+            poison_row(poison.next_kind(), self.market, symbol, interval, now, self.rng, kind)
             for _ in range(sum(poison.count(self.rng.random()) for _ in range(max(1, len(rows)))))
         ]
         mixed = list(rows)
@@ -302,6 +397,15 @@ class MarketRest:
             mixed.insert(self.rng.randint(0, len(mixed)), row)
         self.stats.poison_rows_sent += len(bad)
         return mixed
+
+
+def _mandatory(request: web.Request, name: str) -> str:
+    value = request.query.get(name)
+    if not value:
+        raise _BadRequest(
+            -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
+        )
+    return value
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -16,7 +16,14 @@ from functools import lru_cache
 
 from kline_tui.model import Market
 
-__all__ = ["DEFAULT_EXTRA_SYMBOLS", "SymbolInfo", "symbol_info", "universe"]
+__all__ = [
+    "CONTRACT_TYPES",
+    "DEFAULT_EXTRA_SYMBOLS",
+    "SymbolInfo",
+    "contract_symbol",
+    "symbol_info",
+    "universe",
+]
 
 DEFAULT_EXTRA_SYMBOLS = 2000
 
@@ -111,12 +118,21 @@ _MAJORS: tuple[tuple[str, float, float, float, int, int, int, int], ...] = (
 )
 _MAJOR_BY_BASE = {row[0]: row for row in _MAJORS}
 
+CONTRACT_TYPES = ("PERPETUAL", "CURRENT_QUARTER", "NEXT_QUARTER")
+"""The futures contract types exchangeInfo lists and continuous klines are keyed by."""
+
 # COIN-M delivery contracts: (base, yymmdd, contract type, listed).
 _DELIVERIES = (
     ("BTC", "261225", "CURRENT_QUARTER", _ms(2026, 6, 26, 8)),
     ("ETH", "261225", "CURRENT_QUARTER", _ms(2026, 6, 26, 8)),
     ("BTC", "270326", "NEXT_QUARTER", _ms(2026, 9, 25, 8)),
 )
+# USD-M delivery contracts (`BTCUSDT_261225`, pair `BTCUSDT`), in the same shape.
+_USDM_DELIVERIES = (
+    ("BTC", "261225", "CURRENT_QUARTER", _ms(2026, 6, 26, 8)),
+    ("BTC", "270326", "NEXT_QUARTER", _ms(2026, 9, 25, 8)),
+)
+_DELIVERIES_OF = {Market.USDM: _USDM_DELIVERIES, Market.COINM: _DELIVERIES}
 
 # Futures trade more than spot (notional), COIN-M less.
 _FLOW_SCALE = {Market.SPOT: 1.0, Market.USDM: 6.0, Market.COINM: 0.3}
@@ -228,16 +244,22 @@ def _major(market: Market, base: str) -> SymbolInfo:
     )
 
 
-def _delivery(base: str, yymmdd: str, contract_type: str, listed: int) -> SymbolInfo:
+def _delivery_name(market: Market, base: str, yymmdd: str) -> str:
+    return _coinm_name(base, yymmdd) if market is Market.COINM else f"{base}USDT_{yymmdd}"
+
+
+def _delivery(
+    market: Market, base: str, yymmdd: str, contract_type: str, listed: int
+) -> SymbolInfo:
     _, price, vol, usd_min, _spd, _sqd, fpd, fqd = _MAJOR_BY_BASE[base]
     year, month, day = 2000 + int(yymmdd[:2]), int(yymmdd[2:4]), int(yymmdd[4:])
     return _make(
-        Market.COINM,
-        _coinm_name(base, yymmdd),
+        market,
+        _delivery_name(market, base, yymmdd),
         base,
         price=price,
         daily_vol=vol,
-        usd_per_min=usd_min * 0.05,
+        usd_per_min=usd_min * (0.05 if market is Market.COINM else 0.02),
         price_decimals=fpd,
         qty_decimals=fqd,
         status=TRADING,
@@ -307,12 +329,12 @@ def symbol_info(market: Market, symbol: str) -> SymbolInfo | None:
         if len(digits) > 4 and digits.startswith("0"):
             return None  # one spelling per number
         return _synthetic(market, letter, int(digits))
+    for base, yymmdd, contract_type, listed in _DELIVERIES_OF.get(market, ()):
+        if symbol == _delivery_name(market, base, yymmdd):
+            return _delivery(market, base, yymmdd, contract_type, listed)
     if market is Market.COINM:
         if symbol.endswith("USD_PERP") and symbol[:-8] in _MAJOR_BY_BASE:
             return _major(market, symbol[:-8])
-        for base, yymmdd, contract_type, listed in _DELIVERIES:
-            if symbol == _coinm_name(base, yymmdd):
-                return _delivery(base, yymmdd, contract_type, listed)
         return None
     if symbol.endswith("USDT") and symbol[:-4] in _MAJOR_BY_BASE:
         return _major(market, symbol[:-4])
@@ -326,8 +348,7 @@ _BREAK_COUNT = {Market.SPOT: 2, Market.USDM: 2, Market.COINM: 1}
 @lru_cache(maxsize=16)
 def _listing(market: Market, extra_symbols: int) -> tuple[str, ...]:
     names = [_major(market, row[0]).symbol for row in _MAJORS]
-    if market is Market.COINM:
-        names += [_coinm_name(base, yymmdd) for base, yymmdd, _, _ in _DELIVERIES]
+    names += [_delivery_name(market, b, ymd) for b, ymd, _, _ in _DELIVERIES_OF.get(market, ())]
     names += [_synthetic_name(market, "B", i) for i in range(1, _BREAK_COUNT[market] + 1)]
     names += [_synthetic_name(market, "S", i) for i in range(1, extra_symbols + 1)]
     return tuple(names)
@@ -347,3 +368,30 @@ def _listed_info(market: Market, name: str) -> SymbolInfo:
     info = symbol_info(market, name)
     assert info is not None, f"{name}: every listed name decodes to an info"
     return info
+
+
+def contract_symbol(market: Market, pair: str, contract_type: str) -> str | None:
+    """The contract of `pair` with that `contract_type` (`BTCUSD`, `PERPETUAL` -> `BTCUSD_PERP`;
+    `BTCUSDT`, `CURRENT_QUARTER` -> `BTCUSDT_261225`), or None: what a continuous kline series
+    follows. Decided from names alone, like `symbol_info`; whether it is listed is `universe`'s
+    business.
+
+    The simulator models no quarterly roll: the contract of a type holds it at every time (its
+    continuous series starts at that contract's onboard date).
+    """
+    market = Market(market)
+    if market is Market.SPOT or contract_type not in CONTRACT_TYPES:
+        return None
+    if contract_type == "PERPETUAL":
+        candidates = [f"{pair}_PERP" if market is Market.COINM else pair]
+    else:
+        candidates = [
+            _delivery_name(market, base, yymmdd)
+            for base, yymmdd, kind, _ in _DELIVERIES_OF[market]
+            if kind == contract_type
+        ]
+    for name in candidates:
+        info = symbol_info(market, name)
+        if info is not None and info.pair == pair and info.contract_type == contract_type:
+            return name
+    return None

@@ -1,0 +1,362 @@
+"""The simulator's kinds of klines (mark, index, premium, continuous contract) over loopback.
+
+REST rows and WebSocket frames are compared with the pure candle functions (`candle_at`,
+`forming_at` with `kind=`), the only source of truth a recorder test has.
+"""
+
+from __future__ import annotations
+
+import time
+
+import aiohttp
+import pytest
+
+from kline_tui.model import Kind, Market, StreamKey
+from kline_tui.sim import Simulator, candle_at, forming_at, kind_source, stream_candle
+from kline_tui.sim.universe import contract_symbol
+
+MINUTE = 60_000
+DAY = 86_400_000
+# A frozen exchange clock 30 s into a minute of 2026-11-30: REST answers are exactly known.
+FROZEN_AT = 1_796_000_000_000 - 1_796_000_000_000 % MINUTE + 30_000
+FROZEN = {"speed": 0.0, "start_ms": FROZEN_AT, "extra_symbols": 5, "seed": 1}
+
+# (market, path, query, the series it serves)
+SERIES = [
+    (
+        Market.USDM,
+        "/fapi/v1/continuousKlines",
+        {"pair": "BTCUSDT", "contractType": "PERPETUAL"},
+        StreamKey.parse("usdm:BTCUSDT:1m:perpetual"),
+    ),
+    (
+        Market.USDM,
+        "/fapi/v1/continuousKlines",
+        {"pair": "BTCUSDT", "contractType": "CURRENT_QUARTER"},
+        StreamKey.parse("usdm:BTCUSDT:1m:current_quarter"),
+    ),
+    (
+        Market.USDM,
+        "/fapi/v1/markPriceKlines",
+        {"symbol": "ETHUSDT"},
+        StreamKey.parse("usdm:ETHUSDT:1m:mark"),
+    ),
+    (
+        Market.USDM,
+        "/fapi/v1/indexPriceKlines",
+        {"pair": "BTCUSDT"},
+        StreamKey.parse("usdm:BTCUSDT:1m:index"),
+    ),
+    (
+        Market.USDM,
+        "/fapi/v1/premiumIndexKlines",
+        {"symbol": "BTCUSDT"},
+        StreamKey.parse("usdm:BTCUSDT:1m:premium"),
+    ),
+    (
+        Market.COINM,
+        "/dapi/v1/continuousKlines",
+        {"pair": "BTCUSD", "contractType": "NEXT_QUARTER"},
+        StreamKey.parse("coinm:BTCUSD:1m:next_quarter"),
+    ),
+    (
+        Market.COINM,
+        "/dapi/v1/markPriceKlines",
+        {"symbol": "BTCUSD_PERP"},
+        StreamKey.parse("coinm:BTCUSD_PERP:1m:mark"),
+    ),
+    (
+        Market.COINM,
+        "/dapi/v1/indexPriceKlines",
+        {"pair": "ETHUSD"},
+        StreamKey.parse("coinm:ETHUSD:1m:index"),
+    ),
+    (
+        Market.COINM,
+        "/dapi/v1/premiumIndexKlines",
+        {"symbol": "BTCUSD_PERP"},
+        StreamKey.parse("coinm:BTCUSD_PERP:1m:premium"),
+    ),
+]
+
+
+def row_of(candle) -> list:
+    c = candle
+    return [c.t, c.o, c.h, c.l, c.c, c.v, c.T, c.q, c.n, c.V, c.Q, "0"]
+
+
+async def get(session: aiohttp.ClientSession, sim: Simulator, market: Market, path: str, **query):
+    """(status, JSON body, used-weight header) of one REST call."""
+    params = {k: str(v) for k, v in query.items()}
+    async with session.get(sim.endpoints[market].rest + path, params=params) as resp:
+        return resp.status, await resp.json(), resp.headers.get("X-MBX-USED-WEIGHT-1M")
+
+
+# -- the pure functions ---------------------------------------------------------------------------
+
+
+def test_kind_candles_are_consistent_stable_and_near_the_trade_price():
+    t0 = FROZEN_AT - FROZEN_AT % DAY
+    for spec in (
+        "usdm:BTCUSDT:1m:mark",
+        "coinm:BTCUSD_PERP:5m:mark",
+        "usdm:ETHUSDT:1m:index",
+        "coinm:BTCUSD:1h:index",
+        "usdm:SOLUSDT:1m:premium",
+        "coinm:BTCUSD_PERP:1m:premium",
+    ):
+        key = StreamKey.parse(spec)
+        iv = key.interval
+        span = iv.ms
+        assert span is not None
+        premiums = []
+        for i in range(300):
+            t = t0 + i * span
+            c = stream_candle(key, t)
+            assert c == candle_at(key.market, key.symbol, iv, t, key.kind)  # stable
+            lo, hi, o, cl = float(c.l), float(c.h), float(c.o), float(c.c)
+            assert lo <= min(o, cl) and max(o, cl) <= hi, (spec, c)
+            assert (c.v, c.q, c.V, c.Q) == ("0", "0", "0", "0")
+            assert c.n == span // 1000
+            assert t + span - 1 == c.T
+            if key.kind is Kind.PREMIUM:
+                premiums.append(cl)
+                assert abs(cl) < 0.001
+                continue
+            perp = (
+                key.symbol
+                if key.kind is Kind.MARK
+                else contract_symbol(key.market, key.symbol, "PERPETUAL")
+            )
+            assert perp is not None
+            trade = float(candle_at(key.market, perp, iv, t).o)
+            assert abs(o / trade - 1) < 0.001, (spec, o, trade)
+            # The forming candle grows inside the final one and becomes it at the close.
+            for now in (t, t + span // 3, t + span - 2):
+                f = forming_at(key.market, key.symbol, iv, t, now, key.kind)
+                assert f.o == c.o and lo <= float(f.l) <= float(f.c) <= float(f.h) <= hi
+                assert f.n <= c.n
+            assert forming_at(key.market, key.symbol, iv, t, t + span, key.kind) == c
+        if premiums:
+            negative = sum(p < 0 for p in premiums)
+            assert negative > len(premiums) / 2  # mostly negative
+
+
+def test_continuous_candles_are_the_holding_contracts_trade_candles():
+    t = FROZEN_AT - FROZEN_AT % MINUTE - 5 * MINUTE
+    cases = [
+        (Market.USDM, "BTCUSDT", Kind.PERPETUAL, "BTCUSDT"),
+        (Market.USDM, "BTCUSDT", Kind.CURRENT_QUARTER, "BTCUSDT_261225"),
+        (Market.USDM, "BTCUSDT", Kind.NEXT_QUARTER, "BTCUSDT_270326"),
+        (Market.COINM, "BTCUSD", Kind.PERPETUAL, "BTCUSD_PERP"),
+        (Market.COINM, "ETHUSD", Kind.CURRENT_QUARTER, "ETHUSD_261225"),
+        (Market.COINM, "BTCUSD", Kind.NEXT_QUARTER, "BTCUSD_270326"),
+    ]
+    for market, pair, kind, holder in cases:
+        assert candle_at(market, pair, "1m", t, kind) == candle_at(market, holder, "1m", t)
+    with pytest.raises(ValueError):
+        candle_at(Market.COINM, "ETHUSD", "1m", t, Kind.NEXT_QUARTER)  # no such contract
+    with pytest.raises(ValueError):
+        candle_at(Market.SPOT, "BTCUSDT", "1m", t, Kind.MARK)
+    with pytest.raises(ValueError):
+        candle_at(Market.COINM, "BTCUSD", "1m", t, Kind.MARK)  # mark is keyed by symbol
+
+
+# -- REST ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.simulator(**FROZEN)
+async def test_rest_rows_of_every_kind_equal_the_pure_function(sim):
+    current = FROZEN_AT - FROZEN_AT % MINUTE
+    async with aiohttp.ClientSession() as session:
+        for market, path, query, key in SERIES:
+            status, rows, _ = await get(session, sim, market, path, interval="1m", limit=7, **query)
+            assert status == 200, (path, rows)
+            assert [r[0] for r in rows] == [current - (6 - i) * MINUTE for i in range(7)]
+            want = [row_of(stream_candle(key, r[0])) for r in rows[:-1]]
+            want.append(
+                row_of(
+                    forming_at(key.market, key.symbol, key.interval, current, FROZEN_AT, key.kind)
+                )
+            )
+            assert rows == want, path
+            last = rows[-1]
+            assert last != row_of(stream_candle(key, current)), "the last row is still forming"
+            if not key.kind.has_volume:
+                assert all(r[5] == r[7] == r[9] == r[10] == "0" for r in rows)
+
+
+async def used_weight_after(session, sim, market, path, **query) -> int:
+    """The weight one call costs, measured within one real minute (the budget's window)."""
+    for _ in range(5):
+        minute = int(time.time() // 60)
+        _, _, before = await get(session, sim, market, path.rsplit("/", 1)[0] + "/time")
+        status, _, after = await get(session, sim, market, path, **query)
+        if int(time.time() // 60) == minute:
+            assert status == 200
+            return int(after) - int(before)
+    raise AssertionError("the minute kept rolling over")
+
+
+@pytest.mark.simulator(**FROZEN)
+async def test_rest_weights_follow_the_limit(sim):
+    async with aiohttp.ClientSession() as session:
+        for market, path, query, _key in SERIES[:1] + SERIES[2:5] + SERIES[6:]:
+            for limit, weight in (
+                (1, 1),
+                (99, 1),
+                (100, 2),
+                (499, 2),
+                (500, 5),
+                (1000, 5),
+                (1001, 10),
+                (1500, 10),
+            ):
+                cost = await used_weight_after(
+                    session, sim, market, path, interval="1h", limit=limit, **query
+                )
+                assert cost == weight, (path, limit, cost)
+            # No limit: the default 500 rows.
+            status, rows, _ = await get(session, sim, market, path, interval="1m", **query)
+            assert status == 200 and len(rows) == 500
+        status, body, _ = await get(
+            session,
+            sim,
+            Market.USDM,
+            "/fapi/v1/markPriceKlines",
+            symbol="BTCUSDT",
+            interval="1m",
+            limit=1501,
+        )
+        assert status == 400 and body["code"] == -1130
+
+
+@pytest.mark.simulator(**FROZEN)
+async def test_rest_refuses_unknown_series_as_binance_does(sim):
+    async with aiohttp.ClientSession() as session:
+        cases = [
+            (Market.USDM, "/fapi/v1/markPriceKlines", {"symbol": "NOPEUSDT"}, -1121),
+            (Market.COINM, "/dapi/v1/markPriceKlines", {"symbol": "BTCUSD"}, -1121),
+            (Market.COINM, "/dapi/v1/indexPriceKlines", {"pair": "BTCUSD_PERP"}, -1121),
+            (Market.USDM, "/fapi/v1/indexPriceKlines", {"pair": "NOPEUSDT"}, -1121),
+            (Market.USDM, "/fapi/v1/premiumIndexKlines", {"symbol": "nope"}, -1121),
+            (
+                Market.COINM,
+                "/dapi/v1/continuousKlines",
+                {"pair": "ETHUSD", "contractType": "NEXT_QUARTER"},
+                -1121,
+            ),
+            (
+                Market.USDM,
+                "/fapi/v1/continuousKlines",
+                {"pair": "BTCUSDT", "contractType": "perpetual"},
+                -1100,
+            ),
+            (
+                Market.USDM,
+                "/fapi/v1/continuousKlines",
+                {"pair": "BTCUSDT", "contractType": "TRADIFI_PERPETUAL"},
+                -1100,
+            ),
+            (Market.USDM, "/fapi/v1/continuousKlines", {"pair": "BTCUSDT"}, -1102),
+            (Market.USDM, "/fapi/v1/continuousKlines", {"contractType": "PERPETUAL"}, -1102),
+            (Market.COINM, "/dapi/v1/indexPriceKlines", {"symbol": "BTCUSD"}, -1102),
+        ]
+        for market, path, query, code in cases:
+            status, body, weight = await get(session, sim, market, path, interval="1m", **query)
+            assert (status, body["code"]) == (400, code), (path, query, body)
+            assert weight is not None
+        status, body, _ = await get(
+            session, sim, Market.USDM, "/fapi/v1/markPriceKlines", symbol="BTCUSDT", interval="1s"
+        )
+        assert (status, body["code"]) == (400, -1120)
+        for path in ("/api/v3/markPriceKlines", "/api/v3/continuousKlines"):
+            async with session.get(
+                sim.endpoints[Market.SPOT].rest + path,
+                params={"symbol": "BTCUSDT", "interval": "1m"},
+            ) as resp:
+                assert resp.status == 404
+
+
+@pytest.mark.simulator(**FROZEN)
+async def test_rest_time_windows_by_market(sim):
+    """USD-M pages forward from startTime; COIN-M continuous, mark and index return the newest
+    rows of the (at most 200-day) window; COIN-M premium pages forward like /klines."""
+    current = FROZEN_AT - FROZEN_AT % MINUTE
+    start, end = current - 100 * MINUTE, current - 10 * MINUTE
+    async with aiohttp.ClientSession() as session:
+        for market, path, query, key in SERIES:
+            _, rows, _ = await get(
+                session,
+                sim,
+                market,
+                path,
+                interval="1m",
+                limit=5,
+                startTime=start + 1,
+                endTime=end,
+                **query,
+            )
+            newest = market is Market.COINM and key.kind is not Kind.PREMIUM
+            first = end - 4 * MINUTE if newest else start + MINUTE
+            assert [r[0] for r in rows] == [first + i * MINUTE for i in range(5)], path
+            assert rows == [row_of(stream_candle(key, r[0])) for r in rows]
+            # Only startTime: COIN-M's window ends 200 days later (capped at now).
+            _, rows, _ = await get(
+                session,
+                sim,
+                market,
+                path,
+                interval="1d",
+                limit=3,
+                startTime=current - 400 * DAY,
+                **query,
+            )
+            source = kind_source(key.market, key.symbol, key.kind)
+            assert source is not None
+            since = current - 400 * DAY
+            first_day = since - since % DAY + DAY  # since is not midnight
+            floor = max(first_day, source.onboard_date - source.onboard_date % DAY)
+            days = list(range(floor, current + 1, DAY))
+            want = [d for d in days if d <= since + 200 * DAY][-3:] if newest else days[:3]
+            assert [r[0] for r in rows] == want, path
+            # Only endTime: COIN-M's window starts 200 days before.
+            _, rows, _ = await get(
+                session, sim, market, path, interval="1m", limit=2, endTime=end, **query
+            )
+            assert [r[0] for r in rows] == [end - MINUTE, end]
+        _, body, _ = await get(
+            session,
+            sim,
+            Market.COINM,
+            "/dapi/v1/markPriceKlines",
+            symbol="BTCUSD_PERP",
+            interval="1d",
+            startTime=current - 201 * DAY,
+            endTime=current,
+        )
+        assert body["code"] == -1127
+
+
+@pytest.mark.simulator(**FROZEN)
+async def test_exchange_info_lists_pairs_and_contract_types(sim):
+    async with aiohttp.ClientSession() as session:
+        _, usdm, _ = await get(session, sim, Market.USDM, "/fapi/v1/exchangeInfo")
+        _, coinm, _ = await get(session, sim, Market.COINM, "/dapi/v1/exchangeInfo")
+    u = {s["symbol"]: s for s in usdm["symbols"]}
+    c = {s["symbol"]: s for s in coinm["symbols"]}
+    assert (u["BTCUSDT"]["pair"], u["BTCUSDT"]["contractType"]) == ("BTCUSDT", "PERPETUAL")
+    assert (u["BTCUSDT_261225"]["pair"], u["BTCUSDT_261225"]["contractType"]) == (
+        "BTCUSDT",
+        "CURRENT_QUARTER",
+    )
+    assert u["BTCUSDT_270326"]["contractType"] == "NEXT_QUARTER"
+    assert (c["BTCUSD_PERP"]["pair"], c["BTCUSD_PERP"]["contractType"]) == ("BTCUSD", "PERPETUAL")
+    assert (c["BTCUSD_261225"]["pair"], c["BTCUSD_261225"]["contractType"]) == (
+        "BTCUSD",
+        "CURRENT_QUARTER",
+    )
+    assert c["BTCUSD_270326"]["contractType"] == "NEXT_QUARTER"
+    for info in (*u.values(), *c.values()):
+        assert info["contractType"] in ("PERPETUAL", "CURRENT_QUARTER", "NEXT_QUARTER")
+        assert info["symbol"].startswith(info["pair"])
