@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 
+import polars as pl
 import pytest
 from aiohttp import web
 
 from kline_tui.binance import wire
 from kline_tui.binance.rest import SymbolInfo
 from kline_tui.model import Interval, Kind, Market, StreamKey
+from kline_tui.recorder.hub import StreamStatus
 from kline_tui.recorder.poller import budget_problem, poll_capacity, within_budget
 from kline_tui.recorder.symbols import key_problem
+from kline_tui.store.schema import CANDLE_COLUMNS
 
+from .datasets import read_dataset
+from .support import fast_pipeline, wait_until
 from .test_rest import NOW, T0, M, row, serve
 
 # -- frames (docs/binance-kline-kinds.md, 1a) ------------------------------------------------------
@@ -373,3 +378,92 @@ def test_every_spec_of_the_brief_parses_with_its_stream_or_its_poll():
         if stream is not None:
             assert key.stream_name == stream
     assert json.dumps(sorted(table))  # the specs are plain text a config can hold
+
+
+# -- recording every kind against the simulator ---------------------------------------------------
+
+POLLED = [
+    "usdm:BTCUSDT:1m:mark",
+    "usdm:ETHUSDT:1m:index",
+    "usdm:BTCUSDT:1m:premium",
+    "coinm:BTCUSD_PERP:1m:premium",
+]
+
+
+def kind_rows(df: pl.DataFrame, key: StreamKey) -> pl.DataFrame:
+    """The rows of one stream: its kind's `market` partition value, its interval and symbol."""
+    return df.filter(
+        (pl.col("market") == key.partition)
+        & (pl.col("interval") == key.interval.path_label)
+        & (pl.col("symbol") == key.symbol)
+    ).sort("open_time")
+
+
+def assert_exact_kinds(df: pl.DataFrame, keys: list[StreamKey], min_rows: int = 2) -> None:
+    """Every row of each key is the simulator's candle of its kind (NULL volume, taker and
+    trades fields where the kind has none), once, with no gap, and each key has min_rows."""
+    from kline_tui.sim import stream_candle
+
+    assert set(df["market"].unique()) <= {key.partition for key in keys}
+    for key in keys:
+        rows = kind_rows(df, key).with_columns(
+            pl.col("open_time").dt.epoch("ms"), pl.col("close_time").dt.epoch("ms")
+        )
+        opens = rows["open_time"].to_list()
+        assert len(opens) >= min_rows, f"{key}: only {len(opens)} rows"
+        assert len(opens) == len(set(opens)), f"{key}: duplicates"
+        for a, b in zip(opens, opens[1:], strict=False):
+            assert key.interval.next_open(a) == b, f"{key}: gap after {a}"
+        for got in rows.select(CANDLE_COLUMNS[1:]).iter_rows():
+            want = stream_candle(key, got[0]).to_candle().as_row()
+            if not key.kind.has_volume:
+                want = (*want[:6], None, None, None, None, None)
+            assert got == want, f"{key} at {got[0]}: {got} != {want}"
+
+
+async def test_polled_kinds_are_recorded_exactly_after_each_close(sim, tmp_path):
+    keys = [StreamKey.parse(s) for s in POLLED]
+    pipeline = fast_pipeline(sim, tmp_path, POLLED)
+    await pipeline.start()
+    try:
+        assert not pipeline.hub.connections  # no WebSocket for these kinds
+        ledgers = pipeline.ledger.streams
+        await wait_until(
+            lambda: all(ledgers[k].accepted_rest >= 5 + 4 for k in keys), what="polled closes"
+        )
+        for key in keys:
+            state = pipeline.hub.streams[key]
+            assert state.status is StreamStatus.LIVE and state.forming is not None
+            assert not state.forming.closed  # the poll's last row: the candle forming
+    finally:
+        report = await pipeline.stop()
+    assert report.missing == [] and pipeline.rest.rejected_rows == 0
+    # One poll a close (the first at once), a few re-asks at most: 5 history candles come in one
+    # backfill call, so polling stays near one weight a candle.
+    closes = max(ledgers[k].accepted_rest for k in keys)
+    assert pipeline.poller.polls <= len(keys) * (closes + 2) + pipeline.poller.reasks
+    assert_exact_kinds(read_dataset(tmp_path), keys, min_rows=9)
+
+
+async def test_a_polled_stream_recovers_what_failed_polls_missed(sim, tmp_path):
+    key = StreamKey.parse("usdm:BTCUSDT:1m:mark")
+    pipeline = fast_pipeline(sim, tmp_path, [str(key)])
+    await pipeline.start()
+    try:
+        ledger = pipeline.ledger.streams
+        await wait_until(lambda: ledger[key].accepted_rest >= 8, what="first closes")
+        held = ledger[key].last
+        sim.faults.rest_fail(400, 3, market=Market.USDM)  # three polls refused, not retried
+        await wait_until(lambda: pipeline.poller.failures >= 3, what="failing polls")
+        await wait_until(
+            lambda: (
+                ledger[key].last is not None
+                and ledger[key].last >= key.interval.shift(held, 3)
+                and not ledger[key].missing
+            ),
+            timeout=40,
+            what="the missed closes filled",
+        )
+    finally:
+        await pipeline.stop()
+    assert_exact_kinds(read_dataset(tmp_path), [key], min_rows=11)

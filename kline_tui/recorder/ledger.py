@@ -210,8 +210,9 @@ class Ledger:
             st.add_missing(iv.next_open(st.last), iv.prev_open(open_time))
             st.last = iv.prev_open(open_time)
 
-    def accept(self, key: StreamKey, candle: CandleLike) -> bool:
-        """A closed candle from the WebSocket; True if it was new (and was stored)."""
+    def accept(self, key: StreamKey, candle: CandleLike, source: str = "ws") -> bool:
+        """A closed candle from the WebSocket (or, `source` "rest", from a poll of a kind with
+        no stream: the same rule); True if it was new (and was stored)."""
         st = self.streams.get(key) or self.begin(key, None)
         iv = key.interval
         t = candle.open_time
@@ -231,8 +232,11 @@ class Ledger:
             return False
         if st.last is None or t > st.last:
             st.last = t
-        if self.store(key, candle, "ws"):
-            st.accepted_ws += 1
+        if self.store(key, candle, source):
+            if source == "ws":
+                st.accepted_ws += 1
+            else:
+                st.accepted_rest += 1
         else:
             st.hold_back(t)
         return True

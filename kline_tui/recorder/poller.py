@@ -324,4 +324,4 @@ class Poller:
             if closed and held is not None and held.holds(row.open_time):
                 continue  # polled before: not a duplicate the exchange sent twice
             kline = WireKline(*row.as_row(), symbol, interval, closed)
-            hub.on_kline(key, now, kline, at)
+            hub.on_kline(key, now, kline, at, "rest")
