@@ -3,6 +3,7 @@ polling budget, and (against the simulator) a recording of every kind, exact and
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import polars as pl
@@ -13,12 +14,13 @@ from kline_tui.binance import wire
 from kline_tui.binance.rest import SymbolInfo
 from kline_tui.model import Interval, Kind, Market, StreamKey
 from kline_tui.recorder.hub import StreamStatus
+from kline_tui.recorder.pipeline import StreamRefused
 from kline_tui.recorder.poller import budget_problem, poll_capacity, within_budget
 from kline_tui.recorder.symbols import key_problem
 from kline_tui.store.schema import CANDLE_COLUMNS
 
 from .datasets import read_dataset
-from .support import fast_pipeline, wait_until
+from .support import KLINE_TUI, env_for, fast_pipeline, run_to_end, wait_until
 from .test_rest import NOW, T0, M, row, serve
 
 # -- frames (docs/binance-kline-kinds.md, 1a) ------------------------------------------------------
@@ -412,7 +414,7 @@ def assert_exact_kinds(df: pl.DataFrame, keys: list[StreamKey], min_rows: int = 
         opens = rows["open_time"].to_list()
         assert len(opens) >= min_rows, f"{key}: only {len(opens)} rows"
         assert len(opens) == len(set(opens)), f"{key}: duplicates"
-        for a, b in zip(opens, opens[1:], strict=False):
+        for a, b in itertools.pairwise(opens):
             assert key.interval.next_open(a) == b, f"{key}: gap after {a}"
         for got in rows.select(CANDLE_COLUMNS[1:]).iter_rows():
             want = stream_candle(key, got[0]).to_candle().as_row()
@@ -467,3 +469,57 @@ async def test_a_polled_stream_recovers_what_failed_polls_missed(sim, tmp_path):
     finally:
         await pipeline.stop()
     assert_exact_kinds(read_dataset(tmp_path), [key], min_rows=11)
+
+
+def test_record_refuses_more_polled_streams_than_the_budget_takes(tmp_path):
+    from kline_tui.sim import symbol_info, universe
+
+    perpetuals = [
+        s
+        for s in universe(Market.USDM)
+        if (info := symbol_info(Market.USDM, s)) is not None
+        and info.trading
+        and info.contract_type == "PERPETUAL"
+    ]
+    specs = [f"usdm:{s}:1m:mark" for s in perpetuals[:1201]]
+    assert len(specs) == 1201
+    data = tmp_path / "D"
+    proc = run_to_end(
+        [KLINE_TUI, "record", "--demo", *specs, "usdm:BTCUSDT:1m", "--data-dir", str(data)],
+        env_for(tmp_path),
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "1201 streams polled over REST" in lines[0]
+    assert "at most 1200 such streams fit" in lines[0]
+    assert not data.exists()
+
+
+async def test_an_add_past_the_polling_budget_is_refused_and_recording_goes_on(
+    sim, tmp_path, monkeypatch
+):
+    from kline_tui.recorder import poller
+
+    monkeypatch.setattr(poller, "POLL_SHARE", 2 / 2400)  # two polled streams fit
+    watch = ["usdm:BTCUSDT:1m:mark", "coinm:BTCUSD_PERP:1m:premium", "usdm:ETHUSDT:1m"]
+    pipeline = fast_pipeline(sim, tmp_path, watch)
+    await pipeline.start()
+    try:
+        third = StreamKey.parse("usdm:ETHUSDT:1m:premium")
+        with pytest.raises(StreamRefused) as refused:
+            await pipeline.add([third])
+        assert refused.value.problems == [refused.value.problems[0]]
+        assert "3 streams polled over REST" in refused.value.problems[0]
+        assert "at most 2 such streams fit" in refused.value.problems[0]
+        assert third not in pipeline.hub.streams
+        # Streamed kinds cost no polls: still accepted.
+        assert await pipeline.add([StreamKey.parse("usdm:ETHUSDT:1m:perpetual")])
+        ledgers = pipeline.ledger.streams
+        before = {k: st.accepted_ws + st.accepted_rest for k, st in ledgers.items()}
+        await wait_until(
+            lambda: all(st.accepted_ws + st.accepted_rest > before[k] for k, st in ledgers.items()),
+            what="every stream recording after the refusal",
+        )
+    finally:
+        await pipeline.stop()

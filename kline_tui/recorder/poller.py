@@ -86,12 +86,12 @@ def budget_problem(keys: Iterable[StreamKey]) -> str | None:
         fit = poll_capacity(market)
         if count > fit:
             spec = MARKETS[market]
-            markets = "/".join(m.value for m in Market if _pool(m) == pool)
+            shared = "/".join(m.value for m in Market if _pool(m) == pool)
             return (
-                f"{count} streams polled over REST ({markets} mark, index and premium klines "
-                f"without a WebSocket stream) are too many: one poll (weight "
-                f"{kline_weight(market, POLL_LIMIT)}) per close each, all in one minute at a "
-                f"shared close, within half of the {spec.weight_budget}/min budget: "
+                f"{count} streams polled over REST (kinds with no WebSocket stream: USD-M mark, "
+                f"index and premium, COIN-M premium) are too many: each polls once per close "
+                f"(weight {kline_weight(market, POLL_LIMIT)}), all in one minute at a shared "
+                f"close, within half of the {spec.weight_budget}/min {shared} weight budget, so "
                 f"at most {fit} such streams fit"
             )
     return None
