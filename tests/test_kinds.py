@@ -3,6 +3,7 @@ polling budget, and (against the simulator) a recording of every kind, exact and
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 
@@ -523,3 +524,47 @@ async def test_an_add_past_the_polling_budget_is_refused_and_recording_goes_on(
         )
     finally:
         await pipeline.stop()
+
+
+async def test_backfill_cli_fetches_every_kind_exactly(sim, tmp_path, capsys):
+    from kline_tui.cli.backfill import main as backfill_main
+
+    from .support import write_config
+
+    cfg = str(write_config(tmp_path / "config.toml", sim.endpoints))
+    data = tmp_path / "data"
+    now = sim.clock.now_ms()
+    day = Interval.D1.open_time_at(now) - 86_400_000  # yesterday, a whole closed day
+    specs = [
+        "coinm:BTCUSD:1m:index",  # 1,440 rows plus: more than a page's span on COIN-M
+        "usdm:BTCUSDT:1h:perpetual",
+        "coinm:BTCUSD:1h:next_quarter",
+        "usdm:BTCUSDT:1h:premium",
+        "coinm:BTCUSD_PERP:1h:mark",
+    ]
+    frm = time_text(day - 600_000)  # ten minutes before the day: 1,450 1m candles
+    to = time_text(day + 86_400_000 - 60_000)
+    args = [*specs, "--from", frm, "--to", to, "--data-dir", str(data), "--config", cfg]
+    assert await asyncio.to_thread(backfill_main, args) == 0
+    out = capsys.readouterr().out
+    assert "coinm:BTCUSD:1m:index: 1450 candles" in out and "0 held, 1450 fetched" in out
+    keys = [StreamKey.parse(s) for s in specs]
+    df = read_dataset(data)
+    assert_exact_kinds(df, keys, min_rows=24)
+    assert len(kind_rows(df, keys[0])) == 1450
+    for argv, words in [
+        (["coinm:BTCUSD_PERP:1m:index"], "unknown pair BTCUSD_PERP on coinm"),
+        (["usdm:NOPEUSDT:1m:mark"], "usdm has no symbol NOPEUSDT"),
+    ]:
+        code = await asyncio.to_thread(
+            backfill_main, [*argv, "--from", frm, "--data-dir", str(data), "--config", cfg]
+        )
+        assert code == 2
+        assert words in capsys.readouterr().err
+
+
+def time_text(ms: int) -> str:
+    """An exchange time as `--from` and `--to` take it."""
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M", time.gmtime(ms // 1000))

@@ -199,6 +199,7 @@ class Connection:
         self._closing = False
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._task: asyncio.Task[None] | None = None
+        self._kind_sampled_at = 0.0  # when a kind event last sampled the frame rate and lag
 
     # -- what the hub calls -------------------------------------------------------------------
 
@@ -465,6 +466,12 @@ class Connection:
             self.listener.on_implausible(self, key, why)
             return
         self.listener.on_kline(key, data.E, k, now)
+        status = self.status
+        if now - self._kind_sampled_at >= 0.5:  # as the trade klines' loop samples its rate
+            self._kind_sampled_at = now
+            status.recent_frames.append((now, status.frames))
+            at = clock(self.market) if clock is not None else None
+            status.lag_ms = (time.time() * 1000 if at is None else at) - data.E
 
     def _on_reply(self, reply: wire.ControlReply) -> None:
         if reply.id is None or reply.id not in self._pending:
