@@ -156,6 +156,9 @@ class Poller:
         self._due: dict[StreamKey, int | None] = {}  # exchange ms of the next poll; None: at once
         self._reasks: dict[StreamKey, int] = {}
         self._failures: dict[StreamKey, int] = {}
+        # Local monotonic time before which a stream whose poll failed is not asked again (the
+        # exchange's clock may be what failed to be learnt).
+        self._not_before: dict[StreamKey, float] = {}
         self._busy: set[StreamKey] = set()
         self._running: set[asyncio.Task[None]] = set()
         self._shares: dict[str, _PoolShare] = {}
@@ -181,6 +184,7 @@ class Poller:
             self._due.pop(key, None)
             self._reasks.pop(key, None)
             self._failures.pop(key, None)
+            self._not_before.pop(key, None)
 
     def start(self, spawn: Spawn | None = None) -> None:
         """Run the schedule as a supervised task."""
@@ -205,8 +209,13 @@ class Poller:
     async def _run(self) -> None:
         while True:
             sleep_s = _MAX_SLEEP_S
+            local_now = time.monotonic()
             for key, due in list(self._due.items()):
                 if key in self._busy:
+                    continue
+                held_back = self._not_before.get(key, 0.0) - local_now
+                if held_back > 0:
+                    sleep_s = min(sleep_s, held_back)
                     continue
                 now = self._now(key.market)
                 if now is None:
@@ -247,12 +256,9 @@ class Poller:
     def _failed(self, key: StreamKey, message: str) -> None:
         self.failures += 1
         n = self._failures[key] = self._failures.get(key, 0) + 1
-        delay_s = self._backoff.delay(n - 1)
-        now = self._now(key.market)
-        if key in self._due and now is not None:
-            self._due[key] = now + int(delay_s * 1000 * self.rest.clock(key.market).rate)
-        elif key in self._due:
-            self._due[key] = None
+        delay_s = max(self._backoff.delay(n - 1), 0.5)
+        if key in self._due:
+            self._not_before[key] = time.monotonic() + delay_s
         state = self.hub.streams.get(key)
         if state is not None:
             state.status = StreamStatus.ERROR
@@ -287,6 +293,7 @@ class Poller:
         if key not in self._due:
             return  # removed while the poll was out
         self._failures.pop(key, None)
+        self._not_before.pop(key, None)
         now = self._now(market)
         assert now is not None  # a klines answer comes after a server time
         rows.sort(key=lambda c: c.open_time)
