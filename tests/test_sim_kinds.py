@@ -6,6 +6,8 @@ REST rows and WebSocket frames are compared with the pure candle functions (`can
 
 from __future__ import annotations
 
+import itertools
+import json
 import time
 
 import aiohttp
@@ -360,3 +362,199 @@ async def test_exchange_info_lists_pairs_and_contract_types(sim):
     for info in (*u.values(), *c.values()):
         assert info["contractType"] in ("PERPETUAL", "CURRENT_QUARTER", "NEXT_QUARTER")
         assert info["symbol"].startswith(info["pair"])
+
+
+# -- WebSocket -------------------------------------------------------------------------------------
+
+# 120x: a 1m candle closes every half second of real time.
+FAST = {"speed": 120.0, "extra_symbols": 5, "seed": 1}
+K_FIELDS = ["t", "T", "s", "i", "f", "L", "o", "c", "h", "l", "v", "n", "x", "q", "V", "Q", "B"]
+WIRE = ("t", "T", "o", "h", "l", "c", "v", "q", "V", "Q", "n")
+
+
+async def frames_until(ws, done, timeout: float = 60.0) -> list[dict]:
+    """JSON frames received until `done(frames)` holds; fails after `timeout` seconds."""
+    frames: list[dict] = []
+    deadline = time.monotonic() + timeout
+    while not done(frames):
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out after {len(frames)} frames: {frames[-3:]}"
+        msg = await ws.receive(timeout=left)
+        assert msg.type is aiohttp.WSMsgType.TEXT, msg
+        frames.append(json.loads(msg.data))
+    return frames
+
+
+def events_of(frames: list[dict], stream: str) -> list[dict]:
+    return [f["data"] for f in frames if f.get("stream") == stream]
+
+
+def closed_of(events: list[dict]) -> list[dict]:
+    return [e for e in events if e["k"]["x"]]
+
+
+def check_against_pure(events: list[dict], key: StreamKey, speed: float) -> None:
+    """Closed frames equal the pure candle, forming ones grow inside it, pushes 250 ms apart."""
+    closed = closed_of(events)
+    assert closed, "no candle closed"
+    for e in closed:
+        want = stream_candle(key, e["k"]["t"])
+        assert {f: e["k"][f] for f in WIRE} == {f: getattr(want, f) for f in WIRE}
+        assert e["k"]["i"] == key.interval.value
+    times = [e["k"]["t"] for e in closed]
+    assert times == sorted(set(times)) and all(
+        b - a == MINUTE for a, b in itertools.pairwise(times)
+    )
+    forming = [e for e in events if not e["k"]["x"]]
+    for e in forming:
+        final = stream_candle(key, e["k"]["t"])
+        k = e["k"]
+        assert k["o"] == final.o
+        assert float(final.l) <= float(k["l"]) <= float(k["c"]) <= float(k["h"]) <= float(final.h)
+    # Event times are exchange time at the push: pushes of one stream are >= 250 ms apart.
+    stamps = [e["E"] for e in forming]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert gaps and min(gaps) >= 0.8 * 250 * speed, gaps
+
+
+@pytest.mark.simulator(**FAST)
+async def test_usdm_continuous_streams_on_the_market_route(sim):
+    names = {
+        "btcusdt_perpetual@continuousKline_1m": StreamKey.parse("usdm:BTCUSDT:1m:perpetual"),
+        "btcusdt_next_quarter@continuousKline_1m": StreamKey.parse("usdm:BTCUSDT:1m:next_quarter"),
+    }
+    url = sim.endpoints[Market.USDM].ws + "/stream?streams=" + "/".join(names)
+    assert "/market/" in url
+
+    def enough(frames):
+        return all(len(closed_of(events_of(frames, n))) >= 3 for n in names)
+
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        frames = await frames_until(ws, enough)
+    for name, key in names.items():
+        events = events_of(frames, name)
+        for e in events:
+            assert list(e) == ["e", "E", "ps", "ct", "k"]
+            assert (e["e"], e["ps"], e["ct"]) == (
+                "continuous_kline",
+                "BTCUSDT",
+                key.kind.value.upper(),
+            )
+            assert list(e["k"]) == [f for f in K_FIELDS if f != "s"]
+        check_against_pure(events, key, FAST["speed"])
+    # The holder's trade candle, exactly.
+    last = closed_of(events_of(frames, "btcusdt_next_quarter@continuousKline_1m"))[-1]["k"]
+    assert last["o"] == candle_at(Market.USDM, "BTCUSDT_270326", "1m", last["t"]).o
+
+
+@pytest.mark.simulator(**FAST)
+async def test_coinm_mark_index_and_continuous_streams_by_subscribe(sim):
+    names = {
+        "btcusd_perp@markPriceKline_1m": StreamKey.parse("coinm:BTCUSD_PERP:1m:mark"),
+        "btcusd_261225@markPriceKline_1m": StreamKey.parse("coinm:BTCUSD_261225:1m:mark"),
+        "ethusd@indexPriceKline_1m": StreamKey.parse("coinm:ETHUSD:1m:index"),
+        "btcusd_current_quarter@continuousKline_1m": StreamKey.parse(
+            "coinm:BTCUSD:1m:current_quarter"
+        ),
+    }
+    url = sim.endpoints[Market.COINM].ws + "/ws"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        await ws.send_json({"method": "SUBSCRIBE", "params": list(names), "id": 7})
+        await ws.send_json({"method": "SET_PROPERTY", "params": ["combined", True], "id": 8})
+
+        def enough(frames):
+            return all(len(closed_of(events_of(frames, n))) >= 3 for n in names)
+
+        frames = await frames_until(ws, enough)
+        await ws.send_json({"method": "LIST_SUBSCRIPTIONS", "id": 9})
+        listed = await frames_until(ws, lambda fs: fs and fs[-1].get("id") == 9)
+    assert {"result": None, "id": 7} in frames and {"result": None, "id": 8} in frames
+    assert sorted(listed[-1]["result"]) == sorted(names)
+    for name, key in names.items():
+        events = events_of(frames, name)
+        for e in events:
+            if key.kind.is_continuous:
+                want = ("continuous_kline", "BTCUSD", "CURRENT_QUARTER")
+                assert (e["e"], e["ps"], e["ct"]) == want
+                assert "s" not in e["k"]
+                continue
+            assert list(e) == ["e", "E", "ps", "k"] and list(e["k"]) == K_FIELDS
+            if key.kind is Kind.MARK:
+                assert (e["e"], e["ps"], e["k"]["s"]) == ("markPrice_kline", "BTCUSD", key.symbol)
+            else:
+                assert (e["e"], e["ps"], e["k"]["s"]) == ("indexPrice_kline", "ETHUSD", "0")
+            assert (e["k"]["v"], e["k"]["q"], e["k"]["V"], e["k"]["Q"]) == ("0", "0", "0", "0")
+        check_against_pure(events, key, FAST["speed"])
+
+
+@pytest.mark.simulator(**FAST)
+async def test_streams_binance_does_not_have_are_acknowledged_and_silent(sim):
+    """Spot's non-trade kinds, USD-M mark/index, premium anywhere, unknown pairs and contract
+    types, mark keyed by pair, index keyed by symbol, and continuous klines off USD-M's route:
+    acknowledged, never pushed, while a trade stream on the same connection pushes."""
+    cases = {
+        sim.endpoints[Market.SPOT].ws: (
+            "btcusdt@kline_1m",
+            [
+                "btcusdt_perpetual@continuousKline_1m",
+                "btcusdt@markPriceKline_1m",
+                "btcusdt@indexPriceKline_1m",
+                "btcusdt@premiumIndexKline_1m",
+            ],
+        ),
+        sim.endpoints[Market.USDM].ws: (
+            "btcusdt@kline_1m",
+            [
+                "btcusdt@markPriceKline_1m",
+                "btcusdt@indexPriceKline_1m",
+                "btcusdt@premiumIndexKline_1m",
+                "btcusdt_tradifi_perpetual@continuousKline_1m",
+                "ethusdt_next_quarter@continuousKline_1m",
+                "nopeusdt_perpetual@continuousKline_1m",
+                "btcusdt_perpetual@continuousKline_1s",
+                "BTCUSDT_perpetual@continuousKline_1m",
+            ],
+        ),
+        sim.endpoints[Market.COINM].ws: (
+            "btcusd_perp@kline_1m",
+            [
+                "btcusd_perp@premiumIndexKline_1m",
+                "btcusd_perp@indexPriceKline_1m",
+                "btcusd@markPriceKline_1m",
+                "ethusd_next_quarter@continuousKline_1m",
+                "btcusd_perp_perpetual@continuousKline_1m",  # the symbol where the pair goes
+                "b0001usd_perp@markPriceKline_1m",  # halted
+            ],
+        ),
+    }
+    async with aiohttp.ClientSession() as session:
+        for base, (trade, silent) in cases.items():
+            async with session.ws_connect(base + "/ws") as ws:
+                await ws.send_json({"method": "SUBSCRIBE", "params": silent, "id": 1})
+                await ws.send_json(
+                    {"method": "SET_PROPERTY", "params": ["combined", True], "id": 2}
+                )
+                await ws.send_json({"method": "SUBSCRIBE", "params": [trade], "id": 3})
+                frames = await frames_until(
+                    ws, lambda fs, t=trade: len(closed_of(events_of(fs, t))) >= 2
+                )
+            assert frames[0] == {"result": None, "id": 1}
+            pushed = {f.get("stream") for f in frames if "id" not in f}
+            assert pushed == {trade}, (base, pushed)
+
+
+@pytest.mark.simulator(**FAST)
+async def test_usdm_continuous_klines_are_silent_off_the_market_route(sim):
+    stream = "/ws/btcusdt_perpetual@continuousKline_1m"
+    routed = sim.endpoints[Market.USDM].ws
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(routed.removesuffix("/market") + stream) as unrouted,
+        session.ws_connect(routed + stream) as ws,
+    ):
+        frames = await frames_until(ws, lambda fs: sum(f["k"]["x"] for f in fs) >= 2)
+        assert all(f["e"] == "continuous_kline" for f in frames)
+        with pytest.raises(TimeoutError):
+            await unrouted.receive(timeout=0.05)
+    paths = {c.path: c.kline_events_sent for c in sim.stats[Market.USDM].connections}
+    assert paths[stream] == 0 and paths["/market" + stream] >= len(frames)

@@ -46,6 +46,7 @@ __all__ = [
     "kind_source",
     "kline_event",
     "price_at",
+    "series_event",
     "stream_candle",
 ]
 
@@ -615,3 +616,42 @@ def kline_event(
             "B": "0",
         },
     }
+
+
+_SERIES_EVENT = {Kind.MARK: "markPrice_kline", Kind.INDEX: "indexPrice_kline"}
+
+
+def series_event(
+    market: Market,
+    kind: Kind,
+    key: str,
+    interval: str,
+    candle: WireCandle,
+    closed: bool,
+    event_time: int,
+) -> dict:
+    """The event of a stream of any kind, in Binance's field order; `key` is what the kind is
+    keyed by (symbol, or pair for index and continuous klines).
+
+    Continuous: `continuous_kline` with `ps` (pair) and `ct` (upper case), no `s` in `k`. COIN-M
+    mark: `markPrice_kline` with `ps` (the symbol's pair) and `k.s` the symbol. COIN-M index:
+    `indexPrice_kline` with `ps` (pair) and `k.s` "0".
+    """
+    if kind is Kind.TRADE:
+        return kline_event(key, interval, candle, closed, event_time)
+    k = kline_event(key, interval, candle, closed, event_time)["k"]
+    if kind.is_continuous:
+        del k["s"]
+        return {
+            "e": "continuous_kline",
+            "E": event_time,
+            "ps": key,
+            "ct": kind.contract_type,
+            "k": k,
+        }
+    if kind is Kind.MARK:
+        info = symbol_info(market, key)
+        pair = key if info is None else info.pair
+    else:
+        pair, k["s"] = key, "0"
+    return {"e": _SERIES_EVENT[kind], "E": event_time, "ps": pair, "k": k}

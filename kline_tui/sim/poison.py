@@ -33,7 +33,7 @@ from decimal import Decimal
 import msgspec
 
 from kline_tui.model import Interval, Kind, Market
-from kline_tui.sim.candles import WireCandle, forming_for, kline_event
+from kline_tui.sim.candles import WireCandle, forming_for, series_event
 
 __all__ = ["POISON_HOURS", "POISON_KINDS", "REST_POISON_KINDS", "poison_event", "poison_row"]
 
@@ -70,6 +70,7 @@ _Y2016_MS = 1_451_606_400_000  # 2016-01-01T00:00:00Z
 _FAR_FUTURE_MS = 10**16
 _HUGE = 10**30
 _NUMBER_FIELDS = ("o", "h", "l", "c", "v", "q", "V", "Q")
+_VOLUME_FIELDS = ("v", "q", "V", "Q")
 _INFINITIES = ("Infinity", "inf", "1e999", "-Infinity")
 
 
@@ -96,9 +97,12 @@ def _span_ms(interval: Interval) -> int:
     return interval.ms or 30 * 86_400_000
 
 
-def _with_number(fields: dict, kind: str, rng: random.Random) -> dict:
-    """`fields` (a kline's `k` object or a REST row as a dict) with one number made impossible."""
-    name = rng.choice(_NUMBER_FIELDS)
+def _with_number(fields: dict, kind: str, rng: random.Random, series: Kind) -> dict:
+    """`fields` (a kline's `k` object or a REST row as a dict) with one number made impossible.
+
+    A premium index may be negative: a negative premium candle spoils one of its volumes."""
+    names = _VOLUME_FIELDS if kind == "negative" and series is Kind.PREMIUM else _NUMBER_FIELDS
+    name = rng.choice(names)
     if kind == "nan":
         fields[name] = rng.choice(("NaN", "nan"))
     elif kind == "negative":
@@ -116,13 +120,15 @@ def poison_event(
     now_ms: int,
     rng: random.Random,
     decoy_symbol: str,
+    series: Kind = Kind.TRADE,
 ) -> dict:
-    """A kline event of shape `kind` for the stream of `symbol` and `interval` (unwrapped).
+    """A kline event of shape `kind` for the stream of `symbol` and `interval` (unwrapped), of a
+    `series` kind of klines (shaped as that kind's event; `symbol` is its key).
 
-    `decoy_symbol` is the symbol a `wrong_symbol` event claims to be.
+    `decoy_symbol` is the key (symbol, or pair) a `wrong_symbol` event claims to be.
     """
     current = interval.open_time_at(now_ms)
-    real = forming_for(market, symbol, interval, current, now_ms)
+    real = forming_for(market, symbol, interval, current, now_ms, series)
     event_time, closed, iv, sym = now_ms, False, interval.value, symbol
     if kind in ("event_ahead", "event_behind"):
         event_time = now_ms + (_HOURS_MS if kind == "event_ahead" else -_HOURS_MS)
@@ -151,9 +157,9 @@ def poison_event(
         candle = _bogus(real, current, real.T)
     else:
         raise ValueError(f"no poison shape {kind!r}; use one of {', '.join(POISON_KINDS)}")
-    event = kline_event(sym, iv, candle, closed, event_time)
+    event = series_event(market, series, sym, iv, candle, closed, event_time)
     if kind in ("nan", "negative", "infinite"):
-        _with_number(event["k"], kind, rng)
+        _with_number(event["k"], kind, rng, series)
     elif kind == "huge_int":
         name = rng.choice(("E", "t", "T", "n", "f", "L"))
         (event if name == "E" else event["k"])[name] = _HUGE + rng.randrange(1000)
@@ -204,7 +210,7 @@ def poison_row(
         )
     fields = {name: getattr(candle, name) for name in _ROW_FIELDS}
     if kind in ("nan", "negative", "infinite"):
-        _with_number(fields, kind, rng)
+        _with_number(fields, kind, rng, series)
     elif kind == "huge_int":
         fields[rng.choice(("t", "T", "n"))] = _HUGE + rng.randrange(1000)
     return [*(fields[name] for name in _ROW_FIELDS), "0"]

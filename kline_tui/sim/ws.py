@@ -2,7 +2,13 @@
 
 One `Connection` per accepted handshake. Its handler task reads and answers control messages;
 one pump task per connection (not per stream) pushes every subscribed stream on its period,
-sends pings and enforces the connection lifetime. A flood task runs only while the hostile
+sends pings and enforces the connection lifetime.
+
+Streams of every kind Binance documents: `<symbol>@kline_<i>` everywhere, futures'
+`<pair>_<contracttype>@continuousKline_<i>` (USD-M under `/market`, like its trade klines) and
+COIN-M's `<symbol>@markPriceKline_<i>` and `<pair>@indexPriceKline_<i>`. Any other name (USD-M
+mark or index klines, premium klines anywhere, spot's non-trade kinds, unknown symbols) is
+acknowledged and then stays silent, as Binance does. A flood task runs only while the hostile
 server's ping flood or stray replies are switched on (see `faults`).
 """
 
@@ -23,17 +29,20 @@ import msgspec
 from aiohttp import WSMsgType, web
 
 from kline_tui.binance.markets import MARKETS
-from kline_tui.model import Interval, Market
-from kline_tui.sim.candles import WireCandle, final_for, forming_for, kline_event
+from kline_tui.model import Interval, Kind, Market
+from kline_tui.sim.candles import WireCandle, final_for, forming_for, kind_source, series_event
 from kline_tui.sim.clock import SimClock
 from kline_tui.sim.faults import Faults, MarketFaults
 from kline_tui.sim.poison import poison_event
 from kline_tui.sim.stats import ConnStats, MarketStats
 from kline_tui.sim.universe import SymbolInfo
 
-__all__ = ["Connection", "MarketWs", "kline_event"]
+__all__ = ["Connection", "MarketWs"]
 
-_STREAM_RE = re.compile(r"([a-z0-9_]+)@kline_([0-9]+[smhdwM])")
+_STREAM_RE = re.compile(
+    r"([a-z0-9_]+)@(kline|continuousKline|markPriceKline|indexPriceKline)_([0-9]+[smhdwM])"
+)
+_CONTRACT_SUFFIXES = tuple((f"_{kind.value}", kind) for kind in Kind if kind.is_continuous)
 _METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
 # With a very fast clock a stream can fall this many candles behind between two pushes; beyond
 # it the oldest closes are skipped rather than flooding the socket.
@@ -57,10 +66,11 @@ class _Sub:
     """One subscribed stream on one connection. `interval` None: acknowledged but silent."""
 
     name: str
-    symbol: str | None
+    symbol: str | None  # what the kind is keyed by: the pair for index and continuous klines
     interval: Interval | None
     period_s: float | None
     last_open: int | None = None  # open time of the candle in the last push
+    kind: Kind = Kind.TRADE
 
 
 class _RequestError(Exception):
@@ -114,19 +124,38 @@ class MarketWs:
         app.router.add_get(prefix + "/ws/{streams:.+}", route(False))
         app.router.add_get(f"{prefix}/stream", route(True))
 
-    def resolve(self, name: str) -> tuple[str, Interval] | None:
-        """The (symbol, interval) a stream name pushes, or None if it stays silent."""
+    def resolve(self, name: str) -> tuple[str, Interval, Kind] | None:
+        """The (key, interval, kind) a stream name pushes, or None if it stays silent. The key is
+        the symbol, or the pair for index and continuous klines."""
         m = _STREAM_RE.fullmatch(name)
         if not m:
             return None
-        info = self.symbols.get(m.group(1).upper())
+        head, channel, interval_text = m.groups()
         try:
-            interval = Interval(m.group(2))
+            interval = Interval(interval_text)
         except ValueError:
             return None
-        if info is None or not info.trading or interval not in self.market.intervals:
+        kind = Kind.TRADE
+        if channel == "continuousKline":
+            for suffix, contract in _CONTRACT_SUFFIXES:
+                if head.endswith(suffix):
+                    head, kind = head[: -len(suffix)], contract
+                    break
+            else:
+                return None
+        elif channel != "kline":
+            kind = Kind.MARK if channel == "markPriceKline" else Kind.INDEX
+        key = head.upper()
+        source = kind_source(self.market, key, kind)
+        if (
+            source is None
+            or not kind.has_stream(self.market)
+            or source.symbol not in self.symbols
+            or not source.trading
+            or interval not in self.market.intervals
+        ):
             return None
-        return info.symbol, interval
+        return key, interval, kind
 
     def push_period_s(self, interval: Interval) -> float:
         """Real seconds between two pushes of a stream of this interval."""
@@ -134,12 +163,18 @@ class MarketWs:
             return 1.0
         return self.market.push_period_ms / 1000
 
-    def decoy_symbol(self, symbol: str) -> str:
-        """Another symbol of this market, one a client may also record (for poisoned events)."""
+    def decoy_symbol(self, symbol: str, kind: Kind = Kind.TRADE) -> str:
+        """Another key of this market's `kind` of series, one a client may also record (for
+        poisoned events): a symbol, or a pair for index and continuous klines."""
+        keys = list(self.symbols)
+        if kind.keyed_by_pair:
+            keys = list(dict.fromkeys(info.pair for info in self.symbols.values()))
         for decoy in _DECOY_SYMBOLS:
-            if decoy != symbol and decoy in self.symbols:
-                return decoy
-        return next(s for s in self.symbols if s != symbol)
+            info = self.symbols.get(decoy)
+            key = decoy if info is None or not kind.keyed_by_pair else info.pair
+            if key != symbol and key in keys:
+                return key
+        return next(k for k in keys if k != symbol)
 
     def _refusal(self, faults: MarketFaults) -> web.Response:
         """The answer to a refused handshake: 503, or a rate limit with Retry-After."""
@@ -449,8 +484,8 @@ class Connection:
         if target is None:
             sub = _Sub(name, None, None, None)
         else:
-            symbol, interval = target
-            sub = _Sub(name, symbol, interval, self.hub.push_period_s(interval))
+            symbol, interval, kind = target
+            sub = _Sub(name, symbol, interval, self.hub.push_period_s(interval), kind=kind)
             self._fresh[name] = sub
             self._wake.set()
         self.subs[name] = sub
@@ -534,7 +569,7 @@ class Connection:
                 t = current - _MAX_CLOSES_PER_PUSH * interval.ms
             rng = hub.rng
             while t < current:
-                candle = final_for(market, symbol, interval, t)
+                candle = final_for(market, symbol, interval, t, sub.kind)
                 roll = rng.random()
                 if roll < faults.drop_close_rate:
                     pass
@@ -548,7 +583,7 @@ class Connection:
         sub.last_open = current
         if faults.stalled(sub.name, time.monotonic()):
             return  # held back, and lost: the stream resumes with the candle forming then
-        forming = forming_for(market, symbol, interval, current, now_ms)
+        forming = forming_for(market, symbol, interval, current, now_ms, sub.kind)
         events = [(c, True) for c in closes] + [(forming, False)] + [(c, True) for c in late]
         iv = interval.value
         poison = (
@@ -558,7 +593,7 @@ class Connection:
             faults.sized if faults.sized is not None and faults.sized.applies(sub.name) else None
         )
         for candle, closed in events:
-            event = kline_event(symbol, iv, candle, closed, now_ms)
+            event = series_event(market, sub.kind, symbol, iv, candle, closed, now_ms)
             if record.combined:
                 event = {"stream": sub.name, "data": event}
             if poison is not None:
@@ -591,7 +626,8 @@ class Connection:
                 sub.interval,
                 now_ms,
                 hub.rng,
-                hub.decoy_symbol(sub.symbol),
+                hub.decoy_symbol(sub.symbol, sub.kind),
+                sub.kind,
             )
             if self.record.combined:
                 event = {"stream": sub.name, "data": event}
