@@ -415,7 +415,8 @@ class Runtime:
             + (f", {sink.dropped} dropped" if sink.dropped else "")
             + (f", {sink.dead_letters} set aside as unwritable" if sink.dead_letters else "")
             + f"; candles {sum(s.accepted_ws for s in ledgers)} live, "
-            f"{sum(s.accepted_rest for s in ledgers)} backfilled, "
+            + (f"{polled} polled, " if (polled := sum(s.accepted_poll for s in ledgers)) else "")
+            + f"{sum(s.accepted_rest for s in ledgers)} backfilled, "
             f"{sum(s.duplicates for s in ledgers)} duplicates dropped, "
             f"{sum(s.missing_count() for s in ledgers)} missing; "
             f"{pipeline.hub.stalls_detected} stalls"

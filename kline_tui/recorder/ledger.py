@@ -56,6 +56,7 @@ class StreamLedger:
     missing: list[MissingRange] = field(default_factory=list)  # sorted, disjoint
     accepted_ws: int = 0
     accepted_rest: int = 0
+    accepted_poll: int = 0  # closed candles of a kind with no stream, from the poller
     duplicates: int = 0
     absent: int = 0  # candles the exchange itself no longer has (REST returned none)
     gaps: int = 0
@@ -236,7 +237,7 @@ class Ledger:
             if source == "ws":
                 st.accepted_ws += 1
             else:
-                st.accepted_rest += 1
+                st.accepted_poll += 1
         else:
             st.hold_back(t)
         return True
