@@ -654,3 +654,99 @@ async def test_chaos_short_with_every_kind(tmp_path):
         opens = kind_rows(df, key)["open_time"].dt.epoch("ms")
         assert opens.min() <= key.interval.open_time_at(started), key
         assert opens.max() >= key.interval.open_time_at(stopped) - 4 * 60_000, key
+
+
+async def test_the_service_api_adds_every_kind_and_refuses_a_bad_one(sim, tmp_path):
+    from .service_support import USDM, call, live, serve
+
+    async with serve(sim, tmp_path, watch=USDM[:1]) as served:
+        await live(served)
+        url = served.url + "/api/v1/streams"
+        status, body, _ = await call("POST", url, json={"streams": EVERY_KIND})
+        assert status == 200 and sorted(body["added"]) == sorted(EVERY_KIND)
+        hub = served.hub
+        await wait_until(
+            lambda: all(
+                hub.streams[StreamKey.parse(s)].status
+                in (StreamStatus.LIVE, StreamStatus.BACKFILLING)
+                for s in EVERY_KIND
+            ),
+            what="every kind live",
+        )
+        for spec, words in [
+            ("coinm:BTCUSD_PERP:1m:index", "unknown pair BTCUSD_PERP on coinm"),
+            ("usdm:BTCUSD:1m:perpetual", "unknown pair BTCUSD on usdm"),
+        ]:
+            status, body, _ = await call("POST", url, json={"streams": [spec]})
+            assert status == 422 and len(body["problems"]) == 1, body
+            assert words in body["problems"][0]
+        status, body, _ = await call("POST", url, json={"streams": ["spot:BTCUSDT:1m:mark"]})
+        assert status == 400 and "spot has no mark klines" in body["error"]
+
+
+async def test_hostile_kind_frames_are_counted_and_dropped(sim, tmp_path):
+    """Frames of the right shape on a kind's stream that name another series, carry volume
+    where the kind has none, or cannot be real: counted, never stored, never a crash."""
+    watch = ["coinm:BTCUSD_PERP:1m:mark", "coinm:BTCUSD:1m:index", "usdm:BTCUSDT:1m:perpetual"]
+    keys = [StreamKey.parse(s) for s in watch]
+    pipeline = fast_pipeline(sim, tmp_path, watch)
+    await pipeline.start()
+    try:
+        ledgers = pipeline.ledger.streams
+        await wait_until(lambda: all(ledgers[k].accepted_ws >= 2 for k in keys), what="live")
+        now = sim.clock.now_ms()
+        t = Interval.M1.open_time_at(now)
+        k = K_FIELDS.format(o="1", c="1", h="1", l="1", v="0", x="false")
+        k = k.replace("1719765480000", str(t)).replace("1719765539999", str(t + M - 1))
+        with_volume = k.replace('"v":"0"', '"v":"5"')
+        hostile = [
+            (
+                Market.COINM,
+                "btcusd_perp@markPriceKline_1m",
+                "markPrice_kline",
+                '"ps":"ETHUSD"',
+                f'"s":"ETHUSD_PERP",{k}',
+            ),
+            (
+                Market.COINM,
+                "btcusd_perp@markPriceKline_1m",
+                "markPrice_kline",
+                '"ps":"BTCUSD"',
+                f'"s":"BTCUSD_PERP",{with_volume}',
+            ),
+            (
+                Market.COINM,
+                "btcusd@indexPriceKline_1m",
+                "indexPrice_kline",
+                '"ps":"ETHUSD"',
+                f'"s":"0",{k}',
+            ),
+            (
+                Market.USDM,
+                "btcusdt_perpetual@continuousKline_1m",
+                "continuous_kline",
+                '"ps":"BTCUSDT","ct":"NEXT_QUARTER"',
+                k,
+            ),
+            (
+                Market.USDM,
+                "btcusdt_perpetual@continuousKline_1m",
+                "continuous_kline",
+                '"ps":"BTCUSDT","ct":"PERPETUAL"',
+                k.replace(str(t), str(t + 86_400_000 * 400)),
+            ),
+        ]
+        before = pipeline.hub.malformed
+        for market, stream, event, top, fields in hostile:
+            text = (
+                f'{{"stream":"{stream}","data":{{"e":"{event}","E":{now},{top},"k":{{{fields}}}}}}}'
+            )
+            await sim.faults.inject(text, market)
+        await wait_until(
+            lambda: pipeline.hub.malformed >= before + len(hostile), what="every frame counted"
+        )
+        await wait_until(lambda: all(ledgers[k].accepted_ws >= 4 for k in keys), what="more")
+    finally:
+        await pipeline.stop()
+    assert pipeline.hub.malformed == before + len(hostile)
+    assert_exact_kinds(read_dataset(tmp_path), keys, min_rows=8)
