@@ -750,3 +750,34 @@ async def test_hostile_kind_frames_are_counted_and_dropped(sim, tmp_path):
         await pipeline.stop()
     assert pipeline.hub.malformed == before + len(hostile)
     assert_exact_kinds(read_dataset(tmp_path), keys, min_rows=8)
+
+
+async def test_an_attached_ui_mirrors_every_kind_premium_included(sim, tmp_path):
+    """The service's mirror keeps the closed and forming candles of each kind, by its kind's
+    rules: a premium index is negative, and must not be taken for an impossible price."""
+    from kline_tui.recorder.events import EventLog
+    from kline_tui.retry import Backoff
+    from kline_tui.service.client import RemoteRecorder
+
+    from .service_support import TOKEN, serve
+
+    async with serve(sim, tmp_path, watch=EVERY_KIND, flush_age_s=3600.0) as served:
+        client = RemoteRecorder(served.url, TOKEN, EventLog(), backoff=Backoff(0.1, 0.5))
+        task = asyncio.create_task(client.run())
+        try:
+            await asyncio.wait_for(client.wait_connected(), 10)
+            hub = served.hub
+            await wait_until(
+                lambda: all(len(client.streams[k].closed) >= 3 for k in hub.streams),
+                what="closed candles of every kind mirrored",
+            )
+            for key, theirs in hub.streams.items():
+                mine = client.streams[key]
+                want = [c.as_row() for c in theirs.closed][-len(mine.closed) :]
+                assert [c.as_row() for c in mine.closed] == want, key
+                assert mine.forming is not None, key
+            premium = client.streams[StreamKey.parse("usdm:BTCUSDT:1m:premium")]
+            assert min(c.low for c in premium.closed) < 0  # the simulator's are mostly negative
+        finally:
+            await client.close()
+            await asyncio.wait_for(task, 5)
