@@ -558,3 +558,115 @@ async def test_usdm_continuous_klines_are_silent_off_the_market_route(sim):
             await unrouted.receive(timeout=0.05)
     paths = {c.path: c.kline_events_sent for c in sim.stats[Market.USDM].connections}
     assert paths[stream] == 0 and paths["/market" + stream] >= len(frames)
+
+
+# -- faults ------------------------------------------------------------------------------------
+
+
+def is_real(event: dict, key: StreamKey) -> bool:
+    """Whether a frame carries the pure candle (final, or forming at its event time)."""
+    k = event["k"]
+    try:
+        want = (
+            stream_candle(key, k["t"])
+            if k["x"]
+            else forming_at(key.market, key.symbol, key.interval, k["t"], event["E"], key.kind)
+        )
+    except (TypeError, ValueError):
+        return False
+    return {f: k.get(f) for f in WIRE} == {f: getattr(want, f) for f in WIRE}
+
+
+@pytest.mark.simulator(**FAST)
+async def test_poison_and_stalls_reach_the_kind_streams(sim):
+    mark, index = "btcusd_perp@markPriceKline_1m", "btcusd@indexPriceKline_1m"
+    cont = "btcusd_perpetual@continuousKline_1m"
+    keys = {
+        mark: StreamKey.parse("coinm:BTCUSD_PERP:1m:mark"),
+        index: StreamKey.parse("coinm:BTCUSD:1m:index"),
+        cont: StreamKey.parse("coinm:BTCUSD:1m:perpetual"),
+    }
+    shapes = ["wrong_symbol", "nan", "far_future", "negative"]
+    sim.faults.poison(rate=1, market=Market.COINM, streams=[mark, index], kinds=shapes)
+    url = sim.endpoints[Market.COINM].ws + "/stream?streams=" + "/".join(keys)
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        frames = await frames_until(ws, lambda fs: len(closed_of(events_of(fs, cont))) >= 2)
+        # Stall the continuous stream; the mark stream goes on meanwhile.
+        sim.faults.poison(0, market=Market.COINM)
+        sim.faults.stall(600, Market.COINM, streams=[cont])
+        stalled_at = sim.clock.now_ms()
+        during = await frames_until(
+            ws, lambda fs: sum(e["E"] > stalled_at for e in events_of(fs, mark)) >= 4
+        )
+        sim.faults.stall(0, Market.COINM, streams=[cont])
+        after = await frames_until(ws, lambda fs: len(events_of(fs, cont)) >= 2)
+        await sim.faults.drop(Market.COINM)
+        end = await ws.receive(timeout=10)
+    assert end.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+    poisoned = {mark: 0, index: 0}
+    decoys = set()
+    for name, key in keys.items():
+        for e in events_of(frames, name):
+            assert e["e"] == {mark: "markPrice_kline", index: "indexPrice_kline"}.get(
+                name, "continuous_kline"
+            )
+            if is_real(e, key):
+                continue
+            assert name != cont, f"poison on the stream left alone: {e}"
+            poisoned[name] += 1
+            if e["k"]["s"] not in ("BTCUSD_PERP", "0") or e["ps"] != "BTCUSD":  # wrong_symbol
+                assert (e["k"]["s"], e["ps"]) in (("ETHUSD_PERP", "ETHUSD"), ("0", "ETHUSD"))
+                decoys.add(name)
+    assert poisoned[mark] >= 4 and poisoned[index] >= 4
+    assert decoys == {mark, index}
+    assert sim.stats[Market.COINM].poison_frames_sent >= 8
+    assert not [e for e in events_of(during, cont) if e["E"] > stalled_at]
+    assert all(is_real(e, keys[cont]) for e in events_of(after, cont))
+
+
+@pytest.mark.simulator(**FROZEN)
+async def test_rest_faults_reach_the_kind_routes(sim):
+    async with aiohttp.ClientSession() as session:
+        sim.faults.rest_fail(500, 1, market=Market.USDM)
+        status, body, _ = await get(
+            session, sim, Market.USDM, "/fapi/v1/markPriceKlines", symbol="BTCUSDT", interval="1m"
+        )
+        assert (status, body["code"]) == (500, -1001)
+        sim.faults.rest_fail(429, 1, retry_after=7, market=Market.COINM)
+        url = sim.endpoints[Market.COINM].rest + "/dapi/v1/continuousKlines"
+        query = {"pair": "BTCUSD", "contractType": "PERPETUAL", "interval": "1m"}
+        async with session.get(url, params=query) as resp:
+            assert (resp.status, resp.headers["Retry-After"]) == (429, "7")
+            assert (await resp.json())["code"] == -1003
+        sim.faults.poison_rest(
+            rate=1, market=Market.COINM, symbols=["BTCUSD", "BTCUSD_PERP"], kinds=["negative"]
+        )
+        cases = [
+            ("/dapi/v1/indexPriceKlines", {"pair": "BTCUSD"}, "coinm:BTCUSD:1m:index"),
+            (
+                "/dapi/v1/premiumIndexKlines",
+                {"symbol": "BTCUSD_PERP"},
+                "coinm:BTCUSD_PERP:1m:premium",
+            ),
+        ]
+        for path, query, spec in cases:
+            key = StreamKey.parse(spec)
+            status, rows, _ = await get(
+                session, sim, Market.COINM, path, interval="1m", limit=10, **query
+            )
+            assert status == 200 and len(rows) == 20
+            current = FROZEN_AT - FROZEN_AT % MINUTE
+            want = [row_of(stream_candle(key, current - i * MINUTE)) for i in range(9, 0, -1)]
+            want.append(
+                row_of(forming_at(key.market, key.symbol, "1m", current, FROZEN_AT, key.kind))
+            )
+            assert [r for r in rows if r in want] == want
+            bogus = [r for r in rows if r not in want]
+            assert len(bogus) == 10
+            # Mark and index values are positive; a premium may be negative, so its poisoned
+            # rows spoil a volume instead.
+            fields = (5, 7, 9, 10) if key.kind is Kind.PREMIUM else (1, 2, 3, 4, 5, 7, 9, 10)
+            for row in bogus:
+                assert any(row[i].startswith("-") for i in fields), row
+    calls = sim.stats[Market.COINM].kline_calls_by_symbol
+    assert calls["BTCUSD"] == 2 and calls["BTCUSD_PERP"] == 1

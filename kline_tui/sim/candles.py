@@ -489,7 +489,7 @@ def final_for(
 
 _KIND_DECIMALS = 8  # Binance prints mark, index and premium values with 8 decimals
 _KIND_SCALE = 10**_KIND_DECIMALS
-_KIND_SAMPLES = 12  # values sampled per candle (every 5 s in a minute)
+_KIND_SAMPLES = 6  # values sampled per candle (every 10 s in a minute): cheap enough for REST
 _KIND_OCTAVES_MS = (30_000, 450_000)
 _MARK_SWING = 0.0004  # relative: the mark strays at most this far from the trade price
 _INDEX_SWING = 0.0003
@@ -519,13 +519,16 @@ def _kind_value(m: _Model, kind: Kind, t: int) -> int:
     info = m.info
     if kind is Kind.PREMIUM:
         return round(
-            (_PREMIUM_MID + _PREMIUM_SWING * _wobble(info.flow_seed, 303, t)) * _KIND_SCALE
+            (_PREMIUM_MID + _PREMIUM_SWING * _wobble(info.flow_seed, _KIND_SALT[kind], t))
+            * _KIND_SCALE
         )
     price = _raw_price_ticks(info.market, info.symbol, t) / m.price_scale
     if kind is Kind.MARK:
-        return round(price * (1.0 + _MARK_SWING * _wobble(info.flow_seed, 101, t)) * _KIND_SCALE)
+        return round(
+            price * (1.0 + _MARK_SWING * _wobble(info.flow_seed, _KIND_SALT[kind], t)) * _KIND_SCALE
+        )
     # Index: the spot index the perpetual tracks, so its basis comes off.
-    wobble = _INDEX_SWING * _wobble(info.price_seed ^ 0x5A5A, 202, t)
+    wobble = _INDEX_SWING * _wobble(info.price_seed, _KIND_SALT[kind], t)
     return round(price * math.exp(-info.basis) * (1.0 + wobble) * _KIND_SCALE)
 
 
