@@ -98,7 +98,7 @@ def read_dataset(data_dir: Path) -> pl.DataFrame:
 def stream_rows(df: pl.DataFrame, key: StreamKey) -> pl.DataFrame:
     """The rows of one stream."""
     return df.filter(
-        (pl.col("market") == key.market.value)
+        (pl.col("market") == key.partition)
         & (pl.col("interval") == key.interval.path_label)
         & (pl.col("symbol") == key.symbol)
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.console import Console
 
 from kline_tui.cli.command import command_parser, run, tool_dataset
-from kline_tui.model import Interval, Market
+from kline_tui.model import Interval, Kind, Market
 from kline_tui.runtime import EXIT_OK
 from kline_tui.store.archive import ArchiveError, ImportResult, import_archives
 
@@ -33,11 +33,17 @@ def parser() -> argparse.ArgumentParser:
     command.add_argument(
         "--interval", help="the interval (1m, 1h, 1mo...), when the file name does not say"
     )
+    command.add_argument(
+        "--kind",
+        help="trade, mark, index or premium, when the path does not say (markPriceKlines/, "
+        "indexPriceKlines/, premiumIndexKlines/ do); trade by default",
+    )
     return command
 
 
 def main(argv: list[str]) -> int:
-    """`kline-tui import PATH [PATH ...] [--market M] [--symbol S] [--interval I]`: exit code 0
+    """`kline-tui import PATH [PATH ...] [--market M] [--symbol S] [--interval I] [--kind K]`:
+    exit code 0
     when every archive was imported; a bad name or checksum stops it before anything is written."""
     return run(parser(), argv, _import, errors=(ArchiveError,))
 
@@ -45,9 +51,10 @@ def main(argv: list[str]) -> int:
 def _import(args: argparse.Namespace, err: Console) -> int:
     market = Market.parse(args.market) if args.market else None
     interval = Interval.parse(args.interval) if args.interval else None
+    kind = Kind.parse(args.kind) if args.kind else None
     _, dataset = tool_dataset(args)
     results = import_archives(
-        dataset, args.paths, market, args.symbol, interval, on_done=_print_done
+        dataset, args.paths, market, args.symbol, interval, on_done=_print_done, kind=kind
     )
     rows = sum(r.rows for r in results)
     new = sum(r.written for r in results)

@@ -38,7 +38,8 @@ def parser() -> argparse.ArgumentParser:
         "streams",
         nargs="*",
         metavar="STREAM",
-        help="streams to check, as market:SYMBOL:interval (default: every stream on disk)",
+        help="streams to check, as market:SYMBOL:interval[:kind] (default: every stream on disk, "
+        "every kind)",
     )
     command.add_argument(
         "--repair",

@@ -5,6 +5,7 @@ it, reading (`scan`), compaction, verification, imports.
 from kline_tui.store import scan
 lf = scan("~/klines", market="usdm", symbol="BTCUSDT", interval="1m", start="2026-11-01")
 lf = scan("s3://bucket/klines", symbol="BTCUSDT", storage_options={"aws_region": "eu-west-1"})
+lf = scan("~/klines", market="usdm", symbol="BTCUSDT", kind="mark")  # trade unless asked; None: all
 ```
 """
 

@@ -4,12 +4,18 @@ An archive is a zip holding one CSV (or the CSV itself) with the columns open_ti
 low, close, volume, close_time, quote_volume, count, taker_buy_volume, taker_buy_quote_volume,
 ignore. Spot files have no header row, futures files have one; spot timestamps are in
 microseconds from 2025-01-01 on, so each timestamp above 10^14 (year 5138 in ms, 1973 in us) is
-read as microseconds. Market, symbol and interval come from the archive's path,
+read as microseconds. Market, kind, symbol and interval come from the archive's path,
 
-    data/spot|futures/um|futures/cm/daily|monthly/klines/<SYMBOL>/<interval>/<SYMBOL>-<interval>-<date>.zip
+    data/spot|futures/um|futures/cm/daily|monthly/<folder>/<KEY>/<interval>/<KEY>-<interval>-<date>.zip
 
-or its file name (`BTCUSDT-1m-2025-01-01.zip`, the month as `1mo`), or from flags for what the
-path does not say; a flag that contradicts the path is an error. A `<archive>.CHECKSUM` file
+where the folder names the kind (docs/binance-kline-kinds.md, section 3): `klines` (trade),
+`markPriceKlines` (mark), `indexPriceKlines` (index, keyed by pair) and `premiumIndexKlines`
+(premium), the last three on futures only; or from its file name (`BTCUSDT-1m-2025-01-01.zip`,
+the month as `1mo`), or from flags for what the path does not say (`--kind`; trade when nothing
+says); a flag that contradicts the path is an error. Binance publishes no continuous contract
+archives, so those kinds are refused. Mark, index and premium files have the same 12 columns,
+with or without a header row; their volume, taker and count columns ("ignore", or the index's
+"number of basic data", which is not a trade count) are stored as NULL. A `<archive>.CHECKSUM` file
 beside it (sha256, as published) is verified first. Every archive's name and checksum are checked
 before anything is written, so a damaged download stops the import with the dataset untouched.
 Candles the dataset already holds are skipped, so importing again (or a daily file after the
@@ -28,8 +34,9 @@ from pathlib import Path
 
 import polars as pl
 
-from kline_tui.model import WEEK_ORIGIN_MS, Interval, Market, SpecError, StreamKey
+from kline_tui.model import WEEK_ORIGIN_MS, Interval, Kind, Market, SpecError, StreamKey
 from kline_tui.store.dataset import Dataset, as_dataset
+from kline_tui.store.parts import NO_VOLUME_COLUMNS
 from kline_tui.store.schema import PARQUET_SCHEMA
 
 __all__ = [
@@ -64,6 +71,13 @@ _MARKET_DIRS = {
     ("spot",): Market.SPOT,
     ("futures", "um"): Market.USDM,
     ("futures", "cm"): Market.COINM,
+}
+# data.binance.vision's folder of each kind's archives (continuous contract klines have none).
+ARCHIVE_FOLDERS: dict[str, Kind] = {
+    "klines": Kind.TRADE,
+    "markPriceKlines": Kind.MARK,
+    "indexPriceKlines": Kind.INDEX,
+    "premiumIndexKlines": Kind.PREMIUM,
 }
 _NAME_RE = re.compile(
     r"^(?P<symbol>[A-Z0-9_]+)-(?P<interval>1mo|\d+[smhdwM])-(?P<date>\d{4}-\d{2}(?:-\d{2})?)\.(?:zip|csv)$"
@@ -117,44 +131,77 @@ def identify(
     market: Market | None = None,
     symbol: str | None = None,
     interval: Interval | None = None,
+    kind: Kind | str | None = None,
 ) -> Archive:
-    """The stream of an archive, from its path and name, completed by the flags given."""
+    """The stream of an archive, from its path and name, completed by the flags given (the
+    kind is trade when neither the path nor `kind` says)."""
     try:
         from_path = _path_says(path)
         given = {
             "market": None if market is None else Market.parse(str(market)),
             "symbol": None if symbol is None else symbol.strip().upper(),
             "interval": None if interval is None else Interval.parse(str(interval)),
+            "kind": None if kind is None else Kind.parse(str(kind)),
         }
         values = _reconciled(path, from_path, given)
-        key = StreamKey.of(str(values["market"]), str(values["symbol"]), str(values["interval"]))
-        # COIN-M contracts are always PAIR_SUFFIX (BTCUSD_PERP) and spot symbols never hold `_`:
-        # a mismatch means the wrong --market.
-        if (key.market is Market.COINM) != ("_" in key.symbol) and key.market is not Market.USDM:
-            hint = " (COIN-M symbols look like BTCUSD_PERP)" if key.market is Market.COINM else ""
-            raise ArchiveError(
-                f"{path}: {key.symbol} is not a {key.market.value} symbol{hint}; check --market"
-            )
+        key = StreamKey.of(
+            str(values["market"]),
+            str(values["symbol"]),
+            str(values["interval"]),
+            str(values["kind"]),
+        )
+        _check_key(path, key)
     except SpecError as exc:
         raise ArchiveError(f"{path}: {exc}") from None
     return Archive(path, key)
 
 
+def _check_key(path: Path, key: StreamKey) -> None:
+    """Raise ArchiveError for a stream no archive of Binance's holds."""
+    if key.kind.is_continuous:
+        raise ArchiveError(
+            f"{path}: Binance publishes no {key.kind.value} (continuous contract) kline "
+            "archives; fetch them with 'kline-tui backfill'"
+        )
+    if key.market is Market.USDM:
+        return
+    if key.kind.keyed_by_pair:  # COIN-M index archives: the pair (BTCUSD), never a contract
+        if "_" in key.symbol:
+            raise ArchiveError(
+                f"{path}: {key.kind.value} archives are keyed by pair (BTCUSD), not "
+                f"{key.symbol}; check --symbol or --kind"
+            )
+        return
+    # COIN-M contracts are always PAIR_SUFFIX (BTCUSD_PERP) and spot symbols never hold `_`:
+    # a mismatch means the wrong --market.
+    if (key.market is Market.COINM) != ("_" in key.symbol):
+        hint = " (COIN-M symbols look like BTCUSD_PERP)" if key.market is Market.COINM else ""
+        raise ArchiveError(
+            f"{path}: {key.symbol} is not a {key.market.value} symbol{hint}; check --market"
+        )
+
+
 def _path_says(path: Path) -> dict[str, object]:
-    """The market, symbol and interval an archive's name and folders tell, as far as they do.
-    Raises SpecError for an interval spelled wrong."""
+    """The market, kind, symbol and interval an archive's name and folders tell, as far as they
+    do. Raises SpecError for an interval spelled wrong."""
     parts = path.parts
     from_path: dict[str, object] = {}
     m = _NAME_RE.match(path.name)
     if m:
         from_path["symbol"] = m["symbol"]
         from_path["interval"] = m["interval"]
-    if "klines" in parts:
-        i = len(parts) - 1 - parts[::-1].index("klines")
+    # The last folder naming a kind's archives (a user's own folders above it may hold any name).
+    found = [j for j, part in enumerate(parts[:-1]) if part in ARCHIVE_FOLDERS]
+    if found:
+        i = found[-1]
         before = parts[max(0, i - 3) : i - 1]  # ("spot",) or ("futures", "um") before daily|monthly
         for dirs, mk in _MARKET_DIRS.items():
             if tuple(before[-len(dirs) :]) == dirs:
                 from_path["market"] = mk
+        # A user's own `klines` folder says nothing of the kind; Binance's layout, or a kind's
+        # own folder name, does.
+        if "market" in from_path or parts[i] != "klines":
+            from_path["kind"] = ARCHIVE_FOLDERS[parts[i]]
         if len(parts) > i + 2 and "symbol" not in from_path:
             from_path["symbol"], from_path["interval"] = parts[i + 1], parts[i + 2]
     if "interval" in from_path:
@@ -167,8 +214,8 @@ def _path_says(path: Path) -> dict[str, object]:
 def _reconciled(
     path: Path, from_path: Mapping[str, object], given: Mapping[str, object]
 ) -> dict[str, object]:
-    """Each of market, symbol and interval from the flag or the path; raises ArchiveError when
-    they disagree or neither tells."""
+    """Each of market, kind, symbol and interval from the flag or the path (the kind trade when
+    neither tells); raises ArchiveError when they disagree or neither tells."""
     values = {}
     for name, flag in given.items():
         known = from_path.get(name)
@@ -177,6 +224,8 @@ def _reconciled(
                 f"{path}: its path says {name} {known}, but --{name} {flag} was given"
             )
         values[name] = flag if flag is not None else known
+        if values[name] is None and name == "kind":
+            values[name] = Kind.TRADE
         if values[name] is None:
             raise ArchiveError(f"{path}: cannot tell the {name} from the path; pass --{name}")
     return values
@@ -241,7 +290,8 @@ def _parsed(archive: Archive, data: bytes) -> pl.DataFrame:
         )
         if raw.width != len(ARCHIVE_COLUMNS):
             raise ArchiveError(f"{archive.path}: {raw.width} columns, a kline archive has 12")
-        return raw.select(**_dataset_columns(archive.key.symbol)).select(list(PARQUET_SCHEMA))
+        columns = _dataset_columns(archive.key.symbol, archive.key.kind)
+        return raw.select(**columns).select(list(PARQUET_SCHEMA))
     except ArchiveError:
         raise
     except (pl.exceptions.PolarsError, ValueError) as exc:
@@ -249,8 +299,9 @@ def _parsed(archive: Archive, data: bytes) -> pl.DataFrame:
         raise ArchiveError(f"{archive.path}: not a kline archive CSV ({reason})") from None
 
 
-def _dataset_columns(symbol: str) -> dict[str, pl.Expr]:
-    """The dataset's columns from an archive's (all read as text)."""
+def _dataset_columns(symbol: str, kind: Kind = Kind.TRADE) -> dict[str, pl.Expr]:
+    """The dataset's columns from an archive's (all read as text); a kind without volume gets
+    NULL volume fields, whatever its file holds there (never parsed: "ignore" columns)."""
     times = {c: pl.col(c).cast(pl.Int64()) for c in ("open_time", "close_time")}
     floats = (
         "open",
@@ -262,6 +313,7 @@ def _dataset_columns(symbol: str) -> dict[str, pl.Expr]:
         "taker_buy_volume",
         "taker_buy_quote_volume",
     )
+    nulls = {} if kind.has_volume else {c: pl.lit(None) for c in NO_VOLUME_COLUMNS}
     return {
         "symbol": pl.lit(symbol),
         # Spot archives count microseconds from 2025 on: a value this large is one.
@@ -272,6 +324,7 @@ def _dataset_columns(symbol: str) -> dict[str, pl.Expr]:
         **{c: pl.col(c).cast(pl.Float64()) for c in floats},
         "trades": pl.col("count").cast(pl.Int64()),
         "source": pl.lit("archive"),
+        **{c: e.cast(PARQUET_SCHEMA[c]) for c, e in nulls.items()},
     }
 
 
@@ -314,6 +367,7 @@ def import_archives(
     symbol: str | None = None,
     interval: Interval | None = None,
     on_done: Callable[[ImportResult], None] | None = None,
+    kind: Kind | None = None,
 ) -> list[ImportResult]:
     """Check every archive's name and checksum, then import them one by one.
 
@@ -322,7 +376,7 @@ def import_archives(
     the import again skips them).
     """
     dataset = as_dataset(data_dir)
-    archives = [identify(p, market, symbol, interval) for p in find_archives(paths)]
+    archives = [identify(p, market, symbol, interval, kind) for p in find_archives(paths)]
     for archive in archives:
         verify_checksum(archive.path)
     results = []

@@ -11,7 +11,8 @@ Everything is keyed by the StreamKey, kind included: a mark stream's rows are re
 written to its own partition (`market=usdm-mark`), with NULL volume fields. The candles of a kind
 other than trade are asked of the client with `kind=` (`RestClient.klines` and `closed_klines`
 taking the key's kind, the per-kind endpoints of docs/binance-kline-kinds.md); a client without
-that keyword is refused with a RestError rather than asked for trade klines in their place.
+that keyword is refused with KindNotFetched (a RestError) rather than asked for trade klines in
+their place.
 """
 
 from __future__ import annotations
@@ -32,7 +33,13 @@ from kline_tui.store.dataset import Dataset, as_dataset
 from kline_tui.store.gaps import find_gaps
 from kline_tui.store.parts import as_frame
 
-__all__ = ["BackfillResult", "backfill", "candles_frame", "first_open_at_or_after"]
+__all__ = [
+    "BackfillResult",
+    "KindNotFetched",
+    "backfill",
+    "candles_frame",
+    "first_open_at_or_after",
+]
 
 # Chunks of this many pages are fetched, then written: an interruption loses at most one chunk.
 _PAGES_PER_CHUNK = 10
@@ -46,6 +53,10 @@ def candles_frame(
     return as_frame([(symbol, *c.as_row(), source) for c in candles], kind)
 
 
+class KindNotFetched(RestError):
+    """The REST client cannot fetch the stream's kind of klines (it has no per-kind fetch)."""
+
+
 def _kind_args(rest: RestClient, key: StreamKey) -> dict[str, Any]:
     """The keyword naming the kind to the REST client's klines calls: none for trade klines;
     `kind=` for the others, or a RestError when the client cannot fetch them (it must never be
@@ -54,7 +65,9 @@ def _kind_args(rest: RestClient, key: StreamKey) -> dict[str, Any]:
         return {}
     for call in (rest.klines, rest.closed_klines):
         if "kind" not in inspect.signature(call).parameters:
-            raise RestError(f"{key}: this REST client cannot fetch {key.kind.value} klines")
+            raise KindNotFetched(
+                f"{key}: this REST client cannot fetch {key.kind.value} klines yet"
+            )
     return {"kind": key.kind}
 
 

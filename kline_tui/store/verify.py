@@ -28,7 +28,7 @@ from kline_tui.store import layout
 from kline_tui.store.compact import Compactor, unreadable
 from kline_tui.store.dataset import Dataset
 from kline_tui.store.gaps import find_gaps
-from kline_tui.store.history import backfill
+from kline_tui.store.history import KindNotFetched, backfill
 from kline_tui.store.read import READ_ERRORS, Bucket, buckets, part_files, scan_files, split_foreign
 
 __all__ = ["StreamReport", "VerifyReport", "format_time", "repair", "verify_dataset"]
@@ -205,10 +205,15 @@ async def fetch_gaps(
     dataset: Dataset | Path, report: VerifyReport, rest: RestClient, say: Callable[[str], None]
 ) -> None:
     """Fetch every gap `report` names from REST into `dataset` (a folder or a table), saying
-    what each fetch got."""
+    what each fetch got. A stream whose kind the client cannot fetch is said and passed over
+    (its gaps stay in the report), never filled with another kind's klines."""
     for stream in report.streams.values():
         for a, b in stream.gaps:
-            result = await backfill(dataset, stream.key, rest, a, b)
+            try:
+                result = await backfill(dataset, stream.key, rest, a, b)
+            except KindNotFetched as exc:
+                say(f"{exc}; its gaps are left")
+                break
             say(
                 f"{stream.key}: fetched {result.written} of {result.missing} missing candles "
                 f"{format_time(a)} to {format_time(b)}"
