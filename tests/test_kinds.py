@@ -783,3 +783,25 @@ async def test_an_attached_ui_mirrors_every_kind_premium_included(sim, tmp_path)
         finally:
             await client.close()
             await asyncio.wait_for(task, 5)
+
+
+async def test_the_simulators_poison_on_every_kind_never_reaches_the_dataset(sim, tmp_path):
+    """Impossible events of every shape on the kinds' streams, impossible rows in every kind's
+    REST answers (polls and backfills): counted and dropped; the dataset is the exchange's."""
+    keys = [StreamKey.parse(s) for s in EVERY_KIND]
+    streams = [k.stream_name for k in keys if k.has_stream]
+    sim.faults.poison(1.0, streams=streams)
+    sim.faults.poison_rest(0.2)
+    pipeline = fast_pipeline(sim, tmp_path, EVERY_KIND, history=30)
+    await pipeline.start()
+    try:
+        ledgers = pipeline.ledger.streams
+        await wait_until(
+            lambda: all(ledgers[k].accepted_ws + ledgers[k].accepted_poll >= 5 for k in keys),
+            timeout=60,
+            what="closes of every kind through the poison",
+        )
+    finally:
+        await pipeline.stop()
+    assert pipeline.hub.malformed > 0 and pipeline.rest.rejected_rows > 0
+    assert_exact_kinds(read_dataset(tmp_path), keys, min_rows=30)
