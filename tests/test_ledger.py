@@ -198,7 +198,9 @@ def test_polled_closes_follow_the_same_rule_and_are_stored_as_rest():
     """A kind with no stream (usdm mark) is polled: its closed rows take the live rule, its
     forming row declares the candles before it closed, and they are stored with source rest."""
     stored = []
-    led = Ledger(lambda key, candle, source: stored.append((key, source)) or True, EventLog())
+    led = Ledger(
+        lambda key, candle, source: stored.append((key, source)) or True, EventLog(), history=0
+    )
     mark = StreamKey.parse("usdm:BTCUSDT:1m:mark")
     assert led.accept(mark, c(0), "rest") and led.accept(mark, c(1), "rest")
     assert not led.accept(mark, c(1), "rest")  # polled twice: a duplicate, dropped
