@@ -805,3 +805,26 @@ async def test_the_simulators_poison_on_every_kind_never_reaches_the_dataset(sim
         await pipeline.stop()
     assert pipeline.hub.malformed > 0 and pipeline.rest.rejected_rows > 0
     assert_exact_kinds(read_dataset(tmp_path), keys, min_rows=30)
+
+
+async def test_a_service_start_leaves_out_the_polled_streams_past_the_budget(
+    sim, tmp_path, monkeypatch
+):
+    from kline_tui.recorder import poller
+    from kline_tui.retry import Backoff
+    from kline_tui.runtime import Runtime
+
+    from .support import make_settings
+
+    monkeypatch.setattr(poller, "POLL_SHARE", 1 / 2400)  # one polled stream fits
+    watch = ["usdm:BTCUSDT:1m:mark", "usdm:ETHUSDT:1m:premium", "coinm:BTCUSD:1m:index"]
+    runtime = Runtime(
+        make_settings(sim, tmp_path, watch, history=3), backoff=Backoff(base=0.2, cap=1.0)
+    )
+    try:
+        keys = await runtime.start(leave_out_refused=True)
+        assert [str(k) for k in keys] == ["usdm:BTCUSDT:1m:mark", "coinm:BTCUSD:1m:index"]
+        lines = [e.message for e in runtime.events.recent]
+        assert any("at most 1 such streams fit" in line for line in lines), lines
+    finally:
+        await runtime.stop()
