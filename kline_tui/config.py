@@ -179,6 +179,16 @@ class RecorderConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             "included; past it sockets are aborted."
         ),
     ] = 15.0
+    # Binance documents no range for the premium index (its examples are about -0.0005): the
+    # bound is ours, and positive values are never refused for their sign.
+    premium_bound: Annotated[
+        float,
+        Meta(gt=0, le=10, extra={"unit": "index points (0.05 is 5 %)"}),
+        Meta(
+            description="Premium index klines beyond plus or minus this are dropped as "
+            "impossible and counted (Binance states no range; positive values are kept)."
+        ),
+    ] = 0.05
 
 
 # `[HOST:]PORT`, HOST a name, an IPv4 address or a bracketed IPv6 address; checked further by
@@ -530,6 +540,8 @@ class Settings:
     max_buffer_rows: int = _DEFAULTS.recorder.max_buffer_rows
     stop_timeout_s: float = _DEFAULTS.recorder.stop_timeout_s
     """Longest a stop may take, drain and flush included; past it sockets are aborted."""
+    premium_bound: float = _DEFAULTS.recorder.premium_bound
+    """Largest |premium index| a premium kline may hold; beyond, the row is dropped."""
     listen: tuple[str, int] | None = None
     """Where the service API listens (host, port), or None: off."""
     token_file: Path | None = None

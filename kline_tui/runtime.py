@@ -41,6 +41,7 @@ from kline_tui.model import Market, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import SPARK_LENGTH
 from kline_tui.recorder.pipeline import Pipeline, StopReport, StreamRefused
+from kline_tui.recorder.poller import within_budget
 from kline_tui.recorder.supervisor import Supervisor
 from kline_tui.retry import Backoff
 from kline_tui.store.series import stored_series
@@ -250,6 +251,7 @@ class Runtime:
                     raise
                 try:
                     good = [k for k in keys if not await pipeline.symbols.problems([k])]
+                    good = within_budget(good)  # polled streams past the budget's share
                 except RestError as exc:
                     self.events.error(
                         f"cannot reach the exchange to check the watch list ({exc}); "
@@ -538,7 +540,8 @@ class Runtime:
             + (f", {sink.dropped} dropped" if sink.dropped else "")
             + (f", {sink.dead_letters} set aside as unwritable" if sink.dead_letters else "")
             + f"; candles {sum(s.accepted_ws for s in ledgers)} live, "
-            f"{sum(s.accepted_rest for s in ledgers)} backfilled, "
+            + (f"{polled} polled, " if (polled := sum(s.accepted_poll for s in ledgers)) else "")
+            + f"{sum(s.accepted_rest for s in ledgers)} backfilled, "
             f"{sum(s.duplicates for s in ledgers)} duplicates dropped, "
             f"{sum(s.missing_count() for s in ledgers)} missing; "
             f"{pipeline.hub.stalls_detected} stalls"

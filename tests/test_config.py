@@ -83,13 +83,13 @@ def test_bad_config_is_one_line_naming_file_and_key(tmp_path, text, words):
         (
             "[recorder]\nflush_row = 1",
             "recorder.flush_row: unknown key (known: flush_rows, flush_age_s, history,"
-            " rotate_after_h, reconnect_max_s, max_buffer_rows, stop_timeout_s)",
+            " rotate_after_h, reconnect_max_s, max_buffer_rows, stop_timeout_s, premium_bound)",
         ),
         ('watch = ["spot:BTCUSDT:1m", 5]', 'watch[1]: expected a string like "usdm:BTCUSDT:1m"'),
         (
             "recorder = 5",
             "recorder: expected a table of flush_rows, flush_age_s, history, rotate_after_h,"
-            " reconnect_max_s, max_buffer_rows, stop_timeout_s",
+            " reconnect_max_s, max_buffer_rows, stop_timeout_s, premium_bound",
         ),
         ("[endpoints.usdm]\nwss = 'ws://x'", "endpoints.usdm.wss: unknown key (known: ws, rest)"),
         ("[endpoints]\nusdm = 'ws://x'", "endpoints.usdm: expected a table of ws, rest"),

@@ -192,3 +192,20 @@ def test_a_bogus_last_candle_on_disk_does_not_stop_the_stream():
     led.begin(KEY, 10**16, [(T0, T0 + M)])
     assert led.accept(KEY, c(0)) and [t for t, _ in stored] == [T0]
     assert missing(led) == []
+
+
+def test_polled_closes_follow_the_same_rule_and_are_stored_as_rest():
+    """A kind with no stream (usdm mark) is polled: its closed rows take the live rule, its
+    forming row declares the candles before it closed, and they are stored with source rest."""
+    stored = []
+    led = Ledger(
+        lambda key, candle, source: stored.append((key, source)) or True, EventLog(), history=0
+    )
+    mark = StreamKey.parse("usdm:BTCUSDT:1m:mark")
+    assert led.accept(mark, c(0), "rest") and led.accept(mark, c(1), "rest")
+    assert not led.accept(mark, c(1), "rest")  # polled twice: a duplicate, dropped
+    led.observe(mark, T0 + 4 * M)  # a later poll's forming row: 2 and 3 have closed
+    st = led.streams[mark]
+    assert [(r.first, r.last) for r in st.missing] == [(T0 + 2 * M, T0 + 3 * M)]
+    assert (st.accepted_ws, st.accepted_poll, st.duplicates) == (0, 2, 1)
+    assert stored == [(mark, "rest"), (mark, "rest")] and KEY not in led.streams

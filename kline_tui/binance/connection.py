@@ -199,6 +199,7 @@ class Connection:
         self._closing = False
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._task: asyncio.Task[None] | None = None
+        self._kind_sampled_at = 0.0  # when a kind event last sampled the frame rate and lag
 
     # -- what the hub calls -------------------------------------------------------------------
 
@@ -378,6 +379,7 @@ class Connection:
     async def _read(self, ws: aiohttp.ClientWebSocketResponse, control: asyncio.Task[None]) -> str:
         listener, status = self.listener, self.status
         decode, envelope_t, kline_t = wire.decode, wire.Envelope, wire.KlineEvent
+        shutdown_t = wire.ShutdownEvent
         implausible, clock, market = wire.implausible, self.clock, self.market
         desired = self._desired
         recent = status.recent_frames
@@ -428,10 +430,12 @@ class Connection:
                         # (or a simulator's fast one) does not pass for lag.
                         at = clock(market) if clock is not None else None
                         status.lag_ms = (time.time() * 1000 if at is None else at) - data.E
-                else:
+                elif type(data) is shutdown_t:
                     # serverShutdown: the server will close this connection soon. Keep reading
                     # while the hub opens a replacement (make before break).
                     listener.on_shutdown_notice(self)
+                elif isinstance(data, wire.KindEvent):
+                    self._on_kind_event(msg.stream, data, now)
             elif type(msg) is wire.ControlReply:
                 self._on_reply(msg)
             elif type(msg) is wire.Malformed:
@@ -441,6 +445,33 @@ class Connection:
                 failure = control.exception()
                 if failure is not None:
                     raise failure
+
+    def _on_kind_event(self, stream: str, data: wire.KindEvent, now: float) -> None:
+        """A continuous, mark or index kline event: checked against the stream it came on (its
+        pair or symbol, kind and interval), then handed on like a trade kline."""
+        key = self._desired.get(stream)
+        if key is None:
+            return  # a stream we just unsubscribed
+        k, symbol, kind = data.series()
+        if k.interval != key.interval or symbol != key.symbol or kind is not key.kind:
+            self.status.malformed += 1
+            self.listener.on_malformed(
+                self, f"event on {safe_text(stream, 60)} names {symbol} {kind} {k.interval}"
+            )
+            return
+        clock = self.clock
+        why = wire.implausible(k, data.E, key.interval, clock(self.market) if clock else None)
+        if why is not None:
+            self.status.malformed += 1
+            self.listener.on_implausible(self, key, why)
+            return
+        self.listener.on_kline(key, data.E, k, now)
+        status = self.status
+        if now - self._kind_sampled_at >= 0.5:  # as the trade klines' loop samples its rate
+            self._kind_sampled_at = now
+            status.recent_frames.append((now, status.frames))
+            at = clock(self.market) if clock is not None else None
+            status.lag_ms = (time.time() * 1000 if at is None else at) - data.E
 
     def _on_reply(self, reply: wire.ControlReply) -> None:
         if reply.id is None or reply.id not in self._pending:

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kline_tui.model import Market
+from kline_tui.model import Kind, Market
 
-__all__ = ["DEFAULT_ENDPOINTS", "MARKETS", "Endpoints", "MarketSpec", "kline_weight"]
+__all__ = [
+    "DEFAULT_ENDPOINTS",
+    "MARKETS",
+    "Endpoints",
+    "MarketSpec",
+    "kind_params",
+    "kline_weight",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +47,11 @@ class MarketSpec:
     def klines_path(self) -> str:
         return f"{self.rest_prefix}/klines"
 
+    def kind_klines_path(self, kind: Kind) -> str:
+        """The REST path of a kind's klines: `/fapi/v1/markPriceKlines` for USD-M mark klines
+        (docs/binance-kline-kinds.md, 1b). All of them share the trade klines' weight table."""
+        return f"{self.rest_prefix}/{_KIND_ENDPOINT[kind]}"
+
     @property
     def exchange_info_path(self) -> str:
         return f"{self.rest_prefix}/exchangeInfo"
@@ -47,6 +59,29 @@ class MarketSpec:
     @property
     def time_path(self) -> str:
         return f"{self.rest_prefix}/time"
+
+
+# The REST endpoint of each kind, under the market's prefix.
+_KIND_ENDPOINT = {
+    Kind.TRADE: "klines",
+    Kind.MARK: "markPriceKlines",
+    Kind.INDEX: "indexPriceKlines",
+    Kind.PREMIUM: "premiumIndexKlines",
+    Kind.PERPETUAL: "continuousKlines",
+    Kind.CURRENT_QUARTER: "continuousKlines",
+    Kind.NEXT_QUARTER: "continuousKlines",
+}
+
+
+def kind_params(kind: Kind, symbol: str) -> dict[str, str]:
+    """How a klines request names its series: `symbol` (trade, mark, premium), `pair` (index),
+    or `pair` and `contractType` (continuous); docs/binance-kline-kinds.md, 1b."""
+    contract_type = kind.contract_type
+    if contract_type is not None:
+        return {"pair": symbol, "contractType": contract_type}
+    if kind is Kind.INDEX:
+        return {"pair": symbol}
+    return {"symbol": symbol}
 
 
 MARKETS: dict[Market, MarketSpec] = {

@@ -28,9 +28,9 @@ import aiohttp
 import msgspec
 
 from kline_tui.binance.clock import ExchangeClock, checked_rate
-from kline_tui.binance.markets import MARKETS, Endpoints, kline_weight
-from kline_tui.binance.wire import CLOCK_TOLERANCE_MS, implausible_candle
-from kline_tui.model import Candle, Interval, Market
+from kline_tui.binance.markets import MARKETS, Endpoints, kind_params, kline_weight
+from kline_tui.binance.wire import CLOCK_TOLERANCE_MS, DEFAULT_PREMIUM_BOUND, implausible_candle
+from kline_tui.model import Candle, Interval, Kind, Market
 from kline_tui.safe_text import safe_text
 
 __all__ = [
@@ -69,9 +69,12 @@ class SymbolInfo:
     symbol: str
     status: str
     contract_size: float | None = None
+    pair: str | None = None  # futures: the pair (index and continuous klines are keyed by it)
+    contract_type: str | None = None  # futures: PERPETUAL, CURRENT_QUARTER, NEXT_QUARTER, ...
 
     @property
     def tradable(self) -> bool:
+        """Whether the symbol trades now."""
         return self.status == "TRADING"
 
 
@@ -186,7 +189,9 @@ class RestClient:
         # from the first refused attempt, not after the retries are spent.
         self.unreachable: str | None = None
         self.retry_at: float | None = None
-        self._rejected_streams: set[tuple[Market, str, Interval]] = set()  # told once each
+        self._rejected_streams: set[tuple[Market, str, Interval, Kind]] = set()  # told once each
+        # The largest |premium index| a premium kline row may hold (the config's premium_bound).
+        self.premium_bound = DEFAULT_PREMIUM_BOUND
 
     def clock(self, market: Market) -> ExchangeClock:
         """The market's exchange clock, set by every `server_time` answer (unknown before)."""
@@ -294,7 +299,11 @@ class RestClient:
                 status = item.get("status") or item.get("contractStatus") or ""
                 size = item.get("contractSize")
                 symbols[name] = SymbolInfo(
-                    name, safe_text(status, 40), float(size) if size is not None else None
+                    name,
+                    safe_text(status, 40),
+                    float(size) if size is not None else None,
+                    _text_or_none(item.get("pair")),
+                    _text_or_none(item.get("contractType")),
                 )
         except (
             msgspec.DecodeError,
@@ -316,39 +325,53 @@ class RestClient:
         start_ms: int | None = None,
         end_ms: int | None = None,
         limit: int | None = None,
+        kind: Kind = Kind.TRADE,
     ) -> list[Candle]:
-        """One klines call, as the exchange answers it (the last row may still be forming).
+        """One klines call of `kind` (`symbol` is the pair for index and continuous kinds), as
+        the exchange answers it (the last row may still be forming).
 
         Rows that cannot be real are left out and counted in `rejected_rows`: impossible values
-        or times (`wire.implausible_candle`), an open time outside `start_ms`..`end_ms` or after
-        the exchange's clock.
+        or times for the kind (`wire.implausible_candle`), an open time outside
+        `start_ms`..`end_ms` or after the exchange's clock.
         """
-        rows = await self._kline_rows(market, symbol, interval, start_ms, end_ms, limit)
-        return self._plausible(market, symbol, interval, rows, start_ms, end_ms)
+        rows = await self._kline_rows(market, symbol, interval, kind, start_ms, end_ms, limit)
+        return self._plausible(market, symbol, interval, kind, rows, start_ms, end_ms)
 
     async def _kline_rows(
         self,
         market: Market,
         symbol: str,
         interval: Interval,
+        kind: Kind,
         start_ms: int | None,
         end_ms: int | None,
         limit: int | None,
     ) -> list[tuple[Any, ...]]:
-        """The rows of one klines call, as typed tuples; a RestError if the body is not rows."""
+        """The rows of one klines call, as typed tuples; a RestError if the body is not rows.
+
+        Every kind's endpoint has the trade klines' weight table and row shape
+        (docs/binance-kline-kinds.md, 1b); only the path and the naming parameters differ.
+        """
+        if market not in kind.markets():
+            raise RestError(f"{market.value} has no {kind.value} klines")
         spec = MARKETS[market]
         limit = spec.klines_limit if limit is None else min(limit, spec.klines_limit)
-        params: dict[str, Any] = {"symbol": symbol, "interval": interval.value, "limit": limit}
+        params: dict[str, Any] = {
+            **kind_params(kind, symbol),
+            "interval": interval.value,
+            "limit": limit,
+        }
         if start_ms is not None:
             params["startTime"] = start_ms
         if end_ms is not None:
             params["endTime"] = end_ms
-        body = await self._get(market, spec.klines_path, params, kline_weight(market, limit))
+        path = spec.kind_klines_path(kind)
+        body = await self._get(market, path, params, kline_weight(market, limit))
         try:
             return _klines_decoder.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError):
             raise RestError(
-                f"{market.value} klines {symbol} {interval}: malformed answer"
+                f"{market.value} {_what(kind)} {symbol} {interval}: malformed answer"
             ) from None
 
     def _plausible(
@@ -356,6 +379,7 @@ class RestClient:
         market: Market,
         symbol: str,
         interval: Interval,
+        kind: Kind,
         rows: list[tuple[Any, ...]],
         start_ms: int | None,
         end_ms: int | None,
@@ -378,48 +402,65 @@ class RestClient:
             elif latest is not None and candle.open_time > latest:
                 reason = "an open time after the exchange's clock"
             else:
-                reason = implausible_candle(candle, interval)
+                reason = implausible_candle(candle, interval, kind, self.premium_bound)
                 if reason is None:
                     out.append(candle)
                     continue
             self.rejected_rows += 1
             first_reason = first_reason or reason
-        if first_reason is not None and (market, symbol, interval) not in self._rejected_streams:
-            self._rejected_streams.add((market, symbol, interval))
+        stream = (market, symbol, interval, kind)
+        if first_reason is not None and stream not in self._rejected_streams:
+            self._rejected_streams.add(stream)
+            spec = f"{market.value}:{symbol}:{interval.value}"
+            spec += "" if kind is Kind.TRADE else f":{kind.value}"
             self.warn(
-                f"{market.value}:{symbol}:{interval.value}: {len(rows) - len(out)} REST kline rows"
-                f" dropped as impossible ({first_reason})"
+                f"{spec}: {len(rows) - len(out)} REST kline rows dropped as impossible "
+                f"({first_reason})"
             )
         return out
 
     async def closed_klines(
-        self, market: Market, symbol: str, interval: Interval, first_open: int, last_open: int
+        self,
+        market: Market,
+        symbol: str,
+        interval: Interval,
+        first_open: int,
+        last_open: int,
+        *,
+        kind: Kind = Kind.TRADE,
     ) -> tuple[list[Candle], int]:
-        """Every closed candle opening from `first_open` to `last_open`, paging as needed, and the
-        exchange time they were asked at.
+        """Every closed candle of `kind` opening from `first_open` to `last_open`, paging as
+        needed, and the exchange time they were asked at.
 
-        Pages hold the market's maximum rows; COIN-M requests span at most its 200-day window.
-        Rows still forming at the exchange's current time are left out, and so are rows that
-        cannot be real (see `klines`). A full page with not one real row is a RestError, since
-        paging cannot go on from it and the rest of the range would look absent.
+        Pages hold the market's maximum rows and span no more; COIN-M requests span at most its
+        200-day window
+        (for every kind: the premium page does not state it, and it costs nothing). Rows still
+        forming at the exchange's current time are left out, and so are rows that cannot be
+        real (see `klines`). A full page with not one real row is a RestError, since paging
+        cannot go on from it and the rest of the range would look absent.
         """
         spec = MARKETS[market]
         server_now = await self.server_time(market)
         out: list[Candle] = []
         start = first_open
         while start <= last_open:
-            end = last_open
+            # A page never spans more rows than it holds: given both ends, COIN-M answers the
+            # newest rows before endTime, which would skip the start of a longer range.
+            end = min(last_open, interval.shift(start, spec.klines_limit - 1))
             if spec.max_window_ms is not None:
                 end = min(end, start + spec.max_window_ms - 1)
-            rows = await self._kline_rows(market, symbol, interval, start, end, spec.klines_limit)
-            page = self._plausible(market, symbol, interval, rows, start, end)
+            rows = await self._kline_rows(
+                market, symbol, interval, kind, start, end, spec.klines_limit
+            )
+            page = self._plausible(market, symbol, interval, kind, rows, start, end)
             out.extend(c for c in page if c.close_time < server_now)
             # Whether the page was full is told by the rows received, not by the rows kept: one
             # dropped row must not end the paging and leave the rest of the range unasked.
             if len(rows) >= spec.klines_limit:
                 if not page:
                     raise RestError(
-                        f"{market.value} klines {symbol} {interval}: a full page of impossible rows"
+                        f"{market.value} {_what(kind)} {symbol} {interval}: "
+                        "a full page of impossible rows"
                     )
                 start = interval.next_open(max(c.open_time for c in page))
             elif end < last_open:  # a short page ends this window; COIN-M's next one follows
@@ -427,6 +468,16 @@ class RestClient:
             else:
                 break
         return out, server_now
+
+
+def _what(kind: Kind) -> str:
+    """A kind's klines in an error message: `klines`, `mark klines`."""
+    return "klines" if kind is Kind.TRADE else f"{kind.value} klines"
+
+
+def _text_or_none(value: Any) -> str | None:
+    """An exchangeInfo text field, made safe to print, or None when absent or not text."""
+    return safe_text(value, 40) if isinstance(value, str) else None
 
 
 def retry_after_s(value: str | None, *, cap_s: float = RETRY_AFTER_CAP_S) -> float | None:

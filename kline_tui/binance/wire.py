@@ -5,6 +5,11 @@ becomes a `WireKline` (which *is* a `Candle`) without an intermediate dict. Anyt
 well-formed kline event, a control reply or a shutdown notice comes back as `Malformed` with a
 short reason; nothing here raises on bad input.
 
+Besides trade klines (`kline`), the frames of the other kinds are decoded into the same
+`WireKline` (docs/binance-kline-kinds.md, 1a): `continuous_kline` (keyed by `ps`, `ct` and `k.i`;
+its `k` has no `s`), `markPrice_kline` (keyed by `k.s`) and `indexPrice_kline` (keyed by `ps`; its
+`k.s` is "0"). Each kind has its own rule of what values can be real (`kind_is_sane`).
+
 `decode` checks only what a frame says of itself. Whether its times can be real (against the
 exchange's clock and the stream's interval) is `implausible`'s question, which the connection asks
 after decoding: it needs the stream's interval and the clock, and keeping it apart keeps `decode`
@@ -27,17 +32,23 @@ from kline_tui.model import (
     WEEK_ORIGIN_MS,
     Candle,
     Interval,
+    Kind,
 )
 from kline_tui.safe_text import safe_text
 
 __all__ = [
     "CLOCK_TOLERANCE_MS",
     "CLOSE_LATENESS_MS",
+    "DEFAULT_PREMIUM_BOUND",
     "MAX_FRAME_BYTES",
+    "ContinuousKlineEvent",
     "ControlReply",
     "Envelope",
+    "IndexPriceKlineEvent",
+    "KindEvent",
     "KlineEvent",
     "Malformed",
+    "MarkPriceKlineEvent",
     "ShutdownEvent",
     "WireKline",
     "candle_is_sane",
@@ -46,6 +57,7 @@ __all__ = [
     "implausible",
     "implausible_candle",
     "implausible_candle_times",
+    "kind_is_sane",
 ]
 
 # Binance's kline frames are well under 1 KiB and a LIST_SUBSCRIPTIONS reply for 1,024 streams is
@@ -82,6 +94,48 @@ def candle_is_sane(c: Candle) -> bool:
     )
 
 
+# The largest |premium index| believed (a fraction: 0.05 is 5 %). Binance documents no range; the
+# examples are around -0.0005 (docs/binance-kline-kinds.md, 2). The config's `premium_bound`.
+DEFAULT_PREMIUM_BOUND = 0.05
+
+
+def _no_volume(c: Candle) -> bool:
+    """Whether the four volume fields are exactly zero: Binance sends "0" (documented "Ignore")
+    for mark, index and premium klines, and anything else is not the frame we think it is."""
+    return (
+        c.volume == 0.0
+        and c.quote_volume == 0.0
+        and c.taker_buy_volume == 0.0
+        and c.taker_buy_quote_volume == 0.0
+    )
+
+
+def kind_is_sane(c: Candle, kind: Kind, premium_bound: float = DEFAULT_PREMIUM_BOUND) -> bool:
+    """Whether a candle's numbers can be real for its kind.
+
+    Trade and continuous klines: `candle_is_sane`. Mark and index klines: positive finite prices,
+    low <= open/close <= high, and the volume fields zero. Premium klines: finite, the same
+    order, |value| <= `premium_bound` (positive values are fine: Binance states no sign), and the
+    volume fields zero. The count (`n`, "number of basic data") must not be negative.
+    """
+    if kind is Kind.TRADE or kind.is_continuous:
+        return candle_is_sane(c)
+    lo, hi = c.low, c.high
+    if kind is Kind.PREMIUM:
+        # NaN fails every comparison; the bound makes an infinity fail too.
+        values_ok = -premium_bound <= lo and hi <= premium_bound
+    else:
+        values_ok = lo > 0.0 and hi < math.inf
+    return (
+        values_ok
+        and lo <= c.open <= hi
+        and lo <= c.close <= hi
+        and _no_volume(c)
+        and c.trades >= 0
+        and c.close_time > c.open_time
+    )
+
+
 class WireKline(Candle, gc=False, rename={"symbol": "s", "interval": "i", "closed": "x"}):
     """The `k` object of a kline event: a Candle (with Binance's field names) plus the symbol,
     the interval and the `x` flag, decoded straight from the frame."""
@@ -107,6 +161,62 @@ class KlineEvent(msgspec.Struct, tag_field="e", tag="kline", gc=False):
     k: WireKline
 
 
+class _ContinuousK(Candle, gc=False, rename={"interval": "i", "closed": "x"}):
+    """The `k` object of a continuous contract kline: no `s` (the series is `ps` and `ct`)."""
+
+    interval: str
+    closed: bool
+
+
+_CONTRACT_KINDS = {k.contract_type: k for k in Kind if k.contract_type is not None}
+
+
+class ContinuousKlineEvent(msgspec.Struct, tag_field="e", tag="continuous_kline", gc=False):
+    """A continuous contract kline event: `ps` the pair, `ct` the contract type (upper case)."""
+
+    E: int
+    ps: str
+    ct: str
+    k: _ContinuousK
+
+    def series(self) -> tuple[WireKline, str, Kind | None]:
+        """The kline (its `symbol` set to the pair), the pair, and the kind `ct` names (None for
+        a contract type kline-tui does not know)."""
+        k = self.k
+        kline = WireKline(*k.as_row(), self.ps, k.interval, k.closed)
+        return kline, self.ps, _CONTRACT_KINDS.get(self.ct)
+
+
+class MarkPriceKlineEvent(msgspec.Struct, tag_field="e", tag="markPrice_kline", gc=False):
+    """A COIN-M mark price kline event: `k.s` is the symbol, `ps` its pair."""
+
+    E: int
+    ps: str
+    k: WireKline
+
+    def series(self) -> tuple[WireKline, str, Kind | None]:
+        """The kline, the symbol that keys it, and its kind."""
+        return self.k, self.k.symbol, Kind.MARK
+
+
+class IndexPriceKlineEvent(msgspec.Struct, tag_field="e", tag="indexPrice_kline", gc=False):
+    """A COIN-M index price kline event: keyed by `ps` (the pair); `k.s` is "0"."""
+
+    E: int
+    ps: str
+    k: WireKline
+
+    def series(self) -> tuple[WireKline, str, Kind | None]:
+        """The kline (its `symbol` set to the pair), the pair, and its kind."""
+        kline = msgspec.structs.replace(self.k, symbol=self.ps)
+        return kline, self.ps, Kind.INDEX
+
+
+# The events of kinds other than trade: `series()` gives each one's kline, key and kind.
+KindEvent = ContinuousKlineEvent | MarkPriceKlineEvent | IndexPriceKlineEvent
+_KIND_EVENTS = (ContinuousKlineEvent, MarkPriceKlineEvent, IndexPriceKlineEvent)
+
+
 class ShutdownEvent(msgspec.Struct, tag_field="e", tag="serverShutdown", gc=False):
     """The server announces it will close this connection soon: reconnect early."""
 
@@ -117,7 +227,13 @@ class Envelope(msgspec.Struct, gc=False):
     """A combined-stream frame: `{"stream": name, "data": event}`."""
 
     stream: str
-    data: KlineEvent | ShutdownEvent
+    data: (
+        KlineEvent
+        | ContinuousKlineEvent
+        | MarkPriceKlineEvent
+        | IndexPriceKlineEvent
+        | ShutdownEvent
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,8 +275,15 @@ def decode(frame: str | bytes) -> Envelope | ControlReply | Malformed:
     except (msgspec.ValidationError, msgspec.DecodeError):
         return _decode_other(frame)
     data = envelope.data
-    if type(data) is KlineEvent and not data.k.is_sane():
-        return Malformed(f"impossible kline values on {safe_text(envelope.stream, 60)}")
+    if type(data) is KlineEvent:
+        if not data.k.is_sane():
+            return Malformed(f"impossible kline values on {safe_text(envelope.stream, 60)}")
+    elif isinstance(data, _KIND_EVENTS):
+        kind = data.series()[2]
+        if kind is None:
+            return Malformed(f"unknown contract type on {safe_text(envelope.stream, 60)}")
+        if not kind_is_sane(data.k, kind):
+            return Malformed(f"impossible {kind} kline values on {safe_text(envelope.stream, 60)}")
     return envelope
 
 
@@ -231,10 +354,15 @@ def implausible_candle_times(open_time: int, close_time: int, interval: Interval
     return None
 
 
-def implausible_candle(c: Candle, interval: Interval) -> str | None:
+def implausible_candle(
+    c: Candle,
+    interval: Interval,
+    kind: Kind = Kind.TRADE,
+    premium_bound: float = DEFAULT_PREMIUM_BOUND,
+) -> str | None:
     """Why a candle (from REST, or any source without an event time) cannot be a real candle of
-    `interval`, or None if it can: its numbers (`candle_is_sane`) and its times."""
-    if not candle_is_sane(c):
+    `interval` and `kind`, or None if it can: its numbers (`kind_is_sane`) and its times."""
+    if not kind_is_sane(c, kind, premium_bound):
         return "impossible values"
     return implausible_candle_times(c.open_time, c.close_time, interval)
 

@@ -25,6 +25,7 @@ from kline_tui.cli.command import (
 )
 from kline_tui.config import Settings
 from kline_tui.model import StreamKey
+from kline_tui.recorder.symbols import key_problem
 from kline_tui.runtime import EXIT_OK
 from kline_tui.store.dataset import Dataset
 from kline_tui.store.history import BackfillResult, backfill
@@ -43,7 +44,9 @@ def parser() -> argparse.ArgumentParser:
         "Download a stream's history from REST into the dataset, within the weight budget. "
         "Resumable: run it again after an interruption and it fetches only what is missing.",
     )
-    command.add_argument("streams", nargs="+", metavar="STREAM", help="as market:SYMBOL:interval")
+    command.add_argument(
+        "streams", nargs="+", metavar="STREAM", help="as market:SYMBOL:interval[:kind]"
+    )
     command.add_argument(
         "--from",
         dest="start",
@@ -126,12 +129,18 @@ async def _fetch(
 
 
 async def _check_symbols(rest: RestClient, keys: list[StreamKey]) -> None:
-    """Refuse, before anything is fetched, a symbol its market does not list."""
+    """Refuse, before anything is fetched, a symbol (or pair, or contract type) its market does
+    not list; a symbol no longer trading still has its history."""
     for market in dict.fromkeys(k.market for k in keys):
         listed = await rest.exchange_info(market)
         for key in keys:
-            if key.market is market and key.symbol not in listed:
+            if key.market is not market:
+                continue
+            if not key.kind.keyed_by_pair and key.symbol not in listed:
                 raise UsageError(f"{market.value} has no symbol {key.symbol}")
+            problem = key_problem(key, listed, trading=False)
+            if problem is not None:
+                raise UsageError(problem)
 
 
 async def _fetch_one(

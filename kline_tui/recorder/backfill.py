@@ -138,7 +138,7 @@ class Backfiller:
                 state.backfill = ledger.missing_count()
             try:
                 candles, server_now = await self.rest.closed_klines(
-                    key.market, key.symbol, iv, first, last
+                    key.market, key.symbol, iv, first, last, kind=key.kind
                 )
                 stored = self.ledger.fill(key, first, last, candles, server_now)
             except asyncio.CancelledError:

@@ -164,7 +164,11 @@ class Hub:
                 )
                 added[key.market].append(key)
         for market, market_keys in added.items():
-            self._place(market, market_keys)
+            # Kinds with no WebSocket stream are polled over REST (recorder.poller): they have
+            # a live state here, and no connection.
+            streamed = [k for k in market_keys if k.has_stream]
+            if streamed:
+                self._place(market, streamed)
         return [k for ks in added.values() for k in ks]
 
     def remove(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
@@ -286,8 +290,15 @@ class Hub:
     # -- what the connections report ----------------------------------------------------------
 
     def on_kline(
-        self, key: StreamKey, event_time: int, kline: WireKline, now: float | None = None
+        self,
+        key: StreamKey,
+        event_time: int,
+        kline: WireKline,
+        now: float | None = None,
+        source: str = "ws",
     ) -> None:
+        """An update of a stream's candle (`source` "rest" from the poller): the live state
+        takes it, the ledger a closed one."""
         state = self.streams.get(key)
         if state is None:
             return
@@ -300,7 +311,7 @@ class Hub:
             state.status = StreamStatus.LIVE
             state.error = None
         if kline.closed:
-            if self.ledger.accept(key, kline):  # `recorded` counts what the sink took
+            if self.ledger.accept(key, kline, source):  # `recorded` counts what the sink took
                 state.closed.append(kline)
                 for listener in self.closed_listeners:
                     listener(key, kline)

@@ -56,6 +56,7 @@ class StreamLedger:
     missing: list[MissingRange] = field(default_factory=list)  # sorted, disjoint
     accepted_ws: int = 0
     accepted_rest: int = 0
+    accepted_poll: int = 0  # closed candles of a kind with no stream, from the poller
     duplicates: int = 0
     absent: int = 0  # candles the exchange itself no longer has (REST returned none)
     gaps: int = 0
@@ -210,8 +211,9 @@ class Ledger:
             st.add_missing(iv.next_open(st.last), iv.prev_open(open_time))
             st.last = iv.prev_open(open_time)
 
-    def accept(self, key: StreamKey, candle: CandleLike) -> bool:
-        """A closed candle from the WebSocket; True if it was new (and was stored)."""
+    def accept(self, key: StreamKey, candle: CandleLike, source: str = "ws") -> bool:
+        """A closed candle from the WebSocket (or, `source` "rest", from a poll of a kind with
+        no stream: the same rule); True if it was new (and was stored)."""
         st = self.streams.get(key) or self.begin(key, None)
         iv = key.interval
         t = candle.open_time
@@ -231,8 +233,11 @@ class Ledger:
             return False
         if st.last is None or t > st.last:
             st.last = t
-        if self.store(key, candle, "ws"):
-            st.accepted_ws += 1
+        if self.store(key, candle, source):
+            if source == "ws":
+                st.accepted_ws += 1
+            else:
+                st.accepted_poll += 1
         else:
             st.hold_back(t)
         return True

@@ -23,6 +23,7 @@ from kline_tui.recorder.backfill import Backfiller
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import SPARK_LENGTH, Hub
 from kline_tui.recorder.ledger import Ledger
+from kline_tui.recorder.poller import Poller, budget_problem
 from kline_tui.recorder.sink import ParquetSink
 from kline_tui.recorder.supervisor import Supervisor
 from kline_tui.recorder.symbols import SymbolDirectory
@@ -91,6 +92,7 @@ class Pipeline:
         self.source = source
         self.compact_every_s = compact_every_s
         self.rest = RestClient(settings.endpoints, warn=self.events.warning)
+        self.rest.premium_bound = settings.premium_bound
         # How fast the exchange's clock runs against the local one: 1 for Binance, the speed for
         # the demo's simulator. None: measured at start if the endpoints are not Binance's (a
         # simulator or a mirror started on its own), else 1.
@@ -135,6 +137,8 @@ class Pipeline:
             paused=lambda: not self.recording,
             on_error=self.supervisor.report,
         )
+        # Streams of kinds with no WebSocket stream, polled over REST just after each close.
+        self.poller = Poller(self.rest, self.hub, self.events, on_error=self.supervisor.report)
         self.compactor = self.dataset.compactor(self.events.emit)
         self._compacting: asyncio.Task[None] | None = None
         self.recording = True
@@ -152,13 +156,19 @@ class Pipeline:
         return True  # a row refused by a full buffer is counted by the sink, not refetched
 
     async def check(self, keys: Iterable[StreamKey]) -> None:
-        """Raise StreamRefused unless every key names a tradable symbol on a reachable market."""
+        """Raise StreamRefused unless every key names a tradable symbol (or pair, and contract
+        type) on a reachable market, and the streams polled over REST, those watched already
+        included, fit in polling's share of the weight budget."""
+        keys = list(keys)
         try:
             problems = await self.symbols.problems(keys)
         except RestError as exc:
             raise StreamRefused([f"cannot check symbols: {exc}"]) from None
         if problems:
             raise StreamRefused(problems)
+        too_many = budget_problem([*self.hub.streams, *keys])
+        if too_many is not None:
+            raise StreamRefused([too_many])
 
     def lock(self) -> None:
         """Take the dataset: a folder's lock (raises DataDirError: another recorder, or an
@@ -178,11 +188,13 @@ class Pipeline:
         spawn = self.supervisor.spawn
         self.sink.start(spawn)
         self.backfiller.start(spawn)
+        self.poller.start(spawn)
         self.hub.start()
         self._compacting = spawn("compaction", self._compact_forever)
         spawn("exchange clock", self._keep_exchange_time)
         self._started = True
         self.hub.add(keys)
+        self.poller.add(keys)
         self.events.info(f"watching {len(keys)} streams, recording to {self.dataset.describe()}")
 
     async def add(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
@@ -191,6 +203,7 @@ class Pipeline:
         await self.check(keys)
         await self._resume(keys)
         added = self.hub.add(keys)
+        self.poller.add(added)
         for key in added:
             self.events.info(f"added {key}")
         return added
@@ -283,6 +296,7 @@ class Pipeline:
     def remove(self, keys: Iterable[StreamKey]) -> list[StreamKey]:
         """Stop watching streams; what they recorded stays on disk."""
         removed = self.hub.remove(keys)
+        self.poller.remove(removed)
         for key in removed:
             self.ledger.forget(key)
             self.events.info(f"removed {key}")
@@ -304,7 +318,7 @@ class Pipeline:
                 if key.market not in server_now:
                     server_now[key.market] = await self.rest.server_time(key.market)
                 candles = await self.rest.klines(
-                    key.market, key.symbol, key.interval, limit=count + 1
+                    key.market, key.symbol, key.interval, limit=count + 1, kind=key.kind
                 )
             except RestError as exc:
                 self.events.warning(f"{key}: no history ({exc})")
@@ -382,6 +396,7 @@ class Pipeline:
             await step(
                 "closing connections", left(_CLOSE_SHARE), self.hub.close(left(_CLOSE_SHARE))
             )
+            await step("stopping the poller", left(_CLOSE_SHARE), self.poller.close())
             if self._started:
                 self._missing_until_now()
                 drained = 0

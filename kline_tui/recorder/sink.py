@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kline_tui.config import RecorderConfig
-from kline_tui.model import CandleLike, Interval, Market, StreamKey
+from kline_tui.model import CandleLike, Interval, Kind, Market, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.retry import Spawn, plain_spawn
 from kline_tui.store import layout, parts
@@ -63,7 +63,9 @@ DEFAULT_MAX_BUFFER_ROWS = _RECORDER.max_buffer_rows
 _FULL_BELOW_BYTES = 16 << 20
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
-Partition = tuple[Market, Interval, str | None]  # no bucket: the open time has no place on disk
+# (market, interval, bucket, kind); no bucket: the open time has no place on disk. The kind is
+# part of the partition's folder (market=usdm-mark) and says which fields are NULL.
+Partition = tuple[Market, Interval, str | None, Kind]
 _source_of = operator.itemgetter(-1)  # a row's `source` column, its last
 
 
@@ -172,7 +174,7 @@ class ParquetSink:
             bucket = self._buckets[(key.interval, day)] = layout.bucket_of(
                 key.interval, candle.open_time
             )
-        self._buffer[(key.market, key.interval, bucket)].append(
+        self._buffer[(key.market, key.interval, bucket, key.kind)].append(
             (key.symbol, *candle.as_row(), source)
         )
         self.stats.rows_buffered += 1
@@ -297,25 +299,26 @@ class ParquetSink:
                 for partition, rows in batch.items():
                     outcome.hold(partition, rows, _reason(exc), full)
                 return outcome
-        in_order = sorted(batch.items(), key=lambda item: (*item[0][:2], item[0][2] or ""))
-        for (market, interval, bucket), rows in in_order:
+        in_order = sorted(
+            batch.items(), key=lambda item: (*item[0][:2], item[0][2] or "", item[0][3])
+        )
+        for (market, interval, bucket, kind), rows in in_order:
             if bucket is None:
-                self._set_aside((market, interval, bucket), rows, parts.NO_BUCKET, outcome)
+                self._set_aside((market, interval, bucket, kind), rows, parts.NO_BUCKET, outcome)
             else:
-                self._write_partition(market, interval, bucket, rows, outcome)
+                self._write_partition((market, interval, bucket, kind), rows, outcome)
         return outcome
 
-    def _write_partition(
-        self, market: Market, interval: Interval, bucket: str, rows: list[Row], outcome: _Outcome
-    ) -> None:
+    def _write_partition(self, partition: Partition, rows: list[Row], outcome: _Outcome) -> None:
         """Write one partition's rows; on a failure that is not the disk's, split them in halves
         until each bad row stands alone, and set those aside."""
-        partition = (market, interval, bucket)
+        market, interval, bucket, kind = partition
+        assert bucket is not None  # rows without one are set aside before
         pending = [rows]
         while pending:
             chunk = pending.pop()
             try:
-                stored = self.dataset.write_rows(market, interval, bucket, chunk)
+                stored = self.dataset.write_rows(market, interval, bucket, chunk, kind)
             except Exception as exc:  # noqa: BLE001 - sorted below: the disk's fault or the rows'
                 full = self._disk_full(exc)
                 if full or isinstance(exc, OSError):
@@ -338,7 +341,8 @@ class ParquetSink:
         self, partition: Partition, rows: list[Row], reason: str, outcome: _Outcome
     ) -> None:
         try:
-            outcome.dead_file = self.dataset.set_aside(*partition, rows, reason)
+            market, interval, bucket, kind = partition
+            outcome.dead_file = self.dataset.set_aside(market, interval, bucket, rows, reason, kind)
         except OSError as exc:  # the disk refuses even this: hold them, try again later
             outcome.hold(partition, rows, _reason(exc), self._disk_full(exc))
             return

@@ -45,9 +45,9 @@ import msgspec
 
 from kline_tui.alerts.rules import Firing
 from kline_tui.binance.connection import ConnectionStatus
-from kline_tui.binance.wire import WireKline, candle_is_sane
+from kline_tui.binance.wire import WireKline, kind_is_sane
 from kline_tui.config import AlertConfig
-from kline_tui.model import Candle, Market, SpecError, StreamKey, validate_symbol
+from kline_tui.model import Candle, Kind, Market, SpecError, StreamKey, validate_symbol
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import StreamState, StreamStatus
 from kline_tui.recorder.pipeline import StreamRefused
@@ -317,7 +317,7 @@ class RemoteRecorder:
         elif isinstance(message, Closed):
             for item in message.candles:
                 state = self.streams.get(self._key(item.stream))
-                candle = _candle(item.candle)
+                candle = None if state is None else _candle(item.candle, state.key.kind)
                 if state is not None and candle is not None:
                     state.closed.append(candle)
         elif isinstance(message, Events):
@@ -372,7 +372,7 @@ class RemoteRecorder:
             if len(self.streams) >= MAX_STREAMS:
                 raise _Lost(f"the recorder sent more than {MAX_STREAMS} streams")
             state = self.streams[key] = StreamState(key)
-        candles = [c for c in map(_candle, row.closed) if c is not None]
+        candles = [c for r in row.closed if (c := _candle(r, key.kind)) is not None]
         if state.closed.maxlen == keep:
             state.closed.clear()
             state.closed.extend(candles)
@@ -601,16 +601,16 @@ def _firing(row: FiringRow) -> Firing:
     )
 
 
-def _candle(row: CandleRow) -> Candle | None:
+def _candle(row: CandleRow, kind: Kind) -> Candle | None:
     candle = Candle(*row)
-    return candle if candle_is_sane(candle) else None
+    return candle if kind_is_sane(candle, kind) else None
 
 
 def _forming(key: StreamKey, row: FormingRow | None) -> WireKline | None:
     if row is None:
         return None
     kline = WireKline(*row[:11], key.symbol, key.interval.value, row[11])
-    return kline if kline.is_sane() else None
+    return kline if kind_is_sane(kline, key.kind) else None
 
 
 def _apply_row(state: StreamState, row: StreamRow, now: float) -> None:
