@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from rich.cells import cell_len
 from textual.app import App, ComposeResult
 
 from kline_tui.binance.connection import ConnectionState, ConnectionStatus
@@ -25,7 +26,7 @@ from kline_tui.ui.recorder import AttachedRecorder
 from kline_tui.ui.screens.add_streams import AddStreamsScreen, kinds_of, pairs_of
 from kline_tui.ui.screens.columns import ColumnsScreen
 from kline_tui.ui.widgets.connections import ConnectionsPanel, connection_rows, format_lag
-from kline_tui.ui.widgets.recording import RecordingPanel
+from kline_tui.ui.widgets.recording import RecordingPanel, RecordingView
 from kline_tui.ui.widgets.status_bar import Overview, StatusBar
 from kline_tui.ui.widgets.watch_table import (
     COLUMN_IDS,
@@ -477,3 +478,31 @@ async def test_a_long_list_drops_a_stream_removed_as_another_came_at_once():
         table.update_view()
         assert keys[0] not in table.order and keys[0] not in table.lines
         assert table.order[-1] == keys[-1]
+
+
+@pytest.mark.parametrize(
+    "view",
+    [
+        RecordingView(
+            data_dir="~/data/kline-tui/demo-data",
+            rows_buffered=12_345,
+            rows_written=1_234_567,
+            files_written=321,
+            flushed_ago="42 s",
+            flush_every="every 1m00s or 50,000 rows",
+        ),
+        RecordingView(data_dir="~/data/kline-tui/demo-data", recording=False, errors=3),
+        RecordingView(data_dir="~/data/kline-tui/demo-data", connected=False),
+        RecordingView(data_dir="~/data/kline-tui/demo-data", unreachable="refused"),
+    ],
+)
+def test_the_recording_panel_says_it_in_fewer_words_when_narrow(view):
+    """At 80x24 the panel has 36 columns: its short lines fit whole, the long ones would not."""
+    from kline_tui.ui.widgets.recording import _describe
+
+    def widest(text) -> int:
+        return max(cell_len(line) for line in text.plain.splitlines())
+
+    assert widest(_describe(view, narrow=True)) <= 36
+    if view.unreachable is None and view.recording and view.connected:
+        assert widest(_describe(view)) > 36  # what a narrow panel would have cut

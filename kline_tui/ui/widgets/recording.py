@@ -77,11 +77,25 @@ class RecordingPanel(Static):
     view: reactive[RecordingView] = reactive(RecordingView)
 
     def watch_view(self, view: RecordingView) -> None:
-        self.update(_describe(view))
+        self.update(_describe(view, narrow=self._narrow()))
+
+    def on_resize(self) -> None:
+        self.update(_describe(self.view, narrow=self._narrow()))
+
+    def _narrow(self) -> bool:
+        """Whether the panel is too narrow for the long lines (a half of an 80-column screen):
+        then they say the same in fewer words instead of being cut."""
+        width = self.content_region.width
+        return 0 < width < NARROW_WIDTH
 
 
-def _describe(v: RecordingView) -> Text:
+NARROW_WIDTH = 60  # columns of content below which the panel uses its short lines
+
+
+def _describe(v: RecordingView, *, narrow: bool = False) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
+    if narrow:
+        return _describe_narrow(v, text)
     if v.unreachable is not None:
         text.append("○ recorder unreachable", style="bold yellow")
         text.append(f": {v.unreachable}")
@@ -120,4 +134,33 @@ def _describe(v: RecordingView) -> Text:
             text.append(f": {v.last_error}", style="red")
     else:
         text.append("0", style="dim")
+    return text
+
+
+def _describe_narrow(v: RecordingView, text: Text) -> Text:
+    """The same facts as `_describe` in lines that fit about 36 columns."""
+    if v.unreachable is not None:
+        text.append("○ recorder unreachable", style="bold yellow")
+        text.append("\nfigures: the last it sent", style="dim")
+    elif v.recording and not v.connected:
+        text.append("○ not recording", style="bold red")
+        text.append(": nothing arrives", style="dim")
+    elif v.recording:
+        text.append("● recording", style="bold green")
+        text.append(f" to {v.into}", style="dim")
+    else:
+        text.append("⏸ paused", style="bold yellow")
+        text.append(": not recording (p resumes)" if v.connected else ": nothing arrives")
+    text.append("\ndata ")
+    text.append(v.data_dir, style="bold")
+    text.append("\n")
+    text.append(fmt.compact(v.rows_buffered, 1), style="bold")
+    text.append(" buffered · ")
+    text.append(fmt.compact(v.rows_written, 1), style="bold")
+    text.append(" in ")
+    text.append(fmt.compact(v.files_written, 1), style="bold")
+    text.append(" files\nflushed ")
+    text.append("never" if v.flushed_ago is None else f"{v.flushed_ago} ago", style="dim")
+    text.append(" · errors ")
+    text.append(f"{v.errors}", style="bold red" if v.errors else "dim")
     return text
