@@ -550,3 +550,34 @@ async def test_a_scrape_of_2000_streams_is_right_and_cheap(tmp_path):
     finally:
         await pipeline.rest.close()
         pipeline.sink._writer.shutdown(wait=False)
+
+
+async def test_polled_candles_are_counted_apart_from_live_and_backfilled(sim, tmp_path):
+    """Streams of kinds with no WebSocket stream (USD-M mark, premium) are polled at each close:
+    their candles are `candles_polled_total`, not live, and equal the ledger's counts."""
+    specs = ["usdm:BTCUSDT:1m:mark", "usdm:ETHUSDT:1m:premium", "usdm:BTCUSDT:1m"]
+    settings = make_settings(sim, tmp_path, specs, history=5, flush_age_s=3600.0)
+    runtime = Runtime(settings, keep_closed=0, backoff=Backoff(base=0.2, cap=1.0))
+    metrics = Metrics(runtime)
+    assert sorted(await runtime.start()) == sorted(StreamKey.parse(s) for s in specs)
+    try:
+        pipeline = runtime.pipeline
+        assert pipeline is not None
+        ledgers = pipeline.ledger.streams
+        polled = [StreamKey.parse(s) for s in specs[:2]]
+        await wait_until(
+            lambda: all(ledgers[k].accepted_poll >= 2 for k in polled), what="polled closes"
+        )
+        got = scrape(metrics)
+        assert got.types["kline_tui_candles_polled_total"] == "counter"
+        assert (
+            got.get("kline_tui_candles_polled_total", market="usdm")
+            == sum(st.accepted_poll for st in ledgers.values())
+            >= 4
+        )
+        assert got.get("kline_tui_candles_live_total", market="usdm") == sum(
+            st.accepted_ws for st in ledgers.values()
+        )
+    finally:
+        runtime.request_stop("test over")
+        await runtime.stop()

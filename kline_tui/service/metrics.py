@@ -87,12 +87,14 @@ class _Candles:
     """One market's ledger counters."""
 
     live: int = 0
+    polled: int = 0
     backfilled: int = 0
     duplicates: int = 0
     absent: int = 0
 
     def add(self, st: StreamLedger) -> None:
         self.live += st.accepted_ws
+        self.polled += st.accepted_poll
         self.backfilled += st.accepted_rest
         self.duplicates += st.duplicates
         self.absent += st.absent
@@ -275,6 +277,11 @@ class RuntimeCollector:
         yield missing_family
         families = [
             ("candles_live_total", "Closed candles taken live from the WebSocket", "live"),
+            (
+                "candles_polled_total",
+                "Closed candles of kinds with no WebSocket stream, polled from REST at their close",
+                "polled",
+            ),
             ("candles_backfilled_total", "Missing candles fetched from REST", "backfilled"),
             (
                 "candles_duplicates_dropped_total",
