@@ -34,6 +34,7 @@ from typing import Any
 
 from kline_tui.alerts.engine import AlertEngine
 from kline_tui.alerts.rules import Alert, Firing
+from kline_tui.alerts.state import encode_states, read_states, state_path, write_states
 from kline_tui.alerts.webhook import WebhookSender
 from kline_tui.binance.rest import RestError
 from kline_tui.config import AlertConfig, Settings, save_alerts
@@ -69,6 +70,9 @@ _START_RETRY_FIRST_S = 2.0
 _START_RETRY_CAP_S = 60.0
 ALERT_POLL_S = 0.25  # live prices, stale and missing are judged this often
 _WEBHOOK_DRAIN_S = 2.0  # of a stop: firings still queued for the webhook get this long
+# A firing writes the alerts' state at once; other changes of it (a condition clearing, which
+# arms an alert again) at most this often, as a price hovering at a level flips it every poll.
+ALERT_STATE_SAVE_S = 5.0
 
 log = logging.getLogger("kline_tui")
 
@@ -129,6 +133,12 @@ class Runtime:
         self.webhook: WebhookSender | None = None
         self._alerts_dirty = False  # changed since the writer last read them
         self._alerts_writer: asyncio.Task[None] | None = None  # at most one, writing the newest
+        # The alerts' firing state, kept across restarts in the data folder (alerts.state):
+        # read at the start, written (once this runtime holds the folder) after each firing,
+        # now and then as it changes, and by the stop. One writer at a time, the newest state.
+        self._state_saved = -1  # the engine's state_version last written (or being written)
+        self._state_saved_at = 0.0  # local monotonic seconds
+        self._state_writer: asyncio.Task[None] | None = None
         # While a start waits for the exchange: why it failed last, and when it is tried again.
         self._start_failure: str | None = None
         self._start_retry_at: float | None = None
@@ -196,6 +206,7 @@ class Runtime:
                 source="sim" if self.demo_speed is not None else None,
                 clock_rate=self.demo_speed,
             )
+        await self._load_alert_state()
         self._start_alerts(self.pipeline)
         if on_locked is not None:
             self.pipeline.lock()
@@ -285,6 +296,8 @@ class Runtime:
             while True:
                 await asyncio.sleep(ALERT_POLL_S)
                 engine.poll(pipeline.hub.streams, exchange_now, first_missing)
+                if time.monotonic() - self._state_saved_at >= ALERT_STATE_SAVE_S:
+                    self._keep_alert_state()
 
         self.supervisor.spawn("alerts", poll)
         notify = self.settings.notify
@@ -300,6 +313,47 @@ class Runtime:
 
     def _alert_fired(self, firing: Firing) -> None:
         self.events.info(firing.message)  # info: each face shows a firing its own way
+        self._keep_alert_state()
+
+    async def _load_alert_state(self) -> None:
+        path = state_path(self.settings.data_dir)
+        known = list(self.alerts.alerts)
+        states, warning = await asyncio.to_thread(read_states, path, known)
+        if warning is not None:
+            self.events.warning(warning)
+        self.alerts.restore(states)
+        self._state_saved = self.alerts.state_version
+
+    def _keep_alert_state(self) -> None:
+        """Write the alerts' firing state when it changed, off the loop; at most one writer.
+        Only a started runtime writes: it holds the data folder (a start refused by another
+        recorder's lock must not overwrite that recorder's state)."""
+        if not self.started or self.alerts.state_version == self._state_saved:
+            return
+        self._state_saved_at = time.monotonic()
+        if self._state_writer is None or self._state_writer.done():
+            self._state_writer = asyncio.ensure_future(self._write_alert_state())
+
+    async def _write_alert_state(self) -> None:
+        path = state_path(self.settings.data_dir)
+        while self._state_saved != self.alerts.state_version:
+            self._state_saved = self.alerts.state_version
+            body = encode_states(self.alerts.states())  # on the loop: one consistent state
+            try:
+                await asyncio.to_thread(write_states, path, body)
+            except OSError as exc:
+                self.events.error(f"cannot save the alerts' state in {path}: {exc}")
+
+    async def _save_alert_state(self, timeout_s: float) -> None:
+        """Of a stop: the state as it is now, written within `timeout_s`."""
+        self._keep_alert_state()
+        if self._state_writer is None:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.shield(self._state_writer)
+        except TimeoutError:
+            self.events.error(f"the alerts' state was not saved within {timeout_s:g} s")
 
     def add_alert(self, config: AlertConfig) -> Alert:
         """Add an alert (ValueError: one sentence, when it cannot work) and keep it in the
@@ -463,6 +517,10 @@ class Runtime:
                 self.report = await self.pipeline.stop(deadline)
             else:
                 self.report = StopReport()
+            # The alerts are judged no more (the pipeline's stop ended their task): keep how
+            # they stand, so the next start neither repeats a firing nor waits on a lost one.
+            left = deadline - (time.monotonic() - started)
+            await self._save_alert_state(max(0.5, min(2.0, left)))
             if self.webhook is not None:  # after the last flush: what is written comes first
                 left = deadline - (time.monotonic() - started)
                 await self.webhook.drain(max(0.0, min(_WEBHOOK_DRAIN_S, left)))

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import logging
 from pathlib import Path
 
 import msgspec
@@ -934,3 +936,126 @@ def test_a_form_value_out_of_range_is_told_in_the_configs_words(typed, said):
             AlertConfig,
         )
     assert explain_alert_error(caught.value).startswith(said)
+
+
+# -- the firing state kept across restarts --------------------------------------------------------
+
+
+def test_a_restored_engine_goes_on_as_if_it_had_kept_running() -> None:
+    engine, fired = engine_with(rule="stale", value=30.0, cooldown_s=0)
+    engine.on_time(KEY, 0, 0, 40_000, None)
+    assert len(fired) == 1  # silent for 40 s, and still silent below
+    saved = {i: s for i, s in engine.states().items()}
+    again, fired_again = engine_with(rule="stale", value=30.0, cooldown_s=0)
+    again.restore(saved)
+    again.on_time(KEY, 0, 0, 50_000, None)
+    assert fired_again == []  # the silence that fired has not ended: no second firing
+    fresh, fired_fresh = engine_with(rule="stale", value=30.0, cooldown_s=0)
+    fresh.on_time(KEY, 0, 0, 50_000, None)
+    assert len(fired_fresh) == 1  # what the lost state would have done
+
+
+async def test_a_restart_keeps_the_cooldown_and_fires_after_it(sim, tmp_path: Path) -> None:
+    from kline_tui.alerts.state import read_states, state_path
+
+    cooldown_s = 86_400  # a day of exchange time: the simulator's fast clock cannot pass it
+    settings = make_settings(sim, tmp_path, [str(KEY)], history=2)
+    first = Runtime(settings, keep_closed=0)
+    fired: list[Firing] = []
+    first.alerts.listeners.append(fired.append)
+    await first.start()
+    try:
+        hub = first.pipeline.hub  # type: ignore[union-attr]
+        await wait_until(lambda: hub.streams[KEY].forming is not None, what="a price")
+        price = hub.streams[KEY].forming.close  # type: ignore[union-attr]
+        for rule, level in (("price_above", price * 1.0002), ("price_below", price * 0.9998)):
+            first.add_alert(
+                AlertConfig(stream=str(KEY), rule=rule, value=level, cooldown_s=cooldown_s)
+            )
+        await wait_until(lambda: fired, timeout=60, what="an alert firing")
+    finally:
+        await first.stop()
+    firing = fired[0]
+    saved, warning = read_states(state_path(tmp_path), [firing.alert])
+    assert warning is None
+    assert saved[firing.alert].last_fired_at == firing.fired_at
+    assert saved[firing.alert].fired >= 1
+
+    configs = first.alerts.configs()
+    second = Runtime(dataclasses.replace(settings, alerts=tuple(configs)), keep_closed=0)
+    fired_again: list[Firing] = []  # of the alert that fired (the other may fire meanwhile)
+
+    def same_alert(f: Firing) -> None:
+        if f.alert == firing.alert:
+            fired_again.append(f)
+
+    second.alerts.listeners.append(same_alert)
+    await second.start()
+    try:
+        alert = second.alerts.alerts[firing.alert]
+        assert alert.last_fired_at == firing.fired_at
+        assert alert.fired == saved[firing.alert].fired
+        assert fired_again == []
+        # The condition met again inside the cooldown (a clean crossing: out, then past the
+        # level), in exchange time after the first firing: skipped, not fired.
+        level, above = alert.value, alert.rule.value == "price_above"
+        out, past = (level * 0.99, level * 1.01) if above else (level * 1.01, level * 0.99)
+        at = firing.fired_at + 60_000
+        for i, p in enumerate((out, past)):
+            second.alerts.on_price(KEY, p, KEY.interval.open_time_at(at), at + i)
+        assert fired_again == []
+        assert alert.skipped >= 1
+        at = firing.fired_at + cooldown_s * 1000 + 60_000
+        for i, p in enumerate((out, past)):
+            second.alerts.on_price(KEY, p, KEY.interval.open_time_at(at), at + i)
+        assert [f.fired_at for f in fired_again] == [at + 1]
+    finally:
+        await second.stop()
+    saved, _ = read_states(state_path(tmp_path), [firing.alert])
+    assert saved[firing.alert].last_fired_at == at + 1
+
+
+@pytest.mark.parametrize("body", [b"{not json", b'{"alerts": ' + b" " * (1024 * 1024) + b"{}}"])
+async def test_a_corrupt_or_huge_state_file_is_one_warning(
+    sim, tmp_path: Path, body: bytes
+) -> None:
+    from kline_tui.alerts.state import state_path
+
+    path = state_path(tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(body)
+    alert = AlertConfig(stream=str(KEY), rule="price_above", value=1e12)
+    settings = make_settings(sim, tmp_path, [str(KEY)], history=2, alerts=(alert,))
+    runtime = Runtime(settings, keep_closed=0)
+    messages: list[str] = []
+    runtime.events.subscribe(
+        lambda e: messages.append(e.message) if e.level == logging.WARNING else None
+    )
+    await runtime.start()
+    await runtime.stop()
+    warnings = [m for m in messages if "alerts' state" in m]
+    assert len(warnings) == 1 and str(path) in warnings[0]
+    assert runtime.alerts.alerts[next(iter(runtime.alerts.alerts))].fired == 0
+
+
+def test_bad_entries_of_the_state_file_are_dropped_and_counted(tmp_path: Path) -> None:
+    from kline_tui.alerts.state import read_states
+
+    path = tmp_path / "state.json"
+    good = {"last_fired_at": 1_764_547_200_000, "fired": 2, "armed": False}
+    path.write_text(
+        json.dumps(
+            {
+                "alerts": {
+                    "a": good,
+                    "b": {**good, "last_fired_at": 10**30},
+                    "c": {**good, "fired": -1},
+                    "d": {**good, "armed": "yes"},
+                    "gone": good,
+                }
+            }
+        )
+    )
+    states, warning = read_states(path, ["a", "b", "c", "d"])
+    assert list(states) == ["a"] and states["a"].fired == 2 and states["a"].armed is False
+    assert warning is not None and "3 bad entries" in warning

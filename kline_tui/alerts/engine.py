@@ -22,6 +22,7 @@ from typing import Protocol
 import msgspec
 
 from kline_tui.alerts.rules import Alert, Firing, Rule, firing_id
+from kline_tui.alerts.state import AlertState
 from kline_tui.config import MAX_ALERTS, AlertConfig
 from kline_tui.model import CandleLike, Market, StreamKey
 
@@ -59,6 +60,9 @@ class AlertEngine:
         self.change_listeners: list[Callable[[], None]] = []
         self.recent: collections.deque[Firing] = collections.deque(maxlen=MAX_FIRINGS)
         self.version = 0  # bumped by every change and firing: the faces redraw on it
+        # Bumped whenever an alert's firing state (armed, last firing, count) changes: the
+        # runtime keeps that state across restarts (alerts.state).
+        self.state_version = 0
         self._seen_updates: dict[StreamKey, int] = {}
         self._silent_since: dict[StreamKey, int] = {}  # exchange time a never-heard stream began
         for config in configs:
@@ -120,7 +124,7 @@ class AlertEngine:
     def on_price(self, key: StreamKey, price: float, open_time: int, at_ms: int) -> None:
         """A live price of `key` (the forming candle's close) at exchange time `at_ms`."""
         for alert in self._by_key.get(key, ()):
-            if alert.rule.is_crossing and alert.check(alert.crossed(price), at_ms):
+            if alert.rule.is_crossing and self._check(alert, alert.crossed(price), at_ms):
                 self._fire(alert, price, open_time, at_ms)
 
     def on_closed(self, key: StreamKey, candle: CandleLike) -> None:
@@ -130,7 +134,7 @@ class AlertEngine:
                 continue
             condition = alert.closed(candle)
             at_ms = candle.close_time + 1
-            if condition is not None and alert.check(condition, at_ms):
+            if condition is not None and self._check(alert, condition, at_ms):
                 self._fire(alert, candle.close, candle.open_time, at_ms)
 
     def on_time(
@@ -168,7 +172,7 @@ class AlertEngine:
                 )
             else:
                 continue
-            if alert.check(condition, now_ms):
+            if self._check(alert, condition, now_ms):
                 self._fire(alert, price, open_time, now_ms)
 
     def poll(
@@ -195,6 +199,36 @@ class AlertEngine:
                 missing = state.backfill
                 first = first_missing(key) if missing else None
                 self.on_time(key, state.event_time, missing, now_ms, price, first)
+
+    def _check(self, alert: Alert, condition: bool, at_ms: int) -> bool:
+        armed, fired = alert.armed, alert.fired
+        firing = alert.check(condition, at_ms)
+        if alert.armed is not armed or alert.fired != fired:
+            self.state_version += 1
+        return firing
+
+    # -- the state kept across restarts -------------------------------------------------------
+
+    def states(self) -> dict[str, AlertState]:
+        """Each alert's firing state, by id."""
+        return {
+            alert_id: AlertState(alert.last_fired_at, alert.fired, alert.armed)
+            for alert_id, alert in self.alerts.items()
+        }
+
+    def restore(self, states: Mapping[str, AlertState]) -> None:
+        """Give the alerts their saved state (ids with no alert are ignored), so the engine goes
+        on as if it had kept running: no firing inside a cooldown that began before, no new
+        firing for a condition that has not cleared since it fired."""
+        for alert_id, state in states.items():
+            alert = self.alerts.get(alert_id)
+            if alert is not None:
+                alert.last_fired_at, alert.fired, alert.armed = (
+                    state.last_fired_at,
+                    state.fired,
+                    state.armed,
+                )
+        self.version += 1
 
     def _fire(self, alert: Alert, price: float | None, open_time: int, at_ms: int) -> None:
         stream, rule = str(alert.key), alert.rule.value

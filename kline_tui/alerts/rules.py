@@ -120,7 +120,7 @@ class Alert:
     id: str
     armed: bool | None = None  # None: no observation yet (crossings need a side to start from)
     last_fired_at: int | None = None
-    fired: int = 0  # firings since this process started
+    fired: int = 0  # firings, kept across restarts (alerts.state) as are the two above
     skipped: int = 0  # conditions met within the cooldown
     closes: collections.deque[CandleLike] = field(default_factory=collections.deque)
 
