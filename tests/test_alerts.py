@@ -16,6 +16,7 @@ from aiohttp import web
 
 from kline_tui.alerts.engine import AlertEngine
 from kline_tui.alerts.rules import Firing, firing_id
+from kline_tui.alerts.state import AlertState, read_states, state_path
 from kline_tui.alerts.webhook import WebhookSender
 from kline_tui.config import (
     AlertConfig,
@@ -955,9 +956,19 @@ def test_a_restored_engine_goes_on_as_if_it_had_kept_running() -> None:
     assert len(fired_fresh) == 1  # what the lost state would have done
 
 
-async def test_a_restart_keeps_the_cooldown_and_fires_after_it(sim, tmp_path: Path) -> None:
-    from kline_tui.alerts.state import read_states, state_path
+def test_a_saved_last_firing_far_in_the_future_does_not_silence_the_alert() -> None:
+    engine, fired = engine_with(rule="price_above", value=100.0, cooldown_s=60)
+    alert_id = next(iter(engine.alerts))
+    last = 10 * MINUTE + 30_000  # within a cooldown ahead of the prices below: still in it
+    engine.restore({alert_id: AlertState(last, 1, True)})
+    feed_prices(engine, [101])
+    assert fired == []
+    engine.restore({alert_id: AlertState(10 * MINUTE + 3_600_000, 1, True)})
+    feed_prices(engine, [99, 101])
+    assert len(fired) == 1
 
+
+async def test_a_restart_keeps_the_cooldown_and_fires_after_it(sim, tmp_path: Path) -> None:
     cooldown_s = 86_400  # a day of exchange time: the simulator's fast clock cannot pass it
     settings = make_settings(sim, tmp_path, [str(KEY)], history=2)
     first = Runtime(settings, keep_closed=0)
@@ -1019,8 +1030,6 @@ async def test_a_restart_keeps_the_cooldown_and_fires_after_it(sim, tmp_path: Pa
 async def test_a_corrupt_or_huge_state_file_is_one_warning(
     sim, tmp_path: Path, body: bytes
 ) -> None:
-    from kline_tui.alerts.state import state_path
-
     path = state_path(tmp_path)
     path.parent.mkdir(parents=True)
     path.write_bytes(body)
@@ -1039,8 +1048,6 @@ async def test_a_corrupt_or_huge_state_file_is_one_warning(
 
 
 def test_bad_entries_of_the_state_file_are_dropped_and_counted(tmp_path: Path) -> None:
-    from kline_tui.alerts.state import read_states
-
     path = tmp_path / "state.json"
     good = {"last_fired_at": 1_764_547_200_000, "fired": 2, "armed": False}
     path.write_text(

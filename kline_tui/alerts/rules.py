@@ -153,7 +153,9 @@ class Alert:
             return False  # fired (or skipped) and not cleared since
         self.armed = False
         cooldown = self.config.cooldown_s * 1000
-        if self.last_fired_at is not None and at_ms - self.last_fired_at < cooldown:
+        # A last firing later than now by more than a cooldown came from another clock (a saved
+        # state, a demo's fast clock): it must not silence the alert until that date.
+        if self.last_fired_at is not None and -cooldown < at_ms - self.last_fired_at < cooldown:
             self.skipped += 1
             return False
         if self.muted:
