@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from textual.widgets import Input
 
 from kline_tui.binance.connection import Connection
 from kline_tui.config import AlertConfig, Settings, UiConfig
@@ -68,7 +69,14 @@ def app(monkeypatch) -> KlineApp:
     yield from _app(monkeypatch, UiConfig())
 
 
+def _steady_cursor(self: Input) -> None:
+    self._cursor_visible = True
+
+
 def _app(monkeypatch, ui: UiConfig):
+    # A text cursor blinks twice a second: the screen pinned at a random moment of the blink
+    # would differ from run to run (CI caught it), so the cursor stays shown.
+    monkeypatch.setattr(Input, "_toggle_cursor", _steady_cursor)
     monkeypatch.setenv("TZ", "UTC")
     time.tzset()
     # Connection ids count per process: start them at 1 whatever ran before.
