@@ -6,6 +6,7 @@ first recorded candle, in this process and attached."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -755,5 +756,30 @@ async def test_reads_and_timeframes_are_merged_and_resampled_off_the_loop(
         await wait_until(lambda: screen._loading is None, what="the page")
         await pilot.pause()
         assert on_loop == []  # no merge or resample of the history on the event loop
+        await pilot.press("escape", "q")
+        await wait_until(lambda: app.return_code is not None, what="the app to quit")
+
+
+@FROZEN
+async def test_candles_written_older_after_the_first_read_are_found(sim, tmp_path, monkeypatch):
+    """The view found nothing older (the recorder had not flushed its history yet); candles
+    written since (the first flush, a backfill, an import) are found once the first candle is
+    looked at again, not hidden behind a stale "first recorded candle"."""
+    from kline_tui.ui.screens import details
+
+    monkeypatch.setattr(details, "FIRST_RECHECK_S", 0.3)
+    data = tmp_path / "data"
+    app = KlineApp(make_settings(sim, data, [str(BTC)], history=0, flush_age_s=600.0))
+    async with app.run_test(size=(120, 30)) as pilot:
+        screen = await open_details(app, pilot)
+        await wait_until(lambda: screen.at_first, what="nothing older in an empty dataset")
+        assert screen.query_one(CandleChart).bars[0].open_time > FIRST
+        await record_a_day(sim, data)  # older candles land in the dataset now
+        await asyncio.sleep(0.4)
+        await pilot.press("home")
+        await wait_until(
+            lambda: screen.at_first and screen.query_one(CandleChart).bars[0].open_time == FIRST,
+            what="the day written after the view opened",
+        )
         await pilot.press("escape", "q")
         await wait_until(lambda: app.return_code is not None, what="the app to quit")

@@ -66,6 +66,9 @@ MAX_HISTORY_ROWS = 1_000_000
 # The fewest candles asked for in one read, however narrow the chart.
 MIN_READ = 500
 RETRY_S = 10.0  # a read that failed is tried again after this long
+# "Nothing older" holds only for a while: the recorder's first flush, a backfill or an import can
+# add older candles after it was read; looking at the first candle asks again this often.
+FIRST_RECHECK_S = 10.0
 # History up to this many rows is resampled on the event loop when the timeframe changes (a few
 # milliseconds, no flicker); more is resampled in a thread while the view shows the live candles.
 INLINE_RESAMPLE_ROWS = 20_000
@@ -178,6 +181,7 @@ class DetailsScreen(Screen[StreamKey]):
         self._loaded_from: int | None = None  # first open time the loaded rows cover
         self._loaded_to: int | None = None  # end (exclusive) of what is loaded; None: now
         self.at_first = False  # the dataset holds nothing older than what is loaded
+        self._first_seen_at = 0.0  # monotonic time a read last found nothing older
         self._loading: str | None = None
         self._history_error: str | None = None
         self._failed_at = 0.0  # monotonic time of the last failed read
@@ -288,7 +292,8 @@ class DetailsScreen(Screen[StreamKey]):
 
     def action_first(self) -> None:
         """The oldest candle the dataset holds: loaded when it is not yet."""
-        if self.at_first and self._loaded_from is not None:
+        fresh = time.monotonic() - self._first_seen_at <= FIRST_RECHECK_S
+        if self.at_first and fresh and self._loaded_from is not None:
             self._right = self._cross = None
             self._place_first()
             return
@@ -413,6 +418,8 @@ class DetailsScreen(Screen[StreamKey]):
         self._history = merged.history
         self._loaded_from, self._loaded_to = merged.loaded_from, merged.loaded_to
         self.at_first = merged.at_first
+        if merged.at_first:
+            self._first_seen_at = time.monotonic()
         self._history_version += 1
         if merged.buckets is not None:
             self._history_buckets = merged.buckets
@@ -435,6 +442,13 @@ class DetailsScreen(Screen[StreamKey]):
             self._load("older", end_ms=self._loaded_to, newest_first=True)
         elif not self.at_first and view.left < capacity:
             self._load("older", end_ms=self._loaded_from, newest_first=True)
+        elif (
+            view.left < capacity
+            and len(self._history)
+            and time.monotonic() - self._first_seen_at > FIRST_RECHECK_S
+        ):
+            # Was there anything older by now (written since nothing older was found)?
+            self._load("older", end_ms=int(self._history["open_time"][0]), newest_first=True)
         elif self._loaded_to is not None and view.right > view.count - 1 - capacity:
             self._load("newer", start_ms=self._loaded_to, newest_first=False)
 
