@@ -80,8 +80,11 @@ async def test_the_attached_ui_shows_the_recorder_and_its_keys_act_on_it(sim, tm
             pipeline = served.runtime.pipeline
             assert pipeline is not None
             await wait_until(lambda: pipeline.sink.stats.rows_buffered > 0, what="rows buffered")
+            flushes = pipeline.sink.stats.flushes
             await pilot.press("f")
-            await wait_until(lambda: pipeline.sink.stats.rows_buffered == 0, what="flushed")
+            # The flush itself, not an empty buffer: at 60x two streams close a candle every
+            # half second, so on a loaded machine the buffer may hold new rows at every look.
+            await wait_until(lambda: pipeline.sink.stats.flushes > flushes, what="flushed")
             assert pipeline.sink.stats.rows_written > 0
 
             await pilot.press("q")
