@@ -28,7 +28,7 @@ import platform
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -127,7 +127,7 @@ class _LedgerTotals:
                     self._past.setdefault(key.market, _Candles()).add(old)
                     del self._seen[key]
             totals = {
-                m: _Candles(c.live, c.backfilled, c.duplicates, c.absent)
+                m: replace(c)  # a copy: the past is added to, never changed
                 for m, c in self._past.items()
             }
             missing: dict[Market, int] = {}
