@@ -62,7 +62,6 @@ from kline_tui.ui.widgets.watch_table import Group, Sort, WatchTable, receiving
 __all__ = ["REPAINT_HZ", "KlineApp", "run_app", "run_attached"]
 
 REPAINT_HZ = 4.0
-FULL_PASS_EVERY = 100  # middle-generation passes per full one once the start is frozen (Python: 10)
 ALERT_MARK_S = 300.0  # a row stays marked this long after its alert fired
 
 
@@ -290,7 +289,6 @@ class KlineApp(App[int]):
         self._quitting = False
         self._started = asyncio.Event()
         self._tick_errors = 0
-        self._gc_threshold: tuple[int, ...] | None = None  # the collector's, before the start
         # Alerts: how a firing is shown, and the rows marked (until a local monotonic time).
         self.notifier = Notifier(self)
         self.alerted: dict[StreamKey, float] = {}
@@ -396,10 +394,6 @@ class KlineApp(App[int]):
         # garbage still pending when frozen would be kept for ever.
         gc.collect()
         gc.freeze()
-        # Full passes over what came after (the live view's own churn) are rarer: each costs
-        # tens of ms with thousands of streams, a young generation's pass well under one.
-        self._gc_threshold = gc.get_threshold()
-        gc.set_threshold(*self._gc_threshold[:2], FULL_PASS_EVERY)
 
     async def _welcome(self, keys: list[StreamKey]) -> None:
         """A first launch: keep the watch list for the next one, and say where things live."""
@@ -426,8 +420,6 @@ class KlineApp(App[int]):
             # What the start froze is the collector's again, even when the stop failed: another
             # app in this process (tests, scripts) must not keep this one's cycles for ever.
             gc.unfreeze()
-            if self._gc_threshold is not None:
-                gc.set_threshold(*self._gc_threshold)
 
     async def action_quit(self) -> None:
         if self._quitting:
