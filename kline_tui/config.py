@@ -21,7 +21,7 @@ import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import msgspec.inspect as mi
@@ -31,6 +31,9 @@ from msgspec import Meta
 from kline_tui.binance.markets import DEFAULT_ENDPOINTS, Endpoints
 from kline_tui.model import Market, SpecError, StreamKey
 from kline_tui.store.dataset import StorageSpec, is_url, local_bookkeeping
+
+if TYPE_CHECKING:
+    from tomlkit import TOMLDocument
 
 __all__ = [
     "ALERT_RULES",
@@ -935,84 +938,78 @@ def config_table() -> str:
 # Every read-modify-write of the config file holds this lock: the watch list and the alerts are
 # saved from different threads, and each must read what the other last wrote.
 _CONFIG_WRITE = threading.Lock()
-_P = ParamSpec("_P")
 
 
-def _one_writer(save: Callable[_P, None]) -> Callable[_P, None]:
-    @functools.wraps(save)
-    def locked(*args: _P.args, **kwargs: _P.kwargs) -> None:
-        with _CONFIG_WRITE:
-            save(*args, **kwargs)
+def _edit_config(path: Path, change: Callable[[TOMLDocument], None]) -> None:
+    """Read the config file (none yet: empty), let `change` edit the parsed document, and write
+    it back: one writer at a time in this process, so two savers never lose each other's change.
 
-    return locked
-
-
-@_one_writer
-def save_watch(path: Path, keys: list[StreamKey]) -> None:
-    """Write the watch list into the config file, keeping the user's comments and other keys.
-
-    The file is replaced atomically, so a crash mid-save never leaves half a config. A symlinked
-    config (a dotfiles setup) is written through: the link stays and its target gets the new
-    text. The file keeps its permission bits; a new file gets the usual ones (0666 less umask).
+    Comments and keys `change` leaves alone stay. The file is replaced atomically, so a crash
+    mid-save never leaves half a config. A symlinked config (a dotfiles setup) is written
+    through: the link stays and its target gets the new text. The file keeps its permission
+    bits; a new file gets the usual ones (0666 less umask).
     """
     import tomlkit
 
-    target = Path(os.path.realpath(Path(path).expanduser()))
-    text = target.read_text(encoding="utf-8") if target.exists() else ""
-    doc = tomlkit.parse(text)
-    watch = tomlkit.array()
-    watch.multiline(len(keys) > 3)
-    for key in keys:
-        watch.append(str(key))
-    doc["watch"] = watch
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _replace_file(target, tomlkit.dumps(doc))
+    with _CONFIG_WRITE:
+        target = Path(os.path.realpath(Path(path).expanduser()))
+        text = target.read_text(encoding="utf-8") if target.exists() else ""
+        doc = tomlkit.parse(text)
+        change(doc)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _replace_file(target, tomlkit.dumps(doc))
 
 
-@_one_writer
-def save_alerts(path: Path, alerts: list[AlertConfig]) -> None:
-    """Write the alerts as `[[alerts]]` tables into the config file, keeping the user's comments
-    and other keys; atomically, like `save_watch`."""
+def save_watch(path: Path, keys: list[StreamKey]) -> None:
+    """Write the watch list into the config file (see `_edit_config`)."""
     import tomlkit
 
-    target = Path(os.path.realpath(Path(path).expanduser()))
-    text = target.read_text(encoding="utf-8") if target.exists() else ""
-    doc = tomlkit.parse(text)
-    tables = tomlkit.aot()
-    for alert in alerts:
-        table = tomlkit.table()
-        for name, value in msgspec.structs.asdict(alert).items():
-            if name in ("stream", "rule", "value") or value != getattr(_ALERT_DEFAULTS, name):
-                table[name] = value
-        tables.append(table)
-    if alerts:
-        doc["alerts"] = tables
-    elif "alerts" in doc:
-        del doc["alerts"]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _replace_file(target, tomlkit.dumps(doc))
+    def change(doc: TOMLDocument) -> None:
+        watch = tomlkit.array()
+        watch.multiline(len(keys) > 3)
+        for key in keys:
+            watch.append(str(key))
+        doc["watch"] = watch
+
+    _edit_config(path, change)
+
+
+def save_alerts(path: Path, alerts: list[AlertConfig]) -> None:
+    """Write the alerts as `[[alerts]]` tables into the config file (see `_edit_config`)."""
+    import tomlkit
+
+    def change(doc: TOMLDocument) -> None:
+        tables = tomlkit.aot()
+        for alert in alerts:
+            table = tomlkit.table()
+            for name, value in msgspec.structs.asdict(alert).items():
+                if name in ("stream", "rule", "value") or value != getattr(_ALERT_DEFAULTS, name):
+                    table[name] = value
+            tables.append(table)
+        if alerts:
+            doc["alerts"] = tables
+        elif "alerts" in doc:
+            del doc["alerts"]
+
+    _edit_config(path, change)
 
 
 _ALERT_DEFAULTS = AlertConfig(stream="", rule="stale", value=1.0)
 
 
-@_one_writer
 def save_ui(path: Path, ui: UiConfig) -> None:
-    """Write the `[ui]` table into the config file like `save_watch`: the user's comments and
-    other keys stay, the file is replaced atomically."""
+    """Write the `[ui]` table into the config file (see `_edit_config`)."""
     import tomlkit
 
-    target = Path(os.path.realpath(Path(path).expanduser()))
-    text = target.read_text(encoding="utf-8") if target.exists() else ""
-    doc = tomlkit.parse(text)
-    table = doc.get("ui")
-    if not isinstance(table, dict):
-        table = tomlkit.table()
-        doc["ui"] = table
-    for name, value in msgspec.structs.asdict(ui).items():
-        table[name] = list(value) if isinstance(value, tuple) else value
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _replace_file(target, tomlkit.dumps(doc))
+    def change(doc: TOMLDocument) -> None:
+        table = doc.get("ui")
+        if not isinstance(table, dict):
+            table = tomlkit.table()
+            doc["ui"] = table
+        for name, value in msgspec.structs.asdict(ui).items():
+            table[name] = list(value) if isinstance(value, tuple) else value
+
+    _edit_config(path, change)
 
 
 def _replace_file(target: Path, text: str) -> None:
