@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
-__all__ = ["Backoff", "Spawn", "plain_spawn"]
+__all__ = ["Backoff", "Spawn", "cancel_and_wait", "plain_spawn"]
 
 # How a long-lived task is started: a name for reports and a coroutine function, called anew each
 # time the task is (re)started. The supervisor's `spawn` restarts it after a failure.
@@ -25,6 +25,15 @@ def plain_spawn(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[N
         await run()
 
     return asyncio.create_task(once(), name=name)
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[None] | None]) -> None:
+    """Cancel the tasks (None: never started) and wait until each has ended, whatever it raised:
+    how a component's `close()` stops the task it started and the ones that task started."""
+    started = [task for task in tasks if task is not None]
+    for task in started:
+        task.cancel()
+    await asyncio.gather(*started, return_exceptions=True)
 
 
 class Backoff:

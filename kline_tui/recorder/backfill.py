@@ -17,7 +17,7 @@ from kline_tui.model import StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import Hub, StreamStatus
 from kline_tui.recorder.ledger import Ledger, MissingRange
-from kline_tui.retry import Backoff, Spawn, plain_spawn
+from kline_tui.retry import Backoff, Spawn, cancel_and_wait, plain_spawn
 
 __all__ = ["Backfiller"]
 
@@ -61,10 +61,7 @@ class Backfiller:
 
     async def close(self) -> None:
         """Stop fetching; what is still missing is fetched on the next start."""
-        tasks = [t for t in (self._task, *self._running) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait([self._task, *self._running])
 
     @staticmethod
     def grace_s(key: StreamKey) -> float:

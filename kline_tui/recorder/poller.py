@@ -29,7 +29,7 @@ from kline_tui.binance.wire import WireKline
 from kline_tui.model import Candle, Market, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import Hub, StreamStatus
-from kline_tui.retry import Backoff, Spawn, plain_spawn
+from kline_tui.retry import Backoff, Spawn, cancel_and_wait, plain_spawn
 
 __all__ = [
     "POLL_DELAY_MS",
@@ -192,10 +192,7 @@ class Poller:
 
     async def close(self) -> None:
         """Stop polling (what closes meanwhile is found missing and fetched by the backfiller)."""
-        tasks = [t for t in (self._task, *self._running) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait([self._task, *self._running])
 
     # -- the schedule ----------------------------------------------------------------------------
 

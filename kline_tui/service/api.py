@@ -43,6 +43,7 @@ from kline_tui.binance.rest import RestError
 from kline_tui.config import AlertConfig
 from kline_tui.model import Market, SpecError, StreamKey
 from kline_tui.recorder.pipeline import StreamRefused
+from kline_tui.retry import cancel_and_wait
 from kline_tui.runtime import Runtime
 from kline_tui.safe_text import safe_text
 from kline_tui.service.auth import (
@@ -276,9 +277,7 @@ class Service:
         if self._stopping:
             return
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
         self._remove_runtime_file()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_TIMEOUT_S):
