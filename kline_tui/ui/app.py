@@ -51,6 +51,7 @@ from kline_tui.ui.screens.alerts import AlertsScreen
 from kline_tui.ui.screens.columns import ColumnsScreen
 from kline_tui.ui.screens.details import DetailsScreen
 from kline_tui.ui.screens.help import HelpScreen
+from kline_tui.ui.strip_cycles import install as _no_strip_cycles
 from kline_tui.ui.terminal import run_in_terminal
 from kline_tui.ui.watch_list import WatchListFile
 from kline_tui.ui.widgets.connections import ConnectionsPanel
@@ -61,11 +62,23 @@ from kline_tui.ui.widgets.watch_table import Group, Sort, WatchTable, receiving
 
 __all__ = ["REPAINT_HZ", "KlineApp", "run_app", "run_attached"]
 
+_no_strip_cycles()
+
 REPAINT_HZ = 4.0
 ALERT_MARK_S = 300.0  # a row stays marked this long after its alert fired
 
 
 PipelineFactory = Callable[[Settings, EventLog], Pipeline]
+
+
+def _freeze_what_lasts() -> None:
+    """Keep what exists now (modules, every stream's state and history: it lives as long as the
+    app) out of the collector's full passes, which with thousands of streams stopped the screen
+    for a hundred ms and more at a time (benchmarks: ui). Collected first: cyclic garbage still
+    pending when frozen would be kept for ever. Undone when the app unmounts."""
+    gc.collect()
+    gc.freeze()
+
 
 # Actions on the main screen's table: off while another screen covers it.
 _TABLE_ACTIONS = {
@@ -387,13 +400,9 @@ class KlineApp(App[int]):
                 title="Empty watch list",
                 timeout=10,
             )
+        _freeze_what_lasts()  # the streams' states: history can take minutes (REST weight)
         await recorder.load_history(keys, count=60)
-        # What the start built (modules, every stream's state and history) lives as long as the
-        # app: kept out of the collector's full passes, which with thousands of streams stopped
-        # the screen for a few hundred ms at a time (benchmarks: ui). Collected first: cyclic
-        # garbage still pending when frozen would be kept for ever.
-        gc.collect()
-        gc.freeze()
+        _freeze_what_lasts()  # and their history
 
     async def _welcome(self, keys: list[StreamKey]) -> None:
         """A first launch: keep the watch list for the next one, and say where things live."""
