@@ -7,7 +7,8 @@ Scenario 7 (`run`, `python -m benchmarks --only ui`): 5,000 streams (spot 2,000,
 COIN-M 1,000, all 1m, from the simulator's symbols) at the simulator's full rate (spot pushes every
 2 s, futures every 250 ms: about 13,000 messages/s); keys pressed every 250 ms (moves, pages,
 sorts, groups); each key's time from being sent to the frame that shows it (the table's
-`generation`, bumped by the key, painted: see `watch_table`), its p95 against 100 ms, and the
+`generation`, bumped by the key, painted: see `watch_table`), its p95 against 100 ms, the
+repaint timer's rate and gaps (it should tick at its fixed 4/s however busy the app is), and the
 process's CPU (the UI and the pipeline it runs: one process) as % of a core. Printed beside a
 baseline: the same keys on the 8 default streams.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import itertools
 import json
 import statistics
 import sys
@@ -176,10 +178,21 @@ async def _measure_keys(config: Path, seconds: float, warmup: float) -> dict:
         elif started:
             pauses.append(time.perf_counter() - started[0])
 
+    ticks: list[float] = []
     async with app.run_test(headless=True, size=(200, 60)):
         await app.wait_started()
         hub, table = app.pipeline.hub, app.table
         await _wait_live(app, hub)
+        # The repaint timer's ticks (each redraws the table, panels and header from the
+        # pipeline's state), not the redraws keys ask for themselves.
+        timer = next(t for t in app._timers if t.name == "repaint")
+        tick = timer._callback
+
+        def hooked_tick() -> None:
+            ticks.append(time.perf_counter())
+            tick()
+
+        timer._callback = hooked_tick
         gc.callbacks.append(collected)
         await asyncio.sleep(warmup)
         display, clock = app._display, time.perf_counter
@@ -192,6 +205,7 @@ async def _measure_keys(config: Path, seconds: float, warmup: float) -> dict:
 
         app._display = hooked_display
         cpu0, t0 = time.process_time(), time.monotonic()
+        ticks.clear()
         n = 0
         while time.monotonic() - t0 < seconds:
             key = KEYS[n % len(KEYS)]
@@ -211,10 +225,16 @@ async def _measure_keys(config: Path, seconds: float, warmup: float) -> dict:
         live = sum(s.status is StreamStatus.LIVE for s in hub.streams.values())
         states = collections.Counter(s.status.value for s in hub.streams.values())
         app._display = display
+        repaints = list(ticks)
+        timer._callback = tick
         gc.callbacks.remove(collected)
         await app.shutdown_pipeline()
     ms = sorted(x * 1000 for x in latencies)
+    gaps = sorted((b - a) * 1000 for a, b in itertools.pairwise(repaints))
     return {
+        "repaint_hz": (len(repaints) - 1) / (repaints[-1] - repaints[0]) if gaps else 0.0,
+        "repaint_gap_p95_ms": gaps[min(len(gaps) - 1, int(0.95 * len(gaps)))] if gaps else None,
+        "repaint_gap_max_ms": gaps[-1] if gaps else None,
         "states": dict(states),
         "gc_max_ms": max(pauses, default=0.0) * 1000,
         "gc_ms_total": sum(pauses) * 1000,
@@ -254,6 +274,7 @@ def run(quick: bool) -> list:
     from benchmarks.common import Children, Row, child_result, temp_dir, verdict
     from benchmarks.fullmarket import start_sim, write_config
     from kline_tui.config import DEFAULT_WATCH
+    from kline_tui.ui.app import REPAINT_HZ
 
     seconds = 30.0 if quick else 120.0
     results = {}
@@ -281,6 +302,21 @@ def run(quick: bool) -> list:
                 f"into the hub, over {big['seconds']:.0f} s; longest garbage collection "
                 f"{big['gc_max_ms']:.0f} ms ({big['gc_ms_total']:.0f} ms in all); baseline "
                 f"{base['samples']} keys, p50 {base['p50_ms']:.0f} ms"
+            ],
+        ),
+        Row(
+            "7 UI, 5,000 streams: repaint rate",
+            f"{big['repaint_hz']:.2f}/s, gap p95 {big['repaint_gap_p95_ms']:.0f} / max "
+            f"{big['repaint_gap_max_ms']:.0f} ms (baseline, 8 streams: {base['repaint_hz']:.2f}/s)",
+            f"{REPAINT_HZ:g}/s",
+            verdict(
+                big["repaint_hz"] >= 0.95 * REPAINT_HZ,
+                f"{big['repaint_hz'] / REPAINT_HZ:.2f}x of the rate",
+            ),
+            [
+                "repaint: the app's timer (its ticks while keys are pressed) redrawing the "
+                "table, panels and header from the pipeline's state; a gap is the time between "
+                "two ticks"
             ],
         ),
         Row(

@@ -385,6 +385,7 @@ class KlineApp(App[int]):
             self._started.set()
             self.refresh_bindings()
             self._tick()
+            _freeze_what_lasts()  # the mirrored streams and their history
             return
         if not recorder.running:
             return  # a stop was asked for while starting
