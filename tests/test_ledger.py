@@ -209,3 +209,23 @@ def test_polled_closes_follow_the_same_rule_and_are_stored_as_rest():
     assert [(r.first, r.last) for r in st.missing] == [(T0 + 2 * M, T0 + 3 * M)]
     assert (st.accepted_ws, st.accepted_poll, st.duplicates) == (0, 2, 1)
     assert stored == [(mark, "rest"), (mark, "rest")] and KEY not in led.streams
+
+
+def test_the_hub_shows_the_ledgers_gaps_and_what_is_left_to_fetch():
+    """The details view and the API read a stream's gaps from the hub's state: the watchdog's
+    round copies them from the ledger (they used to stay 0 whatever happened)."""
+    import time
+
+    from kline_tui.recorder.hub import Hub, StreamState
+
+    led, _ = ledger()
+    hub = Hub({}, EventLog(), led, ping_interval_s=None)
+    hub.streams[KEY] = StreamState(KEY)
+    led.accept(KEY, c(0))
+    led.accept(KEY, c(4))  # 1-3 lost
+    led.observe(KEY, c(9).open_time)  # a reconnect: 5-8 lost
+    hub.check_health(time.monotonic())
+    assert (hub.streams[KEY].gaps, hub.streams[KEY].backfill) == (2, 7)
+    led.fill(KEY, T0 + M, T0 + 8 * M, [c(i) for i in range(1, 9)], server_now=T0 + 10 * M)
+    hub.check_health(time.monotonic())
+    assert (hub.streams[KEY].gaps, hub.streams[KEY].backfill) == (2, 0)  # filled, still counted

@@ -73,7 +73,7 @@ class StreamState:
     )
     recorded: int = 0  # closed candles (live or backfilled) the sink took
     duplicates: int = 0
-    gaps: int = 0
+    gaps: int = 0  # holes found in what was received (the ledger's count, every second)
     stalls: int = 0  # times the watchdog found it silent
     backfill: int = 0  # candles waiting to be fetched from REST
     implausible: int = 0  # frames refused as impossible candles (never stored, never trusted)
@@ -404,11 +404,12 @@ class Hub:
 
     def check_health(self, now: float) -> None:
         """One watchdog round: mark silent streams stale, heal or replace their connections,
-        and show which streams have candles still to fetch."""
+        and show which streams have candles still to fetch and how many gaps they had."""
         self._handover()
         for key, state in self.streams.items():
             ledger = self.ledger.streams.get(key)
             state.backfill = ledger.missing_count() if ledger is not None else 0
+            state.gaps = ledger.gaps if ledger is not None else 0
             if state.backfill and state.status is StreamStatus.LIVE:
                 state.status = StreamStatus.BACKFILLING
             elif not state.backfill and state.status is StreamStatus.BACKFILLING:
