@@ -172,8 +172,62 @@ def test_kinds_without_volume_keep_it_null_and_timeframes_fit_the_interval():
         Interval.H4,
         Interval.D1,
     )
-    assert timeframes_of(Interval.H1) == (Interval.H1, Interval.H4, Interval.D1)
+    assert timeframes_of(Interval.H1) == (Interval.H1, Interval.H4, Interval.D1, Interval.W1)
+    assert timeframes_of(Interval.M15)[-1] is Interval.W1  # 672 candles a week
+    assert Interval.W1 not in timeframes_of(Interval.M5)  # 2,016 a week is too many
     assert Interval.H1 not in timeframes_of(Interval.S1)  # 3,600 candles a bucket is too many
+
+
+def test_hours_as_weeks_start_on_mondays_and_equal_a_plain_loop():
+    """Five weeks of 1h candles from a Thursday 13:00 UTC: weeks open on Monday 00:00 UTC, as
+    the exchange's `1w` candles do (not on the epoch's Thursday), checked against a loop that
+    finds each Monday with the calendar."""
+    import datetime as dt
+
+    hour = 3_600_000
+    start = int(dt.datetime(2026, 10, 1, 13, tzinfo=dt.UTC).timestamp() * 1000)
+    rows = [
+        {
+            "open_time": t,
+            "close_time": t + hour - 1,
+            "open": 100.0 + i,
+            "high": 100.0 + i + (i * 7) % 5,
+            "low": 99.0 + i - (i * 3) % 4,
+            "close": 100.5 + i,
+            "volume": 0.1 * (i % 13),
+            "quote_volume": 10.0 * (i % 7),
+            "taker_buy_volume": 0.05 * (i % 11),
+            "taker_buy_quote_volume": 5.0 * (i % 5),
+            "trades": i % 17,
+        }
+        for i in range(24 * 7 * 5)
+        for t in [start + i * hour]
+    ]
+    weeks: list[dict] = []
+    for r in rows:
+        day = dt.datetime.fromtimestamp(r["open_time"] / 1000, dt.UTC).date()
+        monday = day - dt.timedelta(days=day.weekday())
+        opens = int(dt.datetime(monday.year, monday.month, monday.day, tzinfo=dt.UTC).timestamp())
+        if not weeks or weeks[-1]["open_time"] != opens * 1000:
+            weeks.append({**r, "open_time": opens * 1000, "candles": 0})
+            weeks[-1].update(dict.fromkeys(("volume", "quote_volume", "trades"), 0))
+            weeks[-1].update(dict.fromkeys(("taker_buy_volume", "taker_buy_quote_volume"), 0))
+        w = weeks[-1]
+        w["close_time"] = w["open_time"] + 7 * 24 * hour - 1
+        w["high"], w["low"] = max(w["high"], r["high"]), min(w["low"], r["low"])
+        w["close"] = r["close"]
+        for name in ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume"):
+            w[name] += r[name]
+        w["trades"] += r["trades"]
+        w["candles"] += 1
+    frame = pl.DataFrame(rows).cast(CANDLES_SCHEMA)
+    got = resample(frame, Interval.W1).to_dicts()
+    assert got == weeks  # every field, exactly
+    assert [w["candles"] for w in got] == [83, 168, 168, 168, 168, 85]
+    # The live candle joins the forming week.
+    closed, forming = frame.head(len(rows) - 1), frame.tail(1)
+    joined = with_forming(closed, resample(closed, Interval.W1), forming, Interval.W1)
+    assert joined.to_dicts() == weeks
 
 
 # -- reading pages ------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Candles of one stream shown at a longer interval: `1m` rows as 5m, 15m, 1h, 4h or 1d candles.
+"""Candles of one stream shown at a longer interval: `1m` rows as 5m, 15m, 1h, 4h or 1d candles,
+`15m` rows and longer also as weeks (Monday to Monday, UTC, as the exchange's `1w`).
 
 Pure Polars, no I/O. Frames here hold one stream's candles in `CANDLES_SCHEMA` (times as epoch
 milliseconds, volumes null for kinds without volume), oldest first, each open time once. A bucket
@@ -48,9 +49,17 @@ CANDLES_SCHEMA = pl.Schema(
 BUCKETS_SCHEMA = pl.Schema({**CANDLES_SCHEMA, "candles": pl.UInt32()})
 
 # The longer intervals a stream can be shown at.
-TIMEFRAMES = (Interval.M1, Interval.M5, Interval.M15, Interval.H1, Interval.H4, Interval.D1)
-# At most this many candles in one bucket (a day of minutes): a `1s` stream stops at 15m, so a
-# screen of buckets never needs millions of rows.
+TIMEFRAMES = (
+    Interval.M1,
+    Interval.M5,
+    Interval.M15,
+    Interval.H1,
+    Interval.H4,
+    Interval.D1,
+    Interval.W1,
+)
+# At most this many candles in one bucket (a day of minutes): a `1s` stream stops at 15m and a
+# `1m` one at 1d (a week of `15m` is 672), so a screen of buckets never needs millions of rows.
 MAX_RATIO = 1440
 
 _SUMMED = ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume", "trades")
