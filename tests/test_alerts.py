@@ -78,6 +78,57 @@ def test_price_above_fires_once_per_crossing_and_rearms() -> None:
     assert first.id == firing_id(str(KEY), "price_above", 100.0, 10 * MINUTE)
 
 
+def forming(open_i: int, close: float, high: float, low: float) -> Candle:
+    t = 10 * MINUTE + open_i * MINUTE
+    return Candle(t, t + MINUTE - 1, 100.0, high, low, close, 1.0, 100.0, 0.0, 0.0, 1)
+
+
+def poll_with(engine: AlertEngine, candles: list[Candle]) -> None:
+    """One poll per candle, each a new update of the stream's forming candle."""
+    from types import SimpleNamespace
+
+    for n, c in enumerate(candles, start=1):
+        state = SimpleNamespace(forming=c, event_time=c.open_time + n, updates=n, backfill=0)
+        engine.poll({KEY: state}, lambda market: None)
+
+
+def test_a_spike_past_the_level_and_back_between_two_polls_fires_once() -> None:
+    """The forming candle's high rose past the level since the previous poll while the price
+    came back under it: the stream traded past the level in between. It fires once, at that
+    high, and is armed again (the price is back)."""
+    engine, fired = engine_with(rule="price_above", value=105.0, cooldown_s=0)
+    poll_with(
+        engine,
+        [
+            forming(0, 100, 101, 99),  # first sight: arms only
+            forming(0, 100, 106, 99),  # a wick to 106 and back to 100
+            forming(0, 101, 106, 99),  # the same high: nothing new
+            forming(1, 100, 107, 99),  # a new candle whose high passed the level
+            forming(1, 104, 107, 99),
+        ],
+    )
+    assert [(f.price, f.open_time) for f in fired] == [(106, 10 * MINUTE), (107, 11 * MINUTE)]
+    assert engine.alerts[next(iter(engine.alerts))].armed is True
+
+
+def test_a_dip_in_a_candles_last_moments_fires_when_it_closes() -> None:
+    engine, fired = engine_with(rule="price_below", value=95.0, cooldown_s=0)
+    poll_with(engine, [forming(0, 100, 101, 99), forming(0, 99, 101, 98)])
+    assert fired == []
+    engine.on_closed(KEY, forming(0, 99.5, 101, 94))  # closed: its low went under 95 after the poll
+    assert [f.price for f in fired] == [94]
+    engine.on_closed(KEY, forming(0, 99.5, 101, 94))  # the same close again: nothing
+    assert len(fired) == 1
+
+
+def test_a_level_the_first_sight_already_passed_does_not_fire_on_extremes() -> None:
+    engine, fired = engine_with(rule="price_above", value=105.0, cooldown_s=0)
+    poll_with(engine, [forming(0, 106, 107, 99), forming(0, 100, 108, 99)])
+    assert fired == []  # never armed: the first price was past the level already
+    poll_with(engine, [forming(0, 100, 109, 99)])  # armed by the 100, then a new high of 109
+    assert [f.price for f in fired] == [109]
+
+
 def test_price_already_past_the_level_is_not_a_crossing() -> None:
     engine, fired = engine_with(rule="price_below", value=100.0, cooldown_s=0)
     feed_prices(engine, [95, 94, 96])

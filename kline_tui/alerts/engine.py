@@ -6,10 +6,12 @@
     engine.poll(hub.streams, exchange_now)      # a few times a second: prices, stale, missing
 
 Crossings are judged on the live price each poll (the latest forming update of the stream; the
-updates between two polls are coalesced, as the UI's are); change_pct and volume_spike on each
-closed candle as the hub takes it; stale and missing on each poll against the exchange's clock
-and the ledger's count. A listener is called on the event loop and must not block (the webhook
-queues its request).
+updates between two polls are coalesced, as the UI's are), and on the forming candle's high and
+low: a high (low) the candle reached since the previous poll is a price the stream traded at in
+between, so a spike past the level and back within one poll still fires, once. change_pct and
+volume_spike are judged on each closed candle as the hub takes it; stale and missing on each poll
+against the exchange's clock and the ledger's count. A listener is called on the event loop and
+must not block (the webhook queues its request).
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class AlertEngine:
         # runtime keeps that state across restarts (alerts.state).
         self.state_version = 0
         self._seen_updates: dict[StreamKey, int] = {}
+        # The forming candle of each stream at the previous poll: (open time, high, low).
+        self._extremes: dict[StreamKey, tuple[int, float, float]] = {}
         self._silent_since: dict[StreamKey, int] = {}  # exchange time a never-heard stream began
         for config in configs:
             self.add(config, announce=False)
@@ -121,14 +125,62 @@ class AlertEngine:
 
     # -- what the pipeline feeds in -----------------------------------------------------------
 
-    def on_price(self, key: StreamKey, price: float, open_time: int, at_ms: int) -> None:
-        """A live price of `key` (the forming candle's close) at exchange time `at_ms`."""
+    def on_price(
+        self,
+        key: StreamKey,
+        price: float,
+        open_time: int,
+        at_ms: int,
+        *,
+        high: float | None = None,
+        low: float | None = None,
+    ) -> None:
+        """A live price of `key` (the forming candle's close) at exchange time `at_ms`; `high`
+        and `low`: the highest and lowest prices traded since the previous one, where known
+        beyond it. A level the price went past and came back from in between fires (at that
+        extreme) and re-arms, as if both moments had been seen."""
         for alert in self._by_key.get(key, ()):
-            if alert.rule.is_crossing and self._check(alert, alert.crossed(price), at_ms):
+            if not alert.rule.is_crossing:
+                continue
+            extreme = high if alert.rule is Rule.PRICE_ABOVE else low
+            if (
+                extreme is not None
+                and alert.armed
+                and alert.crossed(extreme)
+                and not alert.crossed(price)
+                and self._check(alert, True, at_ms)
+            ):
+                self._fire(alert, extreme, open_time, at_ms)
+            if self._check(alert, alert.crossed(price), at_ms):
                 self._fire(alert, price, open_time, at_ms)
+
+    def _since_last_poll(
+        self, key: StreamKey, candle: CandleLike
+    ) -> tuple[float | None, float | None]:
+        """The high and low `candle` reached after the previous poll saw it (None where they
+        are not new), remembering it as seen. A candle opening after the one seen happened
+        wholly since; the first sight of a stream tells nothing."""
+        seen = self._extremes.get(key)
+        self._extremes[key] = (candle.open_time, candle.high, candle.low)
+        if seen is None or candle.open_time < seen[0]:
+            return None, None
+        if candle.open_time > seen[0]:
+            return candle.high, candle.low
+        return (
+            candle.high if candle.high > seen[1] else None,
+            candle.low if candle.low < seen[2] else None,
+        )
 
     def on_closed(self, key: StreamKey, candle: CandleLike) -> None:
         """A closed candle of `key` as the hub took it (never one twice, in order)."""
+        seen = self._extremes.get(key)
+        if seen is not None and seen[0] == candle.open_time:
+            # The candle's last moments, after the previous poll saw it forming.
+            high, low = self._since_last_poll(key, candle)
+            if high is not None or low is not None:
+                self.on_price(
+                    key, candle.close, candle.open_time, candle.close_time, high=high, low=low
+                )
         for alert in self._by_key.get(key, ()):
             if not alert.rule.on_closed:
                 continue
@@ -193,7 +245,8 @@ class AlertEngine:
             if forming is not None and self._seen_updates.get(key) != state.updates:
                 self._seen_updates[key] = state.updates
                 at_ms = state.event_time if state.event_time is not None else forming.close_time
-                self.on_price(key, forming.close, forming.open_time, at_ms)
+                high, low = self._since_last_poll(key, forming)
+                self.on_price(key, forming.close, forming.open_time, at_ms, high=high, low=low)
             now_ms = exchange_now(key.market)
             if now_ms is not None:
                 missing = state.backfill

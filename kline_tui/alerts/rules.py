@@ -4,8 +4,10 @@ Every rule is edge-triggered: it fires when its condition becomes true, and is a
 once the condition has been false. A firing inside the alert's cooldown (measured in exchange
 time, from the previous firing) is skipped, and the alert waits for the condition to clear again.
 
-- `price_above` / `price_below`: the live (forming) price crosses the level. The first price seen
-  only arms the alert (a level already passed when the alert is made is not a crossing).
+- `price_above` / `price_below`: the live (forming) price crosses the level, or the forming
+  candle's new high (low) does: a spike past the level and back between two looks fires too. The
+  first price seen only arms the alert (a level already passed when the alert is made is not a
+  crossing).
 - `change_pct`: over the last `window` closed candles, from the open of the oldest to the close
   of the newest, the price moved by at least `value` percent (a negative value: fell by at least
   that much). The percent is of the open's magnitude, so a series that is negative (a premium
