@@ -85,6 +85,29 @@ def test_a_state_word_is_never_longer_than_its_column():
     assert state_label(state, "offline") == "offline"
 
 
+def test_a_negative_series_rising_shows_and_sorts_as_a_rise():
+    """A premium index is a signed fraction: from -0.0003 to -0.0002 it rose, by a third of
+    its magnitude (as the change_pct alert counts it), not fell by 33%."""
+    from kline_tui.model import Candle
+    from kline_tui.ui.widgets.watch_table import Sort
+
+    assert fmt.change_pct(-0.0002, -0.0003) == ("+33.33%", 1)
+    assert fmt.change_pct(-0.0004, -0.0003) == ("-33.33%", -1)
+    assert fmt.change_pct(101.0, 100.0) == ("+1.00%", 1)
+
+    def state(spec: str, open_: float, close: float) -> StreamState:
+        st = StreamState(StreamKey.parse(spec))
+        hi, lo = max(open_, close), min(open_, close)
+        st.forming = Candle(0, 59_999, open_, hi, lo, close, 0.0, 0.0, 0.0, 0.0, 0)  # type: ignore[assignment]
+        return st
+
+    rising = state("usdm:BTCUSDT:1m:premium", -0.0003, -0.0002)
+    falling = state("usdm:ETHUSDT:1m:premium", -0.0003, -0.0004)
+    flat = state("usdm:SOLUSDT:1m", 100.0, 100.0)
+    order = sorted([falling, flat, rising], key=Sort.CHANGE.key_func({}))
+    assert [s.key.symbol for s in order] == ["BTCUSDT", "SOLUSDT", "ETHUSDT"]  # largest first
+
+
 def test_kinds_show_as_a_tag_and_the_dialog_offers_what_each_market_has():
     assert fmt.kind_tag("mark") == "mark" and fmt.kind_tag("perpetual") == "perp"
     assert fmt.kind_tag("trade") == ""

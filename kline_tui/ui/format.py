@@ -38,10 +38,11 @@ def price(value: float | None) -> str:
 
 
 def change_pct(now: float | None, then: float | None) -> tuple[str, int]:
-    """The change from `then` to `now` as `+1.23%`, and its sign (-1, 0, 1)."""
+    """The change from `then` to `now` as `+1.23%`, and its sign (-1, 0, 1): a percent of
+    `then`'s magnitude, so a negative series (a premium index) that rises shows a rise."""
     if now is None or not then:
         return "—", 0
-    pct = (now - then) / then * 100.0
+    pct = (now - then) / abs(then) * 100.0
     if abs(pct) < 0.005:
         return "0.00%", 0
     return f"{pct:+.2f}%", (1 if pct > 0 else -1)

@@ -178,10 +178,12 @@ _STATE_RANK = {
 
 
 def _change(state: StreamState) -> float | None:
+    """The forming candle's change from its open, of the open's magnitude (as `fmt.change_pct`:
+    a premium index rising from -0.0003 to -0.0002 sorts as a rise)."""
     k = state.forming
     if k is None or not k.open:
         return None
-    return (k.close - k.open) / k.open
+    return (k.close - k.open) / abs(k.open)
 
 
 def _missing_last(value: float | None, descending: bool) -> tuple[int, float]:
