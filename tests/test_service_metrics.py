@@ -27,7 +27,7 @@ from kline_tui.model import Candle, Interval, Market, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import StreamState, StreamStatus
 from kline_tui.recorder.pipeline import Pipeline
-from kline_tui.recorder.sink import ParquetSink
+from kline_tui.recorder.sink import ParquetSink, stored_by_source
 from kline_tui.retry import Backoff
 from kline_tui.runtime import Runtime
 from kline_tui.service.metrics import Metrics
@@ -468,6 +468,52 @@ async def test_the_sink_counts_only_rows_on_disk_by_market_and_source(tmp_path, 
     }
     assert sink.stats.dead_letters == 1
     assert sink.stats.flushes == 2 and sink.stats.flush_seconds > 0
+
+
+def test_rows_a_twin_stored_first_are_not_counted_again():
+    """A Delta MERGE stores only what the table lacks: the per-source counts follow what was
+    stored, exactly when all, none or one source's rows were, the total always."""
+    chunk = [("x", "ws")] * 6 + [("x", "rest")] * 4
+    assert stored_by_source(chunk, 10) == {"ws": 6, "rest": 4}
+    assert stored_by_source(chunk, 0) == {}
+    assert stored_by_source(chunk[:6], 2) == {"ws": 2}
+    split = stored_by_source(chunk, 5)
+    assert sum(split.values()) == 5 and split == {"ws": 3, "rest": 2}
+    assert sum(stored_by_source(chunk, 1).values()) == 1
+
+
+async def test_twin_sinks_on_one_delta_table_count_each_candle_once(tmp_path):
+    """Two recorders writing the same candles to one Delta table: what their counters say they
+    wrote adds up to what the table holds, by source (it counted rows offered to the MERGE)."""
+    pytest.importorskip("deltalake")
+    from kline_tui.store.dataset import StorageSpec, open_dataset
+
+    def candle(t: int) -> Candle:
+        return Candle(t, t + 59_999, 1.0, 2.0, 0.5, 1.5, 2.0, 200.0, 1.0, 100.0, 7)
+
+    def twin() -> ParquetSink:
+        dataset = open_dataset(StorageSpec(str(tmp_path / "table"), "delta"))
+        dataset.acquire()
+        return ParquetSink(dataset, EventLog(), flush_rows=10_000, flush_age_s=3600)
+
+    btc = StreamKey.parse("usdm:BTCUSDT:1m")
+    first = twin()
+    for i in range(4):  # the first twin: 4 live candles
+        first.add(btc, candle(T0 + i * 60_000), "ws")
+    assert await first.flush()
+    second = twin()
+    for i in range(6):  # the second: the same 4 live ones, and 2 more fetched from REST
+        second.add(btc, candle(T0 + i * 60_000), "ws" if i < 4 else "rest")
+    assert await second.flush()
+    await first.close()
+    await second.close()
+    assert first.stats.written_by == {(Market.USDM, "ws"): 4}
+    assert second.stats.written_by == {(Market.USDM, "rest"): 2}
+    table = pl.read_delta(str(tmp_path / "table"))
+    assert table.height == 6 and table["source"].value_counts().sort("source").rows() == [
+        ("rest", 2),
+        ("ws", 4),
+    ]
 
 
 # -- cost --------------------------------------------------------------------------------------

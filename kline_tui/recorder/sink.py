@@ -36,7 +36,7 @@ import operator
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,10 +46,17 @@ from kline_tui.model import CandleLike, Interval, Kind, Market, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.retry import Spawn, plain_spawn
 from kline_tui.store import layout, parts
+from kline_tui.store.compact import SOURCE_RANK
 from kline_tui.store.dataset import Dataset, as_dataset
 from kline_tui.store.parts import Row
 
-__all__ = ["DEFAULT_FLUSH_AGE_S", "DEFAULT_FLUSH_ROWS", "ParquetSink", "SinkStats"]
+__all__ = [
+    "DEFAULT_FLUSH_AGE_S",
+    "DEFAULT_FLUSH_ROWS",
+    "ParquetSink",
+    "SinkStats",
+    "stored_by_source",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +74,37 @@ _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 # part of the partition's folder (market=usdm-mark) and says which fields are NULL.
 Partition = tuple[Market, Interval, str | None, Kind]
 _source_of = operator.itemgetter(-1)  # a row's `source` column, its last
+
+
+def _by_source(rows: Sequence[Row]) -> list[list[Row]]:
+    """`rows` grouped by source, the best source first (SOURCE_RANK: live, fetched, archive)."""
+    groups: dict[str, list[Row]] = {}
+    for row in rows:
+        groups.setdefault(_source_of(row), []).append(row)
+    ranked = sorted(groups, key=lambda source: (SOURCE_RANK.get(source, len(SOURCE_RANK)), source))
+    return [groups[source] for source in ranked]
+
+
+def stored_by_source(chunk: Sequence[Row], stored: int) -> collections.Counter[str]:
+    """How many of `chunk`'s rows the dataset stored (`stored`, as its write said), by their
+    `source` column. A Delta MERGE stores only the candles the table lacks: none when a twin
+    wrote them first, some when it wrote part of them. Exact when all or none were stored or
+    the rows share one source (the sink writes one source at a time to such a dataset);
+    otherwise split in proportion to the sources offered (largest remainders), the total
+    exact."""
+    offered = collections.Counter(map(_source_of, chunk))
+    if stored >= len(chunk):
+        return offered
+    if stored <= 0:
+        return collections.Counter()
+    if len(offered) == 1:
+        return collections.Counter({source: stored for source in offered})
+    shares = {source: n * stored / len(chunk) for source, n in offered.items()}
+    out = collections.Counter({source: int(share) for source, share in shares.items()})
+    by_remainder = sorted(shares, key=lambda source: shares[source] - out[source], reverse=True)
+    for source in by_remainder[: stored - sum(out.values())]:
+        out[source] += 1
+    return +out  # no zero counts
 
 
 @dataclass(slots=True)
@@ -315,6 +353,10 @@ class ParquetSink:
         market, interval, bucket, kind = partition
         assert bucket is not None  # rows without one are set aside before
         pending = [rows]
+        if self.dataset.stores_only_missing and len({_source_of(r) for r in rows}) > 1:
+            # One write per source, the best first (a live copy is kept over a fetched one, as
+            # within one write): what each stores is then counted by source exactly.
+            pending = _by_source(rows)[::-1]  # a stack: the last is written first
         while pending:
             chunk = pending.pop()
             try:
@@ -334,7 +376,7 @@ class ParquetSink:
                 continue
             outcome.written += stored
             outcome.files += 1
-            for source, n in collections.Counter(map(_source_of, chunk)).items():
+            for source, n in stored_by_source(chunk, stored).items():
                 outcome.written_by[market, source] += n
 
     def _set_aside(

@@ -135,6 +135,9 @@ class Dataset(Protocol):
 
     location: str
     format: str
+    # A write stores only the candles the dataset lacks (a Delta MERGE: a twin may have written
+    # some first), so it can store fewer rows than it was given; a folder stores them all.
+    stores_only_missing: bool
 
     def describe(self) -> str:
         """Where the dataset lives, fit for a log line (no secret)."""

@@ -127,6 +127,7 @@ class DeltaDataset:
     """A Delta table of candles at a local path or an object-store URL."""
 
     format = "delta"
+    stores_only_missing = True
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ class ParquetFolder:
     """A local folder of part files, `market=/interval=/date=` (DESIGN.md, "Data on disk")."""
 
     format = "parquet"
+    stores_only_missing = False
 
     def __init__(self, data_dir: Path | str) -> None:
         self.data_dir = Path(data_dir).expanduser()
