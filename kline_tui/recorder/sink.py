@@ -7,8 +7,9 @@ thread so the event loop never waits on the disk. A part appears under its final
 complete.
 
 The dataset is any `kline_tui.store.dataset.Dataset`: a Parquet folder (one part file per
-partition and flush) or a Delta table (one MERGE per partition and flush, inserting only the
-candles the table lacks, so twins and restarts never store a candle twice).
+partition and flush) or a Delta table (one MERGE per partition and flush, one per source when
+a flush mixes them, inserting only the candles the table lacks, so twins and restarts never store
+a candle twice).
 
 Two kinds of failure, told apart by where they happen. Rows are encoded to Parquet in memory,
 then written with plain file calls (`kline_tui.store.parts.write_part`, as every writer does),
