@@ -99,18 +99,6 @@ _DROPPED_FIRST = (
 _COMPACT_DROPS = _DROPPED_FIRST[:5]
 
 
-def _fit(strip: Strip, start: int, width: int, pad: Style) -> Strip:
-    """The `width` cells of a row from `start`, padded with `pad`.
-
-    Not `crop(...).extend_cell_length(...)`: when a strip already has the length asked for,
-    Textual caches the strip in its own cache, a reference cycle. At 4 repaints a second each
-    row painted became cyclic garbage (a strip and its seven caches), which only the collector's
-    full passes freed: with 5,000 streams they took up to 140 ms, stopping keys (benchmarks: ui).
-    """
-    strip = strip.crop(start, start + width)
-    return strip if strip.cell_length >= width else strip.extend_cell_length(width, pad)
-
-
 def _fixed_width(columns: tuple[Column, ...]) -> int:
     return sum(c.width for c in columns) + len(columns) + 1  # a space before each, one after
 
@@ -600,13 +588,15 @@ class WatchTable(ScrollView, can_focus=True):
             key = self.lines[line]
             if isinstance(key, GroupLine):
                 segments = self._group_heading(key, base + self._style("group"))
-                return _fit(Strip(segments), 0, width, base + self._style("group"))
+                strip = Strip(segments).crop(0, width)
+                return strip.extend_cell_length(width, base + self._style("group"))
             state = self.streams.get(key)
             if state is None:
                 return Strip.blank(width, base)
             selected = self._index.get(key) == self.cursor
             segments = self._row(state, base + self._style("cursor") if selected else base)
-        return _fit(Strip(segments), scroll_x, width, base)
+        strip = Strip(segments)
+        return strip.crop(scroll_x, scroll_x + width).extend_cell_length(width, base)
 
     def _header(self, base: Style) -> list[Segment]:
         style = base + self._style("header")
