@@ -353,11 +353,10 @@ class ParquetSink:
         until each bad row stands alone, and set those aside."""
         market, interval, bucket, kind = partition
         assert bucket is not None  # rows without one are set aside before
-        pending = [rows]
-        if self.dataset.stores_only_missing and len({_source_of(r) for r in rows}) > 1:
-            # One write per source, the best first (a live copy is kept over a fetched one, as
-            # within one write): what each stores is then counted by source exactly.
-            pending = _by_source(rows)[::-1]  # a stack: the last is written first
+        # One write per source to a dataset that stores only what it lacks, the best first (a
+        # live copy is kept over a fetched one, as within one write): what each stores is then
+        # counted by source exactly. A stack: the last is written first.
+        pending = _by_source(rows)[::-1] if self.dataset.stores_only_missing else [rows]
         while pending:
             chunk = pending.pop()
             try:
