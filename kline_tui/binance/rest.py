@@ -30,7 +30,7 @@ import msgspec
 from kline_tui.binance.clock import ExchangeClock, checked_rate
 from kline_tui.binance.markets import MARKETS, Endpoints, kind_params, kline_weight
 from kline_tui.binance.wire import CLOCK_TOLERANCE_MS, DEFAULT_PREMIUM_BOUND, implausible_candle
-from kline_tui.model import Candle, Interval, Kind, Market
+from kline_tui.model import Candle, Interval, Kind, Market, StreamKey
 from kline_tui.safe_text import safe_text
 
 __all__ = [
@@ -189,7 +189,7 @@ class RestClient:
         # from the first refused attempt, not after the retries are spent.
         self.unreachable: str | None = None
         self.retry_at: float | None = None
-        self._rejected_streams: set[tuple[Market, str, Interval, Kind]] = set()  # told once each
+        self._rejected_streams: set[StreamKey] = set()  # told once each
         # The largest |premium index| a premium kline row may hold (the config's premium_bound).
         self.premium_bound = DEFAULT_PREMIUM_BOUND
 
@@ -408,13 +408,11 @@ class RestClient:
                     continue
             self.rejected_rows += 1
             first_reason = first_reason or reason
-        stream = (market, symbol, interval, kind)
+        stream = StreamKey(market, symbol, interval, kind)
         if first_reason is not None and stream not in self._rejected_streams:
             self._rejected_streams.add(stream)
-            spec = f"{market.value}:{symbol}:{interval.value}"
-            spec += "" if kind is Kind.TRADE else f":{kind.value}"
             self.warn(
-                f"{spec}: {len(rows) - len(out)} REST kline rows dropped as impossible "
+                f"{stream}: {len(rows) - len(out)} REST kline rows dropped as impossible "
                 f"({first_reason})"
             )
         return out
