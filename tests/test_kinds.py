@@ -116,6 +116,8 @@ def test_mark_event_is_keyed_by_its_symbol_and_index_by_its_pair():
         (index(v="0.5"), "impossible"),
         (index(o="102"), "impossible"),  # open above the high
         (index(h="Infinity"), "impossible"),
+        (mark().replace('"n":60', '"n":1000000000000000000000000000707'), "impossible"),
+        (index().replace('"n":60', '"n":-1'), "impossible"),
     ],
 )
 def test_impossible_kind_frames_are_malformed_never_raised(text, why):

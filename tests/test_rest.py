@@ -16,7 +16,7 @@ from aiohttp import web
 from kline_tui.binance import rest as rest_api
 from kline_tui.binance.markets import Endpoints
 from kline_tui.binance.rest import RestClient, RestError
-from kline_tui.model import Interval, Market
+from kline_tui.model import Interval, Kind, Market
 
 HOUR = 3600.0  # the longest a Retry-After is obeyed
 
@@ -183,6 +183,7 @@ async def test_impossible_rows_are_dropped_and_counted():
         row(T0 + 9 * M, v="1e999"),  # an infinite volume
         row(T0 + 40 * M),  # after the range asked
         row(T0 - 5 * M),  # before it
+        [*row(T0 + 10 * M)[:8], 10**30 + 707, *row(T0 + 10 * M)[9:]],  # a count past Int64
     ]
     rows = sorted(good + bad, key=lambda r: r[0])
     async with serve({"/api/v3/time": {"serverTime": NOW}, "/api/v3/klines": rows}) as rest:
@@ -193,6 +194,40 @@ async def test_impossible_rows_are_dropped_and_counted():
         assert server_now == NOW
         assert rest.rejected_rows == len(bad)
         assert len(rest.warnings) == 1 and "dropped as impossible" in rest.warnings[0]
+
+
+@pytest.mark.parametrize("kind", [Kind.TRADE, Kind.PREMIUM])
+async def test_a_polled_row_with_a_count_past_int64_is_dropped(kind):
+    """The simulator's `huge_int` REST poison once put 10**30 in `n` of a premium row at a real
+    open time: it was taken as the candle, the sink could not write it, and the dataset kept a
+    hole the ledger believed filled. Also an open time past 2100 when no range bounds it."""
+
+    def good(t):
+        if kind is Kind.TRADE:
+            return row(t)
+        # A premium row: a signed index and "0" where the volumes would be.
+        return [t, "0.0001", "0.0002", "-0.0001", "0.0001", "0", t + M - 1, "0", 3, "0", "0", "0"]
+
+    rows = [
+        good(T0 + 28 * M),
+        [*good(T0 + 29 * M)[:8], 10**30 + 707, *good(T0 + 29 * M)[9:]],
+        good(T0 + 29 * M),
+        good(T0 + 30 * M),
+    ]
+    path = "/fapi/v1/premiumIndexKlines" if kind is Kind.PREMIUM else "/fapi/v1/klines"
+    async with serve({"/fapi/v1/time": {"serverTime": NOW}, path: rows}) as rest:
+        await rest.server_time(Market.USDM)
+        candles = await rest.klines(Market.USDM, "BTCUSDT", Interval.M1, limit=4, kind=kind)
+        assert [(c.open_time, c.trades) for c in candles] == [
+            (T0 + 28 * M, 3),
+            (T0 + 29 * M, 3),
+            (T0 + 30 * M, 3),
+        ]
+        assert rest.rejected_rows == 1
+    from kline_tui.binance.wire import implausible_candle_times
+
+    far = Interval.M1.open_time_at(4_102_444_800_000 + 10 * M)
+    assert implausible_candle_times(far, far + M - 1, Interval.M1) == "open time after 2100"
 
 
 async def test_a_row_that_is_not_a_number_is_dropped_not_raised():

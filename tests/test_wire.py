@@ -183,6 +183,16 @@ def test_impossible_candles_are_refused(frame, interval, clock_ms, words):
     assert isinstance(reason, str) and words in reason
 
 
+@pytest.mark.parametrize("count", [2**63, 10**30 + 707])
+def test_a_trade_count_no_dataset_column_holds_is_refused(count):
+    """msgspec decodes a JSON integer of any size: a closed candle with `n` past Int64 would reach
+    the sink, fail its write and leave a hole where the candle was taken as held."""
+    frame = kline_frame(T0, E=T0 + MIN + 5, x=True).replace('"n":3', f'"n":{count}')
+    assert "impossible kline values" in kept(frame)
+    at_limit = frame.replace(f'"n":{count}', f'"n":{wire.MAX_TRADES}')
+    assert isinstance(kept(at_limit), wire.WireKline)
+
+
 def test_text_from_servers_loses_control_characters():
     err = wire.decode(
         '{"code":2,"msg":"bad\\u001b[2J\\u001b]0;pwned\\u0007 request\\u202e","id":4}'

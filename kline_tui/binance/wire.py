@@ -41,6 +41,7 @@ __all__ = [
     "CLOSE_LATENESS_MS",
     "DEFAULT_PREMIUM_BOUND",
     "MAX_FRAME_BYTES",
+    "MAX_TRADES",
     "ContinuousKlineEvent",
     "ControlReply",
     "Envelope",
@@ -75,9 +76,15 @@ CLOSE_LATENESS_MS = 1000
 _WEEK_MS = FIXED_MS[Interval.W1]  # weeks are aligned to Mondays, not to the epoch
 
 
+# The largest trade count a candle may hold: the dataset's Int64 column. JSON integers have no
+# size (msgspec decodes 10**30 as a Python int), so a count past it is an impossible candle,
+# refused here, not a row the sink cannot write.
+MAX_TRADES = 2**63 - 1
+
+
 def candle_is_sane(c: Candle) -> bool:
     """Whether a candle's numbers can be real: finite, non-negative, low <= open/close <= high,
-    and a close time after the open time."""
+    a trade count the dataset can hold, and a close time after the open time."""
     lo, hi = c.low, c.high
     v, q, tv, tq = c.volume, c.quote_volume, c.taker_buy_volume, c.taker_buy_quote_volume
     # NaN fails every comparison, and a sum of non-negative numbers is finite only if each is.
@@ -89,7 +96,7 @@ def candle_is_sane(c: Candle) -> bool:
         and tv >= 0.0
         and tq >= 0.0
         and hi + v + q + tv + tq < math.inf
-        and c.trades >= 0
+        and 0 <= c.trades <= MAX_TRADES
         and c.close_time > c.open_time
     )
 
@@ -116,7 +123,7 @@ def kind_is_sane(c: Candle, kind: Kind, premium_bound: float = DEFAULT_PREMIUM_B
     Trade and continuous klines: `candle_is_sane`. Mark and index klines: positive finite prices,
     low <= open/close <= high, and the volume fields zero. Premium klines: finite, the same
     order, |value| <= `premium_bound` (positive values are fine: Binance states no sign), and the
-    volume fields zero. The count (`n`, "number of basic data") must not be negative.
+    volume fields zero. The count (`n`, "number of basic data") is from 0 to MAX_TRADES.
     """
     if kind is Kind.TRADE or kind.is_continuous:
         return candle_is_sane(c)
@@ -131,7 +138,7 @@ def kind_is_sane(c: Candle, kind: Kind, premium_bound: float = DEFAULT_PREMIUM_B
         and lo <= c.open <= hi
         and lo <= c.close <= hi
         and _no_volume(c)
-        and c.trades >= 0
+        and 0 <= c.trades <= MAX_TRADES
         and c.close_time > c.open_time
     )
 
@@ -347,6 +354,8 @@ def implausible_candle_times(open_time: int, close_time: int, interval: Interval
     """Why these can't be a candle's open and close times for `interval`, or None if they can."""
     if open_time < EARLIEST_OPEN_MS:
         return "open time before 2017"
+    if open_time >= LATEST_MS:
+        return "open time after 2100"
     if not interval.is_aligned(open_time):
         return "open time not aligned to the interval"
     if close_time != interval.close_time(open_time):
