@@ -467,13 +467,7 @@ class Service:
 
     async def _add(self, request: web.Request) -> web.Response:
         runtime = self._running()
-        body = await request.read()
-        try:
-            specs = _add_decoder.decode(body).streams
-        except msgspec.ValidationError as exc:
-            raise _Refuse(400, f"bad request body: {exc}") from None
-        except msgspec.DecodeError as exc:
-            raise _Refuse(400, f"the request body is not JSON: {exc}") from None
+        specs = _decoded(_add_decoder, await request.read()).streams
         keys, problems = [], []
         for spec in specs:
             try:
