@@ -45,6 +45,8 @@ from kline_tui.recorder.pipeline import Pipeline, StopReport, StreamRefused
 from kline_tui.recorder.poller import within_budget
 from kline_tui.recorder.supervisor import Supervisor
 from kline_tui.retry import Backoff
+from kline_tui.store.candle_pages import candles_of, read_page
+from kline_tui.store.read import READ_ERRORS
 from kline_tui.store.series import stored_series
 
 __all__ = [
@@ -214,6 +216,7 @@ class Runtime:
         keys = await self._start_pipeline(keys, leave_out_refused)
         self.started = True
         self._seed(keys)
+        self._prime_alerts()
         if self.demo_speed is not None:
             self.events.info(
                 f"demo: a simulated Binance on 127.0.0.1 at {self.demo_speed:g}x speed; "
@@ -284,6 +287,7 @@ class Runtime:
         the exchange's time and the ledger's gaps every ALERT_POLL_S; start the webhook."""
         engine = self.alerts
         pipeline.hub.closed_listeners.append(engine.on_closed)
+        pipeline.ledger.fetched_listeners.append(engine.on_fetched)
 
         def exchange_now(market: Market) -> int | None:
             return pipeline.rest.clock(market).now_ms()
@@ -360,10 +364,36 @@ class Runtime:
         config file."""
         alert = self.alerts.add(config)
         self.events.info(f"alert added: {alert.key} {alert.describe()}")
+        if alert.needs and self.started:
+            self._prime_alerts({alert.key: alert.needs})
         if self.pipeline is not None and alert.key not in self.pipeline.hub.streams:
             self.events.warning(f"alert on {alert.key}: not watched, judged once it is added")
         self._keep_alerts()
         return alert
+
+    def _prime_alerts(self, needed: dict[StreamKey, int] | None = None) -> None:
+        """Give change_pct and volume_spike alerts the newest closed candles the dataset holds
+        of their streams (`needed`: how many per stream; all the alerts' when None), read off
+        the loop, so a restart or a new alert judges the next close at once instead of after
+        `window` live ones. A read that fails is one warning: the window then fills live."""
+        pipeline = self.pipeline
+        needed = self.alerts.history_needed() if needed is None else needed
+        if pipeline is None or not needed:
+            return
+        dataset, engine = pipeline.dataset, self.alerts
+
+        async def prime() -> None:
+            for key, count in needed.items():
+                try:
+                    page = await asyncio.to_thread(
+                        read_page, dataset, key, limit=count, newest_first=True
+                    )
+                except READ_ERRORS as exc:
+                    self.events.warning(f"alerts on {key}: cannot read their past ({exc})")
+                    continue
+                engine.prime(key, candles_of(page.frame))
+
+        self.supervisor.spawn("alert history", prime, restart=False)
 
     def mute_alert(self, alert_id: str, muted: bool) -> Alert | None:
         """Mute or unmute an alert; None when there is no such alert."""

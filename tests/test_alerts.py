@@ -186,6 +186,43 @@ def test_volume_spike_against_the_mean_of_the_window_before() -> None:
     assert [f.open_time for f in fired] == [candle(4, 0, 0).open_time]
 
 
+def test_a_window_with_a_gap_is_judged_once_the_gap_is_filled() -> None:
+    engine, fired = engine_with(rule="change_pct", value=2.0, window=3, cooldown_s=0)
+    engine.on_closed(KEY, candle(0, 100, 100.5))
+    engine.on_closed(KEY, candle(2, 101, 102.5))  # candle 1 lost: not judged across the gap
+    assert fired == []
+    # The backfiller fetches candle 1 while candle 2 is still the last closed (the exchange is
+    # in candle 3): it completes 2's window, and the firing is 2's.
+    server_now = candle(3, 0, 0).open_time + 5_000
+    engine.on_fetched(KEY, candle(1, 100.5, 101), server_now)
+    assert [(f.open_time, f.price) for f in fired] == [(candle(2, 0, 0).open_time, 102.5)]
+    assert fired[0].fired_at == candle(2, 0, 0).close_time + 1
+    engine.on_fetched(KEY, candle(1, 100.5, 101), server_now)  # fetched twice: judged once
+    engine.on_closed(KEY, candle(2, 101, 102.5))
+    assert len(fired) == 1
+
+
+def test_history_fills_a_window_and_is_never_judged_itself() -> None:
+    engine, fired = engine_with(rule="volume_spike", value=3.0, window=4, cooldown_s=0)
+    assert engine.history_needed() == {KEY: 5}
+    # A restart: the dataset's newest candles, the last of them a spike (judged before the stop).
+    engine.prime(KEY, [candle(i, 100, 100, v) for i, v in enumerate([10, 10, 10, 10, 90])])
+    # The downtime's candles fetched later, none of them the last closed: history as well.
+    server_now = candle(9, 0, 0).open_time + 1_000
+    for i in (5, 6, 7):
+        engine.on_fetched(KEY, candle(i, 100, 100, 10), server_now)
+    assert fired == []
+    # The first live close is judged at once against the four before it (90, 10, 10, 10).
+    engine.on_closed(KEY, candle(8, 100, 100, 98))
+    assert [f.open_time for f in fired] == [candle(8, 0, 0).open_time]
+    engine.on_closed(KEY, candle(9, 100, 100, 10))  # cleared: armed again
+    # The last closed candle fetched (a reconnection's gap) is judged as a live one would be,
+    # and its live copy after it is not judged again.
+    engine.on_fetched(KEY, candle(10, 100, 100, 1_000), candle(11, 0, 0).open_time + 1_000)
+    engine.on_closed(KEY, candle(10, 100, 100, 1_000))
+    assert [f.open_time for f in fired] == [candle(8, 0, 0).open_time, candle(10, 0, 0).open_time]
+
+
 def test_stale_in_exchange_time_and_missing_from_the_ledger() -> None:
     engine = AlertEngine(
         [
@@ -1075,6 +1112,37 @@ async def test_a_restart_keeps_the_cooldown_and_fires_after_it(sim, tmp_path: Pa
         await second.stop()
     saved, _ = read_states(state_path(tmp_path), [firing.alert])
     assert saved[firing.alert].last_fired_at == at + 1
+
+
+async def test_a_restart_judges_the_first_close_over_a_window_read_from_the_dataset(
+    sim, tmp_path: Path
+) -> None:
+    """A change_pct over 20 candles judges the first live close after a restart, its window's
+    past read from the dataset; before, it waited for 20 live closes."""
+    settings = make_settings(sim, tmp_path, [str(KEY)], history=30)
+    first = Runtime(settings, keep_closed=0)
+    await first.start()
+    try:
+        ledger = first.pipeline.ledger.streams  # type: ignore[union-attr]
+        await wait_until(lambda: ledger[KEY].accepted_rest >= 30, what="the history")
+    finally:
+        await first.stop()
+    config = AlertConfig(stream=str(KEY), rule="change_pct", value=50.0, window=20)
+    second = Runtime(dataclasses.replace(settings, alerts=(config,)), keep_closed=0)
+    await second.start()
+    try:
+        alert = next(iter(second.alerts.alerts.values()))
+        await wait_until(lambda: len(alert.closes) == 20, timeout=10, what="the window's past")
+        live: list[int] = []
+        hub = second.pipeline.hub  # type: ignore[union-attr]
+        hub.closed_listeners.append(lambda key, c: live.append(c.open_time))
+        await wait_until(lambda: live, timeout=30, what="a live close")
+        first_live = live[0]
+        await wait_until(lambda: alert.judged >= first_live, timeout=5, what="the judgement")
+        closes = [c.open_time for c in alert.closes]
+        assert closes == [KEY.interval.open_time_at(closes[0]) + i * MINUTE for i in range(20)]
+    finally:
+        await second.stop()
 
 
 @pytest.mark.parametrize("body", [b"{not json", b'{"alerts": ' + b" " * (1024 * 1024) + b"{}}"])

@@ -3,13 +3,16 @@
     engine = AlertEngine(settings.alerts)
     engine.listeners.append(on_firing)          # the event log, the webhook, the faces
     hub.closed_listeners.append(engine.on_closed)
+    ledger.fetched_listeners.append(engine.on_fetched)  # a gap's candles complete windows
+    engine.prime(key, candles)                  # the windows' past, read from the dataset
     engine.poll(hub.streams, exchange_now)      # a few times a second: prices, stale, missing
 
 Crossings are judged on the live price each poll (the latest forming update of the stream; the
 updates between two polls are coalesced, as the UI's are), and on the forming candle's high and
 low: a high (low) the candle reached since the previous poll is a price the stream traded at in
 between, so a spike past the level and back within one poll still fires, once. change_pct and
-volume_spike are judged on each closed candle as the hub takes it; stale and missing on each poll
+volume_spike judge the candle that closed last over a window with no gap, whether its candles
+came live, fetched or from the dataset (`rules`); stale and missing on each poll
 against the exchange's clock and the ledger's count. A listener is called on the event loop and
 must not block (the webhook queues its request).
 """
@@ -181,13 +184,44 @@ class AlertEngine:
                 self.on_price(
                     key, candle.close, candle.open_time, candle.close_time, high=high, low=low
                 )
+        self._take_closed(key, candle, True)
+
+    def on_fetched(self, key: StreamKey, candle: CandleLike, server_now: int) -> None:
+        """A closed candle of `key` fetched over REST at exchange time `server_now` (a gap being
+        filled, a new stream's history), as the ledger took it: it may complete the window of
+        a candle that came live; it is judged itself only when it is the last closed one."""
+        if key in self._by_key:  # a new stream's 1,000 candles of history, most often: none
+            iv = key.interval
+            last_closed = iv.prev_open(iv.open_time_at(server_now))
+            self._take_closed(key, candle, candle.open_time >= last_closed)
+
+    def prime(self, key: StreamKey, candles: Iterable[CandleLike]) -> None:
+        """Candles of `key` read from the dataset (at a start, or for a new alert): the windows'
+        past, so change_pct and volume_spike judge the next close without waiting for `window`
+        live ones. Never judged themselves."""
+        for candle in candles:
+            self._take_closed(key, candle, False)
+
+    def history_needed(self) -> dict[StreamKey, int]:
+        """The closed candles each stream's alerts read (the most any of them needs)."""
+        needed: dict[StreamKey, int] = {}
+        for key, alerts in self._by_key.items():
+            most = max((alert.needs for alert in alerts), default=0)
+            if most:
+                needed[key] = most
+        return needed
+
+    def _take_closed(self, key: StreamKey, candle: CandleLike, judge: bool) -> None:
         for alert in self._by_key.get(key, ()):
             if not alert.rule.on_closed:
                 continue
-            condition = alert.closed(candle)
-            at_ms = candle.close_time + 1
-            if condition is not None and self._check(alert, condition, at_ms):
-                self._fire(alert, candle.close, candle.open_time, at_ms)
+            condition = alert.closed(candle, judge)
+            if condition is None:
+                continue
+            judged = alert.closes[-1]  # a candle filling a gap completes a later one's window
+            at_ms = judged.close_time + 1
+            if self._check(alert, condition, at_ms):
+                self._fire(alert, judged.close, judged.open_time, at_ms)
 
     def on_time(
         self,

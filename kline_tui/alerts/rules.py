@@ -14,6 +14,12 @@ time, from the previous firing) is skipped, and the alert waits for the conditio
   index) rises when it goes towards and past 0; a window whose open is 0 is not judged.
 - `volume_spike`: the newest closed candle's volume is at least `value` times the mean volume of
   the `window` closed candles before it.
+
+  Both judge the candle that closed last, once, over a window with no gap: candles arrive live,
+  fetched over REST (a gap being filled, a new stream's history) or read from the dataset at a
+  start, in any order, and a window a candle is missing from is judged once the candle arrives,
+  if its newest candle is still the last closed. A candle from history is a window's past, never
+  judged itself, so a restart neither waits `window` candles nor fires on what happened before.
 - `stale`: no update of the stream for `value` seconds of exchange time.
 - `missing`: the ledger knows at least `value` closed candles of the stream missing (a gap, or a
   new stream's history, not fetched yet).
@@ -21,9 +27,10 @@ time, from the previous firing) is skipped, and the alert waits for the conditio
 
 from __future__ import annotations
 
-import collections
+import bisect
 import enum
 import hashlib
+import itertools
 from dataclasses import dataclass, field
 
 from kline_tui.config import AlertConfig, parse_alert
@@ -124,7 +131,9 @@ class Alert:
     last_fired_at: int | None = None
     fired: int = 0  # firings, kept across restarts (alerts.state) as are the two above
     skipped: int = 0  # conditions met within the cooldown
-    closes: collections.deque[CandleLike] = field(default_factory=collections.deque)
+    # The newest closed candles the rule reads (at most `needs`), oldest first.
+    closes: list[CandleLike] = field(default_factory=list)
+    judged: int = -1  # open time of the newest candle judged or taken as history: never again
 
     @classmethod
     def of(cls, config: AlertConfig) -> Alert:
@@ -174,26 +183,49 @@ class Alert:
             return price > self.config.value
         return price < self.config.value
 
-    def closed(self, candle: CandleLike) -> bool | None:
-        """Take a closed candle (change_pct, volume_spike); the condition, or None while fewer
-        candles than the rule needs have closed."""
-        window = self.config.window
-        need = window if self.rule is Rule.CHANGE_PCT else window + 1
-        closes = self.closes
-        if closes and candle.open_time <= closes[-1].open_time:
-            return None  # a late or repeated close: the series only moves forward
-        closes.append(candle)
-        while len(closes) > need:
-            closes.popleft()
-        if len(closes) < need:
+    @property
+    def needs(self) -> int:
+        """How many closed candles the rule reads: 0 for the rules of live prices and time."""
+        if self.rule is Rule.CHANGE_PCT:
+            return self.config.window
+        if self.rule is Rule.VOLUME_SPIKE:
+            return self.config.window + 1
+        return 0
+
+    def closed(self, candle: CandleLike, judge: bool = True) -> bool | None:
+        """Take a closed candle (change_pct, volume_spike), in any order; the condition of the
+        newest candle held when its window (the `needs` candles ending at it, each the interval
+        after the one before) is complete for the first time, else None. With `judge` False
+        the candle is history: it may complete a window, but is never judged itself."""
+        need, closes = self.needs, self.closes
+        t = candle.open_time
+        i = bisect.bisect_left(closes, t, key=_open_time)
+        if i < len(closes) and closes[i].open_time == t:
+            return None  # a repeated close
+        if not judge:
+            self.judged = max(self.judged, t)
+        if i == 0 and len(closes) >= need:
+            return None  # older than the window
+        closes.insert(i, candle)
+        del closes[:-need]
+        newest = closes[-1]
+        if newest.open_time <= self.judged or len(closes) < need:
             return None
+        step = self.key.interval.next_open
+        if any(step(a.open_time) != b.open_time for a, b in itertools.pairwise(closes)):
+            return None  # a gap: judged once it is filled
+        self.judged = newest.open_time
         if self.rule is Rule.CHANGE_PCT:
             first = closes[0].open
             if not abs(first) > 0:  # 0 (or NaN): no percent of it
                 return None
-            change = (candle.close - first) / abs(first) * 100
+            change = (newest.close - first) / abs(first) * 100
             value = self.config.value
             return change >= value if value > 0 else change <= value
-        before = list(closes)[:-1]
+        before = closes[:-1]
         mean = sum(c.volume for c in before) / len(before)
-        return mean > 0 and candle.volume >= self.config.value * mean
+        return mean > 0 and newest.volume >= self.config.value * mean
+
+
+def _open_time(candle: CandleLike) -> int:
+    return candle.open_time

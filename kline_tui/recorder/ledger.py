@@ -166,6 +166,9 @@ class Ledger:
         # an open time past it is ignored. Without it, only the fixed bounds apply.
         self.exchange_now_ms = exchange_now_ms
         self.streams: dict[StreamKey, StreamLedger] = {}
+        # Called with each fetched candle `fill` stores and the exchange time it was fetched at
+        # (the alerts: a gap's candles complete windows); cheap, and must not raise.
+        self.fetched_listeners: list[Callable[[StreamKey, CandleLike, int], None]] = []
 
     # -- start -------------------------------------------------------------------------------
 
@@ -313,6 +316,8 @@ class Ledger:
                 if self.store(key, candle, "rest"):
                     st.accepted_rest += 1
                     stored += 1
+                    for listener in self.fetched_listeners:
+                        listener(key, candle, server_now)
                 else:
                     st.hold_back(t)
         # Every candle of [first, last] closed at `server_now` and still missing is one the

@@ -23,12 +23,12 @@ from typing import Any
 
 import polars as pl
 
-from kline_tui.model import EARLIEST_OPEN_MS, LATEST_MS, Kind, StreamKey
+from kline_tui.model import EARLIEST_OPEN_MS, LATEST_MS, Candle, Kind, StreamKey
 from kline_tui.store.dataset import Dataset
 from kline_tui.store.read import READ_ERRORS
 from kline_tui.store.resample import CANDLES_SCHEMA
 
-__all__ = ["MAX_PAGE", "CandlePage", "empty_candles", "read_page"]
+__all__ = ["MAX_PAGE", "CandlePage", "candles_of", "empty_candles", "read_page"]
 
 # Rows one read may return: bounds the memory of a page (about 100 bytes a row).
 MAX_PAGE = 200_000
@@ -49,6 +49,14 @@ class CandlePage:
 def empty_candles() -> pl.DataFrame:
     """A frame of no candles, in CANDLES_SCHEMA."""
     return pl.DataFrame(schema=CANDLES_SCHEMA)
+
+
+def candles_of(frame: pl.DataFrame) -> list[Candle]:
+    """A page's rows as Candles (a kind's missing volumes and trades as 0)."""
+    return [
+        Candle(*(0 if value is None else value for value in row))
+        for row in frame.select(CANDLES_SCHEMA.names()).iter_rows()
+    ]
 
 
 def read_page(
