@@ -372,26 +372,32 @@ class Runtime:
         return alert
 
     def _prime_alerts(self, needed: dict[StreamKey, int] | None = None) -> None:
-        """Give change_pct and volume_spike alerts the newest closed candles the dataset holds
-        of their streams (`needed`: how many per stream; all the alerts' when None), read off
-        the loop, so a restart or a new alert judges the next close at once instead of after
-        `window` live ones. A read that fails is one warning: the window then fills live."""
+        """Give change_pct and volume_spike alerts the newest closed candles of their streams
+        (`needed`: how many per stream; all the alerts' when None): those the dataset holds,
+        read off the loop, and those the sink holds but has not written yet. A restart or a new
+        alert then judges the next close at once instead of after `window` live ones. Candles
+        after the exchange's clock (a fast demo's, in the same folder) are not the past. A
+        failure is one warning per stream: that window fills live instead."""
         pipeline = self.pipeline
         needed = self.alerts.history_needed() if needed is None else needed
-        if pipeline is None or not needed:
+        if pipeline is None or not needed or self._stopping is not None:
             return
-        dataset, engine = pipeline.dataset, self.alerts
+        dataset, sink, engine = pipeline.dataset, pipeline.sink, self.alerts
 
         async def prime() -> None:
             for key, count in needed.items():
                 try:
+                    now = pipeline.rest.clock(key.market).now_ms()
+                    end = None if now is None else key.interval.open_time_at(now)
+                    held = sink.held(key)  # before the read: a flush may write them meanwhile
                     page = await asyncio.to_thread(
-                        read_page, dataset, key, limit=count, newest_first=True
+                        read_page, dataset, key, end_ms=end, limit=count, newest_first=True
                     )
-                except READ_ERRORS as exc:
+                    held += sink.held(key)
+                    recent = [c for c in held if end is None or c.open_time < end]
+                    engine.prime(key, [*candles_of(page.frame), *recent])
+                except READ_ERRORS as exc:  # a warm-up: any failure leaves the window to fill live
                     self.events.warning(f"alerts on {key}: cannot read their past ({exc})")
-                    continue
-                engine.prime(key, candles_of(page.frame))
 
         self.supervisor.spawn("alert history", prime, restart=False)
 

@@ -1145,6 +1145,36 @@ async def test_a_restart_judges_the_first_close_over_a_window_read_from_the_data
         await second.stop()
 
 
+async def test_a_new_alerts_window_includes_candles_not_written_yet(sim, tmp_path: Path) -> None:
+    """The candles of the last minutes wait in the sink's buffer before a flush: a new alert's
+    window takes them too, or the first close after it would see a gap and wait `window` more.
+    History fills the window but is never judged: the first firing is on a close after it."""
+    settings = make_settings(sim, tmp_path, [str(KEY)], history=30, flush_age_s=3600.0)
+    runtime = Runtime(settings, keep_closed=0)
+    fired: list[Firing] = []
+    runtime.alerts.listeners.append(fired.append)
+    await runtime.start()
+    try:
+        pipeline = runtime.pipeline
+        assert pipeline is not None
+        await wait_until(lambda: pipeline.ledger.streams[KEY].accepted_rest >= 30, what="history")
+        assert pipeline.sink.stats.rows_written == 0  # all of it is still in the buffer
+        held = {c.open_time for c in pipeline.sink.held(KEY)}
+        assert len(held) >= 30
+        # volume >= 0.01 x the mean: true of every candle, so only "never on history" holds it.
+        alert = runtime.add_alert(
+            AlertConfig(stream=str(KEY), rule="volume_spike", value=0.01, window=20, cooldown_s=0)
+        )
+        await wait_until(lambda: len(alert.closes) == 21, timeout=10, what="the window's past")
+        primed = [c.open_time for c in alert.closes]
+        assert primed == [primed[0] + i * MINUTE for i in range(21)]
+        await wait_until(lambda: fired, timeout=30, what="a firing on a live close")
+        assert fired[0].open_time > primed[-1]
+        assert pipeline.sink.stats.rows_written == 0
+    finally:
+        await runtime.stop()
+
+
 @pytest.mark.parametrize("body", [b"{not json", b'{"alerts": ' + b" " * (1024 * 1024) + b"{}}"])
 async def test_a_corrupt_or_huge_state_file_is_one_warning(
     sim, tmp_path: Path, body: bytes

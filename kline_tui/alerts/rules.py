@@ -19,7 +19,8 @@ time, from the previous firing) is skipped, and the alert waits for the conditio
   fetched over REST (a gap being filled, a new stream's history) or read from the dataset at a
   start, in any order, and a window a candle is missing from is judged once the candle arrives,
   if its newest candle is still the last closed. A candle from history is a window's past, never
-  judged itself, so a restart neither waits `window` candles nor fires on what happened before.
+  judged itself, so a restart neither waits `window` candles nor fires on the downtime (but for
+  its last candle, the one that closed last, judged once as a live one would have been).
 - `stale`: no update of the stream for `value` seconds of exchange time.
 - `missing`: the ledger knows at least `value` closed candles of the stream missing (a gap, or a
   new stream's history, not fetched yet).

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kline_tui.config import RecorderConfig
-from kline_tui.model import CandleLike, Interval, Kind, Market, StreamKey
+from kline_tui.model import Candle, CandleLike, Interval, Kind, Market, StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.retry import Spawn, plain_spawn
 from kline_tui.store import layout, parts
@@ -179,6 +179,7 @@ class ParquetSink:
         self.stats = SinkStats()
         self._dropped_logged_at = 0.0
         self._buffer: dict[Partition, list[Row]] = defaultdict(list)
+        self._writing: dict[Partition, list[Row]] = {}  # the batch a flush is writing
         self._buckets: dict[tuple[Interval, int], str | None] = {}
         self._oldest: float | None = None  # monotonic time of the oldest buffered row
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
@@ -260,6 +261,7 @@ class ParquetSink:
             write = asyncio.get_running_loop().run_in_executor(
                 self._writer, self._write_batch, batch, prepare
             )
+            self._writing = batch
             try:
                 outcome = await asyncio.shield(write)
             except asyncio.CancelledError:
@@ -267,7 +269,19 @@ class ParquetSink:
                 # be requeued and written twice.
                 self._account(await write, started)
                 raise
+            finally:
+                self._writing = {}
             return self._account(outcome, started)
+
+    def held(self, key: StreamKey) -> list[Candle]:
+        """The closed candles of `key` taken but not on disk yet (buffered, or in the batch
+        being written), in no particular order."""
+        out: list[Candle] = []
+        for batch in (self._buffer, self._writing):
+            for (market, interval, _, kind), rows in list(batch.items()):
+                if market is key.market and interval is key.interval and kind is key.kind:
+                    out += [Candle(*row[1:12]) for row in rows if row[0] == key.symbol]
+        return out
 
     def _account(self, outcome: _Outcome, started: float) -> bool:
         """Book a finished write; requeue what the disk refused. True when nothing is held."""

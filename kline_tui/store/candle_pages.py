@@ -52,11 +52,11 @@ def empty_candles() -> pl.DataFrame:
 
 
 def candles_of(frame: pl.DataFrame) -> list[Candle]:
-    """A page's rows as Candles (a kind's missing volumes and trades as 0)."""
-    return [
-        Candle(*(0 if value is None else value for value in row))
-        for row in frame.select(CANDLES_SCHEMA.names()).iter_rows()
-    ]
+    """A page's rows as Candles (a kind's missing volumes as 0.0, its missing trades as 0)."""
+    filled = frame.select(CANDLES_SCHEMA.names()).with_columns(
+        pl.col(pl.Float64).fill_null(0.0), pl.col("trades").fill_null(0)
+    )
+    return [Candle(*row) for row in filled.iter_rows()]
 
 
 def read_page(
