@@ -226,3 +226,46 @@ async def test_a_429_on_the_websocket_handshake_waits_as_long_as_retry_after_say
     finally:
         sim.faults.reset()
         await pipeline.stop()
+
+
+async def test_display_history_is_asked_a_few_streams_at_a_time_and_is_exact(sim, tmp_path):
+    """Charts' history: every stream gets the candles that had closed by the exchange's clock,
+    exactly the simulator's, with SEED_CONCURRENCY streams asked at once (one at a time, 5,000
+    streams a round trip away took minutes), never more."""
+    from kline_tui.recorder.pipeline import SEED_CONCURRENCY
+    from kline_tui.sim import stream_candle
+
+    watch = [f"spot:{s}:1m" for s in ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")]
+    watch += ["usdm:BTCUSDT:1m", "usdm:ETHUSDT:1m", "coinm:BTCUSD_PERP:1m", "coinm:ETHUSD_PERP:1m"]
+    keys = [StreamKey.parse(s) for s in watch]
+    pipeline = Pipeline(make_settings(sim, tmp_path, watch, history=0), keep_closed=60)
+    await pipeline.start()
+    try:
+        klines, in_flight, peak = pipeline.rest.klines, 0, 0
+
+        async def counted(*args, **kwargs):
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            try:
+                return await klines(*args, **kwargs)
+            finally:
+                in_flight -= 1
+
+        pipeline.rest.klines = counted  # type: ignore[method-assign]
+        sim.faults.rest_delay_s = 0.05
+        for key in keys:
+            pipeline.hub.streams[key].closed.clear()  # what came live meanwhile: history only
+        await pipeline.seed_history(keys, count=10)
+        assert peak == SEED_CONCURRENCY
+        for key in keys:
+            closed = list(pipeline.hub.streams[key].closed)
+            opens = [c.open_time for c in closed]
+            assert len(opens) >= 10, (key, opens)  # and a live close that came meanwhile
+            assert opens == [opens[0] + i * 60_000 for i in range(len(opens))], key
+            assert opens[-1] + 60_000 <= sim.clock.now_ms(), key  # closed at the exchange
+            for c in closed:
+                assert c.as_row() == stream_candle(key, c.open_time).to_candle().as_row()
+    finally:
+        sim.faults.rest_delay_s = 0.0
+        await pipeline.stop()
