@@ -11,12 +11,14 @@ refused when the file is read, not discovered later as a hang or a crash.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import re
 import secrets
 import threading
+import time
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -938,11 +940,41 @@ def config_table() -> str:
 # Every read-modify-write of the config file holds this lock: the watch list and the alerts are
 # saved from different threads, and each must read what the other last wrote.
 _CONFIG_WRITE = threading.Lock()
+# And a lock on a file beside it, for the other processes: a UI attached to the recorder of its
+# own folder saves `[ui]` into the file that recorder saves its watch list and alerts to. A save
+# waits at most this long for another process's (a few milliseconds each).
+CONFIG_LOCK_WAIT_S = 5.0
+
+
+@contextlib.contextmanager
+def _config_file_lock(target: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `.<name>.lock` beside the config file `target`; OSError when
+    another process holds it for more than CONFIG_LOCK_WAIT_S."""
+    import fcntl
+
+    fd = os.open(target.parent / f".{target.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        deadline = time.monotonic() + CONFIG_LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise OSError(
+                        f"{target} is being saved by another process for more than "
+                        f"{CONFIG_LOCK_WAIT_S:g} s"
+                    ) from None
+                time.sleep(0.01)
+        yield
+    finally:
+        os.close(fd)  # and the lock with it
 
 
 def _edit_config(path: Path, change: Callable[[TOMLDocument], None]) -> None:
     """Read the config file (none yet: empty), let `change` edit the parsed document, and write
-    it back: one writer at a time in this process, so two savers never lose each other's change.
+    it back: one writer at a time, in this process and across processes (a lock file beside
+    it), so two savers never lose each other's change.
 
     Comments and keys `change` leaves alone stay. The file is replaced atomically, so a crash
     mid-save never leaves half a config. A symlinked config (a dotfiles setup) is written
@@ -953,11 +985,12 @@ def _edit_config(path: Path, change: Callable[[TOMLDocument], None]) -> None:
 
     with _CONFIG_WRITE:
         target = Path(os.path.realpath(Path(path).expanduser()))
-        text = target.read_text(encoding="utf-8") if target.exists() else ""
-        doc = tomlkit.parse(text)
-        change(doc)
         target.parent.mkdir(parents=True, exist_ok=True)
-        _replace_file(target, tomlkit.dumps(doc))
+        with _config_file_lock(target):
+            text = target.read_text(encoding="utf-8") if target.exists() else ""
+            doc = tomlkit.parse(text)
+            change(doc)
+            _replace_file(target, tomlkit.dumps(doc))
 
 
 def save_watch(path: Path, keys: list[StreamKey]) -> None:

@@ -388,3 +388,48 @@ def test_save_watch_keeps_a_readable_mode_and_makes_new_files_like_any_other(tmp
     finally:
         os.umask(old)
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
+
+
+_SLOW_SAVER = """
+import sys, time
+from pathlib import Path
+import tomlkit
+from kline_tui.config import _edit_config
+
+path, ready = Path(sys.argv[1]), Path(sys.argv[2])
+
+def change(doc):
+    ready.touch()  # the file is read: the other process's save begins now
+    time.sleep(0.5)
+    doc["watch"] = tomlkit.array('["usdm:ETHUSDT:1m"]')
+
+_edit_config(path, change)
+"""
+
+
+def test_a_save_from_another_process_is_never_lost(tmp_path):
+    """A UI attached to the recorder of its own folder saves [ui] into the file the recorder
+    saves its watch list to: the save that begins while the other is between its read and its
+    write waits for it, and keeps its change."""
+    import subprocess
+    import sys
+    import time
+
+    from kline_tui.config import UiConfig, save_ui
+
+    path, ready = tmp_path / "config.toml", tmp_path / "ready"
+    path.write_text('# mine\nwatch = ["spot:BTCUSDT:1m"]\n')
+    other = subprocess.Popen([sys.executable, "-c", _SLOW_SAVER, str(path), str(ready)])
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert other.poll() is None and time.monotonic() < deadline, "the saver never read"
+            time.sleep(0.01)
+        save_ui(path, UiConfig(theme="nord"))
+        assert other.wait(30) == 0
+    finally:
+        other.kill()
+    settings = load_settings(path)
+    assert [str(k) for k in settings.watch] == ["usdm:ETHUSDT:1m"]
+    assert settings.ui.theme == "nord"
+    assert path.read_text().startswith("# mine\n")
