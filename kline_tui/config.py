@@ -940,35 +940,46 @@ def config_table() -> str:
 # Every read-modify-write of the config file holds this lock: the watch list and the alerts are
 # saved from different threads, and each must read what the other last wrote.
 _CONFIG_WRITE = threading.Lock()
-# And a lock on a file beside it, for the other processes: a UI attached to the recorder of its
-# own folder saves `[ui]` into the file that recorder saves its watch list and alerts to. A save
+# And a lock on the file itself, for the other processes: a UI attached to the recorder of its own
+# folder saves `[ui]` into the file that recorder saves its watch list and alerts to. A save
 # waits at most this long for another process's (a few milliseconds each).
 CONFIG_LOCK_WAIT_S = 5.0
 
 
 @contextlib.contextmanager
 def _config_file_lock(target: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `.<name>.lock` beside the config file `target`; OSError when
-    another process holds it for more than CONFIG_LOCK_WAIT_S."""
+    """Hold an exclusive lock (fcntl) on the config file `target`, created empty if absent;
+    OSError when another process holds it for more than CONFIG_LOCK_WAIT_S.
+
+    A save replaces the file (a new inode), so a lock taken on the one a save has just replaced
+    protects nothing: it is checked to be on the file the path names, or taken again."""
     import fcntl
 
-    fd = os.open(target.parent / f".{target.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        deadline = time.monotonic() + CONFIG_LOCK_WAIT_S
-        while True:
+    deadline = time.monotonic() + CONFIG_LOCK_WAIT_S
+    while True:
+        fd = os.open(target, os.O_RDONLY | os.O_CREAT, 0o666)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise OSError(
+                            f"{target} is being saved by another process for more than "
+                            f"{CONFIG_LOCK_WAIT_S:g} s"
+                        ) from None
+                    time.sleep(0.01)
+            held = os.fstat(fd)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise OSError(
-                        f"{target} is being saved by another process for more than "
-                        f"{CONFIG_LOCK_WAIT_S:g} s"
-                    ) from None
-                time.sleep(0.01)
-        yield
-    finally:
-        os.close(fd)  # and the lock with it
+                named = os.stat(target)
+            except FileNotFoundError:
+                continue  # deleted meanwhile: made again above
+            if (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino):
+                yield
+                return
+        finally:
+            os.close(fd)  # and the lock with it
 
 
 def _edit_config(path: Path, change: Callable[[TOMLDocument], None]) -> None:
