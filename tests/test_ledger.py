@@ -54,6 +54,28 @@ def test_skip_ahead_opens_a_gap_and_late_close_fills_it():
     assert [s for t, s in stored if t in (T0 + M, T0 + 3 * M)] == ["rest", "rest"]
 
 
+def test_fetched_candles_the_outlet_refuses_stay_missing_and_are_not_given_up():
+    """A fill whose rows the outlet does not take (recording paused, a full buffer): they exist
+    at the exchange, so they are missing again, not counted absent with those it lacks."""
+    taking = [True]
+
+    def store(key, candle, source):
+        return taking[0]
+
+    led = Ledger(store, EventLog(), history=0)
+    led.accept(KEY, c(0))
+    led.accept(KEY, c(6))
+    assert missing(led) == [(1, 5)]
+    taking[0] = False
+    # The exchange has 1, 2, 4 and 5, not 3.
+    stored = led.fill(KEY, T0 + M, T0 + 5 * M, [c(1), c(2), c(4), c(5)], T0 + 10 * M)
+    assert stored == 0 and missing(led) == [(1, 2), (4, 5)]
+    assert led.streams[KEY].absent == 1
+    taking[0] = True
+    assert led.fill(KEY, T0 + M, T0 + 5 * M, [c(1), c(2), c(4), c(5)], T0 + 10 * M) == 4
+    assert missing(led) == [] and led.streams[KEY].absent == 1
+
+
 def test_forming_update_reveals_a_lost_final_and_a_reconnect_window():
     led, _ = ledger()
     led.accept(KEY, c(0))

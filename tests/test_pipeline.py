@@ -269,3 +269,41 @@ async def test_display_history_is_asked_a_few_streams_at_a_time_and_is_exact(sim
     finally:
         sim.faults.rest_delay_s = 0.0
         await pipeline.stop()
+
+
+async def test_candles_a_full_buffer_dropped_are_fetched_once_the_disk_takes_writes(
+    sim, tmp_path, monkeypatch
+):
+    """The disk refuses writes and the buffer reaches its bound: the rows beyond it are dropped,
+    and their candles are missing, not forgotten. Nothing is fetched while the buffer is full;
+    once the disk takes it, they are fetched and written: no hole is left for a restart."""
+    import errno
+
+    from kline_tui.store import parts
+
+    key = StreamKey.parse("usdm:BTCUSDT:1m")
+    settings = make_settings(sim, tmp_path, [str(key)], history=30, max_buffer_rows=10)
+    pipeline = Pipeline(settings)
+    write_part = parts.write_part
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(parts, "write_part", disk_full)
+    await pipeline.start()
+    try:
+        await wait_until(lambda: pipeline.sink.stats.dropped >= 20, what="rows dropped")
+        ledger = pipeline.ledger.streams[key]
+        assert ledger.missing_count() >= 20  # to fetch again, not forgotten
+        backfilled = pipeline.backfiller.backfilled
+        await asyncio.sleep(1.5)
+        assert pipeline.backfiller.backfilled == backfilled  # nowhere to put them yet
+        monkeypatch.setattr(parts, "write_part", write_part)
+        await wait_until(
+            lambda: not ledger.missing and pipeline.sink.stats.rows_buffered == 0,
+            timeout=30,
+            what="the dropped candles fetched and written",
+        )
+    finally:
+        await pipeline.stop()
+    assert_exact_recording(read_dataset(tmp_path), [key], min_rows=30)

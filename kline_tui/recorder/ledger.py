@@ -309,7 +309,7 @@ class Ledger:
         st = self.streams.get(key)
         if st is None:
             return 0
-        stored = 0
+        stored, not_taken = 0, []
         for candle in candles:
             t = candle.open_time
             if first <= t <= last and st.take(t):
@@ -319,10 +319,14 @@ class Ledger:
                     for listener in self.fetched_listeners:
                         listener(key, candle, server_now)
                 else:
-                    st.hold_back(t)
+                    not_taken.append(t)
         # Every candle of [first, last] closed at `server_now` and still missing is one the
         # exchange lacks: closed means opening before the candle that contains `server_now`.
         iv = key.interval
         last_closed = iv.prev_open(iv.open_time_at(server_now))
         st.absent += st.cut(first, min(last, last_closed))
+        # Those the exchange sent but the outlet did not take (paused, a full buffer) are
+        # missing again, after the cut: they exist, and are fetched later.
+        for t in not_taken:
+            st.hold_back(t)
         return stored

@@ -137,7 +137,9 @@ class Pipeline:
             self.rest,
             self.hub,
             self.events,
-            paused=lambda: not self.recording,
+            # Nowhere to put what is fetched: recording paused, or the sink's buffer full while
+            # the disk refuses writes. What is missing meanwhile is fetched after.
+            paused=lambda: not self.recording or self.sink.refusing,
             on_error=self.supervisor.report,
         )
         # Streams of kinds with no WebSocket stream, polled over REST just after each close.
@@ -149,14 +151,17 @@ class Pipeline:
 
     def _store(self, key: StreamKey, candle: CandleLike, source: str) -> bool:
         """The ledger's outlet. While recording is paused nothing is taken: the ledger counts the
-        candles as missing and they are fetched on resume, so a pause leaves no hole."""
+        candles as missing and they are fetched on resume, so a pause leaves no hole. A row the
+        sink drops (its buffer full while the disk refuses writes) is missing the same way, and
+        fetched once the disk has taken the buffer."""
         if not self.recording:
             return False
-        if self.sink.add(key, candle, self.source or source):
-            state = self.hub.streams.get(key)
-            if state is not None:
-                state.recorded += 1
-        return True  # a row refused by a full buffer is counted by the sink, not refetched
+        if not self.sink.add(key, candle, self.source or source):
+            return False
+        state = self.hub.streams.get(key)
+        if state is not None:
+            state.recorded += 1
+        return True
 
     async def check(self, keys: Iterable[StreamKey]) -> None:
         """Raise StreamRefused unless every key names a tradable symbol (or pair, and contract

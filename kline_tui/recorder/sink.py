@@ -16,7 +16,8 @@ then written with plain file calls (`kline_tui.store.parts.write_part`, as every
 or committed to the table (whose refusals the Delta store raises as OSError), so the disk's
 refusal (full, read-only) surfaces as an OSError: the rows stay in the buffer and
 are retried until the disk takes them, nothing lost below `max_buffer_rows` (above it new rows
-are dropped, counted and reported; a restart finds the holes on disk and fetches them again).
+are dropped, counted and reported, and `add` says so: the pipeline's ledger then counts them as
+missing, fetched again once the disk has taken the buffer, or by the next start).
 It is reported once when it starts and once when it ends, not at every retry. Anything else is
 the rows' fault (a value no column can hold): the partition's rows are split in halves,
 recursively, until every row that can be written is, and each row that cannot go alone is
@@ -187,13 +188,18 @@ class ParquetSink:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def refusing(self) -> bool:
+        """The buffer is at its bound (the disk has been refusing writes): `add` drops rows."""
+        return self.stats.rows_buffered >= self.max_buffer_rows
+
     def add(self, key: StreamKey, candle: CandleLike, source: str = "ws") -> bool:
         """Buffer one closed candle (anything with `as_row()`) and where it came from; never blocks.
 
         False when the buffer is at its bound (the disk has been refusing writes): the row is
         dropped and counted.
         """
-        if self.stats.rows_buffered >= self.max_buffer_rows:
+        if self.refusing:
             self.stats.dropped += 1
             now = time.monotonic()
             if now - self._dropped_logged_at >= 10.0:
