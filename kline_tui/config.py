@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import re
 import secrets
@@ -36,6 +37,8 @@ from kline_tui.store.dataset import StorageSpec, is_url, local_bookkeeping
 
 if TYPE_CHECKING:
     from tomlkit import TOMLDocument
+
+_log = logging.getLogger(__name__)
 
 __all__ = [
     "ALERT_RULES",
@@ -940,46 +943,53 @@ def config_table() -> str:
 # Every read-modify-write of the config file holds this lock: the watch list and the alerts are
 # saved from different threads, and each must read what the other last wrote.
 _CONFIG_WRITE = threading.Lock()
-# And a lock on the file itself, for the other processes: a UI attached to the recorder of its own
-# folder saves `[ui]` into the file that recorder saves its watch list and alerts to. A save
-# waits at most this long for another process's (a few milliseconds each).
+# And a lock for the other processes: a UI attached to the recorder of its own folder saves `[ui]`
+# into the file that recorder saves its watch list and alerts to. A save waits at most this long
+# for another process's (a few milliseconds each).
 CONFIG_LOCK_WAIT_S = 5.0
 
 
 @contextlib.contextmanager
 def _config_file_lock(target: Path) -> Iterator[None]:
-    """Hold an exclusive lock (fcntl) on the config file `target`, created empty if absent;
-    OSError when another process holds it for more than CONFIG_LOCK_WAIT_S.
+    """Hold an exclusive lock (fcntl) for saving the config file `target`; OSError when another
+    process holds it for more than CONFIG_LOCK_WAIT_S.
 
-    A save replaces the file (a new inode), so a lock taken on the one a save has just replaced
-    protects nothing: it is checked to be on the file the path names, or taken again."""
+    The lock is a file in the user's cache folder named after `target`'s real path: not the
+    config itself (a save replaces it, and a lock would have to create a file that may never be
+    written) and nothing beside it (a dotfiles folder stays clean). Opened for writing, as
+    network file systems need. Where no lock file can be made (a read-only home), the save goes
+    on with the in-process lock alone."""
     import fcntl
+    import hashlib
 
-    deadline = time.monotonic() + CONFIG_LOCK_WAIT_S
-    while True:
-        fd = os.open(target, os.O_RDONLY | os.O_CREAT, 0o666)
-        try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise OSError(
-                            f"{target} is being saved by another process for more than "
-                            f"{CONFIG_LOCK_WAIT_S:g} s"
-                        ) from None
-                    time.sleep(0.01)
-            held = os.fstat(fd)
+    name = hashlib.sha256(str(target).encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    folder = Path(platformdirs.user_cache_dir("kline-tui", appauthor=False)) / "locks"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / f"config-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        _log.warning("saving %s without a lock against other processes: %s", target, exc)
+        yield
+        return
+    try:
+        deadline = time.monotonic() + CONFIG_LOCK_WAIT_S
+        while True:
             try:
-                named = os.stat(target)
-            except FileNotFoundError:
-                continue  # deleted meanwhile: made again above
-            if (held.st_dev, held.st_ino) == (named.st_dev, named.st_ino):
-                yield
-                return
-        finally:
-            os.close(fd)  # and the lock with it
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise OSError(
+                        f"{target} is being saved by another process for more than "
+                        f"{CONFIG_LOCK_WAIT_S:g} s"
+                    ) from None
+                time.sleep(0.01)
+            except OSError as exc:  # a file system without locks
+                _log.warning("saving %s without a lock against other processes: %s", target, exc)
+                break
+        yield
+    finally:
+        os.close(fd)  # and the lock with it
 
 
 def _edit_config(path: Path, change: Callable[[TOMLDocument], None]) -> None:

@@ -433,3 +433,34 @@ def test_a_save_from_another_process_is_never_lost(tmp_path):
     assert [str(k) for k in settings.watch] == ["usdm:ETHUSDT:1m"]
     assert settings.ui.theme == "nord"
     assert path.read_text().startswith("# mine\n")
+
+
+def test_a_config_save_without_a_lock_folder_still_saves_and_a_failed_one_leaves_no_file(
+    tmp_path, monkeypatch, caplog
+):
+    """The cross-process lock lives in the cache folder: a read-only one (a hardened service)
+    costs the lock, with one warning, not the save. And a save that fails leaves no config
+    behind where there was none (a first launch must still look like one)."""
+    from kline_tui.config import UiConfig, _edit_config, save_ui
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    cache.chmod(0o500)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    path = tmp_path / "cfg" / "config.toml"
+    try:
+        save_ui(path, UiConfig(theme="nord"))
+    finally:
+        cache.chmod(0o700)
+    if os.geteuid() != 0:  # root writes anywhere: no warning to see
+        assert "without a lock" in caplog.text
+    assert load_settings(path).ui.theme == "nord"
+
+    fresh = tmp_path / "fresh" / "config.toml"
+
+    def broken(doc):
+        raise ValueError("a change that fails")
+
+    with pytest.raises(ValueError):
+        _edit_config(fresh, broken)
+    assert not fresh.exists()

@@ -76,6 +76,27 @@ def test_fetched_candles_the_outlet_refuses_stay_missing_and_are_not_given_up():
     assert missing(led) == [] and led.streams[KEY].absent == 1
 
 
+def test_a_refused_close_delivered_twice_is_new_once():
+    """Recording paused (or a full buffer): a close the outlet refused, delivered again by a
+    replaced connection's overlap, is not new a second time (the hub would show it twice)."""
+    taking = [False]
+    stored = []
+
+    def store(key, candle, source):
+        if taking[0]:
+            stored.append(candle.open_time)
+        return taking[0]
+
+    led = Ledger(store, EventLog(), history=0)
+    led.accept(KEY, c(0))
+    assert led.accept(KEY, c(1)) and not led.accept(KEY, c(1))
+    assert missing(led) == [(0, 1)]
+    taking[0] = True
+    assert not led.accept(KEY, c(1))  # taken now, but it was shown already
+    assert stored == [T0 + M] and missing(led) == [(0, 0)]
+    assert led.accept(KEY, c(2)) and stored == [T0 + M, T0 + 2 * M]
+
+
 def test_forming_update_reveals_a_lost_final_and_a_reconnect_window():
     led, _ = ledger()
     led.accept(KEY, c(0))

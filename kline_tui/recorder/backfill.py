@@ -72,8 +72,8 @@ class Backfiller:
         running = self._running
         while True:
             for key, missing in self._due():
-                if len(running) >= self.concurrency:
-                    break
+                if len(running) >= self.concurrency or self.paused():
+                    break  # a fill before may have filled the sink's buffer
                 self._busy.add(key)
                 task = asyncio.create_task(self._fill(key, missing))
                 running.add(task)
@@ -111,6 +111,8 @@ class Backfiller:
                 break
             before = sum(st.missing_count() for st in self.ledger.streams.values())
             for i in range(0, len(due), self.concurrency):
+                if self.paused():
+                    break  # the sink's buffer filled up: what is fetched now would be refused
                 await asyncio.gather(
                     *(self._fill(key, r) for key, r in due[i : i + self.concurrency])
                 )

@@ -20,6 +20,7 @@ a new stream's first candle reaches back at most to 2017, however large `history
 from __future__ import annotations
 
 import bisect
+import collections
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,6 +37,9 @@ MAX_JUMP_MS = 3653 * 24 * 3_600_000  # ten years
 # How far past the exchange's clock (when known) an open time may be: the tolerance the
 # connection applies to event times (the clock lags the server by its answers' delay, far less).
 AHEAD_TOLERANCE_MS = CLOCK_TOLERANCE_MS
+
+# Live closes refused by the outlet remembered per stream, to know a second delivery of one.
+_REFUSED_KEPT = 8
 
 
 @dataclass(slots=True)
@@ -61,6 +65,11 @@ class StreamLedger:
     absent: int = 0  # candles the exchange itself no longer has (REST returned none)
     gaps: int = 0
     implausible: int = 0  # open times ignored as impossible (see the module's docstring)
+    # The latest closes received live but not taken by the outlet (paused, a full buffer): a
+    # second delivery of one (a replaced connection's overlap) is not new a second time.
+    refused: collections.deque[int] = field(
+        default_factory=lambda: collections.deque(maxlen=_REFUSED_KEPT)
+    )
 
     def missing_count(self) -> int:
         """How many candles are missing (computed per range: no loop over candles)."""
@@ -236,13 +245,21 @@ class Ledger:
             return False
         if st.last is None or t > st.last:
             st.last = t
+        seen = t in st.refused  # received before, when the outlet refused it
         if self.store(key, candle, source):
             if source == "ws":
                 st.accepted_ws += 1
             else:
                 st.accepted_poll += 1
+            if seen:
+                st.refused.remove(t)
         else:
             st.hold_back(t)
+            if not seen:
+                st.refused.append(t)
+        if seen:
+            st.duplicates += 1
+            return False
         return True
 
     def _start_history(self, st: StreamLedger, first_seen: int) -> None:

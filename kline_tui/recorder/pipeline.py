@@ -330,6 +330,8 @@ class Pipeline:
 
         async def worker() -> None:
             for key in todo:  # one iterator: each stream is taken by one worker
+                if key not in self.hub.streams:
+                    continue  # removed meanwhile
                 try:
                     candles = await self.rest.klines(
                         key.market, key.symbol, key.interval, limit=count + 1, kind=key.kind
@@ -339,7 +341,10 @@ class Pipeline:
                     continue
                 self._seed_one(key, candles, server_now[key.market], count)
 
-        await asyncio.gather(*(worker() for _ in range(SEED_CONCURRENCY)))
+        # A task group: a worker's unexpected failure (or a cancellation) stops the others too.
+        async with asyncio.TaskGroup() as group:
+            for _ in range(SEED_CONCURRENCY):
+                group.create_task(worker())
 
     def _seed_one(self, key: StreamKey, candles: list[Candle], server_now: int, count: int) -> None:
         state = self.hub.streams.get(key)

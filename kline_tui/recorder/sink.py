@@ -190,7 +190,8 @@ class ParquetSink:
 
     @property
     def refusing(self) -> bool:
-        """The buffer is at its bound (the disk has been refusing writes): `add` drops rows."""
+        """The buffer is at its bound, so `add` drops rows: the disk has been refusing writes
+        (or, with `max_buffer_rows` near `flush_rows`, a fetch came faster than a flush)."""
         return self.stats.rows_buffered >= self.max_buffer_rows
 
     def add(self, key: StreamKey, candle: CandleLike, source: str = "ws") -> bool:
