@@ -963,7 +963,7 @@ def _config_file_lock(target: Path) -> Iterator[None]:
     import hashlib
 
     name = hashlib.sha256(str(target).encode("utf-8", "surrogateescape")).hexdigest()[:20]
-    folder = Path(platformdirs.user_cache_dir("kline-tui", appauthor=False)) / "locks"
+    folder = platformdirs.user_cache_path(APP_NAME, appauthor=False) / "locks"
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / f"config-{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -994,8 +994,8 @@ def _config_file_lock(target: Path) -> Iterator[None]:
 
 def _edit_config(path: Path, change: Callable[[TOMLDocument], None]) -> None:
     """Read the config file (none yet: empty), let `change` edit the parsed document, and write
-    it back: one writer at a time, in this process and across processes (a lock file beside
-    it), so two savers never lose each other's change.
+    it back: one writer at a time, in this process and across processes (`_config_file_lock`),
+    so two savers never lose each other's change.
 
     Comments and keys `change` leaves alone stay. The file is replaced atomically, so a crash
     mid-save never leaves half a config. A symlinked config (a dotfiles setup) is written

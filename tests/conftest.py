@@ -9,6 +9,13 @@ import pytest
 FAST_AND_AHEAD = {"speed": 60.0, "offset_ms": 3_600_000}
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """The cache folder (the config's save lock lives there) is a temporary one: tests leave
+    nothing in the home folder's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "simulator(**options): the options of the `sim` fixture's Simulator"

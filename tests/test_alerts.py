@@ -202,6 +202,21 @@ def test_a_window_with_a_gap_is_judged_once_the_gap_is_filled() -> None:
     assert len(fired) == 1
 
 
+def test_a_filled_window_whose_newest_candle_is_not_the_last_closed_is_not_judged() -> None:
+    """A gap filled while newer candles are missing too (a disconnection): the newest candle
+    held is not the one that closed last, so it is not judged late; the last closed one is."""
+    engine, fired = engine_with(rule="change_pct", value=1.0, window=3, cooldown_s=0)
+    engine.on_closed(KEY, candle(0, 100, 101))
+    engine.on_closed(KEY, candle(1, 101, 102))
+    engine.on_closed(KEY, candle(3, 103, 103))  # 2 lost; then the connection drops
+    server_now = candle(6, 0, 0).open_time + 1_000  # candle 5 closed last
+    engine.on_fetched(KEY, candle(2, 102, 103), server_now)  # 3's window: 101 -> 103, +2 %
+    assert fired == []  # 3 is old news by now
+    engine.on_fetched(KEY, candle(4, 103, 103), server_now)
+    engine.on_fetched(KEY, candle(5, 103, 104.5), server_now)  # 103 -> 104.5: +1.5 %
+    assert [f.open_time for f in fired] == [candle(5, 0, 0).open_time]
+
+
 def test_history_fills_a_window_and_is_never_judged_itself() -> None:
     engine, fired = engine_with(rule="volume_spike", value=3.0, window=4, cooldown_s=0)
     assert engine.history_needed() == {KEY: 5}
@@ -1169,7 +1184,9 @@ async def test_a_new_alerts_window_includes_candles_not_written_yet(sim, tmp_pat
         primed = [c.open_time for c in alert.closes]
         assert primed == [primed[0] + i * MINUTE for i in range(21)]
         await wait_until(lambda: fired, timeout=30, what="a firing on a live close")
-        assert fired[0].open_time > primed[-1]
+        # Never on what was history when the alert was made (a close during the read may be
+        # judged: it is the last closed).
+        assert not {f.open_time for f in fired} & held
         assert pipeline.sink.stats.rows_written == 0
     finally:
         await runtime.stop()

@@ -76,6 +76,25 @@ def test_fetched_candles_the_outlet_refuses_stay_missing_and_are_not_given_up():
     assert missing(led) == [] and led.streams[KEY].absent == 1
 
 
+def test_a_failing_listener_of_fetched_candles_cuts_no_bookkeeping_short(caplog):
+    refused = {T0 + 2 * M}
+    led = Ledger(lambda key, candle, source: candle.open_time not in refused, EventLog(), history=0)
+    told = []
+
+    def listener(key, candle, server_now):
+        told.append(candle.open_time)
+        raise RuntimeError("a bug in a listener")
+
+    led.fetched_listeners.append(listener)
+    led.accept(KEY, c(0))
+    led.accept(KEY, c(5))
+    stored = led.fill(KEY, T0 + M, T0 + 4 * M, [c(1), c(2), c(3)], T0 + 10 * M)
+    assert stored == 2 and told == [T0 + M]  # told once, then left alone for this fill
+    assert missing(led) == [(2, 2)]  # the refused one, held back after the listener failed
+    assert led.streams[KEY].absent == 1  # 4: the exchange lacks it
+    assert "a listener of fetched candles failed" in caplog.text
+
+
 def test_a_refused_close_delivered_twice_is_new_once():
     """Recording paused (or a full buffer): a close the outlet refused, delivered again by a
     replaced connection's overlap, is not new a second time (the hub would show it twice)."""

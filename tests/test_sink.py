@@ -1,5 +1,6 @@
 """The Parquet sink: layout, atomic parts, schema, and nothing lost when the disk refuses."""
 
+import asyncio
 import errno
 import logging
 
@@ -168,6 +169,39 @@ async def test_disk_full_keeps_rows_up_to_the_bound_and_counts_the_rest(tmp_path
     assert scan(tmp_path)["open_time"].dt.epoch("ms").to_list() == [
         T0 + i * 60_000 for i in range(10)
     ]
+
+
+async def test_the_batch_being_written_counts_against_the_bound(tmp_path, monkeypatch):
+    """While a flush writes (or retries) a batch, its rows are in memory too: the bound holds
+    buffered and in-flight rows together, so a refusing disk never makes it twice as large."""
+    import threading
+
+    events = EventLog()
+    sink = ParquetSink(tmp_path, events, flush_rows=10_000, flush_age_s=60, max_buffer_rows=10)
+    key = StreamKey.parse("usdm:BTCUSDT:1m")
+    release, writing = threading.Event(), threading.Event()
+    real_write = pl.DataFrame.write_parquet
+
+    def slow(self, *args, **kwargs):
+        writing.set()
+        release.wait(10)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", slow)
+    for i in range(8):
+        assert sink.add(key, candle(T0 + i * 60_000))
+    flush = asyncio.ensure_future(sink.flush())
+    while not writing.is_set():
+        await asyncio.sleep(0.01)
+    assert sink.stats.rows_buffered == 0 and not sink.refusing
+    accepted = [sink.add(key, candle(T0 + i * 60_000)) for i in range(8, 12)]
+    assert accepted == [True, True, False, False] and sink.refusing
+    release.set()
+    assert not await flush  # refused: the batch is back in the buffer, within the bound
+    assert sink.stats.rows_buffered == 10 and sink.refusing
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", real_write)
+    await sink.close()
+    assert not sink.refusing and sink.stats.rows_written == 10
 
 
 def dead_letters(data_dir):

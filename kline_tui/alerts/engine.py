@@ -175,7 +175,8 @@ class AlertEngine:
         )
 
     def on_closed(self, key: StreamKey, candle: CandleLike) -> None:
-        """A closed candle of `key` as the hub took it (never one twice, in order)."""
+        """A closed candle of `key` as the hub took it live (never one twice; a late close may
+        be older than the newest)."""
         seen = self._extremes.get(key)
         if seen is not None and seen[0] == candle.open_time:
             # The candle's last moments, after the previous poll saw it forming.
@@ -193,7 +194,7 @@ class AlertEngine:
         if key in self._by_key:  # a new stream's 1,000 candles of history, most often: none
             iv = key.interval
             last_closed = iv.prev_open(iv.open_time_at(server_now))
-            self._take_closed(key, candle, candle.open_time >= last_closed)
+            self._take_closed(key, candle, candle.open_time >= last_closed, last_closed)
 
     def prime(self, key: StreamKey, candles: Iterable[CandleLike]) -> None:
         """Candles of `key` read from the dataset (at a start, or for a new alert): the windows'
@@ -211,11 +212,13 @@ class AlertEngine:
                 needed[key] = most
         return needed
 
-    def _take_closed(self, key: StreamKey, candle: CandleLike, judge: bool) -> None:
+    def _take_closed(
+        self, key: StreamKey, candle: CandleLike, judge: bool, last_closed: int | None = None
+    ) -> None:
         for alert in self._by_key.get(key, ()):
             if not alert.rule.on_closed:
                 continue
-            condition = alert.closed(candle, judge)
+            condition = alert.closed(candle, judge, last_closed)
             if condition is None:
                 continue
             judged = alert.closes[-1]  # a candle filling a gap completes a later one's window

@@ -31,7 +31,6 @@ from __future__ import annotations
 import bisect
 import enum
 import hashlib
-import itertools
 from dataclasses import dataclass, field
 
 from kline_tui.config import AlertConfig, parse_alert
@@ -193,11 +192,15 @@ class Alert:
             return self.config.window + 1
         return 0
 
-    def closed(self, candle: CandleLike, judge: bool = True) -> bool | None:
+    def closed(
+        self, candle: CandleLike, judge: bool = True, last_closed: int | None = None
+    ) -> bool | None:
         """Take a closed candle (change_pct, volume_spike), in any order; the condition of the
         newest candle held when its window (the `needs` candles ending at it, each the interval
         after the one before) is complete for the first time, else None. With `judge` False
-        the candle is history: it may complete a window, but is never judged itself."""
+        the candle is history: it may complete a window, but is never judged itself. With
+        `last_closed` (the open time of the candle that closed last, by the exchange's clock),
+        a newest candle older than it is not judged: newer ones are still to come."""
         need, closes = self.needs, self.closes
         t = candle.open_time
         i = bisect.bisect_left(closes, t, key=_open_time)
@@ -212,8 +215,11 @@ class Alert:
         newest = closes[-1]
         if newest.open_time <= self.judged or len(closes) < need:
             return None
-        step = self.key.interval.next_open
-        if any(step(a.open_time) != b.open_time for a, b in itertools.pairwise(closes)):
+        if last_closed is not None and newest.open_time < last_closed:
+            return None
+        # Sorted, each open time once, on the interval's grid: no gap exactly when the window
+        # spans `need` intervals.
+        if self.key.interval.shift(closes[0].open_time, need - 1) != newest.open_time:
             return None  # a gap: judged once it is filled
         self.judged = newest.open_time
         if self.rule is Rule.CHANGE_PCT:

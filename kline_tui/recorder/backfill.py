@@ -45,7 +45,9 @@ class Backfiller:
         self.hub = hub
         self.events = events
         self.concurrency = concurrency
-        self.paused = paused  # while recording is paused there is nowhere to put what is fetched
+        # While recording is paused (or the sink's buffer is full) there is nowhere to put what
+        # is fetched.
+        self.paused = paused
         # Where an unexpected exception of one fetch is reported (the supervisor's `report`).
         self.on_error = on_error
         self.backfilled = 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ MAX_JUMP_MS = 3653 * 24 * 3_600_000  # ten years
 # How far past the exchange's clock (when known) an open time may be: the tolerance the
 # connection applies to event times (the clock lags the server by its answers' delay, far less).
 AHEAD_TOLERANCE_MS = CLOCK_TOLERANCE_MS
+
+log = logging.getLogger(__name__)
 
 # Live closes refused by the outlet remembered per stream, to know a second delivery of one.
 _REFUSED_KEPT = 8
@@ -104,7 +107,8 @@ class StreamLedger:
         return True
 
     def hold_back(self, open_time: int) -> None:
-        """A candle received but not stored (recording paused): missing again, fetched later."""
+        """A candle received but not stored (recording paused, the sink's buffer full): missing
+        again, fetched later."""
         iv = self.key.interval
         for r in self.missing:
             if r.last == iv.prev_open(open_time):
@@ -152,8 +156,8 @@ class Ledger:
     """Decides, per stream, whether a closed candle is new, and tracks what is missing.
 
     `store(key, candle, source)` receives each new candle exactly once; it returns False when it
-    does not take it now (recording paused), and the candle then counts as missing, to be fetched
-    again later.
+    does not take it now (recording paused, the sink's buffer full), and the candle then counts
+    as missing, to be fetched again later.
     """
 
     def __init__(
@@ -326,15 +330,14 @@ class Ledger:
         st = self.streams.get(key)
         if st is None:
             return 0
-        stored, not_taken = 0, []
+        taken: list[CandleLike] = []
+        not_taken: list[int] = []
         for candle in candles:
             t = candle.open_time
             if first <= t <= last and st.take(t):
                 if self.store(key, candle, "rest"):
                     st.accepted_rest += 1
-                    stored += 1
-                    for listener in self.fetched_listeners:
-                        listener(key, candle, server_now)
+                    taken.append(candle)
                 else:
                     not_taken.append(t)
         # Every candle of [first, last] closed at `server_now` and still missing is one the
@@ -346,4 +349,12 @@ class Ledger:
         # missing again, after the cut: they exist, and are fetched later.
         for t in not_taken:
             st.hold_back(t)
-        return stored
+        # Told after the bookkeeping, which a listener's failure must not cut short.
+        for listener in self.fetched_listeners:
+            for candle in taken:
+                try:
+                    listener(key, candle, server_now)
+                except Exception:  # logged; the candles are stored all the same
+                    log.exception("a listener of fetched candles failed on %s", key)
+                    break
+        return len(taken)

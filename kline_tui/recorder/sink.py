@@ -181,6 +181,7 @@ class ParquetSink:
         self._dropped_logged_at = 0.0
         self._buffer: dict[Partition, list[Row]] = defaultdict(list)
         self._writing: dict[Partition, list[Row]] = {}  # the batch a flush is writing
+        self._writing_rows = 0  # its rows: in memory too, until the write ends
         self._buckets: dict[tuple[Interval, int], str | None] = {}
         self._oldest: float | None = None  # monotonic time of the oldest buffered row
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet-writer")
@@ -190,9 +191,10 @@ class ParquetSink:
 
     @property
     def refusing(self) -> bool:
-        """The buffer is at its bound, so `add` drops rows: the disk has been refusing writes
+        """The rows held in memory (buffered, and the batch being written, which a refusing disk
+        hands back) are at the bound, so `add` drops rows: the disk has been refusing writes
         (or, with `max_buffer_rows` near `flush_rows`, a fetch came faster than a flush)."""
-        return self.stats.rows_buffered >= self.max_buffer_rows
+        return self.stats.rows_buffered + self._writing_rows >= self.max_buffer_rows
 
     def add(self, key: StreamKey, candle: CandleLike, source: str = "ws") -> bool:
         """Buffer one closed candle (anything with `as_row()`) and where it came from; never blocks.
@@ -268,7 +270,7 @@ class ParquetSink:
             write = asyncio.get_running_loop().run_in_executor(
                 self._writer, self._write_batch, batch, prepare
             )
-            self._writing = batch
+            self._writing, self._writing_rows = batch, rows
             try:
                 outcome = await asyncio.shield(write)
             except asyncio.CancelledError:
@@ -277,7 +279,7 @@ class ParquetSink:
                 self._account(await write, started)
                 raise
             finally:
-                self._writing = {}
+                self._writing, self._writing_rows = {}, 0
             return self._account(outcome, started)
 
     def held(self, key: StreamKey) -> list[Candle]:
