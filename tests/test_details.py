@@ -172,7 +172,16 @@ def test_kinds_without_volume_keep_it_null_and_timeframes_fit_the_interval():
         Interval.H4,
         Interval.D1,
     )
-    assert timeframes_of(Interval.H1) == (Interval.H1, Interval.H4, Interval.D1, Interval.W1)
+    assert timeframes_of(Interval.H1) == (
+        Interval.H1,
+        Interval.H4,
+        Interval.D1,
+        Interval.W1,
+        Interval.MO1,  # 744 candles in a 31-day month
+    )
+    assert timeframes_of(Interval.D1) == (Interval.D1, Interval.W1, Interval.MO1)
+    assert Interval.MO1 not in timeframes_of(Interval.M30)  # 1,488 candles a month
+    assert timeframes_of(Interval.D3) == (Interval.D3,)  # 3 days fill no week, no month
     assert timeframes_of(Interval.M15)[-1] is Interval.W1  # 672 candles a week
     assert Interval.W1 not in timeframes_of(Interval.M5)  # 2,016 a week is too many
     assert Interval.H1 not in timeframes_of(Interval.S1)  # 3,600 candles a bucket is too many
@@ -228,6 +237,66 @@ def test_hours_as_weeks_start_on_mondays_and_equal_a_plain_loop():
     closed, forming = frame.head(len(rows) - 1), frame.tail(1)
     joined = with_forming(closed, resample(closed, Interval.W1), forming, Interval.W1)
     assert joined.to_dicts() == weeks
+
+
+def test_hours_as_months_are_calendar_months_and_equal_a_plain_loop():
+    """Seventy days of 1h candles from 14 January 13:00 UTC as months: each opens on the 1st at
+    00:00 UTC and closes with the month (28 days for February), as the exchange's `1M` does,
+    checked against a loop that reads the month off the calendar. Weeks fill no month whole."""
+    import datetime as dt
+
+    hour = 3_600_000
+    start = int(dt.datetime(2026, 1, 14, 13, tzinfo=dt.UTC).timestamp() * 1000)
+    rows = [
+        {
+            "open_time": t,
+            "close_time": t + hour - 1,
+            "open": 50.0 + (i * 13) % 29,
+            "high": 80.0 + (i * 7) % 5,
+            "low": 40.0 - (i * 3) % 4,
+            "close": 50.5 + (i * 11) % 23,
+            "volume": 0.1 * (i % 13),
+            "quote_volume": 10.0 * (i % 7),
+            "taker_buy_volume": 0.05 * (i % 11),
+            "taker_buy_quote_volume": 5.0 * (i % 5),
+            "trades": i % 17,
+        }
+        for i in range(24 * 70)
+        for t in [start + i * hour]
+    ]
+
+    def month_bounds(ms: int) -> tuple[int, int]:
+        day = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+        first = dt.datetime(day.year, day.month, 1, tzinfo=dt.UTC)
+        after = dt.datetime(day.year + day.month // 12, day.month % 12 + 1, 1, tzinfo=dt.UTC)
+        return int(first.timestamp() * 1000), int(after.timestamp() * 1000)
+
+    months: list[dict] = []
+    for r in rows:
+        opens, after = month_bounds(r["open_time"])
+        if not months or months[-1]["open_time"] != opens:
+            months.append({**r, "open_time": opens, "close_time": after - 1, "candles": 0})
+            months[-1].update(dict.fromkeys(("volume", "quote_volume", "trades"), 0))
+            months[-1].update(dict.fromkeys(("taker_buy_volume", "taker_buy_quote_volume"), 0))
+        m = months[-1]
+        m["high"], m["low"] = max(m["high"], r["high"]), min(m["low"], r["low"])
+        m["close"] = r["close"]
+        for name in ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume"):
+            m[name] += r[name]
+        m["trades"] += r["trades"]
+        m["candles"] += 1
+    frame = pl.DataFrame(rows).cast(CANDLES_SCHEMA)
+    got = resample(frame, Interval.MO1, own=Interval.H1).to_dicts()
+    assert got == months  # every field, exactly
+    assert [m["candles"] for m in got] == [18 * 24 - 13, 28 * 24, 24 * 70 - 18 * 24 + 13 - 28 * 24]
+    # The live candle joins the forming month.
+    closed, forming = frame.head(len(rows) - 1), frame.tail(1)
+    buckets = resample(closed, Interval.MO1, own=Interval.H1)
+    assert with_forming(closed, buckets, forming, Interval.MO1, own=Interval.H1).to_dicts() == (
+        months
+    )
+    with pytest.raises(ValueError, match="do not fill"):
+        resample(frame, Interval.MO1, own=Interval.W1)
 
 
 # -- reading pages ------------------------------------------------------------------------------
@@ -672,6 +741,39 @@ def test_buckets_brought_up_to_date_equal_buckets_made_afresh():
 
 
 @pytest.mark.simulator(speed=0, start_ms=NOW)
+async def test_an_hour_stream_shows_as_calendar_months_on_key_8(sim, tmp_path):
+    import calendar
+
+    key = StreamKey.parse("usdm:BTCUSDT:1h")
+    app = KlineApp(make_settings(sim, tmp_path / "data", [str(key)], history=60))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await app.wait_started()
+        await wait_until(
+            lambda: app.table.selected is not None and app.recorder.streams[key].closed,
+            what="the stream's recent candles",
+        )
+        await pilot.press("enter")
+        await wait_until(lambda: isinstance(app.screen, DetailsScreen), what="the details view")
+        screen = app.screen
+        assert isinstance(screen, DetailsScreen)
+        await pilot.press("8")
+        await wait_until(
+            lambda: (
+                screen.timeframe is Interval.MO1
+                and screen.view is not None
+                and sum(b.candles for b in screen.view.bars) >= 60
+            ),
+            what="the months",
+        )
+        for bar in screen.view.bars:
+            year, month, day, hour = time.gmtime(bar.open_time / 1000)[:4]
+            assert (day, hour) == (1, 0)  # each opens on the 1st, 00:00 UTC
+            assert bar.candles <= calendar.monthrange(year, month)[1] * 24
+        assert "cannot show" not in screen.readout.plain
+        assert screen.timeframe.value in screen.headline.plain
+        await pilot.press("escape", "q")
+
+
 async def test_month_week_and_3_day_streams_open_in_the_details_view(sim, tmp_path):
     keys = ["usdm:BTCUSDT:1M", "usdm:BTCUSDT:1w", "usdm:BTCUSDT:3d"]
     data = tmp_path / "data"

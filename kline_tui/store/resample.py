@@ -57,43 +57,52 @@ TIMEFRAMES = (
     Interval.H4,
     Interval.D1,
     Interval.W1,
+    Interval.MO1,
 )
 # At most this many candles in one bucket (a day of minutes): a `1s` stream stops at 15m and a
-# `1m` one at 1d (a week of `15m` is 672), so a screen of buckets never needs millions of rows.
+# `1m` one at 1d (a week of `15m` is 672, a month of `1h` 744), so a screen of buckets never
+# needs millions of rows.
 MAX_RATIO = 1440
+_DAY_MS = 86_400_000
+_LONGEST_MONTH_MS = 31 * _DAY_MS
 
 _SUMMED = ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume", "trades")
 
 
+def _fits(own: int, target: Interval) -> bool:
+    """Whether candles `own` ms long fill buckets of `target` whole, at most MAX_RATIO each: a
+    fixed interval that is a multiple of them, or the month for intervals that divide a day."""
+    ms = target.ms
+    if ms is None:  # the month: whole days, 28 to 31 of them
+        return _DAY_MS % own == 0 and _LONGEST_MONTH_MS // own <= MAX_RATIO
+    return ms > own and ms % own == 0 and ms // own <= MAX_RATIO
+
+
 def timeframes_of(interval: Interval) -> tuple[Interval, ...]:
     """The intervals a stream of `interval` can be shown at: its own, then each of TIMEFRAMES
-    that is a whole multiple of it, at most MAX_RATIO times longer."""
+    that its candles fill whole (`_fits`), at most MAX_RATIO of them a bucket."""
     own = interval.ms
     if own is None:
         return (interval,)
-    longer = tuple(
-        t
-        for t in TIMEFRAMES
-        if (ms := t.ms) is not None and ms > own and ms % own == 0 and ms // own <= MAX_RATIO
-    )
-    return (interval, *longer)
+    return (interval, *(t for t in TIMEFRAMES if t is not interval and _fits(own, t)))
 
 
 def _every(target: Interval) -> str:
     ms = target.ms
-    if ms is None:
-        raise ValueError("the month is not a fixed interval: it cannot be a timeframe")
-    return f"{ms}ms"
+    return "1mo" if ms is None else f"{ms}ms"
 
 
 def resample(frame: pl.DataFrame, target: Interval, *, own: Interval | None = None) -> pl.DataFrame:
     """`frame` (CANDLES_SCHEMA, ascending, each open time once) as buckets of `target`
     (BUCKETS_SCHEMA), oldest first; the newest bucket holds whatever candles it has so far.
     At the stream's own interval (`target is own`) each candle is its bucket: nothing is
-    aggregated, so a month (`1M`) stream, whose interval is not fixed, is shown too. Raises
-    ValueError for the month as a longer timeframe."""
+    aggregated, so a month (`1M`) stream, whose interval is not fixed, is shown too. Months
+    are calendar months (UTC), as the exchange's `1M`. Raises ValueError when `own` (the
+    stream's interval, when given) does not fill `target` whole, e.g. weeks as months."""
     if target is own:
         return frame.with_columns(candles=pl.lit(1, pl.UInt32())).cast(BUCKETS_SCHEMA)
+    if own is not None and (own.ms is None or not _fits(own.ms, target)):
+        raise ValueError(f"{own.value} candles do not fill {target.value} ones whole")
     if frame.is_empty():
         return pl.DataFrame(schema=BUCKETS_SCHEMA)
     step = target.ms
@@ -122,9 +131,10 @@ def resample(frame: pl.DataFrame, target: Interval, *, own: Interval | None = No
         pl.len().alias("candles"),
     )
     opens = pl.col("_t").dt.epoch("ms")
+    closes = opens + step - 1 if step else pl.col("_t").dt.offset_by("1mo").dt.epoch("ms") - 1
     return grouped.select(
         open_time=opens,
-        close_time=opens + (step or 0) - 1,
+        close_time=closes,
         **{c: pl.col(c) for c in list(CANDLES_SCHEMA)[2:]},
         candles=pl.col("candles"),
     ).cast(BUCKETS_SCHEMA)

@@ -370,6 +370,8 @@ class DetailsScreen(Screen[StreamKey]):
     def _read_size(self) -> int:
         """Candles to ask for in one read: two screens of the timeframe's buckets."""
         own, shown = self.key.interval.ms, self.timeframe.ms
+        if own and shown is None and self.timeframe is not self.key.interval:
+            shown = 31 * 86_400_000  # a month, at its longest
         ratio = shown // own if own and shown else 1
         capacity = self.query_one(CandleChart).capacity
         return max(MIN_READ, min(200_000, 2 * capacity * ratio))
