@@ -313,8 +313,11 @@ class Pipeline:
     async def seed_history(self, keys: Iterable[StreamKey], count: int = 60) -> None:
         """Fill each stream's recent closed candles from REST, so charts start full.
 
-        Only candles whose close time is before the exchange's current time count as closed.
-        This is display history: it does not go to the sink. SEED_CONCURRENCY streams are asked
+        Only candles that had closed when the stream was asked count as closed, by the
+        exchange's clock (carried forward from its server time, so a slow answer or a fast
+        simulated clock does not make a closed candle look forming); `count + 2` rows are asked
+        so one that closes meanwhile still leaves `count`. This is display history: it does not
+        go to the sink. SEED_CONCURRENCY streams are asked
         at once, in watch-list order, within the weight budget like every call (a few at a time,
         so the backfiller's calls wait behind no more than that). A failure is logged, not
         raised.
@@ -332,14 +335,15 @@ class Pipeline:
             for key in todo:  # one iterator: each stream is taken by one worker
                 if key not in self.hub.streams:
                     continue  # removed meanwhile
+                asked_at = self._exchange_now(key.market) or server_now[key.market]
                 try:
                     candles = await self.rest.klines(
-                        key.market, key.symbol, key.interval, limit=count + 1, kind=key.kind
+                        key.market, key.symbol, key.interval, limit=count + 2, kind=key.kind
                     )
                 except RestError as exc:
                     self.events.warning(f"{key}: no history ({exc})")
                     continue
-                self._seed_one(key, candles, server_now[key.market], count)
+                self._seed_one(key, candles, asked_at, count)
 
         # A task group: a worker's unexpected failure (or a cancellation) stops the others too.
         async with asyncio.TaskGroup() as group:
