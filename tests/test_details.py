@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,17 +63,23 @@ def recorded(data: Path, key: StreamKey = BTC) -> pl.DataFrame:
     )
 
 
-def loop_aggregate(rows: list[dict], step: int) -> list[dict]:
-    """Buckets of `step` ms aggregated by hand: first open, max high, min low, last close,
-    summed volumes and trades, and how many candles each holds."""
+def fixed(step: int) -> Callable[[int], tuple[int, int]]:
+    """The bounds of the `step` ms bucket an open time falls in, from the epoch."""
+    return lambda t: (t - t % step, t - t % step + step)
+
+
+def loop_aggregate(rows: list[dict], bounds: Callable[[int], tuple[int, int]]) -> list[dict]:
+    """Buckets aggregated by hand, `bounds(open_time)` giving the open time of a candle's bucket
+    and of the next one: first open, max high, min low, last close, summed volumes and trades,
+    and how many candles each holds."""
     out: list[dict] = []
     for r in rows:
-        start = r["open_time"] - r["open_time"] % step
+        start, after = bounds(r["open_time"])
         if not out or out[-1]["open_time"] != start:
             out.append(
                 {
                     "open_time": start,
-                    "close_time": start + step - 1,
+                    "close_time": after - 1,
                     "open": r["open"],
                     "high": r["high"],
                     "low": r["low"],
@@ -110,7 +117,7 @@ async def test_a_day_of_1m_as_1h_equals_a_plain_loop(sim, tmp_path):
 
     for target in (Interval.M5, Interval.M15, Interval.H1, Interval.H4, Interval.D1):
         got = resample(page.frame, target).to_dicts()
-        want = loop_aggregate(rows, target.ms or 0)
+        want = loop_aggregate(rows, fixed(target.ms or 0))
         assert got == want, target  # every field, exactly (sums in the same order)
     hours = resample(page.frame, Interval.H1)
     # A day from 14:03 to 14:03: 25 hours, the first and the last partial.
@@ -129,7 +136,7 @@ async def test_the_forming_bucket_is_included_and_the_live_candle_joins_it(sim, 
     closed, forming = frame.head(cut - 1), frame.slice(cut - 1, 1)
     partial = resample(frame.head(cut), Interval.H1)
     assert partial["candles"][-1] == 23
-    assert partial.to_dicts() == loop_aggregate(rows[:cut], 3_600_000)
+    assert partial.to_dicts() == loop_aggregate(rows[:cut], fixed(3_600_000))
     # The live candle folded into the resampled closed ones: the same buckets.
     joined = with_forming(closed, resample(closed, Interval.H1), forming, Interval.H1)
     assert joined.to_dicts() == partial.to_dicts()
@@ -138,7 +145,7 @@ async def test_the_forming_bucket_is_included_and_the_live_candle_joins_it(sim, 
     assert first_of_hour["open_time"][0] % 3_600_000 == 0
     before = frame.head(cut - 23)
     opened = with_forming(before, resample(before, Interval.H1), first_of_hour, Interval.H1)
-    assert opened.to_dicts() == loop_aggregate(rows[: cut - 22], 3_600_000)
+    assert opened.to_dicts() == loop_aggregate(rows[: cut - 22], fixed(3_600_000))
     shown = bars(opened, forming_from=int(first_of_hour["open_time"][0]))
     assert [b.forming for b in shown[-2:]] == [False, True] and shown[-1].candles == 1
 
@@ -212,23 +219,14 @@ def test_hours_as_weeks_start_on_mondays_and_equal_a_plain_loop():
         for i in range(24 * 7 * 5)
         for t in [start + i * hour]
     ]
-    weeks: list[dict] = []
-    for r in rows:
-        day = dt.datetime.fromtimestamp(r["open_time"] / 1000, dt.UTC).date()
+
+    def week_bounds(ms: int) -> tuple[int, int]:
+        day = dt.datetime.fromtimestamp(ms / 1000, dt.UTC).date()
         monday = day - dt.timedelta(days=day.weekday())
         opens = int(dt.datetime(monday.year, monday.month, monday.day, tzinfo=dt.UTC).timestamp())
-        if not weeks or weeks[-1]["open_time"] != opens * 1000:
-            weeks.append({**r, "open_time": opens * 1000, "candles": 0})
-            weeks[-1].update(dict.fromkeys(("volume", "quote_volume", "trades"), 0))
-            weeks[-1].update(dict.fromkeys(("taker_buy_volume", "taker_buy_quote_volume"), 0))
-        w = weeks[-1]
-        w["close_time"] = w["open_time"] + 7 * 24 * hour - 1
-        w["high"], w["low"] = max(w["high"], r["high"]), min(w["low"], r["low"])
-        w["close"] = r["close"]
-        for name in ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume"):
-            w[name] += r[name]
-        w["trades"] += r["trades"]
-        w["candles"] += 1
+        return opens * 1000, opens * 1000 + 7 * 24 * hour
+
+    weeks = loop_aggregate(rows, week_bounds)
     frame = pl.DataFrame(rows).cast(CANDLES_SCHEMA)
     got = resample(frame, Interval.W1).to_dicts()
     assert got == weeks  # every field, exactly
@@ -271,20 +269,7 @@ def test_hours_as_months_are_calendar_months_and_equal_a_plain_loop():
         after = dt.datetime(day.year + day.month // 12, day.month % 12 + 1, 1, tzinfo=dt.UTC)
         return int(first.timestamp() * 1000), int(after.timestamp() * 1000)
 
-    months: list[dict] = []
-    for r in rows:
-        opens, after = month_bounds(r["open_time"])
-        if not months or months[-1]["open_time"] != opens:
-            months.append({**r, "open_time": opens, "close_time": after - 1, "candles": 0})
-            months[-1].update(dict.fromkeys(("volume", "quote_volume", "trades"), 0))
-            months[-1].update(dict.fromkeys(("taker_buy_volume", "taker_buy_quote_volume"), 0))
-        m = months[-1]
-        m["high"], m["low"] = max(m["high"], r["high"]), min(m["low"], r["low"])
-        m["close"] = r["close"]
-        for name in ("volume", "quote_volume", "taker_buy_volume", "taker_buy_quote_volume"):
-            m[name] += r[name]
-        m["trades"] += r["trades"]
-        m["candles"] += 1
+    months = loop_aggregate(rows, month_bounds)
     frame = pl.DataFrame(rows).cast(CANDLES_SCHEMA)
     got = resample(frame, Interval.MO1, own=Interval.H1).to_dicts()
     assert got == months  # every field, exactly
