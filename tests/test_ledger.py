@@ -29,6 +29,19 @@ def ledger(history=0):
     return led, stored
 
 
+def gated_ledger(taking: list[bool]):
+    """A ledger whose outlet takes candles while `taking[0]` (recording paused, a full buffer:
+    False), and the open times it took."""
+    stored = []
+
+    def store(key, candle, source):
+        if taking[0]:
+            stored.append(candle.open_time)
+        return taking[0]
+
+    return Ledger(store, EventLog(), history=0), stored
+
+
 def missing(led):
     return [((r.first - T0) // M, (r.last - T0) // M) for r in led.streams[KEY].missing]
 
@@ -58,11 +71,7 @@ def test_fetched_candles_the_outlet_refuses_stay_missing_and_are_not_given_up():
     """A fill whose rows the outlet does not take (recording paused, a full buffer): they exist
     at the exchange, so they are missing again, not counted absent with those it lacks."""
     taking = [True]
-
-    def store(key, candle, source):
-        return taking[0]
-
-    led = Ledger(store, EventLog(), history=0)
+    led, _ = gated_ledger(taking)
     led.accept(KEY, c(0))
     led.accept(KEY, c(6))
     assert missing(led) == [(1, 5)]
@@ -99,14 +108,7 @@ def test_a_refused_close_delivered_twice_is_new_once():
     """Recording paused (or a full buffer): a close the outlet refused, delivered again by a
     replaced connection's overlap, is not new a second time (the hub would show it twice)."""
     taking = [False]
-    stored = []
-
-    def store(key, candle, source):
-        if taking[0]:
-            stored.append(candle.open_time)
-        return taking[0]
-
-    led = Ledger(store, EventLog(), history=0)
+    led, stored = gated_ledger(taking)
     led.accept(KEY, c(0))
     assert led.accept(KEY, c(1)) and not led.accept(KEY, c(1))
     assert missing(led) == [(0, 1)]
@@ -156,15 +158,8 @@ def test_candles_the_exchange_lacks_are_given_up_once_closed():
 
 
 def test_a_candle_not_taken_is_missing_again():
-    stored = []
     taking = [True]
-
-    def store(key, candle, source):
-        if taking[0]:
-            stored.append(candle.open_time)
-        return taking[0]
-
-    led = Ledger(store, EventLog(), history=0)
+    led, stored = gated_ledger(taking)
     led.accept(KEY, c(0))
     taking[0] = False  # recording paused
     for i in (1, 2, 3):
