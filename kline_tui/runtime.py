@@ -38,7 +38,7 @@ from kline_tui.alerts.state import encode_states, read_states, state_path, write
 from kline_tui.alerts.webhook import WebhookSender
 from kline_tui.binance.rest import RestError
 from kline_tui.config import AlertConfig, Settings, save_alerts
-from kline_tui.model import Market, StreamKey
+from kline_tui.model import StreamKey
 from kline_tui.recorder.events import EventLog
 from kline_tui.recorder.hub import SPARK_LENGTH
 from kline_tui.recorder.pipeline import Pipeline, StopReport, StreamRefused
@@ -289,9 +289,6 @@ class Runtime:
         pipeline.hub.closed_listeners.append(engine.on_closed)
         pipeline.ledger.fetched_listeners.append(engine.on_fetched)
 
-        def exchange_now(market: Market) -> int | None:
-            return pipeline.rest.clock(market).now_ms()
-
         def first_missing(key: StreamKey) -> int | None:
             ledger = pipeline.ledger.streams.get(key)
             return ledger.missing[0].first if ledger is not None and ledger.missing else None
@@ -299,7 +296,7 @@ class Runtime:
         async def poll() -> None:
             while True:
                 await asyncio.sleep(ALERT_POLL_S)
-                engine.poll(pipeline.hub.streams, exchange_now, first_missing)
+                engine.poll(pipeline.hub.streams, pipeline.exchange_now, first_missing)
                 if time.monotonic() - self._state_saved_at >= ALERT_STATE_SAVE_S:
                     self._keep_alert_state()
 
@@ -387,13 +384,14 @@ class Runtime:
         async def prime() -> None:
             for key, count in needed.items():
                 try:
-                    now = pipeline.rest.clock(key.market).now_ms()
+                    now = pipeline.exchange_now(key.market)
                     end = None if now is None else key.interval.open_time_at(now)
-                    held = sink.held(key)  # before the read: a flush may write them meanwhile
+                    # Before the read, as a flush may write them meanwhile. What the sink takes
+                    # after this, the engine is told as it comes (live or fetched).
+                    held = sink.held(key)
                     page = await asyncio.to_thread(
                         read_page, dataset, key, end_ms=end, limit=count, newest_first=True
                     )
-                    held += sink.held(key)
                     recent = [c for c in held if end is None or c.open_time < end]
                     engine.prime(key, [*candles_of(page.frame), *recent])
                 except READ_ERRORS as exc:  # a warm-up: any failure leaves the window to fill live

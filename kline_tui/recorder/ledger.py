@@ -180,7 +180,7 @@ class Ledger:
         self.exchange_now_ms = exchange_now_ms
         self.streams: dict[StreamKey, StreamLedger] = {}
         # Called with each fetched candle `fill` stores and the exchange time it was fetched at
-        # (the alerts: a gap's candles complete windows); cheap, and must not raise.
+        # (the alerts: a gap's candles complete windows); cheap; a failure is logged.
         self.fetched_listeners: list[Callable[[StreamKey, CandleLike, int], None]] = []
 
     # -- start -------------------------------------------------------------------------------

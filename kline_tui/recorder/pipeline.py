@@ -115,7 +115,7 @@ class Pipeline:
             self._store,
             self.events,
             history=settings.history,
-            exchange_now_ms=self._exchange_now,
+            exchange_now_ms=self.exchange_now,
             on_start=self._note_start,
         )
         # Where each stream's recording begins (store.starts), and whether the file lags behind.
@@ -130,7 +130,7 @@ class Pipeline:
             rotate_after_s=settings.rotate_after_h * 3600,
             keep_closed=keep_closed,
             spawn=self.supervisor.spawn,
-            exchange_clock=self._exchange_now,
+            exchange_clock=self.exchange_now,
         )
         self.backfiller = Backfiller(
             self.ledger,
@@ -239,7 +239,7 @@ class Pipeline:
 
         return write
 
-    def _exchange_now(self, market: Market) -> int | None:
+    def exchange_now(self, market: Market) -> int | None:
         """The exchange's current time for `market` (ms), or None while it is unknown."""
         return self.rest.clock(market).now_ms()
 
@@ -335,7 +335,7 @@ class Pipeline:
             for key in todo:  # one iterator: each stream is taken by one worker
                 if key not in self.hub.streams:
                     continue  # removed meanwhile
-                asked_at = self._exchange_now(key.market) or server_now[key.market]
+                asked_at = self.exchange_now(key.market) or server_now[key.market]
                 try:
                     candles = await self.rest.klines(
                         key.market, key.symbol, key.interval, limit=count + 2, kind=key.kind
@@ -385,7 +385,7 @@ class Pipeline:
         time now (its clock carried forward) proves they closed, as a forming update would."""
         for key in self.hub.streams:
             st = self.ledger.streams.get(key)
-            now = self._exchange_now(key.market)
+            now = self.exchange_now(key.market)
             if st is not None and st.last is not None and now is not None:
                 self.ledger.observe(key, key.interval.open_time_at(now))
 
