@@ -437,7 +437,7 @@ async def check_the_view(app: KlineApp, pilot, want: pl.DataFrame) -> None:
     await pilot.press("4")
     await wait_until(lambda: screen.timeframe is Interval.H1, what="1h")
     await pilot.pause()
-    hours = {b["open_time"]: b for b in loop_aggregate(want.to_dicts(), 3_600_000)}
+    hours = {b["open_time"]: b for b in loop_aggregate(want.to_dicts(), fixed(3_600_000))}
     shown = [b for b in chart.bars if not b.forming]
     assert shown and shown[0].open_time == Interval.H1.open_time_at(FIRST)
     for bar in shown[:-1]:  # the last may hold live candles the dataset has not yet
@@ -875,7 +875,7 @@ async def test_reads_and_timeframes_are_merged_and_resampled_off_the_loop(
         assert set(want["open_time"].to_list()) <= set(seen)
         assert len(screen._history) > 100
         await pilot.press("4")  # 1h: resampled in a thread, then shown
-        hours = {b["open_time"]: b for b in loop_aggregate(want.to_dicts(), 3_600_000)}
+        hours = {b["open_time"]: b for b in loop_aggregate(want.to_dicts(), fixed(3_600_000))}
         await wait_until(
             lambda: (
                 screen.view is not None
